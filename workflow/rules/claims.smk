@@ -1,0 +1,20 @@
+# Each claim of the paper as a predicate over the result tables, with evidence and a verdict.
+
+
+rule claims:
+    input:
+        phases=get_table("phase_energy"),
+        dominance=f"{TABLES}/dominance.csv",
+        classes=f"{TABLES}/dvfs_classes.csv",
+        policy=f"{TABLES}/clock_policy.csv",
+        fleet=f"{TABLES}/fleet.csv",
+        crossovers=f"{TABLES}/crossovers.csv",
+        request=get_table("request_energy"),
+    output:
+        claims="results/claims.csv",
+    log:
+        "logs/analysis/claims.log",
+    params:
+        config=ANALYSIS_CONFIG,
+    shell:
+        "phase-energy analyse claims --config {params.config} --outdir results > {log} 2>&1"

@@ -1,0 +1,18 @@
+# DVFS behaviour classes, the clock policy table and the fleet projection.
+
+
+rule classes:
+    input:
+        trials=get_table("phase_trials"),
+        phases=get_table("phase_energy"),
+    output:
+        classes=f"{TABLES}/dvfs_classes.csv",
+        curves=get_table("dvfs_curves"),
+        policy=f"{TABLES}/clock_policy.csv",
+        fleet=f"{TABLES}/fleet.csv",
+    log:
+        "logs/analysis/classes.log",
+    params:
+        config=ANALYSIS_CONFIG,
+    shell:
+        "phase-energy analyse classes --config {params.config} --outdir {TABLES} > {log} 2>&1"

@@ -1,0 +1,74 @@
+# Config validation, the experiment grid and the input functions of every rule.
+import json
+from pathlib import Path
+
+import phase_energy.figures
+from phase_energy.config import ConfigError, expand_grid, validate_config
+from phase_energy.config import config_hash as _config_hash
+
+try:
+    _validated = validate_config(config)
+except ConfigError as e:
+    raise WorkflowError(f"invalid configuration: {e}") from None
+config.clear()
+config.update(_validated)
+
+TRACES = config["traces"].rstrip("/")
+MEASURED_TRACES = "results/traces"
+GRID = list(expand_grid(config))
+TABLES = "results/tables"
+FIGURES = list(phase_energy.figures.FIGURES)
+FIGURE_CODE = Path(phase_energy.figures.__file__)
+
+# Keys a measurement job depends on; a change to the grid alone reruns no measurement.
+MEASURE_KEYS = ("output_lengths", "measurement", "backend", "engine", "allow_gpu_settings", "seed", "sim", "gpu")
+
+
+def _write_config(keys=None):
+    """Write (once) a content-addressed JSON of the config, for rules to read; return its path."""
+    part = {k: config[k] for k in keys} if keys else config
+    path = Path("results/config") / f"{_config_hash(part)}.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(part, indent=1, sort_keys=True))
+    return str(path)
+
+
+MEASURE_CONFIG = _write_config(MEASURE_KEYS)
+ANALYSIS_CONFIG = _write_config()
+
+
+wildcard_constraints:
+    arch=r"[a-z0-9][a-z0-9.\-]*",
+    bs=r"\d+",
+    ctx=r"\d+",
+    lever=r"default|powercap-\d+|smclock-\d+",
+    rep=r"\d+",
+
+
+POINT = "arch~{arch}/bs~{bs}/ctx~{ctx}/lever~{lever}/rep~{rep}"
+
+
+def get_lever(wildcards):
+    """The lever of a job as the CLI takes it (powercap-400 -> powercap:400)."""
+    return wildcards.lever.replace("-", ":", 1)
+
+
+def get_trace_status_files(wildcards=None):
+    """status.json of every grid point, in the traces folder (measured or cached)."""
+    return [f"{TRACES}/{p.path}/status.json" for p in GRID]
+
+
+def get_table(name):
+    """Path of one result table."""
+    return f"{TABLES}/{name}.parquet"
+
+
+def get_figure_outputs():
+    """PNG and SVG of every figure."""
+    return [f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+
+
+def get_final_outputs():
+    """Everything `snakemake` builds by default: tables, claims and figures."""
+    return [get_table("phase_energy"), "results/claims.csv", *get_figure_outputs()]

@@ -1,0 +1,16 @@
+# Total request energy relative to GQA over output length and context, and the crossover points.
+
+
+rule crossover:
+    input:
+        windows=get_table("windows"),
+        trials=get_table("phase_trials"),
+    output:
+        request=get_table("request_energy"),
+        crossovers=f"{TABLES}/crossovers.csv",
+    log:
+        "logs/analysis/crossover.log",
+    params:
+        config=ANALYSIS_CONFIG,
+    shell:
+        "phase-energy analyse crossover --config {params.config} --outdir {TABLES} > {log} 2>&1"

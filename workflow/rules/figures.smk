@@ -1,0 +1,42 @@
+# Every figure, from the result tables only; a change to the plotting code re-runs only the plots.
+
+
+rule figures:
+    input:
+        get_figure_outputs(),
+
+
+for _fig, _meta in phase_energy.figures.FIGURES.items():
+
+    rule:
+        name:
+            f"figure_{_fig}"
+        input:
+            tables=[
+                get_table("phase_energy"),
+                get_table("windows"),
+                get_table("pareto"),
+                get_table("dvfs_curves"),
+                get_table("request_energy"),
+                f"{TABLES}/dvfs_classes.csv",
+                f"{TABLES}/clock_policy.csv",
+                f"{TABLES}/crossovers.csv",
+                "results/claims.csv",
+            ],
+            code=FIGURE_CODE,
+        output:
+            png=report(
+                f"figures/{_fig}.png",
+                caption=f"../report/{_fig}.rst",
+                category=_meta["category"],
+            ),
+            svg=f"figures/{_fig}.svg",
+        log:
+            f"logs/figures/{_fig}.log",
+        params:
+            config=ANALYSIS_CONFIG,
+            name=_fig,
+            traces=TRACES,
+        shell:
+            "phase-energy figure {params.name} --config {params.config} --tables {TABLES}"
+            " --traces {params.traces} --out figures/{params.name} > {log} 2>&1"

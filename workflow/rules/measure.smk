@@ -1,0 +1,20 @@
+# One GPU job per grid point: prefill and decode under one lever, written as a raw trace.
+
+
+rule measure:
+    output:
+        samples=f"{MEASURED_TRACES}/{POINT}/samples.parquet",
+        windows=f"{MEASURED_TRACES}/{POINT}/windows.parquet",
+        metadata=f"{MEASURED_TRACES}/{POINT}/metadata.json",
+        status=f"{MEASURED_TRACES}/{POINT}/status.json",
+    log:
+        f"logs/measure/{POINT}.log",
+    params:
+        config=MEASURE_CONFIG,
+        lever=get_lever,
+    resources:
+        gpu=1,
+    shell:
+        "phase-energy measure --config {params.config} --arch {wildcards.arch}"
+        " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"
+        " --rep {wildcards.rep} --out $(dirname {output.status}) > {log} 2>&1"

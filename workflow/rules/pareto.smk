@@ -1,0 +1,16 @@
+# Pareto frontiers over levers (throughput vs energy per token) and the caps-vs-locks dominance test.
+
+
+rule pareto:
+    input:
+        trials=get_table("phase_trials"),
+        phases=get_table("phase_energy"),
+    output:
+        frontier=get_table("pareto"),
+        dominance=f"{TABLES}/dominance.csv",
+    log:
+        "logs/analysis/pareto.log",
+    params:
+        config=ANALYSIS_CONFIG,
+    shell:
+        "phase-energy analyse pareto --config {params.config} --outdir {TABLES} > {log} 2>&1"
