@@ -80,7 +80,7 @@ def _schema_error(error: jsonschema.ValidationError) -> ConfigError:
         where = _path(error)
         prefix = "" if where == "<top level>" else f"{where}."
         return ConfigError(
-            f"config key {prefix}{unknown[0]!r}: unknown key (value {error.instance[unknown[0]]!r}); "
+            f"config key '{prefix}{unknown[0]}': unknown key (value {error.instance[unknown[0]]!r}); "
             f"accepted: {_accepted(error)}"
         )
     return ConfigError(

@@ -14,7 +14,10 @@ rule claims:
         claims="results/claims.csv",
     log:
         "logs/analysis/claims.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         config=ANALYSIS_CONFIG,
+        outdir=get_output_dir,
     shell:
-        "phase-energy analyse claims --config {params.config} --outdir results > {log} 2>&1"
+        "phase-energy analyse claims --config {params.config} --outdir {params.outdir} > {log} 2>&1"

@@ -12,7 +12,10 @@ rule classes:
         fleet=f"{TABLES}/fleet.csv",
     log:
         "logs/analysis/classes.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         config=ANALYSIS_CONFIG,
+        outdir=get_output_dir,
     shell:
-        "phase-energy analyse classes --config {params.config} --outdir {TABLES} > {log} 2>&1"
+        "phase-energy analyse classes --config {params.config} --outdir {params.outdir} > {log} 2>&1"

@@ -21,7 +21,16 @@ FIGURES = list(phase_energy.figures.FIGURES)
 FIGURE_CODE = Path(phase_energy.figures.__file__)
 
 # Keys a measurement job depends on; a change to the grid alone reruns no measurement.
-MEASURE_KEYS = ("output_lengths", "measurement", "backend", "engine", "allow_gpu_settings", "seed", "sim", "gpu")
+MEASURE_KEYS = (
+    "output_lengths",
+    "measurement",
+    "backend",
+    "engine",
+    "allow_gpu_settings",
+    "seed",
+    "sim",
+    "gpu",
+)
 
 
 def _write_config(keys=None):
@@ -57,6 +66,16 @@ def get_lever(wildcards):
 def get_trace_status_files(wildcards=None):
     """status.json of every grid point, in the traces folder (measured or cached)."""
     return [f"{TRACES}/{p.path}/status.json" for p in GRID]
+
+
+def get_output_dir(wildcards, output):
+    """Folder of a rule's first output (where an analysis stage writes its tables)."""
+    return Path(output[0]).parent
+
+
+def get_tables_dir(wildcards, input):
+    """Folder of the result tables a figure reads."""
+    return Path(input.tables[0]).parent
 
 
 def get_table(name):

@@ -10,7 +10,10 @@ rule crossover:
         crossovers=f"{TABLES}/crossovers.csv",
     log:
         "logs/analysis/crossover.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         config=ANALYSIS_CONFIG,
+        outdir=get_output_dir,
     shell:
-        "phase-energy analyse crossover --config {params.config} --outdir {TABLES} > {log} 2>&1"
+        "phase-energy analyse crossover --config {params.config} --outdir {params.outdir} > {log} 2>&1"

@@ -12,7 +12,10 @@ rule energy:
         jobs=f"{TABLES}/jobs.csv",
     log:
         "logs/analysis/energy.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         config=ANALYSIS_CONFIG,
+        outdir=get_output_dir,
     shell:
-        "phase-energy analyse energy --config {params.config} --outdir {TABLES} > {log} 2>&1"
+        "phase-energy analyse energy --config {params.config} --outdir {params.outdir} > {log} 2>&1"

@@ -33,10 +33,13 @@ for _fig, _meta in phase_energy.figures.FIGURES.items():
             svg=f"figures/{_fig}.svg",
         log:
             f"logs/figures/{_fig}.log",
+        conda:
+            "../../envs/analysis.yaml"
         params:
             config=ANALYSIS_CONFIG,
+            tables=get_tables_dir,
             name=_fig,
             traces=TRACES,
         shell:
-            "phase-energy figure {params.name} --config {params.config} --tables {TABLES}"
+            "phase-energy figure {params.name} --config {params.config} --tables {params.tables}"
             " --traces {params.traces} --out figures/{params.name} > {log} 2>&1"

@@ -9,11 +9,13 @@ rule measure:
         status=f"{MEASURED_TRACES}/{POINT}/status.json",
     log:
         f"logs/measure/{POINT}.log",
+    conda:
+        "../../envs/measure.yaml"
+    resources:
+        gpu=1,
     params:
         config=MEASURE_CONFIG,
         lever=get_lever,
-    resources:
-        gpu=1,
     shell:
         "phase-energy measure --config {params.config} --arch {wildcards.arch}"
         " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"

@@ -10,7 +10,10 @@ rule pareto:
         dominance=f"{TABLES}/dominance.csv",
     log:
         "logs/analysis/pareto.log",
+    conda:
+        "../../envs/analysis.yaml"
     params:
         config=ANALYSIS_CONFIG,
+        outdir=get_output_dir,
     shell:
-        "phase-energy analyse pareto --config {params.config} --outdir {TABLES} > {log} 2>&1"
+        "phase-energy analyse pareto --config {params.config} --outdir {params.outdir} > {log} 2>&1"

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the real snakemake CLI in a copy of the workflow."""
+    cmd = [sys.executable, "-m", "snakemake", *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A throw-away copy of the workflow (Snakefile, rules, config, profiles)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "config", "profiles"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=False)
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sim_run(tmp_path_factory) -> Path:
+    """The test config run end to end on the simulator once per session."""
+    wd = copy_workflow(tmp_path_factory.mktemp("wf"))
+    res = run_snakemake(wd, "--cores", "2", "--configfile", "config/test.yaml")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return wd
