@@ -111,7 +111,7 @@ def test_bootstrap_ci_brackets_the_mean_and_handles_degenerate_samples():
 def _samples(t, power, counter):
     n = len(t)
     z = np.zeros(n)
-    return pd.DataFrame({"t_s": t, "energy_j": counter, "power_instant_w": power, "power_avg_w": power,
+    return pd.DataFrame({"t_s": t, "power_t_s": t, "energy_j": counter, "power_instant_w": power, "power_avg_w": power,
                          "sm_clock_mhz": np.full(n, 1500.0), "mem_clock_mhz": z, "clock_reasons": z.astype(int),
                          "thr_sw_power_s": np.linspace(0, 1, n), "thr_sw_thermal_s": z, "thr_hw_thermal_s": z,
                          "thr_hw_power_brake_s": z, "thr_board_limit_s": z, "thr_reliability_s": z,

@@ -64,6 +64,15 @@ def cmd_figure(a: argparse.Namespace) -> None:
     figures.render(a.name, Path(a.tables), Path(a.out), cfg, Path(a.traces) if a.traces else None)
 
 
+def cmd_restore(a: argparse.Namespace) -> None:
+    """Replay the restore journal a killed job left for a GPU (power limit, clock lock)."""
+    from .levers import replay_journal
+    from .telemetry import GPU
+
+    gpu = GPU(a.gpu)
+    print("restored" if replay_journal(gpu) else f"no restore journal for GPU {a.gpu}: nothing to do")
+
+
 def cmd_presets(a: argparse.Namespace) -> None:
     """Print the presets and their cost-model headline numbers."""
     from .costmodel import CostModel
@@ -107,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out", required=True, help="output path without extension")
     f.add_argument("--traces", help="traces folder (for the power timeline)")
     f.set_defaults(fn=cmd_figure)
+
+    r = sub.add_parser("restore", help="restore GPU settings a killed job left behind (needs root)")
+    r.add_argument("--gpu", type=int, default=0)
+    r.set_defaults(fn=cmd_restore)
 
     pr = sub.add_parser("presets", help="list architecture presets")
     pr.set_defaults(fn=cmd_presets)

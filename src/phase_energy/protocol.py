@@ -177,7 +177,7 @@ def _trapz(t: np.ndarray, y: np.ndarray) -> float:
 
 
 def _interp_at(t: np.ndarray, y: np.ndarray, x: float) -> float:
-    ok = ~np.isnan(y)
+    ok = ~np.isnan(y) & ~np.isnan(t)
     if ok.sum() == 0:
         return float("nan")
     return float(np.interp(x, t[ok], y[ok]))
@@ -221,10 +221,13 @@ def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
     sub = samples[inside]
     duration = w.end_s - w.start_s
     # trapezoid over instant power, with the ends interpolated onto the window's edges
+    # on the device's own timestamps of the power readings (NVML field values carry them)
+    tp = samples["power_t_s"].to_numpy(dtype=float)
     p = samples["power_instant_w"].to_numpy(dtype=float)
-    tt = np.concatenate([[w.start_s], t[inside], [w.end_s]])
-    pp = np.concatenate([[_interp_at(t, p, w.start_s)], p[inside], [_interp_at(t, p, w.end_s)]])
-    ok = ~np.isnan(pp)
+    pin = (tp >= w.start_s) & (tp <= w.end_s)
+    tt = np.concatenate([[w.start_s], tp[pin], [w.end_s]])
+    pp = np.concatenate([[_interp_at(tp, p, w.start_s)], p[pin], [_interp_at(tp, p, w.end_s)]])
+    ok = ~np.isnan(pp) & ~np.isnan(tt)
     energy_trapz = _trapz(tt[ok], pp[ok])
     clock = sub["sm_clock_mhz"].to_numpy(dtype=float)
     if len(sub) >= 2:

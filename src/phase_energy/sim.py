@@ -260,6 +260,7 @@ class SimGPU:
         zeros = np.zeros(len(times))
         df = pd.DataFrame({
             "t_s": times,
+            "power_t_s": times,
             "energy_j": self.counter_j(times),
             "power_instant_w": instant * (1 + noise),
             "power_avg_w": avg,

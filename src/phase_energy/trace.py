@@ -22,6 +22,7 @@ FORMAT_VERSION = 1
 #: Columns of samples.parquet (SI units; the name carries the unit).
 SAMPLE_COLUMNS: dict[str, str] = {
     "t_s": "float64",  # seconds since the job's time origin (device clock for power fields)
+    "power_t_s": "float64",  # device timestamp of the power fields, on the same time origin
     "energy_j": "float64",  # energy counter, J since the origin (NaN in a gap)
     "power_instant_w": "float64",
     "power_avg_w": "float64",  # 1-s running average as NVML reports it

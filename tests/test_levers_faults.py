@@ -1,0 +1,185 @@
+"""Lever control against a fake NVML: every injected failure ends with the card as it was, or with an
+error that says restoring failed and what to run by hand."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from phase_energy.levers import LeverControl, LeverError, LeverNotPermitted, LeverRestoreError, replay_journal
+from phase_energy.protocol import Settings
+from phase_energy.realjob import measure_with_lever
+from phase_energy.telemetry import GPU, GPUError
+from phase_energy.testing.fake_nvml import NVML_ERROR_NO_PERMISSION, FakeNVML
+
+
+class Boom(RuntimeError):
+    pass
+
+
+class StubWorkload:
+    """Tiny real-time workload that fails (or signals itself) at a chosen call."""
+
+    batch, context = 1, 16
+
+    def __init__(self, fake, fail=None):
+        self.fake, self.fail, self.n = fake, fail, {"prefill": 0, "decode": 0}
+
+    def _tick(self, kind):
+        self.n[kind] += 1
+        if self.fail and self.fail[0] == kind and self.fail[1] == self.n[kind]:
+            what = self.fail[2]
+            if what == "raise":
+                raise Boom(f"{kind} {self.n[kind]}")
+            os.kill(os.getpid(), what)
+            time.sleep(0.05)  # the handler runs here
+
+    def warmup(self, runs):
+        return 0.002, 0.0005
+
+    def prefill(self):
+        self._tick("prefill")
+        self.fake.cards[0].load_w = 500
+        time.sleep(0.002)
+        self.fake.cards[0].load_w = 0
+
+    def decode(self, position, steps):
+        self._tick("decode")
+        time.sleep(0.0005 * steps)
+
+    def idle(self, seconds):
+        time.sleep(seconds)
+
+    def synchronize(self):
+        pass
+
+
+SETTINGS = dict(idle_s=0.01, warmup_runs=1, min_counter_ticks=1, counter_period_ms=5, sampling_period_ms=2,
+                prefill_trials=3, decode_trials=2, decode_windows=2, pause_s=0.0, max_output=8)
+
+LEVERS = ["powercap:400", "smclock:1410"]
+SET_CALL = {"powercap:400": "nvmlDeviceSetPowerManagementLimit", "smclock:1410": "nvmlDeviceSetGpuLockedClocks"}
+RESTORE_CALL = {"powercap:400": ("nvmlDeviceSetPowerManagementLimit", 1),  # the second set is the restore
+                "smclock:1410": ("nvmlDeviceResetGpuLockedClocks", 0)}
+
+# (name, workload failure, nvml faults [(call, code, after, times)], expected exception)
+SCENARIOS = [
+    *[(f"prefill-raise-{k}", ("prefill", k, "raise"), [], Boom) for k in range(1, 6)],
+    *[(f"decode-raise-{k}", ("decode", k, "raise"), [], Boom) for k in range(1, 6)],
+    *[(f"decode-sigterm-{k}", ("decode", k, signal.SIGTERM), [], SystemExit) for k in (1, 3)],
+    ("prefill-sigterm-2", ("prefill", 2, signal.SIGTERM), [], SystemExit),
+    ("decode-sigint-2", ("decode", 2, signal.SIGINT), [], KeyboardInterrupt),
+    ("apply-nvml-error", None, [("SET", 999, 0, 1)], LeverError),
+    ("apply-permission-denied", None, [("SET", NVML_ERROR_NO_PERMISSION, 0, 1)], LeverError),
+    ("restore-nvml-error", None, [("RESTORE", 999, 0, 1)], LeverRestoreError),
+    ("decode-raise-then-restore-fails", ("decode", 2, "raise"), [("RESTORE", 999, 0, 1)], LeverRestoreError),
+    ("sampler-fields-fail-3", None, [("nvmlDeviceGetFieldValues", 999, 3, 2)], None),
+    ("sampler-fields-fail-10", None, [("nvmlDeviceGetFieldValues", 999, 10, 5)], None),
+    ("sampler-clock-fail", None, [("nvmlDeviceGetClockInfo", 999, 4, 3)], None),
+    ("counter-read-fails-mid-run", None, [("nvmlDeviceGetTotalEnergyConsumption", 999, 40, 1000)], GPUError),
+    # a cap reads the limit it must restore first; a lock does not need it
+    ("limit-read-fails-before-apply", None, [("nvmlDeviceGetPowerManagementLimit", 999, 0, 1)],
+     {"powercap:400": GPUError, "smclock:1410": None}),
+    ("enforced-read-fails-after-apply", None, [("nvmlDeviceGetEnforcedPowerLimit", 999, 0, 1)], None),
+    ("processes-read-fails", None, [("nvmlDeviceGetComputeRunningProcesses", 999, 0, 1)], GPUError),
+]
+CASES = [(lever, *s) for lever in LEVERS for s in SCENARIOS]
+
+
+def _faults(fake, lever, faults):
+    for call, code, after, times in faults:
+        if call == "SET":
+            call = SET_CALL[lever]
+        elif call == "RESTORE":
+            call, extra = RESTORE_CALL[lever]
+            after += extra
+        fake.inject(call, code, after=after, times=times)
+
+
+@pytest.mark.parametrize("lever,name,fail,faults,expected", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_every_failure_leaves_the_card_as_it_was(tmp_path, lever, name, fail, faults, expected):
+    if isinstance(expected, dict):
+        expected = expected[lever]
+    fake = FakeNVML()
+    gpu = GPU(0, nvml=fake)
+    before = fake.settings()
+    _faults(fake, lever, faults)
+    work = StubWorkload(fake, fail)
+    run = lambda: measure_with_lever(gpu, lever, True, work, Settings(**SETTINGS), lambda: None,  # noqa: E731
+                                     journal_dir=tmp_path)
+    if expected is None:
+        samples, windows, _, _ = run()
+        assert len(windows) > 0
+        if "sampler" in name:
+            assert samples["gap"].any()
+    else:
+        with pytest.raises(expected) as e:
+            run()
+        if expected is LeverRestoreError:
+            assert "nvidia-smi" in str(e.value) and "FAILED" in str(e.value)
+            assert (tmp_path / "gpu0-restore.json").exists()  # phase-energy restore can finish the job
+            replay_journal(gpu, tmp_path)
+    assert fake.settings() == before
+    assert not (tmp_path / "gpu0-restore.json").exists()
+    assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler) or \
+        not getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+
+
+def test_lever_is_applied_during_the_job():
+    fake = FakeNVML()
+    gpu = GPU(0, nvml=fake)
+    with LeverControl(gpu, "powercap:300", True, install_signal_handlers=False) as applied:
+        assert fake.settings()[0] == 300_000
+        assert applied.power_limit_w == 300
+    with LeverControl(gpu, "smclock:1410", True, install_signal_handlers=False) as applied:
+        assert fake.settings()[1] == (1410, 1410)
+    assert fake.settings() == (700_000, None)
+
+
+def test_refusals_change_nothing_and_say_why(tmp_path):
+    fake = FakeNVML(other_pids=[4242])
+    gpu = GPU(0, nvml=fake)
+    with pytest.raises(LeverError, match="4242"):
+        LeverControl(gpu, "powercap:400", True, journal_dir=tmp_path).apply()
+    fake = FakeNVML()
+    gpu = GPU(0, nvml=fake)
+    with pytest.raises(LeverNotPermitted, match="allow_gpu_settings"):
+        LeverControl(gpu, "smclock:1410", False, journal_dir=tmp_path).apply()
+    with pytest.raises(LeverError, match="200-700 W"):
+        LeverControl(gpu, "powercap:150", True, journal_dir=tmp_path).apply()
+    with pytest.raises(LeverError, match="1230, 1245 MHz"):
+        LeverControl(gpu, "smclock:1234", True, journal_dir=tmp_path).apply()
+    assert fake.settings() == (700_000, None)
+    assert not [c for c in fake.calls if c.startswith("nvmlDeviceSet")]
+
+
+def test_permission_denied_names_the_alternatives(tmp_path):
+    fake = FakeNVML(root=False)
+    with pytest.raises(LeverError) as e:
+        LeverControl(GPU(0, nvml=fake), "smclock:1410", True, journal_dir=tmp_path).apply()
+    msg = str(e.value)
+    assert "root" in msg and "privileged helper" in msg and "--gpu-freq" in msg
+    assert fake.settings() == (700_000, None)
+
+
+def test_default_lever_never_calls_a_setter(tmp_path):
+    fake = FakeNVML()
+    gpu = GPU(0, nvml=fake)
+    samples, windows, applied, _ = measure_with_lever(gpu, "default", False, StubWorkload(fake),
+                                                      Settings(**SETTINGS), lambda: None, journal_dir=tmp_path)
+    assert applied.power_limit_w == 700
+    assert not [c for c in fake.calls if "Set" in c or "Reset" in c]
+    assert len(samples) > 10 and set(windows["phase"]) == {"idle", "prefill", "decode"}
+
+
+def test_journal_of_a_killed_job_is_replayed_by_the_next(tmp_path):
+    fake = FakeNVML()
+    gpu = GPU(0, nvml=fake)
+    ctl = LeverControl(gpu, "powercap:250", True, journal_dir=tmp_path, install_signal_handlers=False)
+    ctl.apply()
+    ctl._remove_handlers()  # the process 'dies' here: no restore ran
+    assert fake.settings()[0] == 250_000
+    with LeverControl(gpu, "smclock:1410", True, journal_dir=tmp_path, install_signal_handlers=False):
+        assert fake.settings() == (700_000, (1410, 1410))
+    assert fake.settings() == (700_000, None)
