@@ -60,6 +60,11 @@ class ArchConfig:
     # recurrent-state dtype bytes (fp32 for GDN per the Qwen3.5 configs, bf16 for mamba_ssm)
     state_dtype_bytes: int = 4
     rms_eps: float = 1e-6
+    # muP-style scalars (MiniCPM3): embedding x embed_scale, residual branches x residual_scale,
+    # hidden states / logits_divisor before the head
+    embed_scale: float = 1.0
+    residual_scale: float = 1.0
+    logits_divisor: float = 1.0
     layer_pattern: str = ""
     sources: tuple[str, ...] = field(default_factory=tuple)
     tiny: bool = False
@@ -100,7 +105,7 @@ PRESETS: dict[str, ArchConfig] = {
         name="minicpm3-4b", paradigm="mla", n_layers=62, hidden=2560, intermediate=6400, n_heads=40,
         n_kv_heads=40, vocab=73448, tie_embeddings=True, q_lora_rank=768, kv_lora_rank=256,
         qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, kv_norm=True, rope_theta=1e4,
-        rms_eps=1e-5,
+        rms_eps=1e-5, embed_scale=12.0, residual_scale=1.4 / 62**0.5, logits_divisor=2560 / 256,
         sources=("MiniCPM3Config (openbmb/MiniCPM3-4B@75f9f10 via optimum-habana)", "vllm minicpm3.py"),
     ),
     "qwen3-4b-transmla": _p(
@@ -143,7 +148,8 @@ TINY_PRESETS: dict[str, ArchConfig] = {
     "tiny-mla": replace(
         PRESETS["minicpm3-4b"], name="tiny-mla", n_layers=2, hidden=64, intermediate=128, n_heads=4,
         n_kv_heads=4, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
-        v_head_dim=16, vocab=128, layer_pattern="", tiny=True, sources=("tiny test shape",),
+        v_head_dim=16, vocab=128, layer_pattern="", tiny=True, residual_scale=1.4 / 2**0.5,
+        logits_divisor=64 / 32, sources=("tiny test shape",),
     ),
     "tiny-gdn": replace(
         PRESETS["qwen3.5-4b"], name="tiny-gdn", n_layers=4, hidden=64, intermediate=128, n_heads=4,
