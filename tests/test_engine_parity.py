@@ -118,3 +118,41 @@ def test_prefill_and_16_decode_steps_match_transformers(arch):
     torch.testing.assert_close(our_logits[0], ref_logits[0], rtol=1e-4, atol=1e-4)
     for i in range(1, steps + 1):
         torch.testing.assert_close(our_logits[i], ref_logits[i], rtol=1e-4, atol=1e-4, msg=f"decode step {i}")
+    # the fused projections (one GEMM for q/k/v and for gate/up) compute the same
+    ours.fuse().setup_caches(batch, ctx + steps + 4)
+    with torch.no_grad():
+        fused = [ours.prefill(prompt, all_logits=True)]
+        fused += [ours.decode_step(follow[:, i:i + 1], torch.tensor(ctx + i)) for i in range(steps)]
+    for a, b in zip(fused, our_logits, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["tiny-gqa", "tiny-mla", "tiny-gdn", "tiny-nemotron"])
+def test_engine_workload_runs_the_protocol_through_fake_nvml(tmp_path, arch):
+    from phase_energy.engine import EngineWorkload
+    from phase_energy.protocol import Settings
+    from phase_energy.realjob import measure_with_lever
+    from phase_energy.telemetry import GPU
+    from phase_energy.testing.fake_nvml import FakeNVML
+
+    w = EngineWorkload(arch, batch=3, context=24, max_output=12, device="cpu", dtype=torch.float32)
+    s = Settings(idle_s=0.01, warmup_runs=1, min_counter_ticks=1, counter_period_ms=5, sampling_period_ms=2,
+                 prefill_trials=2, decode_trials=2, decode_windows=2, pause_s=0.0, max_output=12)
+    _, windows, _, t_first = measure_with_lever(GPU(0, nvml=FakeNVML()), "default", False, w, s,
+                                                            lambda: None, journal_dir=tmp_path)
+    dec = windows[windows["phase"] == "decode"]
+    assert dec["context_start"].min() == 24 and dec["context_end"].max() == 36
+    assert (windows[windows["phase"] == "prefill"]["tokens"] % (3 * 24) == 0).all()
+    assert t_first > 0
+    # prefill of the same prompt in groups gives the same next tokens as one big prefill
+    w2 = EngineWorkload(arch, batch=3, context=24, max_output=12, device="cpu", dtype=torch.float32)
+    import phase_energy.engine.runner as runner
+
+    old = runner.PREFILL_TOKENS_PER_CHUNK
+    runner.PREFILL_TOKENS_PER_CHUNK = 24  # one sequence per group
+    try:
+        w2.prefill()
+    finally:
+        runner.PREFILL_TOKENS_PER_CHUNK = old
+    w.prefill()
+    assert torch.equal(w.tokens, w2.tokens)

@@ -48,9 +48,13 @@ def test_decode_bytes_grow_with_context_only_for_attention():
 
 def test_prefill_flops_quadratic_term_for_attention():
     m = CostModel(PRESETS["qwen3-4b"])
-    lin = m.prefill_flops(1, 1000) - 1000 * m.linear_flops_per_token
-    lin2 = m.prefill_flops(1, 2000) - 2000 * m.linear_flops_per_token
-    assert lin2 / lin == pytest.approx(2001 * 2000 / (1001 * 1000), rel=1e-9)
+    head = 2 * m.embedding_params  # logits of the last token only
+    per_token = m.linear_flops_per_token - head
+
+    def attention(c):
+        return m.prefill_flops(1, c) - c * per_token - head
+
+    assert attention(2000) / attention(1000) == pytest.approx(2001 * 2000 / (1001 * 1000), rel=1e-9)
 
 
 def test_unknown_preset_lists_valid_names():

@@ -209,10 +209,12 @@ class CostModel:
         return 2 * (self.decoder_matmul_params + self.embedding_params)
 
     def prefill_flops(self, batch: int, context: int) -> float:
-        """FLOPs of a prefill of ``context`` tokens for ``batch`` sequences (logits for all tokens)."""
+        """FLOPs of a prefill of ``context`` tokens for ``batch`` sequences (logits of the last token only)."""
         pairs = context * (context + 1) / 2
+        head = 2 * self.embedding_params
         per_seq = (
-            context * (self.linear_flops_per_token + self._recurrent_flops_per_token())
+            context * (self.linear_flops_per_token - head + self._recurrent_flops_per_token())
+            + head
             + pairs * self._attention_flops_per_pair(absorbed=False)
         )
         return batch * per_seq

@@ -98,6 +98,7 @@ class Settings:
     decode_trials: int = 3
     decode_windows: int = 4
     pause_s: float = 0.5
+    lead_in_s: float = 0.3
     max_output: int = 1024
     locked_sm_clock_mhz: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -137,7 +138,11 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
     log.info("warm-up done: prefill %.4f s, decode step %.5f s", t_prefill, t_step)
 
     reps = max(1, math.ceil(s.min_window_s / max(t_prefill, 1e-9)))
+    lead = math.ceil(s.lead_in_s / max(t_prefill, 1e-9)) if s.lead_in_s > 0 else 0
     for trial in range(s.prefill_trials):
+        for _ in range(lead):  # the same work first, so power and clocks are steady when the window opens
+            workload.prefill()
+
         def _prefill_reps() -> None:
             for _ in range(reps):
                 workload.prefill()
@@ -157,6 +162,9 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
             if steps <= 0:
                 continue
             reps = max(1, math.ceil(s.min_window_s / max(steps * t_step, 1e-9)))
+            if s.lead_in_s > 0:  # steady state at the window's own positions before it opens
+                for _ in range(math.ceil(s.lead_in_s / max(steps * t_step, 1e-9))):
+                    workload.decode(start, steps)
 
             def _decode(start: int = start, steps: int = steps, reps: int = reps) -> None:
                 for _ in range(reps):  # the same positions again: the static cache is rewritten

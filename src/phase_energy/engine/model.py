@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..presets import ArchConfig
+from .attention import decode_attention
 
 
 def _has_fla(x: Tensor) -> bool:
@@ -73,21 +74,26 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden, cfg.intermediate, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate, cfg.hidden, bias=False)
 
+        self.w13: Tensor | None = None  # gate and up in one GEMM, after fuse()
+
+    def fuse(self) -> None:
+        """Concatenate gate and up projections into one weight (one GEMM per step instead of two)."""
+        if self.kind == "swiglu":
+            self.w13 = torch.cat([self.gate_proj.weight, self.up_proj.weight]).detach()
+            del self.gate_proj, self.up_proj
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.w13 is not None:
+            gate, up = F.linear(x, self.w13).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         if self.kind == "swiglu":
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(F.relu(self.up_proj(x)).square())
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, pos: Tensor | None, kv_len: int | None, scale: float) -> Tensor:
-    """Attention of q [B, H, T, D] over k, v [B, Hkv, S, D]: causal (prefill) or up to pos (decode)."""
-    if pos is None:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                              enable_gqa=k.shape[1] != q.shape[1])
-    k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-    mask = (torch.arange(k.shape[2], device=q.device) <= pos)[None, None, None, :]  # [1, 1, 1, S]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
-                                          enable_gqa=k.shape[1] != q.shape[1])
+def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Causal attention of q [B, H, T, D] over k, v [B, Hkv, T, D] (prefill)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=k.shape[1] != q.shape[1])
 
 
 class Attention(nn.Module):
@@ -108,24 +114,33 @@ class Attention(nn.Module):
         self.use_rope = use_rope
         self.k_cache: Tensor | None = None
         self.v_cache: Tensor | None = None
+        self.wqkv: Tensor | None = None  # q, k, v in one GEMM, after fuse()
+
+    def fuse(self) -> None:
+        """Concatenate the q, k and v projections into one weight."""
+        self.wqkv = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]).detach()
+        self.split = [self.q_proj.weight.shape[0], self.k_proj.weight.shape[0], self.v_proj.weight.shape[0]]
+        del self.q_proj, self.k_proj, self.v_proj
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
         shape = (batch, self.cfg.n_kv_heads, max_len, self.cfg.head_dim)  # [B, Hkv, S, D]
         self.k_cache = torch.zeros(shape, dtype=dtype, device=device)
         self.v_cache = torch.zeros(shape, dtype=dtype, device=device)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, kv_len: int | None,
-                seq_slice: slice) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, seq_slice: slice) -> Tensor:
         b, t, _ = x.shape
         d = self.cfg.head_dim
-        q = self.q_proj(x)
+        if self.wqkv is not None:
+            q, k, v = F.linear(x, self.wqkv).split(self.split, dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         gate = None
         if self.gate:
             q, gate = q.view(b, t, -1, 2 * d).chunk(2, dim=-1)
             gate = gate.reshape(b, t, -1)
         q = q.reshape(b, t, -1, d)
-        k = self.k_proj(x).view(b, t, -1, d)
-        v = self.v_proj(x).view(b, t, -1, d).transpose(1, 2)  # [B, Hkv, T, D]
+        k = k.view(b, t, -1, d)
+        v = v.view(b, t, -1, d).transpose(1, 2)  # [B, Hkv, T, D]
         if self.cfg.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -135,11 +150,13 @@ class Attention(nn.Module):
         if pos is None:  # prefill: write positions 0..t-1 of these sequences
             self.k_cache[seq_slice, :, :t] = k
             self.v_cache[seq_slice, :, :t] = v
-            o = _attend(q, k, v, None, None, d**-0.5)
+            o = _attend(q, k, v, d**-0.5)
         else:
             self.k_cache.index_copy_(2, pos.view(1), k)
             self.v_cache.index_copy_(2, pos.view(1), v)
-            o = _attend(q, self.k_cache, self.v_cache, pos, kv_len, d**-0.5)
+            hkv = self.cfg.n_kv_heads
+            og = decode_attention(q.reshape(b, hkv, -1, d), self.k_cache, self.v_cache, pos + 1, d**-0.5)
+            o = og.reshape(b, -1, 1, d)  # [B, H, 1, D]
         o = o.transpose(1, 2).reshape(b, t, -1)
         if gate is not None:
             o = o * torch.sigmoid(gate)
@@ -165,20 +182,18 @@ class MLAttention(nn.Module):
         self.kv_b_proj = nn.Linear(cfg.kv_lora_rank, n * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)
         self.o_proj = nn.Linear(n * cfg.v_head_dim, h, bias=False)
         self.scale = self.qk_dim**-0.5
-        self.latent_cache: Tensor | None = None  # [B, S, kv_lora]
-        self.rope_cache: Tensor | None = None  # [B, S, rope]
+        self.kv_cache: Tensor | None = None  # [B, S, kv_lora + rope]: latent, then the rope key
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.latent_cache = torch.zeros(batch, max_len, self.cfg.kv_lora_rank, dtype=dtype, device=device)
-        self.rope_cache = torch.zeros(batch, max_len, self.cfg.qk_rope_head_dim, dtype=dtype, device=device)
+        width = self.cfg.kv_lora_rank + self.cfg.qk_rope_head_dim
+        self.kv_cache = torch.zeros(batch, max_len, width, dtype=dtype, device=device)
 
     def _q(self, x: Tensor) -> Tensor:
         if self.cfg.q_lora_rank:
             return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
         return self.q_proj(x)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, kv_len: int | None,
-                seq_slice: slice) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, seq_slice: slice) -> Tensor:
         c = self.cfg
         b, t, _ = x.shape
         nope, rd, r = c.qk_nope_head_dim, c.qk_rope_head_dim, c.kv_lora_rank
@@ -189,29 +204,23 @@ class MLAttention(nn.Module):
         latent = self.kv_a_layernorm(latent)  # [B, T, r]
         q_rot = apply_rope(q_rot, *rope)
         k_rot = apply_rope(k_rot[:, None], *rope)[:, 0]  # [B, T, rope]
-        assert self.latent_cache is not None and self.rope_cache is not None, "call setup_caches first"
+        assert self.kv_cache is not None, "call setup_caches first"
         wkv = self.kv_b_proj.weight.view(c.n_heads, nope + c.v_head_dim, r)
         if pos is None:
-            self.latent_cache[seq_slice, :t] = latent
-            self.rope_cache[seq_slice, :t] = k_rot
+            self.kv_cache[seq_slice, :t] = torch.cat([latent, k_rot], dim=-1)
             kvx = self.kv_b_proj(latent).view(b, t, c.n_heads, nope + c.v_head_dim).transpose(1, 2)
             k_nope, v = kvx.split([nope, c.v_head_dim], dim=-1)
             k = torch.cat([k_nope, k_rot[:, None].expand(-1, c.n_heads, -1, -1)], dim=-1)
             o = F.scaled_dot_product_attention(torch.cat([q_nope, q_rot], -1), k, v, is_causal=True,
                                                scale=self.scale)
         else:
-            self.latent_cache.index_copy_(1, pos.view(1), latent)
-            self.rope_cache.index_copy_(1, pos.view(1), k_rot)
-            lat, kr = self.latent_cache[:, :kv_len], self.rope_cache[:, :kv_len]  # [B, S, r], [B, S, rope]
+            self.kv_cache.index_copy_(1, pos.view(1), torch.cat([latent, k_rot], dim=-1))
             w_uk, w_uv = wkv[:, :nope], wkv[:, nope:]  # [H, nope, r], [H, v, r]
-            q_lat = torch.einsum("bhtn,hnr->bhtr", q_nope, w_uk)  # absorbed query [B, H, T, r]
-            scores = (torch.einsum("bhtr,bsr->bhts", q_lat, lat)
-                      + torch.einsum("bhtd,bsd->bhts", q_rot, kr)).float() * self.scale
-            valid = torch.arange(lat.shape[1], device=x.device) <= pos
-            scores = scores.masked_fill(~valid[None, None, None, :], float("-inf"))
-            p = torch.softmax(scores, dim=-1).type_as(x)
-            o_lat = torch.einsum("bhts,bsr->bhtr", p, lat)
-            o = torch.einsum("bhtr,hvr->bhtv", o_lat, w_uv)
+            q_lat = torch.einsum("bhtn,hnr->bhtr", q_nope, w_uk)  # absorbed query [B, H, 1, r]
+            qk = torch.cat([q_lat, q_rot], dim=-1).transpose(1, 2)  # [B, 1, H, r + rope]: one shared KV head
+            cache = self.kv_cache[:, None]  # [B, 1, S, r + rope]
+            o_lat = decode_attention(qk, cache, cache[..., :r], pos + 1, self.scale)  # [B, 1, H, r]
+            o = torch.einsum("bhtr,hvr->bhtv", o_lat.transpose(1, 2), w_uv)
         return self.o_proj(o.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -258,8 +267,7 @@ class GatedDeltaNet(nn.Module):
         self.state = torch.zeros(batch, c.lin_v_heads, c.lin_k_dim, c.lin_v_dim, dtype=torch.float32, device=device)
         self.conv_state = torch.zeros(batch, self.conv_dim, c.conv_kernel - 1, dtype=dtype, device=device)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, kv_len: int | None,
-                seq_slice: slice) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, seq_slice: slice) -> Tensor:
         c = self.cfg
         b, t, _ = x.shape
         assert self.state is not None and self.conv_state is not None, "call setup_caches first"
@@ -339,8 +347,7 @@ class Mamba2Mixer(nn.Module):
         self.state = torch.zeros(batch, c.ssm_heads, c.ssm_state, c.ssm_head_dim, dtype=sdtype, device=device)
         self.conv_state = torch.zeros(batch, self.conv_dim, c.conv_kernel - 1, dtype=dtype, device=device)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, kv_len: int | None,
-                seq_slice: slice) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, seq_slice: slice) -> Tensor:
         c = self.cfg
         b, t, _ = x.shape
         di, gs, nh = c.d_inner, c.ssm_groups * c.ssm_state, c.ssm_heads

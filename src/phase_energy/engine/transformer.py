@@ -42,11 +42,10 @@ class Block(nn.Module):
             self.post_attention_layernorm = None
         self.residual_scale = cfg.residual_scale
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, kv_len: int | None,
-                seq_slice: slice) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], pos: Tensor | None, seq_slice: slice) -> Tensor:
         h = self.input_layernorm(x)
         if self.mixer is not None:
-            x = x + self.mixer(h, rope, pos, kv_len, seq_slice) * self.residual_scale
+            x = x + self.mixer(h, rope, pos, seq_slice) * self.residual_scale
             if self.mlp is not None and self.post_attention_layernorm is not None:
                 x = x + self.mlp(self.post_attention_layernorm(x)) * self.residual_scale
         elif self.mlp is not None:
@@ -83,6 +82,14 @@ class Transformer(nn.Module):
         self.cos, self.sin = rope_table(self.rope_dim, self.theta, max_len, p.device)
         self.max_len = max_len
 
+    def fuse(self) -> Transformer:
+        """Fuse projections that read the same input (q/k/v, gate/up) into single GEMMs, in place."""
+        for blk in self.layers:
+            for mod in (blk.mixer, blk.mlp):
+                if isinstance(mod, Attention | MLP):
+                    mod.fuse()
+        return self
+
     def _head(self, x: Tensor) -> Tensor:
         x = self.norm(x) / self.cfg.logits_divisor
         w = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
@@ -100,17 +107,17 @@ class Transformer(nn.Module):
         rope = (self.cos[:t], self.sin[:t])
         x = self._embed(tokens)
         for blk in self.layers:
-            x = blk(x, rope, None, None, sl)
+            x = blk(x, rope, None, sl)
         return self._head(x if all_logits else x[:, -1:])
 
     @torch.no_grad()
-    def decode_step(self, tokens: Tensor, pos: Tensor, kv_len: int | None = None) -> Tensor:
+    def decode_step(self, tokens: Tensor, pos: Tensor) -> Tensor:
         """One decode step for every row: tokens [B, 1] at cache position ``pos`` (0-d device tensor)."""
         assert self.cos is not None and self.sin is not None, "call setup_caches first"
         rope = (self.cos.index_select(0, pos.view(1)), self.sin.index_select(0, pos.view(1)))
         x = self._embed(tokens)
         for blk in self.layers:
-            x = blk(x, rope, pos, kv_len or self.max_len, slice(None))
+            x = blk(x, rope, pos, slice(None))
         return self._head(x)
 
 
@@ -124,4 +131,6 @@ def init_random_(model: Transformer, seed: int) -> Transformer:
                 p.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=gen)
             elif name.endswith("dt_bias"):
                 p.uniform_(-4.0, -2.0, generator=gen)
+            elif name.endswith("bias"):  # conv biases: every parameter must come from the seed
+                p.uniform_(-0.1, 0.1, generator=gen)
     return model

@@ -1,0 +1,239 @@
+"""One GPU session: ceilings, engine checks and speed, a real trace, sampler overhead (default lever only).
+
+Run on a GPU node from the repository root (docs/benchmarks.md has the exact command):
+
+    PYTHONPATH=src python bench/gpu_run.py --out OUTDIR
+
+It never changes a GPU setting: every measurement runs at the card's settings as found. Results are
+written after each step, so a run cut short still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+T_START = time.monotonic()
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from phase_energy.config import validate_config  # noqa: E402
+from phase_energy.costmodel import CostModel  # noqa: E402
+from phase_energy.engine import EngineWorkload  # noqa: E402
+from phase_energy.presets import PRESETS, get_preset  # noqa: E402
+from phase_energy.protocol import Settings  # noqa: E402
+from phase_energy.telemetry import GPU, Sampler, measure_bandwidth_and_matmul  # noqa: E402
+
+log = logging.getLogger("gpu_run")
+
+
+def save(out: Path, name: str, obj: object) -> None:
+    (out / name).write_text(json.dumps(obj, indent=1, default=str))
+
+
+def check_fla_against_torch(results: dict) -> None:
+    """The CUDA path (fla kernels) against the plain-PyTorch path on GPU, fp32, tiny shapes."""
+    import phase_energy.engine.model as m
+    from phase_energy.engine.transformer import Transformer, init_random_
+
+    rows = []
+    for arch in ("tiny-gdn", "tiny-mamba2", "tiny-nemotron"):
+        cfg = get_preset(arch)
+        with torch.device("cuda"):
+            model = Transformer(cfg).float()
+        init_random_(model, 0)
+        prompt = torch.randint(0, cfg.vocab, (2, 64), device="cuda")
+        follow = torch.randint(0, cfg.vocab, (2, 8), device="cuda")
+        outs = {}
+        for use_fla in (True, False):
+            orig = m._has_fla
+            if not use_fla:
+                m._has_fla = lambda x: False  # type: ignore[assignment]
+            model.setup_caches(2, 80)
+            logits = [model.prefill(prompt, all_logits=True)]
+            for i in range(8):
+                logits.append(model.decode_step(follow[:, i:i + 1], torch.tensor(64 + i, device="cuda")))
+            outs[use_fla] = torch.cat([x.reshape(-1) for x in logits])
+            m._has_fla = orig
+        err = (outs[True] - outs[False]).abs().max().item()
+        scale = outs[False].abs().max().item()
+        rows.append({"arch": arch, "max_abs_diff": err, "max_abs": scale, "ok": err <= 2e-2 * max(scale, 1)})
+    results["fla_vs_torch"] = rows
+
+
+def check_attention_kernel(results: dict) -> None:
+    """The Triton split-K decode attention against a plain masked attention, GQA and MLA shapes."""
+    from phase_energy.engine.attention import decode_attention, decode_attention_reference
+
+    rows = []
+    for name, (b, h, g, dk, dv, s_max, length) in {
+        "gqa-qwen3": (3, 8, 4, 128, 128, 3000, 2500), "gqa-b1": (1, 8, 4, 128, 128, 2300, 7),
+        "mla-minicpm3": (2, 1, 40, 288, 256, 2100, 2049), "mla-transmla": (2, 1, 32, 576, 512, 1500, 1000),
+        "gated-qwen3.5": (4, 4, 4, 256, 256, 2400, 2100),
+    }.items():
+        try:
+            q = torch.randn(b, h, g, dk, device="cuda", dtype=torch.bfloat16)
+            k = torch.randn(b, h, s_max, dk, device="cuda", dtype=torch.bfloat16)
+            v = torch.randn(b, h, s_max, dv, device="cuda", dtype=torch.bfloat16)
+            n = torch.tensor(length, device="cuda")
+            out = decode_attention(q, k, v, n, dk**-0.5).float()
+            ref = decode_attention_reference(q, k, v, n, dk**-0.5).float()
+            err = (out - ref).abs().max().item()
+            rows.append({"case": name, "max_abs_diff": err, "ok": err < 2e-2})
+        except Exception as e:
+            rows.append({"case": name, "error": f"{type(e).__name__}: {e}"[:300]})
+    results["attention_kernel"] = rows
+
+
+def engine_speed(gpu: GPU, ceilings: dict, archs: list[str], batches: list[int], context: int,
+                 results: dict, out: Path) -> None:
+    """Decode step time vs the bandwidth floor, power from the counter, prefill TFLOP/s."""
+    rows = results.setdefault("engine", [])
+    for arch in archs:
+        for batch in batches:
+            row: dict = {"arch": arch, "paradigm": get_preset(arch).paradigm, "batch": batch, "context": context}
+            try:
+                t0 = time.monotonic()
+                w = EngineWorkload(arch, batch, context, max_output=256, seed=0)
+                t_prefill, t_step = w.warmup(1)
+                row["setup_s"] = time.monotonic() - t0
+                cost = CostModel(get_preset(arch))
+                # decode: enough steps for >= 2 s, the same 256 positions rewound
+                steps = 256
+                reps = max(1, int(2.0 / max(t_step * steps, 1e-4)))
+                w.synchronize()
+                e0, t1 = gpu.energy_mj(), time.perf_counter()
+                for _ in range(reps):
+                    w.decode(context, steps)
+                w.synchronize()
+                dt, de = time.perf_counter() - t1, (gpu.energy_mj() - e0) / 1000.0
+                n = reps * steps
+                step_s = dt / n
+                mid = context + steps // 2
+                floor_s = cost.decode_bytes(batch, mid) / ceilings["bandwidth_bps"]
+                row.update(step_ms=step_s * 1e3, floor_ms=floor_s * 1e3, fraction_of_floor=floor_s / step_s,
+                           tokens_per_s=batch / step_s, power_w=de / dt, j_per_token=de / (n * batch),
+                           decode_window_s=dt)
+                # prefill: repeat for >= 1 s
+                reps = max(1, int(1.0 / max(t_prefill, 1e-4)))
+                w.synchronize()
+                e0, t1 = gpu.energy_mj(), time.perf_counter()
+                for _ in range(reps):
+                    w.prefill()
+                w.synchronize()
+                dt, de = time.perf_counter() - t1, (gpu.energy_mj() - e0) / 1000.0
+                flops = cost.prefill_flops(batch, context) * reps
+                row.update(compiled=w.compiled, compile_error=w.compile_error, prefill_s=dt / reps,
+                           prefill_tflops=flops / dt / 1e12,
+                           prefill_fraction_of_matmul=flops / dt / ceilings["matmul_flops"],
+                           prefill_power_w=de / dt, graph=w.graph is not None)
+                del w
+            except Exception as e:  # record and go on: one failing point must not lose the others
+                row["error"] = f"{type(e).__name__}: {e}"
+                log.error("%s b%d: %s\n%s", arch, batch, e, traceback.format_exc())
+            torch.cuda.empty_cache()
+            rows.append(row)
+            log.info("engine %s", row)
+            save(out, "engine.json", results)
+
+
+def real_trace(out: Path, results: dict) -> None:
+    """A whole measurement job at the default lever through the real telemetry; counter vs trapezoid."""
+    from phase_energy.realjob import measure_with_lever
+    from phase_energy.trace import write_trace
+
+    cfg = validate_config({"output_lengths": [512], "backend": "nvml",
+                           "measurement": {"min_counter_ticks": 10, "prefill_trials": 3, "decode_trials": 2,
+                                           "decode_windows": 2, "idle_s": 2.0, "pause_s": 0.5}})
+    s = Settings.from_config(cfg["measurement"], max_output=512)
+    gpu = GPU(0)
+    t0 = time.monotonic()
+    w = EngineWorkload("qwen3-4b", 32, 2048, 512, seed=0)
+    samples, windows, applied, t_first = measure_with_lever(gpu, "default", False, w, s, torch.cuda.synchronize)
+    meta = {"format_version": 1, "arch": "qwen3-4b", "paradigm": "gqa", "batch": 32, "context": 2048,
+            "max_output": 512, "rep": 0, "lever_requested": "default",
+            "lever_enforced": {"power_limit_w": applied.power_limit_w, "locked_sm_clock_mhz": None},
+            "backend": "nvml", "engine": "native", "gpu": gpu.describe(), "versions": {"torch": torch.__version__},
+            "git_commit": None, "config_hash": "bench", "started_at": str(t0), "finished_at": str(time.monotonic()),
+            "seed": 0, "time_to_first_window_s": time.monotonic() - T_START if t_first != t_first else t_first,
+            "engine_info": w.info()}
+    write_trace(out / "trace", samples, windows, meta, {"status": "ok"})
+    long = windows[windows["duration_s"] >= 1.0]
+    mism = ((long["energy_trapz_j"] - long["energy_j"]) / long["energy_j"]).abs()
+    results["trace"] = {
+        "windows": len(windows), "windows_ge_1s": len(long), "max_counter_trapz_mismatch": float(mism.max()),
+        "median_counter_trapz_mismatch": float(mism.median()), "samples": len(samples),
+        "sampler_gaps": int(samples["gap"].sum()), "flags": sorted(set(",".join(windows["flags"]).split(",")) - {""}),
+        "process_start_to_first_window_s": t_first,
+        "decode_power_w": float(windows[windows.phase == "decode"]["power_mean_w"].median()),
+        "prefill_power_w": float(windows[windows.phase == "prefill"]["power_mean_w"].median()),
+    }
+
+
+def sampler_overhead(out: Path, results: dict) -> None:
+    """A/B in one run: decode throughput with the 10 ms sampler running and without, alternated."""
+    gpu = GPU(0)
+    w = EngineWorkload("qwen3-4b", 32, 2048, 256, seed=0)
+    w.warmup(1)
+    rates = {"on": [], "off": []}
+    for i in range(8):
+        mode = "on" if i % 2 == 0 else "off"
+        sampler = Sampler(gpu, 0.01).start() if mode == "on" else None
+        w.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(2):
+            w.decode(2048, 128)
+        w.synchronize()
+        rates[mode].append(2 * 128 * 32 / (time.perf_counter() - t0))
+        if sampler:
+            sampler.stop()
+    on, off = sum(rates["on"]) / 4, sum(rates["off"]) / 4
+    results["sampler_overhead"] = {"tokens_per_s_on": on, "tokens_per_s_off": off, "overhead": 1 - on / off,
+                                   "runs": rates}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--archs", default=",".join(PRESETS))
+    p.add_argument("--batches", default="1,32,128")
+    p.add_argument("--context", type=int, default=2048)
+    p.add_argument("--steps", default="attn,fla,engine,trace,overhead")
+    a = p.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        handlers=[logging.StreamHandler(), logging.FileHandler(out / "log.txt")])
+    gpu = GPU(0)
+    results: dict = {"gpu": gpu.describe(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    steps = a.steps.split(",")
+    results["ceilings"] = measure_bandwidth_and_matmul()
+    log.info("ceilings %s", results["ceilings"])
+    save(out, "engine.json", results)
+    for step, fn in (("attn", lambda: check_attention_kernel(results)),
+                     ("fla", lambda: check_fla_against_torch(results)),
+                     ("trace", lambda: real_trace(out, results)),
+                     ("overhead", lambda: sampler_overhead(out, results)),
+                     ("engine", lambda: engine_speed(gpu, results["ceilings"], a.archs.split(","),
+                                                     [int(b) for b in a.batches.split(",")], a.context, results, out))):
+        if step not in steps:
+            continue
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception as e:
+            results[f"{step}_error"] = f"{type(e).__name__}: {e}"
+            log.error("%s failed: %s\n%s", step, e, traceback.format_exc())
+        results[f"{step}_s"] = time.monotonic() - t0
+        save(out, "engine.json", results)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
