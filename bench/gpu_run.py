@@ -91,56 +91,55 @@ def check_attention_kernel(results: dict) -> None:
     results["attention_kernel"] = rows
 
 
-def engine_speed(gpu: GPU, ceilings: dict, archs: list[str], batches: list[int], context: int,
+def engine_speed(gpu: GPU, ceilings: dict, points: list[tuple[str, int]], context: int,
                  results: dict, out: Path) -> None:
     """Decode step time vs the bandwidth floor, power from the counter, prefill TFLOP/s."""
     rows = results.setdefault("engine", [])
-    for arch in archs:
-        for batch in batches:
-            row: dict = {"arch": arch, "paradigm": get_preset(arch).paradigm, "batch": batch, "context": context}
-            try:
-                t0 = time.monotonic()
-                w = EngineWorkload(arch, batch, context, max_output=256, seed=0)
-                t_prefill, t_step = w.warmup(1)
-                row["setup_s"] = time.monotonic() - t0
-                cost = CostModel(get_preset(arch))
-                # decode: enough steps for >= 2 s, the same 256 positions rewound
-                steps = 256
-                reps = max(1, int(2.0 / max(t_step * steps, 1e-4)))
-                w.synchronize()
-                e0, t1 = gpu.energy_mj(), time.perf_counter()
-                for _ in range(reps):
-                    w.decode(context, steps)
-                w.synchronize()
-                dt, de = time.perf_counter() - t1, (gpu.energy_mj() - e0) / 1000.0
-                n = reps * steps
-                step_s = dt / n
-                mid = context + steps // 2
-                floor_s = cost.decode_bytes(batch, mid) / ceilings["bandwidth_bps"]
-                row.update(step_ms=step_s * 1e3, floor_ms=floor_s * 1e3, fraction_of_floor=floor_s / step_s,
-                           tokens_per_s=batch / step_s, power_w=de / dt, j_per_token=de / (n * batch),
-                           decode_window_s=dt)
-                # prefill: repeat for >= 1 s
-                reps = max(1, int(1.0 / max(t_prefill, 1e-4)))
-                w.synchronize()
-                e0, t1 = gpu.energy_mj(), time.perf_counter()
-                for _ in range(reps):
-                    w.prefill()
-                w.synchronize()
-                dt, de = time.perf_counter() - t1, (gpu.energy_mj() - e0) / 1000.0
-                flops = cost.prefill_flops(batch, context) * reps
-                row.update(compiled=w.compiled, compile_error=w.compile_error, prefill_s=dt / reps,
-                           prefill_tflops=flops / dt / 1e12,
-                           prefill_fraction_of_matmul=flops / dt / ceilings["matmul_flops"],
-                           prefill_power_w=de / dt, graph=w.graph is not None)
-                del w
-            except Exception as e:  # record and go on: one failing point must not lose the others
-                row["error"] = f"{type(e).__name__}: {e}"
-                log.error("%s b%d: %s\n%s", arch, batch, e, traceback.format_exc())
-            torch.cuda.empty_cache()
-            rows.append(row)
-            log.info("engine %s", row)
-            save(out, "engine.json", results)
+    for arch, batch in points:
+        row: dict = {"arch": arch, "paradigm": get_preset(arch).paradigm, "batch": batch, "context": context}
+        try:
+            t0 = time.monotonic()
+            w = EngineWorkload(arch, batch, context, max_output=256, seed=0)
+            t_prefill, t_step = w.warmup(1)
+            row["setup_s"] = time.monotonic() - t0
+            cost = CostModel(get_preset(arch))
+            # decode: enough steps for >= 2 s, the same 256 positions rewound
+            steps = 256
+            reps = max(1, int(2.0 / max(t_step * steps, 1e-4)))
+            w.synchronize()
+            e0, t1 = gpu.energy_mj(), time.perf_counter()
+            for _ in range(reps):
+                w.decode(context, steps)
+            w.synchronize()
+            dt, de = time.perf_counter() - t1, (gpu.energy_mj() - e0) / 1000.0
+            n = reps * steps
+            step_s = dt / n
+            mid = context + steps // 2
+            floor_s = cost.decode_bytes(batch, mid) / ceilings["bandwidth_bps"]
+            row.update(step_ms=step_s * 1e3, floor_ms=floor_s * 1e3, fraction_of_floor=floor_s / step_s,
+                       tokens_per_s=batch / step_s, power_w=de / dt, j_per_token=de / (n * batch),
+                       decode_window_s=dt)
+            # prefill: repeat for >= 1 s
+            reps = max(1, int(1.0 / max(t_prefill, 1e-4)))
+            w.synchronize()
+            e0, t1 = gpu.energy_mj(), time.perf_counter()
+            for _ in range(reps):
+                w.prefill()
+            w.synchronize()
+            dt, de = time.perf_counter() - t1, (gpu.energy_mj() - e0) / 1000.0
+            flops = cost.prefill_flops(batch, context) * reps
+            row.update(compiled=w.compiled, compile_error=w.compile_error, prefill_s=dt / reps,
+                       prefill_tflops=flops / dt / 1e12,
+                       prefill_fraction_of_matmul=flops / dt / ceilings["matmul_flops"],
+                       prefill_power_w=de / dt, graph=w.graph is not None)
+            del w
+        except Exception as e:  # record and go on: one failing point must not lose the others
+            row["error"] = f"{type(e).__name__}: {e}"
+            log.error("%s b%d: %s\n%s", arch, batch, e, traceback.format_exc())
+        torch.cuda.empty_cache()
+        rows.append(row)
+        log.info("engine %s", row)
+        save(out, "engine.json", results)
 
 
 def real_trace(out: Path, results: dict) -> None:
@@ -203,6 +202,7 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--archs", default=",".join(PRESETS))
     p.add_argument("--batches", default="1,32,128")
+    p.add_argument("--points", default="", help="arch:batch,... (instead of archs x batches)")
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--steps", default="attn,fla,engine,trace,overhead")
     a = p.parse_args()
@@ -213,6 +213,10 @@ def main() -> None:
     gpu = GPU(0)
     results: dict = {"gpu": gpu.describe(), "torch": torch.__version__, "command": " ".join(sys.argv)}
     steps = a.steps.split(",")
+    if a.points:
+        points = [(p.split(":")[0], int(p.split(":")[1])) for p in a.points.split(",")]
+    else:
+        points = [(arch, int(b)) for arch in a.archs.split(",") for b in a.batches.split(",")]
     results["ceilings"] = measure_bandwidth_and_matmul()
     log.info("ceilings %s", results["ceilings"])
     save(out, "engine.json", results)
@@ -220,8 +224,7 @@ def main() -> None:
                      ("fla", lambda: check_fla_against_torch(results)),
                      ("trace", lambda: real_trace(out, results)),
                      ("overhead", lambda: sampler_overhead(out, results)),
-                     ("engine", lambda: engine_speed(gpu, results["ceilings"], a.archs.split(","),
-                                                     [int(b) for b in a.batches.split(",")], a.context, results, out))):
+                     ("engine", lambda: engine_speed(gpu, results["ceilings"], points, a.context, results, out))):
         if step not in steps:
             continue
         t0 = time.monotonic()

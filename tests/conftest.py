@@ -19,7 +19,7 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.C
 def copy_workflow(dest: Path) -> Path:
     """A throw-away copy of the workflow (Snakefile, rules, config, profiles)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config", "profiles"):
+    for name in ("Snakefile", "workflow", "config", "profiles", "envs"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name, symlinks=False)

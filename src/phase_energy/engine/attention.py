@@ -95,6 +95,7 @@ def num_splits_for(batch: int, kv_heads: int, groups: int, max_len: int, sms: in
     return int(min(want, max(1, max_len // 64)))
 
 
+@torch.compiler.disable  # launched as its own Triton kernel; inductor compiles the rest of the step around it
 def decode_attention(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float,
                      num_splits: int | None = None) -> Tensor:
     """Attention of q [B, Hkv, G, Dk] over caches k, v [B, Hkv, S, D*] up to length (0-d device tensor)."""
