@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -61,6 +62,12 @@ def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
     return df
 
 
+def _facet(g: sns.FacetGrid) -> plt.Figure:
+    """The figure of a seaborn grid, marked so that the frame keeps its legend outside the panels."""
+    g.figure._phase_energy_facet = True  # type: ignore[attr-defined]
+    return g.figure
+
+
 def _pick(values: pd.Series, prefer: int) -> Any:
     u = sorted(values.unique())
     return min(u, key=lambda v: abs(np.log(v) - np.log(prefer)))
@@ -91,11 +98,13 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     if limit:
         ax.axhline(limit, color="C3", ls="--", lw=1.2, label=f"power limit {limit:.0f} W")
     ax2 = ax.twinx()
-    ax2.plot(s["t_s"], s["sm_clock_mhz"], color="0.3", lw=0.7, label="SM clock")
+    ax2.plot(s["t_s"], s["sm_clock_mhz"], color="0.3", lw=0.7, label="SM clock (right axis)")
     ax2.set_ylabel("SM clock (MHz)")
     ax2.grid(False)
     ax.set(xlabel="time since job start (s)", ylabel="power (W)")
-    ax.legend(loc="upper left", fontsize=8, ncol=3)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=8, ncol=6, frameon=False)
     dec = w[w["phase"] == "decode"]["power_mean_w"].median()
     pre = w[w["phase"] == "prefill"]["power_mean_w"].median()
     title = (f"{m['arch']} batch {m['batch']} ctx {m['context']}: prefill draws {pre:.0f} W, "
@@ -116,10 +125,11 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     for ax in g.axes.flat:
         if limit:
             ax.axhline(limit, color="C3", ls="--", lw=1)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(sorted(d["batch"].unique()), [str(b) for b in sorted(d["batch"].unique())])
     dec = d[d["phase"] == "decode"]["power_mean_w"]
     title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at context {ctx}; dashed: power limit"
-    return g.figure, title
+    return _facet(g), title
 
 
 def fig03_clock_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -143,7 +153,7 @@ def fig03_clock_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
     title = ("Clock locks: decode energy saving vs throughput loss"
              + (f"; best {best['energy saving (%)']:.0f} % at {best['lever_value']:.0f} MHz ({best['arch']})"
                 if best is not None else "; no lock keeps the loss under 1 %"))
-    return g.figure, title
+    return _facet(g), title
 
 
 def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -166,7 +176,7 @@ def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
     winners = d[d["on_frontier"]].groupby("lever_kind").size()
     title = (f"Decode Pareto frontiers at batch {bs}, context {ctx}: frontier points by lever kind "
              + ", ".join(f"{k} {v}" for k, v in winners.items()))
-    return g.figure, title
+    return _facet(g), title
 
 
 def fig05_roofline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -205,7 +215,7 @@ def fig06_dvfs_classes(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
                     col_wrap=3, kind="line", units="batch", estimator=None, height=3.4, aspect=1.2, lw=1)
     g.set(xlabel="locked SM clock (MHz)", ylabel="relative to the highest lock")
     counts = cls[cls["class"] != "indeterminate"]["class"].nunique() if len(cls) else 0
-    return g.figure, f"DVFS behaviour: {counts} determinate class(es) across architectures"
+    return _facet(g), f"DVFS behaviour: {counts} determinate class(es) across architectures"
 
 
 def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -284,7 +294,7 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     g.set(xlabel="power cap (W)", ylabel="")
     dec = d[d["phase"] == "decode"]
     span = dec.groupby("arch")["tokens_per_s"].agg(lambda x: x.max() / x.min() - 1).max() if len(dec) else 0
-    return g.figure, f"Cap sweep at batch {bs}, context {ctx}: decode throughput varies by up to {span:.0%}"
+    return _facet(g), f"Cap sweep at batch {bs}, context {ctx}: decode throughput varies by up to {span:.0%}"
 
 
 def fig10_claims(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -360,8 +370,12 @@ def render(name: str, tables: Path, out: Path, cfg: Mapping[str, Any], traces: P
         title = "SIMULATED: " + title
         fig.text(0.5, 0.5, "SIMULATED", fontsize=64, color="red", alpha=0.12, ha="center", va="center",
                  rotation=25, transform=fig.transFigure, zorder=100)
-    fig.suptitle(textwrap.fill(title, 110))
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)))
+    if getattr(fig, "_phase_energy_facet", False):  # seaborn laid the grid out with its legend outside
+        lines = fig._suptitle.get_text().count("\n") + 1  # type: ignore[attr-defined]
+        fig.subplots_adjust(top=1 - (0.6 + 0.25 * lines) / fig.get_figheight())
+    else:
+        fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out.with_suffix(".png"))
     fig.savefig(out.with_suffix(".svg"))

@@ -58,6 +58,11 @@ wildcard_constraints:
 POINT = "arch~{arch}/bs~{bs}/ctx~{ctx}/lever~{lever}/rep~{rep}"
 
 
+def get_gpu_count(wildcards):
+    """GPUs a measurement job holds: one on a real GPU, none on the simulator."""
+    return 0 if config["backend"] == "sim" else 1
+
+
 def get_lever(wildcards):
     """The lever of a job as the CLI takes it (powercap-400 -> powercap:400)."""
     return wildcards.lever.replace("-", ":", 1)

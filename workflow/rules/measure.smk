@@ -12,7 +12,7 @@ rule measure:
     conda:
         "../../envs/measure.yaml"
     resources:
-        gpu=1,
+        gpu=get_gpu_count,
     params:
         config=MEASURE_CONFIG,
         lever=get_lever,
