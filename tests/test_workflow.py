@@ -51,6 +51,11 @@ def test_every_figure_is_drawn_readable_and_marked_simulated(sim_run):
         svg = (sim_run / "figures" / f"{name}.svg").read_text()
         assert "<text" in svg, f"{name}: SVG text was converted to paths"
         assert "SIMULATED" in svg, name
+    # figures with their data are drawn, the others are clear placeholders
+    claims_svg = (sim_run / "figures" / "fig10_claims.svg").read_text()
+    assert "C11" in claims_svg and "no data to draw" not in claims_svg
+    assert "no data to draw" in (sim_run / "figures" / "fig06_dvfs_classes.svg").read_text()  # one lock only
+    assert "no data to draw" not in (sim_run / "figures" / "fig09_cap_sweep.svg").read_text()
 
 
 def test_nothing_left_to_do_after_a_complete_run(sim_run):

@@ -202,8 +202,8 @@ def c10(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     mam = x[(x["kind"] == "output_length") & x["arch"].str.contains("mamba|nemotron")]
     if len(mam):
         v = mam["crossover"].dropna()
-        where = ", ".join(f"{c:.0f}" for c in v.head(8)) or "none"
-        parts.append(f"Mamba2 vs GQA over output length: crossings at {where} tokens over {len(mam)} points")
+        where = ", ".join(f"{c:.0f}" for c in v.head(8)) or "no"
+        parts.append(f"Mamba2 vs GQA over output length: {where} crossing(s) (tokens) over {len(mam)} points")
         ok.append(bool(len(v)) and bool(((v >= 500) & (v <= 2000)).any()))
     if not parts:
         return NOT_TESTABLE, "no MLA or Mamba2 crossover rows"

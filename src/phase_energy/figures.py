@@ -205,6 +205,8 @@ def fig05_roofline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fig
 def fig06_dvfs_classes(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
     """Normalised energy/token and throughput against the locked clock, by class."""
     c = _need(t["curves"], "three or more smclock levers")
+    if c.groupby(["arch", "batch", "context"])["lever_value"].nunique().max() < 3:
+        raise MissingData("three or more smclock levers")
     cls = t["classes"]
     d = c.merge(cls[["arch", "batch", "context", "class"]], on=["arch", "batch", "context"], how="left") \
         if len(cls) else c.assign(**{"class": "indeterminate"})
@@ -343,8 +345,8 @@ def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
         "classes": _read(tables, "dvfs_classes.csv"),
         "request": _read(tables, "request_energy.parquet"),
         "crossovers": _read(tables, "crossovers.csv"),
-        "claims": _read(tables.parent / "claims.csv" if tables.name == "tables" else tables, "claims.csv")
-        if (tables.parent / "claims.csv").exists() else _read(tables, "claims.csv"),
+        # the claims table sits beside the tables folder (results/claims.csv)
+        "claims": _read(tables.parent if (tables.parent / "claims.csv").exists() else tables, "claims.csv"),
     }
 
 
