@@ -91,3 +91,12 @@ def test_snakemake_stops_before_any_job_on_a_bad_config(tmp_path):
     out = res.stdout + res.stderr
     assert "smclock:fast" in out and "levers" in out
     assert "rule measure" not in out
+
+
+def test_command_line_strings_are_read_as_the_schema_types():
+    cfg = validate_config({"batch_sizes": ["1", "32"], "allow_gpu_settings": "false", "repetitions": "2",
+                           "measurement": {"idle_s": "1.5"}, "cluster": {"gpu_freq_for_smclock": "true"}})
+    assert cfg["batch_sizes"] == [1, 32] and cfg["allow_gpu_settings"] is False and cfg["repetitions"] == 2
+    assert cfg["measurement"]["idle_s"] == 1.5 and cfg["cluster"]["gpu_freq_for_smclock"] is True
+    with pytest.raises(ConfigError, match="batch_sizes"):
+        validate_config({"batch_sizes": ["many"]})

@@ -110,3 +110,14 @@ def test_lint_is_clean(tmp_path):
     wd = copy_workflow(tmp_path)
     res = run_snakemake(wd, "--lint")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def test_one_architecture_default_lever_only_runs_every_rule(tmp_path):
+    """The smallest grid (nothing to compare, no levers) still goes through every rule and says why."""
+    wd = copy_workflow(tmp_path)
+    res = run_snakemake(wd, "--cores", "2", "--configfile", "config/test.yaml", "--config", "architectures=[qwen3-4b]",
+                        "levers=[default]", "batch_sizes=[1]")
+    assert res.returncode == 0, res.stderr[-3000:]
+    claims = pd.read_csv(wd / "results/claims.csv").set_index("id")
+    assert claims.loc["C6", "verdict"] == "not testable" and claims.loc["C10", "verdict"] == "not testable"
+    assert "no data to draw" in (wd / "figures/fig04_pareto.svg").read_text()

@@ -407,6 +407,10 @@ def first_crossing(x: np.ndarray, diff: np.ndarray, log_x: bool = False) -> floa
     return float(np.exp(xc) if log_x else xc)
 
 
+CROSSOVER_COLUMNS = ["kind", "arch", "reference", "batch", "at", "crossover", "ci_low", "ci_high", "share_none",
+                     "direction"]
+
+
 def _reference_arch(trials: pd.DataFrame, cfg: Mapping[str, Any]) -> str | None:
     for a in cfg["architectures"]:
         if get_preset(a).paradigm == "gqa" and a in set(trials["arch"]):
@@ -449,8 +453,7 @@ def crossover_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[s
     ref = _reference_arch(trials, cfg)
     xrows: list[dict[str, Any]] = []
     if request.empty or ref is None:
-        return request, pd.DataFrame(columns=["kind", "arch", "reference", "batch", "at", "crossover",
-                                              "ci_low", "ci_high", "share_none", "direction"])
+        return request, pd.DataFrame(columns=CROSSOVER_COLUMNS)
     ref_tot = request[request["arch"] == ref].set_index(["batch", "context", "output_length"])["total_j"]
     request["ratio_vs_gqa"] = request.apply(
         lambda r: r["total_j"] / ref_tot.get((r["batch"], r["context"], r["output_length"]), np.nan), axis=1)
@@ -488,14 +491,15 @@ def crossover_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[s
                           "ci_high": float(np.percentile(found, 97.5)) if len(found) else None,
                           "share_none": 1 - len(found) / len(boots),
                           "direction": "cheaper beyond" if np.median(diffs[:, -1]) < 0 else "dearer beyond"})
-    return request, pd.DataFrame(xrows)
+    return request, pd.DataFrame(xrows, columns=CROSSOVER_COLUMNS)
 
 
 def stage_crossover(cfg: Mapping[str, Any], outdir: Path) -> None:
     """Request energy relative to GQA and the crossover points."""
     windows = pd.read_parquet(outdir / "windows.parquet")
     trials = pd.read_parquet(outdir / "phase_trials.parquet")
-    request, cross = crossover_tables(windows, trials, cfg) if len(trials) else (pd.DataFrame(), pd.DataFrame())
+    request, cross = crossover_tables(windows, trials, cfg) if len(trials) else \
+        (pd.DataFrame(), pd.DataFrame(columns=CROSSOVER_COLUMNS))
     request.to_parquet(outdir / "request_energy.parquet", index=False)
     cross.to_csv(outdir / "crossovers.csv", index=False)
 

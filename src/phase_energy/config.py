@@ -41,6 +41,31 @@ def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
             _fill_defaults(sub, instance[key])
 
 
+def _coerce(schema: Mapping[str, Any], value: Any) -> Any:
+    """Turn command-line strings into the schema's types (``--config batch_sizes=[1,32]`` gives strings)."""
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(value, str):
+        text = value.strip()
+        if "boolean" in kinds and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if "integer" in kinds and text.lstrip("-").isdigit():
+            return int(text)
+        if "number" in kinds:
+            try:
+                return float(text)
+            except ValueError:
+                return value
+        if "null" in kinds and text.lower() in ("null", "none", "~"):
+            return None
+        return value
+    if isinstance(value, list) and "items" in schema:
+        return [_coerce(schema["items"], v) for v in value]
+    if isinstance(value, dict) and "properties" in schema:
+        return {k: _coerce(schema["properties"][k], v) if k in schema["properties"] else v for k, v in value.items()}
+    return value
+
+
 def _path(error: jsonschema.ValidationError) -> str:
     out = ""
     for part in error.absolute_path:
@@ -164,8 +189,8 @@ def validate_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config: expected a mapping of keys to values, got {type(raw).__name__}")
-    cfg = copy.deepcopy(dict(raw))
     schema = load_schema("config")
+    cfg = _coerce(schema, copy.deepcopy(dict(raw)))
     _fill_defaults(schema, cfg)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
@@ -232,7 +257,8 @@ def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) ->
             f"memory: needs {need / 1e9:.1f} GB (weights {model.model_bytes / 1e9:.1f} GB + cache and "
             f"activations) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
         )
-    if backend == "nvml" and point.lever != "default" and not cfg["allow_gpu_settings"]:
+    slurm_clock = point.lever.startswith("smclock:") and cfg["cluster"]["gpu_freq_for_smclock"]
+    if backend == "nvml" and point.lever != "default" and not cfg["allow_gpu_settings"] and not slurm_clock:
         return (
             f"lever not permitted: {point.lever!r} changes the GPU's settings and allow_gpu_settings is "
             "false; set allow_gpu_settings: true on a GPU you may reconfigure, or use backend: sim"

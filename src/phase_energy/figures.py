@@ -53,7 +53,12 @@ def _read(tables: Path, name: str) -> pd.DataFrame:
     p = tables / name
     if not p.exists():
         return pd.DataFrame()
-    return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    try:
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError:  # a stage with nothing to report writes an empty table
+        return pd.DataFrame()
 
 
 def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:

@@ -112,6 +112,9 @@ def run_sim_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: Path) -> None
     workload = SimWorkload(gpu, get_preset(point.arch), point.batch, point.context)
     meter = SimMeter(gpu, cfg["measurement"]["sampling_period_ms"] / 1000.0)
     raw = run_protocol(meter, workload, settings)
+    if cfg["sim"]["wall_delay_s"]:
+        log.info("sim.wall_delay_s: holding the job for %.1f s of real time", cfg["sim"]["wall_delay_s"])
+        time.sleep(cfg["sim"]["wall_delay_s"])
     samples = meter.samples()
     windows = summarise_windows(samples, raw, settings)
     enforced = {"power_limit_w": gpu.power_limit_w, "locked_sm_clock_mhz": gpu.locked_clock}

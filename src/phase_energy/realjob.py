@@ -55,11 +55,15 @@ def run_nvml_job(cfg: Mapping[str, Any], point: GridPoint, out: Path) -> None:
     workload = EngineWorkload(point.arch, point.batch, point.context, max(cfg["output_lengths"]),
                               seed=cfg["seed"])
     settings = _settings(cfg, None)
+    lever, applied_by = point.lever, "nvml"
     if point.lever.startswith("smclock:"):
-        settings.locked_sm_clock_mhz = int(point.lever.split(":")[1])
+        settings.locked_sm_clock_mhz = int(point.lever.split(":")[1])  # flags a clamp or a missing lock
+        if cfg["cluster"]["gpu_freq_for_smclock"]:
+            lever, applied_by = "default", "slurm --gpu-freq"  # slurmstepd set it; we only record
     samples, windows, applied, t_first = measure_with_lever(
-        gpu, point.lever, cfg["allow_gpu_settings"], workload, settings, torch.cuda.synchronize)
-    enforced = {"power_limit_w": applied.power_limit_w, "locked_sm_clock_mhz": applied.locked_sm_clock_mhz}
+        gpu, lever, cfg["allow_gpu_settings"], workload, settings, torch.cuda.synchronize)
+    enforced = {"power_limit_w": applied.power_limit_w, "locked_sm_clock_mhz": applied.locked_sm_clock_mhz,
+                "applied_by": applied_by}
     meta = _metadata(cfg, point, "nvml", desc, enforced, started,
                      {"status": "ok", "time_to_first_window_s": t_first, "engine_info": workload.info()})
     write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows)})

@@ -63,6 +63,15 @@ def get_gpu_count(wildcards):
     return 0 if config["backend"] == "sim" else 1
 
 
+def get_slurm_extra(wildcards):
+    """sbatch flags of a job: --gpu-freq for an SM clock lock when the cluster applies clocks."""
+    if config["cluster"]["gpu_freq_for_smclock"] and wildcards.lever.startswith(
+        "smclock-"
+    ):
+        return f"--gpu-freq={wildcards.lever.split('-')[1]}"
+    return ""
+
+
 def get_lever(wildcards):
     """The lever of a job as the CLI takes it (powercap-400 -> powercap:400)."""
     return wildcards.lever.replace("-", ":", 1)

@@ -13,6 +13,7 @@ rule measure:
         "../../envs/measure.yaml"
     resources:
         gpu=get_gpu_count,
+        slurm_extra=get_slurm_extra,
     params:
         config=MEASURE_CONFIG,
         lever=get_lever,
