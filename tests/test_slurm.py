@@ -78,10 +78,10 @@ def test_scancel_leaves_nothing_complete_and_the_rerun_does_only_the_missing_poi
     prof = _test_profile(wd, slurm.partition, retries=0)  # the profile's retries would resubmit the cancelled job
     cfg = yaml.safe_load((ROOT / "config/test.yaml").read_text())
     cfg.update(architectures=["qwen3-4b"], levers=["default"])
-    cfg["sim"] = {"wall_delay_s": 25}
+    cfg["sim"] = {"wall_delay_s": 12}
     (wd / "config/cancel.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"results/traces/arch~qwen3-4b/bs~{b}/ctx~256/lever~default/rep~0/status.json" for b in (1, 8)]
-    args = ["--profile", str(prof), "--configfile", "config/cancel.yaml", *targets]
+    args = [*targets, "--profile", str(prof), "--configfile", "config/cancel.yaml"]  # --configfile takes several
     proc = subprocess.Popen(["timeout", "-s", "KILL", "300", sys.executable, "-m", "snakemake", *args], cwd=wd,
                             env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     job = None
@@ -98,7 +98,7 @@ def test_scancel_leaves_nothing_complete_and_the_rerun_does_only_the_missing_poi
     out, _ = proc.communicate(timeout=300)
     status = sorted(p.relative_to(wd) for p in (wd / "results/traces").rglob("status.json"))
     assert len(status) == 1, (status, out[-3000:])  # the cancelled point left no complete output
-    dry = _snakemake(wd, slurm.env, "-n", "--configfile", "config/cancel.yaml", "--cores", "1", *targets)
+    dry = _snakemake(wd, slurm.env, *targets, "-n", "--cores", "1", "--configfile", "config/cancel.yaml")
     assert re.search(r"^measure\s+1$", dry.stdout, re.M), dry.stdout[-2000:]
     res = _snakemake(wd, slurm.env, *args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -73,6 +73,17 @@ def cmd_restore(a: argparse.Namespace) -> None:
     print("restored" if replay_journal(gpu) else f"no restore journal for GPU {a.gpu}: nothing to do")
 
 
+def cmd_wheelhouse(a: argparse.Namespace) -> None:
+    """Download every wheel the measurement jobs need, for offline installation on compute nodes."""
+    from .wheelhouse import build
+
+    files = build(Path(a.dest), a.python_version, a.platform, a.extras.split(",") if a.extras else [],
+                  a.with_torch)
+    spec = f"phase-energy[{a.extras}]" if a.extras else "phase-energy"
+    print(f"{len(files)} wheels in {a.dest}; install on the node with:\n"
+          f"  pip install --no-index --find-links {a.dest} '{spec}'")
+
+
 def cmd_presets(a: argparse.Namespace) -> None:
     """Print the presets and their cost-model headline numbers."""
     from .costmodel import CostModel
@@ -120,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("restore", help="restore GPU settings a killed job left behind (needs root)")
     r.add_argument("--gpu", type=int, default=0)
     r.set_defaults(fn=cmd_restore)
+
+    wh = sub.add_parser("wheelhouse", help="download wheels for offline installation on compute nodes")
+    wh.add_argument("--dest", default="wheelhouse")
+    wh.add_argument("--python-version", default=f"{sys.version_info.major}.{sys.version_info.minor}")
+    wh.add_argument("--platform", action="append", default=None,
+                    help="pip platform tag(s), e.g. manylinux_2_28_x86_64 (default: this machine's)")
+    wh.add_argument("--extras", default="gpu,workflow", help="comma-separated extras of phase-energy")
+    wh.add_argument("--with-torch", action="store_true", help="include torch (most GPU images bring their own)")
+    wh.set_defaults(fn=cmd_wheelhouse)
 
     pr = sub.add_parser("presets", help="list architecture presets")
     pr.set_defaults(fn=cmd_presets)

@@ -168,3 +168,30 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m phase_energy.testing.local_slurm start|stop [ROOT]``: a rehearsal cluster on this machine."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("action", choices=["start", "stop"])
+    p.add_argument("root", nargs="?", default="/tmp/phase-energy-slurm")
+    a = p.parse_args(argv)
+    root = Path(a.root)
+    state = root / "pids.json"
+    cluster = LocalSlurm(root)
+    if a.action == "start":
+        cluster.start()
+        state.write_text(json.dumps(cluster.pids))
+        print(f"SLURM is up: partition {cluster.partition!r}, configuration {cluster.conf}")
+    else:
+        cluster.pids = json.loads(state.read_text()) if state.exists() else {}
+        cluster.stop()
+        print("SLURM stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

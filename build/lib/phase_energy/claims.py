@@ -1,0 +1,260 @@
+"""The paper's claims (C1-C11, paper.md) as predicates over the result tables.
+
+Each predicate returns a verdict -- ``reproduced``, ``not reproduced`` or ``not testable`` -- and the
+evidence it rests on (numbers, CIs). A claim about a lever is ``not testable`` on traces without that
+lever; nothing here assumes what the data should say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
+
+CLAIMS: dict[str, str] = {
+    "C1": "Decode draws only 137-300 W on the 700 W H200, across all four architectures.",
+    "C2": "No power cap ever triggers during decode; capping changes neither its power nor its throughput.",
+    "C3": "Capping 'appears to work' because of prefill (compute-bound) and firmware throttling, not decode.",
+    "C4": "Locking SM clocks at 1980 MHz is silently clamped by firmware to about 1830 MHz.",
+    "C5": "Firmware-initiated clock throttling during runs corrupts throughput attributed to the cap.",
+    "C6": "SM clock locking Pareto-dominates power capping for decode, for all architectures.",
+    "C7": "Clock locking recovers up to 32 % of decode energy at under ~1 % throughput loss.",
+    "C8": "Architectures fall into three DVFS behavioural classes.",
+    "C9": "MLA, GDN and Mamba2 pay more in prefill but their decode recoups it, eventually halving total "
+          "request energy relative to GQA at production batch sizes.",
+    "C10": "Crossovers: MLA beats GQA at batch 32 beyond 4K tokens; Mamba2 beats GQA after ~1000 output tokens.",
+    "C11": "Across 10,000 GPUs, clock locking would save about 0.5 MW.",
+}
+
+Verdict = tuple[str, str]
+
+
+def _read(tables: Path, name: str) -> pd.DataFrame:
+    p = tables / name
+    if not p.exists():
+        return pd.DataFrame()
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    try:
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError:  # a stage with nothing to report writes an empty table
+        return pd.DataFrame()
+
+
+def _fmt(x: float, unit: str = "", digits: int = 0) -> str:
+    return f"{x:.{digits}f}{unit}"
+
+
+def c1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    s = t["summary"]
+    d = s[(s.get("phase") == "decode") & (s.get("lever") == "default")] if len(s) else s
+    if d.empty:
+        return NOT_TESTABLE, "no decode windows at the default lever"
+    lo, hi = d["power_mean_w"].min(), d["power_mean_w"].max()
+    per_arch = d.groupby("arch")["power_mean_w"].agg(["min", "max"])
+    ev = "; ".join(f"{a}: {r['min']:.0f}-{r['max']:.0f} W" for a, r in per_arch.iterrows())
+    ff = d["floor_fraction"].median()
+    ev = (f"decode mean power at the default limit {lo:.0f}-{hi:.0f} W over {len(d)} points ({ev}); "
+          f"median fraction of the bandwidth floor {ff:.2f}")
+    ok = lo >= 137 * 0.9 and hi <= 300 * 1.1
+    return (REPRODUCED if ok else NOT_REPRODUCED), ev
+
+
+def c2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    s = t["summary"]
+    if s.empty:
+        return NOT_TESTABLE, "no data"
+    d = s[s["phase"] == "decode"]
+    default = d[d["lever"] == "default"]
+    share = float(default["sw_power_cap_share"].max()) if len(default) else float("nan")
+    capped_pts = default[default["sw_power_cap_share"] > 0.01]
+    ev = (f"at the default limit the SW power cap was active in decode for up to {share:.1%} of the window "
+          f"time; {len(capped_pts)} of {len(default)} points above 1 %")
+    if len(capped_pts):
+        worst = capped_pts.sort_values("sw_power_cap_share").iloc[-1]
+        ev += f" (largest: {worst['arch']} batch {worst['batch']} context {worst['context']})"
+    caps = d[d["lever_kind"] == "powercap"]
+    if caps.empty:
+        return (NOT_REPRODUCED if len(capped_pts) else REPRODUCED), ev + "; no power-cap levers in the data"
+    merged = caps.merge(default[["arch", "batch", "context", "tokens_per_s", "power_mean_w"]],
+                        on=["arch", "batch", "context"], suffixes=("", "_default"))
+    merged["tp_change"] = merged["tokens_per_s"] / merged["tokens_per_s_default"] - 1
+    triggered = merged[merged["sw_power_cap_share"] > 0.01]
+    ev += (f"; under caps the cap bound in {len(triggered)} of {len(merged)} decode points, throughput "
+           f"changed by {merged['tp_change'].min():+.1%} at worst")
+    ok = len(capped_pts) == 0 and len(triggered) == 0 and merged["tp_change"].min() > -0.01
+    return (REPRODUCED if ok else NOT_REPRODUCED), ev
+
+
+def c3(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    s = t["summary"]
+    if s.empty:
+        return NOT_TESTABLE, "no data"
+    pre = s[(s["phase"] == "prefill") & (s["lever"] == "default")]
+    dec = s[(s["phase"] == "decode") & (s["lever"] == "default")]
+    pre_share = float(pre["sw_power_cap_share"].mean()) if len(pre) else float("nan")
+    dec_share = float(dec["sw_power_cap_share"].mean()) if len(dec) else float("nan")
+    ev = (f"default limit: prefill under the SW power cap {pre_share:.1%} of its time (mean over points), "
+          f"decode {dec_share:.1%}; prefill power {pre['power_mean_w'].median():.0f} W vs decode "
+          f"{dec['power_mean_w'].median():.0f} W (medians)")
+    caps = s[s["lever_kind"] == "powercap"]
+    if caps.empty:
+        return NOT_TESTABLE, ev + "; the prefill half holds" if pre_share > dec_share else ev
+    base = s[s["lever"] == "default"][["arch", "batch", "context", "phase", "tokens_per_s"]]
+    m = caps.merge(base, on=["arch", "batch", "context", "phase"], suffixes=("", "_default"))
+    m["loss"] = 1 - m["tokens_per_s"] / m["tokens_per_s_default"]
+    loss = m.groupby("phase")["loss"].median()
+    ev += (f"; median throughput loss under caps: prefill {loss.get('prefill', np.nan):.1%}, "
+           f"decode {loss.get('decode', np.nan):.1%}")
+    ok = loss.get("prefill", 0) > loss.get("decode", 0) and pre_share > dec_share
+    return (REPRODUCED if ok else NOT_REPRODUCED), ev
+
+
+def c4(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    s = t["summary"]
+    d = s[(s.get("lever") == "smclock:1980")] if len(s) else s
+    if d.empty:
+        return NOT_TESTABLE, "no smclock:1980 lever in the data"
+    achieved = d["sm_clock_mhz"]
+    ev = f"achieved SM clock under a 1980 MHz lock: median {achieved.median():.0f} MHz, min {achieved.min():.0f} MHz"
+    ok = abs(achieved.median() - 1830) <= 60
+    return (REPRODUCED if ok else NOT_REPRODUCED), ev
+
+
+def c5(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    s = t["summary"]
+    lev = s[s["lever_kind"].isin(["powercap", "smclock"])] if len(s) else s
+    if lev.empty:
+        return NOT_TESTABLE, "no lever runs in the data"
+    flagged = lev["flags"].fillna("").str.contains("thermal_throttle|power_brake|clock_below_lock")
+    ev = f"{int(flagged.sum())} of {len(lev)} lever points flagged with firmware throttling or a clamped lock"
+    return (REPRODUCED if flagged.any() else NOT_REPRODUCED), ev
+
+
+def c6(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    dom = t["dominance"]
+    if dom.empty or not dom["testable"].astype(bool).any():
+        return NOT_TESTABLE, "needs both powercap and smclock levers"
+    d = dom[dom["testable"].astype(bool)]
+    per_arch = d.groupby("arch")["lock_dominates_caps"].apply(lambda x: x.astype(bool).mean())
+    ev = "share of points where one lock beats every cap: " + "; ".join(f"{a}: {v:.0%}" for a, v in per_arch.items())
+    return (REPRODUCED if (per_arch == 1).all() else NOT_REPRODUCED), ev
+
+
+def c7(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    p = t["policy"]
+    if p.empty:
+        return NOT_TESTABLE, "needs smclock levers and the default"
+    best = p.loc[p["energy_saving"].idxmax()]
+    bound = cfg["analysis"]["throughput_loss_bound"]
+    if pd.isna(best["best_clock_mhz"]):
+        return NOT_REPRODUCED, f"no clock lock kept the decode throughput loss within {bound:.0%} of the default"
+    ev = (f"largest decode energy saving at <= {bound:.0%} throughput loss: {best['energy_saving']:.1%} "
+          f"({best['arch']}, batch {best['batch']}, context {best['context']}, {best['best_clock_mhz']} MHz); "
+          f"median over points {p['energy_saving'].median():.1%}")
+    ok = abs(best["energy_saving"] - 0.32) <= 0.08
+    return (REPRODUCED if ok else NOT_REPRODUCED), ev
+
+
+def c8(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    c = t["classes"]
+    if c.empty or (c["class"] == "indeterminate").all():
+        return NOT_TESTABLE, "needs >= 3 smclock levers per point"
+    per_arch = c[c["class"] != "indeterminate"].groupby("arch")["class"].agg(lambda x: x.value_counts().index[0])
+    n = per_arch.nunique()
+    ev = f"{n} distinct classes among architectures: " + "; ".join(f"{a}: {k}" for a, k in per_arch.items())
+    return (REPRODUCED if n == 3 else NOT_REPRODUCED), ev
+
+
+def c9(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    s, r = t["summary"], t["request"]
+    if s.empty or r.empty or "ratio_vs_gqa" not in r:
+        return NOT_TESTABLE, "needs GQA and another paradigm at the default lever"
+    pre = s[(s["phase"] == "prefill") & (s["lever"] == "default")]
+    ref = r[r["paradigm"] == "gqa"]["arch"].iloc[0] if (r["paradigm"] == "gqa").any() else None
+    if ref is None:
+        return NOT_TESTABLE, "no GQA architecture"
+    ref_pre = pre[pre["arch"] == ref].set_index(["batch", "context"])["j_per_token"]
+    others = pre[pre["paradigm"] != "gqa"]
+    dearer = others.apply(lambda x: x["j_per_token"] > ref_pre.get((x["batch"], x["context"]), np.nan), axis=1)
+    prod = r[(r["paradigm"] != "gqa") & (r["batch"] >= 32)]
+    if prod.empty:
+        return NOT_TESTABLE, "no batch >= 32 in the data"
+    best = prod.groupby("paradigm")["ratio_vs_gqa"].min()
+    ev = (f"prefill J/token above {ref} at {int(dearer.sum())} of {len(others)} points; lowest total request "
+          "energy ratio vs GQA at batch >= 32: " + "; ".join(f"{k}: {v:.2f}" for k, v in best.items()))
+    ok = dearer.mean() > 0.5 and (best <= 0.55).all()
+    return (REPRODUCED if ok else NOT_REPRODUCED), ev
+
+
+def c10(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    x = t["crossovers"]
+    if x.empty:
+        return NOT_TESTABLE, "needs GQA and MLA/Mamba2 at the default lever"
+    parts, ok = [], []
+    mla = x[(x["kind"] == "context") & (x["batch"] == 32) & x["arch"].map(
+        lambda a: "mla" in a or "minicpm" in a)]
+    if len(mla):
+        v = mla["crossover"].dropna()
+        parts.append(f"MLA vs GQA at batch 32 over context: crossings at {', '.join(f'{c:.0f}' for c in v) or 'none'} "
+                     f"tokens ({', '.join(str(a) for a in mla['at'].unique())} output tokens)")
+        ok.append(bool(len(v)) and bool(((v >= 3000) & (v <= 6000)).any()))
+    mam = x[(x["kind"] == "output_length") & x["arch"].str.contains("mamba|nemotron")]
+    if len(mam):
+        v = mam["crossover"].dropna()
+        where = ", ".join(f"{c:.0f}" for c in v.head(8)) or "no"
+        parts.append(f"Mamba2 vs GQA over output length: {where} crossing(s) (tokens) over {len(mam)} points")
+        ok.append(bool(len(v)) and bool(((v >= 500) & (v <= 2000)).any()))
+    if not parts:
+        return NOT_TESTABLE, "no MLA or Mamba2 crossover rows"
+    return (REPRODUCED if all(ok) else NOT_REPRODUCED), "; ".join(parts)
+
+
+def c11(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    f = t["fleet"]
+    if f.empty:
+        return NOT_TESTABLE, "needs smclock levers and the default"
+    allrow = f[f["scope"] == "all"].iloc[0]
+    ev = (f"{allrow['gpus']:.0f} GPUs, decode share {allrow['decode_share']:.0%}: "
+          f"{allrow['fleet_saved_mw']:.2f} MW saved ({allrow['mean_saved_w_per_gpu']:.0f} W per busy GPU)")
+    ok = 0.25 <= allrow["fleet_saved_mw"] <= 1.0
+    return (REPRODUCED if ok else NOT_REPRODUCED), ev
+
+
+PREDICATES: dict[str, Callable[[Mapping[str, pd.DataFrame], Mapping[str, Any]], Verdict]] = {
+    "C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C6": c6, "C7": c7, "C8": c8, "C9": c9, "C10": c10,
+    "C11": c11,
+}
+
+
+def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
+    """The result tables the predicates read."""
+    return {
+        "summary": _read(tables, "phase_energy.parquet"),
+        "dominance": _read(tables, "dominance.csv"),
+        "classes": _read(tables, "dvfs_classes.csv"),
+        "policy": _read(tables, "clock_policy.csv"),
+        "fleet": _read(tables, "fleet.csv"),
+        "crossovers": _read(tables, "crossovers.csv"),
+        "request": _read(tables, "request_energy.parquet"),
+    }
+
+
+def evaluate_claims(tables: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """The claims table: id, claim, verdict, evidence (and the backend the data came from)."""
+    t = load_tables(tables)
+    backend = ",".join(sorted(t["summary"]["backend"].unique())) if len(t["summary"]) else "none"
+    rows = []
+    for cid, fn in PREDICATES.items():
+        try:
+            verdict, evidence = fn(t, cfg)
+        except (KeyError, IndexError, ValueError) as e:  # a table lacks what the predicate needs
+            verdict, evidence = NOT_TESTABLE, f"data insufficient ({type(e).__name__}: {e})"
+        rows.append({"id": cid, "claim": CLAIMS[cid], "verdict": verdict, "evidence": evidence,
+                     "backend": backend})
+    return pd.DataFrame(rows)

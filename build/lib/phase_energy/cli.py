@@ -1,0 +1,158 @@
+"""Command line: ``phase-energy <command>``; each workflow rule calls one command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from .config import ConfigError, GridPoint, expand_grid, validate_config
+
+log = logging.getLogger("phase_energy")
+
+
+def _load(path: str | None) -> dict:
+    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    return validate_config(raw or {})
+
+
+def _setup_logging(log_file: str | None, verbose: bool) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_measure(a: argparse.Namespace) -> None:
+    """Measure one grid point."""
+    from .measure import run_job
+
+    cfg = _load(a.config)
+    point = GridPoint(a.arch, a.batch, a.context, a.lever, a.rep)
+    run_job(cfg, point, a.out)
+
+
+def cmd_check_config(a: argparse.Namespace) -> None:
+    """Validate a config and print the grid size."""
+    cfg = _load(a.config)
+    n = sum(1 for _ in expand_grid(cfg))
+    print(f"config ok: {n} measurement jobs ({len(cfg['architectures'])} architectures x "
+          f"{len(cfg['batch_sizes'])} batch sizes x {len(cfg['contexts'])} contexts x "
+          f"{len(cfg['levers'])} levers x {cfg['repetitions']} repetitions)")
+
+
+def cmd_analyse(a: argparse.Namespace) -> None:
+    """Run one analysis stage (energy, pareto, classes, crossover, claims)."""
+    from . import analysis
+
+    cfg = _load(a.config)
+    stage = getattr(analysis, f"stage_{a.stage}")
+    stage(cfg, Path(a.outdir))
+
+
+def cmd_figure(a: argparse.Namespace) -> None:
+    """Render one figure from the result tables."""
+    from . import figures
+
+    cfg = _load(a.config)
+    figures.render(a.name, Path(a.tables), Path(a.out), cfg, Path(a.traces) if a.traces else None)
+
+
+def cmd_restore(a: argparse.Namespace) -> None:
+    """Replay the restore journal a killed job left for a GPU (power limit, clock lock)."""
+    from .levers import replay_journal
+    from .telemetry import GPU
+
+    gpu = GPU(a.gpu)
+    print("restored" if replay_journal(gpu) else f"no restore journal for GPU {a.gpu}: nothing to do")
+
+
+def cmd_wheelhouse(a: argparse.Namespace) -> None:
+    """Download every wheel the measurement jobs need, for offline installation on compute nodes."""
+    from .wheelhouse import build
+
+    files = build(Path(a.dest), a.python_version, a.platform, a.extras.split(",") if a.extras else [],
+                  a.with_torch)
+    spec = f"phase-energy[{a.extras}]" if a.extras else "phase-energy"
+    print(f"{len(files)} wheels in {a.dest}; install on the node with:\n"
+          f"  pip install --no-index --find-links {a.dest} '{spec}'")
+
+
+def cmd_presets(a: argparse.Namespace) -> None:
+    """Print the presets and their cost-model headline numbers."""
+    from .costmodel import CostModel
+    from .presets import ALL_PRESETS
+
+    for cfg in ALL_PRESETS.values():
+        print(json.dumps(CostModel(cfg).summary()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    p = argparse.ArgumentParser(prog="phase-energy", description=__doc__)
+    p.add_argument("--log", help="also write the log to this file")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    m = sub.add_parser("measure", help="measure one grid point into a trace folder")
+    m.add_argument("--config", required=True)
+    m.add_argument("--arch", required=True)
+    m.add_argument("--batch", type=int, required=True)
+    m.add_argument("--context", type=int, required=True)
+    m.add_argument("--lever", required=True)
+    m.add_argument("--rep", type=int, default=0)
+    m.add_argument("--out", required=True)
+    m.set_defaults(fn=cmd_measure)
+
+    c = sub.add_parser("check-config", help="validate a config file and print the grid size")
+    c.add_argument("config")
+    c.set_defaults(fn=cmd_check_config)
+
+    an = sub.add_parser("analyse", help="run one analysis stage")
+    an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "claims"])
+    an.add_argument("--config", required=True)
+    an.add_argument("--outdir", required=True)
+    an.set_defaults(fn=cmd_analyse)
+
+    f = sub.add_parser("figure", help="render one figure (PNG and SVG)")
+    f.add_argument("name")
+    f.add_argument("--config", required=True)
+    f.add_argument("--tables", required=True)
+    f.add_argument("--out", required=True, help="output path without extension")
+    f.add_argument("--traces", help="traces folder (for the power timeline)")
+    f.set_defaults(fn=cmd_figure)
+
+    r = sub.add_parser("restore", help="restore GPU settings a killed job left behind (needs root)")
+    r.add_argument("--gpu", type=int, default=0)
+    r.set_defaults(fn=cmd_restore)
+
+    wh = sub.add_parser("wheelhouse", help="download wheels for offline installation on compute nodes")
+    wh.add_argument("--dest", default="wheelhouse")
+    wh.add_argument("--python-version", default=f"{sys.version_info.major}.{sys.version_info.minor}")
+    wh.add_argument("--platform", action="append", default=None,
+                    help="pip platform tag(s), e.g. manylinux_2_28_x86_64 (default: this machine's)")
+    wh.add_argument("--extras", default="gpu,workflow", help="comma-separated extras of phase-energy")
+    wh.add_argument("--with-torch", action="store_true", help="include torch (most GPU images bring their own)")
+    wh.set_defaults(fn=cmd_wheelhouse)
+
+    pr = sub.add_parser("presets", help="list architecture presets")
+    pr.set_defaults(fn=cmd_presets)
+
+    a = p.parse_args(argv)
+    _setup_logging(a.log, a.verbose)
+    try:
+        a.fn(a)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

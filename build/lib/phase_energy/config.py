@@ -1,0 +1,266 @@
+"""Workflow configuration: schema validation with defaults, semantic checks and the experiment grid.
+
+Every error names the key, the offending value and what is accepted, and is raised before any job runs
+(the Snakefile validates at DAG time).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .costmodel import CostModel
+from .presets import ALL_PRESETS, get_preset
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message says which and what is accepted."""
+
+
+def load_schema(name: str = "config") -> dict[str, Any]:
+    """Load one of the package's JSON schemas (``config`` or ``metadata``)."""
+    text = resources.files("phase_energy").joinpath(f"schemas/{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
+    """Fill missing keys from the schema's ``default`` values, recursively."""
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if sub.get("type") == "object" and isinstance(instance.get(key), dict):
+            _fill_defaults(sub, instance[key])
+
+
+def _coerce(schema: Mapping[str, Any], value: Any) -> Any:
+    """Turn command-line strings into the schema's types (``--config batch_sizes=[1,32]`` gives strings)."""
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(value, str):
+        text = value.strip()
+        if "boolean" in kinds and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if "integer" in kinds and text.lstrip("-").isdigit():
+            return int(text)
+        if "number" in kinds:
+            try:
+                return float(text)
+            except ValueError:
+                return value
+        if "null" in kinds and text.lower() in ("null", "none", "~"):
+            return None
+        return value
+    if isinstance(value, list) and "items" in schema:
+        return [_coerce(schema["items"], v) for v in value]
+    if isinstance(value, dict) and "properties" in schema:
+        return {k: _coerce(schema["properties"][k], v) if k in schema["properties"] else v for k, v in value.items()}
+    return value
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _accepted(error: jsonschema.ValidationError) -> str:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    v = error.validator
+    if v == "enum":
+        return "one of " + ", ".join(repr(x) for x in error.validator_value)
+    if v == "type":
+        return f"a value of type {error.validator_value}"
+    if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
+        return f"a number {sign} {error.validator_value}"
+    if v == "pattern":
+        if "powercap" in str(error.validator_value):
+            return "'default', 'powercap:<watts>' or 'smclock:<MHz>' with integer numbers"
+        return f"text matching {error.validator_value}"
+    if v == "minItems":
+        return f"a list of at least {error.validator_value} item(s)"
+    if v == "uniqueItems":
+        return "a list without repeated values"
+    if v == "minLength":
+        return "a non-empty string"
+    if v == "additionalProperties":
+        return "keys " + ", ".join(sorted(schema.get("properties", {})))
+    return f"{v}={error.validator_value!r}"
+
+
+def _schema_error(error: jsonschema.ValidationError) -> ConfigError:
+    if error.validator == "additionalProperties":
+        allowed = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+        unknown = sorted(set(error.instance) - allowed)
+        where = _path(error)
+        prefix = "" if where == "<top level>" else f"{where}."
+        return ConfigError(
+            f"config key '{prefix}{unknown[0]}': unknown key (value {error.instance[unknown[0]]!r}); "
+            f"accepted: {_accepted(error)}"
+        )
+    return ConfigError(
+        f"config key {_path(error)!r}: value {error.instance!r} is not accepted; expected {_accepted(error)}"
+    )
+
+
+@dataclass(frozen=True)
+class Lever:
+    """One GPU setting of the grid: ``default``, ``powercap`` (watts) or ``smclock`` (MHz)."""
+
+    kind: str
+    value: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Lever:
+        """Parse ``default``, ``powercap:<W>`` or ``smclock:<MHz>``."""
+        if text == "default":
+            return cls("default")
+        kind, _, value = text.partition(":")
+        if kind not in ("powercap", "smclock") or not value.isdigit():
+            raise ConfigError(
+                f"config key 'levers': value {text!r} is not accepted; expected 'default', "
+                "'powercap:<watts>' or 'smclock:<MHz>' with integer numbers (e.g. powercap:400, smclock:1410)"
+            )
+        return cls(kind, int(value))
+
+    def __str__(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}:{self.value}"
+
+    @property
+    def slug(self) -> str:
+        """File-name form: ``powercap-400``."""
+        return self.kind if self.value is None else f"{self.kind}-{self.value}"
+
+    @classmethod
+    def from_slug(cls, slug: str) -> Lever:
+        """Inverse of :attr:`slug`."""
+        return cls.parse(slug.replace("-", ":", 1))
+
+
+def _check_semantics(cfg: dict[str, Any]) -> None:
+    for i, name in enumerate(cfg["architectures"]):
+        if name not in ALL_PRESETS:
+            raise ConfigError(
+                f"config key 'architectures[{i}]': value {name!r} is not a known preset; "
+                f"accepted: {', '.join(sorted(ALL_PRESETS))}"
+            )
+    gpu = cfg["gpu"]
+    if gpu["power_limit_min_w"] > gpu["power_limit_max_w"]:
+        raise ConfigError(
+            f"config key 'gpu.power_limit_min_w': value {gpu['power_limit_min_w']} is above "
+            f"gpu.power_limit_max_w={gpu['power_limit_max_w']}; expected min <= max"
+        )
+    if gpu["sm_clock_min_mhz"] > gpu["sm_clock_max_mhz"]:
+        raise ConfigError(
+            f"config key 'gpu.sm_clock_min_mhz': value {gpu['sm_clock_min_mhz']} is above "
+            f"gpu.sm_clock_max_mhz={gpu['sm_clock_max_mhz']}; expected min <= max"
+        )
+    for i, text in enumerate(cfg["levers"]):
+        lever = Lever.parse(text)
+        if lever.kind == "powercap":
+            lo, hi = gpu["power_limit_min_w"], gpu["power_limit_max_w"]
+            if not lo <= lever.value <= hi:  # type: ignore[operator]
+                raise ConfigError(
+                    f"config key 'levers[{i}]': value {text!r} is outside the card's power-limit range; "
+                    f"accepted: powercap:<W> with {lo:g} <= W <= {hi:g} (gpu.power_limit_min_w/max_w)"
+                )
+        if lever.kind == "smclock":
+            lo, hi = gpu["sm_clock_min_mhz"], gpu["sm_clock_max_mhz"]
+            if not lo <= lever.value <= hi:  # type: ignore[operator]
+                raise ConfigError(
+                    f"config key 'levers[{i}]': value {text!r} is outside the card's SM clock range; "
+                    f"accepted: smclock:<MHz> with {lo} <= MHz <= {hi} (gpu.sm_clock_min_mhz/max_mhz)"
+                )
+
+
+def validate_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate a configuration, fill defaults and return the full config (a new dict)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping of keys to values, got {type(raw).__name__}")
+    schema = load_schema("config")
+    cfg = _coerce(schema, copy.deepcopy(dict(raw)))
+    _fill_defaults(schema, cfg)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        raise _schema_error(errors[0])
+    _check_semantics(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config file, apply overrides and validate it."""
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    raw.update(overrides or {})
+    return validate_config(raw)
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    """Short, stable hash of a validated config (recorded in every trace's metadata)."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One measurement job: architecture x batch x context x lever (x repetition)."""
+
+    arch: str
+    batch: int
+    context: int
+    lever: str
+    rep: int = 0
+
+    @property
+    def path(self) -> str:
+        """Relative folder of the job's trace, ``key~value`` style."""
+        return (
+            f"arch~{self.arch}/bs~{self.batch}/ctx~{self.context}/"
+            f"lever~{Lever.parse(self.lever).slug}/rep~{self.rep}"
+        )
+
+    @classmethod
+    def from_wildcards(cls, w: Mapping[str, str]) -> GridPoint:
+        """Build a point from Snakemake wildcards (arch, bs, ctx, lever slug, rep)."""
+        return cls(w["arch"], int(w["bs"]), int(w["ctx"]), str(Lever.from_slug(w["lever"])), int(w["rep"]))
+
+
+def expand_grid(cfg: Mapping[str, Any]) -> Iterator[GridPoint]:
+    """Every point of the grid, in a stable order."""
+    for arch in cfg["architectures"]:
+        for bs in cfg["batch_sizes"]:
+            for ctx in cfg["contexts"]:
+                for lever in cfg["levers"]:
+                    for rep in range(cfg["repetitions"]):
+                        yield GridPoint(arch, bs, ctx, lever, rep)
+
+
+def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) -> str | None:
+    """Why a point cannot run (memory budget, lever not permitted), or None when it can."""
+    model = CostModel(get_preset(point.arch))
+    need = model.memory_bytes(point.batch, point.context, max(cfg["output_lengths"]))
+    budget = cfg["gpu"]["memory_budget_gb"] * 1e9
+    if need > budget:
+        return (
+            f"memory: needs {need / 1e9:.1f} GB (weights {model.model_bytes / 1e9:.1f} GB + cache and "
+            f"activations) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
+        )
+    slurm_clock = point.lever.startswith("smclock:") and cfg["cluster"]["gpu_freq_for_smclock"]
+    if backend == "nvml" and point.lever != "default" and not cfg["allow_gpu_settings"] and not slurm_clock:
+        return (
+            f"lever not permitted: {point.lever!r} changes the GPU's settings and allow_gpu_settings is "
+            "false; set allow_gpu_settings: true on a GPU you may reconfigure, or use backend: sim"
+        )
+    return None

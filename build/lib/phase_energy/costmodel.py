@@ -1,0 +1,264 @@
+"""Architecture cost model: parameters, bytes and FLOPs per prefill token and per decode step.
+
+One model serves the engine (roofline accounting), the simulator (timing) and the analysis (roofline
+floor). Conventions follow docs/architectures.md: bf16 weights (2 B), the input embedding excluded from
+the bytes a decode step reads (one row is gathered), a tied head counted once.
+
+FLOPs count a multiply-add as 2. Attention FLOPs are the score and value products; the causal prefill
+of ``S`` tokens does ``S * (S + 1) / 2`` query-key pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .presets import ArchConfig
+
+WEIGHT_BYTES = 2  # bf16
+ACT_BYTES = 2
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    """Parameter counts of one block of each kind (weights of matmuls and of norms)."""
+
+    attention: int  # attention projections + norms inside the attention
+    attention_matmul: int
+    mlp: int
+    gdn: int
+    gdn_matmul: int
+    mamba: int
+    mamba_matmul: int
+
+
+class CostModel:
+    """FLOPs, bytes and memory of one architecture, as functions of batch and context."""
+
+    def __init__(self, cfg: ArchConfig):
+        self.cfg = cfg
+        self.layers = self._layer_params()
+
+    # ----------------------------------------------------------------- parameters
+    def _layer_params(self) -> LayerParams:
+        c = self.cfg
+        h = c.hidden
+        if c.paradigm == "mla":
+            n = c.n_heads
+            qk = c.qk_nope_head_dim + c.qk_rope_head_dim
+            if c.q_lora_rank:
+                q = h * c.q_lora_rank + c.q_lora_rank * n * qk
+                q_norm = c.q_lora_rank
+            else:
+                q = h * n * qk
+                q_norm = 0
+            kv_a = h * (c.kv_lora_rank + c.qk_rope_head_dim)
+            kv_b = c.kv_lora_rank * n * (c.qk_nope_head_dim + c.v_head_dim)
+            o = n * c.v_head_dim * h
+            attn_mm = q + kv_a + kv_b + o
+            attn = attn_mm + q_norm + (c.kv_lora_rank if c.kv_norm else 0)
+        elif c.n_heads:
+            q_out = c.n_heads * c.head_dim * (2 if c.attn_output_gate else 1)
+            attn_mm = h * q_out + 2 * h * c.n_kv_heads * c.head_dim + c.n_heads * c.head_dim * h
+            attn = attn_mm + (2 * c.head_dim if c.qk_norm else 0)
+        else:
+            attn_mm = attn = 0
+        mlp = (3 if c.mlp_kind == "swiglu" else 2) * h * c.intermediate
+        if c.lin_v_heads:
+            kd = c.lin_k_heads * c.lin_k_dim
+            vd = c.lin_v_heads * c.lin_v_dim
+            gdn_mm = h * (2 * kd + vd) + h * vd + 2 * h * c.lin_v_heads + vd * h
+            conv = (2 * kd + vd) * c.conv_kernel
+            gdn = gdn_mm + conv + 2 * c.lin_v_heads + c.lin_v_dim
+        else:
+            gdn_mm = gdn = 0
+        if c.ssm_heads:
+            di = c.d_inner
+            gs = c.ssm_groups * c.ssm_state
+            conv_dim = di + 2 * gs
+            mamba_mm = h * (2 * di + 2 * gs + c.ssm_heads) + di * h
+            mamba = mamba_mm + conv_dim * c.conv_kernel + conv_dim + 3 * c.ssm_heads + di
+        else:
+            mamba_mm = mamba = 0
+        return LayerParams(attn, attn_mm, mlp, gdn, gdn_mm, mamba, mamba_mm)
+
+    def _block_params(self, kind: str) -> tuple[int, int]:
+        """(all params, matmul params) of one block of a pattern character, with its norms."""
+        lp, h = self.layers, self.cfg.hidden
+        if kind == "A":
+            return lp.attention + lp.mlp + 2 * h, lp.attention_matmul + lp.mlp
+        if kind == "G":
+            return lp.gdn + lp.mlp + 2 * h, lp.gdn_matmul + lp.mlp
+        if kind == "M":
+            return lp.mamba + h, lp.mamba_matmul
+        if kind == "*":
+            return lp.attention + h, lp.attention_matmul
+        if kind == "-":
+            return lp.mlp + h, lp.mlp
+        raise ValueError(f"unknown layer kind {kind!r} in pattern; accepted: A G M * -")
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding table."""
+        return self.cfg.vocab * self.cfg.hidden
+
+    @property
+    def decoder_params(self) -> int:
+        """All block parameters (no embedding, no head, no final norm)."""
+        return sum(self._block_params(k)[0] for k in self.cfg.layer_pattern)
+
+    @property
+    def decoder_matmul_params(self) -> int:
+        """Block parameters that take part in a matmul (no norms, convs or per-head scalars)."""
+        return sum(self._block_params(k)[1] for k in self.cfg.layer_pattern)
+
+    @property
+    def params(self) -> int:
+        """Unique parameters (a tied head counted once)."""
+        head = 0 if self.cfg.tie_embeddings else self.embedding_params
+        return self.embedding_params + self.decoder_params + self.cfg.hidden + head
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of weights one decode step reads: blocks, final norm and head (bf16)."""
+        return WEIGHT_BYTES * (self.decoder_params + self.cfg.hidden + self.embedding_params)
+
+    @property
+    def model_bytes(self) -> int:
+        """Bytes the weights occupy in memory."""
+        return WEIGHT_BYTES * self.params
+
+    # ----------------------------------------------------------------- cache and state
+    @property
+    def n_attention_layers(self) -> int:
+        """Blocks that hold a KV cache."""
+        return self.cfg.count("A") + self.cfg.count("*")
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes per token over all attention layers (MLA: latent + rope key)."""
+        c = self.cfg
+        if c.paradigm == "mla":
+            per_layer = (c.kv_lora_rank + c.qk_rope_head_dim) * ACT_BYTES
+        else:
+            per_layer = 2 * c.n_kv_heads * c.head_dim * ACT_BYTES
+        return per_layer * self.n_attention_layers
+
+    @property
+    def state_bytes_per_sequence(self) -> int:
+        """Fixed recurrent state (GDN or Mamba2 SSM state + conv state) per sequence."""
+        c = self.cfg
+        total = 0
+        if c.count("G"):
+            s = c.lin_v_heads * c.lin_k_dim * c.lin_v_dim * c.state_dtype_bytes
+            conv = (2 * c.lin_k_heads * c.lin_k_dim + c.lin_v_heads * c.lin_v_dim) * (c.conv_kernel - 1)
+            total += c.count("G") * (s + conv * ACT_BYTES)
+        if c.count("M"):
+            s = c.ssm_heads * c.ssm_head_dim * c.ssm_state * c.state_dtype_bytes
+            conv = (c.d_inner + 2 * c.ssm_groups * c.ssm_state) * (c.conv_kernel - 1)
+            total += c.count("M") * (s + conv * ACT_BYTES)
+        return total
+
+    def cache_bytes(self, batch: int, max_tokens: int) -> int:
+        """Static cache allocated for ``batch`` sequences of up to ``max_tokens`` tokens."""
+        return batch * (max_tokens * self.kv_bytes_per_token + self.state_bytes_per_sequence)
+
+    def memory_bytes(self, batch: int, context: int, max_output: int) -> int:
+        """Device memory a job needs: weights, cache, prefill activations and logits (estimate)."""
+        c = self.cfg
+        tokens = batch * context
+        widest = max(c.intermediate * 2, c.hidden * 4, c.n_heads * max(c.head_dim, 1) * 3, 1)
+        activations = tokens * widest * ACT_BYTES * 2
+        logits = batch * c.vocab * 4
+        return self.model_bytes + self.cache_bytes(batch, context + max_output) + activations + logits
+
+    # ----------------------------------------------------------------- FLOPs
+    def _attention_flops_per_pair(self, absorbed: bool) -> int:
+        """FLOPs of one query-key pair summed over heads and attention layers."""
+        c = self.cfg
+        if c.paradigm == "mla":
+            if absorbed:  # scores over latent+rope, values in the latent space
+                per_head = 2 * (c.kv_lora_rank + c.qk_rope_head_dim) + 2 * c.kv_lora_rank
+            else:
+                per_head = 2 * (c.qk_nope_head_dim + c.qk_rope_head_dim) + 2 * c.v_head_dim
+        else:
+            per_head = 4 * c.head_dim
+        return per_head * c.n_heads * self.n_attention_layers
+
+    def _recurrent_flops_per_token(self) -> int:
+        """FLOPs of the state update and read-out per token (GDN delta rule, Mamba2 SSD)."""
+        c = self.cfg
+        total = 0
+        if c.count("G"):  # decay, k^T S, rank-1 update, q S: ~4 products of d_k x d_v per head
+            total += c.count("G") * 8 * c.lin_v_heads * c.lin_k_dim * c.lin_v_dim
+        if c.count("M"):  # decay + B x update + C read-out
+            total += c.count("M") * 6 * c.ssm_heads * c.ssm_head_dim * c.ssm_state
+        return total
+
+    def _mla_absorb_flops_per_token(self) -> int:
+        """Extra matmuls of absorbed MLA decode (q_nope into latent, latent out to v), per token."""
+        c = self.cfg
+        if c.paradigm != "mla":
+            return 0
+        per_layer = 2 * c.n_heads * c.kv_lora_rank * (c.qk_nope_head_dim + c.v_head_dim)
+        # the absorbed form replaces the kv_b expansion of the new token's cache entry
+        return per_layer * self.n_attention_layers
+
+    @property
+    def linear_flops_per_token(self) -> int:
+        """Matmul FLOPs per token through blocks and head (2 x matmul params)."""
+        return 2 * (self.decoder_matmul_params + self.embedding_params)
+
+    def prefill_flops(self, batch: int, context: int) -> float:
+        """FLOPs of a prefill of ``context`` tokens for ``batch`` sequences (logits of the last token only)."""
+        pairs = context * (context + 1) / 2
+        head = 2 * self.embedding_params
+        per_seq = (
+            context * (self.linear_flops_per_token - head + self._recurrent_flops_per_token())
+            + head
+            + pairs * self._attention_flops_per_pair(absorbed=False)
+        )
+        return batch * per_seq
+
+    def decode_flops(self, batch: int, position: int) -> float:
+        """FLOPs of one decode step at context ``position`` (tokens already in the cache)."""
+        per_seq = (
+            self.linear_flops_per_token
+            + self._recurrent_flops_per_token()
+            + self._mla_absorb_flops_per_token()
+            + (position + 1) * self._attention_flops_per_pair(absorbed=True)
+        )
+        return batch * per_seq
+
+    # ----------------------------------------------------------------- bytes
+    def prefill_bytes(self, batch: int, context: int) -> float:
+        """Bytes moved by a prefill: weights once, cache and state written, activations streamed."""
+        act = batch * context * self.cfg.hidden * ACT_BYTES * 12 * len(self.cfg.layer_pattern)
+        return (
+            self.weight_bytes
+            + batch * context * self.kv_bytes_per_token
+            + batch * self.state_bytes_per_sequence
+            + act
+        )
+
+    def decode_bytes(self, batch: int, position: int) -> float:
+        """Bytes moved by one decode step: weights, KV read (+1 token written), state read and written."""
+        return (
+            self.weight_bytes
+            + batch * (position + 1) * self.kv_bytes_per_token
+            + batch * 2 * self.state_bytes_per_sequence
+        )
+
+    def decode_floor_s(self, batch: int, position: int, bandwidth_bps: float) -> float:
+        """Bandwidth floor of one decode step in seconds."""
+        return self.decode_bytes(batch, position) / bandwidth_bps
+
+    def summary(self) -> dict[str, float | int | str]:
+        """Headline numbers of the preset (for docs and metadata)."""
+        return {
+            "arch": self.cfg.name,
+            "paradigm": self.cfg.paradigm,
+            "params": self.params,
+            "weight_bytes": self.weight_bytes,
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "state_bytes_per_sequence": self.state_bytes_per_sequence,
+        }

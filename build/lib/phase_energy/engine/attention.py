@@ -1,0 +1,123 @@
+"""Decode attention over a static cache up to a device-side length (flash-decoding, split over the keys).
+
+One query token per sequence; the heads that share a KV head (GQA, or all heads in MLA's latent form)
+are processed together so that the cache is read once. The length comes from a device tensor, so the
+captured decode step reads only the filled part of the cache and never syncs with the host. On CPU a
+plain masked attention does the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+try:  # Triton ships with CUDA builds of torch
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only installs
+    triton = None
+
+
+def decode_attention_reference(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float) -> Tensor:
+    """Masked attention: q [B, Hkv, G, Dk] over keys < length of k, v [B, Hkv, S, D*] -> [B, Hkv, G, Dv]."""
+    s = torch.einsum("bhgd,bhsd->bhgs", q.float(), k.float()) * scale
+    valid = torch.arange(k.shape[2], device=q.device) < length
+    s = s.masked_fill(~valid, float("-inf"))
+    return torch.einsum("bhgs,bhsd->bhgd", torch.softmax(s, dim=-1), v.float()).to(q.dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _split_kernel(Q, K, V, Out, L, length_ptr,
+                      sqb, sqh, sqg, sqd, skb, skh, sks, skd, svb, svh, svs, svd,
+                      sob, soh, sog, sos, sod, slb, slh, slg, sls,
+                      H, G, DK, DV, split_len, scale,
+                      BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr,
+                      DK_CHUNKS: tl.constexpr, BLOCK_DV: tl.constexpr):
+        pid_bh = tl.program_id(0)
+        pid_g = tl.program_id(1)
+        pid_s = tl.program_id(2)
+        b = pid_bh // H
+        h = pid_bh % H
+        length = tl.load(length_ptr)
+        start = pid_s * split_len
+        end = tl.minimum(start + split_len, length)
+        offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
+        g_mask = offs_g < G
+        offs_dv = tl.arange(0, BLOCK_DV)
+        dv_mask = offs_dv < DV
+        m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_G, BLOCK_DV], dtype=tl.float32)
+        qbase = Q + b * sqb + h * sqh
+        kbase = K + b * skb + h * skh
+        vbase = V + b * svb + h * svh
+        for n0 in range(start, end, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            n_mask = offs_n < end
+            s = tl.zeros([BLOCK_G, BLOCK_N], dtype=tl.float32)
+            for c in tl.static_range(DK_CHUNKS):
+                offs_d = c * BLOCK_DK + tl.arange(0, BLOCK_DK)
+                d_mask = offs_d < DK
+                q = tl.load(qbase + offs_g[:, None] * sqg + offs_d[None, :] * sqd,
+                            mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+                k = tl.load(kbase + offs_n[None, :] * sks + offs_d[:, None] * skd,
+                            mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+                s += tl.dot(q, k)
+            s = tl.where(n_mask[None, :], s * scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.exp(s - m_new[:, None])
+            alpha = tl.exp(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(vbase + offs_n[:, None] * svs + offs_dv[None, :] * svd,
+                        mask=n_mask[:, None] & dv_mask[None, :], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        has = l_i > 0
+        out = tl.where(has[:, None], acc / tl.where(has, l_i, 1.0)[:, None], 0.0)
+        lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
+        tl.store(Out + b * sob + h * soh + offs_g[:, None] * sog + pid_s * sos + offs_dv[None, :] * sod, out,
+                 mask=g_mask[:, None] & dv_mask[None, :])
+        tl.store(L + b * slb + h * slh + offs_g * slg + pid_s * sls, lse, mask=g_mask)
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(x, 1))))
+
+
+def num_splits_for(batch: int, kv_heads: int, groups: int, max_len: int, sms: int = 132) -> int:
+    """Splits over the keys so that the grid has a few programs per SM (fixed per captured graph)."""
+    blocks = batch * kv_heads * math.ceil(groups / 16)
+    want = max(1, (4 * sms) // max(blocks, 1))
+    return int(min(want, max(1, max_len // 64)))
+
+
+@torch.compiler.disable  # launched as its own Triton kernel; inductor compiles the rest of the step around it
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float,
+                     num_splits: int | None = None) -> Tensor:
+    """Attention of q [B, Hkv, G, Dk] over caches k, v [B, Hkv, S, D*] up to length (0-d device tensor)."""
+    if q.device.type != "cuda" or triton is None:
+        return decode_attention_reference(q, k, v, length, scale)
+    b, h, g, dk = q.shape
+    s_max, dv = k.shape[2], v.shape[3]
+    splits = num_splits or num_splits_for(b, h, g, s_max)
+    block_dv = _next_pow2(dv)
+    block_n = 64 if block_dv <= 256 else 16  # keeps the V tile within shared memory for MLA's wide latents
+    split_len = math.ceil(math.ceil(s_max / splits) / block_n) * block_n
+    splits = math.ceil(s_max / split_len)
+    block_g = 16
+    block_dk = min(128 if block_dv <= 256 else 64, _next_pow2(dk))
+    o = torch.empty(b, h, g, splits, dv, device=q.device, dtype=torch.float32)
+    lse = torch.empty(b, h, g, splits, device=q.device, dtype=torch.float32)
+    grid = (b * h, math.ceil(g / block_g), splits)
+    _split_kernel[grid](q, k, v, o, lse, length,
+                        *q.stride(), *k.stride(), *v.stride(), *o.stride(), *lse.stride(),
+                        h, g, dk, dv, split_len, scale,
+                        BLOCK_G=block_g, BLOCK_N=block_n, BLOCK_DK=block_dk,
+                        DK_CHUNKS=math.ceil(dk / block_dk), BLOCK_DV=block_dv,
+                        num_warps=4 if block_dv <= 128 else 8, num_stages=2 if block_dv <= 256 else 1)
+    w = torch.softmax(lse, dim=-1)  # splits with no keys have lse = -inf and weight 0
+    return (o * w[..., None]).sum(dim=3).to(q.dtype)

@@ -1,0 +1,147 @@
+"""The engine as a measurement workload: random weights on the GPU, static caches, CUDA-graph decode.
+
+The decode step is captured once in a CUDA graph (attention reads the cache up to a device-side length,
+so the shapes never change); each replay is one launch with no host work; the next token is chosen
+greedily inside the graph and fed to the following step. Nothing synchronises inside a measured
+window: the protocol synchronises at the window's ends only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+
+from ..costmodel import CostModel
+from ..presets import get_preset
+from .transformer import Transformer, init_random_
+
+log = logging.getLogger(__name__)
+
+PREFILL_TOKENS_PER_CHUNK = 16384  # sequences are prefilled in groups of about this many tokens
+
+
+def set_triton_cache(path: str | None = None) -> None:
+    """One Triton cache directory for all jobs of a run (compiled kernels are reused across jobs)."""
+    os.environ.setdefault("TRITON_CACHE_DIR", path or os.path.abspath(".triton-cache"))
+
+
+class EngineWorkload:
+    """Prefill and decode of one preset at one batch and context on one GPU (``Workload`` protocol)."""
+
+    def __init__(self, arch: str, batch: int, context: int, max_output: int, seed: int = 0,
+                 device: str = "cuda", dtype: torch.dtype = torch.bfloat16, use_graphs: bool = True,
+                 compile: bool = True):
+        set_triton_cache()
+        t0 = time.monotonic()
+        self.cfg = get_preset(arch)
+        self.cost = CostModel(self.cfg)
+        self.batch, self.context, self.max_output = batch, context, max_output
+        self.device = torch.device(device)
+        self.use_graphs = use_graphs and self.device.type == "cuda"
+        with torch.device(self.device):
+            self.model = Transformer(self.cfg).to(dtype)
+        init_random_(self.model, seed)
+        self.model.fuse()
+        self.max_len = context + max_output + 1
+        self.model.setup_caches(batch, self.max_len)
+        gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.prompt = torch.randint(0, self.cfg.vocab, (batch, context), device=self.device, generator=gen)
+        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
+        self.pos = torch.zeros((), dtype=torch.long, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        # torch.compile fuses the step's elementwise work (norms, RoPE, gates, residuals) into few kernels;
+        # the CUDA graph is captured by us around the compiled step
+        self.compiled = compile and self.device.type == "cuda"
+        self._decode_fn = torch.compile(self.model.decode_step, dynamic=False) if self.compiled else \
+            self.model.decode_step
+        self._prefill_fn = self.model.prefill  # compute-bound GEMMs: eager is close to compiled, and starts sooner
+        self.compile_error: str | None = None
+        self.build_s = time.monotonic() - t0
+        self.capture_s = 0.0
+
+    def _step(self) -> None:
+        logits = self._decode_fn(self.tokens, self.pos)
+        self.tokens.copy_(logits[:, -1].argmax(-1, keepdim=True))
+        self.pos.add_(1)
+
+    def _capture(self) -> None:
+        self.pos.fill_(self.context)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):  # warm the kernels (Triton autotuning) outside the capture
+            for _ in range(2):
+                self._step()
+                self.pos.fill_(self.context)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            self._step()
+        self.pos.fill_(self.context)
+        self.graph = g
+
+    def prefill(self) -> None:
+        """Prefill the prompt of every sequence, in groups that bound activation memory."""
+        per = max(1, PREFILL_TOKENS_PER_CHUNK // self.context)
+        for i in range(0, self.batch, per):
+            sl = slice(i, min(self.batch, i + per))
+            logits = self._prefill_fn(self.prompt[sl], sl)
+            self.tokens[sl] = logits[:, -1].argmax(-1, keepdim=True)
+
+    def decode(self, position: int, steps: int) -> None:
+        """``steps`` decode steps from cache position ``position`` (graph replays, no host sync)."""
+        self.pos.fill_(position)
+        for _ in range(steps):
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._step()
+
+    def warmup(self, runs: int) -> tuple[float, float]:
+        """Compile Triton kernels, capture every graph the decode will need, then time prefill and a step."""
+        t0 = time.monotonic()
+        self.prefill()
+        try:
+            self.pos.fill_(self.context)
+            self._step()
+        except Exception as e:  # a compiler failure must not lose the job: fall back to eager
+            if not self.compiled:
+                raise
+            self.compile_error = f"{type(e).__name__}: {e}"[:500]
+            log.warning("torch.compile failed (%s); running eager", self.compile_error)
+            self.compiled = False
+            self._decode_fn = self.model.decode_step
+        if self.use_graphs:
+            self._capture()
+        self.synchronize()
+        self.capture_s = time.monotonic() - t0
+        t_prefill = t_step = 0.0
+        for _ in range(max(runs, 1)):
+            t1 = time.perf_counter()
+            self.prefill()
+            self.synchronize()
+            t_prefill = time.perf_counter() - t1
+            n = min(16, self.max_output)
+            t1 = time.perf_counter()
+            self.decode(self.context, n)
+            self.synchronize()
+            t_step = (time.perf_counter() - t1) / n
+        return t_prefill, t_step
+
+    def idle(self, seconds: float) -> None:
+        """Leave the GPU idle with the context open."""
+        time.sleep(seconds)
+
+    def synchronize(self) -> None:
+        """Wait for the device."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def info(self) -> dict[str, Any]:
+        """Facts for the trace metadata: timings of construction, capture, graph count."""
+        return {"build_s": self.build_s, "capture_s": self.capture_s, "graph": self.graph is not None,
+                "compiled": self.compiled, "compile_error": self.compile_error,
+                "weight_bytes": self.cost.weight_bytes}

@@ -1,0 +1,182 @@
+"""Architecture presets: published shapes of ~4B models of four attention paradigms.
+
+Only shapes matter: every model is built with random weights. Each preset names its paradigm and the
+place its values were read (see docs/architectures.md for the full provenance and caveats).
+
+Layer kinds used in ``layer_pattern`` (one character per block, Nemotron-H style):
+``A`` attention (GQA or MLA, with its MLP in the same block), ``G`` Gated DeltaNet mixer + MLP,
+``M`` Mamba2 mixer (no MLP), ``*`` attention alone (no MLP), ``-`` MLP alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Paradigm = Literal["gqa", "mla", "gdn", "mamba2"]
+PARADIGMS: tuple[Paradigm, ...] = ("gqa", "mla", "gdn", "mamba2")
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """Shape of one model. Derived fields are filled in ``__post_init__``."""
+
+    name: str
+    paradigm: Paradigm
+    n_layers: int
+    hidden: int
+    vocab: int
+    tie_embeddings: bool
+    intermediate: int = 0  # MLP width; 0 = no MLP
+    mlp_kind: Literal["swiglu", "relu2"] = "swiglu"
+    # attention (GQA / gated full attention / Nemotron attention)
+    n_heads: int = 0
+    n_kv_heads: int = 0
+    head_dim: int = 0
+    qk_norm: bool = False
+    attn_output_gate: bool = False
+    rope_theta: float = 1e6
+    partial_rotary: float = 1.0
+    # MLA
+    q_lora_rank: int | None = None
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    kv_norm: bool = True
+    # Gated DeltaNet
+    lin_k_heads: int = 0
+    lin_k_dim: int = 0
+    lin_v_heads: int = 0
+    lin_v_dim: int = 0
+    conv_kernel: int = 4
+    full_attention_interval: int = 0
+    # Mamba2
+    ssm_state: int = 0
+    ssm_head_dim: int = 0
+    ssm_heads: int = 0
+    ssm_groups: int = 1
+    ssm_chunk: int = 256
+    # recurrent-state dtype bytes (fp32 for GDN per the Qwen3.5 configs, bf16 for mamba_ssm)
+    state_dtype_bytes: int = 4
+    rms_eps: float = 1e-6
+    # muP-style scalars (MiniCPM3): embedding x embed_scale, residual branches x residual_scale,
+    # hidden states / logits_divisor before the head
+    embed_scale: float = 1.0
+    residual_scale: float = 1.0
+    logits_divisor: float = 1.0
+    layer_pattern: str = ""
+    sources: tuple[str, ...] = field(default_factory=tuple)
+    tiny: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layer_pattern:
+            return
+        if self.paradigm in ("gqa", "mla"):
+            pattern = "A" * self.n_layers
+        elif self.paradigm == "gdn":
+            k = self.full_attention_interval or self.n_layers + 1
+            pattern = "".join("A" if (i + 1) % k == 0 else "G" for i in range(self.n_layers))
+        else:
+            pattern = "M" * self.n_layers
+        object.__setattr__(self, "layer_pattern", pattern)
+
+    @property
+    def d_inner(self) -> int:
+        """Mamba2 inner width (heads x head_dim)."""
+        return self.ssm_heads * self.ssm_head_dim
+
+    def count(self, kind: str) -> int:
+        """Number of blocks of one kind in the layer pattern."""
+        return self.layer_pattern.count(kind)
+
+
+def _p(**kw: object) -> ArchConfig:
+    return ArchConfig(**kw)  # type: ignore[arg-type]
+
+
+PRESETS: dict[str, ArchConfig] = {
+    "qwen3-4b": _p(
+        name="qwen3-4b", paradigm="gqa", n_layers=36, hidden=2560, intermediate=9728, n_heads=32,
+        n_kv_heads=8, head_dim=128, vocab=151936, tie_embeddings=True, qk_norm=True, rope_theta=1e6,
+        sources=("Qwen3-4B config.json (transformers 4.51.0), mlc-llm model_preset.py @79d603f0",),
+    ),
+    "minicpm3-4b": _p(
+        name="minicpm3-4b", paradigm="mla", n_layers=62, hidden=2560, intermediate=6400, n_heads=40,
+        n_kv_heads=40, vocab=73448, tie_embeddings=True, q_lora_rank=768, kv_lora_rank=256,
+        qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, kv_norm=True, rope_theta=1e4,
+        rms_eps=1e-5, embed_scale=12.0, residual_scale=1.4 / 62**0.5, logits_divisor=2560 / 256,
+        sources=("MiniCPM3Config (openbmb/MiniCPM3-4B@75f9f10 via optimum-habana)", "vllm minicpm3.py"),
+    ),
+    "qwen3-4b-transmla": _p(
+        name="qwen3-4b-transmla", paradigm="mla", n_layers=36, hidden=2560, intermediate=9728,
+        n_heads=32, n_kv_heads=32, vocab=151936, tie_embeddings=True, q_lora_rank=None,
+        kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, kv_norm=False,
+        rope_theta=1e6,
+        sources=("TransMLA defaults (fxmeng/TransMLA @9c0d2545) applied to Qwen3-4B; hypothetical",),
+    ),
+    "qwen3.5-4b": _p(
+        name="qwen3.5-4b", paradigm="gdn", n_layers=32, hidden=2560, intermediate=9216, n_heads=16,
+        n_kv_heads=4, head_dim=256, qk_norm=True, attn_output_gate=True, rope_theta=1e7,
+        partial_rotary=0.25, lin_k_heads=16, lin_k_dim=128, lin_v_heads=32, lin_v_dim=128,
+        conv_kernel=4, full_attention_interval=4, vocab=248320, tie_embeddings=True,
+        state_dtype_bytes=4,
+        sources=("THUDM/slime scripts/models/qwen3.5-4B.sh @624b824a", "Qwen3.5-4B config fixtures"),
+    ),
+    "mamba2-2.7b": _p(
+        name="mamba2-2.7b", paradigm="mamba2", n_layers=64, hidden=2560, intermediate=0,
+        ssm_state=128, ssm_head_dim=64, ssm_heads=80, ssm_groups=1, ssm_chunk=256, conv_kernel=4,
+        vocab=50288, tie_embeddings=True, state_dtype_bytes=2, rms_eps=1e-5,
+        sources=("state-spaces/mamba mamba2.py defaults @e9594ce1", "mamba2-2.7b config.json"),
+    ),
+    "nemotron-h-4b": _p(
+        name="nemotron-h-4b", paradigm="mamba2", n_layers=52, hidden=3072, intermediate=12288,
+        mlp_kind="relu2", n_heads=32, n_kv_heads=8, head_dim=128, ssm_state=128, ssm_head_dim=64,
+        ssm_heads=112, ssm_groups=8, ssm_chunk=128, conv_kernel=4, vocab=131072,
+        tie_embeddings=False, state_dtype_bytes=2, rms_eps=1e-5,
+        layer_pattern="M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-",
+        sources=("Megatron-Bridge NemotronHModelProvider4B", "Nemotron-H-8B HF config (family values)"),
+    ),
+}
+
+# Tiny presets with the same structure, for CPU tests and CI.
+TINY_PRESETS: dict[str, ArchConfig] = {
+    "tiny-gqa": replace(
+        PRESETS["qwen3-4b"], name="tiny-gqa", n_layers=2, hidden=64, intermediate=128, n_heads=4,
+        n_kv_heads=2, head_dim=16, vocab=128, layer_pattern="", tiny=True, sources=("tiny test shape",),
+    ),
+    "tiny-mla": replace(
+        PRESETS["minicpm3-4b"], name="tiny-mla", n_layers=2, hidden=64, intermediate=128, n_heads=4,
+        n_kv_heads=4, q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+        v_head_dim=16, vocab=128, layer_pattern="", tiny=True, residual_scale=1.4 / 2**0.5,
+        logits_divisor=64 / 32, sources=("tiny test shape",),
+    ),
+    "tiny-gdn": replace(
+        PRESETS["qwen3.5-4b"], name="tiny-gdn", n_layers=4, hidden=64, intermediate=128, n_heads=4,
+        n_kv_heads=2, head_dim=16, lin_k_heads=2, lin_k_dim=16, lin_v_heads=4, lin_v_dim=16,
+        vocab=128, layer_pattern="", tiny=True, sources=("tiny test shape",),
+    ),
+    "tiny-mamba2": replace(
+        PRESETS["mamba2-2.7b"], name="tiny-mamba2", n_layers=2, hidden=64, ssm_state=16,
+        ssm_head_dim=16, ssm_heads=8, ssm_chunk=16, vocab=128, layer_pattern="", tiny=True,
+        sources=("tiny test shape",),
+    ),
+    "tiny-nemotron": replace(
+        PRESETS["nemotron-h-4b"], name="tiny-nemotron", n_layers=4, hidden=64, intermediate=128,
+        n_heads=4, n_kv_heads=2, head_dim=16, ssm_state=16, ssm_head_dim=16, ssm_heads=8,
+        ssm_groups=2, ssm_chunk=16, vocab=128, layer_pattern="M-*-", tiny=True,
+        sources=("tiny test shape",),
+    ),
+}
+
+ALL_PRESETS: dict[str, ArchConfig] = {**PRESETS, **TINY_PRESETS}
+
+
+def get_preset(name: str) -> ArchConfig:
+    """Look a preset up by exact name; the error lists the valid names."""
+    try:
+        return ALL_PRESETS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown architecture {name!r}; accepted: {', '.join(sorted(ALL_PRESETS))}"
+        ) from None

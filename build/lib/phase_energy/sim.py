@@ -1,0 +1,380 @@
+"""Simulated GPU backend: a physical model of an H200-class card running the measurement protocol.
+
+Timing comes from the cost model (FLOPs, bytes, kernel count) and the SM clock; power from an idle part,
+a clock-tree part, memory traffic and compute activity, each scaled with the clock and the voltage it
+needs; a power-cap controller picks the highest clock whose power fits under the limit and sets the SW
+power-cap reason; a clock lock bounds the clock (with an optional firmware clamp); temperature follows
+power with a time constant. Sensors are sampled as NVML reports them: a counter that ticks every
+~100 ms, an instant power covering part of each period, a 1-s running average.
+
+Every parameter lives in :class:`SimParams` and is documented there (docs/simulator.md). Nothing about
+architectures' classes, savings or crossovers is in here: they must come out of FLOPs, bytes and power.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .costmodel import CostModel
+from .presets import ArchConfig
+from .trace import SAMPLE_COLUMNS, THROTTLE_COLUMNS, conform
+
+log = logging.getLogger(__name__)
+
+REASON_IDLE = 0x1
+REASON_SW_POWER_CAP = 0x4
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """All parameters of the simulated card, calibrated to h200-measurements.md (docs/simulator.md)."""
+
+    name: str = "NVIDIA H200 (simulated)"
+    # clocks
+    sm_clock_max_mhz: int = 1980
+    sm_clock_min_mhz: int = 345
+    sm_clock_step_mhz: int = 15  # 110 supported values, as the card reports
+    mem_clock_mhz: int = 3201
+    # voltage relative to the top clock: v(f) = v_min + (1 - v_min) * (f - f_min) / (f_max - f_min)
+    v_min: float = 0.65
+    # rates
+    bandwidth_bps: float = 4.29e12  # measured device-to-device copy (read + write)
+    stream_efficiency: float = 0.96  # share of copy bandwidth a weight-streaming step reaches
+    bw_knee_mhz: float = 1000.0  # below this SM clock the SMs cannot keep HBM busy
+    matmul_flops_at_max: float = 1150e12  # dense bf16 rate at the top clock (large GEMM)
+    matmul_rows_half: float = 64.0  # rows at which a GEMM reaches half its rate (small-batch curve)
+    prefill_efficiency: float = 0.72  # prefill (GEMM + attention) share of the GEMM rate
+    kernel_time_fixed_s: float = 1.7e-6  # per-kernel cost independent of the clock (launch, sync)
+    kernel_time_clocked_s: float = 1.7e-6  # per-kernel latency at the top clock, scales as 1/f
+    # power (W)
+    static_w: float = 80.0  # leakage and board, independent of clock
+    clock_tree_w: float = 42.0  # idle with a context open at the top clock, on top of static
+    memory_w: float = 300.0  # HBM traffic at full copy bandwidth (clock independent)
+    memory_sm_w: float = 246.0  # SM load/store side of full-bandwidth traffic, at the top clock
+    compute_w: float = 1700.0  # tensor-core activity at full GEMM utilisation, at the top clock
+    power_limit_w: float = 700.0
+    power_limit_min_w: float = 200.0
+    # thermal
+    ambient_c: float = 30.0
+    thermal_resistance_c_per_w: float = 0.06
+    thermal_tau_s: float = 20.0
+    # sensors
+    counter_period_s: float = 0.1
+    instant_window_s: float = 0.025  # part of each period the instant reading covers
+    average_window_s: float = 1.0
+    power_noise: float = 0.01  # relative, per sample
+    # firmware clamp of locked clocks under load (None: the lock is honoured)
+    firmware_clamp_mhz: int | None = None
+    # kernels per block kind for the native engine's decode step (launch-gap model)
+    kernels_per_block: dict[str, int] = field(
+        default_factory=lambda: {"A": 14, "G": 20, "M": 12, "*": 10, "-": 4}
+    )
+    kernels_mla_extra: int = 4
+    kernels_head: int = 4
+
+    def supported_clocks(self) -> np.ndarray:
+        """Supported SM clocks, MHz, ascending."""
+        return np.arange(self.sm_clock_min_mhz, self.sm_clock_max_mhz + 1, self.sm_clock_step_mhz)
+
+    def clock_scale(self, f: np.ndarray | float) -> np.ndarray:
+        """Dynamic-power scale f * V(f)^2 relative to the top clock."""
+        f = np.asarray(f, dtype=float)
+        lo, hi = self.sm_clock_min_mhz, self.sm_clock_max_mhz
+        v = self.v_min + (1 - self.v_min) * (f - lo) / (hi - lo)
+        return (f / hi) * v**2
+
+
+@dataclass
+class Work:
+    """A batch of identical GPU work items (steps) to place on the timeline."""
+
+    flops: np.ndarray  # per step
+    bytes: np.ndarray  # per step
+    rows: float  # GEMM rows (batch x tokens per step)
+    kernels: int
+    efficiency: float = 1.0
+
+
+class SimGPU:
+    """A simulated card with a virtual clock: work appends segments, sensors read the timeline."""
+
+    def __init__(self, params: SimParams | None = None, seed: int = 0):
+        self.p = params or SimParams()
+        self.rng = np.random.default_rng(seed)
+        self.clocks = self.p.supported_clocks()
+        self.power_limit_w = self.p.power_limit_w
+        self.locked_clock: int | None = None
+        self.t = 0.0
+        self.energy = 0.0
+        self.temperature = self.p.ambient_c + 12.0
+        self._seg: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("start", "dur", "power", "clock", "reasons", "util", "temp")
+        }
+        self.counter_phase = float(self.rng.uniform(0, self.p.counter_period_s))
+        self.idle(1.0)  # process start: the card idles with a context open before the protocol begins
+
+    # ------------------------------------------------------------ levers
+    def set_power_limit(self, watts: float) -> None:
+        """Set the power limit (within the card's constraints)."""
+        if not self.p.power_limit_min_w <= watts <= self.p.power_limit_w:
+            raise ValueError(
+                f"power limit {watts} W outside {self.p.power_limit_min_w:g}-{self.p.power_limit_w:g} W"
+            )
+        self.power_limit_w = float(watts)
+
+    def lock_sm_clock(self, mhz: int) -> None:
+        """Lock the SM clock; the value must be a supported clock."""
+        if mhz not in set(self.clocks.tolist()):
+            near = self.clocks[np.argmin(np.abs(self.clocks - mhz))]
+            raise ValueError(f"SM clock {mhz} MHz is not supported; nearest supported: {near} MHz")
+        self.locked_clock = int(mhz)
+
+    @property
+    def max_clock(self) -> float:
+        """Highest clock the firmware grants now (lock and clamp)."""
+        f = float(self.locked_clock or self.p.sm_clock_max_mhz)
+        if self.locked_clock and self.p.firmware_clamp_mhz:
+            f = min(f, float(self.p.firmware_clamp_mhz))
+        return f
+
+    # ------------------------------------------------------------ physics
+    def _bandwidth(self, f: np.ndarray) -> np.ndarray:
+        return self.p.bandwidth_bps * self.p.stream_efficiency * np.minimum(1.0, (f / self.p.bw_knee_mhz) ** 0.7)
+
+    def _rate(self, f: np.ndarray, rows: float, efficiency: float) -> np.ndarray:
+        small = rows / (rows + self.p.matmul_rows_half)
+        return self.p.matmul_flops_at_max * (f / self.p.sm_clock_max_mhz) * small * efficiency
+
+    def _step(self, w: Work, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step time (s) and power (W) for steps x clocks (broadcast)."""
+        flops = w.flops[:, None]
+        nbytes = w.bytes[:, None]
+        t_mem = nbytes / self._bandwidth(f)
+        t_cmp = flops / self._rate(f, w.rows, w.efficiency)
+        t_ker = w.kernels * (self.p.kernel_time_fixed_s + self.p.kernel_time_clocked_s * self.p.sm_clock_max_mhz / f)
+        t = np.maximum(t_mem, t_cmp) + t_ker
+        g = self.p.clock_scale(f)
+        u_mem = nbytes / t / self.p.bandwidth_bps
+        u_cmp = flops / t / self._rate(f, 1e12, 1.0)
+        power = (
+            self.p.static_w
+            + self.p.clock_tree_w * g
+            + u_mem * (self.p.memory_w + self.p.memory_sm_w * g)
+            + u_cmp * self.p.compute_w * g
+        )
+        return t, power
+
+    def _choose_clock(self, w: Work) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per step: the highest allowed clock under the power limit; (time, power, clock, capped)."""
+        allowed = self.clocks[self.clocks <= self.max_clock + 1e-9].astype(float)
+        if not len(allowed):
+            allowed = np.array([self.max_clock])
+        t, p = self._step(w, allowed[None, :])
+        fits = p <= self.power_limit_w
+        # index of the highest clock that fits; the lowest clock when none fits
+        idx = np.where(fits.any(axis=1), fits.shape[1] - 1 - np.argmax(fits[:, ::-1], axis=1), 0)
+        rows = np.arange(len(idx))
+        capped = idx < len(allowed) - 1
+        return t[rows, idx], np.minimum(p[rows, idx], self.power_limit_w * 1.003), allowed[idx], capped
+
+    def run(self, w: Work) -> float:
+        """Place the work on the timeline; return its total seconds."""
+        t, p, f, capped = self._choose_clock(w)
+        reasons = np.where(capped, REASON_SW_POWER_CAP, 0).astype(np.int64)
+        self._append(t, p, f, reasons, np.ones_like(t))
+        return float(t.sum())
+
+    def idle(self, seconds: float) -> None:
+        """The card idle (context open) for ``seconds``."""
+        if seconds <= 0:
+            return
+        f = float(self.locked_clock or self.p.sm_clock_max_mhz)
+        p = self.p.static_w + self.p.clock_tree_w * float(self.p.clock_scale(f))
+        n = max(1, int(np.ceil(seconds / 0.05)))
+        dur = np.full(n, seconds / n)
+        self._append(dur, np.full(n, p), np.full(n, f), np.full(n, REASON_IDLE, dtype=np.int64), np.zeros(n))
+
+    def _append(self, dur: np.ndarray, power: np.ndarray, clock: np.ndarray, reasons: np.ndarray,
+                util: np.ndarray) -> None:
+        # merge runs of tiny steps into segments of >= 2 ms so long decodes stay compact
+        start = self.t + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+        # temperature: first-order response to power, evaluated per segment
+        a = 1.0 - np.exp(-dur / self.p.thermal_tau_s)
+        temp = np.empty_like(dur)
+        cur = self.temperature
+        target = self.p.ambient_c + self.p.thermal_resistance_c_per_w * power
+        for i in range(len(dur)):
+            cur = cur + a[i] * (target[i] - cur)
+            temp[i] = cur
+        self.temperature = cur
+        for k, v in zip(("start", "dur", "power", "clock", "reasons", "util", "temp"),
+                        (start, dur, power, clock, reasons, util, temp), strict=True):
+            self._seg[k].append(np.asarray(v))
+        self.t += float(dur.sum())
+        self.energy += float((dur * power).sum())
+
+    def timeline(self) -> dict[str, np.ndarray]:
+        """All segments so far as arrays."""
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self._seg.items()}
+
+    # ------------------------------------------------------------ sensors
+    def _true_energy_at(self, times: np.ndarray) -> np.ndarray:
+        tl = self.timeline()
+        if not len(tl["dur"]):
+            return np.zeros_like(times)
+        ends = tl["start"] + tl["dur"]
+        cum = np.concatenate([[0.0], np.cumsum(tl["dur"] * tl["power"])])
+        edges = np.concatenate([[0.0], ends])
+        return np.interp(times, edges, cum)
+
+    def counter_j(self, times: np.ndarray) -> np.ndarray:
+        """The energy counter as read at ``times``: the value of the last ~100 ms tick (mJ resolution)."""
+        period, phase = self.p.counter_period_s, self.counter_phase
+        ticks = np.floor((np.asarray(times) - phase) / period) * period + phase
+        ticks = np.maximum(ticks, 0.0)
+        return np.floor(self._true_energy_at(ticks) * 1000.0) / 1000.0
+
+    def sample(self, period_s: float) -> pd.DataFrame:
+        """The samples table over the whole timeline, as the NVML sampler would have polled it."""
+        tl = self.timeline()
+        t_end = self.t
+        times = np.arange(0.0, t_end, period_s)
+        if not len(times):
+            times = np.array([0.0])
+        ends = tl["start"] + tl["dur"]
+        idx = np.clip(np.searchsorted(ends, times, side="right"), 0, max(len(ends) - 1, 0))
+        e_true = lambda x: self._true_energy_at(np.clip(x, 0.0, t_end))  # noqa: E731
+        w_i = self.p.instant_window_s
+        instant = (e_true(times) - e_true(times - w_i)) / np.where(times >= w_i, w_i, np.maximum(times, 1e-9))
+        w_a = self.p.average_window_s
+        avg = (e_true(times) - e_true(times - w_a)) / np.where(times >= w_a, w_a, np.maximum(times, 1e-9))
+        noise = self.rng.normal(0.0, self.p.power_noise, size=len(times))
+        capped = tl["reasons"] == REASON_SW_POWER_CAP
+        thr = np.concatenate([[0.0], np.cumsum(np.where(capped, tl["dur"], 0.0))])
+        edges = np.concatenate([[0.0], ends])
+        zeros = np.zeros(len(times))
+        df = pd.DataFrame({
+            "t_s": times,
+            "power_t_s": times,
+            "energy_j": self.counter_j(times),
+            "power_instant_w": instant * (1 + noise),
+            "power_avg_w": avg,
+            "sm_clock_mhz": tl["clock"][idx] if len(idx) else zeros,
+            "mem_clock_mhz": np.full(len(times), float(self.p.mem_clock_mhz)),
+            "clock_reasons": tl["reasons"][idx] if len(idx) else zeros.astype(int),
+            "thr_sw_power_s": np.interp(times, edges, thr),
+            "thr_sw_thermal_s": zeros, "thr_hw_thermal_s": zeros, "thr_hw_power_brake_s": zeros,
+            "thr_board_limit_s": zeros, "thr_reliability_s": zeros,
+            "temperature_c": np.round(tl["temp"][idx], 0) if len(idx) else zeros,
+            "utilization_pct": 100.0 * tl["util"][idx] if len(idx) else zeros,
+            "n_processes": np.ones(len(times), dtype=np.int64),
+            "gap": np.zeros(len(times), dtype=bool),
+        })
+        assert set(THROTTLE_COLUMNS) <= set(df.columns)
+        return conform(df, SAMPLE_COLUMNS)
+
+    # ------------------------------------------------------------ micro-benchmarks
+    def matmul_load(self, n: int = 8192, seconds: float = 8.0) -> dict[str, float]:
+        """A bf16 n^3 matmul loop for ``seconds``: achieved FLOP/s, mean power and clock."""
+        one = Work(np.array([2.0 * n**3]), np.array([3.0 * n * n * 2]), rows=n, kernels=1)
+        t, _, f, capped = self._choose_clock(one)
+        reps = max(1, int(seconds / t[0]))
+        w = Work(np.full(reps, 2.0 * n**3), np.full(reps, 3.0 * n * n * 2), rows=n, kernels=1)
+        e0, t0 = self.energy, self.t
+        self.run(w)
+        dt = self.t - t0
+        return {"flops": reps * 2.0 * n**3 / dt, "power_w": (self.energy - e0) / dt,
+                "sm_clock_mhz": float(f[0]), "capped": float(capped[0])}
+
+    def describe(self) -> dict[str, Any]:
+        """GPU block of the trace metadata."""
+        return {
+            "name": self.p.name, "driver": None,
+            "supported_sm_clocks_mhz": [int(x) for x in self.clocks],
+            "power_limit_range_w": [self.p.power_limit_min_w, self.p.power_limit_w],
+            "bandwidth_bps": self.p.bandwidth_bps, "matmul_flops": self.matmul_rate_measured(),
+            "sim_params": {k: v for k, v in asdict(self.p).items() if k != "kernels_per_block"},
+        }
+
+    def matmul_rate_measured(self) -> float:
+        """The matmul ceiling a real run would measure (capped at the default limit)."""
+        probe = SimGPU(self.p, seed=0)
+        return probe.matmul_load(seconds=1.0)["flops"]
+
+
+class SimWorkload:
+    """The native engine's prefill and decode of one architecture, run on a :class:`SimGPU`."""
+
+    def __init__(self, gpu: SimGPU, cfg: ArchConfig, batch: int, context: int):
+        self.gpu = gpu
+        self.cfg = cfg
+        self.cost = CostModel(cfg)
+        self.batch = batch
+        self.context = context
+        kpb = gpu.p.kernels_per_block
+        extra = gpu.p.kernels_mla_extra if cfg.paradigm == "mla" else 0
+        self.kernels = sum(kpb[k] + (extra if k == "A" else 0) for k in cfg.layer_pattern) + gpu.p.kernels_head
+
+    def _decode_work(self, position: int, steps: int) -> Work:
+        pos = position + np.arange(steps)
+        flops = np.array([self.cost.decode_flops(self.batch, int(p)) for p in (pos[0], pos[-1])])
+        nbytes = np.array([self.cost.decode_bytes(self.batch, int(p)) for p in (pos[0], pos[-1])])
+        # both are affine in the position: interpolate instead of evaluating every step
+        frac = (pos - pos[0]) / max(pos[-1] - pos[0], 1)
+        return Work(flops[0] + frac * (flops[1] - flops[0]), nbytes[0] + frac * (nbytes[1] - nbytes[0]),
+                    rows=float(self.batch), kernels=self.kernels)
+
+    def _prefill_work(self) -> Work:
+        return Work(np.array([self.cost.prefill_flops(self.batch, self.context)]),
+                    np.array([self.cost.prefill_bytes(self.batch, self.context)]),
+                    rows=float(self.batch * self.context), kernels=self.kernels,
+                    efficiency=self.gpu.p.prefill_efficiency)
+
+    def warmup(self, runs: int) -> tuple[float, float]:
+        """Simulated compilation and capture (low power), then untimed runs."""
+        self.gpu.idle(2.0)
+        t_prefill = 0.0
+        for _ in range(max(runs, 1)):
+            t_prefill = self.gpu.run(self._prefill_work())
+        t_step = self.gpu.run(self._decode_work(self.context, 8)) / 8
+        return t_prefill, t_step
+
+    def prefill(self) -> None:
+        """Prefill the context for the whole batch."""
+        self.gpu.run(self._prefill_work())
+
+    def decode(self, position: int, steps: int) -> None:
+        """Decode ``steps`` tokens from ``position``."""
+        self.gpu.run(self._decode_work(position, steps))
+
+    def idle(self, seconds: float) -> None:
+        """Idle the simulated card."""
+        self.gpu.idle(seconds)
+
+    def synchronize(self) -> None:
+        """Nothing to wait for: the timeline is already complete."""
+
+
+class SimMeter:
+    """Clock and counter of a :class:`SimGPU`."""
+
+    def __init__(self, gpu: SimGPU, sampling_period_s: float):
+        self.gpu = gpu
+        self.period = sampling_period_s
+
+    def now(self) -> float:
+        """Virtual seconds since the origin."""
+        return self.gpu.t
+
+    def read_energy_j(self) -> float:
+        """The counter at the current virtual time."""
+        return float(self.gpu.counter_j(np.array([self.gpu.t]))[0])
+
+    def samples(self) -> pd.DataFrame:
+        """Sampled sensors over the whole timeline."""
+        return self.gpu.sample(self.period)

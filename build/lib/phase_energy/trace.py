@@ -1,0 +1,195 @@
+"""The trace format: one folder per job with samples, windows, metadata and status (docs/trace-format.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+
+from .config import load_schema
+
+FORMAT_VERSION = 1
+
+#: Columns of samples.parquet (SI units; the name carries the unit).
+SAMPLE_COLUMNS: dict[str, str] = {
+    "t_s": "float64",  # seconds since the job's time origin (device clock for power fields)
+    "power_t_s": "float64",  # device timestamp of the power fields, on the same time origin
+    "energy_j": "float64",  # energy counter, J since the origin (NaN in a gap)
+    "power_instant_w": "float64",
+    "power_avg_w": "float64",  # 1-s running average as NVML reports it
+    "sm_clock_mhz": "float64",
+    "mem_clock_mhz": "float64",
+    "clock_reasons": "int64",  # bitmask, NVML clock-event reasons
+    "thr_sw_power_s": "float64",  # cumulative throttle counters, seconds since origin
+    "thr_sw_thermal_s": "float64",
+    "thr_hw_thermal_s": "float64",
+    "thr_hw_power_brake_s": "float64",
+    "thr_board_limit_s": "float64",
+    "thr_reliability_s": "float64",
+    "temperature_c": "float64",
+    "utilization_pct": "float64",
+    "n_processes": "int64",  # compute processes on the GPU
+    "gap": "bool",  # a poll that failed: values NaN, job went on
+}
+THROTTLE_COLUMNS = [c for c in SAMPLE_COLUMNS if c.startswith("thr_")]
+
+#: Columns of windows.parquet.
+WINDOW_COLUMNS: dict[str, str] = {
+    "phase": "string",  # idle | prefill | decode
+    "trial": "int64",
+    "start_s": "float64",
+    "end_s": "float64",
+    "duration_s": "float64",
+    "energy_j": "float64",  # counter difference, tick-aligned (gross; docs/trace-format.md)
+    "energy_counter_raw_j": "float64",  # plain difference of the two synchronised counter reads
+    "energy_trapz_j": "float64",  # trapezoid integral of instant power
+    "tokens": "int64",  # tokens processed in the window (prefill: input, decode: output)
+    "repetitions": "int64",  # how often the same work ran back to back
+    "steps": "int64",  # decode steps per repetition (prefill: 1)
+    "context_start": "int64",  # context position at the window's first decode step
+    "context_end": "int64",
+    "counter_ticks": "int64",  # distinct counter values seen inside the window
+    "sm_clock_mhz": "float64",  # time-weighted
+    "power_mean_w": "float64",
+    "temperature_start_c": "float64",
+    "temperature_end_c": "float64",
+    **{c: "float64" for c in THROTTLE_COLUMNS},  # seconds throttled inside the window
+    "flags": "string",  # comma-separated validity flags, "" when valid
+}
+
+
+def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
+    """An empty DataFrame with the given typed columns."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+
+
+def conform(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
+    """Order and type the columns of a table as the format prescribes (missing ones raise)."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"trace table lacks columns {missing}; required: {list(columns)}")
+    return df[list(columns)].astype(dict(columns))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False, compression="zstd")
+    os.replace(tmp, path)
+
+
+def write_trace(
+    out_dir: str | Path,
+    samples: pd.DataFrame,
+    windows: pd.DataFrame,
+    metadata: Mapping[str, Any],
+    status: Mapping[str, Any],
+) -> None:
+    """Write one job's trace; each file appears whole or not at all, status.json last."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    validate_metadata(metadata)
+    _atomic_parquet(conform(samples, SAMPLE_COLUMNS), out / "samples.parquet")
+    _atomic_parquet(conform(windows, WINDOW_COLUMNS), out / "windows.parquet")
+    _atomic_write_bytes(out / "metadata.json", json.dumps(metadata, indent=1, default=str).encode())
+    _atomic_write_bytes(out / "status.json", json.dumps(status, indent=1, default=str).encode())
+
+
+def validate_metadata(metadata: Mapping[str, Any]) -> None:
+    """Check metadata against the schema; raise ValueError naming the bad field."""
+    try:
+        jsonschema.validate(dict(metadata), load_schema("metadata"))
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "<top level>"
+        raise ValueError(f"trace metadata field {where!r}: {e.message}") from e
+
+
+def read_trace(trace_dir: str | Path) -> dict[str, Any]:
+    """Read one job folder: samples, windows, metadata and status."""
+    d = Path(trace_dir)
+    return {
+        "samples": pd.read_parquet(d / "samples.parquet"),
+        "windows": pd.read_parquet(d / "windows.parquet"),
+        "metadata": json.loads((d / "metadata.json").read_text()),
+        "status": json.loads((d / "status.json").read_text()),
+    }
+
+
+def job_dirs(traces_dir: str | Path) -> list[Path]:
+    """Every job folder under a traces folder (those with a status.json)."""
+    return sorted(p.parent for p in Path(traces_dir).rglob("status.json"))
+
+
+POINT_KEYS = ("arch", "paradigm", "batch", "context", "lever_requested", "rep", "backend")
+
+
+def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Windows of many jobs with their point columns, and one status row per job."""
+    frames = []
+    statuses = []
+    for d in dirs:
+        d = Path(d)
+        status = json.loads((d / "status.json").read_text())
+        meta = json.loads((d / "metadata.json").read_text())
+        point = {k: meta.get(k) for k in POINT_KEYS}
+        point["lever"] = point.pop("lever_requested")
+        point["job"] = str(d)
+        statuses.append({**point, "status": status.get("status"), "reason": status.get("reason", "")})
+        w = pd.read_parquet(d / "windows.parquet")
+        if len(w):
+            for k, v in point.items():
+                w[k] = v
+            w["power_limit_w"] = (meta.get("lever_enforced") or {}).get("power_limit_w")
+            w["locked_sm_clock_mhz"] = (meta.get("lever_enforced") or {}).get("locked_sm_clock_mhz")
+            w["bandwidth_bps"] = meta["gpu"].get("bandwidth_bps")
+            w["matmul_flops"] = meta["gpu"].get("matmul_flops")
+            frames.append(w)
+    windows = pd.concat(frames, ignore_index=True) if frames else empty_frame(WINDOW_COLUMNS)
+    return windows, pd.DataFrame(statuses)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions(names: Iterable[str] = ("phase-energy", "torch", "numpy", "pandas", "pyarrow",
+                                             "nvidia-ml-py", "triton", "flash-linear-attention",
+                                             "fla-core", "snakemake")) -> dict[str, str | None]:
+    """Installed versions of the packages a trace depends on (None when absent)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = importlib_metadata.version(n)
+        except importlib_metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, commit and host of the running job."""
+    return {"versions": package_versions(), "git_commit": _git_commit(), "host": platform.node()}
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

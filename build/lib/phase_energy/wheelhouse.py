@@ -1,0 +1,50 @@
+"""An offline wheelhouse: every wheel a measurement job needs, for the compute nodes' Python and platform.
+
+Compute nodes often have no network. Build the wheelhouse on a login node (or any machine with PyPI),
+copy it along, and install with ``pip install --no-index --find-links WHEELHOUSE 'phase-energy[...]'``.
+torch is left out by default: sites and GPU images bring their own build of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def requirements(extras: list[str], with_torch: bool) -> list[str]:
+    """The package's requirements for the given extras (from its installed metadata)."""
+    reqs = []
+    for r in metadata.requires("phase-energy") or []:
+        name, _, marker = r.partition(";")
+        m = re.search(r'extra\s*==\s*"([^"]+)"', marker)
+        if m and m.group(1) not in extras:
+            continue
+        if not with_torch and re.match(r"torch\b", name.strip()):
+            continue
+        reqs.append(name.strip())
+    return reqs
+
+
+def build(dest: Path, python_version: str, platforms: list[str] | None, extras: list[str], with_torch: bool = False,
+          source: Path = ROOT) -> list[Path]:
+    """Download the wheels (dependencies resolved for the target) and build our own; return the files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dest), str(source)],
+                   check=True)
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "-d", str(dest), "--only-binary=:all:"]
+    if platforms:  # another machine's Python and platform; without them: this machine's
+        cmd += ["--python-version", python_version, "--implementation", "cp"]
+        for p in platforms:
+            cmd += ["--platform", p]
+    cmd += requirements(extras, with_torch)
+    log.info("downloading: %s", " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    return sorted(dest.glob("*.whl"))
