@@ -28,8 +28,8 @@ def test_offline_install_from_the_wheelhouse(tmp_path):
     assert list(wh.glob("phase_energy-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    res = subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-index", "--find-links", str(wh), "phase-energy"],
-                         capture_output=True, text=True, check=False)
+    pip = [str(venv / "bin/pip"), "install", "-q", "--no-index", "--find-links", str(wh), "phase-energy"]
+    res = subprocess.run(pip, capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     res = subprocess.run([str(venv / "bin/phase-energy"), "check-config", str(ROOT / "config/test.yaml")],
                          capture_output=True, text=True, check=False)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .trace import read_table
+
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
 
 CLAIMS: dict[str, str] = {
@@ -33,17 +35,6 @@ CLAIMS: dict[str, str] = {
 
 Verdict = tuple[str, str]
 
-
-def _read(tables: Path, name: str) -> pd.DataFrame:
-    p = tables / name
-    if not p.exists():
-        return pd.DataFrame()
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    try:
-        return pd.read_csv(p)
-    except pd.errors.EmptyDataError:  # a stage with nothing to report writes an empty table
-        return pd.DataFrame()
 
 
 def _fmt(x: float, unit: str = "", digits: int = 0) -> str:
@@ -235,13 +226,13 @@ PREDICATES: dict[str, Callable[[Mapping[str, pd.DataFrame], Mapping[str, Any]], 
 def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
     """The result tables the predicates read."""
     return {
-        "summary": _read(tables, "phase_energy.parquet"),
-        "dominance": _read(tables, "dominance.csv"),
-        "classes": _read(tables, "dvfs_classes.csv"),
-        "policy": _read(tables, "clock_policy.csv"),
-        "fleet": _read(tables, "fleet.csv"),
-        "crossovers": _read(tables, "crossovers.csv"),
-        "request": _read(tables, "request_energy.parquet"),
+        "summary": read_table(tables, "phase_energy.parquet"),
+        "dominance": read_table(tables, "dominance.csv"),
+        "classes": read_table(tables, "dvfs_classes.csv"),
+        "policy": read_table(tables, "clock_policy.csv"),
+        "fleet": read_table(tables, "fleet.csv"),
+        "crossovers": read_table(tables, "crossovers.csv"),
+        "request": read_table(tables, "request_energy.parquet"),
     }
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .trace import read_table
+
 log = logging.getLogger(__name__)
 
 FIGURES: dict[str, dict[str, str]] = {
@@ -48,17 +50,6 @@ def set_theme() -> None:
     plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 110, "savefig.dpi": 130,
                          "axes.titlesize": 11, "figure.titlesize": 13})
 
-
-def _read(tables: Path, name: str) -> pd.DataFrame:
-    p = tables / name
-    if not p.exists():
-        return pd.DataFrame()
-    if p.suffix == ".parquet":
-        return pd.read_parquet(p)
-    try:
-        return pd.read_csv(p)
-    except pd.errors.EmptyDataError:  # a stage with nothing to report writes an empty table
-        return pd.DataFrame()
 
 
 def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -343,15 +334,15 @@ def placeholder(name: str, needs: str) -> plt.Figure:
 def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
     """Every table a figure may read."""
     return {
-        "summary": _read(tables, "phase_energy.parquet"),
-        "windows": _read(tables, "windows.parquet"),
-        "pareto": _read(tables, "pareto.parquet"),
-        "curves": _read(tables, "dvfs_curves.parquet"),
-        "classes": _read(tables, "dvfs_classes.csv"),
-        "request": _read(tables, "request_energy.parquet"),
-        "crossovers": _read(tables, "crossovers.csv"),
+        "summary": read_table(tables, "phase_energy.parquet"),
+        "windows": read_table(tables, "windows.parquet"),
+        "pareto": read_table(tables, "pareto.parquet"),
+        "curves": read_table(tables, "dvfs_curves.parquet"),
+        "classes": read_table(tables, "dvfs_classes.csv"),
+        "request": read_table(tables, "request_energy.parquet"),
+        "crossovers": read_table(tables, "crossovers.csv"),
         # the claims table sits beside the tables folder (results/claims.csv)
-        "claims": _read(tables.parent if (tables.parent / "claims.csv").exists() else tables, "claims.csv"),
+        "claims": read_table(tables.parent if (tables.parent / "claims.csv").exists() else tables, "claims.csv"),
     }
 
 

@@ -129,6 +129,19 @@ def read_trace(trace_dir: str | Path) -> dict[str, Any]:
     }
 
 
+def read_table(folder: str | Path, name: str) -> pd.DataFrame:
+    """A result table (parquet or CSV) by name; empty when absent or written empty by a stage."""
+    p = Path(folder) / name
+    if not p.exists():
+        return pd.DataFrame()
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    try:
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
 def job_dirs(traces_dir: str | Path) -> list[Path]:
     """Every job folder under a traces folder (those with a status.json)."""
     return sorted(p.parent for p in Path(traces_dir).rglob("status.json"))
