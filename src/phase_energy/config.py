@@ -77,7 +77,7 @@ def _accepted(error: jsonschema.ValidationError) -> str:
     schema = error.schema if isinstance(error.schema, dict) else {}
     v = error.validator
     if v == "enum":
-        return "one of " + ", ".join(repr(x) for x in error.validator_value)
+        return "one of " + ", ".join(repr(x) for x in list(error.validator_value))  # type: ignore[arg-type]
     if v == "type":
         return f"a value of type {error.validator_value}"
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
@@ -101,11 +101,12 @@ def _accepted(error: jsonschema.ValidationError) -> str:
 def _schema_error(error: jsonschema.ValidationError) -> ConfigError:
     if error.validator == "additionalProperties":
         allowed = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
-        unknown = sorted(set(error.instance) - allowed)
+        instance: dict[str, Any] = dict(error.instance)  # type: ignore[arg-type]
+        unknown = sorted(set(instance) - allowed)
         where = _path(error)
         prefix = "" if where == "<top level>" else f"{where}."
         return ConfigError(
-            f"config key '{prefix}{unknown[0]}': unknown key (value {error.instance[unknown[0]]!r}); "
+            f"config key '{prefix}{unknown[0]}': unknown key (value {instance[unknown[0]]!r}); "
             f"accepted: {_accepted(error)}"
         )
     return ConfigError(
