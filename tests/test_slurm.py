@@ -42,7 +42,7 @@ def _test_profile(wd, partition, **overrides):
     prof["default-resources"].pop("slurm_account")
     prof["set-resources"]["measure"].update(slurm_partition=partition, mem_mb=300, cpus_per_task=1, gpu=1)
     prof.update({"slurm-no-account": True, "slurm-status-command": "squeue",
-                 "slurm-init-seconds-before-status-checks": 1, "latency-wait": 5, **overrides})
+                 "slurm-init-seconds-before-status-checks": 6, "latency-wait": 5, **overrides})
     d = wd / "profiles" / "slurm-test"
     d.mkdir(parents=True, exist_ok=True)
     (d / "config.yaml").write_text(yaml.safe_dump(prof))

@@ -11,7 +11,9 @@ rule claims:
         crossovers=f"{TABLES}/crossovers.csv",
         request=get_table("request_energy"),
     output:
-        claims="results/claims.csv",
+        claims=report(
+            "results/claims.csv", caption="../report/claims.rst", category="Claims"
+        ),
     log:
         "logs/analysis/claims.log",
     conda:

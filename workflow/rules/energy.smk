@@ -8,8 +8,16 @@ rule energy:
         windows=get_table("windows"),
         trials=get_table("phase_trials"),
         phases=get_table("phase_energy"),
-        csv=f"{TABLES}/phase_energy.csv",
-        jobs=f"{TABLES}/jobs.csv",
+        csv=report(
+            f"{TABLES}/phase_energy.csv",
+            caption="../report/phase_energy.rst",
+            category="Provenance and validity",
+        ),
+        jobs=report(
+            f"{TABLES}/jobs.csv",
+            caption="../report/jobs.rst",
+            category="Provenance and validity",
+        ),
     log:
         "logs/analysis/energy.log",
     conda:
