@@ -407,6 +407,20 @@ def first_crossing(x: np.ndarray, diff: np.ndarray, log_x: bool = False) -> floa
     return float(np.exp(xc) if log_x else xc)
 
 
+def crossing_with_ci(x: np.ndarray, diffs: np.ndarray) -> dict[str, Any]:
+    """Crossover of the median difference curve with its percentile CI over resamples (rows of ``diffs``).
+
+    Also the share of resamples without a sign change and on which side the architecture ends up cheaper.
+    """
+    boots = [first_crossing(x, row, log_x=True) for row in diffs]
+    found = np.array([b for b in boots if b is not None])
+    return {"crossover": first_crossing(x, np.median(diffs, axis=0), log_x=True),
+            "ci_low": float(np.percentile(found, 2.5)) if len(found) else None,
+            "ci_high": float(np.percentile(found, 97.5)) if len(found) else None,
+            "share_none": 1 - len(found) / len(boots),
+            "direction": "cheaper beyond" if np.median(diffs[:, -1]) < 0 else "dearer beyond"}
+
+
 CROSSOVER_COLUMNS = ["kind", "arch", "reference", "batch", "at", "crossover", "ci_low", "ci_high", "share_none",
                      "direction"]
 
@@ -462,15 +476,8 @@ def crossover_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[s
             continue
         rp, rd = curves[(ref, batch, ctx)]
         diff = (p + d) - (rp + rd)  # R x N
-        point = first_crossing(grid, np.median(diff, axis=0), log_x=True)
-        boots = [first_crossing(grid, diff[i], log_x=True) for i in range(len(diff))]
-        found = np.array([b for b in boots if b is not None])
         xrows.append({"kind": "output_length", "arch": arch, "reference": ref, "batch": batch, "at": ctx,
-                      "crossover": point,
-                      "ci_low": float(np.percentile(found, 2.5)) if len(found) else None,
-                      "ci_high": float(np.percentile(found, 97.5)) if len(found) else None,
-                      "share_none": 1 - len(found) / len(boots),
-                      "direction": "cheaper beyond" if np.median(diff[:, -1]) < 0 else "dearer beyond"})
+                      **crossing_with_ci(grid, diff)})
     # crossover over context, at each output length of the grid
     for (arch, batch), g in request[request["arch"] != ref].groupby(["arch", "batch"]):
         for n in cfg["output_lengths"]:
@@ -481,16 +488,8 @@ def crossover_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[s
             diffs = np.array([(curves[(arch, batch, c)][0][:, k] + curves[(arch, batch, c)][1][:, k])
                               - (curves[(ref, batch, c)][0][:, k] + curves[(ref, batch, c)][1][:, k])
                               for c in ctxs]).T  # R x C
-            x = np.array(ctxs, dtype=float)
-            point = first_crossing(x, np.median(diffs, axis=0), log_x=True)
-            boots = [first_crossing(x, diffs[i], log_x=True) for i in range(len(diffs))]
-            found = np.array([b for b in boots if b is not None])
             xrows.append({"kind": "context", "arch": arch, "reference": ref, "batch": batch, "at": n,
-                          "crossover": point,
-                          "ci_low": float(np.percentile(found, 2.5)) if len(found) else None,
-                          "ci_high": float(np.percentile(found, 97.5)) if len(found) else None,
-                          "share_none": 1 - len(found) / len(boots),
-                          "direction": "cheaper beyond" if np.median(diffs[:, -1]) < 0 else "dearer beyond"})
+                          **crossing_with_ci(np.array(ctxs, dtype=float), diffs)})
     return request, pd.DataFrame(xrows, columns=CROSSOVER_COLUMNS)
 
 
