@@ -63,6 +63,9 @@ def test_test_config_through_sbatch_equals_the_local_run(slurm, sim_run, tmp_pat
     logs = sorted((wd / "logs/slurm/rule_measure").rglob("*.log"))
     assert len(logs) == 12, logs
     assert all(re.fullmatch(r"\d+\.log", p.name) for p in logs)
+    # the analysis and figures went through sbatch too, as one group job
+    group_logs = list((wd / "logs/slurm").glob("group_analysis*/*.log"))
+    assert len(group_logs) == 1 and re.fullmatch(r"\d+\.log", group_logs[0].name)
     assert "Submitted batch job" in res.stderr + res.stdout or "SLURM jobid" in res.stderr + res.stdout
     # the same seed gives the same traces as the local run
     for status in (sim_run / "results/traces").rglob("status.json"):
@@ -78,7 +81,7 @@ def test_scancel_leaves_nothing_complete_and_the_rerun_does_only_the_missing_poi
     prof = _test_profile(wd, slurm.partition, retries=0)  # the profile's retries would resubmit the cancelled job
     cfg = yaml.safe_load((ROOT / "config/test.yaml").read_text())
     cfg.update(architectures=["qwen3-4b"], levers=["default"])
-    cfg["sim"] = {"wall_delay_s": 12}
+    cfg["sim"] = {"wall_delay_s": 8}
     (wd / "config/cancel.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"results/traces/arch~qwen3-4b/bs~{b}/ctx~256/lever~default/rep~0/status.json" for b in (1, 8)]
     args = [*targets, "--profile", str(prof), "--configfile", "config/cancel.yaml"]  # --configfile takes several
