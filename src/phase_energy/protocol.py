@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -101,7 +101,6 @@ class Settings:
     lead_in_s: float = 0.3
     max_output: int = 1024
     locked_sm_clock_mhz: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, measurement: Mapping[str, Any], **kw: Any) -> Settings:

@@ -201,7 +201,6 @@ class SimGPU:
 
     def _append(self, dur: np.ndarray, power: np.ndarray, clock: np.ndarray, reasons: np.ndarray,
                 util: np.ndarray) -> None:
-        # merge runs of tiny steps into segments of >= 2 ms so long decodes stay compact
         start = self.t + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
         # temperature: first-order response to power, evaluated per segment
         a = 1.0 - np.exp(-dur / self.p.thermal_tau_s)
