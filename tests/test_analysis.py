@@ -71,6 +71,28 @@ def test_request_energy_integrates_piecewise_decode():
     assert dec.tolist() == [50.0, 100.0, 200.0, 300.0]
 
 
+def test_request_energy_interpolates_sampled_windows():
+    # windows of 10 steps at offsets 0 and 990: J/token 1 at centre 5, 3 at centre 995 -> linear in between
+    w = pd.DataFrame({"context_start": [2000, 2990], "context_end": [2010, 3000], "j_per_token": [1.0, 3.0]})
+    _, dec = request_energy_curve(0.0, 2000, w, np.array([5, 500, 1000]))
+    assert dec[0] == pytest.approx(5.0)  # constant before the first centre
+    slope = 2.0 / 990
+    exact_500 = 5 + sum(1 + slope * (k + 0.5 - 5) for k in range(5, 500))
+    assert dec[1] == pytest.approx(exact_500)
+    assert dec[2] == pytest.approx(exact_500 + sum(min(3.0, 1 + slope * (k + 0.5 - 5)) for k in range(500, 1000)))
+
+
+def test_sampled_decode_spans_reach_the_last_output():
+    from phase_energy.protocol import decode_spans
+
+    assert decode_spans(Settings(decode_windows=3, max_output=2048, decode_window_steps=32)) == [
+        (0, 32), (1008, 32), (2016, 32)]
+    # without the option (or when the windows would cover everything) they tile the range
+    assert decode_spans(Settings(decode_windows=4, max_output=100)) == [(0, 25), (25, 25), (50, 25), (75, 25)]
+    assert decode_spans(Settings(decode_windows=4, max_output=100, decode_window_steps=30)) == [
+        (0, 25), (25, 25), (50, 25), (75, 25)]
+
+
 def _trials_with_cap_share():
     rows = []
     for trial in range(3):

@@ -128,7 +128,7 @@ def test_prefill_and_16_decode_steps_match_transformers(arch):
 
 
 @pytest.mark.parametrize("arch", ["tiny-gqa", "tiny-mla", "tiny-gdn", "tiny-nemotron"])
-def test_engine_workload_runs_the_protocol_through_fake_nvml(tmp_path, arch):
+def test_engine_workload_runs_the_protocol_through_fake_nvml(tmp_path, arch, monkeypatch):
     from phase_energy.engine import EngineWorkload
     from phase_energy.protocol import Settings
     from phase_energy.realjob import measure_with_lever
@@ -146,13 +146,37 @@ def test_engine_workload_runs_the_protocol_through_fake_nvml(tmp_path, arch):
     assert t_first > 0
     # prefill of the same prompt in groups gives the same next tokens as one big prefill
     w2 = EngineWorkload(arch, batch=3, context=24, max_output=12, device="cpu", dtype=torch.float32)
-    import phase_energy.engine.runner as runner
+    import phase_energy.costmodel
 
-    old = runner.PREFILL_TOKENS_PER_CHUNK
-    runner.PREFILL_TOKENS_PER_CHUNK = 24  # one sequence per group
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(phase_energy.costmodel, "PREFILL_TOKENS_PER_CHUNK", 24)  # one sequence per group
         w2.prefill()
-    finally:
-        runner.PREFILL_TOKENS_PER_CHUNK = old
     w.prefill()
     assert torch.equal(w.tokens, w2.tokens)
+
+
+def test_prefill_token_bound_and_cache_fill(tmp_path, monkeypatch):
+    """prefill_max_tokens bounds each measured prefill to whole prompts; decode caches are filled by copying."""
+    import phase_energy.costmodel
+    from phase_energy.engine import EngineWorkload
+    from phase_energy.protocol import Settings
+    from phase_energy.realjob import measure_with_lever
+    from phase_energy.telemetry import GPU
+    from phase_energy.testing.fake_nvml import FakeNVML
+
+    monkeypatch.setattr(phase_energy.costmodel, "PREFILL_TOKENS_PER_CHUNK", 48)  # groups of two prompts
+    w = EngineWorkload("tiny-gdn", batch=5, context=24, max_output=8, device="cpu", dtype=torch.float32)
+    s = Settings(idle_s=0.0, warmup_runs=1, min_counter_ticks=1, counter_period_ms=5, sampling_period_ms=2,
+                 prefill_trials=2, decode_trials=1, decode_windows=1, pause_s=0.0, max_output=8,
+                 prefill_max_tokens=80)
+    assert s.prefill_sequences(5, 24) == 3 and s.prefill_sequences(5, 100) == 1
+    _, windows, _, _ = measure_with_lever(GPU(0, nvml=FakeNVML()), "default", False, w, s, lambda: None,
+                                          journal_dir=tmp_path)
+    pre = windows[windows["phase"] == "prefill"]
+    assert ((pre["tokens"] / pre["repetitions"]) == 3 * 24).all()
+    # fill_cache: two prompts prefilled (one group), their rows copied cyclically over rows 2-4
+    w.fill_cache(5)
+    for t in w.model.cache_tensors():
+        assert torch.equal(t[2], t[0]) and torch.equal(t[3], t[1]) and torch.equal(t[4], t[0])
+        assert not torch.equal(t[0], t[1])
+    assert torch.equal(w.tokens[2:4], w.tokens[0:2])

@@ -35,10 +35,13 @@ class StubWorkload:
             os.kill(os.getpid(), what)
             time.sleep(0.05)  # the handler runs here
 
-    def warmup(self, runs):
+    def warmup(self, runs, prefill_sequences=None):
         return 0.002, 0.0005
 
-    def prefill(self):
+    def fill_cache(self, sequences):
+        self.prefill(sequences)
+
+    def prefill(self, sequences=None):
         self._tick("prefill")
         self.fake.cards[0].load_w = 500
         time.sleep(0.002)

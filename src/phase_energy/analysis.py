@@ -381,18 +381,24 @@ def request_energy_curve(prefill_j_per_token: float, context: int, decode_window
                          outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Prefill and decode energy (J) of one request for each output length in ``outputs``.
 
-    ``decode_windows`` has context_start, context_end and j_per_token of one trial's windows; decode
-    energy integrates the piecewise-constant J/token over positions [context, context + n).
+    ``decode_windows`` has context_start, context_end and j_per_token of one trial's windows. Windows that
+    tile [context, ...) are integrated as piecewise-constant J/token; windows sampled at spaced positions
+    (``measurement.decode_window_steps``) are joined by linear interpolation between their centres (constant
+    beyond the first and last) and summed over positions [context, context + n).
     """
     dw = decode_windows.sort_values("context_start")
     lo = dw["context_start"].to_numpy() - context
     hi = dw["context_end"].to_numpy() - context
     j = dw["j_per_token"].to_numpy()
-    n = np.asarray(outputs, dtype=float)[:, None]
-    covered = np.clip(np.minimum(n, hi[None, :]) - lo[None, :], 0, None)
-    decode = (covered * j[None, :]).sum(axis=1)
+    outputs = np.asarray(outputs)
     prefill = np.full(len(outputs), prefill_j_per_token * context)
-    return prefill, decode
+    if lo[0] == 0 and np.array_equal(hi[:-1], lo[1:]):
+        n = outputs.astype(float)[:, None]
+        covered = np.clip(np.minimum(n, hi[None, :]) - lo[None, :], 0, None)
+        return prefill, (covered * j[None, :]).sum(axis=1)
+    per_token = np.interp(np.arange(int(outputs.max())) + 0.5, (lo + hi) / 2.0, j)
+    cum = np.concatenate([[0.0], np.cumsum(per_token)])
+    return prefill, cum[outputs.astype(int)]
 
 
 def first_crossing(x: np.ndarray, diff: np.ndarray, log_x: bool = False) -> float | None:

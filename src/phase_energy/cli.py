@@ -84,6 +84,16 @@ def cmd_wheelhouse(a: argparse.Namespace) -> None:
           f"  pip install --no-index --find-links {a.dest} '{spec}'")
 
 
+def cmd_campaign(a: argparse.Namespace) -> None:
+    """One time-limited run of a campaign: measure missing points chunk by chunk, copy them into a folder."""
+    from .campaign import run
+
+    res = run(a.configfile, a.chunk or [], Path(a.into), a.time_limit_s, extra=a.snakemake_args.split())
+    print(json.dumps({"new_points": len(res.new_points), "chunks_done": res.chunks_done,
+                      "chunks_failed": res.chunks_failed,
+                      "stopped_in": res.stopped_in, "seconds": round(res.seconds, 1)}))
+
+
 def cmd_presets(a: argparse.Namespace) -> None:
     """Print the presets and their cost-model headline numbers."""
     from .costmodel import CostModel
@@ -140,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     wh.add_argument("--extras", default="gpu,workflow", help="comma-separated extras of phase-energy")
     wh.add_argument("--with-torch", action="store_true", help="include torch (most GPU images bring their own)")
     wh.set_defaults(fn=cmd_wheelhouse)
+
+    cp = sub.add_parser("campaign", help="one time-limited run of a measurement campaign (resumes where the "
+                        "last stopped)")
+    cp.add_argument("--configfile", required=True)
+    cp.add_argument("--into", required=True, help="folder that collects finished traces (the reference data)")
+    cp.add_argument("--chunk", action="append",
+                    help="config overrides of one chunk, run in the order given, e.g. 'contexts=[2048]'")
+    cp.add_argument("--time-limit-s", type=float, default=540.0)
+    cp.add_argument("--snakemake-args", default="", help="more snakemake arguments, quoted")
+    cp.set_defaults(fn=cmd_campaign)
 
     pr = sub.add_parser("presets", help="list architecture presets")
     pr.set_defaults(fn=cmd_presets)

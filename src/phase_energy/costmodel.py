@@ -16,6 +16,7 @@ from .presets import ArchConfig
 
 WEIGHT_BYTES = 2  # bf16
 ACT_BYTES = 2
+PREFILL_TOKENS_PER_CHUNK = 16384  # the engine prefills sequences in groups of about this many tokens
 
 
 @dataclass(frozen=True)
@@ -163,9 +164,9 @@ class CostModel:
         return batch * (max_tokens * self.kv_bytes_per_token + self.state_bytes_per_sequence)
 
     def memory_bytes(self, batch: int, context: int, max_output: int) -> int:
-        """Device memory a job needs: weights, cache, prefill activations and logits (estimate)."""
+        """Device memory a job needs: weights, cache, activations of one prefill group and logits (estimate)."""
         c = self.cfg
-        tokens = batch * context
+        tokens = prefill_group(batch, context) * context
         widest = max(c.intermediate * 2, c.hidden * 4, c.n_heads * max(c.head_dim, 1) * 3, 1)
         activations = tokens * widest * ACT_BYTES * 2
         logits = batch * c.vocab * 4
@@ -262,3 +263,8 @@ class CostModel:
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "state_bytes_per_sequence": self.state_bytes_per_sequence,
         }
+
+
+def prefill_group(batch: int, context: int) -> int:
+    """Sequences the engine prefills together: as many whole prompts as fit in one group (at least one)."""
+    return max(1, min(batch, PREFILL_TOKENS_PER_CHUNK // max(context, 1)))

@@ -8,6 +8,7 @@ real and simulated traces.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Mapping
@@ -48,12 +49,16 @@ class Workload(Protocol):
     batch: int
     context: int
 
-    def warmup(self, runs: int) -> tuple[float, float]:
-        """Compile, capture and run untimed; return estimated (prefill s, decode step s)."""
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
+        """Compile, capture and run untimed; return estimated (prefill s of ``prefill_sequences``, decode step s)."""
         ...
 
-    def prefill(self) -> None:
-        """Prefill ``context`` tokens for ``batch`` sequences into the cache."""
+    def prefill(self, sequences: int | None = None) -> None:
+        """Prefill ``context`` tokens for the first ``sequences`` (default: all ``batch``) into the cache."""
+        ...
+
+    def fill_cache(self, sequences: int) -> None:
+        """Prefill the first ``sequences`` and copy their cache rows over the rest of the batch."""
         ...
 
     def decode(self, position: int, steps: int) -> None:
@@ -99,6 +104,8 @@ class Settings:
     decode_windows: int = 4
     pause_s: float = 0.5
     lead_in_s: float = 0.3
+    prefill_max_tokens: int | None = None
+    decode_window_steps: int | None = None
     max_output: int = 1024
     locked_sm_clock_mhz: int | None = None
 
@@ -112,6 +119,33 @@ class Settings:
     def min_window_s(self) -> float:
         """Shortest window that spans the minimum number of counter ticks."""
         return self.min_counter_ticks * self.counter_period_ms / 1000.0
+
+    def prefill_sequences(self, batch: int, context: int) -> int:
+        """Sequences one measured prefill processes.
+
+        The whole batch, or as many whole prompts as fit in ``prefill_max_tokens`` (at least one).
+        Production servers bound the tokens of a prefill step the same way (chunked prefill), so the energy
+        per prefill token is that of a full batch's prefill.
+        """
+        if self.prefill_max_tokens is None:
+            return batch
+        return max(1, min(batch, self.prefill_max_tokens // max(context, 1)))
+
+
+def decode_spans(s: Settings) -> list[tuple[int, int]]:
+    """(offset from the context, steps) of each decode window of a trial.
+
+    Without ``decode_window_steps`` the windows tile ``[0, max_output)``; with it, windows of that many steps
+    sit at evenly spaced positions from the first to the last output token (the analysis interpolates the
+    energy per token between them), so long outputs cost no more to measure than short ones.
+    """
+    n_win = max(1, min(s.decode_windows, s.max_output))
+    if s.decode_window_steps is None or s.decode_window_steps * n_win >= s.max_output:
+        bounds = np.linspace(0, s.max_output, n_win + 1).round().astype(int)
+        return [(int(a), int(b - a)) for a, b in itertools.pairwise(bounds) if b > a]
+    steps = s.decode_window_steps
+    starts = np.linspace(0, s.max_output - steps, n_win).round().astype(int)
+    return [(int(a), steps) for a in starts]
 
 
 def _measured(meter: Meter, workload: Workload, fn: Any) -> tuple[float, float, float]:
@@ -133,33 +167,31 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
         t0, t1, e = _measured(meter, workload, lambda: workload.idle(s.idle_s))
         windows.append(Window("idle", 0, t0, t1, e, tokens=0, repetitions=1, steps=0))
 
-    t_prefill, t_step = workload.warmup(s.warmup_runs)
-    log.info("warm-up done: prefill %.4f s, decode step %.5f s", t_prefill, t_step)
+    n_seq = s.prefill_sequences(b, ctx)
+    t_prefill, t_step = workload.warmup(s.warmup_runs, n_seq)
+    log.info("warm-up done: prefill %.4f s (%d of %d sequences), decode step %.5f s", t_prefill, n_seq, b, t_step)
 
     reps = max(1, math.ceil(s.min_window_s / max(t_prefill, 1e-9)))
     lead = math.ceil(s.lead_in_s / max(t_prefill, 1e-9)) if s.lead_in_s > 0 else 0
     for trial in range(s.prefill_trials):
         for _ in range(lead):  # the same work first, so power and clocks are steady when the window opens
-            workload.prefill()
+            workload.prefill(n_seq)
 
         def _prefill_reps() -> None:
             for _ in range(reps):
-                workload.prefill()
+                workload.prefill(n_seq)
         t0, t1, e = _measured(meter, workload, _prefill_reps)
-        windows.append(Window("prefill", trial, t0, t1, e, tokens=b * ctx * reps, repetitions=reps,
+        windows.append(Window("prefill", trial, t0, t1, e, tokens=n_seq * ctx * reps, repetitions=reps,
                               steps=1, context_start=0, context_end=ctx))
         log.info("prefill trial %d/%d: %d repetitions, %.2f s", trial + 1, s.prefill_trials, reps, t1 - t0)
         if s.pause_s:
             workload.idle(s.pause_s)
 
-    n_win = max(1, min(s.decode_windows, s.max_output))
-    bounds = np.linspace(0, s.max_output, n_win + 1).round().astype(int)
+    spans = decode_spans(s)
     for trial in range(s.decode_trials):
-        workload.prefill()  # outside every window
-        for i in range(n_win):
-            start, steps = ctx + int(bounds[i]), int(bounds[i + 1] - bounds[i])
-            if steps <= 0:
-                continue
+        workload.fill_cache(n_seq)  # outside every window
+        for offset, steps in spans:
+            start = ctx + offset
             reps = max(1, math.ceil(s.min_window_s / max(steps * t_step, 1e-9)))
             if s.lead_in_s > 0:  # steady state at the window's own positions before it opens
                 for _ in range(math.ceil(s.lead_in_s / max(steps * t_step, 1e-9))):
@@ -171,7 +203,7 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
             t0, t1, e = _measured(meter, workload, _decode)
             windows.append(Window("decode", trial, t0, t1, e, tokens=b * steps * reps, repetitions=reps,
                                   steps=steps, context_start=start, context_end=start + steps))
-        log.info("decode trial %d/%d done (%d windows)", trial + 1, s.decode_trials, n_win)
+        log.info("decode trial %d/%d done (%d windows)", trial + 1, s.decode_trials, len(spans))
         if s.pause_s:
             workload.idle(s.pause_s)
     return windows

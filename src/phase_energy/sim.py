@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .costmodel import CostModel
+from .costmodel import CostModel, prefill_group
 from .presets import ArchConfig
 from .trace import SAMPLE_COLUMNS, THROTTLE_COLUMNS, conform
 
@@ -328,24 +328,32 @@ class SimWorkload:
         return Work(flops[0] + frac * (flops[1] - flops[0]), nbytes[0] + frac * (nbytes[1] - nbytes[0]),
                     rows=float(self.batch), kernels=self.kernels)
 
-    def _prefill_work(self) -> Work:
-        return Work(np.array([self.cost.prefill_flops(self.batch, self.context)]),
-                    np.array([self.cost.prefill_bytes(self.batch, self.context)]),
-                    rows=float(self.batch * self.context), kernels=self.kernels,
+    def _prefill_work(self, sequences: int) -> Work:
+        return Work(np.array([self.cost.prefill_flops(sequences, self.context)]),
+                    np.array([self.cost.prefill_bytes(sequences, self.context)]),
+                    rows=float(sequences * self.context), kernels=self.kernels,
                     efficiency=self.gpu.p.prefill_efficiency)
 
-    def warmup(self, runs: int) -> tuple[float, float]:
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
         """Simulated compilation and capture (low power), then untimed runs."""
         self.gpu.idle(2.0)
         t_prefill = 0.0
         for _ in range(max(runs, 1)):
-            t_prefill = self.gpu.run(self._prefill_work())
+            t_prefill = self.gpu.run(self._prefill_work(prefill_sequences or self.batch))
         t_step = self.gpu.run(self._decode_work(self.context, 8)) / 8
         return t_prefill, t_step
 
-    def prefill(self) -> None:
-        """Prefill the context for the whole batch."""
-        self.gpu.run(self._prefill_work())
+    def prefill(self, sequences: int | None = None) -> None:
+        """Prefill the context for the first ``sequences`` (default: the whole batch)."""
+        self.gpu.run(self._prefill_work(min(sequences or self.batch, self.batch)))
+
+    def fill_cache(self, sequences: int) -> None:
+        """As the engine: prefill one group of prompts, then copy its cache rows over the rest (read + write)."""
+        n = min(sequences, prefill_group(self.batch, self.context))
+        self.prefill(n)
+        if n < self.batch:
+            copy = 2.0 * self.cost.cache_bytes(self.batch - n, self.context)
+            self.gpu.run(Work(np.array([0.0]), np.array([copy]), rows=1.0, kernels=len(self.cfg.layer_pattern)))
 
     def decode(self, position: int, steps: int) -> None:
         """Decode ``steps`` tokens from ``position``."""

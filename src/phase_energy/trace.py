@@ -156,6 +156,13 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     statuses = []
     for d in dirs:
         d = Path(d)
+        if not (d / "status.json").exists():  # a cached traces folder that lacks this point
+            parts = dict(part.split("~", 1) for part in d.parts if "~" in part)
+            statuses.append({"arch": parts.get("arch"), "batch": int(parts.get("bs", -1)),
+                             "context": int(parts.get("ctx", -1)), "lever": parts.get("lever", "").replace("-", ":", 1),
+                             "rep": int(parts.get("rep", 0)), "job": str(d), "status": "missing",
+                             "reason": "not in the traces folder"})
+            continue
         status = json.loads((d / "status.json").read_text())
         meta = json.loads((d / "metadata.json").read_text())
         point = {k: meta.get(k) for k in POINT_KEYS}
@@ -176,6 +183,8 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
 
 
 def _git_commit() -> str | None:
+    if os.environ.get("PHASE_ENERGY_GIT_COMMIT"):  # a copy of the tree without .git (compute nodes, tarballs)
+        return os.environ["PHASE_ENERGY_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False

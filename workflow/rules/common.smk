@@ -16,6 +16,16 @@ config.update(_validated)
 TRACES = config["traces"].rstrip("/")
 MEASURED_TRACES = "results/traces"
 GRID = list(expand_grid(config))
+if TRACES != MEASURED_TRACES:
+    # cached traces: nothing is measured; points the folder lacks are left out (and listed as missing in
+    # results/tables/jobs.csv)
+    _missing = [p for p in GRID if not Path(f"{TRACES}/{p.path}/status.json").exists()]
+    if _missing:
+        logger.warning(
+            f"{len(_missing)} of {len(GRID)} grid points are not in {TRACES}; "
+            f"the analysis leaves them out (first: {_missing[0].path})"
+        )
+    GRID = [p for p in GRID if p not in _missing]
 TABLES = "results/tables"
 FIGURES = list(phase_energy.figures.FIGURES)
 FIGURE_CODE = Path(phase_energy.figures.__file__)

@@ -21,3 +21,9 @@ rule measure:
         "phase-energy measure --config {params.config} --arch {wildcards.arch}"
         " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"
         " --rep {wildcards.rep} --out $(dirname {output.status}) > {log} 2>&1"
+
+
+rule traces:
+    input:
+        get_trace_status_files(),
+    localrule: True

@@ -15,18 +15,22 @@ from typing import Any
 
 import torch
 
-from ..costmodel import CostModel
+from ..costmodel import CostModel, prefill_group
 from ..presets import get_preset
-from .transformer import Transformer, init_random_
+from .transformer import Transformer, init_random_, replicate_rows_
 
 log = logging.getLogger(__name__)
 
-PREFILL_TOKENS_PER_CHUNK = 16384  # sequences are prefilled in groups of about this many tokens
 
+def set_compile_caches(root: str | None = None) -> None:
+    """One Triton and one TorchInductor cache for all jobs of a run.
 
-def set_triton_cache(path: str | None = None) -> None:
-    """One Triton cache directory for all jobs of a run (compiled kernels are reused across jobs)."""
-    os.environ.setdefault("TRITON_CACHE_DIR", path or os.path.abspath(".triton-cache"))
+    Kernels and compiled graphs are reused across jobs and, when the folder is kept, across runs.
+    Environment settings take precedence.
+    """
+    base = os.path.abspath(root or os.environ.get("PHASE_ENERGY_COMPILE_CACHE", ".compile-cache"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(base, "triton"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(base, "inductor"))
 
 
 class EngineWorkload:
@@ -35,7 +39,7 @@ class EngineWorkload:
     def __init__(self, arch: str, batch: int, context: int, max_output: int, seed: int = 0,
                  device: str = "cuda", dtype: torch.dtype = torch.bfloat16, use_graphs: bool = True,
                  compile: bool = True):
-        set_triton_cache()
+        set_compile_caches()
         t0 = time.monotonic()
         self.cfg = get_preset(arch)
         self.cost = CostModel(self.cfg)
@@ -83,13 +87,26 @@ class EngineWorkload:
         self.pos.fill_(self.context)
         self.graph = g
 
-    def prefill(self) -> None:
-        """Prefill the prompt of every sequence, in groups that bound activation memory."""
-        per = max(1, PREFILL_TOKENS_PER_CHUNK // self.context)
-        for i in range(0, self.batch, per):
-            sl = slice(i, min(self.batch, i + per))
+    def prefill(self, sequences: int | None = None) -> None:
+        """Prefill the prompts of the first ``sequences`` (default all), in groups that bound activation memory."""
+        n = self.batch if sequences is None else min(sequences, self.batch)
+        per = prefill_group(self.batch, self.context)
+        for i in range(0, n, per):
+            sl = slice(i, min(n, i + per))
             logits = self._prefill_fn(self.prompt[sl], sl)
             self.tokens[sl] = logits[:, -1].argmax(-1, keepdim=True)
+
+    def fill_cache(self, sequences: int) -> None:
+        """Fill every row's cache for decode.
+
+        Prefills at most one group of prompts (and at most ``sequences``) and copies their rows over the
+        rest: decode reads the same bytes whatever the rows hold.
+        """
+        n = min(sequences, prefill_group(self.batch, self.context))
+        self.prefill(n)
+        if n < self.batch:
+            self.model.replicate_cache_rows(n)
+            replicate_rows_(self.tokens, n)
 
     def decode(self, position: int, steps: int) -> None:
         """``steps`` decode steps from cache position ``position`` (graph replays, no host sync)."""
@@ -100,10 +117,10 @@ class EngineWorkload:
             else:
                 self._step()
 
-    def warmup(self, runs: int) -> tuple[float, float]:
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
         """Compile Triton kernels, capture every graph the decode will need, then time prefill and a step."""
         t0 = time.monotonic()
-        self.prefill()
+        self.fill_cache(self.batch if prefill_sequences is None else prefill_sequences)
         try:
             self.pos.fill_(self.context)
             self._step()
@@ -121,7 +138,7 @@ class EngineWorkload:
         t_prefill = t_step = 0.0
         for _ in range(max(runs, 1)):
             t1 = time.perf_counter()
-            self.prefill()
+            self.prefill(prefill_sequences)
             self.synchronize()
             t_prefill = time.perf_counter() - t1
             n = min(16, self.max_output)

@@ -82,6 +82,21 @@ class Transformer(nn.Module):
         self.cos, self.sin = rope_table(self.rope_dim, self.theta, max_len, p.device)
         self.max_len = max_len
 
+    def cache_tensors(self) -> list[Tensor]:
+        """Every static cache tensor (sequences along dim 0): KV, latent, conv and recurrent state."""
+        out = []
+        for blk in self.layers:
+            for name in ("k_cache", "v_cache", "kv_cache", "state", "conv_state"):
+                t = getattr(blk.mixer, name, None)
+                if isinstance(t, Tensor):
+                    out.append(t)
+        return out
+
+    def replicate_cache_rows(self, filled: int) -> None:
+        """Copy cache rows ``[0, filled)`` over the remaining rows of every cache."""
+        for t in self.cache_tensors():
+            replicate_rows_(t, filled)
+
     def fuse(self) -> Transformer:
         """Fuse projections that read the same input (q/k/v, gate/up) into single GEMMs, in place."""
         for blk in self.layers:
@@ -119,6 +134,17 @@ class Transformer(nn.Module):
         for blk in self.layers:
             x = blk(x, rope, pos, slice(None))
         return self._head(x)
+
+
+@torch.no_grad()
+def replicate_rows_(t: Tensor, filled: int) -> Tensor:
+    """Copy rows ``[0, filled)`` of ``t`` over its remaining rows, cyclically, in place (doubling copies)."""
+    i = filled
+    while i < t.shape[0]:
+        k = min(i, t.shape[0] - i)
+        t[i:i + k].copy_(t[:k])
+        i += k
+    return t
 
 
 def init_random_(model: Transformer, seed: int) -> Transformer:

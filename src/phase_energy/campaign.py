@@ -1,0 +1,118 @@
+"""A measurement campaign in time-limited runs that resume where the last one stopped.
+
+Each run measures the points still missing, in a chosen order, and stops cleanly before its time is up;
+finished traces are copied into a reference-data folder.
+
+Every run is the workflow itself (``snakemake --cores 1 --resources gpu=1 ... traces``); this module only
+seeds ``results/traces`` with what the reference folder already holds (so those points are not measured
+again), runs the chunks in order until the time budget is spent, and copies back every point whose
+``status.json`` exists (a trace is complete once its status is written).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MEASURED = Path("results/traces")
+
+
+def point_dirs(root: Path) -> list[Path]:
+    """Point folders under ``root`` (relative) whose trace is complete (status.json written)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.relative_to(root) for p in root.glob("arch~*/bs~*/ctx~*/lever~*/rep~*/status.json"))
+
+
+def copy_points(src: Path, dst: Path) -> list[Path]:
+    """Copy complete points of ``src`` that ``dst`` lacks; return the points copied."""
+    have = set(point_dirs(dst))
+    copied = []
+    for p in point_dirs(src):
+        if p in have:
+            continue
+        target = dst / p
+        tmp = target.with_name(target.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src / p, tmp)
+        tmp.rename(target)
+        copied.append(p)
+    return copied
+
+
+@dataclass
+class CampaignRun:
+    """What one run did."""
+
+    chunks_done: list[str] = field(default_factory=list)
+    chunks_failed: list[str] = field(default_factory=list)
+    stopped_in: str | None = None
+    new_points: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def snakemake_cmd(configfile: str, chunk: str, extra: list[str]) -> list[str]:
+    """The workflow run of one chunk: only its measurement jobs (target ``traces``), measured locally."""
+    cfg = [f"traces={MEASURED}", *shlex.split(chunk)]
+    return [sys.executable, "-m", "snakemake", "traces", "--cores", "1", "--resources", "gpu=1",
+            "--rerun-triggers", "mtime", "--keep-going", *extra, "--configfile", configfile, "--config", *cfg]
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGINT first (snakemake stops its running jobs and marks them incomplete), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min_chunk_s: float = 30.0,
+        extra: list[str] | None = None) -> CampaignRun:
+    """Seed, run the chunks in order within ``time_limit_s``, copy finished points into ``into``."""
+    t0 = time.monotonic()
+    into.mkdir(parents=True, exist_ok=True)
+    MEASURED.mkdir(parents=True, exist_ok=True)
+    seeded = copy_points(into, MEASURED)
+    log.info("campaign: %d points already in %s", len(seeded) + len(point_dirs(MEASURED)) - len(seeded), into)
+    out = CampaignRun()
+    for chunk in chunks or [""]:
+        left = time_limit_s - (time.monotonic() - t0)
+        if left < min_chunk_s:
+            out.stopped_in = chunk
+            log.info("campaign: %.0f s left, stopping before chunk %r", left, chunk)
+            break
+        cmd = snakemake_cmd(configfile, chunk, extra or [])
+        log.info("campaign: chunk %r (%.0f s left): %s", chunk, left, " ".join(cmd))
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        try:
+            proc.wait(max(left - 20.0, 1.0))
+        except subprocess.TimeoutExpired:
+            log.warning("campaign: time is up inside chunk %r; stopping the workflow", chunk)
+            _stop(proc, 15.0)
+            out.stopped_in = chunk
+            break
+        finally:
+            out.new_points += [str(p) for p in copy_points(MEASURED, into)]
+        if proc.returncode == 0:
+            out.chunks_done.append(chunk)
+        else:
+            log.error("campaign: chunk %r ended with exit status %d (see the snakemake log)", chunk, proc.returncode)
+            out.chunks_failed.append(chunk)
+    out.seconds = time.monotonic() - t0
+    log.info("campaign: %d new points in %.0f s; chunks done: %s", len(out.new_points), out.seconds,
+             out.chunks_done)
+    return out

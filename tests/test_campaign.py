@@ -1,0 +1,45 @@
+"""Time-limited campaign runs through the real workflow (simulator): resume, stop cleanly, collect traces."""
+
+import shutil
+
+import pytest
+
+from phase_energy import campaign
+
+from .conftest import copy_workflow
+
+pytestmark = pytest.mark.slow
+
+
+def _statuses(root):
+    return sorted(str(p) for p in campaign.point_dirs(root))
+
+
+def test_campaign_resumes_and_stops_inside_a_chunk(tmp_path, monkeypatch):
+    wd = copy_workflow(tmp_path / "wf")
+    monkeypatch.chdir(wd)
+    ref = wd / "reference" / "traces"
+    base = "levers=[default] contexts=[64]"
+
+    first = campaign.run("config/test.yaml", [f"{base} batch_sizes=[1]"], ref, time_limit_s=300)
+    assert first.chunks_done == [f"{base} batch_sizes=[1]"] and first.stopped_in is None
+    assert first.chunks_failed == []
+    assert _statuses(ref) == [f"arch~{a}/bs~1/ctx~64/lever~default/rep~0" for a in ("mamba2-2.7b", "qwen3-4b")]
+
+    # a fresh checkout: nothing measured locally; the second run measures only the new chunk
+    shutil.rmtree(wd / "results")
+    shutil.rmtree(wd / "logs")
+    second = campaign.run("config/test.yaml", [f"{base} batch_sizes=[1]", f"{base} batch_sizes=[8]"], ref,
+                          time_limit_s=300)
+    assert sorted(second.new_points) == [f"arch~{a}/bs~8/ctx~64/lever~default/rep~0"
+                                         for a in ("mamba2-2.7b", "qwen3-4b")]
+    assert len(_statuses(ref)) == 4
+    log = (wd / "logs/measure/arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0.log")
+    assert not log.exists()  # the seeded point was not measured again
+
+    # jobs that outlast the time left are stopped; nothing partial reaches the reference folder
+    slow = f"{base} batch_sizes=[32] 'sim={{wall_delay_s: 120}}'"
+    third = campaign.run("config/test.yaml", [slow], ref, time_limit_s=45, min_chunk_s=5)
+    assert third.stopped_in is not None and third.new_points == []
+    assert len(_statuses(ref)) == 4
+    assert not list((wd / "results/traces").glob("arch~*/bs~32/**/status.json"))
