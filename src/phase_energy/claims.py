@@ -31,6 +31,9 @@ CLAIMS: dict[str, str] = {
           "request energy relative to GQA at production batch sizes.",
     "C10": "Crossovers: MLA beats GQA at batch 32 beyond 4K tokens; Mamba2 beats GQA after ~1000 output tokens.",
     "C11": "Across 10,000 GPUs, clock locking would save about 0.5 MW.",
+    "S1": "SweetSpot: tokens per joule peaks at short-to-moderate inputs and medium outputs, dropping for long "
+          "inputs or very short outputs.",
+    "S2": "SweetSpot: an analytical model from compute and memory complexity fits request energy with MAPE under 2 %.",
 }
 
 Verdict = tuple[str, str]
@@ -217,9 +220,45 @@ def c11(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     return (REPRODUCED if ok else NOT_REPRODUCED), ev
 
 
+def s1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    cells = t["sweetspot_cells"]
+    if cells.empty:
+        return NOT_TESTABLE, "no input x output cells (needs several contexts and output lengths)"
+    drop = cfg["analysis"]["sweetspot_drop_share"]
+    parts, ok_all, n = [], True, 0
+    for (arch, batch), g in cells.groupby(["arch", "batch"]):
+        if g["input"].nunique() < 3 or g["output"].nunique() < 3:
+            continue
+        n += 1
+        peak = g.loc[g["tokens_per_j"].idxmax()]
+        ins, outs = sorted(g["input"].unique()), sorted(g["output"].unique())
+        at_long_in = g[(g["input"] == ins[-1]) & (g["output"] == peak["output"])]["tokens_per_j"].max()
+        at_short_out = g[(g["input"] == peak["input"]) & (g["output"] == outs[0])]["tokens_per_j"].max()
+        checks = {"peak input below the longest": peak["input"] < ins[-1],
+                  "peak output medium": outs[0] < peak["output"] < outs[-1],
+                  "long inputs drop": at_long_in < (1 - drop) * peak["tokens_per_j"],
+                  "very short outputs drop": at_short_out < (1 - drop) * peak["tokens_per_j"]}
+        failed = [k for k, v in checks.items() if not v]
+        ok_all &= not failed
+        parts.append(f"{arch} b{batch}: peak {peak['tokens_per_j']:.2f} tok/J at input {peak['input']}, output "
+                     f"{peak['output']}" + (f" (fails: {', '.join(failed)})" if failed else ""))
+    if n == 0:
+        return NOT_TESTABLE, "needs at least 3 input and 3 output lengths per architecture"
+    return (REPRODUCED if ok_all else NOT_REPRODUCED), "; ".join(parts)
+
+
+def s2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    f = t["sweetspot_fit"]
+    if f.empty or f["mape_heldout_pct"].isna().all():
+        return NOT_TESTABLE, "no SweetSpot fit with held-out cells"
+    ev = "; ".join(f"{r.arch} b{r.batch}: held-out MAPE {r.mape_heldout_pct:.2f} % ({r.held_out} of {r.cells} "
+                   f"cells), fit {r.mape_fit_pct:.2f} %" for r in f.itertuples())
+    return (REPRODUCED if (f["mape_heldout_pct"] < 2.0).all() else NOT_REPRODUCED), ev
+
+
 PREDICATES: dict[str, Callable[[Mapping[str, pd.DataFrame], Mapping[str, Any]], Verdict]] = {
     "C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C6": c6, "C7": c7, "C8": c8, "C9": c9, "C10": c10,
-    "C11": c11,
+    "C11": c11, "S1": s1, "S2": s2,
 }
 
 
@@ -233,6 +272,8 @@ def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
         "fleet": read_table(tables, "fleet.csv"),
         "crossovers": read_table(tables, "crossovers.csv"),
         "request": read_table(tables, "request_energy.parquet"),
+        "sweetspot_fit": read_table(tables, "sweetspot_fit.csv"),
+        "sweetspot_cells": read_table(tables, "sweetspot_cells.parquet"),
     }
 
 

@@ -49,10 +49,10 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 
 def cmd_analyse(a: argparse.Namespace) -> None:
     """Run one analysis stage (energy, pareto, classes, crossover, claims)."""
-    from . import analysis
+    from . import analysis, sweetspot
 
     cfg = _load(a.config)
-    stage = getattr(analysis, f"stage_{a.stage}")
+    stage = getattr(sweetspot if a.stage == "sweetspot" else analysis, f"stage_{a.stage}")
     stage(cfg, Path(a.outdir))
 
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(fn=cmd_check_config)
 
     an = sub.add_parser("analyse", help="run one analysis stage")
-    an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "claims"])
+    an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "sweetspot", "claims"])
     an.add_argument("--config", required=True)
     an.add_argument("--outdir", required=True)
     an.set_defaults(fn=cmd_analyse)

@@ -37,6 +37,8 @@ FIGURES: dict[str, dict[str, str]] = {
     "fig08_clocks_throttle": {"category": "Levers", "needs": "decode windows"},
     "fig09_cap_sweep": {"category": "Levers", "needs": "powercap levers"},
     "fig10_claims": {"category": "Claims", "needs": "results/claims.csv"},
+    "fig11_sweetspot": {"category": "SweetSpot", "needs": "3+ contexts and 3+ output lengths per architecture"},
+    "fig12_sweetspot_residuals": {"category": "SweetSpot", "needs": "a SweetSpot fit (enough input x output cells)"},
 }
 
 
@@ -315,6 +317,63 @@ def fig10_claims(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
     return fig, "Claims check: " + ", ".join(f"{v} {k}" for k, v in counts.items())
 
 
+def fig11_sweetspot(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Heatmap of output tokens per joule over input x output, per architecture, with the model's contours."""
+    from .sweetspot import predict, terms_for
+
+    c = _need(t["sweetspot_cells"], "SweetSpot cells")
+    f = _need(t["sweetspot_fit"], "a SweetSpot fit")
+    bs = _pick(f["batch"], 1)
+    archs = sorted(f[f["batch"] == bs]["arch"].unique())
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.6 * len(archs) + 1, 4.4), squeeze=False)
+    for ax, arch in zip(axes[0], archs, strict=True):
+        g = c[(c["arch"] == arch) & (c["batch"] == bs)]
+        grid = g.pivot_table(index="input", columns="output", values="tokens_per_j").sort_index(ascending=False)
+        sns.heatmap(grid, ax=ax, cmap="viridis", annot=grid.shape[0] * grid.shape[1] <= 49, fmt=".2f",
+                    cbar_kws={"label": "output tokens / J"}, annot_kws={"fontsize": 7})
+        fr = f[(f["arch"] == arch) & (f["batch"] == bs)].iloc[0]
+        terms = terms_for(arch)
+        coef = np.array([fr[k] for k in terms])
+        ins, outs = grid.index.to_numpy()[::-1], grid.columns.to_numpy()
+        # the model on a fine grid, placed in the heatmap's cell coordinates (log-length interpolation)
+        fi, fo = np.geomspace(ins[0], ins[-1], 60), np.geomspace(outs[0], outs[-1], 60)
+        ii, oo = np.meshgrid(fi, fo, indexing="ij")
+        eff = oo / predict(coef, ii.ravel(), oo.ravel(), terms).reshape(ii.shape)
+        x = np.interp(np.log(fo), np.log(outs), np.arange(len(outs))) + 0.5
+        y = len(ins) - 0.5 - np.interp(np.log(fi), np.log(ins), np.arange(len(ins)))
+        cs = ax.contour(x, y, eff, levels=5, colors="white", linewidths=0.8)
+        ax.clabel(cs, fontsize=6, fmt="%.2f")
+        ax.set(title=f"{arch}: model MAPE {fr['mape_heldout_pct']:.1f} % held out", xlabel="output tokens",
+               ylabel="input tokens")
+    best = f[f["batch"] == bs].sort_values("peak_tokens_per_j").iloc[-1]
+    return fig, (f"Tokens per joule over input x output (batch {bs}; contours: the fitted model); best: "
+                 f"{best['arch']} at input {best['peak_input']}, output {best['peak_output']}")
+
+
+def fig12_sweetspot_residuals(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Residuals of the SweetSpot model per cell, held-out cells marked."""
+    c = _need(t["sweetspot_cells"], "SweetSpot cells")
+    if "residual_pct" not in c or c["residual_pct"].isna().all():
+        raise MissingData("a SweetSpot fit")
+    d = c.dropna(subset=["residual_pct"]).assign(
+        cell=lambda x: "held out", batch_arch=lambda x: x["arch"] + " b" + x["batch"].astype(str))
+    d.loc[~d["held_out"].astype(bool), "cell"] = "fitted"
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    sns.stripplot(data=d, x="batch_arch", y="residual_pct", hue="cell", dodge=True, ax=axes[0],
+                  palette={"fitted": "0.55", "held out": "C3"})
+    axes[0].axhline(0, color="0.3", lw=1)
+    axes[0].set(xlabel="", ylabel="model - measured (% of measured)", title="residual per cell")
+    axes[0].tick_params(axis="x", rotation=20)
+    sns.scatterplot(data=d, x="energy_j", y="predicted_j", hue="batch_arch", style="cell", ax=axes[1])
+    lim = [d[["energy_j", "predicted_j"]].min().min(), d[["energy_j", "predicted_j"]].max().max()]
+    axes[1].plot(lim, lim, color="0.3", lw=1)
+    axes[1].set(xscale="log", yscale="log", xlabel="measured request energy (J)", ylabel="model (J)",
+                title="model against measurement")
+    held = d[d["cell"] == "held out"]
+    m = float((held["residual_pct"].abs()).mean()) if len(held) else float("nan")
+    return fig, f"SweetSpot model residuals: held-out MAPE {m:.2f} % over {len(held)} cells"
+
+
 RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figure, str]]] = {
     name: globals()[name] for name in FIGURES
 }
@@ -341,6 +400,8 @@ def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
         "classes": read_table(tables, "dvfs_classes.csv"),
         "request": read_table(tables, "request_energy.parquet"),
         "crossovers": read_table(tables, "crossovers.csv"),
+        "sweetspot_fit": read_table(tables, "sweetspot_fit.csv"),
+        "sweetspot_cells": read_table(tables, "sweetspot_cells.parquet"),
         # the claims table sits beside the tables folder (results/claims.csv)
         "claims": read_table(tables.parent if (tables.parent / "claims.csv").exists() else tables, "claims.csv"),
     }

@@ -10,6 +10,8 @@ rule claims:
         fleet=f"{TABLES}/fleet.csv",
         crossovers=f"{TABLES}/crossovers.csv",
         request=get_table("request_energy"),
+        sweetspot=f"{TABLES}/sweetspot_fit.csv",
+        sweetspot_cells=get_table("sweetspot_cells"),
     output:
         claims=report(
             "results/claims.csv", caption="../report/claims.rst", category="Claims"

@@ -21,6 +21,8 @@ for _fig, _meta in phase_energy.figures.FIGURES.items():
                 f"{TABLES}/dvfs_classes.csv",
                 f"{TABLES}/clock_policy.csv",
                 f"{TABLES}/crossovers.csv",
+                f"{TABLES}/sweetspot_fit.csv",
+                get_table("sweetspot_cells"),
                 "results/claims.csv",
             ],
             code=FIGURE_CODE,

@@ -1,0 +1,143 @@
+"""SweetSpot: energy efficiency over input x output length, and an analytical model of request energy.
+
+Cells come from the request-energy table (one job per input length measures every output length: its
+decode windows span the outputs). Efficiency is output tokens per joule of the whole request (prefill of
+the input plus decode of the output), per sequence.
+
+The model follows the cost model's terms per phase. Prefill costs FLOPs linear in the input (the GEMMs)
+plus a term quadratic in it (attention over all pairs); a decode step at position p moves the weights plus
+cache bytes growing linearly in p, so the decode of ``o`` tokens after ``i`` costs ``o`` times a constant
+plus a term in ``sum_p p = i*o + o*(o-1)/2``. With a per-request constant:
+
+    E(i, o) = c0 + c1*i + c2*i^2 + c3*o + c4*(i*o + o*(o-1)/2)
+
+Architectures without attention layers (the cost model says so) drop c2 and c4. The coefficients are
+fitted per architecture, batch and GPU by least squares on relative residuals, on all cells but a held-out
+share, which measures the error (MAPE) of the prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .costmodel import CostModel
+from .presets import get_preset
+
+log = logging.getLogger(__name__)
+
+TERMS = ("c0_request", "c1_input", "c2_input_sq", "c3_output", "c4_output_position")
+
+
+def terms_for(arch: str) -> list[str]:
+    """The model's terms for an architecture: no quadratic or position terms without attention layers."""
+    if CostModel(get_preset(arch)).n_attention_layers == 0:
+        return ["c0_request", "c1_input", "c3_output"]
+    return list(TERMS)
+
+
+def design(inputs: np.ndarray, outputs: np.ndarray, terms: list[str]) -> np.ndarray:
+    """The model's feature columns for cells (input, output)."""
+    i = np.asarray(inputs, dtype=float)
+    o = np.asarray(outputs, dtype=float)
+    cols = {"c0_request": np.ones_like(i), "c1_input": i, "c2_input_sq": i * i, "c3_output": o,
+            "c4_output_position": i * o + o * (o - 1) / 2}
+    return np.column_stack([cols[t] for t in terms])
+
+
+def fit(inputs: np.ndarray, outputs: np.ndarray, energy: np.ndarray, terms: list[str]) -> np.ndarray:
+    """Least squares on relative residuals (energies span orders of magnitude); columns scaled first."""
+    x = design(inputs, outputs, terms)
+    w = 1.0 / np.asarray(energy, dtype=float)
+    scale = np.abs(x).max(axis=0)
+    scale[scale == 0] = 1.0
+    coef, *_ = np.linalg.lstsq((x / scale) * w[:, None], np.asarray(energy) * w, rcond=None)
+    return coef / scale
+
+
+def predict(coef: np.ndarray, inputs: np.ndarray, outputs: np.ndarray, terms: list[str]) -> np.ndarray:
+    """Request energy (J) the model predicts."""
+    return design(inputs, outputs, terms) @ coef
+
+
+def mape(measured: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean absolute percentage error (%)."""
+    return float(np.mean(np.abs(predicted - measured) / np.abs(measured)) * 100.0)
+
+
+def cells_from_request(request: pd.DataFrame) -> pd.DataFrame:
+    """The input x output cells: request energy at the configured output lengths."""
+    if request.empty:
+        return pd.DataFrame(columns=["arch", "paradigm", "batch", "input", "output", "energy_j", "tokens_per_j"])
+    r = request[request["in_output_grid"].astype(bool)]
+    cells = r.rename(columns={"context": "input", "output_length": "output", "total_j": "energy_j"})[
+        ["arch", "paradigm", "batch", "input", "output", "energy_j"]].copy()
+    cells["tokens_per_j"] = cells["output"] / cells["energy_j"]
+    return cells.reset_index(drop=True)
+
+
+def sweet_region(cells: pd.DataFrame, drop_share: float) -> pd.DataFrame:
+    """Per arch and batch: the peak tokens/J cell, and which cells fall more than ``drop_share`` below it."""
+    out = []
+    for _, g in cells.groupby(["arch", "batch"]):
+        peak = g["tokens_per_j"].max()
+        g = g.copy()
+        g["relative_efficiency"] = g["tokens_per_j"] / peak
+        g["in_sweet_region"] = g["relative_efficiency"] >= 1.0 - drop_share
+        out.append(g)
+    return pd.concat(out, ignore_index=True) if out else cells
+
+
+def fit_cells(cells: pd.DataFrame, holdout_share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit every (arch, batch) on its cells minus a held-out share; return per-cell and per-fit tables."""
+    rng = np.random.default_rng(seed)
+    fits, per_cell = [], []
+    for (arch, batch), g in cells.groupby(["arch", "batch"]):
+        terms = terms_for(arch)
+        n = len(g)
+        n_out = round(holdout_share * n)
+        if n - n_out < len(terms) + 1 or g["input"].nunique() < 2 or g["output"].nunique() < 2:
+            log.warning("sweetspot: %s batch %d has %d cells, too few for %d terms", arch, batch, n, len(terms))
+            continue
+        held = np.zeros(n, dtype=bool)
+        held[rng.choice(n, size=n_out, replace=False)] = True
+        i, o, e = g["input"].to_numpy(), g["output"].to_numpy(), g["energy_j"].to_numpy()
+        coef = fit(i[~held], o[~held], e[~held], terms)
+        pred = predict(coef, i, o, terms)
+        gg = g.copy()
+        gg["predicted_j"] = pred
+        gg["residual_pct"] = (pred - e) / e * 100.0
+        gg["held_out"] = held
+        per_cell.append(gg)
+        peak = g.loc[g["tokens_per_j"].idxmax()]
+        row: dict[str, Any] = {"arch": arch, "paradigm": g["paradigm"].iloc[0], "batch": batch, "cells": n,
+                               "held_out": int(held.sum()),
+                               "mape_fit_pct": mape(e[~held], pred[~held]),
+                               "mape_heldout_pct": mape(e[held], pred[held]) if held.any() else np.nan,
+                               "peak_input": int(peak["input"]), "peak_output": int(peak["output"]),
+                               "peak_tokens_per_j": float(peak["tokens_per_j"])}
+        row.update({t: float(coef[terms.index(t)]) if t in terms else 0.0 for t in TERMS})
+        fits.append(row)
+    cols = ["arch", "paradigm", "batch", "cells", "held_out", "mape_fit_pct", "mape_heldout_pct", "peak_input",
+            "peak_output", "peak_tokens_per_j", *TERMS]
+    cell_table = pd.concat(per_cell, ignore_index=True) if per_cell else cells.assign(
+        predicted_j=np.nan, residual_pct=np.nan, held_out=False)
+    return cell_table, pd.DataFrame(fits, columns=cols)
+
+
+def stage_sweetspot(cfg: Mapping[str, Any], outdir: Path) -> None:
+    """Cells, the fitted model per architecture and batch (held-out MAPE) and the sweet region."""
+    request = pd.read_parquet(outdir / "request_energy.parquet")
+    s = cfg["analysis"]
+    cells = sweet_region(cells_from_request(request), s["sweetspot_drop_share"])
+    table, fits = fit_cells(cells, s["sweetspot_holdout_share"], cfg["seed"])
+    table.to_parquet(outdir / "sweetspot_cells.parquet", index=False)
+    fits.to_csv(outdir / "sweetspot_fit.csv", index=False)
+    for r in fits.itertuples():
+        log.info("sweetspot %s batch %d: held-out MAPE %.2f %% (%d of %d cells), peak at input %d output %d",
+                 r.arch, r.batch, r.mape_heldout_pct, r.held_out, r.cells, r.peak_input, r.peak_output)
