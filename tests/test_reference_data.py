@@ -68,3 +68,14 @@ def test_figures_and_report_from_real_traces(regenerated):
     phases = pd.read_parquet(wd / "results/tables/phase_energy.parquet")
     dec = phases[phases["phase"] == "decode"]
     assert dec["floor_fraction"].between(0.05, 1.2).all()  # every decode row comes with its floor fraction
+
+
+def test_sweetspot_from_real_traces(tmp_path):
+    wd = copy_workflow(tmp_path / "ss")
+    shutil.copytree(ROOT / "reference-data/h200-sweetspot", wd / "reference-data/h200-sweetspot")
+    res = run_snakemake(wd, "--cores", "2", "--configfile", "config/h200-sweetspot.yaml")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    fits = pd.read_csv(wd / "results/tables/sweetspot_fit.csv")
+    assert fits["arch"].tolist() == ["qwen3-4b"] and fits.loc[0, "held_out"] >= 8
+    claims = pd.read_csv(wd / "results/claims.csv").set_index("id")
+    assert claims.loc["S2", "backend"] == "nvml" and "held-out MAPE" in claims.loc["S2", "evidence"]

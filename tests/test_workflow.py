@@ -33,7 +33,7 @@ def test_every_trace_is_complete_and_labelled_sim(sim_run):
 def test_claims_table_has_every_claim_with_a_verdict(sim_run):
     c = pd.read_csv(sim_run / "results/claims.csv")
     assert list(c.columns[:4]) == ["id", "claim", "verdict", "evidence"]
-    assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)]
+    assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)] + ["S1", "S2"]
     assert set(c["verdict"]) <= {"reproduced", "not reproduced", "not testable"}
     # C4 needs smclock:1980, which the test grid lacks
     assert c.set_index("id").loc["C4", "verdict"] == "not testable"
@@ -56,6 +56,7 @@ def test_every_figure_is_drawn_readable_and_marked_simulated(sim_run):
     assert "C11" in claims_svg and "no data to draw" not in claims_svg
     assert "no data to draw" in (sim_run / "figures" / "fig06_dvfs_classes.svg").read_text()  # one lock only
     assert "no data to draw" not in (sim_run / "figures" / "fig09_cap_sweep.svg").read_text()
+    assert "no data to draw" in (sim_run / "figures" / "fig11_sweetspot.svg").read_text()  # one context only
 
 
 def test_nothing_left_to_do_after_a_complete_run(sim_run):
