@@ -63,6 +63,10 @@ def test_sweetspot_workflow_on_the_simulator(tmp_path):
     claims = pd.read_csv(wd / "results/claims.csv").set_index("id")
     assert claims.loc["S2", "verdict"] != "not testable" and "held-out MAPE" in claims.loc["S2", "evidence"]
     assert claims.loc["S1", "verdict"] != "not testable"
+    cells = pd.read_parquet(wd / "results/tables/sweetspot_cells.parquet")
+    assert len(cells) == 2 * 16
+    np.testing.assert_allclose(cells["prefill_j"] + cells["decode_j"], cells["energy_j"])
+    assert (cells["decode_tokens_per_j"] > cells["tokens_per_j"]).all()  # per phase: decode alone is cheaper
     for name in ("fig11_sweetspot", "fig12_sweetspot_residuals"):
         svg = (wd / "figures" / f"{name}.svg").read_text()
         assert "SIMULATED" in svg and "no data to draw" not in svg

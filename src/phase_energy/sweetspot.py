@@ -73,11 +73,14 @@ def mape(measured: np.ndarray, predicted: np.ndarray) -> float:
 def cells_from_request(request: pd.DataFrame) -> pd.DataFrame:
     """The input x output cells: request energy at the configured output lengths."""
     if request.empty:
-        return pd.DataFrame(columns=["arch", "paradigm", "batch", "input", "output", "energy_j", "tokens_per_j"])
+        return pd.DataFrame(columns=["arch", "paradigm", "batch", "input", "output", "prefill_j", "decode_j",
+                                     "energy_j", "tokens_per_j", "prefill_tokens_per_j", "decode_tokens_per_j"])
     r = request[request["in_output_grid"].astype(bool)]
     cells = r.rename(columns={"context": "input", "output_length": "output", "total_j": "energy_j"})[
-        ["arch", "paradigm", "batch", "input", "output", "energy_j"]].copy()
+        ["arch", "paradigm", "batch", "input", "output", "prefill_j", "decode_j", "energy_j"]].copy()
     cells["tokens_per_j"] = cells["output"] / cells["energy_j"]
+    cells["prefill_tokens_per_j"] = cells["input"] / cells["prefill_j"]  # per phase
+    cells["decode_tokens_per_j"] = cells["output"] / cells["decode_j"]
     return cells.reset_index(drop=True)
 
 
