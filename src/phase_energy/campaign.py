@@ -86,8 +86,8 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     t0 = time.monotonic()
     into.mkdir(parents=True, exist_ok=True)
     MEASURED.mkdir(parents=True, exist_ok=True)
-    seeded = copy_points(into, MEASURED)
-    log.info("campaign: %d points already in %s", len(seeded) + len(point_dirs(MEASURED)) - len(seeded), into)
+    copy_points(into, MEASURED)
+    log.info("campaign: %d points already in %s", len(point_dirs(into)), into)
     out = CampaignRun()
     for chunk in chunks or [""]:
         left = time_limit_s - (time.monotonic() - t0)

@@ -51,8 +51,11 @@ def cmd_analyse(a: argparse.Namespace) -> None:
     """Run one analysis stage (energy, pareto, classes, crossover, claims)."""
     from . import analysis, sweetspot
 
+    stages = {"energy": analysis.stage_energy, "pareto": analysis.stage_pareto, "classes": analysis.stage_classes,
+              "crossover": analysis.stage_crossover, "sweetspot": sweetspot.stage_sweetspot,
+              "claims": analysis.stage_claims}
     cfg = _load(a.config)
-    stage = getattr(sweetspot if a.stage == "sweetspot" else analysis, f"stage_{a.stage}")
+    stage = stages[a.stage]
     stage(cfg, Path(a.outdir))
 
 

@@ -265,6 +265,7 @@ class CostModel:
         }
 
 
-def prefill_group(batch: int, context: int) -> int:
-    """Sequences the engine prefills together: as many whole prompts as fit in one group (at least one)."""
-    return max(1, min(batch, PREFILL_TOKENS_PER_CHUNK // max(context, 1)))
+def prefill_group(batch: int, context: int, tokens: int | None = None) -> int:
+    """Whole prompts (at least one, at most the batch) that fit in ``tokens``; by default the engine's group."""
+    budget = PREFILL_TOKENS_PER_CHUNK if tokens is None else tokens
+    return max(1, min(batch, budget // max(context, 1)))

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from .costmodel import prefill_group
 from .trace import THROTTLE_COLUMNS, WINDOW_COLUMNS, conform
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class Settings:
         """
         if self.prefill_max_tokens is None:
             return batch
-        return max(1, min(batch, self.prefill_max_tokens // max(context, 1)))
+        return prefill_group(batch, context, self.prefill_max_tokens)
 
 
 def decode_spans(s: Settings) -> list[tuple[int, int]]:

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import pandas as pd
 
-from .config import load_schema
+from .config import GridPoint, load_schema
 
 FORMAT_VERSION = 1
 
@@ -157,11 +157,9 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     for d in dirs:
         d = Path(d)
         if not (d / "status.json").exists():  # a cached traces folder that lacks this point
-            parts = dict(part.split("~", 1) for part in d.parts if "~" in part)
-            statuses.append({"arch": parts.get("arch"), "batch": int(parts.get("bs", -1)),
-                             "context": int(parts.get("ctx", -1)), "lever": parts.get("lever", "").replace("-", ":", 1),
-                             "rep": int(parts.get("rep", 0)), "job": str(d), "status": "missing",
-                             "reason": "not in the traces folder"})
+            p = GridPoint.from_wildcards(dict(part.split("~", 1) for part in d.parts if "~" in part))
+            statuses.append({"arch": p.arch, "batch": p.batch, "context": p.context, "lever": p.lever,
+                             "rep": p.rep, "job": str(d), "status": "missing", "reason": "not in the traces folder"})
             continue
         status = json.loads((d / "status.json").read_text())
         meta = json.loads((d / "metadata.json").read_text())
