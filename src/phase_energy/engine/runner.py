@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 def set_compile_caches(root: str | None = None) -> None:
     """One Triton and one TorchInductor cache for all jobs of a run.
 
-    Kernels and compiled graphs are reused across jobs and, when the folder is kept, across runs.
-    Environment settings take precedence.
+    Kernels, compiled graphs and the autotuners' choices (flash-linear-attention's kernels autotune on
+    first use, which costs tens of seconds per job otherwise) are reused across jobs and, when the folder
+    is kept, across runs. Environment settings take precedence. Call before the kernels are imported.
     """
     base = os.path.abspath(root or os.environ.get("PHASE_ENERGY_COMPILE_CACHE", ".compile-cache"))
     os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(base, "triton"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(base, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
 
 
 class EngineWorkload:
