@@ -18,6 +18,7 @@ include: "workflow/rules/pareto.smk"
 include: "workflow/rules/classes.smk"
 include: "workflow/rules/crossover.smk"
 include: "workflow/rules/sweetspot.smk"
+include: "workflow/rules/clear.smk"
 include: "workflow/rules/claims.smk"
 include: "workflow/rules/figures.smk"
 

@@ -34,6 +34,9 @@ CLAIMS: dict[str, str] = {
     "S1": "SweetSpot: tokens per joule peaks at short-to-moderate inputs and medium outputs, dropping for long "
           "inputs or very short outputs.",
     "S2": "SweetSpot: an analytical model from compute and memory complexity fits request energy with MAPE under 2 %.",
+    "K1": "CLEAR: the components measured in isolation add up to over 90 % of the whole model's energy.",
+    "K2": "CLEAR: component energies vary by under 9.5 % across trials.",
+    "K3": "CLEAR: attention spends more energy per FLOP than the other components.",
 }
 
 Verdict = tuple[str, str]
@@ -256,9 +259,63 @@ def s2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     return (REPRODUCED if (f["mape_heldout_pct"] < 2.0).all() else NOT_REPRODUCED), ev
 
 
+def _clear_label(r: Any) -> str:
+    return f"{r.arch} b{r.batch} {r.phase}"
+
+
+def k1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    cov = t["clear_coverage"]
+    if cov.empty:
+        return NOT_TESTABLE, "no CLEAR measurements (config clear.architectures is empty)"
+    ev = "; ".join(f"{_clear_label(r)}: {r.coverage:.0%}" for r in cov.itertuples())
+    over = cov[cov["coverage"] > 1.10]
+    if len(over):
+        ev += (f". {len(over)} of {len(cov)} above 110 %: components cost more in isolation than inside the "
+               f"model there")
+    return (REPRODUCED if (cov["coverage"] > 0.90).all() else NOT_REPRODUCED), "coverage " + ev
+
+
+def k2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    comp = t["clear"]
+    if comp.empty:
+        return NOT_TESTABLE, "no CLEAR measurements (config clear.architectures is empty)"
+    comp = comp.dropna(subset=["cv"])
+    if comp.empty:
+        return NOT_TESTABLE, "fewer than two trials per component"
+    worst = comp.sort_values("cv").iloc[-1]
+    ev = (f"coefficient of variation across {int(comp['trials'].min())}+ trials: median {comp['cv'].median():.2%}, "
+          f"largest {worst['cv']:.2%} ({worst['component']}, {_clear_label(worst)}); "
+          f"{int((comp['cv'] >= 0.095).sum())} of {len(comp)} components at or above 9.5 %")
+    return (REPRODUCED if (comp["cv"] < 0.095).all() else NOT_REPRODUCED), ev
+
+
+def k3(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
+    comp = t["clear"]
+    if comp.empty:
+        return NOT_TESTABLE, "no CLEAR measurements (config clear.architectures is empty)"
+    parts, ok, n = [], True, 0
+    others = ["mlp", "gdn", "mamba2"]  # the head in prefill is one token's GEMV over the vocabulary
+    for key, g in comp.groupby(["arch", "batch", "phase"], sort=False):
+        jpf = g.set_index("component")["j_per_flop"]
+        if "attention" not in jpf or not np.isfinite(jpf["attention"]):
+            continue
+        rest = jpf[[c for c in others if c in jpf.index]].dropna()
+        if rest.empty:
+            continue
+        n += 1
+        ratio = jpf["attention"] / rest.max()
+        ok &= bool(ratio > 1)
+        parts.append(f"{key[0]} b{key[1]} {key[2]}: attention {jpf['attention'] * 1e12:.2f} pJ/FLOP, "
+                     f"{ratio:.2f}x the highest of {', '.join(rest.index)}")
+    if n == 0:
+        return NOT_TESTABLE, "no architecture with attention and another matmul component in the CLEAR data"
+    return (REPRODUCED if ok else NOT_REPRODUCED), ("compared with the MLP and mixer layers (norms, embedding and head left out: "
+                                                    "memory-bound or one-token GEMVs): " + "; ".join(parts))
+
+
 PREDICATES: dict[str, Callable[[Mapping[str, pd.DataFrame], Mapping[str, Any]], Verdict]] = {
     "C1": c1, "C2": c2, "C3": c3, "C4": c4, "C5": c5, "C6": c6, "C7": c7, "C8": c8, "C9": c9, "C10": c10,
-    "C11": c11, "S1": s1, "S2": s2,
+    "C11": c11, "S1": s1, "S2": s2, "K1": k1, "K2": k2, "K3": k3,
 }
 
 
@@ -274,13 +331,19 @@ def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
         "request": read_table(tables, "request_energy.parquet"),
         "sweetspot_fit": read_table(tables, "sweetspot_fit.csv"),
         "sweetspot_cells": read_table(tables, "sweetspot_cells.parquet"),
+        "clear": read_table(tables, "clear_components.csv"),
+        "clear_coverage": read_table(tables, "clear_coverage.csv"),
     }
 
 
 def evaluate_claims(tables: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
     """The claims table: id, claim, verdict, evidence (and the backend the data came from)."""
     t = load_tables(tables)
-    backend = ",".join(sorted(t["summary"]["backend"].unique())) if len(t["summary"]) else "none"
+
+    def backends(df: pd.DataFrame) -> str:
+        return ",".join(sorted(df["backend"].dropna().unique())) if len(df) and "backend" in df else "none"
+
+    backend, clear_backend = backends(t["summary"]), backends(t["clear"])
     rows = []
     for cid, fn in PREDICATES.items():
         try:
@@ -288,5 +351,5 @@ def evaluate_claims(tables: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
         except (KeyError, IndexError, ValueError) as e:  # a table lacks what the predicate needs
             verdict, evidence = NOT_TESTABLE, f"data insufficient ({type(e).__name__}: {e})"
         rows.append({"id": cid, "claim": CLAIMS[cid], "verdict": verdict, "evidence": evidence,
-                     "backend": backend})
+                     "backend": clear_backend if cid.startswith("K") else backend})
     return pd.DataFrame(rows)

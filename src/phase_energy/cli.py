@@ -38,6 +38,15 @@ def cmd_measure(a: argparse.Namespace) -> None:
     run_job(cfg, point, a.out)
 
 
+def cmd_clear(a: argparse.Namespace) -> None:
+    """CLEAR: measure the components of one architecture at one batch (default lever only)."""
+    from .clear import run_clear_job
+    from .measure import resolve_backend
+
+    cfg = _load(a.config)
+    run_clear_job(cfg, a.arch, a.batch, Path(a.out), resolve_backend(cfg["backend"]))
+
+
 def cmd_check_config(a: argparse.Namespace) -> None:
     """Validate a config and print the grid size."""
     cfg = _load(a.config)
@@ -49,10 +58,11 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 
 def cmd_analyse(a: argparse.Namespace) -> None:
     """Run one analysis stage (energy, pareto, classes, crossover, claims)."""
-    from . import analysis, sweetspot
+    from . import analysis, clear, sweetspot
 
     stages = {"energy": analysis.stage_energy, "pareto": analysis.stage_pareto, "classes": analysis.stage_classes,
               "crossover": analysis.stage_crossover, "sweetspot": sweetspot.stage_sweetspot,
+              "clear": clear.stage_clear,
               "claims": analysis.stage_claims}
     cfg = _load(a.config)
     stage = stages[a.stage]
@@ -123,12 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--out", required=True)
     m.set_defaults(fn=cmd_measure)
 
+    cl = sub.add_parser("clear", help="CLEAR: component-level energy of one architecture at one batch")
+    cl.add_argument("--config", required=True)
+    cl.add_argument("--arch", required=True)
+    cl.add_argument("--batch", type=int, required=True)
+    cl.add_argument("--out", required=True)
+    cl.set_defaults(fn=cmd_clear)
+
     c = sub.add_parser("check-config", help="validate a config file and print the grid size")
     c.add_argument("config")
     c.set_defaults(fn=cmd_check_config)
 
     an = sub.add_parser("analyse", help="run one analysis stage")
-    an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "sweetspot", "claims"])
+    an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "sweetspot", "clear", "claims"])
     an.add_argument("--config", required=True)
     an.add_argument("--outdir", required=True)
     an.set_defaults(fn=cmd_analyse)

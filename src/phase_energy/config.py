@@ -155,6 +155,12 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                 f"config key 'architectures[{i}]': value {name!r} is not a known preset; "
                 f"accepted: {', '.join(sorted(ALL_PRESETS))}"
             )
+    for i, name in enumerate(cfg["clear"]["architectures"]):
+        if name not in ALL_PRESETS:
+            raise ConfigError(
+                f"config key 'clear.architectures[{i}]': value {name!r} is not a known preset; "
+                f"accepted: {', '.join(sorted(ALL_PRESETS))}"
+            )
     gpu = cfg["gpu"]
     if gpu["power_limit_min_w"] > gpu["power_limit_max_w"]:
         raise ConfigError(

@@ -230,6 +230,60 @@ class CostModel:
         )
         return batch * per_seq
 
+    # ----------------------------------------------------------------- components (CLEAR)
+    def component_cost(self, name: str, phase: str, sequences: int, context: int) -> tuple[float, float]:
+        """(FLOPs, bytes) of one instance of a model component (CLEAR), for ``sequences`` at ``context``.
+
+        Components: ``embedding``, ``norm`` (one hidden-width RMSNorm), ``attention``, ``gdn``, ``mamba2``
+        (one layer's mixer), ``mlp`` (one layer's), ``head`` (final norm and logits of the last position).
+        Prefill runs ``context`` tokens per sequence, decode one token at cache position ``context``.
+        Matmul, attention and state FLOPs follow the whole-model counts, so that the components times
+        their counts add up to :meth:`prefill_flops` / :meth:`decode_flops`; norms count 4 FLOPs per
+        element, the embedding (a gather) none.
+        """
+        if phase not in ("prefill", "decode"):
+            raise ValueError(f"phase {phase!r}: accepted prefill, decode")
+        c, lp, h = self.cfg, self.layers, self.cfg.hidden
+        decode = phase == "decode"
+        t = sequences * (1 if decode else context)  # tokens through the component
+        act = 2.0 * t * h * ACT_BYTES  # hidden states read and written
+        if name == "embedding":
+            return 0.0, act
+        if name == "norm":
+            return 4.0 * t * h, act + h * WEIGHT_BYTES
+        if name == "head":
+            return 2.0 * sequences * self.embedding_params, WEIGHT_BYTES * (self.embedding_params + h)
+        if name == "mlp":
+            return 2.0 * t * lp.mlp, WEIGHT_BYTES * lp.mlp + act
+        if name == "attention":
+            n = self.n_attention_layers
+            if not n:
+                raise ValueError(f"{c.name} has no attention layers")
+            kv = sequences * self.kv_bytes_per_token / n  # per token of one layer
+            if decode:
+                flops = ((context + 1) * self._attention_flops_per_pair(absorbed=True)
+                         + self._mla_absorb_flops_per_token()) / n * sequences
+                kv_bytes = kv * (context + 1)
+            else:
+                flops = sequences * context * (context + 1) / 2 * self._attention_flops_per_pair(absorbed=False) / n
+                kv_bytes = kv * context
+            return 2.0 * t * lp.attention_matmul + flops, WEIGHT_BYTES * lp.attention + kv_bytes + act
+        if name in ("gdn", "mamba2"):
+            kind = "G" if name == "gdn" else "M"
+            if not c.count(kind):
+                raise ValueError(f"{c.name} has no {name} layers")
+            mm = lp.gdn_matmul if kind == "G" else lp.mamba_matmul
+            params = lp.gdn if kind == "G" else lp.mamba
+            if kind == "G":
+                rec = 8 * c.lin_v_heads * c.lin_k_dim * c.lin_v_dim
+                state = c.lin_v_heads * c.lin_k_dim * c.lin_v_dim * c.state_dtype_bytes
+            else:
+                rec = 6 * c.ssm_heads * c.ssm_head_dim * c.ssm_state
+                state = c.ssm_heads * c.ssm_head_dim * c.ssm_state * c.state_dtype_bytes
+            state_bytes = sequences * state * (2 if decode else 1)  # decode reads and writes it
+            return 2.0 * t * mm + t * rec, WEIGHT_BYTES * params + state_bytes + act
+        raise ValueError(f"unknown component {name!r}; accepted: embedding, norm, attention, gdn, mamba2, mlp, head")
+
     # ----------------------------------------------------------------- bytes
     def prefill_bytes(self, batch: int, context: int) -> float:
         """Bytes moved by a prefill: weights once, cache and state written, activations streamed."""

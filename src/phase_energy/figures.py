@@ -39,6 +39,7 @@ FIGURES: dict[str, dict[str, str]] = {
     "fig10_claims": {"category": "Claims", "needs": "results/claims.csv"},
     "fig11_sweetspot": {"category": "SweetSpot", "needs": "3+ contexts and 3+ output lengths per architecture"},
     "fig12_sweetspot_residuals": {"category": "SweetSpot", "needs": "a SweetSpot fit (enough input x output cells)"},
+    "fig13_clear": {"category": "CLEAR", "needs": "CLEAR measurements (config clear.architectures)"},
 }
 
 
@@ -374,6 +375,53 @@ def fig12_sweetspot_residuals(t: Mapping[str, pd.DataFrame], traces: Path) -> tu
     return fig, f"SweetSpot model residuals: held-out MAPE {m:.2f} % over {len(held)} cells"
 
 
+def fig13_clear(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Stacked component energy per token against the whole model, and energy per FLOP per component."""
+    from .clear import COMPONENTS, MODEL
+
+    c = _need(t["clear"], "CLEAR component tables")
+    cov = t["clear_coverage"]
+    c = c.assign(tokens=c["sequences"] * np.where(c["phase"] == "prefill", c["context"], 1),
+                 label=c["arch"] + " b" + c["batch"].astype(str))
+    c["mj_per_token"] = c["scaled_j"] / c["tokens"] * 1e3
+    phases = [p for p in ("prefill", "decode") if p in set(c["phase"])]
+    batches = sorted(c["batch"].unique())
+    archs = sorted(c["arch"].unique())
+    comps = [k for k in COMPONENTS if k in set(c["component"])]
+    colours = dict(zip(comps, sns.color_palette("colorblind", len(comps)), strict=True))
+    fig, axes = plt.subplots(len(batches) + 1, len(phases), figsize=(6.5 * len(phases), 3.6 * (len(batches) + 1)),
+                             squeeze=False)
+    x = np.arange(len(archs))
+    for j, phase in enumerate(phases):
+        for i, bs in enumerate(batches):
+            ax = axes[i, j]
+            d = c[(c["phase"] == phase) & (c["batch"] == bs)]
+            bottom = np.zeros(len(archs))
+            for comp in comps:
+                v = d[d["component"] == comp].set_index("arch").reindex(archs)["mj_per_token"].fillna(0).to_numpy()
+                ax.bar(x, v, bottom=bottom, color=colours[comp], label=comp, width=0.65)
+                bottom += v
+            whole = d[d["component"] == MODEL].set_index("arch").reindex(archs)["mj_per_token"].to_numpy()
+            ax.scatter(x, whole, marker="_", s=1100, color="black", linewidths=2.5, label="whole model", zorder=5)
+            ax.set_xticks(x, archs, fontsize=8)
+            ax.set(ylabel="energy per token (mJ)", title=f"{phase}, batch {bs}: components x count")
+            if i == 0 and j == 0:  # room above the bars for the legend
+                ax.set_ylim(0, np.nanmax(np.r_[bottom, whole]) * 1.45)
+                ax.legend(fontsize=7, loc="upper left", ncol=4, markerscale=0.3)
+        ax2 = axes[-1, j]
+        e = c[(c["phase"] == phase) & c["component"].isin(comps) & c["j_per_flop"].notna()]
+        sns.barplot(e.assign(pj_per_flop=e["j_per_flop"] * 1e12), x="component", y="pj_per_flop", hue="label",
+                    order=[k for k in comps if k in set(e["component"])], ax=ax2, palette="colorblind")
+        ax2.set(yscale="log", ylabel="energy per FLOP (pJ)", xlabel="", title=f"{phase}: energy per FLOP")
+        ax2.legend(fontsize=7, title=None, ncol=2)
+    title = "CLEAR: components in isolation vs the whole model (black marks)"
+    if len(cov):
+        low = cov.sort_values("coverage").iloc[0]
+        title += (f"; coverage {cov['coverage'].min():.0%}-{cov['coverage'].max():.0%}, lowest {low['arch']} "
+                  f"b{low['batch']} {low['phase']}")
+    return fig, title
+
+
 RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figure, str]]] = {
     name: globals()[name] for name in FIGURES
 }
@@ -403,14 +451,16 @@ def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
         "sweetspot_fit": read_table(tables, "sweetspot_fit.csv"),
         "sweetspot_cells": read_table(tables, "sweetspot_cells.parquet"),
         # the claims table sits beside the tables folder (results/claims.csv)
+        "clear": read_table(tables, "clear_components.csv"),
+        "clear_coverage": read_table(tables, "clear_coverage.csv"),
         "claims": read_table(tables.parent if (tables.parent / "claims.csv").exists() else tables, "claims.csv"),
     }
 
 
 def is_simulated(t: Mapping[str, pd.DataFrame]) -> bool:
     """True when any row of the data came from the simulator."""
-    s = t["summary"]
-    return bool(len(s)) and "backend" in s and bool((s["backend"] == "sim").any())
+    return any(bool(len(df)) and "backend" in df and bool((df["backend"] == "sim").any())
+               for df in (t["summary"], t["clear"]))
 
 
 def render(name: str, tables: Path, out: Path, cfg: Mapping[str, Any], traces: Path | None = None) -> None:

@@ -92,6 +92,17 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_files(out_dir: str | Path, tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any],
+                status: Mapping[str, Any]) -> None:
+    """Write parquet tables, metadata.json and status.json (last); each file appears whole or not at all."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        _atomic_parquet(df, out / f"{name}.parquet")
+    _atomic_write_bytes(out / "metadata.json", json.dumps(metadata, indent=1, default=str).encode())
+    _atomic_write_bytes(out / "status.json", json.dumps(status, indent=1, default=str).encode())
+
+
 def write_trace(
     out_dir: str | Path,
     samples: pd.DataFrame,
@@ -103,10 +114,8 @@ def write_trace(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     validate_metadata(metadata)
-    _atomic_parquet(conform(samples, SAMPLE_COLUMNS), out / "samples.parquet")
-    _atomic_parquet(conform(windows, WINDOW_COLUMNS), out / "windows.parquet")
-    _atomic_write_bytes(out / "metadata.json", json.dumps(metadata, indent=1, default=str).encode())
-    _atomic_write_bytes(out / "status.json", json.dumps(status, indent=1, default=str).encode())
+    write_files(out, {"samples": conform(samples, SAMPLE_COLUMNS), "windows": conform(windows, WINDOW_COLUMNS)},
+                metadata, status)
 
 
 def validate_metadata(metadata: Mapping[str, Any]) -> None:

@@ -12,6 +12,8 @@ rule claims:
         request=get_table("request_energy"),
         sweetspot=f"{TABLES}/sweetspot_fit.csv",
         sweetspot_cells=get_table("sweetspot_cells"),
+        clear_components=f"{TABLES}/clear_components.csv",
+        clear_coverage=f"{TABLES}/clear_coverage.csv",
     output:
         claims=report(
             "results/claims.csv", caption="../report/claims.rst", category="Claims"

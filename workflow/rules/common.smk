@@ -43,9 +43,10 @@ MEASURE_KEYS = (
 )
 
 
-def _write_config(keys=None):
+def _write_config(keys=None, **extra):
     """Write (once) a content-addressed JSON of the config, for rules to read; return its path."""
     part = {k: config[k] for k in keys} if keys else config
+    part = {**part, **extra}
     path = Path("results/config") / f"{_config_hash(part)}.json"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +56,31 @@ def _write_config(keys=None):
 
 MEASURE_CONFIG = _write_config(MEASURE_KEYS)
 ANALYSIS_CONFIG = _write_config()
+# CLEAR jobs depend on its settings, not on which architectures and batches are listed
+CLEAR_CONFIG = _write_config(
+    MEASURE_KEYS,
+    clear={
+        k: v
+        for k, v in config["clear"].items()
+        if k not in ("architectures", "batch_sizes")
+    },
+)
+CLEAR_MEASURED = "results/clear"
+CLEAR_TRACES = config["clear"]["traces"].rstrip("/")
+CLEAR_POINT = "arch~{arch}/bs~{bs}"
+CLEAR_POINTS = [
+    CLEAR_POINT.format(arch=a, bs=b)
+    for a in config["clear"]["architectures"]
+    for b in config["clear"]["batch_sizes"]
+]
+if CLEAR_TRACES != CLEAR_MEASURED:
+    _absent = [p for p in CLEAR_POINTS if not Path(f"{CLEAR_TRACES}/{p}/status.json").exists()]
+    if _absent:
+        logger.warning(
+            f"CLEAR: {len(_absent)} of {len(CLEAR_POINTS)} points are not in {CLEAR_TRACES}; "
+            f"left out (first: {_absent[0]})"
+        )
+    CLEAR_POINTS = [p for p in CLEAR_POINTS if p not in _absent]
 
 
 wildcard_constraints:
@@ -90,6 +116,11 @@ def get_lever(wildcards):
 def get_trace_status_files(wildcards=None):
     """status.json of every grid point, in the traces folder (measured or cached)."""
     return [f"{TRACES}/{p.path}/status.json" for p in GRID]
+
+
+def get_clear_status_files(wildcards=None):
+    """status.json of every CLEAR point (architecture x batch), measured or cached."""
+    return [f"{CLEAR_TRACES}/{p}/status.json" for p in CLEAR_POINTS]
 
 
 def get_output_dir(wildcards, output):

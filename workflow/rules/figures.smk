@@ -23,6 +23,8 @@ for _fig, _meta in phase_energy.figures.FIGURES.items():
                 f"{TABLES}/crossovers.csv",
                 f"{TABLES}/sweetspot_fit.csv",
                 get_table("sweetspot_cells"),
+                f"{TABLES}/clear_components.csv",
+                f"{TABLES}/clear_coverage.csv",
                 "results/claims.csv",
             ],
             code=FIGURE_CODE,
