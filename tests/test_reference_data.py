@@ -13,6 +13,7 @@ from .conftest import ROOT, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.slow
 REF = "reference-data/h200-default"
+CLEAR_REF = "reference-data/h200-clear"
 ARGS = ("--cores", "2", "--configfile", "config/h200-reference.yaml")
 
 
@@ -20,6 +21,7 @@ ARGS = ("--cores", "2", "--configfile", "config/h200-reference.yaml")
 def regenerated(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("ref"))
     shutil.copytree(ROOT / REF, wd / REF)
+    shutil.copytree(ROOT / CLEAR_REF, wd / CLEAR_REF)
     dry = run_snakemake(wd, "-n", *ARGS)
     assert dry.returncode == 0, dry.stderr[-3000:]
     res = run_snakemake(wd, *ARGS)
@@ -45,6 +47,7 @@ def test_regeneration_schedules_no_measurement(regenerated):
     _, dry = regenerated
     assert re.search(r"^energy\s+1\b", dry, re.M), dry[-2000:]  # the job table of the dry run
     assert not re.search(r"^measure\s+\d+", dry, re.M)
+    assert not re.search(r"^clear_measure\s+\d+", dry, re.M)
 
 
 def test_claims_from_real_traces(regenerated):
@@ -56,6 +59,21 @@ def test_claims_from_real_traces(regenerated):
     for cid in ("C4", "C5", "C6", "C7", "C8", "C11"):
         assert c.loc[cid, "verdict"] == "not testable"
     assert "prefill" in c.loc["C3", "evidence"]
+    for cid in ("K1", "K2", "K3"):  # CLEAR on the same card: evaluated, not skipped
+        assert c.loc[cid, "verdict"] in ("reproduced", "not reproduced"), c.loc[cid, "evidence"]
+        assert c.loc[cid, "backend"] == "nvml"
+
+
+def test_clear_reference_covers_four_paradigms_both_phases(regenerated):
+    wd, _ = regenerated
+    cov = pd.read_csv(wd / "results/tables/clear_coverage.csv")
+    assert set(cov["paradigm"]) == {"gqa", "mla", "gdn", "mamba2"}
+    assert set(cov["batch"]) == {1, 32} and set(cov["phase"]) == {"prefill", "decode"} and len(cov) == 16
+    comp = pd.read_csv(wd / "results/tables/clear_components.csv")
+    assert (comp["counter_ticks"] >= 50).all() and (comp["trials"] >= 3).all()
+    for s in sorted((ROOT / CLEAR_REF / "traces").glob("**/metadata.json")):
+        meta = json.loads(s.read_text())
+        assert meta["backend"] == "nvml" and meta["lever"] == "default" and "H200" in meta["gpu"]["name"]
 
 
 def test_figures_and_report_from_real_traces(regenerated):

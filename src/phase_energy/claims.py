@@ -309,8 +309,9 @@ def k3(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
                      f"{ratio:.2f}x the highest of {', '.join(rest.index)}")
     if n == 0:
         return NOT_TESTABLE, "no architecture with attention and another matmul component in the CLEAR data"
-    return (REPRODUCED if ok else NOT_REPRODUCED), ("compared with the MLP and mixer layers (norms, embedding and head left out: "
-                                                    "memory-bound or one-token GEMVs): " + "; ".join(parts))
+    note = ("compared with the MLP and mixer layers (norms, embedding and head left out: memory-bound or "
+            "one-token GEMVs): ")
+    return (REPRODUCED if ok else NOT_REPRODUCED), note + "; ".join(parts)
 
 
 PREDICATES: dict[str, Callable[[Mapping[str, pd.DataFrame], Mapping[str, Any]], Verdict]] = {

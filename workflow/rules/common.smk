@@ -74,7 +74,9 @@ CLEAR_POINTS = [
     for b in config["clear"]["batch_sizes"]
 ]
 if CLEAR_TRACES != CLEAR_MEASURED:
-    _absent = [p for p in CLEAR_POINTS if not Path(f"{CLEAR_TRACES}/{p}/status.json").exists()]
+    _absent = [
+        p for p in CLEAR_POINTS if not Path(f"{CLEAR_TRACES}/{p}/status.json").exists()
+    ]
     if _absent:
         logger.warning(
             f"CLEAR: {len(_absent)} of {len(CLEAR_POINTS)} points are not in {CLEAR_TRACES}; "
