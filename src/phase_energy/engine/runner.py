@@ -62,8 +62,11 @@ class EngineWorkload:
         # torch.compile fuses the step's elementwise work (norms, RoPE, gates, residuals) into few kernels;
         # the CUDA graph is captured by us around the compiled step
         self.compiled = compile and self.device.type == "cuda"
-        self._decode_fn = torch.compile(self.model.decode_step, dynamic=False) if self.compiled else \
-            self.model.decode_step
+        # PHASE_ENERGY_COMPILE_MODE picks an Inductor mode (e.g. max-autotune-no-cudagraphs: Triton GEMM
+        # templates tuned per shape; slower to start); the graph stays ours
+        self.compile_mode = os.environ.get("PHASE_ENERGY_COMPILE_MODE") or None
+        self._decode_fn = torch.compile(self.model.decode_step, dynamic=False, mode=self.compile_mode) \
+            if self.compiled else self.model.decode_step
         self._prefill_fn = self.model.prefill  # compute-bound GEMMs: eager is close to compiled, and starts sooner
         self.compile_error: str | None = None
         self.build_s = time.monotonic() - t0
@@ -162,5 +165,5 @@ class EngineWorkload:
     def info(self) -> dict[str, Any]:
         """Facts for the trace metadata: timings of construction, capture, graph count."""
         return {"build_s": self.build_s, "capture_s": self.capture_s, "graph": self.graph is not None,
-                "compiled": self.compiled, "compile_error": self.compile_error,
+                "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_error": self.compile_error,
                 "weight_bytes": self.cost.weight_bytes}
