@@ -33,7 +33,7 @@ def test_every_trace_is_complete_and_labelled_sim(sim_run):
 def test_claims_table_has_every_claim_with_a_verdict(sim_run):
     c = pd.read_csv(sim_run / "results/claims.csv")
     assert list(c.columns[:4]) == ["id", "claim", "verdict", "evidence"]
-    assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)] + ["S1", "S2"]
+    assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)] + ["S1", "S2", "K1", "K2", "K3"]
     assert set(c["verdict"]) <= {"reproduced", "not reproduced", "not testable"}
     # C4 needs smclock:1980, which the test grid lacks
     assert c.set_index("id").loc["C4", "verdict"] == "not testable"
@@ -133,5 +133,5 @@ def test_slurm_profile_groups_every_analysis_rule(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rules = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
     groups = yaml.safe_load((wd / "profiles/slurm/config.yaml").read_text())["groups"]
-    analysis_rules = rules - {"all", "measure", "traces", "figures"}
+    analysis_rules = rules - {"all", "measure", "clear_measure", "traces", "figures"}
     assert analysis_rules and analysis_rules <= set(groups), analysis_rules - set(groups)
