@@ -49,7 +49,7 @@ def _test_profile(wd, partition, **overrides):
     return d
 
 
-def _snakemake(wd, env, *args, timeout=300):
+def _snakemake(wd, env, *args, timeout=480):
     cmd = ["timeout", "-s", "KILL", str(timeout), sys.executable, "-m", "snakemake", *args]
     return subprocess.run(cmd, cwd=wd, env=env, capture_output=True, text=True, check=False)
 
