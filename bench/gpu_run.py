@@ -91,6 +91,88 @@ def check_attention_kernel(results: dict) -> None:
     results["attention_kernel"] = rows
 
 
+def check_recurrent_kernel(results: dict) -> None:
+    """The in-place Triton decode step of GDN and Mamba2 against the PyTorch step, GPU shapes, bf16/fp32 state."""
+    from phase_energy.engine.recurrent import launch_step_kernel, recurrent_step_reference
+
+    rows = []
+    for name, (b, g, hv, kd, vd, delta, sdt) in {
+        "gdn-qwen3.5": (4, 16, 32, 128, 128, True, torch.float32),
+        "mamba2-2.7b": (3, 1, 80, 128, 64, False, torch.float32),
+        "nemotron-h-4b": (2, 8, 112, 128, 64, False, torch.bfloat16),
+    }.items():
+        try:
+            st = torch.randn(b, hv, kd, vd, device="cuda").to(sdt)
+            q, k = (torch.randn(b, g, kd, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            v = torch.randn(b, hv, vd, device="cuda", dtype=torch.bfloat16)
+            gg = -torch.rand(b, hv, device="cuda")
+            beta = torch.rand(b, hv, device="cuda") if delta else None
+            s1, s2 = st.clone(), st.clone()
+            ref = recurrent_step_reference(s1, q, k, v, gg, beta, kd**-0.5, delta)
+            out = launch_step_kernel(s2, q, k, v, gg, beta, kd**-0.5, delta)
+            err = (out - ref).abs().max().item()
+            serr = (s1.float() - s2.float()).abs().max().item()
+            tol = 2e-2 if sdt == torch.bfloat16 else 1e-3
+            rows.append({"case": name, "max_abs_diff": err, "state_max_abs_diff": serr,
+                         "ok": err < tol * max(1.0, ref.abs().max().item()) and serr < tol * 4})
+        except Exception as e:
+            rows.append({"case": name, "error": f"{type(e).__name__}: {e}"[:300]})
+    results["recurrent_kernel"] = rows
+
+
+KERNEL_CLASSES = (("attention", ("_split_kernel",)), ("recurrent", ("_step_kernel",)),
+                  ("gemm", ("gemm", "gemv", "cutlass", "nvjet", "sm90_", "cublas", "splitk")),
+                  ("fused (inductor)", ("triton_",)))
+
+
+def profile_decode(points: list[tuple[str, int]], context: int, results: dict, out: Path) -> None:
+    """Kernel time per decode step by kernel (torch.profiler over graph replays) against the step time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rows = results.setdefault("profile", [])
+    for arch, batch in points:
+        row: dict = {"arch": arch, "batch": batch, "context": context}
+        try:
+            w = EngineWorkload(arch, batch, context, max_output=64, seed=0)
+            _, t_step = w.warmup(1)
+            steps = 32
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                w.decode(context, steps)
+                w.synchronize()
+            if sum(getattr(e, "device_time_total", 0) for e in prof.key_averages()) < 0.1 * t_step * 1e6 * steps:
+                row["graph_kernels_not_traced"] = True  # profile the same compiled step launched without the graph
+                graph, w.graph = w.graph, None
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    w.decode(context, steps)
+                    w.synchronize()
+                w.graph = graph
+            kernels = []
+            for e in prof.key_averages():
+                us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+                if us > 0:
+                    kernels.append({"name": e.key[:160], "calls_per_step": e.count / steps, "us_per_step": us / steps})
+            kernels.sort(key=lambda r: -r["us_per_step"])
+            by_class: dict = {}
+            for k in kernels:
+                cls = next((c for c, keys in KERNEL_CLASSES if any(x in k["name"] for x in keys)), "other")
+                agg = by_class.setdefault(cls, {"us_per_step": 0.0, "calls_per_step": 0.0})
+                agg["us_per_step"] += k["us_per_step"]
+                agg["calls_per_step"] += k["calls_per_step"]
+            busy = sum(k["us_per_step"] for k in kernels)
+            row.update(step_us=t_step * 1e6, kernel_us_per_step=busy, kernels_per_step=sum(
+                k["calls_per_step"] for k in kernels), by_class=by_class, top=kernels[:25])
+            del w
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {e}"
+            log.error("profile %s b%d: %s\n%s", arch, batch, e, traceback.format_exc())
+        torch.cuda.empty_cache()
+        rows.append(row)
+        log.info("profile %s b%d step %.0f us, kernels %.0f us, %s", arch, batch, row.get("step_us", 0),
+                 row.get("kernel_us_per_step", 0), {k: round(v["us_per_step"]) for k, v in
+                                                    row.get("by_class", {}).items()})
+        save(out, "engine.json", results)
+
+
 def engine_speed(gpu: GPU, ceilings: dict, points: list[tuple[str, int]], context: int,
                  results: dict, out: Path) -> None:
     """Decode step time vs the bandwidth floor, power from the counter, prefill TFLOP/s."""
@@ -204,14 +286,26 @@ def main() -> None:
     p.add_argument("--batches", default="1,32,128")
     p.add_argument("--points", default="", help="arch:batch,... (instead of archs x batches)")
     p.add_argument("--context", type=int, default=2048)
-    p.add_argument("--steps", default="attn,fla,engine,trace,overhead")
+    p.add_argument("--steps", default="attn,fla,recurrent,engine,trace,overhead")
+    p.add_argument("--inductor", default="", help="torch._inductor.config settings, key=value,... (e.g. "
+                   "coordinate_descent_tuning=1)")
     a = p.parse_args()
+    import torch._inductor.config as inductor_config
+
+    for kv in filter(None, a.inductor.split(",")):
+        key, value = kv.split("=")
+        obj = inductor_config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            obj = getattr(obj, part)
+        setattr(obj, leaf, type(getattr(obj, leaf))(int(value)) if value.isdigit() else value)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(out / "log.txt")])
     gpu = GPU(0)
-    results: dict = {"gpu": gpu.describe(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+    results: dict = {"gpu": gpu.describe(), "torch": torch.__version__, "command": " ".join(sys.argv),
+                     "inductor": a.inductor}
     steps = a.steps.split(",")
     if a.points:
         points = [(p.split(":")[0], int(p.split(":")[1])) for p in a.points.split(",")]
@@ -222,6 +316,8 @@ def main() -> None:
     save(out, "engine.json", results)
     for step, fn in (("attn", lambda: check_attention_kernel(results)),
                      ("fla", lambda: check_fla_against_torch(results)),
+                     ("recurrent", lambda: check_recurrent_kernel(results)),
+                     ("profile", lambda: profile_decode(points, a.context, results, out)),
                      ("trace", lambda: real_trace(out, results)),
                      ("overhead", lambda: sampler_overhead(out, results)),
                      ("engine", lambda: engine_speed(gpu, results["ceilings"], points, a.context, results, out))):

@@ -95,19 +95,25 @@ def num_splits_for(batch: int, kv_heads: int, groups: int, max_len: int, sms: in
     return int(min(want, max(1, max_len // 64)))
 
 
-@torch.compiler.disable  # launched as its own Triton kernel; inductor compiles the rest of the step around it
-def decode_attention(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float,
-                     num_splits: int | None = None) -> Tensor:
-    """Attention of q [B, Hkv, G, Dk] over caches k, v [B, Hkv, S, D*] up to length (0-d device tensor)."""
-    if q.device.type != "cuda" or triton is None:
-        return decode_attention_reference(q, k, v, length, scale)
+def _plan(batch: int, kv_heads: int, groups: int, s_max: int, dv: int, num_splits: int) -> tuple[int, int, int]:
+    """(splits, keys per split, keys per block) of the split kernel for these shapes."""
+    splits = num_splits or num_splits_for(batch, kv_heads, groups, s_max)
+    block_n = 64 if _next_pow2(dv) <= 256 else 16  # keeps the V tile within shared memory for MLA's wide latents
+    split_len = math.ceil(math.ceil(s_max / splits) / block_n) * block_n
+    return math.ceil(s_max / split_len), split_len, block_n
+
+
+def _uses_kernel(q: Tensor) -> bool:
+    return q.device.type == "cuda" and triton is not None
+
+
+def launch_split_kernel(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float,
+                        num_splits: int = 0) -> tuple[Tensor, Tensor]:
+    """The Triton kernel: per-split outputs o [B, Hkv, G, splits, Dv] and log-sum-exps [B, Hkv, G, splits]."""
     b, h, g, dk = q.shape
     s_max, dv = k.shape[2], v.shape[3]
-    splits = num_splits or num_splits_for(b, h, g, s_max)
+    splits, split_len, block_n = _plan(b, h, g, s_max, dv, num_splits)
     block_dv = _next_pow2(dv)
-    block_n = 64 if block_dv <= 256 else 16  # keeps the V tile within shared memory for MLA's wide latents
-    split_len = math.ceil(math.ceil(s_max / splits) / block_n) * block_n
-    splits = math.ceil(s_max / split_len)
     block_g = 16
     block_dk = min(128 if block_dv <= 256 else 64, _next_pow2(dk))
     o = torch.empty(b, h, g, splits, dv, device=q.device, dtype=torch.float32)
@@ -119,5 +125,36 @@ def decode_attention(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: flo
                         BLOCK_G=block_g, BLOCK_N=block_n, BLOCK_DK=block_dk,
                         DK_CHUNKS=math.ceil(dk / block_dk), BLOCK_DV=block_dv,
                         num_warps=4 if block_dv <= 128 else 8, num_stages=2 if block_dv <= 256 else 1)
+    return o, lse
+
+
+@torch.library.custom_op("phase_energy::decode_attention_splits", mutates_args=())
+def decode_attention_splits(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float,
+                            num_splits: int) -> tuple[Tensor, Tensor]:
+    """Per-split outputs and log-sum-exps (one split, exact, where the kernel does not run)."""
+    if _uses_kernel(q):
+        return launch_split_kernel(q, k, v, length, scale, num_splits)
+    s = torch.einsum("bhgd,bhsd->bhgs", q.float(), k.float()) * scale
+    s = s.masked_fill(~(torch.arange(k.shape[2], device=q.device) < length), float("-inf"))
+    o = torch.einsum("bhgs,bhsd->bhgd", torch.softmax(s, dim=-1), v.float())
+    return o[:, :, :, None], torch.logsumexp(s, dim=-1)[..., None]
+
+
+@decode_attention_splits.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float, num_splits: int) -> tuple[Tensor, Tensor]:
+    b, h, g, _ = q.shape
+    splits = _plan(b, h, g, k.shape[2], v.shape[3], num_splits)[0] if _uses_kernel(q) else 1
+    return (q.new_empty(b, h, g, splits, v.shape[3], dtype=torch.float32),
+            q.new_empty(b, h, g, splits, dtype=torch.float32))
+
+
+def decode_attention(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float,
+                     num_splits: int | None = None) -> Tensor:
+    """Attention of q [B, Hkv, G, Dk] over caches k, v [B, Hkv, S, D*] up to length (0-d device tensor).
+
+    The splits are merged by their log-sum-exps in PyTorch, where ``torch.compile`` fuses the merge with
+    what follows; the kernel is a custom op, so the compiled decode step stays one graph.
+    """
+    o, lse = decode_attention_splits(q, k, v, length, scale, num_splits or 0)
     w = torch.softmax(lse, dim=-1)  # splits with no keys have lse = -inf and weight 0
     return (o * w[..., None]).sum(dim=3).to(q.dtype)

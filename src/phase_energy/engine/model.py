@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..presets import ArchConfig
 from .attention import decode_attention
+from .recurrent import recurrent_step_
 
 
 def _has_fla(x: Tensor) -> bool:
@@ -280,11 +281,11 @@ class GatedDeltaNet(nn.Module):
         v = v.reshape(b, t, c.lin_v_heads, c.lin_v_dim)
         beta = self.in_proj_b(x).sigmoid()  # [B, T, HV]
         g = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias)  # log decay
-        state = self.state if decode else self.state[seq_slice]
-        o, final = gated_delta_rule(q, k, v, g, beta, state if decode else None)
-        if decode:
-            self.state.copy_(final)
+        if decode:  # one step, the state updated in place
+            o = recurrent_step_(self.state, q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0], c.lin_k_dim**-0.5,
+                                True)[:, None].type_as(v)
         else:
+            o, final = gated_delta_rule(q, k, v, g, beta, None)
             self.state[seq_slice] = final
         z = self.in_proj_z(x).reshape(-1, c.lin_v_dim)
         o = self.norm(o.reshape(-1, c.lin_v_dim)) * F.silu(z.float()).type_as(x)
@@ -358,16 +359,16 @@ class Mamba2Mixer(nn.Module):
                            seq_slice, decode).transpose(1, 2)
         xs, bm, cm = xbc.split([di, gs, gs], dim=-1)
         xs = xs.reshape(b, t, nh, c.ssm_head_dim)
-        rep = nh // c.ssm_groups
-        bm = bm.reshape(b, t, c.ssm_groups, c.ssm_state).repeat_interleave(rep, dim=2)  # [B, T, H, N]
-        cm = cm.reshape(b, t, c.ssm_groups, c.ssm_state).repeat_interleave(rep, dim=2)
+        bm = bm.reshape(b, t, c.ssm_groups, c.ssm_state)  # [B, T, G, N]
+        cm = cm.reshape(b, t, c.ssm_groups, c.ssm_state)
         dt = F.softplus(dt.float() + self.dt_bias.float())  # [B, T, H]
         a = -self.A_log.float().exp()
-        state = self.state if decode else None
-        y, final = ssd_scan(xs, dt, a, bm, cm, state)
-        if decode:
-            self.state.copy_(final)
+        if decode:  # h <- exp(dt A) h + B (dt x)^T, y = C h: one step, the state updated in place
+            y = recurrent_step_(self.state, cm[:, 0], bm[:, 0], (xs[:, 0].float() * dt[:, 0, :, None]),
+                                dt[:, 0] * a, None, 1.0, False)[:, None]
         else:
+            rep = nh // c.ssm_groups
+            y, final = ssd_scan(xs, dt, a, bm.repeat_interleave(rep, dim=2), cm.repeat_interleave(rep, dim=2), None)
             self.state[seq_slice] = final.to(self.state.dtype)
         y = y + xs.float() * self.D.float()[None, None, :, None]
         y = y.reshape(b, t, di) * F.silu(z.float())

@@ -1,0 +1,116 @@
+"""The engine's Triton kernels (decode attention, in-place recurrent step) in Triton's CPU interpreter.
+
+The interpreter runs the same kernel source as the GPU on CPU tensors (conftest sets TRITON_INTERPRET);
+it handles fp32 and fp16 (bf16 matmuls are checked on the GPU by bench/gpu_run.py).
+"""
+
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover - a GPU developer's own setting
+    pytest.skip("the kernel tests need TRITON_INTERPRET=1", allow_module_level=True)
+
+from phase_energy.engine.attention import (
+    decode_attention,
+    decode_attention_reference,
+    launch_split_kernel,
+)
+from phase_energy.engine.recurrent import (
+    launch_step_kernel,
+    recurrent_step_,
+    recurrent_step_reference,
+)
+from phase_energy.engine.transformer import Transformer, init_random_
+from phase_energy.presets import get_preset
+
+
+@pytest.mark.parametrize(("b", "h", "g", "dk", "dv", "s_max", "length", "splits", "dtype"), [
+    (2, 2, 4, 32, 24, 300, 150, 3, torch.float32),  # GQA, keys beyond the length ignored
+    (1, 1, 40, 72, 64, 200, 129, 0, torch.float16),  # MLA latent form: 40 heads over one shared cache
+    (2, 1, 6, 48, 32, 130, 1, 4, torch.float32),  # one key: three splits have none
+])
+def test_split_attention_kernel_matches_masked_attention(b, h, g, dk, dv, s_max, length, splits, dtype):
+    gen = torch.Generator().manual_seed(b * s_max + length)
+    q, k, v = (torch.randn(*shape, generator=gen).to(dtype)
+               for shape in ((b, h, g, dk), (b, h, s_max, dk), (b, h, s_max, dv)))
+    n = torch.tensor(length)
+    o, lse = launch_split_kernel(q, k, v, n, dk**-0.5, splits)
+    assert o.shape[3] == lse.shape[3] > (1 if splits != 1 else 0)
+    merged = (o * torch.softmax(lse, -1)[..., None]).sum(3)
+    ref = decode_attention_reference(q, k, v, n, dk**-0.5).float()
+    tol = 1e-4 if dtype == torch.float32 else 2e-3
+    assert (merged - ref).abs().max().item() < tol
+    # the keys past the length must not matter: scribble on them
+    k[:, :, length:] = 1e4
+    o2, _ = launch_split_kernel(q, k, v, n, dk**-0.5, splits)
+    assert torch.equal(o, o2)
+
+
+def test_decode_attention_op_off_cuda_is_exact():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(2, 2, 3, 16, generator=gen), torch.randn(2, 2, 40, 16, generator=gen), \
+        torch.randn(2, 2, 40, 8, generator=gen)
+    n = torch.tensor(17)
+    assert torch.allclose(decode_attention(q, k, v, n, 0.25), decode_attention_reference(q, k, v, n, 0.25),
+                          atol=1e-6)
+
+
+@pytest.mark.parametrize(("b", "groups", "hv", "kd", "vd", "delta", "state_dtype"), [
+    (2, 2, 4, 16, 24, True, torch.float32),  # Gated DeltaNet, two value heads per key head
+    (3, 1, 4, 32, 16, False, torch.float32),  # Mamba2, one group of B/C shared by all heads
+    (1, 2, 8, 128, 64, False, torch.bfloat16),  # Nemotron-H style bf16 state, 128-wide state
+    (2, 4, 4, 20, 40, True, torch.float32),  # widths that are not powers of two
+])
+def test_recurrent_kernel_updates_state_in_place_like_the_reference(b, groups, hv, kd, vd, delta, state_dtype):
+    gen = torch.Generator().manual_seed(kd + vd)
+    state = torch.randn(b, hv, kd, vd, generator=gen).to(state_dtype)
+    q, k = torch.randn(b, groups, kd, generator=gen), torch.randn(b, groups, kd, generator=gen)
+    v = torch.randn(b, hv, vd, generator=gen)
+    g = -torch.rand(b, hv, generator=gen)
+    beta = torch.rand(b, hv, generator=gen) if delta else None
+    s_ref, s_ker = state.clone(), state.clone()
+    ptr = s_ker.data_ptr()
+    o_ref = recurrent_step_reference(s_ref, q, k, v, g, beta, kd**-0.5, delta)
+    o_ker = launch_step_kernel(s_ker, q, k, v, g, beta, kd**-0.5, delta)
+    assert s_ker.data_ptr() == ptr and not torch.equal(s_ker, state)
+    tol = 1e-4 if state_dtype == torch.float32 else 3e-2
+    assert (o_ker - o_ref).abs().max().item() < tol * max(1.0, o_ref.abs().max().item())
+    assert (s_ker.float() - s_ref.float()).abs().max().item() < tol * max(1.0, s_ref.abs().max().item())
+
+
+def test_recurrent_reference_is_the_delta_rule_and_the_ssm_step():
+    """One hand-sized step: decay, delta update and read-out of a 1-head, 2x2 state."""
+    s = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    q, k = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[0.0, 1.0]]])
+    v, g, beta = torch.tensor([[[10.0, 20.0]]]), torch.log(torch.tensor([[0.5]])), torch.tensor([[0.5]])
+    ssm = s.clone()
+    o = recurrent_step_reference(ssm, q, k, v, g, None, 1.0, False)
+    # decayed S = [[.5, 1], [1.5, 2]]; + k v^T adds [10, 20] to row 1; o = row 0
+    assert torch.equal(ssm, torch.tensor([[[[0.5, 1.0], [11.5, 22.0]]]]))
+    assert torch.equal(o, torch.tensor([[[0.5, 1.0]]]))
+    dr = s.clone()
+    recurrent_step_reference(dr, q, k, v, g, beta, 1.0, False)
+    # delta rule: u = beta (v - k^T S) = 0.5 ([10, 20] - [1.5, 2]) = [4.25, 9]
+    assert torch.equal(dr, torch.tensor([[[[0.5, 1.0], [5.75, 11.0]]]]))
+
+
+@pytest.mark.parametrize("arch", ["tiny-gqa", "tiny-mla", "tiny-gdn", "tiny-mamba2", "tiny-nemotron"])
+def test_decode_step_is_one_graph_for_torch_compile(arch):
+    """The custom ops keep dynamo from breaking the step (a break costs un-fused kernels at every layer)."""
+    cfg = get_preset(arch)
+    model = init_random_(Transformer(cfg), 0).fuse()
+    model.setup_caches(2, 24)
+    model.prefill(torch.randint(0, cfg.vocab, (2, 8)))
+    explain = torch._dynamo.explain(model.decode_step)(torch.zeros(2, 1, dtype=torch.long), torch.tensor(8))
+    assert explain.graph_break_count == 0, explain.break_reasons
+    assert explain.graph_count == 1
+
+
+def test_custom_op_mutates_the_cache_state():
+    state = torch.zeros(1, 2, 3, 4)
+    o = recurrent_step_(state, torch.ones(1, 1, 3), torch.ones(1, 1, 3), torch.ones(1, 2, 4),
+                        torch.zeros(1, 2), None, 1.0, False)
+    assert torch.equal(state, torch.ones(1, 2, 3, 4)) and torch.equal(o, torch.full((1, 2, 4), 3.0))
