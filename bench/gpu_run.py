@@ -125,6 +125,11 @@ KERNEL_CLASSES = (("attention", ("_split_kernel",)), ("recurrent", ("_step_kerne
                   ("fused (inductor)", ("triton_",)))
 
 
+def _device_us(event) -> float:
+    """Device time of a profiler event (the attribute was renamed across torch versions)."""
+    return getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
+
+
 def profile_decode(points: list[tuple[str, int]], context: int, results: dict, out: Path) -> None:
     """Kernel time per decode step by kernel (torch.profiler over graph replays) against the step time."""
     from torch.profiler import ProfilerActivity, profile
@@ -139,7 +144,7 @@ def profile_decode(points: list[tuple[str, int]], context: int, results: dict, o
             with profile(activities=[ProfilerActivity.CUDA]) as prof:
                 w.decode(context, steps)
                 w.synchronize()
-            if sum(getattr(e, "device_time_total", 0) for e in prof.key_averages()) < 0.1 * t_step * 1e6 * steps:
+            if sum(_device_us(e) for e in prof.key_averages()) < 0.1 * t_step * 1e6 * steps:
                 row["graph_kernels_not_traced"] = True  # profile the same compiled step launched without the graph
                 graph, w.graph = w.graph, None
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -148,7 +153,7 @@ def profile_decode(points: list[tuple[str, int]], context: int, results: dict, o
                 w.graph = graph
             kernels = []
             for e in prof.key_averages():
-                us = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+                us = _device_us(e)
                 if us > 0:
                     kernels.append({"name": e.key[:160], "calls_per_step": e.count / steps, "us_per_step": us / steps})
             kernels.sort(key=lambda r: -r["us_per_step"])

@@ -20,11 +20,15 @@ except ImportError:  # pragma: no cover - CPU-only installs
     triton = None
 
 
+def _masked_scores(q: Tensor, k: Tensor, length: Tensor, scale: float) -> Tensor:
+    """Scaled scores [B, Hkv, G, S] in fp32, -inf at keys >= length."""
+    s = torch.einsum("bhgd,bhsd->bhgs", q.float(), k.float()) * scale
+    return s.masked_fill(~(torch.arange(k.shape[2], device=q.device) < length), float("-inf"))
+
+
 def decode_attention_reference(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: float) -> Tensor:
     """Masked attention: q [B, Hkv, G, Dk] over keys < length of k, v [B, Hkv, S, D*] -> [B, Hkv, G, Dv]."""
-    s = torch.einsum("bhgd,bhsd->bhgs", q.float(), k.float()) * scale
-    valid = torch.arange(k.shape[2], device=q.device) < length
-    s = s.masked_fill(~valid, float("-inf"))
+    s = _masked_scores(q, k, length, scale)
     return torch.einsum("bhgs,bhsd->bhgd", torch.softmax(s, dim=-1), v.float()).to(q.dtype)
 
 
@@ -84,7 +88,8 @@ if triton is not None:
         tl.store(L + b * slb + h * slh + offs_g * slg + pid_s * sls, lse, mask=g_mask)
 
 
-def _next_pow2(x: int) -> int:
+def next_pow2(x: int) -> int:
+    """The smallest power of two >= x (1 for x <= 1): Triton block sizes."""
     return 1 << max(0, math.ceil(math.log2(max(x, 1))))
 
 
@@ -98,7 +103,7 @@ def num_splits_for(batch: int, kv_heads: int, groups: int, max_len: int, sms: in
 def _plan(batch: int, kv_heads: int, groups: int, s_max: int, dv: int, num_splits: int) -> tuple[int, int, int]:
     """(splits, keys per split, keys per block) of the split kernel for these shapes."""
     splits = num_splits or num_splits_for(batch, kv_heads, groups, s_max)
-    block_n = 64 if _next_pow2(dv) <= 256 else 16  # keeps the V tile within shared memory for MLA's wide latents
+    block_n = 64 if next_pow2(dv) <= 256 else 16  # keeps the V tile within shared memory for MLA's wide latents
     split_len = math.ceil(math.ceil(s_max / splits) / block_n) * block_n
     return math.ceil(s_max / split_len), split_len, block_n
 
@@ -113,9 +118,9 @@ def launch_split_kernel(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: 
     b, h, g, dk = q.shape
     s_max, dv = k.shape[2], v.shape[3]
     splits, split_len, block_n = _plan(b, h, g, s_max, dv, num_splits)
-    block_dv = _next_pow2(dv)
+    block_dv = next_pow2(dv)
     block_g = 16
-    block_dk = min(128 if block_dv <= 256 else 64, _next_pow2(dk))
+    block_dk = min(128 if block_dv <= 256 else 64, next_pow2(dk))
     o = torch.empty(b, h, g, splits, dv, device=q.device, dtype=torch.float32)
     lse = torch.empty(b, h, g, splits, device=q.device, dtype=torch.float32)
     grid = (b * h, math.ceil(g / block_g), splits)
@@ -134,8 +139,7 @@ def decode_attention_splits(q: Tensor, k: Tensor, v: Tensor, length: Tensor, sca
     """Per-split outputs and log-sum-exps (one split, exact, where the kernel does not run)."""
     if _uses_kernel(q):
         return launch_split_kernel(q, k, v, length, scale, num_splits)
-    s = torch.einsum("bhgd,bhsd->bhgs", q.float(), k.float()) * scale
-    s = s.masked_fill(~(torch.arange(k.shape[2], device=q.device) < length), float("-inf"))
+    s = _masked_scores(q, k, length, scale)
     o = torch.einsum("bhgs,bhsd->bhgd", torch.softmax(s, dim=-1), v.float())
     return o[:, :, :, None], torch.logsumexp(s, dim=-1)[..., None]
 

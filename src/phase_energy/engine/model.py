@@ -2,8 +2,9 @@
 
 Shapes are in comments: B batch, T tokens, H heads, D head dim, S cache length. Prefill and decode are
 separate calls; decode writes the cache in place at ``input_pos`` (a device tensor), so its shapes never
-change and a step can be captured in a CUDA graph. GDN and Mamba2 use flash-linear-attention's Triton
-kernels on CUDA (chunked for prefill, recurrent for GDN decode) and plain PyTorch elsewhere.
+change and a step can be captured in a CUDA graph. GDN and Mamba2 prefill use flash-linear-attention's
+chunked Triton kernels on CUDA; their decode is one in-place step (``recurrent.py``); plain PyTorch
+elsewhere.
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ class GatedDeltaNet(nn.Module):
             o = recurrent_step_(self.state, q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0], c.lin_k_dim**-0.5,
                                 True)[:, None].type_as(v)
         else:
-            o, final = gated_delta_rule(q, k, v, g, beta, None)
+            o, final = gated_delta_rule(q, k, v, g, beta)
             self.state[seq_slice] = final
         z = self.in_proj_z(x).reshape(-1, c.lin_v_dim)
         o = self.norm(o.reshape(-1, c.lin_v_dim)) * F.silu(z.float()).type_as(x)
@@ -297,14 +298,13 @@ def _l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
 
-def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, state: Tensor | None
-                     ) -> tuple[Tensor, Tensor]:
-    """Gated delta rule over q, k [B, T, H, K], v [B, T, HV, V]; returns o [B, T, HV, V] and the final state."""
+def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Gated delta rule from a zero state (prefill) over q, k [B, T, H, K], v [B, T, HV, V]; o and the final state."""
     if _has_fla(q):
         from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 
         fn = fused_recurrent_gated_delta_rule if q.shape[1] == 1 else chunk_gated_delta_rule
-        o, final = fn(q, k, v, g=g.float(), beta=beta, initial_state=state,
+        o, final = fn(q, k, v, g=g.float(), beta=beta, initial_state=None,
                       output_final_state=True, use_qk_l2norm_in_kernel=True)
         return o, final
     hv, kdim = v.shape[2], q.shape[-1]
@@ -313,7 +313,7 @@ def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, s
     kf = _l2norm(k.float()).repeat_interleave(rep, dim=2)
     vf, bf, gf = v.float(), beta.float(), g.float()
     b, t = q.shape[:2]
-    s = torch.zeros(b, hv, kdim, v.shape[-1], device=q.device) if state is None else state.float().clone()
+    s = torch.zeros(b, hv, kdim, v.shape[-1], device=q.device)
     out = torch.empty_like(vf)
     for i in range(t):  # [B, HV, K, V]
         s = s * gf[:, i].exp()[..., None, None]
@@ -368,7 +368,7 @@ class Mamba2Mixer(nn.Module):
                                 dt[:, 0] * a, None, 1.0, False)[:, None]
         else:
             rep = nh // c.ssm_groups
-            y, final = ssd_scan(xs, dt, a, bm.repeat_interleave(rep, dim=2), cm.repeat_interleave(rep, dim=2), None)
+            y, final = ssd_scan(xs, dt, a, bm.repeat_interleave(rep, dim=2), cm.repeat_interleave(rep, dim=2))
             self.state[seq_slice] = final.to(self.state.dtype)
         y = y + xs.float() * self.D.float()[None, None, :, None]
         y = y.reshape(b, t, di) * F.silu(z.float())
@@ -378,18 +378,17 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(y)
 
 
-def ssd_scan(x: Tensor, dt: Tensor, a: Tensor, bm: Tensor, cm: Tensor, state: Tensor | None
-             ) -> tuple[Tensor, Tensor]:
-    """Mamba2 selective scan: h = exp(dt a) h + dt B x^T, y = C h; x [B, T, H, P], B/C [B, T, H, N]."""
+def ssd_scan(x: Tensor, dt: Tensor, a: Tensor, bm: Tensor, cm: Tensor) -> tuple[Tensor, Tensor]:
+    """Mamba2 scan from a zero state (prefill): h = exp(dt a) h + dt B x^T, y = C h; x [B,T,H,P], B/C [B,T,H,N]."""
     b, t, h, p = x.shape
     if t > 1 and _has_fla(x):
         from fla.ops.simple_gla import chunk_simple_gla
 
         v = (x.float() * dt[..., None]).to(x.dtype)
         o, final = chunk_simple_gla(cm.to(x.dtype), bm.to(x.dtype), v, g=(dt * a).float(), scale=1.0,
-                                    initial_state=state, output_final_state=True)
+                                    initial_state=None, output_final_state=True)
         return o.float(), final
-    s = torch.zeros(b, h, bm.shape[-1], p, device=x.device) if state is None else state.float()
+    s = torch.zeros(b, h, bm.shape[-1], p, device=x.device)
     out = torch.empty(b, t, h, p, device=x.device)
     xf, bf, cf = x.float(), bm.float(), cm.float()
     for i in range(t):  # [B, H, N, P]

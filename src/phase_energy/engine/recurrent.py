@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from .attention import next_pow2
+
 try:  # Triton ships with CUDA builds of torch
     import triton
     import triton.language as tl
@@ -88,8 +90,7 @@ def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor
     q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.float().contiguous()
     beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
     o = torch.empty(b, hv, vd, device=v.device, dtype=torch.float32)
-    block_k = 1 << max(0, math.ceil(math.log2(kd)))
-    block_v = min(32, 1 << max(0, math.ceil(math.log2(vd))))
+    block_k, block_v = next_pow2(kd), min(32, next_pow2(vd))
     grid = (b * hv, math.ceil(vd / block_v))
     _step_kernel[grid](state, q, k, v, g, beta_t, o, hv, hv // q.shape[1], kd, vd, scale,
                        BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm, num_warps=4)
