@@ -5,6 +5,9 @@ it handles fp32 and fp16 (bf16 matmuls are checked on the GPU by bench/gpu_run.p
 """
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -47,6 +50,35 @@ def test_split_attention_kernel_matches_masked_attention(b, h, g, dk, dv, s_max,
     k[:, :, length:] = 1e4
     o2, _ = launch_split_kernel(q, k, v, n, dk**-0.5, splits)
     assert torch.equal(o, o2)
+
+
+_HUGE_CACHE = textwrap.dedent("""
+    import torch
+    from phase_energy.engine.attention import decode_attention_reference, launch_split_kernel
+    sb, s, d = 2**30 + 64, 64, 16  # batch stride: sequence 2 starts past element 2**31
+    store = torch.empty(2 * sb + s * d, dtype=torch.float16)  # 4 GB of address space, a few pages touched
+    k = store.as_strided((3, 1, s, d), (sb, s * d, d, 1))
+    gen = torch.Generator().manual_seed(0)
+    k.copy_(torch.randn(3, 1, s, d, generator=gen))
+    q = torch.randn(3, 1, 4, d, generator=gen).half()
+    v = torch.randn(3, 1, s, d, generator=gen).half()
+    n = torch.tensor(s)
+    o, lse = launch_split_kernel(q, k, v, n, d**-0.5, 2)
+    merged = (o * torch.softmax(lse, -1)[..., None]).sum(3)
+    ref = decode_attention_reference(q, k.contiguous(), v, n, d**-0.5).float()
+    print((merged - ref).abs().max().item())
+""")
+
+
+def test_split_attention_kernel_addresses_caches_past_2_31_elements():
+    # A KV cache of batch 256 x 10,240 positions x 1,024 values per layer holds 2.7e9 elements; with 32-bit
+    # offsets the last sequences wrapped around (an illegal address on the H200, a crash here).
+    # A subprocess, so that a regression fails this test instead of killing the test run.
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", _HUGE_CACHE], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, f"kernel crashed (rc {r.returncode}): {r.stderr[-2000:]}"
+    assert float(r.stdout.strip().splitlines()[-1]) < 2e-3
 
 
 def test_decode_attention_op_off_cuda_is_exact():

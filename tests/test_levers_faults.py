@@ -11,7 +11,7 @@ from phase_energy.levers import LeverControl, LeverError, LeverNotPermitted, Lev
 from phase_energy.protocol import Settings
 from phase_energy.realjob import measure_with_lever
 from phase_energy.telemetry import GPU, GPUError
-from phase_energy.testing.fake_nvml import NVML_ERROR_NO_PERMISSION, FakeNVML
+from phase_energy.testing.fake_nvml import NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_SUPPORTED, FakeNVML
 
 
 class Boom(RuntimeError):
@@ -186,3 +186,14 @@ def test_journal_of_a_killed_job_is_replayed_by_the_next(tmp_path):
     with LeverControl(gpu, "smclock:1410", True, journal_dir=tmp_path, install_signal_handlers=False):
         assert fake.settings() == (700_000, (1410, 1410))
     assert fake.settings() == (700_000, None)
+
+
+def test_gpu_block_names_the_card_and_survives_unsupported_queries():
+    fake = FakeNVML(uuid="GPU-dff96f9c-bc90-b695-0f95-d91dd540d688", serial="1654724121010")
+    block = GPU(0, nvml=fake).describe()
+    assert (block["uuid"], block["serial"]) == ("GPU-dff96f9c-bc90-b695-0f95-d91dd540d688", "1654724121010")
+    assert block["power_limit_w"] == 700
+    fake.inject("nvmlDeviceGetSerial", NVML_ERROR_NOT_SUPPORTED)  # e.g. consumer cards have no serial
+    block = GPU(0, nvml=fake).describe()
+    assert block["serial"] is None and block["uuid"].startswith("GPU-dff96f9c")
+    assert not any("Set" in c or "Reset" in c for c in fake.calls)  # describing changes nothing

@@ -198,8 +198,10 @@ def c10(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
         lambda a: "mla" in a or "minicpm" in a)]
     if len(mla):
         v = mla["crossover"].dropna()
-        parts.append(f"MLA vs GQA at batch 32 over context: crossings at {', '.join(f'{c:.0f}' for c in v) or 'none'} "
-                     f"tokens ({', '.join(str(a) for a in mla['at'].unique())} output tokens)")
+        where = (f"crossings at {', '.join(f'{c:.0f}' for c in v)} tokens" if len(v) else
+                 "no crossing within the measured contexts")
+        parts.append(f"MLA vs GQA at batch 32 over context: {where} "
+                     f"({', '.join(str(a) for a in mla['at'].unique())} output tokens)")
         ok.append(bool(len(v)) and bool(((v >= 3000) & (v <= 6000)).any()))
     mam = x[(x["kind"] == "output_length") & x["arch"].str.contains("mamba|nemotron")]
     if len(mam):

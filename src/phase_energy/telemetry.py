@@ -94,10 +94,13 @@ class GPU:
             raise GPUError(f"{name} failed: {e}") from e
 
     # ---------------------------------------------------------------- reads
+    def _text(self, name: str) -> str:
+        v = self.call(name)
+        return v.decode() if isinstance(v, bytes) else str(v)
+
     def name(self) -> str:
         """Marketing name, e.g. NVIDIA H200."""
-        n = self.call("nvmlDeviceGetName")
-        return n.decode() if isinstance(n, bytes) else str(n)
+        return self._text("nvmlDeviceGetName")
 
     def driver(self) -> str:
         """Driver version."""
@@ -169,7 +172,9 @@ class GPU:
     def describe(self) -> dict[str, Any]:
         """GPU block of the trace metadata (never changes anything)."""
         out: dict[str, Any] = {"name": self.name(), "driver": self.driver(), "index": self.index}
-        for key, fn in (("supported_sm_clocks_mhz", self.supported_sm_clocks_mhz),
+        for key, fn in (("uuid", lambda: self._text("nvmlDeviceGetUUID")),  # which card: runs may differ
+                        ("serial", lambda: self._text("nvmlDeviceGetSerial")),
+                        ("supported_sm_clocks_mhz", self.supported_sm_clocks_mhz),
                         ("power_limit_range_w", lambda: list(self.power_limit_range_w())),
                         ("power_limit_w", self.power_limit_w)):
             try:

@@ -44,7 +44,7 @@ if triton is not None:
         pid_bh = tl.program_id(0)
         pid_g = tl.program_id(1)
         pid_s = tl.program_id(2)
-        b = pid_bh // H
+        b = (pid_bh // H).to(tl.int64)  # 64-bit offsets: a cache of batch 256 x 10K positions x 1K > 2**31
         h = pid_bh % H
         length = tl.load(length_ptr)
         start = pid_s * split_len

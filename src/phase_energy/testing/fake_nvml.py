@@ -33,6 +33,8 @@ class FakeCard:
     """State of one fake GPU."""
 
     name: str = "NVIDIA H200"
+    uuid: str = "GPU-00000000-0000-0000-0000-000000000000"
+    serial: str = "0000000000000"
     power_limit_mw: int = 700_000
     default_limit_mw: int = 700_000
     limit_range_mw: tuple[int, int] = (200_000, 700_000)
@@ -125,6 +127,14 @@ class FakeNVML:
     def nvmlDeviceGetName(self, h: Any) -> str:
         self._enter("nvmlDeviceGetName")
         return self._card(h).name
+
+    def nvmlDeviceGetUUID(self, h: Any) -> str:
+        self._enter("nvmlDeviceGetUUID")
+        return self._card(h).uuid
+
+    def nvmlDeviceGetSerial(self, h: Any) -> str:
+        self._enter("nvmlDeviceGetSerial")
+        return self._card(h).serial
 
     def nvmlDeviceGetTotalEnergyConsumption(self, h: Any) -> int:
         self._enter("nvmlDeviceGetTotalEnergyConsumption")
