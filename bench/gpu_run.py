@@ -120,6 +120,63 @@ def check_recurrent_kernel(results: dict) -> None:
     results["recurrent_kernel"] = rows
 
 
+def gemv_speed(results: dict, out: Path) -> None:
+    """The skinny-matmul kernel (engine/gemv.py) against torch.matmul on Qwen3-4B's decode matmuls, M rows.
+
+    Every W is read from HBM (do_bench clears the L2 between runs); TB/s = W bytes / kernel time. The
+    per-step line adds the layers' matmuls and the LM head as a decode step runs them.
+    """
+    import itertools
+
+    from triton.testing import do_bench
+
+    from phase_energy.engine.gemv import gemv
+
+    c = get_preset("qwen3-4b")
+    q_out = c.n_heads * c.head_dim
+    shapes = {"qkv": (q_out + 2 * c.n_kv_heads * c.head_dim, c.hidden), "o": (c.hidden, q_out),
+              "gate_up": (2 * c.intermediate, c.hidden), "down": (c.hidden, c.intermediate),
+              "lm_head": (c.vocab, c.hidden)}
+    configs = [dict(block_n=bn, block_k=bk, split_k=sk, num_warps=nw)
+               for bn, bk, sk, nw in itertools.product((16, 32, 64), (256, 512), (1, 2, 4), (4, 8))]
+    rows = []
+    for m in (1, 4, 8, 16):
+        for name, (n, k) in shapes.items():
+            w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k**0.5
+            x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+            ref = (x.float() @ w.float().t())
+            t_mm = do_bench(lambda: x @ w.t(), warmup=5, rep=40) * 1e-3  # noqa: B023
+            best: dict = {"s": float("inf")}
+            for cfg in configs:
+                try:
+                    err = (gemv(x, w, **cfg).float() - ref).abs().max().item()
+                    t = do_bench(lambda: gemv(x, w, **cfg), warmup=5, rep=40) * 1e-3  # noqa: B023
+                except Exception as e:  # a config the compiler rejects (shared memory)
+                    log.info("gemv %s m=%d %s: %s", name, m, cfg, str(e)[:120])
+                    continue
+                if t < best["s"]:
+                    best = {"s": t, "cfg": cfg, "max_abs_diff": err}
+            nbytes = n * k * 2
+            rows.append({"m": m, "matmul": name, "n": n, "k": k, "weight_mb": nbytes / 1e6,
+                         "torch_us": t_mm * 1e6, "torch_tbps": nbytes / t_mm / 1e12,
+                         "gemv_us": best["s"] * 1e6, "gemv_tbps": nbytes / best["s"] / 1e12,
+                         "gemv_config": best.get("cfg"), "gemv_max_abs_diff": best.get("max_abs_diff"),
+                         "ref_max_abs": ref.abs().max().item()})
+            log.info("gemv %s", rows[-1])
+            save(out, "engine.json", {**results, "gemv": rows})
+    step = {}
+    for m in (1, 4, 8, 16):
+        r = {x["matmul"]: x for x in rows if x["m"] == m}
+        per = {kind: c.n_layers * sum(r[n][f"{kind}_us"] for n in ("qkv", "o", "gate_up", "down"))
+               + r["lm_head"][f"{kind}_us"] for kind in ("torch", "gemv")}
+        step[m] = {"torch_us": per["torch"], "gemv_us": per["gemv"],
+                   "best_of_both_us": c.n_layers * sum(min(r[n]["torch_us"], r[n]["gemv_us"])
+                                                       for n in ("qkv", "o", "gate_up", "down"))
+                   + min(r["lm_head"]["torch_us"], r["lm_head"]["gemv_us"])}
+    results["gemv"] = rows
+    results["gemv_step"] = step
+
+
 KERNEL_CLASSES = (("attention", ("_split_kernel",)), ("recurrent", ("_step_kernel",)),
                   ("gemm", ("gemm", "gemv", "cutlass", "nvjet", "sm90_", "cublas", "splitk")),
                   ("fused (inductor)", ("triton_",)))
@@ -166,7 +223,6 @@ def profile_decode(points: list[tuple[str, int]], context: int, results: dict, o
             busy = sum(k["us_per_step"] for k in kernels)
             row.update(step_us=t_step * 1e6, kernel_us_per_step=busy, kernels_per_step=sum(
                 k["calls_per_step"] for k in kernels), by_class=by_class, top=kernels[:25])
-            del w
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {e}"
             log.error("profile %s b%d: %s\n%s", arch, batch, e, traceback.format_exc())
@@ -219,7 +275,6 @@ def engine_speed(gpu: GPU, ceilings: dict, points: list[tuple[str, int]], contex
                        prefill_tflops=flops / dt / 1e12,
                        prefill_fraction_of_matmul=flops / dt / ceilings["matmul_flops"],
                        prefill_power_w=de / dt, graph=w.graph is not None)
-            del w
         except Exception as e:  # record and go on: one failing point must not lose the others
             row["error"] = f"{type(e).__name__}: {e}"
             log.error("%s b%d: %s\n%s", arch, batch, e, traceback.format_exc())
@@ -322,6 +377,7 @@ def main() -> None:
     for step, fn in (("attn", lambda: check_attention_kernel(results)),
                      ("fla", lambda: check_fla_against_torch(results)),
                      ("recurrent", lambda: check_recurrent_kernel(results)),
+                     ("gemv", lambda: gemv_speed(results, out)),
                      ("profile", lambda: profile_decode(points, a.context, results, out)),
                      ("trace", lambda: real_trace(out, results)),
                      ("overhead", lambda: sampler_overhead(out, results)),

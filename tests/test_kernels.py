@@ -21,6 +21,7 @@ from phase_energy.engine.attention import (
     decode_attention_reference,
     launch_split_kernel,
 )
+from phase_energy.engine.gemv import gemv, gemv_reference
 from phase_energy.engine.recurrent import (
     launch_step_kernel,
     recurrent_step_,
@@ -146,3 +147,30 @@ def test_custom_op_mutates_the_cache_state():
     o = recurrent_step_(state, torch.ones(1, 1, 3), torch.ones(1, 1, 3), torch.ones(1, 2, 4),
                         torch.zeros(1, 2), None, 1.0, False)
     assert torch.equal(state, torch.ones(1, 2, 3, 4)) and torch.equal(o, torch.full((1, 2, 4), 3.0))
+
+
+@pytest.mark.parametrize(("m", "n", "k", "split_k", "dtype", "with_residual"), [
+    (1, 40, 300, 1, torch.float32, False),  # one row, ragged N and K
+    (3, 37, 1000, 3, torch.float16, True),  # split K: partial sums added, residual after them
+    (8, 50, 260, 2, torch.float32, True),  # 8 rows padded to 16: the tensor-core path
+    (16, 64, 512, 1, torch.float16, True),  # residual in the epilogue
+])
+def test_gemv_kernel_matches_the_matmul(m, n, k, split_k, dtype, with_residual):
+    gen = torch.Generator().manual_seed(m * n + k)
+    x, w = torch.randn(m, k, generator=gen).to(dtype), torch.randn(n, k, generator=gen).to(dtype)
+    r = torch.randn(m, n, generator=gen).to(dtype) if with_residual else None
+    y = gemv(x, w, r, block_n=16, block_k=128, split_k=split_k)
+    ref = gemv_reference(x, w, r).float()
+    assert y.shape == (m, n) and y.dtype == dtype
+    tol = 1e-4 if dtype == torch.float32 else 2e-3
+    assert ((y.float() - ref).abs() <= tol * (1 + ref.abs())).all()
+    w[:, :] = 0  # W is really read: a zero matrix leaves only the residual
+    expect = torch.zeros(m, n, dtype=dtype) if r is None else r
+    assert torch.equal(gemv(x, w, r, block_n=16, block_k=128, split_k=split_k), expect)
+
+
+def test_gemv_rejects_what_it_cannot_do():
+    with pytest.raises(ValueError, match="at most 16 rows, got 17"):
+        gemv(torch.zeros(17, 8), torch.zeros(4, 8))
+    with pytest.raises(ValueError, match="residual must be"):
+        gemv(torch.zeros(2, 8), torch.zeros(4, 8), torch.zeros(4, 2))
