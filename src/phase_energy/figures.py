@@ -115,11 +115,13 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     """Mean prefill and decode power against batch size per architecture."""
     s = _need(t["summary"], "prefill and decode at the default lever")
     d = _need(s[s["lever"] == "default"], "the default lever")
-    ctx = _pick(d["context"], 2048)
-    d = d[d["context"] == ctx]
-    g = sns.relplot(data=d, x="batch", y="power_mean_w", hue="arch", style="arch", col="phase",
-                    kind="line", markers=True, height=4, aspect=1.2, facet_kws={"sharey": True})
+    contexts = sorted(d["context"].unique())
+    rows = {"row": "context"} if len(contexts) > 1 else {}  # one row of panels per context
+    g = sns.relplot(data=d, x="batch", y="power_mean_w", hue="arch", style="arch", col="phase", **rows,
+                    kind="line", markers=True, height=4 if not rows else 3, aspect=1.2 if not rows else 1.6,
+                    facet_kws={"sharey": True})
     g.set(xscale="log", xlabel="batch size (sequences)", ylabel="mean power (W)")
+    g.set_titles("{row_var} {row_name}, {col_name}" if rows else "{col_name}")
     limit = d["power_limit_w"].dropna().max() if "power_limit_w" in d else None
     for ax in g.axes.flat:
         if limit:
@@ -127,7 +129,8 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(sorted(d["batch"].unique()), [str(b) for b in sorted(d["batch"].unique())])
     dec = d[d["phase"] == "decode"]["power_mean_w"]
-    title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at context {ctx}; dashed: power limit"
+    where = f"context {contexts[0]}" if len(contexts) == 1 else f"contexts {', '.join(map(str, contexts))}"
+    title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at {where}; dashed: power limit"
     return _facet(g), title
 
 
@@ -226,12 +229,14 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         raise MissingData("a GQA architecture and another paradigm at the default lever")
     ctx = _pick(r["context"], 2048)
     d = r[(r["context"] == ctx)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
     sns.lineplot(data=d, x="output_length", y="ratio_vs_gqa", hue="arch", style="batch", ax=axes[0])
     axes[0].axhline(1.0, color="0.3", lw=1)
+    sns.move_legend(axes[0], "upper center", bbox_to_anchor=(0.5, -0.16), ncol=6, frameon=False, fontsize=8)
     axes[0].set(xscale="log", xlabel="output length (tokens)", ylabel="request energy / GQA's",
                 title=f"total request energy relative to GQA, context {ctx}")
     x = t["crossovers"]
+    xs = x.iloc[0:0]
     if len(x):
         xs = x[(x["kind"] == "output_length") & (x["at"] == ctx)].dropna(subset=["crossover"])
         for r_ in xs.itertuples():
@@ -244,10 +249,13 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         id_vars=["arch"], value_vars=["prefill_j", "decode_j"], var_name="phase", value_name="energy (J)")
     split["phase"] = split["phase"].str.replace("_j", "")
     sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1])
-    axes[1].set(xlabel="", ylabel="energy per request (J)", title=f"split at batch {bs}, {n} output tokens")
+    axes[1].set(xlabel="", ylabel="energy per request (J)", title=f"split at batch {bs}, {n} output tokens",
+                ylim=(0, 1.25 * split["energy (J)"].max()))  # room for the legend above the bars
+    sns.move_legend(axes[1], "upper right", ncol=2, title=None)
     axes[1].tick_params(axis="x", rotation=20)
     nx = int(x["crossover"].notna().sum()) if len(x) else 0
-    return fig, f"Request energy vs GQA: {nx} crossover(s) found in range (dotted, with 95 % CI)"
+    return fig, (f"Request energy vs GQA: {len(xs)} crossover(s) over output length at context {ctx} "
+                 f"(dotted, with 95 % CI); {nx} over output length and context in all (crossovers table)")
 
 
 def fig08_clocks_throttle(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
