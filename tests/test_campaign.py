@@ -41,5 +41,30 @@ def test_campaign_resumes_and_stops_inside_a_chunk(tmp_path, monkeypatch):
     slow = f"{base} batch_sizes=[32] 'sim={{wall_delay_s: 120}}'"
     third = campaign.run("config/test.yaml", [slow], ref, time_limit_s=45, min_chunk_s=5)
     assert third.stopped_in is not None and third.new_points == []
+    assert third.interrupted is not None and "bs~32" in third.interrupted  # stopped, not failed
+    assert third.failed_points == {}
     assert len(_statuses(ref)) == 4
     assert not list((wd / "results/traces").glob("arch~*/bs~32/**/status.json"))
+
+
+def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
+    # the nvml backend fails for real on a machine without NVML (no pynvml, or no NVIDIA driver)
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # ImportError or NVMLError: the job will fail, as this test wants
+        pass
+    else:  # pragma: no cover - a GPU machine would measure for real
+        pynvml.nvmlShutdown()
+        pytest.skip("NVML works here: the nvml backend would measure instead of failing")
+    wd = copy_workflow(tmp_path / "wf")
+    monkeypatch.chdir(wd)
+    ref = wd / "reference" / "traces"
+    chunk = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b] backend=nvml"
+    res = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
+    assert res.chunks_failed == [chunk] and res.new_points == [] and res.interrupted is None
+    point = "arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0"
+    assert list(res.failed_points) == [point]
+    assert "NVML" in res.failed_points[point] or "GPU" in res.failed_points[point], res.failed_points
+    assert _statuses(ref) == []

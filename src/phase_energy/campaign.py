@@ -25,6 +25,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MEASURED = Path("results/traces")
+LOGS = Path("logs/measure")  # the measure rule's logs, one per point
 
 
 def point_dirs(root: Path) -> list[Path]:
@@ -50,6 +51,20 @@ def copy_points(src: Path, dst: Path) -> list[Path]:
     return copied
 
 
+def without_trace(since: float) -> dict[str, str]:
+    """Points whose job wrote its log after ``since`` but left no trace: point -> last line of its log."""
+    out = {}
+    for path in sorted(LOGS.glob("arch~*/bs~*/ctx~*/lever~*/rep~*.log")):
+        if path.stat().st_mtime < since:
+            continue
+        point = str(path.relative_to(LOGS).with_suffix(""))
+        if (MEASURED / point / "status.json").exists():
+            continue
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        out[point] = lines[-1][:300] if lines else "(empty log)"
+    return out
+
+
 @dataclass
 class CampaignRun:
     """What one run did."""
@@ -58,6 +73,8 @@ class CampaignRun:
     chunks_failed: list[str] = field(default_factory=list)
     stopped_in: str | None = None
     new_points: list[str] = field(default_factory=list)
+    failed_points: dict[str, str] = field(default_factory=dict)  # point -> last line of its log
+    interrupted: str | None = None  # the point the time limit stopped
     seconds: float = 0.0
 
 
@@ -84,6 +101,7 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         extra: list[str] | None = None) -> CampaignRun:
     """Seed, run the chunks in order within ``time_limit_s``, copy finished points into ``into``."""
     t0 = time.monotonic()
+    wall0 = time.time() - 1.0  # log mtimes are wall-clock (1 s slack for coarse file-system stamps)
     into.mkdir(parents=True, exist_ok=True)
     MEASURED.mkdir(parents=True, exist_ok=True)
     copy_points(into, MEASURED)
@@ -112,6 +130,13 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         else:
             log.error("campaign: chunk %r ended with exit status %d (see the snakemake log)", chunk, proc.returncode)
             out.chunks_failed.append(chunk)
+    out.failed_points = without_trace(wall0)
+    if out.stopped_in is not None and out.failed_points:  # the job the time limit stopped is the newest log
+        newest = max(out.failed_points, key=lambda p: (LOGS / f"{p}.log").stat().st_mtime)
+        out.interrupted = newest
+        del out.failed_points[newest]
+    for point, last in out.failed_points.items():
+        log.error("campaign: %s failed and left no trace; its log ends: %s", point, last)
     out.seconds = time.monotonic() - t0
     log.info("campaign: %d new points in %.0f s; chunks done: %s", len(out.new_points), out.seconds,
              out.chunks_done)

@@ -103,7 +103,8 @@ def cmd_campaign(a: argparse.Namespace) -> None:
 
     res = run(a.configfile, a.chunk or [], Path(a.into), a.time_limit_s, extra=a.snakemake_args.split())
     print(json.dumps({"new_points": len(res.new_points), "chunks_done": res.chunks_done,
-                      "chunks_failed": res.chunks_failed,
+                      "chunks_failed": res.chunks_failed, "failed_points": res.failed_points,
+                      "interrupted": res.interrupted,
                       "stopped_in": res.stopped_in, "seconds": round(res.seconds, 1)}))
 
 
