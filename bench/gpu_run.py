@@ -167,12 +167,12 @@ def gemv_speed(results: dict, out: Path) -> None:
     step = {}
     for m in (1, 4, 8, 16):
         r = {x["matmul"]: x for x in rows if x["m"] == m}
-        per = {kind: c.n_layers * sum(r[n][f"{kind}_us"] for n in ("qkv", "o", "gate_up", "down"))
-               + r["lm_head"][f"{kind}_us"] for kind in ("torch", "gemv")}
-        step[m] = {"torch_us": per["torch"], "gemv_us": per["gemv"],
-                   "best_of_both_us": c.n_layers * sum(min(r[n]["torch_us"], r[n]["gemv_us"])
-                                                       for n in ("qkv", "o", "gate_up", "down"))
-                   + min(r["lm_head"]["torch_us"], r["lm_head"]["gemv_us"])}
+
+        def step_us(us) -> float:  # every layer's four matmuls, then the LM head
+            return c.n_layers * sum(us(r[n]) for n in ("qkv", "o", "gate_up", "down")) + us(r["lm_head"])  # noqa: B023
+
+        step[m] = {"torch_us": step_us(lambda x: x["torch_us"]), "gemv_us": step_us(lambda x: x["gemv_us"]),
+                   "best_of_both_us": step_us(lambda x: min(x["torch_us"], x["gemv_us"]))}
     results["gemv"] = rows
     results["gemv_step"] = step
 

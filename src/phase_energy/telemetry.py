@@ -68,6 +68,11 @@ def _field_value(v: Any) -> float:
     return float({0: u.dVal, 1: u.uiVal, 2: u.ulVal, 3: u.ullVal, 4: u.sllVal, 5: u.siVal}.get(vt, u.uiVal))
 
 
+def _decode(v: Any) -> str:
+    """A string NVML returned (bytes in older bindings)."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 class GPU:
     """One NVIDIA GPU through NVML: reads, and (for :mod:`levers`) the setters with their checks."""
 
@@ -95,8 +100,7 @@ class GPU:
 
     # ---------------------------------------------------------------- reads
     def _text(self, name: str) -> str:
-        v = self.call(name)
-        return v.decode() if isinstance(v, bytes) else str(v)
+        return _decode(self.call(name))
 
     def name(self) -> str:
         """Marketing name, e.g. NVIDIA H200."""
@@ -104,8 +108,7 @@ class GPU:
 
     def driver(self) -> str:
         """Driver version."""
-        v = self.nvml.nvmlSystemGetDriverVersion()
-        return v.decode() if isinstance(v, bytes) else str(v)
+        return _decode(self.nvml.nvmlSystemGetDriverVersion())
 
     def energy_mj(self) -> int:
         """Energy counter: mJ since the driver loaded (updates about every 100 ms)."""

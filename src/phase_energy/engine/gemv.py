@@ -92,14 +92,15 @@ def gemv(x: Tensor, w: Tensor, residual: Tensor | None = None, block_n: int = 16
     k_per_split = math.ceil(math.ceil(k / split_k) / block_k) * block_k
     split_k = math.ceil(k / k_per_split)
     partial = torch.empty(split_k, m, n, device=x.device, dtype=torch.float32)
-    with_r = residual is not None and split_k == 1
-    r = residual if residual is not None and with_r else partial
+    epilogue = residual if split_k == 1 else None  # split sums get the residual after they are added
+    r = partial if epilogue is None else epilogue
     block_m = next_pow2(m) if m <= 4 else 16
     grid = (math.ceil(n / block_n), split_k)
     _gemv_kernel[grid](x, w, partial, r, m, n, k, k_per_split, x.stride(0), w.stride(0), partial.stride(0),
                        partial.stride(1), r.stride(-2), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-                       HAS_RESIDUAL=with_r, USE_DOT=block_m == 16, num_warps=num_warps, num_stages=num_stages)
-    y = partial[0] if split_k == 1 else partial.sum(0)
-    if residual is not None and not with_r:
-        y = y + residual.float()
-    return y.to(x.dtype)
+                       HAS_RESIDUAL=epilogue is not None, USE_DOT=block_m == 16, num_warps=num_warps,
+                       num_stages=num_stages)
+    if split_k == 1:
+        return partial[0].to(x.dtype)
+    y = partial.sum(0)
+    return (y if residual is None else y + residual.float()).to(x.dtype)
