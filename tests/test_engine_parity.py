@@ -1,5 +1,7 @@
 """Our engine against the transformers reference of each architecture, same weights, on CPU."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -90,6 +92,15 @@ def _perturb(model, seed):
                 p.add_(0.1 * torch.randn(p.shape, generator=g))
 
 
+def _cache_kwargs(ref, out, position):
+    """The previous output's cache under the name this transformers version takes (5.24 calls it ``cache``)."""
+    if "cache" in inspect.signature(ref.forward).parameters:
+        return {"cache": out.cache}
+    if hasattr(out, "cache_params"):  # Mamba2 kept its own cache object before 5.24
+        return {"cache_params": out.cache_params, "cache_position": torch.tensor([position])}
+    return {"past_key_values": out.past_key_values}
+
+
 @pytest.mark.parametrize("arch", sorted(REFERENCES))
 def test_prefill_and_16_decode_steps_match_transformers(arch):
     torch.manual_seed(0)
@@ -105,11 +116,7 @@ def test_prefill_and_16_decode_steps_match_transformers(arch):
         out = ref(input_ids=prompt, use_cache=True)
         ref_logits = [out.logits]
         for i in range(steps):
-            if hasattr(out, "cache_params"):  # Mamba2 keeps its own cache object
-                out = ref(input_ids=follow[:, i:i + 1], cache_params=out.cache_params, use_cache=True,
-                          cache_position=torch.tensor([ctx + i]))
-            else:
-                out = ref(input_ids=follow[:, i:i + 1], past_key_values=out.past_key_values, use_cache=True)
+            out = ref(input_ids=follow[:, i:i + 1], use_cache=True, **_cache_kwargs(ref, out, ctx + i))
             ref_logits.append(out.logits)
         ours.setup_caches(batch, ctx + steps + 4)
         our_logits = [ours.prefill(prompt, all_logits=True)]
