@@ -91,7 +91,8 @@ def gemv(x: Tensor, w: Tensor, residual: Tensor | None = None, block_n: int = 16
     split_k = max(1, min(split_k, math.ceil(k / block_k)))
     k_per_split = math.ceil(math.ceil(k / split_k) / block_k) * block_k
     split_k = math.ceil(k / k_per_split)
-    partial = torch.empty(split_k, m, n, device=x.device, dtype=torch.float32)
+    # one split: the kernel stores y in x's dtype (one kernel); more: fp32 partial sums, added after
+    partial = torch.empty(split_k, m, n, device=x.device, dtype=x.dtype if split_k == 1 else torch.float32)
     epilogue = residual if split_k == 1 else None  # split sums get the residual after they are added
     r = partial if epilogue is None else epilogue
     block_m = next_pow2(m) if m <= 4 else 16
@@ -101,6 +102,6 @@ def gemv(x: Tensor, w: Tensor, residual: Tensor | None = None, block_n: int = 16
                        HAS_RESIDUAL=epilogue is not None, USE_DOT=block_m == 16, num_warps=num_warps,
                        num_stages=num_stages)
     if split_k == 1:
-        return partial[0].to(x.dtype)
+        return partial[0]
     y = partial.sum(0)
     return (y if residual is None else y + residual.float()).to(x.dtype)
