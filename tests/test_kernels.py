@@ -17,8 +17,10 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover - a GPU develo
     pytest.skip("the kernel tests need TRITON_INTERPRET=1", allow_module_level=True)
 
 from phase_energy.engine.attention import (
+    SplitConfig,
     decode_attention,
     decode_attention_reference,
+    default_config,
     launch_split_kernel,
 )
 from phase_energy.engine.gemv import gemv, gemv_reference
@@ -51,6 +53,32 @@ def test_split_attention_kernel_matches_masked_attention(b, h, g, dk, dv, s_max,
     k[:, :, length:] = 1e4
     o2, _ = launch_split_kernel(q, k, v, n, dk**-0.5, splits)
     assert torch.equal(o, o2)
+
+
+@pytest.mark.parametrize(("block_g", "block_n", "block_dk"), [(32, 32, 16), (64, 16, 64)])
+def test_split_attention_kernel_takes_other_tilings(block_g, block_n, block_dk):
+    # MLA: 40 query heads over one latent cache; 16 heads per program read the cache 3 times, 64 once
+    gen = torch.Generator().manual_seed(block_g)
+    q = torch.randn(2, 1, 40, 40, generator=gen)
+    cache = torch.randn(2, 1, 150, 40, generator=gen)
+    n = torch.tensor(131)
+    cfg = SplitConfig(block_g=block_g, block_n=block_n, block_dk=block_dk)
+    o, lse = launch_split_kernel(q, cache, cache[..., :32], n, 40**-0.5, 3, cfg)
+    merged = (o * torch.softmax(lse, -1)[..., None]).sum(3)
+    ref = decode_attention_reference(q, cache, cache[..., :32], n, 40**-0.5).float()
+    assert (merged - ref).abs().max().item() < 1e-4
+    with pytest.raises(ValueError, match="block_g must be a power of two >= 16, got 24"):
+        SplitConfig(block_g=24)
+
+
+def test_split_tiling_reads_mla_latents_fewer_times_where_the_grid_stays_full():
+    # MiniCPM3 (40 heads over a 288-wide latent), TransMLA (32 over 576), Qwen3 GQA (4 per KV head)
+    s_max = 2048 + 257
+    assert default_config(32, 1, 40, 288, 256, s_max).block_g == 32  # two reads of the cache instead of three
+    assert default_config(1, 1, 40, 288, 256, s_max).block_g == 16  # batch 1: 72 programs at 32 heads, 108 at 16
+    wide = default_config(1, 1, 32, 576, 512, s_max)
+    assert (wide.block_g, wide.block_n, wide.num_stages) == (32, 64, 2)
+    assert default_config(32, 8, 4, 128, 128, s_max) == SplitConfig(block_n=64, block_dk=128, num_warps=4)
 
 
 _HUGE_CACHE = textwrap.dedent("""

@@ -7,8 +7,11 @@ batch 1 against 4.26 TB/s for a plain copy (docs/benchmarks.md). This kernel rea
 K dimension is divided among programs (more programs for short N) and the partial sums are added after.
 The residual, when given, is added in the epilogue (one kernel instead of two).
 
-Not used by the engine yet: ``bench/gpu_run.py --steps gemv`` compares it with ``torch.matmul`` on the
-decode shapes first, and the engine takes it only where it is faster.
+The engine does not use it: on the H200 (``bench/gpu_run.py --steps gemv``,
+bench/engine-h200-2026-11-24b/gemv.json) it summed to 3.51 ms of matmuls per Qwen3-4B decode step at one
+row against cuBLAS's 3.55 ms, and was slower at 4-16 rows; both lose the time in a fixed per-matrix ramp-up,
+not in the tiling. It stays as the measured baseline for a fused GEMV (norm in the prologue, overlap with
+the next matrix) and for re-measurement on other cards.
 """
 
 from __future__ import annotations
