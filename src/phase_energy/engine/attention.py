@@ -127,8 +127,8 @@ def default_config(batch: int, kv_heads: int, groups: int, dk: int, dv: int, s_m
     """The tiling for these shapes (GQA: 4-8 heads 128-256 wide; MLA: 32-40 heads over a 288 or 576 wide latent).
 
     MLA takes 32 heads per program, so its latent cache is read once or twice instead of two or three
-    times; the choice comes from a sweep on the H200 (bench/engine-h200-2026-11-24b): 3.4-4.8x faster for
-    a 576-wide latent at batch 32-128, 1.3-1.6x for 288. For the 288-wide latent at batch 1 the 16-head
+    times; the choice comes from a sweep on the H200 (bench/engine-h200-2026-11-24b): 3.4-3.7x faster for
+    a 576-wide latent at batch 32-128, 1.2-1.6x for 288. For the 288-wide latent at batch 1 the 16-head
     tiling stays (more programs: 24 against 42 us).
     """
     block_dv = next_pow2(dv)
