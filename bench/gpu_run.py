@@ -194,11 +194,11 @@ def mla_attention_speed(results: dict, out: Path) -> None:
         launch_split_kernel,
     )
 
-    rows = []
+    rows: list[dict] = []  # config as a dict (JSON)
+    tilings = [SplitConfig(*x) for x in itertools.product((16, 32), (16, 32, 64), (64, 128), (4, 8), (1, 2, 3))]
     for arch in ("minicpm3-4b", "qwen3-4b-transmla"):
         c = get_preset(arch)
         g, r, rd = c.n_heads, c.kv_lora_rank, c.qk_rope_head_dim
-        tilings = [SplitConfig(*x) for x in itertools.product((16, 32), (16, 32, 64), (64, 128), (4, 8), (1, 2, 3))]
         for batch in (32, 128, 1):
             s_max, length = 2048 + 257, 2048 + 128
             default = default_config(batch, 1, g, r + rd, r, s_max)
@@ -210,9 +210,9 @@ def mla_attention_speed(results: dict, out: Path) -> None:
             ref = decode_attention_reference(q, cache, cache[..., :r], n, scale).float()
             nbytes = batch * length * (r + rd) * 2
             best = None
-            winners = {x["config"] for x in rows if x.get("best") and x["arch"] == arch}
-            for cfg in configs if batch != 1 else [default, *winners]:  # batch 1: the winners of 32 and 128
-                row: dict = {"arch": arch, "batch": batch, "heads": g, "latent": r + rd, "config": cfg,
+            winners = [SplitConfig(**x["config"]) for x in rows if x.get("best") and x["arch"] == arch]
+            for cfg in configs if batch != 1 else dict.fromkeys([default, *winners]):  # batch 1: 32's and 128's best
+                row: dict = {"arch": arch, "batch": batch, "heads": g, "latent": r + rd, "config": vars(cfg),
                              "default": cfg == default}
                 try:
                     o, lse = launch_split_kernel(q, cache, cache[..., :r], n, scale, 0, cfg)
@@ -230,9 +230,8 @@ def mla_attention_speed(results: dict, out: Path) -> None:
                 log.info("mla attention %s b%d: default %s, best %s", arch, batch,
                          next((x for x in rows if x["default"] and x["arch"] == arch and x["batch"] == batch), {}),
                          best)
-            save(out, "engine.json", {**results, "mla_attention": [
-                {**x, "config": vars(x["config"])} for x in rows]})
-    results["mla_attention"] = [{**x, "config": vars(x["config"])} for x in rows]
+            save(out, "engine.json", {**results, "mla_attention": rows})
+    results["mla_attention"] = rows
 
 
 KERNEL_CLASSES = (("attention", ("_split_kernel",)), ("recurrent", ("_step_kernel",)),

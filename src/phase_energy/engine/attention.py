@@ -136,8 +136,8 @@ def default_config(batch: int, kv_heads: int, groups: int, dk: int, dv: int, s_m
         return SplitConfig(block_g=32, block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=8, num_stages=2)
     if groups > 16:
         wide = SplitConfig(block_g=32, block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=4, num_stages=2)
-        blocks = batch * kv_heads * math.ceil(groups / wide.block_g)
-        if blocks * num_splits_for(batch, kv_heads, groups, s_max, sms, wide.block_g) >= 2 * sms:
+        splits = _plan(batch, kv_heads, groups, s_max, 0, wide)[0]
+        if batch * kv_heads * math.ceil(groups / wide.block_g) * splits >= 2 * sms:  # the grid it would launch
             return wide
     return SplitConfig(block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=4 if block_dv <= 128 else 8)
 
