@@ -121,6 +121,60 @@ def test_fake_nvml_windows_span_the_ticks_and_divide_by_the_calls():
     assert not [c for c in fake.calls if "Set" in c or "Reset" in c]
 
 
+class VirtualClock:
+    """Meter and workload on one virtual clock: the first ``slow_calls`` take ``slow_s`` each, the rest ``fast_s``."""
+
+    def __init__(self, slow_s, fast_s, slow_calls):
+        self.t, self.slow_s, self.fast_s, self.left = 0.0, slow_s, fast_s, slow_calls
+        self.cfg, self.batch, self.context = get_preset("tiny-gqa"), 1, 16
+        self.windows: list[tuple[str, int]] = []
+
+    def now(self):
+        return self.t
+
+    def read_energy_j(self):
+        return 100.0 * self.t
+
+    def samples(self):
+        return pd.DataFrame()
+
+    def sequences(self, phase):
+        return 1
+
+    def prepare(self, phase):
+        pass
+
+    def run(self, unit, calls):
+        slow = min(calls, self.left)
+        self.left -= slow
+        self.t += slow * self.slow_s + (calls - slow) * self.fast_s
+        self.windows.append((unit, calls))
+
+    def synchronize(self):
+        pass
+
+    def idle(self, seconds):
+        self.t += seconds
+
+
+def test_a_short_window_is_run_again_with_calls_timed_over_it():
+    # probe and lead-in time a call at 2 ms; in the windows it takes 1 ms: N from the probe spans half the ticks
+    s = ClearSettings(trials=2, min_ticks=8, counter_period_ms=10, pause_s=0.0, lead_in_s=0.05, probe_s=0.01,
+                      idle_s=0.0, sampling_period_ms=2)
+    # the first unit's probe (1 + 5 calls) and lead-in (25 calls) run slow, then every call is fast
+    clock = VirtualClock(slow_s=0.002, fast_s=0.001, slow_calls=1 + 5 + 25)
+    units = len(components_of(clock.cfg))
+    out = run_clear(clock, clock, s, progress=lambda _: None)
+    first = [w for w in out if w.unit == components_of(clock.cfg)[0].name]
+    assert len(out) == 2 * units * s.trials
+    for w in out:
+        assert w.window.end_s - w.window.start_s >= s.window_s  # every kept window spans min_ticks periods
+        assert w.calls == repetitions(w.call_s_probe, s)
+    assert first[0].call_s_probe == pytest.approx(0.001) and first[0].calls == repetitions(0.001, s)
+    # the short window (N timed at 2 ms) ran, and was dropped
+    assert (components_of(clock.cfg)[0].name, repetitions(0.002, s)) in clock.windows
+
+
 def _synthetic(coverage, cvs):
     rows = []
     parts = {"norm": (0.01, 4), "attention": (0.2, 2), "mlp": (0.3, 2)}
