@@ -177,6 +177,133 @@ def gemv_speed(results: dict, out: Path) -> None:
     results["gemv_step"] = step
 
 
+def chain_speed(results: dict, out: Path, rows: tuple[int, ...] = (1, 32)) -> None:
+    """Qwen3-4B's decode matmuls in order, data-dependent, as one captured step: the overlap of matrices.
+
+    Each of the 36 layers: qkv of RMSNorm(h), h += o(q part), gate/up of RMSNorm(h), h += down(SiLU(gate) *
+    up); then the head of the final norm (no attention: the chain isolates the weight stream). ``torch``:
+    Inductor-fused norms and gates around cuBLAS, as the engine runs them. ``fused``: one GEMV kernel per
+    matrix with the norm or gate in its prologue and the residual in its epilogue (engine/gemv.py); ``pdl``
+    adds programmatic dependent launch, ``pdl_prefetch`` reads each program's first W tile before waiting.
+    TB/s = weight bytes / step time; every step reads all 8 GB from HBM.
+    """
+    import itertools
+
+    import torch.nn.functional as F
+
+    from phase_energy.engine.gemv import gemv
+
+    c = get_preset("qwen3-4b")
+    hid, q_out, kv_out, inter = c.hidden, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.intermediate
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16, generator=gen) / shape[-1] ** 0.5
+
+    layers = [(rand(q_out + 2 * kv_out, hid), rand(hid, q_out), rand(2 * inter, hid), rand(hid, inter),
+               1 + 0.1 * rand(1, hid)[0], 1 + 0.1 * rand(1, hid)[0]) for _ in range(c.n_layers)]
+    head, norm_f = rand(c.vocab, hid), 1 + 0.1 * rand(1, hid)[0]
+    nbytes = sum(t.numel() * 2 for lay in layers for t in lay[:4]) + head.numel() * 2
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    bw = results["ceilings"]["bandwidth_bps"]
+
+    def rms(x, w):
+        return w * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6)).type_as(x)
+
+    def torch_layer(h, wqkv, wo, wgu, wd, n1, n2):
+        qkv = F.linear(rms(h, n1), wqkv)
+        h = h + F.linear(qkv[:, :q_out], wo)
+        gate, up = F.linear(rms(h, n2), wgu).chunk(2, dim=-1)
+        return h + F.linear(F.silu(gate) * up, wd)
+
+    layer_c = torch.compile(torch_layer, dynamic=False)
+
+    def timed(fn, h0):
+        """Capture fn (reads h0), replay: (us per step, logits)."""
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn(h0)
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            logits = fn(h0)
+        for _ in range(3):
+            g.replay()
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        for _ in range(20):
+            g.replay()
+        e1.record()
+        torch.cuda.synchronize()
+        return e0.elapsed_time(e1) / 20 * 1e3, logits.float().clone()
+
+    def block_n(n, m, min_programs):
+        choices = (64, 32, 16) if m >= 16 else (32, 16, 8, 4)
+        return next((b for b in choices if -(-n // b) >= min_programs), choices[-1])
+
+    chain = []
+    for m in rows:
+        h0 = torch.randn(m, hid, device="cuda", dtype=torch.bfloat16, generator=gen)
+
+        def torch_step(h0):
+            h = h0
+            for lay in layers:
+                h = layer_c(h, *lay)
+            return F.linear(rms(h, norm_f), head)
+
+        t_torch, ref = timed(torch_step, h0)
+        scale = ref.abs().max().item()
+        chain.append({"m": m, "variant": "torch", "us": t_torch, "tbps": nbytes / t_torch / 1e6,
+                      "fraction_of_copy": nbytes / t_torch / 1e-6 / bw})
+        log.info("chain %s", chain[-1])
+        h = torch.empty(m, hid, device="cuda", dtype=torch.bfloat16)
+        qkv = torch.empty(m, q_out + 2 * kv_out, device="cuda", dtype=torch.bfloat16)
+        gu = torch.empty(m, 2 * inter, device="cuda", dtype=torch.bfloat16)
+        logits = torch.empty(m, c.vocab, device="cuda", dtype=torch.bfloat16)
+
+        def fused_step(h0, cfg, pdl, prefetch):
+            kw = dict(block_k=cfg["block_k"], num_warps=cfg["num_warps"], pdl=pdl, prefetch=prefetch)
+            bn = {n: block_n(n, m, cfg["min_programs"]) for n in (hid, q_out + 2 * kv_out, 2 * inter, c.vocab)}  # noqa: B023
+            h.copy_(h0)  # noqa: B023
+            for wqkv, wo, wgu, wd, n1, n2 in layers:
+                gemv(h, wqkv, prologue="rmsnorm", norm_weight=n1, out=qkv, block_n=bn[wqkv.shape[0]], **kw)  # noqa: B023
+                gemv(qkv[:, :q_out], wo, residual=h, out=h, block_n=bn[hid], **kw)  # noqa: B023
+                gemv(h, wgu, prologue="rmsnorm", norm_weight=n2, out=gu, block_n=bn[2 * inter], **kw)  # noqa: B023
+                gemv(gu, wd, residual=h, out=h, prologue="silu_mul", block_n=bn[hid], **kw)  # noqa: B023
+            return gemv(h, head, prologue="rmsnorm", norm_weight=norm_f, out=logits, block_n=bn[c.vocab], **kw)  # noqa: B023
+
+        def run(variant, cfg):
+            pdl, prefetch = variant != "fused", variant == "pdl_prefetch"
+            try:
+                us, got = timed(lambda x: fused_step(x, cfg, pdl, prefetch), h0)  # noqa: B023
+            except Exception as e:
+                log.info("chain m=%d %s %s: %s", m, variant, cfg, str(e)[:300])  # noqa: B023
+                return None
+            row = {"m": m, "variant": variant, "config": cfg, "us": us, "tbps": nbytes / us / 1e6,  # noqa: B023
+                   "fraction_of_copy": nbytes / us / 1e-6 / bw, "speedup_vs_torch": t_torch / us,  # noqa: B023
+                   "max_abs_diff_rel": (got - ref).abs().max().item() / scale}  # noqa: B023
+            chain.append(row)
+            log.info("chain %s", row)
+            save(out, "engine.json", {**results, "chain": chain})
+            return row
+
+        sweep = ((256, 512), (4, 8), (2, 4)) if m < 16 else ((256,), (4, 8), (2,))
+        cfgs = [dict(block_k=bk, num_warps=nw, min_programs=p * sms) for bk, nw, p in itertools.product(*sweep)]
+        first = "pdl_prefetch"
+        tried = [r for r in (run(first, cfg) for cfg in cfgs) if r is not None]
+        if not tried:  # no PDL on this card or Triton: the fused chain alone
+            first = "fused"
+            tried = [r for r in (run(first, cfg) for cfg in cfgs) if r is not None]
+        if tried:
+            best = min(tried, key=lambda r: r["us"])["config"]
+            for variant in ("fused", "pdl", "pdl_prefetch"):
+                if variant != first:
+                    run(variant, best)
+    results["chain"] = chain
+    results["chain_bytes"] = nbytes
+
+
 def mla_attention_speed(results: dict, out: Path) -> None:
     """The decode-attention kernel on the MLA latent caches over tilings (engine/attention.SplitConfig).
 
@@ -436,6 +563,7 @@ def main() -> None:
                      ("recurrent", lambda: check_recurrent_kernel(results)),
                      ("gemv", lambda: gemv_speed(results, out)),
                      ("mla_attn", lambda: mla_attention_speed(results, out)),
+                     ("chain", lambda: chain_speed(results, out)),
                      ("profile", lambda: profile_decode(points, a.context, results, out)),
                      ("trace", lambda: real_trace(out, results)),
                      ("overhead", lambda: sampler_overhead(out, results)),

@@ -197,8 +197,43 @@ def test_gemv_kernel_matches_the_matmul(m, n, k, split_k, dtype, with_residual):
     assert torch.equal(gemv(x, w, r, block_n=16, block_k=128, split_k=split_k), expect)
 
 
+@pytest.mark.parametrize(("m", "prologue", "prefetch", "block_k"), [
+    (1, "rmsnorm", False, 128),  # one row: the norm's 1/rms from the whole row, then the tiles
+    (3, "rmsnorm", True, 64),  # first W tile read before the loop
+    (2, "silu_mul", True, 128),
+    (32, "silu_mul", False, 64),  # 32 rows: tensor cores
+    (20, "rmsnorm", True, 128),  # 20 rows padded to 32
+])
+def test_gemv_prologues_match_the_unfused_ops(m, prologue, prefetch, block_k):
+    n, k = 48, 300
+    gen = torch.Generator().manual_seed(m + k)
+    x = torch.randn(m, 2 * k if prologue == "silu_mul" else k, generator=gen)
+    w, r = torch.randn(n, k, generator=gen), torch.randn(m, n, generator=gen)
+    nw = torch.rand(k, generator=gen) if prologue == "rmsnorm" else None
+    offset = 1.0 if prologue == "rmsnorm" and m == 3 else 0.0  # zero-centred (1 + w) norm
+    kw = dict(prologue=prologue, norm_weight=nw, eps=1e-5, norm_offset=offset)
+    y = gemv(x, w, r, block_n=16, block_k=block_k, prefetch=prefetch, **kw)
+    ref = gemv_reference(x, w, r, **kw)
+    # the unfused ops as the engine runs them, in fp32
+    if prologue == "rmsnorm":
+        h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * (offset + nw)
+    else:
+        h = torch.nn.functional.silu(x[:, :k]) * x[:, k:]
+    assert torch.allclose(ref, h @ w.t() + r, rtol=1e-5, atol=1e-4)
+    assert y.shape == (m, n) and torch.allclose(y, ref, rtol=1e-4, atol=1e-3)
+    out = torch.empty(m, n)
+    gemv(x, w, r, block_n=16, block_k=block_k, prefetch=prefetch, out=out, **kw)
+    assert torch.equal(out, y)  # written in place, as a captured step needs
+
+
 def test_gemv_rejects_what_it_cannot_do():
-    with pytest.raises(ValueError, match="at most 16 rows, got 17"):
-        gemv(torch.zeros(17, 8), torch.zeros(4, 8))
+    with pytest.raises(ValueError, match="at most 64 rows, got 65"):
+        gemv(torch.zeros(65, 8), torch.zeros(4, 8))
     with pytest.raises(ValueError, match="residual must be"):
         gemv(torch.zeros(2, 8), torch.zeros(4, 8), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="unknown prologue 'gelu'; accepted: none, rmsnorm, silu_mul"):
+        gemv(torch.zeros(2, 8), torch.zeros(4, 8), prologue="gelu")
+    with pytest.raises(ValueError, match=r"norm_weight of shape \(8,\)"):
+        gemv(torch.zeros(2, 8), torch.zeros(4, 8), prologue="rmsnorm")
+    with pytest.raises(ValueError, match=r"\[M, 2K\] for silu_mul"):
+        gemv(torch.zeros(2, 8), torch.zeros(4, 8), prologue="silu_mul")
