@@ -31,6 +31,8 @@ from phase_energy.protocol import Settings  # noqa: E402
 from phase_energy.telemetry import GPU, Sampler, measure_bandwidth_and_matmul  # noqa: E402
 
 log = logging.getLogger("gpu_run")
+# in the order they run
+STEPS = ("attn", "fla", "recurrent", "gemv", "mla_attn", "chain", "profile", "trace", "overhead", "engine")
 
 
 def save(out: Path, name: str, obj: object) -> None:
@@ -534,6 +536,9 @@ def main() -> None:
     p.add_argument("--inductor", default="", help="torch._inductor.config settings, key=value,... (e.g. "
                    "coordinate_descent_tuning=1)")
     a = p.parse_args()
+    if set(a.steps.split(",")) - set(STEPS):
+        unknown = ", ".join(sorted(set(a.steps.split(",")) - set(STEPS)))
+        p.error(f"unknown step(s) {unknown}; accepted: {', '.join(STEPS)}")
     import torch._inductor.config as inductor_config
 
     for kv in filter(None, a.inductor.split(",")):
@@ -558,16 +563,18 @@ def main() -> None:
     results["ceilings"] = measure_bandwidth_and_matmul()
     log.info("ceilings %s", results["ceilings"])
     save(out, "engine.json", results)
-    for step, fn in (("attn", lambda: check_attention_kernel(results)),
-                     ("fla", lambda: check_fla_against_torch(results)),
-                     ("recurrent", lambda: check_recurrent_kernel(results)),
-                     ("gemv", lambda: gemv_speed(results, out)),
-                     ("mla_attn", lambda: mla_attention_speed(results, out)),
-                     ("chain", lambda: chain_speed(results, out)),
-                     ("profile", lambda: profile_decode(points, a.context, results, out)),
-                     ("trace", lambda: real_trace(out, results)),
-                     ("overhead", lambda: sampler_overhead(out, results)),
-                     ("engine", lambda: engine_speed(gpu, results["ceilings"], points, a.context, results, out))):
+    table = (("attn", lambda: check_attention_kernel(results)),
+              ("fla", lambda: check_fla_against_torch(results)),
+              ("recurrent", lambda: check_recurrent_kernel(results)),
+              ("gemv", lambda: gemv_speed(results, out)),
+              ("mla_attn", lambda: mla_attention_speed(results, out)),
+              ("chain", lambda: chain_speed(results, out)),
+              ("profile", lambda: profile_decode(points, a.context, results, out)),
+              ("trace", lambda: real_trace(out, results)),
+              ("overhead", lambda: sampler_overhead(out, results)),
+              ("engine", lambda: engine_speed(gpu, results["ceilings"], points, a.context, results, out)))
+    assert tuple(name for name, _ in table) == STEPS
+    for step, fn in table:
         if step not in steps:
             continue
         t0 = time.monotonic()
