@@ -237,3 +237,9 @@ def test_gemv_rejects_what_it_cannot_do():
         gemv(torch.zeros(2, 8), torch.zeros(4, 8), prologue="rmsnorm")
     with pytest.raises(ValueError, match=r"\[M, 2K\] for silu_mul"):
         gemv(torch.zeros(2, 8), torch.zeros(4, 8), prologue="silu_mul")
+    with pytest.raises(ValueError, match="even width, got 9"):
+        gemv(torch.zeros(2, 9), torch.zeros(4, 4), prologue="silu_mul")
+    with pytest.raises(ValueError, match=r"out must be \[M, N\] = \[2, 4\]"):
+        gemv(torch.zeros(2, 8), torch.zeros(4, 8), out=torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"pdl .* needs a CUDA device, got cpu"):
+        gemv(torch.zeros(2, 8), torch.zeros(4, 8), pdl=True)

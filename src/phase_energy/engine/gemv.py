@@ -164,6 +164,13 @@ def gemv(x: Tensor, w: Tensor, residual: Tensor | None = None, block_n: int = 16
     if w.shape[1] != k or w.stride(1) != 1 or x.stride(1) != 1:
         raise ValueError(f"need x [M, K] ([M, 2K] for silu_mul) and w [N, K] with contiguous rows; got "
                          f"{tuple(x.shape)}, {tuple(w.shape)}")
+    if prologue == "silu_mul" and kx % 2:
+        raise ValueError(f"the silu_mul prologue needs x = [gate | up] of even width, got {kx}")
+    if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or out.stride(1) != 1):
+        raise ValueError(f"out must be [M, N] = [{m}, {n}] of {x.dtype} with contiguous rows, got "
+                         f"{tuple(out.shape)} of {out.dtype}")
+    if pdl and x.device.type != "cuda":
+        raise ValueError(f"pdl (programmatic dependent launch) needs a CUDA device, got {x.device.type}")
     if prologue == "rmsnorm" and (norm_weight is None or norm_weight.shape != (k,)):
         raise ValueError(f"the rmsnorm prologue needs norm_weight of shape ({k},)")
     if prologue == "rmsnorm" and split_k > 1:
