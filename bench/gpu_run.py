@@ -431,6 +431,9 @@ def engine_speed(gpu: GPU, ceilings: dict, points: list[tuple[str, int]], contex
             w = EngineWorkload(arch, batch, context, max_output=256, seed=0)
             t_prefill, t_step = w.warmup(1)
             row["setup_s"] = time.monotonic() - t0
+            # greedy tokens after the warm-up's prefill and 16 decode steps (fixed seed): two engine variants
+            # (e.g. --inductor settings) that compute the same step give the same tokens
+            row["tokens_after_warmup"] = w.tokens[:8, 0].tolist()
             cost = CostModel(get_preset(arch))
             # decode: enough steps for >= 2 s, the same 256 positions rewound
             steps = 256
