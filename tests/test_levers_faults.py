@@ -43,9 +43,9 @@ class StubWorkload:
 
     def prefill(self, sequences=None):
         self._tick("prefill")
-        self.fake.cards[0].load_w = 500
+        self.fake.cards[0].set_load(500)
         time.sleep(0.002)
-        self.fake.cards[0].load_w = 0
+        self.fake.cards[0].set_load(0)
 
     def decode(self, position, steps):
         self._tick("decode")

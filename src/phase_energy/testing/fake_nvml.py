@@ -7,6 +7,7 @@ advance with a simulated power draw, and can make any call fail (``inject``).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -48,11 +49,24 @@ class FakeCard:
     energy_mj: float = 1_000_000.0
     throttle_ns: dict[int, int] = field(default_factory=lambda: dict.fromkeys((74, 269, 270, 271, 77, 79), 0))
     t_last: float = field(default_factory=time.monotonic)
+    # the sampler thread and the workload both advance the counter: one at a time, or energy counts twice
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def power_w(self) -> float:
         return min(self.idle_w + self.load_w, self.power_limit_mw / 1000.0)
 
     def advance(self) -> None:
+        """Add the energy since the last call at the present power."""
+        with self.lock:
+            self._advance()
+
+    def set_load(self, watts: float) -> None:
+        """Start (or end, at 0 W) drawing ``watts`` above idle, the energy so far counted at the old power."""
+        with self.lock:
+            self._advance()
+            self.load_w = watts
+
+    def _advance(self) -> None:
         now = time.monotonic()
         dt = now - self.t_last
         self.t_last = now
