@@ -240,6 +240,9 @@ def chain_speed(results: dict, out: Path, rows: tuple[int, ...] = (1, 32)) -> No
         torch.cuda.synchronize()
         return e0.elapsed_time(e1) / 20 * 1e3, logits.float().clone()
 
+    def rates(us):
+        return {"us": us, "tbps": nbytes / us / 1e6, "fraction_of_copy": nbytes / us / 1e-6 / bw}
+
     def block_n(n, m, min_programs):
         choices = (64, 32, 16) if m >= 16 else (32, 16, 8, 4)
         return next((b for b in choices if -(-n // b) >= min_programs), choices[-1])
@@ -256,8 +259,7 @@ def chain_speed(results: dict, out: Path, rows: tuple[int, ...] = (1, 32)) -> No
 
         t_torch, ref = timed(torch_step, h0)
         scale = ref.abs().max().item()
-        chain.append({"m": m, "variant": "torch", "us": t_torch, "tbps": nbytes / t_torch / 1e6,
-                      "fraction_of_copy": nbytes / t_torch / 1e-6 / bw})
+        chain.append({"m": m, "variant": "torch", **rates(t_torch)})
         log.info("chain %s", chain[-1])
         h = torch.empty(m, hid, device="cuda", dtype=torch.bfloat16)
         qkv = torch.empty(m, q_out + 2 * kv_out, device="cuda", dtype=torch.bfloat16)
@@ -282,8 +284,7 @@ def chain_speed(results: dict, out: Path, rows: tuple[int, ...] = (1, 32)) -> No
             except Exception as e:
                 log.info("chain m=%d %s %s: %s", m, variant, cfg, str(e)[:300])  # noqa: B023
                 return None
-            row = {"m": m, "variant": variant, "config": cfg, "us": us, "tbps": nbytes / us / 1e6,  # noqa: B023
-                   "fraction_of_copy": nbytes / us / 1e-6 / bw, "speedup_vs_torch": t_torch / us,  # noqa: B023
+            row = {"m": m, "variant": variant, "config": cfg, **rates(us), "speedup_vs_torch": t_torch / us,  # noqa: B023
                    "max_abs_diff_rel": (got - ref).abs().max().item() / scale}  # noqa: B023
             chain.append(row)
             log.info("chain %s", row)
@@ -539,9 +540,9 @@ def main() -> None:
     p.add_argument("--inductor", default="", help="torch._inductor.config settings, key=value,... (e.g. "
                    "coordinate_descent_tuning=1)")
     a = p.parse_args()
-    if set(a.steps.split(",")) - set(STEPS):
-        unknown = ", ".join(sorted(set(a.steps.split(",")) - set(STEPS)))
-        p.error(f"unknown step(s) {unknown}; accepted: {', '.join(STEPS)}")
+    steps = a.steps.split(",")
+    if set(steps) - set(STEPS):
+        p.error(f"unknown step(s) {', '.join(sorted(set(steps) - set(STEPS)))}; accepted: {', '.join(STEPS)}")
     import torch._inductor.config as inductor_config
 
     for kv in filter(None, a.inductor.split(",")):
@@ -558,7 +559,6 @@ def main() -> None:
     gpu = GPU(0)
     results: dict = {"gpu": gpu.describe(), "torch": torch.__version__, "command": " ".join(sys.argv),
                      "inductor": a.inductor}
-    steps = a.steps.split(",")
     if a.points:
         points = [(p.split(":")[0], int(p.split(":")[1])) for p in a.points.split(",")]
     else:
