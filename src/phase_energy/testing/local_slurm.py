@@ -34,6 +34,43 @@ def ensure_installed() -> None:
         raise RuntimeError(f"could not install SLURM: {res.stderr[-2000:]}")
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (ended, not yet reaped by its parent) counts as ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust the signal probe
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_pid(pid: int, grace_s: float = 30) -> str:
+    """SIGTERM ``pid``, wait up to ``grace_s`` for it to end, then SIGKILL it.
+
+    The daemons are not this process's children (they fork away), so they can end at any moment,
+    between any two of these calls: a process that is gone is never an error. slurmctld saves its state
+    on SIGTERM, which can take several seconds on a busy machine. Returns ``"gone"`` (not running when
+    asked), ``"ended"`` (left on SIGTERM) or ``"killed"``.
+    """
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "gone"
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return "ended"
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "ended"
+    return "killed"
+
+
 class LocalSlurm:
     """Start a one-node cluster (partition ``debug``) in ``root``; stop it on exit."""
 
@@ -137,24 +174,12 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
             out.append(f"--- {f.name}\n" + f.read_text()[-1500:])
         return "\n".join(out)
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 30) -> None:
         """Stop every daemon this object started, by pid, and remove their pid files."""
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self.pids.pop(name, None)
-            if pid is None:
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            for _ in range(50):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(pid, signal.SIGKILL)
+            if pid is not None:
+                stop_pid(pid, grace_s)
         for f in (self.root / "run").glob("*.pid"):
             f.unlink(missing_ok=True)
         for f in (self.conf, self.conf.parent / "gres.conf"):
