@@ -3,7 +3,7 @@
 import subprocess
 import time
 
-from phase_energy.testing.local_slurm import _alive, stop_pid
+from phase_energy.testing.local_slurm import _alive, stop_pid, wait_ended
 
 
 def _detached(script: str) -> int:
@@ -11,15 +11,6 @@ def _detached(script: str) -> int:
     res = subprocess.run(["bash", "-c", f"({script}) >/dev/null 2>&1 & echo $!"],
                          capture_output=True, text=True, check=True)
     return int(res.stdout.strip())
-
-
-def _wait_gone(pid: int, timeout_s: float = 5) -> bool:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_process_that_leaves_on_sigterm_is_not_killed():
@@ -35,12 +26,12 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace_period():
     t0 = time.monotonic()
     assert stop_pid(pid, grace_s=0.5) == "killed"
     assert time.monotonic() - t0 >= 0.5
-    assert _wait_gone(pid)
+    assert wait_ended(pid, 5)
 
 
 def test_a_process_already_gone_is_no_error():
     pid = _detached("exit 0")
-    assert _wait_gone(pid)
+    assert wait_ended(pid, 5)
     t0 = time.monotonic()
     # "gone" once reaped; a zombie that no init reaps still takes the signal, and reads as "ended"
     assert stop_pid(pid, grace_s=5) in ("gone", "ended")

@@ -47,6 +47,16 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def wait_ended(pid: int, timeout_s: float) -> bool:
+    """Whether ``pid`` ends within ``timeout_s`` (checked every 0.1 s)."""
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def stop_pid(pid: int, grace_s: float = 30) -> str:
     """SIGTERM ``pid``, wait up to ``grace_s`` for it to end, then SIGKILL it.
 
@@ -59,11 +69,8 @@ def stop_pid(pid: int, grace_s: float = 30) -> str:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return "gone"
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return "ended"
-        time.sleep(0.1)
+    if wait_ended(pid, grace_s):
+        return "ended"
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
