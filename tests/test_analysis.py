@@ -28,7 +28,8 @@ def test_pareto_probability_reflects_noise():
     rng = np.random.default_rng(0)
     for lever, tp, e in [("default", 95, 1.0), ("smclock:1410", 100, 0.8), ("powercap:300", 60, 0.79)]:
         for _trial in range(10):
-            rows.append({"arch": "a", "paradigm": "gqa", "batch": 1, "context": 512, "phase": "decode",
+            rows.append({"engine": "native", "arch": "a", "paradigm": "gqa", "batch": 1, "context": 512,
+                         "phase": "decode",
                          "lever": lever, "tokens_per_s": tp + rng.normal(0, 0.5),
                          "j_per_token": e + rng.normal(0, 0.005)})
     p = pareto_table(pd.DataFrame(rows), 200).set_index("lever")
@@ -40,7 +41,7 @@ def test_pareto_probability_reflects_noise():
 
 
 def test_lock_that_beats_every_cap_is_found():
-    p = pd.DataFrame({"arch": "a", "paradigm": "gqa", "batch": 1, "context": 1,
+    p = pd.DataFrame({"engine": "native", "arch": "a", "paradigm": "gqa", "batch": 1, "context": 1,
                       "lever": ["powercap:300", "powercap:500", "smclock:1200", "smclock:1980"],
                       "lever_kind": ["powercap", "powercap", "smclock", "smclock"],
                       "tokens_per_s": [90, 100, 101, 99], "j_per_token": [1.0, 1.2, 0.9, 1.1]})
@@ -96,7 +97,8 @@ def test_sampled_decode_spans_reach_the_last_output():
 def _trials_with_cap_share():
     rows = []
     for trial in range(3):
-        rows.append({"arch": "a", "paradigm": "gqa", "batch": 1, "context": 1, "lever": "default", "rep": 0,
+        rows.append({"engine": "native", "arch": "a", "paradigm": "gqa", "batch": 1, "context": 1,
+                     "lever": "default", "rep": 0,
                      "backend": "sim", "job": "j", "lever_kind": "default", "lever_value": np.nan,
                      "power_limit_w": 700.0, "locked_sm_clock_mhz": np.nan, "phase": "decode", "trial": trial,
                      "energy_j": 100.0, "energy_above_idle_j": 50.0, "energy_trapz_j": 100.0, "tokens": 100,
@@ -114,7 +116,7 @@ def test_cap_binding_share_is_measured():
 
 
 def test_clock_policy_respects_the_throughput_bound():
-    s = pd.DataFrame({"arch": "a", "paradigm": "gqa", "batch": 1, "context": 1, "phase": "decode",
+    s = pd.DataFrame({"engine": "native", "arch": "a", "paradigm": "gqa", "batch": 1, "context": 1, "phase": "decode",
                       "lever": ["default", "smclock:1200", "smclock:1600"],
                       "lever_kind": ["default", "smclock", "smclock"], "lever_value": [np.nan, 1200, 1600],
                       "tokens_per_s": [100.0, 95.0, 99.5], "j_per_token": [1.0, 0.6, 0.8],

@@ -24,17 +24,18 @@ def test_campaign_resumes_and_stops_inside_a_chunk(tmp_path, monkeypatch):
     first = campaign.run("config/test.yaml", [f"{base} batch_sizes=[1]"], ref, time_limit_s=300)
     assert first.chunks_done == [f"{base} batch_sizes=[1]"] and first.stopped_in is None
     assert first.chunks_failed == []
-    assert _statuses(ref) == [f"arch~{a}/bs~1/ctx~64/lever~default/rep~0" for a in ("mamba2-2.7b", "qwen3-4b")]
+    assert _statuses(ref) == [f"engine~native/arch~{a}/bs~1/ctx~64/lever~default/rep~0"
+                              for a in ("mamba2-2.7b", "qwen3-4b")]
 
     # a fresh checkout: nothing measured locally; the second run measures only the new chunk
     shutil.rmtree(wd / "results")
     shutil.rmtree(wd / "logs")
     second = campaign.run("config/test.yaml", [f"{base} batch_sizes=[1]", f"{base} batch_sizes=[8]"], ref,
                           time_limit_s=300)
-    assert sorted(second.new_points) == [f"arch~{a}/bs~8/ctx~64/lever~default/rep~0"
+    assert sorted(second.new_points) == [f"engine~native/arch~{a}/bs~8/ctx~64/lever~default/rep~0"
                                          for a in ("mamba2-2.7b", "qwen3-4b")]
     assert len(_statuses(ref)) == 4
-    log = (wd / "logs/measure/arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0.log")
+    log = (wd / "logs/measure/engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0.log")
     assert not log.exists()  # the seeded point was not measured again
 
     # jobs that outlast the time left are stopped; nothing partial reaches the reference folder
@@ -44,7 +45,7 @@ def test_campaign_resumes_and_stops_inside_a_chunk(tmp_path, monkeypatch):
     assert third.interrupted is not None and "bs~32" in third.interrupted  # stopped, not failed
     assert third.failed_points == {}
     assert len(_statuses(ref)) == 4
-    assert not list((wd / "results/traces").glob("arch~*/bs~32/**/status.json"))
+    assert not list((wd / "results/traces").glob("engine~native/arch~*/bs~32/**/status.json"))
 
 
 def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
@@ -64,7 +65,7 @@ def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
     chunk = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b] backend=nvml"
     res = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
     assert res.chunks_failed == [chunk] and res.new_points == [] and res.interrupted is None
-    point = "arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0"
+    point = "engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0"
     assert list(res.failed_points) == [point]
     assert "NVML" in res.failed_points[point] or "GPU" in res.failed_points[point], res.failed_points
     assert _statuses(ref) == []

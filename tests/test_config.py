@@ -22,7 +22,7 @@ BAD = [
     ({"repetitions": 0}, ["repetitions", "0", ">= 1"]),
     ({"repetitions": "three"}, ["repetitions", "three", "integer"]),
     ({"backend": "cuda"}, ["backend", "cuda", "'sim'"]),
-    ({"engine": "tensorrt"}, ["engine", "tensorrt", "'native'"]),
+    ({"engines": ["tensorrt"]}, ["engines[0]", "tensorrt", "'native'"]),
     ({"allow_gpu_settings": "yes"}, ["allow_gpu_settings", "yes", "boolean"]),
     ({"batch_size": [8]}, ["batch_size", "unknown key", "batch_sizes"]),
     ({"measurement": {"window": 3}}, ["measurement.window", "unknown key", "min_counter_ticks"]),
@@ -68,8 +68,8 @@ def test_grid_paths_roundtrip_through_wildcards():
     assert len(points) == 6 * 5 * 3 * 2
     p = points[7]
     parts = dict(part.split("~") for part in p.path.split("/"))
-    back = GridPoint.from_wildcards({"arch": parts["arch"], "bs": parts["bs"], "ctx": parts["ctx"],
-                                     "lever": parts["lever"], "rep": parts["rep"]})
+    back = GridPoint.from_wildcards({"engine": parts["engine"], "arch": parts["arch"], "bs": parts["bs"],
+                                     "ctx": parts["ctx"], "lever": parts["lever"], "rep": parts["rep"]})
     assert back == p
 
 

@@ -21,7 +21,7 @@ class Boom(RuntimeError):
 class StubWorkload:
     """Tiny real-time workload that fails (or signals itself) at a chosen call."""
 
-    batch, context = 1, 16
+    batch, context, rewinds, max_position = 1, 16, True, 64
 
     def __init__(self, fake, fail=None):
         self.fake, self.fail, self.n = fake, fail, {"prefill": 0, "decode": 0}
@@ -51,6 +51,15 @@ class StubWorkload:
         self._tick("decode")
         time.sleep(0.0005 * steps)
 
+    def end_decode(self):
+        pass
+
+    def irregular_steps(self):
+        return 0
+
+    def decoded_tokens(self):
+        return 0
+
     def idle(self, seconds):
         time.sleep(seconds)
 
@@ -59,7 +68,7 @@ class StubWorkload:
 
 
 SETTINGS = dict(idle_s=0.01, warmup_runs=1, min_counter_ticks=1, counter_period_ms=5, sampling_period_ms=2,
-                prefill_trials=3, decode_trials=2, decode_windows=2, pause_s=0.0, max_output=8)
+                prefill_trials=3, decode_trials=2, decode_windows=2, pause_s=0.0, max_output=8, decode_lead_in_s=0.0)
 
 LEVERS = ["powercap:400", "smclock:1410"]
 SET_CALL = {"powercap:400": "nvmlDeviceSetPowerManagementLimit", "smclock:1410": "nvmlDeviceSetGpuLockedClocks"}

@@ -83,7 +83,8 @@ def test_scancel_leaves_nothing_complete_and_the_rerun_does_only_the_missing_poi
     cfg.update(architectures=["qwen3-4b"], levers=["default"])
     cfg["sim"] = {"wall_delay_s": 8}
     (wd / "config/cancel.yaml").write_text(yaml.safe_dump(cfg))
-    targets = [f"results/traces/arch~qwen3-4b/bs~{b}/ctx~256/lever~default/rep~0/status.json" for b in (1, 8)]
+    targets = [f"results/traces/engine~native/arch~qwen3-4b/bs~{b}/ctx~256/lever~default/rep~0/status.json"
+               for b in (1, 8)]
     args = [*targets, "--profile", str(prof), "--configfile", "config/cancel.yaml"]  # --configfile takes several
     proc = subprocess.Popen(["timeout", "-s", "KILL", "300", sys.executable, "-m", "snakemake", *args], cwd=wd,
                             env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -32,7 +32,8 @@ def test_held_out_share_and_mape():
     true = np.array([3.0, 0.012, 7e-7, 1.4, 2.5e-5])
     i, o = _grid()
     e = predict(true, i, o, list(TERMS)) * (1 + np.random.default_rng(2).normal(0, 0.01, len(i)))
-    cells = pd.DataFrame({"arch": "qwen3-4b", "paradigm": "gqa", "batch": 1, "input": i, "output": o, "energy_j": e})
+    cells = pd.DataFrame({"engine": "native", "arch": "qwen3-4b", "paradigm": "gqa", "batch": 1, "input": i,
+                          "output": o, "energy_j": e})
     cells["tokens_per_j"] = cells["output"] / cells["energy_j"]
     table, fits = fit_cells(sweet_region(cells, 0.1), holdout_share=0.2, seed=0)
     assert int(table["held_out"].sum()) == round(0.2 * 49) == fits.loc[0, "held_out"]

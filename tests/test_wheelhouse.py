@@ -17,6 +17,10 @@ def test_requirements_follow_the_extras():
     assert any(r.startswith("nvidia-ml-py") for r in gpu) and any(r.startswith("flash-linear") for r in gpu)
     assert not any(r.startswith("torch") for r in gpu)
     assert any(r.startswith("torch") for r in requirements(["gpu"], with_torch=True))
+    assert any(r.startswith("vllm") for r in requirements(["gpu", "vllm"], with_torch=False))
+    assert not any(r.startswith("vllm") for r in gpu)
+    with pytest.raises(ValueError, match=r"tensorrt.*accepted: .*vllm"):
+        requirements(["tensorrt"], with_torch=False)
 
 
 @pytest.mark.slow

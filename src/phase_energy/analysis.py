@@ -23,8 +23,8 @@ from .trace import collect_windows
 
 log = logging.getLogger(__name__)
 
-POINT = ["arch", "paradigm", "batch", "context", "lever", "rep", "backend"]
-GROUP = ["arch", "paradigm", "batch", "context"]
+POINT = ["engine", "arch", "paradigm", "batch", "context", "lever", "rep", "backend"]
+GROUP = ["engine", "arch", "paradigm", "batch", "context"]
 METRICS = ["j_per_token", "j_per_token_above_idle", "tokens_per_s", "power_mean_w", "sm_clock_mhz",
            "sw_power_cap_share", "floor_fraction", "compute_fraction"]
 
@@ -49,9 +49,11 @@ def add_window_metrics(windows: pd.DataFrame) -> pd.DataFrame:
     w["lever_value"] = w["lever"].map(lambda s: Lever.parse(s).value).astype(float)
     nbytes = np.zeros(len(w))
     flops = np.zeros(len(w))
-    models = {a: CostModel(get_preset(a)) for a in w["arch"].unique()}
+    # the bytes of a step depend on how the engine lays out its cache (docs/engines.md)
+    pairs = w[["arch", "engine"]].drop_duplicates().itertuples(index=False)
+    models = {(a, e): CostModel(get_preset(a), engine=e) for a, e in pairs}
     for i, r in enumerate(w.itertuples(index=False)):
-        m = models[r.arch]
+        m = models[(r.arch, r.engine)]
         if r.phase == "prefill":
             nbytes[i] = r.repetitions * m.prefill_bytes(r.batch, r.context)
             flops[i] = r.repetitions * m.prefill_flops(r.batch, r.context)
@@ -346,14 +348,16 @@ def clock_policy(summary: pd.DataFrame, loss_bound: float) -> pd.DataFrame:
 
 
 def fleet_projection(policy: pd.DataFrame, gpus: int, decode_share: float) -> pd.DataFrame:
-    """Power saved across a fleet, with the load spread evenly over the measured points."""
+    """Power saved across a fleet, with the load spread evenly over the measured points (per engine)."""
     if policy.empty:
-        return pd.DataFrame(columns=["scope", "gpus", "decode_share", "mean_saved_w_per_gpu", "fleet_saved_mw"])
+        return pd.DataFrame(columns=["engine", "scope", "gpus", "decode_share", "mean_saved_w_per_gpu",
+                                     "fleet_saved_mw"])
     rows = []
-    for scope, d in [("all", policy), *[(a, g) for a, g in policy.groupby("arch")]]:
-        w = float(d["power_saved_w"].mean())
-        rows.append({"scope": scope, "gpus": gpus, "decode_share": decode_share,
-                     "mean_saved_w_per_gpu": w, "fleet_saved_mw": gpus * decode_share * w / 1e6})
+    for engine, pe in policy.groupby("engine"):
+        for scope, d in [("all", pe), *[(a, g) for a, g in pe.groupby("arch")]]:
+            w = float(d["power_saved_w"].mean())
+            rows.append({"engine": engine, "scope": scope, "gpus": gpus, "decode_share": decode_share,
+                         "mean_saved_w_per_gpu": w, "fleet_saved_mw": gpus * decode_share * w / 1e6})
     return pd.DataFrame(rows)
 
 
@@ -427,8 +431,8 @@ def crossing_with_ci(x: np.ndarray, diffs: np.ndarray) -> dict[str, Any]:
             "direction": "cheaper beyond" if np.median(diffs[:, -1]) < 0 else "dearer beyond"}
 
 
-CROSSOVER_COLUMNS = ["kind", "arch", "reference", "batch", "at", "crossover", "ci_low", "ci_high", "share_none",
-                     "direction"]
+CROSSOVER_COLUMNS = ["engine", "kind", "arch", "reference", "batch", "at", "crossover", "ci_low", "ci_high",
+                     "share_none", "direction"]
 
 
 def _reference_arch(trials: pd.DataFrame, cfg: Mapping[str, Any]) -> str | None:
@@ -440,7 +444,22 @@ def _reference_arch(trials: pd.DataFrame, cfg: Mapping[str, Any]) -> str | None:
 
 def crossover_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[str, Any]
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Request energy per arch/batch/context/output length (default lever), and crossovers vs GQA."""
+    """Request energy and crossovers vs GQA, for each engine against the GQA model of the same engine."""
+    requests, crossings = [], []
+    for engine in sorted(trials["engine"].unique()):
+        r, x = _crossover_tables_one(windows[windows["engine"] == engine], trials[trials["engine"] == engine], cfg)
+        requests.append(r.assign(engine=engine) if len(r) else r)
+        crossings.append(x.assign(engine=engine)[CROSSOVER_COLUMNS] if len(x) else x)
+    request = pd.concat([r for r in requests if len(r)], ignore_index=True) if any(len(r) for r in requests) \
+        else pd.DataFrame()
+    cross = pd.concat([x for x in crossings if len(x)], ignore_index=True) if any(len(x) for x in crossings) \
+        else pd.DataFrame(columns=CROSSOVER_COLUMNS)
+    return request, cross
+
+
+def _crossover_tables_one(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[str, Any]
+                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Request energy per arch/batch/context/output length (default lever), and crossovers vs GQA (one engine)."""
     n_res = cfg["analysis"]["bootstrap_resamples"]
     rng = np.random.default_rng(cfg["seed"])
     max_out = max(cfg["output_lengths"])
@@ -482,7 +501,8 @@ def crossover_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[s
             continue
         rp, rd = curves[(ref, batch, ctx)]
         diff = (p + d) - (rp + rd)  # R x N
-        xrows.append({"kind": "output_length", "arch": arch, "reference": ref, "batch": batch, "at": ctx,
+        xrows.append({"engine": None, "kind": "output_length", "arch": arch, "reference": ref, "batch": batch,
+                      "at": ctx,
                       **crossing_with_ci(grid, diff)})
     # crossover over context, at each output length of the grid
     for (arch, batch), g in request[request["arch"] != ref].groupby(["arch", "batch"]):
@@ -494,7 +514,7 @@ def crossover_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[s
             diffs = np.array([(curves[(arch, batch, c)][0][:, k] + curves[(arch, batch, c)][1][:, k])
                               - (curves[(ref, batch, c)][0][:, k] + curves[(ref, batch, c)][1][:, k])
                               for c in ctxs]).T  # R x C
-            xrows.append({"kind": "context", "arch": arch, "reference": ref, "batch": batch, "at": n,
+            xrows.append({"engine": None, "kind": "context", "arch": arch, "reference": ref, "batch": batch, "at": n,
                           **crossing_with_ci(np.array(ctxs, dtype=float), diffs)})
     return request, pd.DataFrame(xrows, columns=CROSSOVER_COLUMNS)
 

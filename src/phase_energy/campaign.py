@@ -26,13 +26,14 @@ log = logging.getLogger(__name__)
 
 MEASURED = Path("results/traces")
 LOGS = Path("logs/measure")  # the measure rule's logs, one per point
+POINT_GLOB = "engine~*/arch~*/bs~*/ctx~*/lever~*/rep~*"
 
 
 def point_dirs(root: Path) -> list[Path]:
     """Point folders under ``root`` (relative) whose trace is complete (status.json written)."""
     if not root.is_dir():
         return []
-    return sorted(p.parent.relative_to(root) for p in root.glob("arch~*/bs~*/ctx~*/lever~*/rep~*/status.json"))
+    return sorted(p.parent.relative_to(root) for p in root.glob(f"{POINT_GLOB}/status.json"))
 
 
 def copy_points(src: Path, dst: Path) -> list[Path]:
@@ -54,7 +55,7 @@ def copy_points(src: Path, dst: Path) -> list[Path]:
 def without_trace(since: float) -> dict[str, str]:
     """Points whose job wrote its log after ``since`` but left no trace: point -> last line of its log."""
     out = {}
-    for path in sorted(LOGS.glob("arch~*/bs~*/ctx~*/lever~*/rep~*.log")):
+    for path in sorted(LOGS.glob(f"{POINT_GLOB}.log")):
         if path.stat().st_mtime < since:
             continue
         point = str(path.relative_to(LOGS).with_suffix(""))

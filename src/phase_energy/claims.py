@@ -339,20 +339,95 @@ def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
     }
 
 
+def _for_engine(t: Mapping[str, pd.DataFrame], engine: str) -> dict[str, pd.DataFrame]:
+    """The tables' rows of one engine (tables without an engine column, CLEAR's, are the native engine's)."""
+    out = {}
+    for k, df in t.items():
+        if len(df) and "engine" in df:
+            out[k] = df[df["engine"] == engine].reset_index(drop=True)
+        elif k.startswith("clear") and engine != "native":
+            out[k] = df.iloc[0:0]
+        else:
+            out[k] = df
+    return out
+
+
+def _range(d: pd.DataFrame, col: str, unit: str) -> str:
+    return f"{d[col].min():.0f}-{d[col].max():.0f} {unit}" if len(d) else "no points"
+
+
+def engine_comparison(cid: str, t: Mapping[str, pd.DataFrame], engines: list[str]) -> str:
+    """One sentence comparing the engines on what a claim rests on, over the points every engine measured."""
+    s = t["summary"]
+    dec = s[(s["phase"] == "decode") & (s["lever"] == "default")] if len(s) else s
+    keys = ["arch", "batch", "context"]
+    if cid in ("C1", "C2") and len(dec):
+        common = set.intersection(*[set(map(tuple, dec[dec["engine"] == e][keys].to_numpy())) for e in engines])
+        both = dec[dec[keys].apply(tuple, axis=1).isin(common)]
+        if cid == "C1":
+            parts = [f"{e} {_range(both[both['engine'] == e], 'power_mean_w', 'W')}" for e in engines]
+            piv = both.pivot_table(index=keys, columns="engine", values="power_mean_w")
+            ratio = (piv[engines[1]] / piv[engines[0]]).median() if len(piv) else float("nan")
+            return (f"Engines on the {len(common)} points both measured: decode power {', '.join(parts)}; median "
+                    f"{engines[1]}/{engines[0]} power ratio {ratio:.2f}.")
+        parts = [f"{e} {int((both[both['engine'] == e]['sw_power_cap_share'] > 0.01).sum())} of "
+                 f"{len(common)}" for e in engines]
+        return (f"Engines: points with the SW power cap set over 1 % of decode, on the {len(common)} points both "
+                f"measured: {', '.join(parts)}.")
+    if cid == "C9":
+        r = t["request"]
+        if not len(r) or "ratio_vs_gqa" not in r:
+            return ""
+        parts = []
+        for e in engines:
+            d = r[(r["engine"] == e) & (r["paradigm"] != "gqa") & (r["batch"] >= 32)]
+            parts.append(f"{e} {d['ratio_vs_gqa'].min():.2f}" if len(d) else f"{e} none")
+        return "Engines: lowest request-energy ratio vs GQA at batch >= 32: " + ", ".join(parts) + "."
+    if cid == "C10":
+        x = t["crossovers"]
+        if not len(x):
+            return ""
+        parts = []
+        for e in engines:
+            d = x[(x["engine"] == e) & (x["kind"] == "output_length")]
+            found = d["crossover"].dropna()
+            parts.append(f"{e} {len(found)} of {len(d)} comparisons cross over output length"
+                         + (f" ({found.min():.0f}-{found.max():.0f} tokens)" if len(found) else ""))
+        return "Engines: " + "; ".join(parts) + "."
+    return ""
+
+
+COMPARED = ("C1", "C2", "C9", "C10")
+
+
 def evaluate_claims(tables: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """The claims table: id, claim, verdict, evidence (and the backend the data came from)."""
+    """The claims table: id, claim, engine, verdict, evidence (and the backend the data came from).
+
+    Every claim is judged per engine on that engine's rows; with several engines, C1, C2, C9 and C10 also
+    carry a sentence comparing them. CLEAR's claims (K) rest on the native engine's components.
+    """
     t = load_tables(tables)
+    s = t["summary"]
+    engines = sorted(s["engine"].dropna().unique()) if len(s) and "engine" in s else ["native"]
+    if "native" in engines:  # the project's own engine first
+        engines = ["native", *[e for e in engines if e != "native"]]
 
     def backends(df: pd.DataFrame) -> str:
         return ",".join(sorted(df["backend"].dropna().unique())) if len(df) and "backend" in df else "none"
 
-    backend, clear_backend = backends(t["summary"]), backends(t["clear"])
     rows = []
-    for cid, fn in PREDICATES.items():
-        try:
-            verdict, evidence = fn(t, cfg)
-        except (KeyError, IndexError, ValueError) as e:  # a table lacks what the predicate needs
-            verdict, evidence = NOT_TESTABLE, f"data insufficient ({type(e).__name__}: {e})"
-        rows.append({"id": cid, "claim": CLAIMS[cid], "verdict": verdict, "evidence": evidence,
-                     "backend": clear_backend if cid.startswith("K") else backend})
+    for engine in engines:
+        te = _for_engine(t, engine)
+        backend, clear_backend = backends(te["summary"]), backends(te["clear"])
+        for cid, fn in PREDICATES.items():
+            if cid.startswith("K") and engine != "native":
+                continue  # CLEAR measures the native engine's components
+            try:
+                verdict, evidence = fn(te, cfg)
+            except (KeyError, IndexError, ValueError) as e:  # a table lacks what the predicate needs
+                verdict, evidence = NOT_TESTABLE, f"data insufficient ({type(e).__name__}: {e})"
+            if len(engines) > 1 and cid in COMPARED:
+                evidence = f"{evidence}. {engine_comparison(cid, t, engines)}".strip()
+            rows.append({"id": cid, "claim": CLAIMS[cid], "engine": engine, "verdict": verdict,
+                         "evidence": evidence, "backend": clear_backend if cid.startswith("K") else backend})
     return pd.DataFrame(rows)

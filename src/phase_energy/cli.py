@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, GridPoint, expand_grid, validate_config
+from .config import ENGINES, ConfigError, GridPoint, expand_grid, validate_config
 
 log = logging.getLogger("phase_energy")
 
@@ -34,7 +34,7 @@ def cmd_measure(a: argparse.Namespace) -> None:
     from .measure import run_job
 
     cfg = _load(a.config)
-    point = GridPoint(a.arch, a.batch, a.context, a.lever, a.rep)
+    point = GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine)
     run_job(cfg, point, a.out)
 
 
@@ -90,8 +90,11 @@ def cmd_wheelhouse(a: argparse.Namespace) -> None:
     """Download every wheel the measurement jobs need, for offline installation on compute nodes."""
     from .wheelhouse import build
 
-    files = build(Path(a.dest), a.python_version, a.platform, a.extras.split(",") if a.extras else [],
-                  a.with_torch)
+    try:
+        files = build(Path(a.dest), a.python_version, a.platform, a.extras.split(",") if a.extras else [],
+                      a.with_torch)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     spec = f"phase-energy[{a.extras}]" if a.extras else "phase-energy"
     print(f"{len(files)} wheels in {a.dest}; install on the node with:\n"
           f"  pip install --no-index --find-links {a.dest} '{spec}'")
@@ -106,6 +109,14 @@ def cmd_campaign(a: argparse.Namespace) -> None:
                       "chunks_failed": res.chunks_failed, "failed_points": res.failed_points,
                       "interrupted": res.interrupted,
                       "stopped_in": res.stopped_in, "seconds": round(res.seconds, 1)}))
+
+
+def cmd_migrate_traces(a: argparse.Namespace) -> None:
+    """Move traces of the layout before engines (arch~A/...) under engine~native/."""
+    from .trace import migrate_traces
+
+    moved = migrate_traces(Path(a.folder), a.engine)
+    print(f"{len(moved)} trace folders moved under {Path(a.folder) / ('engine~' + a.engine)}")
 
 
 def cmd_presets(a: argparse.Namespace) -> None:
@@ -126,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     m = sub.add_parser("measure", help="measure one grid point into a trace folder")
     m.add_argument("--config", required=True)
+    m.add_argument("--engine", default="native", choices=list(ENGINES))
     m.add_argument("--arch", required=True)
     m.add_argument("--batch", type=int, required=True)
     m.add_argument("--context", type=int, required=True)
@@ -168,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     wh.add_argument("--python-version", default=f"{sys.version_info.major}.{sys.version_info.minor}")
     wh.add_argument("--platform", action="append", default=None,
                     help="pip platform tag(s), e.g. manylinux_2_28_x86_64 (default: this machine's)")
-    wh.add_argument("--extras", default="gpu,workflow", help="comma-separated extras of phase-energy")
+    wh.add_argument("--extras", default="gpu,workflow",
+                    help="comma-separated extras of phase-energy: gpu, workflow, vllm (vLLM brings torch 2.11)")
     wh.add_argument("--with-torch", action="store_true", help="include torch (most GPU images bring their own)")
     wh.set_defaults(fn=cmd_wheelhouse)
 
@@ -181,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--time-limit-s", type=float, default=540.0)
     cp.add_argument("--snakemake-args", default="", help="more snakemake arguments, quoted")
     cp.set_defaults(fn=cmd_campaign)
+
+    mt = sub.add_parser("migrate-traces", help="move traces written before engines were a grid axis "
+                        "(arch~A/... at the top) under engine~native/")
+    mt.add_argument("folder")
+    mt.add_argument("--engine", default="native", choices=list(ENGINES),
+                    help="the engine those traces came from (every trace before the engine axis: native)")
+    mt.set_defaults(fn=cmd_migrate_traces)
 
     pr = sub.add_parser("presets", help="list architecture presets")
     pr.set_defaults(fn=cmd_presets)

@@ -196,6 +196,10 @@ def validate_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config: expected a mapping of keys to values, got {type(raw).__name__}")
+    if "engine" in raw:  # the single engine became a grid axis
+        raise ConfigError(
+            f"config key 'engine' (value {raw['engine']!r}) was replaced by 'engines', a list: "
+            f"engines: [{raw['engine']}]; accepted engines: native, vllm")
     schema = load_schema("config")
     cfg = _coerce(schema, copy.deepcopy(dict(raw)))
     _fill_defaults(schema, cfg)
@@ -220,49 +224,78 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+ENGINES = ("native", "vllm")
+
+
 @dataclass(frozen=True)
 class GridPoint:
-    """One measurement job: architecture x batch x context x lever (x repetition)."""
+    """One measurement job: engine x architecture x batch x context x lever (x repetition)."""
 
     arch: str
     batch: int
     context: int
     lever: str
     rep: int = 0
+    engine: str = "native"
 
     @property
     def path(self) -> str:
         """Relative folder of the job's trace, ``key~value`` style."""
         return (
-            f"arch~{self.arch}/bs~{self.batch}/ctx~{self.context}/"
+            f"engine~{self.engine}/arch~{self.arch}/bs~{self.batch}/ctx~{self.context}/"
             f"lever~{Lever.parse(self.lever).slug}/rep~{self.rep}"
         )
 
     @classmethod
     def from_wildcards(cls, w: Mapping[str, str]) -> GridPoint:
-        """Build a point from Snakemake wildcards (arch, bs, ctx, lever slug, rep)."""
-        return cls(w["arch"], int(w["bs"]), int(w["ctx"]), str(Lever.from_slug(w["lever"])), int(w["rep"]))
+        """Build a point from Snakemake wildcards (engine, arch, bs, ctx, lever slug, rep)."""
+        return cls(w["arch"], int(w["bs"]), int(w["ctx"]), str(Lever.from_slug(w["lever"])), int(w["rep"]),
+                   w["engine"])
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> GridPoint:
+        """The point of a trace folder (its ``key~value`` parts, anywhere in the path)."""
+        parts = dict(part.split("~", 1) for part in Path(path).parts if "~" in part)
+        missing = [k for k in ("engine", "arch", "bs", "ctx", "lever", "rep") if k not in parts]
+        if missing:
+            raise ValueError(f"trace folder {str(path)!r} lacks the parts {missing} of "
+                             "engine~E/arch~A/bs~B/ctx~C/lever~L/rep~R")
+        return cls.from_wildcards(parts)
 
 
 def expand_grid(cfg: Mapping[str, Any]) -> Iterator[GridPoint]:
     """Every point of the grid, in a stable order."""
-    for arch in cfg["architectures"]:
-        for bs in cfg["batch_sizes"]:
-            for ctx in cfg["contexts"]:
-                for lever in cfg["levers"]:
-                    for rep in range(cfg["repetitions"]):
-                        yield GridPoint(arch, bs, ctx, lever, rep)
+    for engine in cfg["engines"]:
+        for arch in cfg["architectures"]:
+            for bs in cfg["batch_sizes"]:
+                for ctx in cfg["contexts"]:
+                    for lever in cfg["levers"]:
+                        for rep in range(cfg["repetitions"]):
+                            yield GridPoint(arch, bs, ctx, lever, rep, engine)
 
 
 def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) -> str | None:
-    """Why a point cannot run (memory budget, lever not permitted), or None when it can."""
-    model = CostModel(get_preset(point.arch))
-    need = model.memory_bytes(point.batch, point.context, max(cfg["output_lengths"]))
+    """Why a point cannot run (engine support, memory budget, lever not permitted), or None when it can."""
+    arch = get_preset(point.arch)
+    if point.engine == "vllm":
+        from .hfconfig import vllm_unsupported
+
+        why = vllm_unsupported(arch)
+        if why:
+            return f"engine: {why}"
+    model = CostModel(arch, engine=point.engine)
+    positions = max(cfg["output_lengths"])
+    if point.engine == "vllm":  # a serving engine's decode positions only move forward: lead-in and windows too
+        from .protocol import Settings, forward_positions
+
+        settings = Settings.from_config(cfg["measurement"], max_output=positions)
+        positions = forward_positions(settings, model, point.batch, point.context)
+    need = model.memory_bytes(point.batch, point.context, positions)
     budget = cfg["gpu"]["memory_budget_gb"] * 1e9
     if need > budget:
         return (
             f"memory: needs {need / 1e9:.1f} GB (weights {model.model_bytes / 1e9:.1f} GB + cache and "
-            f"activations) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
+            f"activations{model.layout_note}) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
         )
     slurm_clock = point.lever.startswith("smclock:") and cfg["cluster"]["gpu_freq_for_smclock"]
     if backend == "nvml" and point.lever != "default" and not cfg["allow_gpu_settings"] and not slurm_clock:

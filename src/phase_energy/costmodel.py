@@ -10,7 +10,7 @@ of ``S`` tokens does ``S * (S + 1) / 2`` query-key pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .presets import ArchConfig
 
@@ -32,12 +32,35 @@ class LayerParams:
     mamba_matmul: int
 
 
-class CostModel:
-    """FLOPs, bytes and memory of one architecture, as functions of batch and context."""
+def served_shape(cfg: ArchConfig, engine: str) -> ArchConfig:
+    """The shape an engine actually runs for a preset (vLLM's DeepSeek-V2 layers always norm the latent)."""
+    if engine == "vllm" and cfg.family == "deepseek_v2" and not cfg.kv_norm:
+        return replace(cfg, kv_norm=True)
+    return cfg
 
-    def __init__(self, cfg: ArchConfig):
-        self.cfg = cfg
+
+# Engines that store a paradigm's cache differently from this project's engine (docs/engines.md):
+# vLLM 0.26 runs MiniCPM3 as multi-head attention over the expanded keys and values (values padded to the
+# key head size), not with the compressed latent cache.
+MLA_AS_HEADS = {("vllm", "minicpm3")}
+
+
+class CostModel:
+    """FLOPs, bytes and memory of one architecture as an engine runs it, as functions of batch and context."""
+
+    def __init__(self, cfg: ArchConfig, engine: str = "native"):
+        self.engine = engine
+        self.cfg = served_shape(cfg, engine)
+        self.mla_as_heads = (engine, cfg.family) in MLA_AS_HEADS and cfg.paradigm == "mla"
         self.layers = self._layer_params()
+
+    @property
+    def layout_note(self) -> str:
+        """A few words on an engine-specific cache layout, for messages ('' when the layout is ours)."""
+        if self.mla_as_heads:
+            kib = self.kv_bytes_per_token // 1024
+            return f"; {self.engine} stores this MLA model's cache as full heads, {kib} KiB/token"
+        return ""
 
     # ----------------------------------------------------------------- parameters
     def _layer_params(self) -> LayerParams:
@@ -138,7 +161,9 @@ class CostModel:
     def kv_bytes_per_token(self) -> int:
         """KV-cache bytes per token over all attention layers (MLA: latent + rope key)."""
         c = self.cfg
-        if c.paradigm == "mla":
+        if self.mla_as_heads:  # keys and values per head, values padded to the key head size
+            per_layer = 2 * c.n_heads * (c.qk_nope_head_dim + c.qk_rope_head_dim) * ACT_BYTES
+        elif c.paradigm == "mla":
             per_layer = (c.kv_lora_rank + c.qk_rope_head_dim) * ACT_BYTES
         else:
             per_layer = 2 * c.n_kv_heads * c.head_dim * ACT_BYTES
@@ -176,7 +201,9 @@ class CostModel:
     def _attention_flops_per_pair(self, absorbed: bool) -> int:
         """FLOPs of one query-key pair summed over heads and attention layers."""
         c = self.cfg
-        if c.paradigm == "mla":
+        if self.mla_as_heads:  # plain attention over expanded heads of the key head size
+            per_head = 4 * (c.qk_nope_head_dim + c.qk_rope_head_dim)
+        elif c.paradigm == "mla":
             if absorbed:  # scores over latent+rope, values in the latent space
                 per_head = 2 * (c.kv_lora_rank + c.qk_rope_head_dim) + 2 * c.kv_lora_rank
             else:
@@ -198,7 +225,7 @@ class CostModel:
     def _mla_absorb_flops_per_token(self) -> int:
         """Extra matmuls of absorbed MLA decode (q_nope into latent, latent out to v), per token."""
         c = self.cfg
-        if c.paradigm != "mla":
+        if c.paradigm != "mla" or self.mla_as_heads:
             return 0
         per_layer = 2 * c.n_heads * c.kv_lora_rank * (c.qk_nope_head_dim + c.v_head_dim)
         # the absorbed form replaces the kv_b expansion of the new token's cache entry
@@ -311,6 +338,7 @@ class CostModel:
         """Headline numbers of the preset (for docs and metadata)."""
         return {
             "arch": self.cfg.name,
+            "engine": self.engine,
             "paradigm": self.cfg.paradigm,
             "params": self.params,
             "weight_bytes": self.weight_bytes,

@@ -40,6 +40,7 @@ FIGURES: dict[str, dict[str, str]] = {
     "fig11_sweetspot": {"category": "SweetSpot", "needs": "3+ contexts and 3+ output lengths per architecture"},
     "fig12_sweetspot_residuals": {"category": "SweetSpot", "needs": "a SweetSpot fit (enough input x output cells)"},
     "fig13_clear": {"category": "CLEAR", "needs": "CLEAR measurements (config clear.architectures)"},
+    "fig14_engines": {"category": "Engines", "needs": "two engines (config engines: [native, vllm])"},
 }
 
 
@@ -430,6 +431,34 @@ def fig13_clear(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure
     return fig, title
 
 
+def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Decode power and energy per token of each engine, side by side per paradigm, at the default lever."""
+    s = _need(t["summary"], "two engines")
+    if "engine" not in s or s["engine"].nunique() < 2:
+        raise MissingData("two engines")
+    d = s[(s["phase"] == "decode") & (s["lever"] == "default")].copy()
+    ctx = _pick(d["context"], 2048)
+    d = d[d["context"] == ctx]
+    d["model"] = d["arch"].str.replace(r" \(.*\)$", "", regex=True)  # engine-labelled arch back to the preset
+    long = d.melt(id_vars=["engine", "model", "paradigm", "batch"], value_vars=["power_mean_w", "j_per_token"],
+                  var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map({"power_mean_w": "decode power (W)", "j_per_token": "decode energy (J/token)"})
+    g = sns.relplot(data=long, x="batch", y="value", hue="engine", style="model", row="metric", col="paradigm",
+                    kind="line", markers=True, height=3.0, aspect=1.15, facet_kws={"sharey": "row"})
+    g.set(xscale="log")
+    g.set_titles("{col_name} | {row_name}")
+    for ax in g.axes.flat:
+        ax.set_ylabel("")
+        ax.set_xlabel("batch size (sequences)")
+    piv = d.pivot_table(index=["model", "batch"], columns="engine", values="power_mean_w")
+    engines = sorted(d["engine"].unique())
+    span = ", ".join(f"{e} {p.min():.0f}-{p.max():.0f} W"
+                     for e, p in ((e, d[d["engine"] == e]["power_mean_w"]) for e in engines))
+    ratio = (piv[engines[1]] / piv[engines[0]]).median() if len(engines) > 1 and len(piv.dropna()) else float("nan")
+    return _facet(g), (f"Decode at context {ctx} by engine: {span}; median {engines[1]}/{engines[0]} power ratio "
+                       f"{ratio:.2f} over {len(piv.dropna())} shared points")
+
+
 RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figure, str]]] = {
     name: globals()[name] for name in FIGURES
 }
@@ -465,6 +494,25 @@ def load_tables(tables: Path) -> dict[str, pd.DataFrame]:
     }
 
 
+def label_engines(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """With several engines, name each model with its engine (``qwen3-4b (vllm)``) in every table that has them.
+
+    Every figure then draws each engine's points as their own series; with one engine nothing changes.
+    """
+    s = t["summary"]
+    if not len(s) or "engine" not in s or s["engine"].nunique() < 2:
+        return t
+    out = dict(t)
+    for k, df in t.items():
+        if len(df) and "engine" in df and "arch" in df and k != "claims":
+            df = df.copy()
+            df["arch"] = df["arch"] + " (" + df["engine"].astype(str) + ")"
+            if "reference" in df:
+                df["reference"] = df["reference"] + " (" + df["engine"].astype(str) + ")"
+            out[k] = df
+    return out
+
+
 def is_simulated(t: Mapping[str, pd.DataFrame]) -> bool:
     """True when any row of the data came from the simulator."""
     return any(bool(len(df)) and "backend" in df and bool((df["backend"] == "sim").any())
@@ -476,7 +524,7 @@ def render(name: str, tables: Path, out: Path, cfg: Mapping[str, Any], traces: P
     if name not in FIGURES:
         raise KeyError(f"unknown figure {name!r}; accepted: {', '.join(FIGURES)}")
     set_theme()
-    t = load_tables(tables)
+    t = label_engines(load_tables(tables))
     sim = is_simulated(t)
     try:
         fig, title = RENDERERS[name](t, Path(traces or cfg["traces"]))

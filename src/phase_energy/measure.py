@@ -61,9 +61,9 @@ def _metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mappi
         "lever_requested": point.lever,
         "lever_enforced": dict(enforced),
         "backend": backend,
-        "engine": cfg["engine"] if backend == "nvml" else f"{cfg['engine']} (simulated)",
+        "engine": point.engine,
         "gpu": dict(gpu),
-        "cost": CostModel(arch).summary(),
+        "cost": CostModel(arch, engine=point.engine).summary(),
         "versions": prov["versions"],
         "git_commit": prov["git_commit"],
         "host": prov["host"],
@@ -109,7 +109,7 @@ def run_sim_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: Path) -> None
     elif lever.kind == "smclock":
         gpu.lock_sm_clock(int(lever.value))  # type: ignore[arg-type]
     settings = _settings(cfg, gpu.locked_clock)
-    workload = SimWorkload(gpu, get_preset(point.arch), point.batch, point.context)
+    workload = SimWorkload(gpu, get_preset(point.arch), point.batch, point.context, engine=point.engine)
     meter = SimMeter(gpu, cfg["measurement"]["sampling_period_ms"] / 1000.0)
     raw = run_protocol(meter, workload, settings)
     if cfg["sim"]["wall_delay_s"]:

@@ -27,6 +27,8 @@ class ArchConfig:
     hidden: int
     vocab: int
     tie_embeddings: bool
+    # the Hugging Face model family whose layout the shape follows (config.json generation, checkpoints)
+    family: Literal["qwen3", "minicpm3", "deepseek_v2", "qwen3_5", "mamba2", "nemotron_h"] = "qwen3"
     intermediate: int = 0  # MLP width; 0 = no MLP
     mlp_kind: Literal["swiglu", "relu2"] = "swiglu"
     # attention (GQA / gated full attention / Nemotron attention)
@@ -97,26 +99,26 @@ def _p(**kw: object) -> ArchConfig:
 
 PRESETS: dict[str, ArchConfig] = {
     "qwen3-4b": _p(
-        name="qwen3-4b", paradigm="gqa", n_layers=36, hidden=2560, intermediate=9728, n_heads=32,
+        name="qwen3-4b", family="qwen3", paradigm="gqa", n_layers=36, hidden=2560, intermediate=9728, n_heads=32,
         n_kv_heads=8, head_dim=128, vocab=151936, tie_embeddings=True, qk_norm=True, rope_theta=1e6,
         sources=("Qwen3-4B config.json (transformers 4.51.0), mlc-llm model_preset.py @79d603f0",),
     ),
     "minicpm3-4b": _p(
-        name="minicpm3-4b", paradigm="mla", n_layers=62, hidden=2560, intermediate=6400, n_heads=40,
+        name="minicpm3-4b", family="minicpm3", paradigm="mla", n_layers=62, hidden=2560, intermediate=6400, n_heads=40,
         n_kv_heads=40, vocab=73448, tie_embeddings=True, q_lora_rank=768, kv_lora_rank=256,
         qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64, kv_norm=True, rope_theta=1e4,
         rms_eps=1e-5, embed_scale=12.0, residual_scale=1.4 / 62**0.5, logits_divisor=2560 / 256,
         sources=("MiniCPM3Config (openbmb/MiniCPM3-4B@75f9f10 via optimum-habana)", "vllm minicpm3.py"),
     ),
     "qwen3-4b-transmla": _p(
-        name="qwen3-4b-transmla", paradigm="mla", n_layers=36, hidden=2560, intermediate=9728,
+        name="qwen3-4b-transmla", family="deepseek_v2", paradigm="mla", n_layers=36, hidden=2560, intermediate=9728,
         n_heads=32, n_kv_heads=32, vocab=151936, tie_embeddings=True, q_lora_rank=None,
         kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, kv_norm=False,
         rope_theta=1e6,
         sources=("TransMLA defaults (fxmeng/TransMLA @9c0d2545) applied to Qwen3-4B; hypothetical",),
     ),
     "qwen3.5-4b": _p(
-        name="qwen3.5-4b", paradigm="gdn", n_layers=32, hidden=2560, intermediate=9216, n_heads=16,
+        name="qwen3.5-4b", family="qwen3_5", paradigm="gdn", n_layers=32, hidden=2560, intermediate=9216, n_heads=16,
         n_kv_heads=4, head_dim=256, qk_norm=True, attn_output_gate=True, rope_theta=1e7,
         partial_rotary=0.25, lin_k_heads=16, lin_k_dim=128, lin_v_heads=32, lin_v_dim=128,
         conv_kernel=4, full_attention_interval=4, vocab=248320, tie_embeddings=True,
@@ -124,13 +126,13 @@ PRESETS: dict[str, ArchConfig] = {
         sources=("THUDM/slime scripts/models/qwen3.5-4B.sh @624b824a", "Qwen3.5-4B config fixtures"),
     ),
     "mamba2-2.7b": _p(
-        name="mamba2-2.7b", paradigm="mamba2", n_layers=64, hidden=2560, intermediate=0,
+        name="mamba2-2.7b", family="mamba2", paradigm="mamba2", n_layers=64, hidden=2560, intermediate=0,
         ssm_state=128, ssm_head_dim=64, ssm_heads=80, ssm_groups=1, ssm_chunk=256, conv_kernel=4,
         vocab=50288, tie_embeddings=True, state_dtype_bytes=2, rms_eps=1e-5,
         sources=("state-spaces/mamba mamba2.py defaults @e9594ce1", "mamba2-2.7b config.json"),
     ),
     "nemotron-h-4b": _p(
-        name="nemotron-h-4b", paradigm="mamba2", n_layers=52, hidden=3072, intermediate=12288,
+        name="nemotron-h-4b", family="nemotron_h", paradigm="mamba2", n_layers=52, hidden=3072, intermediate=12288,
         mlp_kind="relu2", n_heads=32, n_kv_heads=8, head_dim=128, ssm_state=128, ssm_head_dim=64,
         ssm_heads=112, ssm_groups=8, ssm_chunk=128, conv_kernel=4, vocab=131072,
         tie_embeddings=False, state_dtype_bytes=2, rms_eps=1e-5,

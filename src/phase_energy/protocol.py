@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from .costmodel import prefill_group
+from .costmodel import CostModel, prefill_group
 from .trace import THROTTLE_COLUMNS, WINDOW_COLUMNS, conform
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,17 @@ class Meter(Protocol):
 
 
 class Workload(Protocol):
-    """The work one job runs: a model at one batch and context (real engine or simulation)."""
+    """The work one job runs: a model at one batch and context (real engine or simulation).
+
+    ``rewinds`` tells how decode positions work. A static-cache engine (the native one) can run the steps at
+    the same positions again (``decode(position, steps)`` rewrites the cache there). A serving engine (vLLM)
+    cannot: after ``fill_cache`` its requests only move forward, one position per step, until ``end_decode``.
+    """
 
     batch: int
     context: int
+    rewinds: bool
+    max_position: int  # the last cache position a decode step may reach
 
     def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
         """Compile, capture and run untimed; return estimated (prefill s of ``prefill_sequences``, decode step s)."""
@@ -59,11 +66,15 @@ class Workload(Protocol):
         ...
 
     def fill_cache(self, sequences: int) -> None:
-        """Prefill the first ``sequences`` and copy their cache rows over the rest of the batch."""
+        """Make every one of the ``batch`` sequences ready to decode from position ``context`` (outside windows)."""
         ...
 
     def decode(self, position: int, steps: int) -> None:
         """Run ``steps`` decode steps starting at cache position ``position``."""
+        ...
+
+    def end_decode(self) -> None:
+        """Release what ``fill_cache`` started (a serving engine's requests); nothing for a static cache."""
         ...
 
     def idle(self, seconds: float) -> None:
@@ -72,6 +83,14 @@ class Workload(Protocol):
 
     def synchronize(self) -> None:
         """Wait until the device has finished all queued work."""
+        ...
+
+    def irregular_steps(self) -> int:
+        """Steps so far that did not advance every sequence by one token (preemption); 0 for a static cache."""
+        ...
+
+    def decoded_tokens(self) -> int:
+        """Tokens produced by decode steps so far (batch x steps unless a step left sequences out)."""
         ...
 
 
@@ -89,6 +108,7 @@ class Window:
     steps: int = 1
     context_start: int = 0
     context_end: int = 0
+    extra_flags: str = ""  # flags the workload raised (e.g. irregular_steps), added to the summary's
 
 
 @dataclass
@@ -105,6 +125,7 @@ class Settings:
     decode_windows: int = 4
     pause_s: float = 0.5
     lead_in_s: float = 0.3
+    decode_lead_in_s: float = 1.0
     prefill_max_tokens: int | None = None
     decode_window_steps: int | None = None
     max_output: int = 1024
@@ -133,6 +154,21 @@ class Settings:
         return prefill_group(batch, context, self.prefill_max_tokens)
 
 
+FASTEST_COPY_BPS = 4.8e12  # H200 datasheet bandwidth: no decode step is faster than its bytes over this
+
+
+def forward_positions(s: Settings, cost: CostModel, batch: int, context: int) -> int:
+    """Decode positions a forward-only decode trial may use after the context.
+
+    The outputs, plus the lead-in and the windows' minimum length in steps: they last a fixed time, so they
+    take the most positions where steps are fastest, and no step is faster than its bytes at the card's
+    datasheet bandwidth (a quarter more for the windows' rounding).
+    """
+    extra_s = s.decode_lead_in_s + 1.25 * len(decode_spans(s)) * s.min_window_s
+    floor_s = cost.decode_bytes(batch, context) / FASTEST_COPY_BPS
+    return s.max_output + math.ceil(extra_s / max(floor_s, 1e-6))
+
+
 def decode_spans(s: Settings) -> list[tuple[int, int]]:
     """(offset from the context, steps) of each decode window of a trial.
 
@@ -159,6 +195,137 @@ def _measured(meter: Meter, workload: Workload, fn: Any) -> tuple[float, float, 
     return t0, t1, e1 - e0
 
 
+MAX_FILL_ROUNDS = 4
+
+
+def _filled_window(meter: Meter, workload: Workload, run: Any, unit_s: float, min_s: float
+                   ) -> tuple[float, float, float, int]:
+    """A window of whole work units (``run(k)`` runs k of them) that lasts at least ``min_s``.
+
+    The units the estimate ``unit_s`` predicts run first; when the window is still short (the clocks were
+    slower than at warm-up, say) more units follow, sized from the time measured so far, up to
+    ``MAX_FILL_ROUNDS`` rounds. The device is synchronised only between rounds. Returns (start, end, energy,
+    units); a window still short after the last round is kept and flagged ``short_window`` by its summary.
+    """
+    workload.synchronize()
+    t0, e0 = meter.now(), meter.read_energy_j()
+    units = 0
+    want = max(1, math.ceil(min_s / max(unit_s, 1e-9)))
+    for _ in range(MAX_FILL_ROUNDS):
+        run(want)
+        units += want
+        workload.synchronize()
+        elapsed = meter.now() - t0
+        if elapsed >= min_s:
+            break
+        per = elapsed / units
+        want = max(1, math.ceil((min_s - elapsed) / max(per, 1e-9) * 1.05))
+    t1, e1 = meter.now(), meter.read_energy_j()
+    return t0, t1, e1 - e0, units
+
+
+def forward_decode_plan(spans: list[tuple[int, int]], window_steps: int, lead_steps: int, max_steps: int
+                        ) -> list[tuple[int, int, int]]:
+    """(lead-in steps, window start offset, window steps) of each decode window of a forward-only engine.
+
+    Positions only move forward: each window starts at its span's offset from the context, or later when the
+    previous window ends later; the first one also waits for its lead-in (``lead_steps`` decode steps right
+    before it, after the cache-filling prefill); later ones follow decode steps already. A window lasts
+    ``window_steps`` steps (or its span, if longer). Nothing passes ``max_steps`` positions after
+    the context: a window that would is shortened, and one that cannot start is left out.
+    """
+    plan: list[tuple[int, int, int]] = []
+    pos = 0
+    for offset, steps in spans:
+        want = max(steps, window_steps)
+        start = max(offset, pos + (lead_steps if not plan else 0))
+        if start + want > max_steps:  # short of positions: the lead-in gives way first, then the window
+            start = max(offset, pos, min(start, max_steps - want))
+        n = min(want, max_steps - start)
+        if n < 1:
+            break
+        plan.append((start - pos, start, n))
+        pos = start + n
+    return plan
+
+
+def _prefill_windows(meter: Meter, workload: Workload, s: Settings, n_seq: int, t_prefill: float
+                     ) -> list[Window]:
+    ctx = workload.context
+    windows = []
+    lead = math.ceil(s.lead_in_s / max(t_prefill, 1e-9)) if s.lead_in_s > 0 else 0
+
+    def _prefill(k: int) -> None:
+        for _ in range(k):
+            workload.prefill(n_seq)
+
+    for trial in range(s.prefill_trials):
+        _prefill(lead)  # the same work first, so power and clocks are steady when the window opens
+        t0, t1, e, reps = _filled_window(meter, workload, _prefill, t_prefill, s.min_window_s)
+        windows.append(Window("prefill", trial, t0, t1, e, tokens=n_seq * ctx * reps, repetitions=reps,
+                              steps=1, context_start=0, context_end=ctx))
+        log.info("prefill trial %d/%d: %d repetitions of %d sequences, %.2f s", trial + 1, s.prefill_trials, reps,
+                 n_seq, t1 - t0)
+        if s.pause_s:
+            workload.idle(s.pause_s)
+    return windows
+
+
+def _decode_trial_rewinding(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float
+                            ) -> list[Window]:
+    """Windows at fixed positions, repeated in place until each lasts long enough (static cache)."""
+    b, ctx = workload.batch, workload.context
+    windows = []
+    for i, (offset, steps) in enumerate(decode_spans(s)):
+        start = ctx + offset
+        rep_s = max(steps * t_step, 1e-9)
+        # steady state at the window's own positions before it opens; after the cache-filling prefill the
+        # firmware keeps its power-cap state for a while, so the first window waits longer
+        lead_s = s.decode_lead_in_s if i == 0 else s.lead_in_s
+        for _ in range(math.ceil(lead_s / rep_s) if lead_s > 0 else 0):
+            workload.decode(start, steps)
+
+        def _decode(k: int, start: int = start, steps: int = steps) -> None:
+            for _ in range(k):  # the same positions again: the static cache is rewritten
+                workload.decode(start, steps)
+        t0, t1, e, reps = _filled_window(meter, workload, _decode, rep_s, s.min_window_s)
+        windows.append(Window("decode", trial, t0, t1, e, tokens=b * steps * reps, repetitions=reps,
+                              steps=steps, context_start=start, context_end=start + steps))
+    return windows
+
+
+def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float
+                          ) -> list[Window]:
+    """Windows of consecutive steps whose positions only move forward (a serving engine's requests)."""
+    ctx = workload.context
+    windows = []
+    n_min = math.ceil(s.min_window_s / max(t_step, 1e-9))
+    lead = math.ceil(s.decode_lead_in_s / max(t_step, 1e-9)) if s.decode_lead_in_s > 0 else 0
+    max_steps = workload.max_position - ctx + 1
+    pos = ctx
+    for lead_steps, offset, n in forward_decode_plan(decode_spans(s), n_min, lead, max_steps):
+        if lead_steps:
+            workload.decode(pos, lead_steps)
+        start = ctx + offset
+        done = 0
+        irregular, tokens0 = workload.irregular_steps(), workload.decoded_tokens()
+
+        def _decode(k: int, start: int = start) -> None:
+            nonlocal done
+            k = min(k, max_steps - (start - ctx) - done)  # never past the last position
+            if k > 0:
+                workload.decode(start + done, k)
+                done += k
+        t0, t1, e, _ = _filled_window(meter, workload, _decode, t_step, max(s.min_window_s, n * t_step * 0.999))
+        w = Window("decode", trial, t0, t1, e, tokens=workload.decoded_tokens() - tokens0, repetitions=1,
+                   steps=done, context_start=start, context_end=start + done)
+        if workload.irregular_steps() > irregular:
+            w.extra_flags = "irregular_steps"
+        windows.append(w)
+        pos = start + done
+    return windows
+
+
 def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
     """Idle baseline, warm-up, prefill trials and decode trials; return the raw windows."""
     windows: list[Window] = []
@@ -171,40 +338,17 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
     n_seq = s.prefill_sequences(b, ctx)
     t_prefill, t_step = workload.warmup(s.warmup_runs, n_seq)
     log.info("warm-up done: prefill %.4f s (%d of %d sequences), decode step %.5f s", t_prefill, n_seq, b, t_step)
+    windows += _prefill_windows(meter, workload, s, n_seq, t_prefill)
 
-    reps = max(1, math.ceil(s.min_window_s / max(t_prefill, 1e-9)))
-    lead = math.ceil(s.lead_in_s / max(t_prefill, 1e-9)) if s.lead_in_s > 0 else 0
-    for trial in range(s.prefill_trials):
-        for _ in range(lead):  # the same work first, so power and clocks are steady when the window opens
-            workload.prefill(n_seq)
-
-        def _prefill_reps() -> None:
-            for _ in range(reps):
-                workload.prefill(n_seq)
-        t0, t1, e = _measured(meter, workload, _prefill_reps)
-        windows.append(Window("prefill", trial, t0, t1, e, tokens=n_seq * ctx * reps, repetitions=reps,
-                              steps=1, context_start=0, context_end=ctx))
-        log.info("prefill trial %d/%d: %d repetitions, %.2f s", trial + 1, s.prefill_trials, reps, t1 - t0)
-        if s.pause_s:
-            workload.idle(s.pause_s)
-
-    spans = decode_spans(s)
+    trial_fn = _decode_trial_rewinding if workload.rewinds else _decode_trial_forward
     for trial in range(s.decode_trials):
         workload.fill_cache(n_seq)  # outside every window
-        for offset, steps in spans:
-            start = ctx + offset
-            reps = max(1, math.ceil(s.min_window_s / max(steps * t_step, 1e-9)))
-            if s.lead_in_s > 0:  # steady state at the window's own positions before it opens
-                for _ in range(math.ceil(s.lead_in_s / max(steps * t_step, 1e-9))):
-                    workload.decode(start, steps)
-
-            def _decode(start: int = start, steps: int = steps, reps: int = reps) -> None:
-                for _ in range(reps):  # the same positions again: the static cache is rewritten
-                    workload.decode(start, steps)
-            t0, t1, e = _measured(meter, workload, _decode)
-            windows.append(Window("decode", trial, t0, t1, e, tokens=b * steps * reps, repetitions=reps,
-                                  steps=steps, context_start=start, context_end=start + steps))
-        log.info("decode trial %d/%d done (%d windows)", trial + 1, s.decode_trials, len(spans))
+        try:
+            new = trial_fn(meter, workload, s, trial, t_step)
+        finally:
+            workload.end_decode()
+        windows += new
+        log.info("decode trial %d/%d done (%d windows)", trial + 1, s.decode_trials, len(new))
         if s.pause_s:
             workload.idle(s.pause_s)
     return windows
@@ -310,6 +454,7 @@ def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
         flags.append("other_processes")
     if len(sub) and bool(sub["gap"].any()):
         flags.append("sampling_gap")
+    flags += [f for f in w.extra_flags.split(",") if f]
     row["flags"] = ",".join(flags)
     return row
 

@@ -307,14 +307,27 @@ class SimGPU:
 
 
 class SimWorkload:
-    """The native engine's prefill and decode of one architecture, run on a :class:`SimGPU`."""
+    """An engine's prefill and decode of one architecture, run on a :class:`SimGPU`.
 
-    def __init__(self, gpu: SimGPU, cfg: ArchConfig, batch: int, context: int):
+    Both engines share the physics (FLOPs, bytes and kernels of the cost model, with each engine's cache
+    layout); they differ in how a decode trial runs. The native engine rewinds its static cache and fills
+    it by copying prefilled rows; a serving engine (``vllm``) prefills every sequence and its positions only
+    move forward. The simulator does not model vLLM's own kernels: simulated vllm and native points differ
+    only by the cache layout and these protocol differences.
+    """
+
+    def __init__(self, gpu: SimGPU, cfg: ArchConfig, batch: int, context: int, engine: str = "native",
+                 max_position: int | None = None):
         self.gpu = gpu
         self.cfg = cfg
-        self.cost = CostModel(cfg)
+        self.cost = CostModel(cfg, engine=engine)
         self.batch = batch
         self.context = context
+        self.engine = engine
+        self.rewinds = engine == "native"
+        self.max_position = max_position if max_position is not None else context + 1_000_000
+        self._position: int | None = None  # forward-only: the next decode position of the open requests
+        self._decoded = 0
         kpb = gpu.p.kernels_per_block
         extra = gpu.p.kernels_mla_extra if cfg.paradigm == "mla" else 0
         self.kernels = sum(kpb[k] + (extra if k == "A" else 0) for k in cfg.layer_pattern) + gpu.p.kernels_head
@@ -348,7 +361,16 @@ class SimWorkload:
         self.gpu.run(self._prefill_work(min(sequences or self.batch, self.batch)))
 
     def fill_cache(self, sequences: int) -> None:
-        """As the engine: prefill one group of prompts, then copy its cache rows over the rest (read + write)."""
+        """As the engine does it.
+
+        Native: prefill one group of prompts, then copy its cache rows over the rest (read + write). A
+        serving engine prefills every sequence, in groups of the prefill chunk.
+        """
+        if not self.rewinds:
+            for start in range(0, self.batch, prefill_group(self.batch, self.context)):
+                self.prefill(min(prefill_group(self.batch, self.context), self.batch - start))
+            self._position = self.context
+            return
         n = min(sequences, prefill_group(self.batch, self.context))
         self.prefill(n)
         if n < self.batch:
@@ -356,8 +378,28 @@ class SimWorkload:
             self.gpu.run(Work(np.array([0.0]), np.array([copy]), rows=1.0, kernels=len(self.cfg.layer_pattern)))
 
     def decode(self, position: int, steps: int) -> None:
-        """Decode ``steps`` tokens from ``position``."""
+        """Decode ``steps`` tokens from ``position`` (forward-only: the requests' current position)."""
+        if not self.rewinds:
+            if self._position != position:
+                raise ValueError(f"{self.engine} decode: position {position} requested, the requests are at "
+                                 f"{self._position}; positions only move forward")
+            if position + steps - 1 > self.max_position:
+                raise ValueError(f"decode to position {position + steps - 1} passes max_position {self.max_position}")
+            self._position = position + steps
+        self._decoded += self.batch * steps
         self.gpu.run(self._decode_work(position, steps))
+
+    def end_decode(self) -> None:
+        """Close the decode trial (forward-only: the requests end)."""
+        self._position = None
+
+    def irregular_steps(self) -> int:
+        """The simulation never preempts."""
+        return 0
+
+    def decoded_tokens(self) -> int:
+        """Tokens of the decode steps so far."""
+        return self._decoded
 
     def idle(self, seconds: float) -> None:
         """Idle the simulated card."""

@@ -73,11 +73,11 @@ def mape(measured: np.ndarray, predicted: np.ndarray) -> float:
 def cells_from_request(request: pd.DataFrame) -> pd.DataFrame:
     """The input x output cells: request energy at the configured output lengths."""
     if request.empty:
-        return pd.DataFrame(columns=["arch", "paradigm", "batch", "input", "output", "prefill_j", "decode_j",
+        return pd.DataFrame(columns=["engine", "arch", "paradigm", "batch", "input", "output", "prefill_j", "decode_j",
                                      "energy_j", "tokens_per_j", "prefill_tokens_per_j", "decode_tokens_per_j"])
     r = request[request["in_output_grid"].astype(bool)]
     cells = r.rename(columns={"context": "input", "output_length": "output", "total_j": "energy_j"})[
-        ["arch", "paradigm", "batch", "input", "output", "prefill_j", "decode_j", "energy_j"]].copy()
+        ["engine", "arch", "paradigm", "batch", "input", "output", "prefill_j", "decode_j", "energy_j"]].copy()
     cells["tokens_per_j"] = cells["output"] / cells["energy_j"]
     cells["prefill_tokens_per_j"] = cells["input"] / cells["prefill_j"]  # per phase
     cells["decode_tokens_per_j"] = cells["output"] / cells["decode_j"]
@@ -87,7 +87,7 @@ def cells_from_request(request: pd.DataFrame) -> pd.DataFrame:
 def sweet_region(cells: pd.DataFrame, drop_share: float) -> pd.DataFrame:
     """Per arch and batch: the peak tokens/J cell, and which cells fall more than ``drop_share`` below it."""
     out = []
-    for _, g in cells.groupby(["arch", "batch"]):
+    for _, g in cells.groupby(["engine", "arch", "batch"]):
         peak = g["tokens_per_j"].max()
         g = g.copy()
         g["relative_efficiency"] = g["tokens_per_j"] / peak
@@ -100,12 +100,13 @@ def fit_cells(cells: pd.DataFrame, holdout_share: float, seed: int) -> tuple[pd.
     """Fit every (arch, batch) on its cells minus a held-out share; return per-cell and per-fit tables."""
     rng = np.random.default_rng(seed)
     fits, per_cell = [], []
-    for (arch, batch), g in cells.groupby(["arch", "batch"]):
+    for (engine, arch, batch), g in cells.groupby(["engine", "arch", "batch"]):
         terms = terms_for(arch)
         n = len(g)
         n_out = round(holdout_share * n)
         if n - n_out < len(terms) + 1 or g["input"].nunique() < 2 or g["output"].nunique() < 2:
-            log.warning("sweetspot: %s batch %d has %d cells, too few for %d terms", arch, batch, n, len(terms))
+            log.warning("sweetspot: %s %s batch %d has %d cells, too few for %d terms", engine, arch, batch, n,
+                        len(terms))
             continue
         held = np.zeros(n, dtype=bool)
         held[rng.choice(n, size=n_out, replace=False)] = True
@@ -118,7 +119,8 @@ def fit_cells(cells: pd.DataFrame, holdout_share: float, seed: int) -> tuple[pd.
         gg["held_out"] = held
         per_cell.append(gg)
         peak = g.loc[g["tokens_per_j"].idxmax()]
-        row: dict[str, Any] = {"arch": arch, "paradigm": g["paradigm"].iloc[0], "batch": batch, "cells": n,
+        row: dict[str, Any] = {"engine": engine, "arch": arch, "paradigm": g["paradigm"].iloc[0], "batch": batch,
+                               "cells": n,
                                "held_out": int(held.sum()),
                                "mape_fit_pct": mape(e[~held], pred[~held]),
                                "mape_heldout_pct": mape(e[held], pred[held]) if held.any() else np.nan,
@@ -126,8 +128,8 @@ def fit_cells(cells: pd.DataFrame, holdout_share: float, seed: int) -> tuple[pd.
                                "peak_tokens_per_j": float(peak["tokens_per_j"])}
         row.update({t: float(coef[terms.index(t)]) if t in terms else 0.0 for t in TERMS})
         fits.append(row)
-    cols = ["arch", "paradigm", "batch", "cells", "held_out", "mape_fit_pct", "mape_heldout_pct", "peak_input",
-            "peak_output", "peak_tokens_per_j", *TERMS]
+    cols = ["engine", "arch", "paradigm", "batch", "cells", "held_out", "mape_fit_pct", "mape_heldout_pct",
+            "peak_input", "peak_output", "peak_tokens_per_j", *TERMS]
     cell_table = pd.concat(per_cell, ignore_index=True) if per_cell else cells.assign(
         predicted_j=np.nan, residual_pct=np.nan, held_out=False)
     return cell_table, pd.DataFrame(fits, columns=cols)
@@ -142,5 +144,5 @@ def stage_sweetspot(cfg: Mapping[str, Any], outdir: Path) -> None:
     table.to_parquet(outdir / "sweetspot_cells.parquet", index=False)
     fits.to_csv(outdir / "sweetspot_fit.csv", index=False)
     for r in fits.itertuples():
-        log.info("sweetspot %s batch %d: held-out MAPE %.2f %% (%d of %d cells), peak at input %d output %d",
-                 r.arch, r.batch, r.mape_heldout_pct, r.held_out, r.cells, r.peak_input, r.peak_output)
+        log.info("sweetspot %s %s batch %d: held-out MAPE %.2f %% (%d of %d cells), peak at input %d output %d",
+                 r.engine, r.arch, r.batch, r.mape_heldout_pct, r.held_out, r.cells, r.peak_input, r.peak_output)

@@ -156,7 +156,12 @@ def job_dirs(traces_dir: str | Path) -> list[Path]:
     return sorted(p.parent for p in Path(traces_dir).rglob("status.json"))
 
 
-POINT_KEYS = ("arch", "paradigm", "batch", "context", "lever_requested", "rep", "backend")
+POINT_KEYS = ("engine", "arch", "paradigm", "batch", "context", "lever_requested", "rep", "backend")
+
+
+def engine_of(metadata: Mapping[str, Any]) -> str:
+    """The engine a trace was measured with (``native`` for traces written before engines were an axis)."""
+    return str(metadata.get("engine") or "native").split(" ")[0]  # older simulated traces: "native (simulated)"
 
 
 def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -166,13 +171,15 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     for d in dirs:
         d = Path(d)
         if not (d / "status.json").exists():  # a cached traces folder that lacks this point
-            p = GridPoint.from_wildcards(dict(part.split("~", 1) for part in d.parts if "~" in part))
-            statuses.append({"arch": p.arch, "batch": p.batch, "context": p.context, "lever": p.lever,
-                             "rep": p.rep, "job": str(d), "status": "missing", "reason": "not in the traces folder"})
+            p = GridPoint.from_path(d)
+            statuses.append({"engine": p.engine, "arch": p.arch, "batch": p.batch, "context": p.context,
+                             "lever": p.lever, "rep": p.rep, "job": str(d), "status": "missing",
+                             "reason": "not in the traces folder"})
             continue
         status = json.loads((d / "status.json").read_text())
         meta = json.loads((d / "metadata.json").read_text())
         point = {k: meta.get(k) for k in POINT_KEYS}
+        point["engine"] = engine_of(meta)
         point["lever"] = point.pop("lever_requested")
         point["job"] = str(d)
         statuses.append({**point, "status": status.get("status"), "reason": status.get("reason", "")})
@@ -189,6 +196,42 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     return windows, pd.DataFrame(statuses)
 
 
+LEGACY_POINT_GLOB = "arch~*/bs~*/ctx~*/lever~*/rep~*"
+
+
+class TraceLayoutError(ValueError):
+    """A traces folder in a layout this version does not read; the message says how to convert it."""
+
+
+def check_layout(traces_dir: str | Path) -> None:
+    """Refuse a traces folder written before engines were a grid axis (``arch~...`` at its top)."""
+    root = Path(traces_dir)
+    if root.is_dir() and any(root.glob(f"{LEGACY_POINT_GLOB}/status.json")):
+        raise TraceLayoutError(
+            f"traces folder {str(root)!r} holds traces in the layout before engines (arch~A/... at its top, "
+            f"no engine~E/ level); convert it once with: phase-energy migrate-traces {root}")
+
+
+def migrate_traces(traces_dir: str | Path, engine: str = "native") -> list[Path]:
+    """Move legacy point folders (``arch~A/...``) under ``engine~<engine>/``; return the points moved.
+
+    Traces written before engines were an axis all came from the native engine. A point that already exists
+    in the new layout is left where it is and reported, never overwritten.
+    """
+    root = Path(traces_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"traces folder {str(root)!r} does not exist")
+    moved = []
+    for arch_dir in sorted(root.glob("arch~*")):
+        target = root / f"engine~{engine}" / arch_dir.name
+        if target.exists():
+            raise FileExistsError(f"{target} exists already: merge {arch_dir} into it by hand")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        moved += [p.parent.relative_to(root) for p in arch_dir.glob("bs~*/ctx~*/lever~*/rep~*/status.json")]
+        arch_dir.rename(target)
+    return moved
+
+
 def _git_commit() -> str | None:
     if os.environ.get("PHASE_ENERGY_GIT_COMMIT"):  # a copy of the tree without .git (compute nodes, tarballs)
         return os.environ["PHASE_ENERGY_GIT_COMMIT"]
@@ -203,7 +246,8 @@ def _git_commit() -> str | None:
 
 def package_versions(names: Iterable[str] = ("phase-energy", "torch", "numpy", "pandas", "pyarrow",
                                              "nvidia-ml-py", "triton", "flash-linear-attention",
-                                             "fla-core", "snakemake")) -> dict[str, str | None]:
+                                             "fla-core", "snakemake", "vllm", "transformers")
+                     ) -> dict[str, str | None]:
     """Installed versions of the packages a trace depends on (None when absent)."""
     out: dict[str, str | None] = {"python": platform.python_version()}
     for n in names:

@@ -20,7 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def requirements(extras: list[str], with_torch: bool) -> list[str]:
-    """The package's requirements for the given extras (from its installed metadata)."""
+    """The package's requirements for the given extras (from its installed metadata).
+
+    An extra the package does not declare is an error naming the accepted ones. ``with_torch`` false leaves
+    torch out of the list; an extra that pins torch itself (vllm) still brings it through pip's resolution.
+    """
+    known = set(metadata.metadata("phase-energy").get_all("Provides-Extra") or [])
+    unknown = sorted(set(extras) - known)
+    if unknown:
+        raise ValueError(f"wheelhouse --extras: {', '.join(unknown)} is not an extra of phase-energy; accepted: "
+                         f"{', '.join(sorted(known))}")
     reqs = []
     for r in metadata.requires("phase-energy") or []:
         name, _, marker = r.partition(";")
@@ -36,6 +45,7 @@ def requirements(extras: list[str], with_torch: bool) -> list[str]:
 def build(dest: Path, python_version: str, platforms: list[str] | None, extras: list[str], with_torch: bool = False,
           source: Path = ROOT) -> list[Path]:
     """Download the wheels (dependencies resolved for the target) and build our own; return the files."""
+    reqs = requirements(extras, with_torch)  # a bad extra stops here, before any download
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dest), str(source)],
                    check=True)
@@ -44,7 +54,7 @@ def build(dest: Path, python_version: str, platforms: list[str] | None, extras: 
         cmd += ["--python-version", python_version, "--implementation", "cp"]
         for p in platforms:
             cmd += ["--platform", p]
-    cmd += requirements(extras, with_torch)
+    cmd += reqs
     log.info("downloading: %s", " ".join(cmd))
     subprocess.run(cmd, check=True)
     return sorted(dest.glob("*.whl"))

@@ -5,6 +5,7 @@ from pathlib import Path
 import phase_energy.figures
 from phase_energy.config import ConfigError, expand_grid, validate_config
 from phase_energy.config import config_hash as _config_hash
+from phase_energy.trace import TraceLayoutError, check_layout
 
 try:
     _validated = validate_config(config)
@@ -16,6 +17,10 @@ config.update(_validated)
 TRACES = config["traces"].rstrip("/")
 MEASURED_TRACES = "results/traces"
 GRID = list(expand_grid(config))
+try:
+    check_layout(TRACES)
+except TraceLayoutError as e:
+    raise WorkflowError(str(e)) from None
 if TRACES != MEASURED_TRACES:
     # cached traces: nothing is measured; points the folder lacks are left out (and listed as missing in
     # results/tables/jobs.csv)
@@ -35,7 +40,7 @@ MEASURE_KEYS = (
     "output_lengths",
     "measurement",
     "backend",
-    "engine",
+    "vllm",
     "allow_gpu_settings",
     "seed",
     "sim",
@@ -86,6 +91,7 @@ if CLEAR_TRACES != CLEAR_MEASURED:
 
 
 wildcard_constraints:
+    engine=r"native|vllm",
     arch=r"[a-z0-9][a-z0-9.\-]*",
     bs=r"\d+",
     ctx=r"\d+",
@@ -93,7 +99,7 @@ wildcard_constraints:
     rep=r"\d+",
 
 
-POINT = "arch~{arch}/bs~{bs}/ctx~{ctx}/lever~{lever}/rep~{rep}"
+POINT = "engine~{engine}/arch~{arch}/bs~{bs}/ctx~{ctx}/lever~{lever}/rep~{rep}"
 
 
 def get_gpu_count(wildcards):

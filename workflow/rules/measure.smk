@@ -18,7 +18,7 @@ rule measure:
         config=MEASURE_CONFIG,
         lever=get_lever,
     shell:
-        "phase-energy measure --config {params.config} --arch {wildcards.arch}"
+        "phase-energy measure --config {params.config} --engine {wildcards.engine} --arch {wildcards.arch}"
         " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"
         " --rep {wildcards.rep} --out $(dirname {output.status}) > {log} 2>&1"
 

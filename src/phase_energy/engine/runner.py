@@ -36,11 +36,16 @@ def set_compile_caches(root: str | None = None) -> None:
 
 
 class EngineWorkload:
-    """Prefill and decode of one preset at one batch and context on one GPU (``Workload`` protocol)."""
+    """Prefill and decode of one preset at one batch and context on one GPU (``Workload`` protocol).
+
+    The cache is static, so decode steps can run at the same positions again (``rewinds``).
+    """
+
+    rewinds = True
 
     def __init__(self, arch: str, batch: int, context: int, max_output: int, seed: int = 0,
                  device: str = "cuda", dtype: torch.dtype = torch.bfloat16, use_graphs: bool = True,
-                 compile: bool = True):
+                 compile: bool = True, weight_init: str = "normal"):
         set_compile_caches()
         t0 = time.monotonic()
         self.cfg = get_preset(arch)
@@ -50,15 +55,18 @@ class EngineWorkload:
         self.use_graphs = use_graphs and self.device.type == "cuda"
         with torch.device(self.device):
             self.model = Transformer(self.cfg).to(dtype)
-        init_random_(self.model, seed)
+        init_random_(self.model, seed, weight_init)
+        self.weight_init = weight_init
         self.model.fuse()
         self.max_len = context + max_output + 1
+        self.max_position = self.max_len - 1
         self.model.setup_caches(batch, self.max_len)
         gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.prompt = torch.randint(0, self.cfg.vocab, (batch, context), device=self.device, generator=gen)
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
         self.pos = torch.zeros((), dtype=torch.long, device=self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self._decoded = 0
         # torch.compile fuses the step's elementwise work (norms, RoPE, gates, residuals) into few kernels;
         # the CUDA graph is captured by us around the compiled step
         self.compiled = compile and self.device.type == "cuda"
@@ -116,11 +124,23 @@ class EngineWorkload:
     def decode(self, position: int, steps: int) -> None:
         """``steps`` decode steps from cache position ``position`` (graph replays, no host sync)."""
         self.pos.fill_(position)
+        self._decoded += self.batch * steps
         for _ in range(steps):
             if self.graph is not None:
                 self.graph.replay()
             else:
                 self._step()
+
+    def end_decode(self) -> None:
+        """Nothing to release: the static cache stays."""
+
+    def irregular_steps(self) -> int:
+        """Every captured step advances every row: none is irregular."""
+        return 0
+
+    def decoded_tokens(self) -> int:
+        """Tokens of the decode steps so far (every step advances every row)."""
+        return self._decoded
 
     def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
         """Compile Triton kernels, capture every graph the decode will need, then time prefill and a step."""
@@ -166,4 +186,5 @@ class EngineWorkload:
         """Facts for the trace metadata: timings of construction, capture, graph count."""
         return {"build_s": self.build_s, "capture_s": self.capture_s, "graph": self.graph is not None,
                 "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_error": self.compile_error,
+                "weights": f"random ({self.weight_init})",
                 "weight_bytes": self.cost.weight_bytes}

@@ -147,14 +147,46 @@ def replicate_rows_(t: Tensor, filled: int) -> Tensor:
     return t
 
 
-def init_random_(model: Transformer, seed: int) -> Transformer:
-    """Random weights from a fixed seed, in place on the model's device (seconds, not minutes)."""
+WEIGHT_INITS = ("normal", "heavy-tailed", "uniform-1e-3")
+
+
+def _heavy_tailed_(p: Tensor, gen: torch.Generator) -> None:
+    """Entries with the statistics of trained weights, scaled to variance 1/fan_in.
+
+    Student-t with 5 degrees of freedom (kurtosis 9 against a normal's 3, as trained LLM weights have tails) times a
+    log-normal scale per output row (sigma 0.5: rows of a trained matrix differ in norm), normalised so the
+    mean square stays 1/fan_in.
+    """
+    z = torch.empty_like(p, dtype=torch.float32).normal_(generator=gen)
+    chi2 = torch.zeros_like(z)
+    for _ in range(5):
+        chi2.add_(torch.empty_like(z).normal_(generator=gen).square_())
+    t = z / torch.sqrt(chi2 / 5.0)
+    t /= t.square().mean().sqrt()
+    rows = torch.empty(p.shape[0], *([1] * (p.dim() - 1)), device=p.device).normal_(generator=gen).mul_(0.5).exp_()
+    rows /= rows.square().mean().sqrt()
+    p.copy_((t * rows / math.sqrt(p.shape[-1])).to(p.dtype))
+
+
+def init_random_(model: Transformer, seed: int, init: str = "normal") -> Transformer:
+    """Random weights from a fixed seed, in place on the model's device (seconds, not minutes).
+
+    ``init``: ``normal`` (N(0, 1/fan_in), the default), ``heavy-tailed`` (trained-like statistics, see
+    :func:`_heavy_tailed_`) or ``uniform-1e-3`` (every floating tensor uniform in +-1e-3, as vLLM's dummy
+    weights; norms included).
+    """
+    if init not in WEIGHT_INITS:
+        raise ValueError(f"weight init {init!r} is not known; accepted: {', '.join(WEIGHT_INITS)}")
     gen = torch.Generator(device=model.embed_tokens.weight.device).manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() >= 2:
-                fan_in = p.shape[-1]
-                p.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=gen)
+            if init == "uniform-1e-3":
+                p.uniform_(-1e-3, 1e-3, generator=gen)
+            elif p.dim() >= 2:
+                if init == "heavy-tailed":
+                    _heavy_tailed_(p, gen)
+                else:
+                    p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]), generator=gen)
             elif name.endswith("dt_bias"):
                 p.uniform_(-4.0, -2.0, generator=gen)
             elif name.endswith("bias"):  # conv biases: every parameter must come from the seed

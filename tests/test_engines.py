@@ -1,0 +1,212 @@
+"""The engine axis: vLLM's model configs, the grid and trace layout, and the step-driven windows.
+
+vLLM cannot run on these CPUs. Its workload is tested here through ``phase_energy.testing.fake_vllm``, a
+recording stand-in for vLLM's step API that exists only for that reason; the real check is the H200 run
+(bench/engine-compare-h200.json).
+"""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from phase_energy.config import ConfigError, GridPoint, expand_grid, point_skip_reason, validate_config
+from phase_energy.costmodel import CostModel
+from phase_energy.engine.vllm import DoesNotFit, VllmWorkload
+from phase_energy.hfconfig import hf_config, transformers_config, vllm_unsupported, write_model_folder
+from phase_energy.measure import run_job
+from phase_energy.presets import PRESETS, get_preset
+from phase_energy.protocol import Settings, forward_decode_plan, run_protocol, summarise_windows
+from phase_energy.sim import SimGPU, SimMeter
+from phase_energy.testing.fake_vllm import FakeVllmEngine
+from phase_energy.trace import TraceLayoutError, check_layout, migrate_traces
+
+
+# ------------------------------------------------------------------------------------------ model configs
+@pytest.mark.parametrize("arch", sorted(PRESETS))
+def test_generated_config_builds_the_cost_models_parameter_count(arch):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = get_preset(arch)
+    d = transformers_config(cfg)
+    config = AutoConfig.for_model(d.pop("model_type"), **d)
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = AutoModelForCausalLM.from_config(config)
+    n = sum(p.numel() for p in model.parameters())
+    assert n == CostModel(cfg, engine="vllm").params, (arch, type(model).__name__)
+
+
+def test_model_folder_holds_the_vllm_class_of_each_family(tmp_path):
+    seen = {}
+    for name, cfg in PRESETS.items():
+        folder = write_model_folder(cfg, tmp_path / name)
+        written = json.loads((folder / "config.json").read_text())
+        assert written == json.loads(json.dumps(hf_config(cfg)))
+        seen[name] = written["architectures"][0]
+        assert vllm_unsupported(cfg) is None
+    assert seen == {"qwen3-4b": "Qwen3ForCausalLM", "minicpm3-4b": "MiniCPM3ForCausalLM",
+                    "qwen3-4b-transmla": "DeepseekV2ForCausalLM", "qwen3.5-4b": "Qwen3_5ForConditionalGeneration",
+                    "mamba2-2.7b": "Mamba2ForCausalLM", "nemotron-h-4b": "NemotronHForCausalLM"}
+    rope = hf_config(get_preset("qwen3.5-4b"))["text_config"]["rope_parameters"]
+    assert sum(rope["mrope_section"]) == 256 * 0.25 / 2  # vLLM asserts: half the rotary width
+    assert hf_config(get_preset("tiny-gdn"))["text_config"]["rope_parameters"]["mrope_section"] == [1, 1, 0]
+    transmla = hf_config(get_preset("qwen3-4b-transmla"))  # dense in every layer: no experts at all
+    assert transmla["n_routed_experts"] == 0 and transmla["first_k_dense_replace"] == transmla["num_hidden_layers"]
+
+
+def test_unsupported_shape_is_named():
+    from dataclasses import replace
+
+    bad = replace(get_preset("minicpm3-4b"), q_lora_rank=None)
+    assert "q_lora_rank" in vllm_unsupported(bad)
+    with pytest.raises(ValueError, match="q_lora_rank"):
+        hf_config(bad)
+
+
+def test_vllm_cache_layout_in_the_cost_model():
+    mcp = get_preset("minicpm3-4b")
+    native, vllm = CostModel(mcp), CostModel(mcp, engine="vllm")
+    assert native.kv_bytes_per_token == (256 + 32) * 2 * 62  # the compressed latent and the rope key
+    assert vllm.kv_bytes_per_token == 2 * 40 * (64 + 32) * 2 * 62  # full heads, values padded to 96
+    assert vllm.decode_bytes(32, 2048) > 5 * native.decode_bytes(32, 2048)
+    q = get_preset("qwen3-4b")
+    assert CostModel(q, engine="vllm").decode_bytes(8, 100) == CostModel(q).decode_bytes(8, 100)
+    t = get_preset("qwen3-4b-transmla")  # vLLM's DeepSeek layers norm the latent: one 512-wide norm a layer
+    assert CostModel(t, engine="vllm").params - CostModel(t).params == 512 * 36
+
+
+# ------------------------------------------------------------------------------------------ grid and layout
+def test_engines_are_a_grid_axis_in_the_trace_path():
+    cfg = validate_config({"engines": ["native", "vllm"], "architectures": ["qwen3-4b"], "batch_sizes": [1],
+                           "contexts": [512]})
+    points = list(expand_grid(cfg))
+    assert [p.path for p in points] == [f"engine~{e}/arch~qwen3-4b/bs~1/ctx~512/lever~default/rep~0"
+                                        for e in ("native", "vllm")]
+    for p in points:
+        assert GridPoint.from_path(f"results/traces/{p.path}") == p
+    assert validate_config({})["engines"] == ["native"]
+
+
+@pytest.mark.parametrize("override,words", [
+    ({"engine": "native"}, ["'engine'", "engines: [native]", "vllm"]),
+    ({"engines": ["tensorrt"]}, ["engines[0]", "tensorrt", "'vllm'"]),
+    ({"engines": []}, ["engines", "at least 1"]),
+    ({"engines": ["vllm", "vllm"]}, ["engines", "without repeated"]),
+    ({"vllm": {"gpu_memory_utilization": 1.5}}, ["vllm.gpu_memory_utilization", "1.5", "<= 0.98"]),
+])
+def test_bad_engine_settings_are_named(override, words):
+    with pytest.raises(ConfigError) as e:
+        validate_config(override)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_vllm_points_that_do_not_fit_get_the_layout_in_the_reason():
+    cfg = validate_config({"engines": ["native", "vllm"], "output_lengths": [256]})
+    p = GridPoint("minicpm3-4b", 128, 2048, "default", engine="vllm")
+    why = point_skip_reason(cfg, p, "nvml")
+    assert why.startswith("memory:") and "full heads" in why
+    assert point_skip_reason(cfg, GridPoint("minicpm3-4b", 128, 2048, "default"), "nvml") is None
+
+
+def _legacy_point(root, arch="qwen3-4b"):
+    d = root / f"arch~{arch}/bs~1/ctx~64/lever~default/rep~0"
+    d.mkdir(parents=True)
+    (d / "status.json").write_text('{"status": "ok"}')
+    return d
+
+
+def test_legacy_traces_are_refused_then_migrated(tmp_path):
+    _legacy_point(tmp_path, "qwen3-4b")
+    _legacy_point(tmp_path, "mamba2-2.7b")
+    with pytest.raises(TraceLayoutError, match="phase-energy migrate-traces"):
+        check_layout(tmp_path)
+    moved = migrate_traces(tmp_path)
+    assert sorted(str(p) for p in moved) == [f"arch~{a}/bs~1/ctx~64/lever~default/rep~0"
+                                             for a in ("mamba2-2.7b", "qwen3-4b")]
+    assert (tmp_path / "engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0/status.json").exists()
+    check_layout(tmp_path)  # the new layout passes
+    _legacy_point(tmp_path, "qwen3-4b")  # a point in both layouts is never overwritten
+    with pytest.raises(FileExistsError, match="merge"):
+        migrate_traces(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ forward-only decode
+def test_forward_plan_known_answers():
+    # spans at offsets 0 and 224; windows of 100 steps; 50 lead-in steps before the first only
+    assert forward_decode_plan([(0, 32), (224, 32)], 100, 50, 10_000) == [(50, 50, 100), (74, 224, 100)]
+    # windows longer than the gap run back to back
+    assert forward_decode_plan([(0, 32), (100, 32)], 300, 50, 10_000) == [(50, 50, 300), (0, 350, 300)]
+    # short of positions: the lead-in gives way, then the window shortens, then windows are left out
+    assert forward_decode_plan([(0, 32)], 100, 50, 120) == [(20, 20, 100)]
+    # the second window's span starts at 224, past the last position (180): it is left out
+    assert forward_decode_plan([(0, 32), (224, 32)], 100, 50, 180) == [(50, 50, 100)]
+
+
+def _vllm_run(tmp_path, capacity=None, report_capacity=True, batch=8):
+    gpu = SimGPU(seed=0)
+    engine = FakeVllmEngine(gpu, get_preset("qwen3-4b"), max_num_seqs=batch, max_model_len=2048,
+                            max_num_batched_tokens=1024, kv_capacity_tokens=capacity)
+    if not report_capacity:  # the engine does not say how much it holds: preemption shows in the steps
+        engine._capacity = None
+    s = Settings(idle_s=0.5, warmup_runs=1, min_counter_ticks=5, prefill_trials=2, decode_trials=2,
+                 decode_windows=2, decode_window_steps=32, max_output=256, pause_s=0.1)
+    w = VllmWorkload(engine, batch=batch, context=256, max_output=256, seed=0, positions=1000)
+    meter = SimMeter(gpu, 0.01)
+    raw = run_protocol(meter, w, s)
+    windows = summarise_windows(meter.samples(), raw, s)
+    steps = pd.DataFrame([r.__dict__ for r in engine.engine.records])
+    return raw, windows, steps, w
+
+
+def _inside(steps, w):
+    return steps[(steps["start_s"] >= w.start_s - 1e-12) & (steps["end_s"] <= w.end_s + 1e-12)]
+
+
+def test_vllm_windows_hold_only_their_phase(tmp_path):
+    raw, windows, steps, w = _vllm_run(tmp_path)
+    dec = [r for r in raw if r.phase == "decode"]
+    pre = [r for r in raw if r.phase == "prefill"]
+    assert len(dec) == 4 and len(pre) == 2
+    for r in dec:  # every step inside a decode window decodes the whole batch and prefills nothing
+        inside = _inside(steps, r)
+        assert len(inside) == r.steps and (inside["prefill_tokens"] == 0).all()
+        assert (inside["decode_tokens"] == 8).all() and r.tokens == 8 * r.steps
+        assert r.end_s - r.start_s >= 0.5 * 0.999  # at least min_counter_ticks counter periods
+    for r in pre:  # and a prefill window holds prefill steps only, of whole prompts
+        inside = _inside(steps, r)
+        assert (inside["decode_tokens"] == 0).all() and inside["prefill_tokens"].sum() == r.tokens
+        assert r.tokens % 256 == 0
+    for trial in (0, 1):  # positions only move forward inside a trial and stay within the budget
+        t = sorted((r for r in dec if r.trial == trial), key=lambda r: r.context_start)
+        assert t[0].context_start > 256 and t[0].context_end <= t[1].context_start <= t[1].context_end <= 1256
+    assert (windows[windows["phase"] == "decode"]["flags"] == "").all()
+    assert w.info()["irregular_steps"] == 0
+
+
+def test_vllm_preemption_flags_the_window_and_counts_real_tokens(tmp_path):
+    raw, windows, steps, _ = _vllm_run(tmp_path, capacity=6500, report_capacity=False)
+    dec = windows[windows["phase"] == "decode"]
+    assert dec["flags"].str.contains("irregular_steps").any()
+    for r in (r for r in raw if r.phase == "decode"):
+        assert r.tokens == _inside(steps, r)["decode_tokens"].sum()  # what was produced, not batch x steps
+
+
+def test_vllm_point_that_does_not_fit_says_by_how_much(tmp_path):
+    with pytest.raises(DoesNotFit, match=r"memory: vLLM's KV cache holds 6500 tokens, the point needs \d+"):
+        _vllm_run(tmp_path, capacity=6500)
+
+
+def test_simulated_vllm_job_decodes_forward_and_says_so(tmp_path):
+    cfg = validate_config({"engines": ["vllm"], "backend": "sim", "output_lengths": [64],
+                           "measurement": {"idle_s": 0.5, "min_counter_ticks": 3, "prefill_trials": 2,
+                                           "decode_trials": 2, "decode_windows": 2, "pause_s": 0.1}})
+    p = GridPoint("qwen3-4b", 8, 256, "default", engine="vllm")
+    run_job(cfg, p, tmp_path)
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["engine"] == "vllm" and meta["backend"] == "sim" and meta["cost"]["engine"] == "vllm"
+    w = pd.read_parquet(tmp_path / "windows.parquet")
+    dec = w[w["phase"] == "decode"].sort_values(["trial", "context_start"])
+    assert (dec["repetitions"] == 1).all() and (dec["steps"] > 64).all()  # consecutive steps, not repeats
+    assert (dec["context_start"] > 256).all()  # after the lead-in
