@@ -303,10 +303,11 @@ def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: 
     lead = math.ceil(s.decode_lead_in_s / max(t_step, 1e-9)) if s.decode_lead_in_s > 0 else 0
     max_steps = workload.max_position - ctx + 1
     pos = ctx
-    for lead_steps, offset, n in forward_decode_plan(decode_spans(s), n_min, lead, max_steps):
-        if lead_steps:
-            workload.decode(pos, lead_steps)
-        start = ctx + offset
+    for _, offset, n in forward_decode_plan(decode_spans(s), n_min, lead, max_steps):
+        # the plan assumed each earlier window ran n steps; one that was filled up to its minimum ran more
+        start = max(ctx + offset, pos)
+        if start > pos:
+            workload.decode(pos, start - pos)  # the lead-in, or the positions up to the window's own
         done = 0
         irregular, tokens0 = workload.irregular_steps(), workload.decoded_tokens()
 

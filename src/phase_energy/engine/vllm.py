@@ -62,7 +62,7 @@ class VllmSettings:
     gpu_memory_utilization: float = 0.9
     max_num_batched_tokens: int | None = 16384
     compilation_mode: int = 3
-    async_scheduling: bool = False
+    async_scheduling: bool = True
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None) -> VllmSettings:
