@@ -202,6 +202,8 @@ def table(a: argparse.Namespace) -> None:
                 "sw_power_cap_share": float(dec["sw_power_cap_share"].median()),
                 "prefill_tflops": float((pre["achieved_flops"]).median() / 1e12),
                 "prefill_power_w": float(pre["power_mean_w"].median()),
+                "vllm_async_scheduling": info.get("async_scheduling"), "git_commit": meta.get("git_commit"),
+                "folder": str(Path(job).relative_to(folder)) if Path(job).is_relative_to(folder) else job,
                 "engine_start_s": start, "decode_windows": len(dec), "prefill_windows": len(pre),
                 "flagged_windows": int((g["flags"].fillna("") != "").sum()),
                 "attention_backends": info.get("attention_backends"),
@@ -211,9 +213,10 @@ def table(a: argparse.Namespace) -> None:
                          "context": j.get("context"), "skipped": j.get("reason")})
     df = pd.DataFrame(rows).sort_values(["arch", "batch", "context", "engine"], kind="stable")
     pd.set_option("display.width", 200)
-    cols = [c for c in ("engine", "weights", "arch", "batch", "context", "decode_step_ms", "floor_fraction",
-                        "decode_power_w", "decode_j_per_token", "prefill_tflops", "engine_start_s", "skipped")
-            if c in df]
+    df["card"] = df["card_uuid"].str[4:12]
+    cols = [c for c in ("card", "engine", "vllm_async_scheduling", "weights", "arch", "batch", "context",
+                        "decode_step_ms", "floor_fraction", "decode_power_w", "decode_j_per_token", "prefill_tflops",
+                        "engine_start_s", "skipped") if c in df]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if a.json:
         out = {"command": " ".join(["python", *sys.argv]), "cards": sorted(df["card_uuid"].dropna().unique()),

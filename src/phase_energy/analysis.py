@@ -54,9 +54,10 @@ def add_window_metrics(windows: pd.DataFrame) -> pd.DataFrame:
     models = {(a, e): CostModel(get_preset(a), engine=e) for a, e in pairs}
     for i, r in enumerate(w.itertuples(index=False)):
         m = models[(r.arch, r.engine)]
-        if r.phase == "prefill":
-            nbytes[i] = r.repetitions * m.prefill_bytes(r.batch, r.context)
-            flops[i] = r.repetitions * m.prefill_flops(r.batch, r.context)
+        if r.phase == "prefill":  # the sequences one repetition prefilled (prefill_max_tokens may bound them)
+            seqs = r.tokens / max(r.context * r.repetitions, 1)
+            nbytes[i] = r.repetitions * m.prefill_bytes(seqs, r.context)
+            flops[i] = r.repetitions * m.prefill_flops(seqs, r.context)
         elif r.phase == "decode":
             mid = (r.context_start + r.context_end - 1) / 2.0  # both are affine in the position
             nbytes[i] = r.repetitions * r.steps * m.decode_bytes(r.batch, mid)
