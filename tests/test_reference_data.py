@@ -39,7 +39,9 @@ def test_reference_traces_are_real_compact_and_default_lever():
     assert size < 20e6
     measured, points = 0, set()
     for s in status:
-        points.add(tuple(part.split("~")[1] for part in s.relative_to(ROOT / REF / "traces").parts[:3]))
+        parts = s.relative_to(ROOT / REF / "traces").parts
+        assert parts[0] == "engine~native"  # every trace of the campaign came from the native engine
+        points.add(tuple(part.split("~")[1] for part in parts[1:4]))
         meta = json.loads((s.parent / "metadata.json").read_text())
         assert meta["backend"] == "nvml" and meta["lever_requested"] == "default"
         assert meta["lever_enforced"]["locked_sm_clock_mhz"] is None
@@ -110,3 +112,30 @@ def test_sweetspot_from_real_traces(tmp_path):
     assert fits["arch"].tolist() == ["qwen3-4b"] and fits.loc[0, "held_out"] >= 8
     claims = pd.read_csv(wd / "results/claims.csv").set_index("id")
     assert claims.loc["S2", "backend"] == "nvml" and "held-out MAPE" in claims.loc["S2", "evidence"]
+
+
+ENGINES_REF = "reference-data/h200-engines"
+
+
+def test_engine_comparison_regenerates_per_engine(tmp_path):
+    """Native and vLLM traces of one card: no measurement, claims per engine, the side-by-side figure."""
+    wd = copy_workflow(tmp_path / "eng")
+    shutil.copytree(ROOT / ENGINES_REF, wd / ENGINES_REF)
+    args = ("--cores", "2", "--configfile", "config/h200-engines.yaml")
+    dry = run_snakemake(wd, "-n", *args)
+    assert dry.returncode == 0 and not re.search(r"^measure\s+\d+", dry.stdout, re.M), dry.stderr[-2000:]
+    res = run_snakemake(wd, *args)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cards = set()
+    for s in (wd / yaml.safe_load((ROOT / "config/h200-engines.yaml").read_text())["traces"]).rglob("metadata.json"):
+        meta = json.loads(s.read_text())
+        cards.add(meta["gpu"]["uuid"])
+        if meta["engine"] == "vllm":  # vLLM's own default: the next batch scheduled while this one runs
+            assert meta["engine_info"]["async_scheduling"] is True and meta["engine_info"]["vllm_version"] == "0.26.0"
+    assert len(cards) == 1  # engines are compared on one card
+    c = pd.read_csv(wd / "results/claims.csv")
+    assert set(c["engine"]) == {"native", "vllm"}
+    c1 = c[c["id"] == "C1"].set_index("engine")["evidence"]
+    assert all("Engines on the" in e and "vllm/native power ratio" in e for e in c1)
+    assert "SIMULATED" not in (wd / "figures/fig14_engines.svg").read_text()
+    assert "no data to draw" not in (wd / "figures/fig14_engines.svg").read_text()

@@ -32,7 +32,8 @@ def test_every_trace_is_complete_and_labelled_sim(sim_run):
 
 def test_claims_table_has_every_claim_with_a_verdict(sim_run):
     c = pd.read_csv(sim_run / "results/claims.csv")
-    assert list(c.columns[:4]) == ["id", "claim", "verdict", "evidence"]
+    assert list(c.columns[:5]) == ["id", "claim", "engine", "verdict", "evidence"]
+    assert set(c["engine"]) == {"native"}
     assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)] + ["S1", "S2", "K1", "K2", "K3"]
     assert set(c["verdict"]) <= {"reproduced", "not reproduced", "not testable"}
     # C4 needs smclock:1980, which the test grid lacks
