@@ -144,10 +144,11 @@ def test_forward_plan_known_answers():
     assert forward_decode_plan([(0, 32), (224, 32)], 100, 50, 180) == [(50, 50, 100)]
 
 
-def _vllm_run(tmp_path, capacity=None, report_capacity=True, batch=8):
+def _vllm_run(tmp_path, capacity=None, report_capacity=True, batch=8, async_scheduling=False):
     gpu = SimGPU(seed=0)
     engine = FakeVllmEngine(gpu, get_preset("qwen3-4b"), max_num_seqs=batch, max_model_len=2048,
-                            max_num_batched_tokens=1024, kv_capacity_tokens=capacity)
+                            max_num_batched_tokens=1024, kv_capacity_tokens=capacity,
+                            async_scheduling=async_scheduling)
     if not report_capacity:  # the engine does not say how much it holds: preemption shows in the steps
         engine._capacity = None
     s = Settings(idle_s=0.5, warmup_runs=1, min_counter_ticks=5, prefill_trials=2, decode_trials=2,
@@ -164,8 +165,9 @@ def _inside(steps, w):
     return steps[(steps["start_s"] >= w.start_s - 1e-12) & (steps["end_s"] <= w.end_s + 1e-12)]
 
 
-def test_vllm_windows_hold_only_their_phase(tmp_path):
-    raw, windows, steps, w = _vllm_run(tmp_path)
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["one batch per step", "asynchronous"])
+def test_vllm_windows_hold_only_their_phase(tmp_path, async_scheduling):
+    raw, windows, steps, w = _vllm_run(tmp_path, async_scheduling=async_scheduling)
     dec = [r for r in raw if r.phase == "decode"]
     pre = [r for r in raw if r.phase == "prefill"]
     assert len(dec) == 4 and len(pre) == 2

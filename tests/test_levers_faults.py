@@ -60,6 +60,9 @@ class StubWorkload:
     def decoded_tokens(self):
         return 0
 
+    def next_position(self):
+        return self.context
+
     def idle(self, seconds):
         time.sleep(seconds)
 

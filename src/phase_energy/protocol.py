@@ -93,6 +93,10 @@ class Workload(Protocol):
         """Tokens produced by decode steps so far (batch x steps unless a step left sequences out)."""
         ...
 
+    def next_position(self) -> int:
+        """Where the next decode step of the slowest sequence is (a forward-only engine, after fill_cache)."""
+        ...
+
 
 @dataclass
 class Window:
@@ -302,7 +306,7 @@ def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: 
     n_min = math.ceil(s.min_window_s / max(t_step, 1e-9))
     lead = math.ceil(s.decode_lead_in_s / max(t_step, 1e-9)) if s.decode_lead_in_s > 0 else 0
     max_steps = workload.max_position - ctx + 1
-    pos = ctx
+    pos = workload.next_position()  # the context, or one step on when a batch was already in flight
     for _, offset, n in forward_decode_plan(decode_spans(s), n_min, lead, max_steps):
         # the plan assumed each earlier window ran n steps; one that was filled up to its minimum ran more
         start = max(ctx + offset, pos)

@@ -397,6 +397,10 @@ class SimWorkload:
         """The simulation never preempts."""
         return 0
 
+    def next_position(self) -> int:
+        """The next decode position (forward-only: of the open requests)."""
+        return self.context if self._position is None else self._position
+
     def decoded_tokens(self) -> int:
         """Tokens of the decode steps so far."""
         return self._decoded

@@ -138,6 +138,10 @@ class EngineWorkload:
         """Every captured step advances every row: none is irregular."""
         return 0
 
+    def next_position(self) -> int:
+        """The first decode position (the static cache can decode at any position up to max_position)."""
+        return self.context
+
     def decoded_tokens(self) -> int:
         """Tokens of the decode steps so far (every step advances every row)."""
         return self._decoded

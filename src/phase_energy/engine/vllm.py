@@ -7,6 +7,11 @@ vLLM's dummy weights (uniform +-1e-3) from a folder holding only the preset's ``
 distinct random token ids; prefix caching is off; sampling is greedy with ``ignore_eos``; CUDA graphs are
 captured for the measured batch sizes.
 
+With asynchronous scheduling (vLLM's default, ``vllm.async_scheduling``) a ``step()`` launches the next batch
+and returns the previous one's tokens: a window then holds the GPU work of the batches launched inside it
+(the device is synchronised at both ends), which is as many batches as steps were called, and token counts
+lag one step behind the launches; positions account for the batch in flight.
+
 A serving engine cannot rewind its requests, so decode positions only move forward (``rewinds = False``):
 ``fill_cache`` adds one request per sequence and steps until each has its first token (the prefill, outside
 every window); every later step is a decode step of all of them, and the protocol cuts its windows out of
@@ -132,6 +137,7 @@ class VllmEngine:
         self.llm = LLM(**kwargs)
         self.start_s = time.monotonic() - t0
         self.engine = self.llm.llm_engine
+        self.async_scheduling = bool(self.engine.vllm_config.scheduler_config.async_scheduling)
         log.info("vllm engine started in %.1f s", self.start_s)
 
     def synchronize(self) -> None:
@@ -299,7 +305,9 @@ class VllmWorkload:
                 raise RuntimeError("vllm: the decode trial's prefill made no progress")
         gen = list(self._open.values())
         self.skew_seen = max(self.skew_seen, max(gen) - min(gen))
-        self._position = self.context + min(gen) - 1
+        # with asynchronous scheduling the step that returned the last first token launched one more batch:
+        # the slowest sequence's position ``context`` is in flight, the next step decodes the one after it
+        self._position = self.context + min(gen) - 1 + (1 if self.vllm.async_scheduling else 0)
 
     def decode(self, position: int, steps: int) -> None:
         """``steps`` decode steps of every open request, from the slowest one's ``position``."""
@@ -366,6 +374,12 @@ class VllmWorkload:
     def irregular_steps(self) -> int:
         """Decode steps so far that did not give every open request exactly one token."""
         return self._irregular
+
+    def next_position(self) -> int:
+        """The slowest open request's next decode position."""
+        if self._position is None:
+            raise RuntimeError("vllm: no decode trial is open (fill_cache first)")
+        return self._position
 
     def decoded_tokens(self) -> int:
         """Tokens the decode steps gave the open requests so far."""

@@ -57,12 +57,14 @@ class FakeLLMEngine:
     max_num_seqs: int
     max_num_batched_tokens: int
     kv_capacity_tokens: int | None = None
+    async_scheduling: bool = False  # vLLM's default: a step launches a batch and returns the previous one's
     records: list[StepRecord] = field(default_factory=list)
     waiting: list[_Request] = field(default_factory=list)
     running: list[_Request] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.cost = CostModel(self.cfg, engine="vllm")
+        self._held: list[Any] = []  # asynchronous scheduling: the outputs of the batch still "in flight"
 
     def add_request(self, request_id: str, prompt: Any, params: Any) -> str:
         """Queue a request (prompt: ``{"prompt_token_ids": [...]}``)."""
@@ -83,6 +85,14 @@ class FakeLLMEngine:
         return sum(r.computed for r in self.running)
 
     def step(self) -> list[Any]:
+        """Run one batch; return its outputs, or (asynchronous scheduling) those of the batch before it."""
+        outputs = self._run_batch()
+        if not self.async_scheduling:
+            return outputs
+        held, self._held = self._held, outputs
+        return held
+
+    def _run_batch(self) -> list[Any]:
         """Schedule and run one batch on the simulated card; return outputs of requests that got tokens."""
         budget = self.max_num_batched_tokens
         plan: list[tuple[_Request, int]] = []
@@ -152,10 +162,13 @@ class FakeVllmEngine:
     """What :class:`~phase_energy.engine.vllm.VllmWorkload` uses of a ``VllmEngine``, over a FakeLLMEngine."""
 
     def __init__(self, gpu: SimGPU, cfg: ArchConfig, max_num_seqs: int, max_model_len: int,
-                 max_num_batched_tokens: int = 16384, kv_capacity_tokens: int | None = None):
+                 max_num_batched_tokens: int = 16384, kv_capacity_tokens: int | None = None,
+                 async_scheduling: bool = False):
         self.cfg = cfg
         self.max_num_seqs, self.max_model_len = max_num_seqs, max_model_len
-        self.engine = FakeLLMEngine(gpu, cfg, max_num_seqs, max_num_batched_tokens, kv_capacity_tokens)
+        self.async_scheduling = async_scheduling
+        self.engine = FakeLLMEngine(gpu, cfg, max_num_seqs, max_num_batched_tokens, kv_capacity_tokens,
+                                    async_scheduling)
         self.vllm_config = SimpleNamespace(scheduler_config=SimpleNamespace(
             max_num_batched_tokens=max_num_batched_tokens))
         self._capacity = kv_capacity_tokens
