@@ -3,14 +3,15 @@ import pandas as pd
 import pytest
 
 from phase_energy.analysis import (
-    bootstrap_ci,
     classify_curve,
     clock_policy,
     dominance_table,
     first_crossing,
+    hierarchical_means,
     nondominated,
     pareto_table,
     request_energy_curve,
+    summarise_trials,
     trial_table,
 )
 from phase_energy.protocol import Settings, Window, counter_ticks, summarise_window, tick_aligned_energy
@@ -30,7 +31,7 @@ def test_pareto_probability_reflects_noise():
         for _trial in range(10):
             rows.append({"engine": "native", "arch": "a", "paradigm": "gqa", "batch": 1, "context": 512,
                          "phase": "decode",
-                         "lever": lever, "tokens_per_s": tp + rng.normal(0, 0.5),
+                         "lever": lever, "job": lever, "tokens_per_s": tp + rng.normal(0, 0.5),
                          "j_per_token": e + rng.normal(0, 0.005)})
     p = pareto_table(pd.DataFrame(rows), 200).set_index("lever")
     assert p.loc["default", "frontier_probability"] < 0.1  # clearly dominated by the lock
@@ -102,7 +103,8 @@ def _trials_with_cap_share():
                      "backend": "sim", "job": "j", "lever_kind": "default", "lever_value": np.nan,
                      "power_limit_w": 700.0, "locked_sm_clock_mhz": np.nan, "phase": "decode", "trial": trial,
                      "energy_j": 100.0, "energy_above_idle_j": 50.0, "energy_trapz_j": 100.0, "tokens": 100,
-                     "duration_s": 10.0, "thr_sw_power_s": 2.5, "thr_hw_thermal_s": 0.0, "bytes": 1e12,
+                     "duration_s": 10.0, "thr_sw_power_s": 2.5, "thr_sw_power_steady_s": 1.8,
+                     "cap_hold_excluded_s": 1.0, "thr_hw_thermal_s": 0.0, "bytes": 1e12,
                      "flops": 1e12, "_clock_t": 19800.0, "sm_clock_mhz": 1980.0, "bandwidth_bps": 4e12,
                      "matmul_flops": 6e14, "idle_power_w": 5.0, "flags": ""})
     return pd.DataFrame(rows)
@@ -111,25 +113,79 @@ def _trials_with_cap_share():
 def test_cap_binding_share_is_measured():
     t = trial_table(_trials_with_cap_share())
     assert t["sw_power_cap_share"].tolist() == pytest.approx([0.25, 0.25, 0.25])
+    assert t["sw_power_cap_share_steady"].tolist() == pytest.approx([0.2, 0.2, 0.2])  # 1.8 s of 9 s
     assert t["j_per_token"].iloc[0] == pytest.approx(1.0)
     assert t["floor_fraction"].iloc[0] == pytest.approx(1e12 / 10 / 4e12)
 
 
+def _lever_trials(levers, jobs=("j",), trials=4, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lever, tps, jpt, watts in levers:
+        kind = lever.split(":")[0]
+        for job in jobs:
+            for trial in range(trials):
+                f = 1 + rng.normal(0, noise)
+                rows.append({"engine": "native", "arch": "a", "paradigm": "gqa", "batch": 1, "context": 1,
+                             "phase": "decode", "lever": lever, "lever_kind": kind, "rep": 0, "backend": "sim",
+                             "lever_value": float(lever.split(":")[1]) if ":" in lever else np.nan,
+                             "job": f"{job}-{lever}", "trial": trial, "tokens_per_s": tps, "j_per_token": jpt * f,
+                             "power_mean_w": watts * f})
+    return pd.DataFrame(rows)
+
+
 def test_clock_policy_respects_the_throughput_bound():
-    s = pd.DataFrame({"engine": "native", "arch": "a", "paradigm": "gqa", "batch": 1, "context": 1, "phase": "decode",
-                      "lever": ["default", "smclock:1200", "smclock:1600"],
-                      "lever_kind": ["default", "smclock", "smclock"], "lever_value": [np.nan, 1200, 1600],
-                      "tokens_per_s": [100.0, 95.0, 99.5], "j_per_token": [1.0, 0.6, 0.8],
-                      "power_mean_w": [400.0, 230.0, 320.0]})
-    p = clock_policy(s, 0.01).iloc[0]
+    t = _lever_trials([("default", 100.0, 1.0, 400.0), ("smclock:1200", 95.0, 0.6, 230.0),
+                       ("smclock:1600", 99.5, 0.8, 320.0)])
+    p = clock_policy(t, 0.01, 200).iloc[0]
     assert p["best_clock_mhz"] == 1600  # 1200 saves more but loses 5 %
     assert p["energy_saving"] == pytest.approx(0.2)
+    assert p["energy_saving_ci_low"] == pytest.approx(0.2) and p["power_saved_w"] == pytest.approx(80.0)
 
 
-def test_bootstrap_ci_brackets_the_mean_and_handles_degenerate_samples():
-    lo, hi = bootstrap_ci(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 500)
-    assert lo < 3.0 < hi
-    assert bootstrap_ci(np.array([2.0]), 100) == (2.0, 2.0)
+def test_clock_policy_saving_is_not_the_winners_curse():
+    """Ten locks with the same true energy as the default: the lowest of their noisy estimates looks like a
+    saving of several percent; chosen on half the trials and measured on the other half it averages out."""
+    locks = [(f"smclock:{1000 + 50 * k}", 100.0, 1.0, 400.0) for k in range(10)]
+    naive, crossed = [], []
+    for seed in range(8):
+        t = _lever_trials([("default", 100.0, 1.0, 400.0), *locks], trials=4, noise=0.03, seed=seed)
+        means = t.groupby("lever")["j_per_token"].mean()
+        naive.append(1 - means.drop("default").min() / means["default"])
+        crossed.append(clock_policy(t, 0.01, 100).iloc[0]["energy_saving"])
+    assert np.mean(naive) > 0.02 and np.mean(crossed) < np.mean(naive) / 2
+
+
+def test_intervals_contain_the_spread_between_jobs():
+    rng = np.random.default_rng(0)
+    # two jobs of one point, 5 % apart, each with tight trials: a trials-only interval would exclude one
+    groups = [np.array([[1.00 + rng.normal(0, 0.002)] for _ in range(5)]),
+              np.array([[1.05 + rng.normal(0, 0.002)] for _ in range(5)])]
+    boot = hierarchical_means(groups, 2000, rng)[:, 0]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    assert lo <= 1.002 and hi >= 1.048
+    # one job: its trials only, widened by the run-to-run spread
+    one = hierarchical_means(groups[:1], 4000, rng, run_sd=0.03)[:, 0]
+    lo1, hi1 = np.percentile(one, [2.5, 97.5])
+    assert lo1 < 0.96 and hi1 > 1.04
+    tight = np.percentile(hierarchical_means(groups[:1], 2000, rng)[:, 0], [2.5, 97.5])
+    assert tight[1] - tight[0] < 0.01
+
+
+def test_summary_uses_one_statistic_and_names_its_basis():
+    t = _lever_trials([("default", 100.0, 1.0, 400.0)], jobs=("a", "b"), trials=5)
+    t.loc[t["job"].str.startswith("b"), "j_per_token"] = 1.2
+    t.loc[t["job"].str.startswith("b") & (t["trial"] == 0), "j_per_token"] = 1.6  # a job with more spread
+    for c in ("j_per_token_above_idle", "sm_clock_mhz", "sw_power_cap_share", "sw_power_cap_share_steady",
+              "floor_fraction", "compute_fraction", "idle_power_w", "trapz_mismatch"):
+        t[c] = 0.0
+    t["power_limit_w"], t["locked_sm_clock_mhz"], t["flags"] = 700.0, np.nan, ""
+    s = summarise_trials(t, 500, run_sd=0.03).iloc[0]
+    assert s["jobs"] == 2 and s["interval_basis"] == "2 jobs"
+    assert s["j_per_token"] == pytest.approx((1.0 + (1.2 * 4 + 1.6) / 5) / 2)  # mean of the jobs' means
+    assert s["j_per_token_ci_low"] < s["j_per_token"] < s["j_per_token_ci_high"]
+    one = summarise_trials(t[t["job"].str.startswith("a")], 500, run_sd=0.03).iloc[0]
+    assert one["jobs"] == 1 and "run-to-run spread (3.0%)" in one["interval_basis"]
 
 
 def _samples(t, power, counter):
@@ -158,3 +214,22 @@ def test_window_summary_tick_alignment_and_flags():
     assert "clock_below_lock" in row["flags"] and "short_window" not in row["flags"]
     short = summarise_window(s, Window("prefill", 0, 1.0, 1.35, energy_j=140.0, tokens=1), settings)
     assert "short_window" in short["flags"]
+
+
+def test_tick_timing_survives_a_stalled_sampler():
+    """The sampler stalls for 300 ms: the counter's new value covers three ticks, the last one 50 ms before
+    the poll that sees it. Timing that tick at the middle of the stall (the old rule) overstates the
+    window's power by 10 %; on the counter's grid it is exact."""
+    polls = np.arange(0.0, 3.0, 0.01)
+    polls = polls[(polls < 1.0) | (polls > 1.3)]
+    phase, period, watts = 0.048, 0.1, 125.0
+    counter = np.floor((polls - phase) / period).clip(min=-1) * period * watts + phase * watts
+    counter[polls < phase] = 0.0
+    s = _samples(polls, np.full(len(polls), watts), counter)
+    tick_t, _ = counter_ticks(s)
+    after_stall = tick_t[(tick_t > 0.99) & (tick_t < 1.31)]
+    assert after_stall == pytest.approx([1.248], abs=0.006)  # the last tick of the stall, on the grid (half a poll)
+    assert tick_aligned_energy(counter_ticks(s), 0.01, 1.26) == pytest.approx(watts * 1.25, rel=0.005)
+    # the midpoint of the stall would have put that tick at ~1.15 s: mean power 10 % too high
+    midpoint = (0.99 + 1.31) / 2
+    assert (1.248 - 0.048) / (midpoint - 0.048) > 1.08

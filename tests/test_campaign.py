@@ -69,3 +69,19 @@ def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
     assert list(res.failed_points) == [point]
     assert "NVML" in res.failed_points[point] or "GPU" in res.failed_points[point], res.failed_points
     assert _statuses(ref) == []
+
+
+def test_repetitions_of_a_point_land_in_different_runs(tmp_path, monkeypatch):
+    wd = copy_workflow(tmp_path / "wf")
+    monkeypatch.chdir(wd)
+    ref = wd / "reference" / "traces"
+    chunk = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b] repetitions=2"
+    point = "engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~default"
+    first = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
+    assert first.new_points == [f"{point}/rep~0"]  # one repetition per run
+    second = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
+    assert second.new_points == [f"{point}/rep~1"]
+    third = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
+    assert third.new_points == [] and third.chunks_done == [chunk]
+    with pytest.raises(ValueError, match="not key=value"):
+        campaign.chunk_config("config/test.yaml", "contexts")

@@ -1,23 +1,181 @@
-"""Claims over synthetic result tables: each engine judged on its own rows, engines compared in one sentence."""
+"""Every claim's predicate over synthetic tables with a known answer: one case per verdict, and the engines.
 
+Each claim gets a table that must come out ``reproduced``, one that must come out ``not reproduced`` and
+one that must come out ``not testable``, so no predicate can hold (or fail) whatever the data says.
+"""
+
+import numpy as np
 import pandas as pd
+import pytest
 
-from phase_energy.claims import evaluate_claims
+from phase_energy.claims import (
+    NOT_REPRODUCED,
+    NOT_TESTABLE,
+    PREDICATES,
+    REPRODUCED,
+    SIMULATED_MARK,
+    evaluate_claims,
+    evaluate_tables,
+)
 from phase_energy.config import validate_config
 
-
-def _summary(rows):
-    base = {"paradigm": "gqa", "lever": "default", "lever_kind": "default", "lever_value": None, "rep": 0,
-            "backend": "nvml", "floor_fraction": 0.5, "sw_power_cap_share": 0.0, "tokens_per_s": 100.0,
-            "j_per_token": 1.0, "flags": ""}
-    return pd.DataFrame([{**base, **r} for r in rows])
+CFG = validate_config({})
+TABLES = ("summary", "dominance", "classes", "policy", "fleet", "crossovers", "request", "sweetspot_fit",
+          "sweetspot_cells", "clear", "clear_coverage")
 
 
-def _write(tmp_path, summary):
-    tables = tmp_path / "tables"
-    tables.mkdir()
-    summary.to_parquet(tables / "phase_energy.parquet", index=False)
-    return tables
+def tables(**given):
+    return {k: given.get(k, pd.DataFrame()) for k in TABLES}
+
+
+def point(**kw):
+    """One summary row: a decode point at the default lever unless told otherwise, with narrow intervals."""
+    r = {"engine": "native", "arch": "qwen3-4b", "paradigm": "gqa", "batch": 32, "context": 2048,
+         "phase": "decode", "lever": "default", "lever_kind": "default", "lever_value": np.nan, "backend": "nvml",
+         "power_mean_w": 250.0, "tokens_per_s": 1000.0, "j_per_token": 0.25, "sm_clock_mhz": 1980.0,
+         "sw_power_cap_share": 0.0, "sw_power_cap_share_steady": 0.0, "floor_fraction": 0.7, "flags": "",
+         "jobs": 1, "trials": 5}
+    r.update(kw)
+    for m in ("power_mean_w", "tokens_per_s", "j_per_token", "sw_power_cap_share_steady"):
+        r.setdefault(f"{m}_ci_low", r[m] * 0.95)
+        r.setdefault(f"{m}_ci_high", r[m] * 1.05 if r[m] else 0.0)
+    return r
+
+
+def summary(*rows):
+    return tables(summary=pd.DataFrame([point(**r) for r in rows]))
+
+
+def _cap_points(prefill_loss, decode_loss):
+    rows = []
+    for phase, loss in (("prefill", prefill_loss), ("decode", decode_loss)):
+        rows.append({"phase": phase, "sw_power_cap_share": 0.9 if phase == "prefill" else 0.0})
+        rows.append({"phase": phase, "lever": "powercap:300", "lever_kind": "powercap", "lever_value": 300.0,
+                     "tokens_per_s": 1000.0 * (1 - loss), "sw_power_cap_share": 1.0 if phase == "prefill" else 0.0})
+    return summary(*rows)
+
+
+def _request(ratio, lo, hi, batch=32):
+    rows = []
+    for arch, par, r in (("qwen3-4b", "gqa", 1.0), ("mamba2-2.7b", "mamba2", ratio)):
+        rows.append({"engine": "native", "arch": arch, "paradigm": par, "batch": batch, "context": 2048,
+                     "output_length": 1024, "in_output_grid": True, "ratio_vs_gqa": r,
+                     "ratio_ci_low": lo if par != "gqa" else 1.0, "ratio_ci_high": hi if par != "gqa" else 1.0})
+    return pd.DataFrame(rows)
+
+
+def _prefill_pair(dearer=True, batch=32):
+    return [{"phase": "prefill", "batch": batch, "j_per_token": 0.01},
+            {"phase": "prefill", "arch": "mamba2-2.7b", "paradigm": "mamba2", "batch": batch,
+             "j_per_token": 0.02 if dearer else 0.005}]
+
+
+def _cross(crossover, lo, hi, n=3):
+    return pd.DataFrame([{"engine": "native", "kind": "output_length", "arch": "mamba2-2.7b", "paradigm": "mamba2",
+                          "reference": "qwen3-4b", "batch": b, "at": 2048, "crossover": crossover, "ci_low": lo,
+                          "ci_high": hi, "share_none": 0.0, "direction": "cheaper beyond"} for b in (1, 8, 32)[:n]])
+
+
+def _cells(peak_output_medium=True, inputs=(64, 256, 1024, 4096), outputs=(16, 64, 256, 1024, 4096)):
+    rows = []
+    for i in inputs:
+        for o in outputs:
+            # efficiency falls with the input; over outputs it peaks at 256 (or rises to the longest)
+            shape = -abs(np.log(o / 256)) if peak_output_medium else np.log(o)
+            rows.append({"engine": "native", "arch": "qwen3-4b", "batch": 1, "input": i, "output": o,
+                         "tokens_per_j": float(np.exp(shape - 0.3 * np.log(i / 64)))})
+    return pd.DataFrame(rows)
+
+
+def _clear(attention_jpf, mlp_jpf=1e-12, job_cv=None):
+    rows = [{"arch": "qwen3-4b", "batch": 1, "phase": "decode", "component": c, "j_per_flop": j, "cv": 0.002,
+             "trials": 5} for c, j in (("attention", attention_jpf), ("mlp", mlp_jpf))]
+    df = pd.DataFrame(rows)
+    if job_cv is not None:
+        df["job_cv"] = job_cv
+    return df
+
+
+CASES = {
+    "C1": (summary({"power_mean_w": 200.0}, {"power_mean_w": 280.0}),
+           summary({"power_mean_w": 200.0}, {"power_mean_w": 450.0}),
+           summary({"phase": "prefill"})),
+    "C2": (summary({"sw_power_cap_share": 0.2, "sw_power_cap_share_steady": 0.0}),  # the prefill's hold only
+           summary({"sw_power_cap_share": 0.6, "sw_power_cap_share_steady": 0.5}),
+           summary({"phase": "prefill"})),
+    "C3": (_cap_points(prefill_loss=0.2, decode_loss=0.0), _cap_points(prefill_loss=0.0, decode_loss=0.2),
+           summary({"phase": "prefill", "sw_power_cap_share": 0.9}, {})),
+    "C4": (summary({"lever": "smclock:1980", "lever_kind": "smclock", "sm_clock_mhz": 1830.0}),
+           summary({"lever": "smclock:1980", "lever_kind": "smclock", "sm_clock_mhz": 1975.0}),
+           summary({"lever": "smclock:1410", "lever_kind": "smclock", "sm_clock_mhz": 1410.0})),
+    "C5": (summary({"lever": "powercap:300", "lever_kind": "powercap", "flags": "thermal_throttle"}),
+           summary({"lever": "smclock:1410", "lever_kind": "smclock", "flags": "clock_below_lock",
+                    "sw_power_cap_share_steady": 0.5}),  # explained by the cap
+           summary({})),
+    "C6": (tables(dominance=pd.DataFrame({"arch": ["a", "b"], "testable": [True, True],
+                                          "lock_dominates_caps": [True, True]})),
+           tables(dominance=pd.DataFrame({"arch": ["a", "b"], "testable": [True, True],
+                                          "lock_dominates_caps": [True, False]})),
+           tables(dominance=pd.DataFrame({"arch": ["a"], "testable": [False], "lock_dominates_caps": [None]}))),
+    "C7": (*(tables(policy=pd.DataFrame({
+        "arch": "a", "batch": 1, "context": 1, "energy_saving": s, "energy_saving_ci_low": s - 0.02,
+        "energy_saving_ci_high": s + 0.02})) for s in (np.linspace(0.1, 0.33, 10), np.linspace(0.0, 0.06, 10))),
+        tables()),
+    "C8": (tables(classes=pd.DataFrame({"arch": ["a", "b", "c"], "class": ["flat", "interior-optimum",
+                                                                           "lower-clock-saves"]})),
+           tables(classes=pd.DataFrame({"arch": ["a", "b", "c"], "class": ["flat", "flat", "lower-clock-saves"]})),
+           tables(classes=pd.DataFrame({"arch": ["a"], "class": ["indeterminate"]}))),
+    "C9": (tables(summary=summary(*_prefill_pair())["summary"], request=_request(0.45, 0.40, 0.50)),
+           tables(summary=summary(*_prefill_pair())["summary"], request=_request(0.80, 0.70, 0.90)),
+           tables(summary=summary(*_prefill_pair(batch=8))["summary"], request=_request(0.45, 0.40, 0.50, batch=8))),
+    "C10": (tables(crossovers=_cross(1000.0, 800.0, 1300.0)), tables(crossovers=_cross(100.0, 60.0, 150.0)),
+            tables()),
+    "C11": (*(tables(fleet=pd.DataFrame([{"scope": "all", "gpus": 10000, "decode_share": 0.8, "points": 4,
+                                             "mean_saved_w_per_gpu": v, "fleet_saved_mw": mw,
+                                             "fleet_saved_mw_ci_low": mw * 0.8, "fleet_saved_mw_ci_high": mw * 1.2}]))
+                 for v, mw in ((62.0, 0.5), (6.0, 0.05))), tables()),
+    "S1": (tables(sweetspot_cells=_cells(True)), tables(sweetspot_cells=_cells(False)),
+           tables(sweetspot_cells=_cells(True, inputs=(64, 128)))),
+    "S2": (*(tables(sweetspot_fit=pd.DataFrame([{"arch": "a", "batch": 1, "mape_heldout_pct": m,
+                                                    "held_out": 4, "cells": 16, "mape_fit_pct": 1.0}]))
+                for m in (1.0, 5.0)), tables()),
+    "K1": (tables(clear_coverage=pd.DataFrame([{"arch": "a", "batch": 1, "phase": "decode", "coverage": 0.95}])),
+           tables(clear_coverage=pd.DataFrame([{"arch": "a", "batch": 1, "phase": "decode", "coverage": 0.80}])),
+           tables()),
+    "K2": (tables(clear=_clear(3e-12, job_cv=0.02)), tables(clear=_clear(3e-12, job_cv=0.20)),
+           tables(clear=_clear(3e-12))),  # trials of one job only
+    "K3": (tables(clear=_clear(3e-12)), tables(clear=_clear(0.5e-12)),
+           tables(clear=_clear(np.nan))),
+}
+
+
+@pytest.mark.parametrize("cid", list(PREDICATES))
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["reproduced", "not-reproduced", "not-testable"])
+def test_every_claim_can_come_out_each_way(cid, which):
+    verdict, evidence = PREDICATES[cid](CASES[cid][which], CFG)
+    assert verdict == (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE)[which], evidence
+    assert evidence and "(s)" not in evidence
+
+
+def test_criteria_are_stated_in_the_evidence():
+    for cid in PREDICATES:
+        _, evidence = PREDICATES[cid](CASES[cid][0], CFG)
+        assert evidence.startswith("Criterion:"), (cid, evidence)
+
+
+def test_c10_passes_only_when_most_crossings_lie_in_the_range():
+    x = _cross(1000.0, 800.0, 1300.0)
+    x.loc[1:, ["crossover", "ci_low", "ci_high"]] = [100.0, 60.0, 150.0]  # one of three in range: not most
+    assert PREDICATES["C10"](tables(crossovers=x), CFG)[0] == NOT_REPRODUCED
+    x["paradigm"] = "gdn"  # paradigms come from the paradigm column, never from the model's name
+    assert PREDICATES["C10"](tables(crossovers=x), CFG)[0] == NOT_TESTABLE
+
+
+def _write(tmp_path, t):
+    d = tmp_path / "tables"
+    d.mkdir()
+    t.to_parquet(d / "phase_energy.parquet", index=False)
+    return d
 
 
 def test_each_engine_gets_its_own_verdict_and_a_comparison(tmp_path):
@@ -25,17 +183,18 @@ def test_each_engine_gets_its_own_verdict_and_a_comparison(tmp_path):
     for b, (native_w, vllm_w) in {1: (180.0, 400.0), 32: (260.0, 620.0)}.items():
         for engine, w in (("native", native_w), ("vllm", vllm_w)):
             for phase in ("prefill", "decode"):
-                rows.append({"engine": engine, "arch": "qwen3-4b", "batch": b, "context": 2048, "phase": phase,
-                             "power_mean_w": w if phase == "decode" else 690.0,
-                             "sw_power_cap_share": 0.5 if (engine, b, phase) == ("vllm", 32, "decode") else 0.0})
-    claims = evaluate_claims(_write(tmp_path, _summary(rows)), validate_config({}))
+                share = 0.5 if (engine, b, phase) == ("vllm", 32, "decode") else 0.0
+                rows.append(point(engine=engine, batch=b, phase=phase,
+                                  power_mean_w=w if phase == "decode" else 690.0,
+                                  sw_power_cap_share=share, sw_power_cap_share_steady=share))
+    claims = evaluate_claims(_write(tmp_path, pd.DataFrame(rows)), CFG)
     c1 = claims[claims["id"] == "C1"].set_index("engine")
-    assert c1.loc["native", "verdict"] == "reproduced"  # 180-260 W lies in the claimed 137-300 W
-    assert c1.loc["vllm", "verdict"] == "not reproduced"
+    assert c1.loc["native", "verdict"] == REPRODUCED  # 180-260 W lies in the claimed 137-300 W
+    assert c1.loc["vllm", "verdict"] == NOT_REPRODUCED
     assert "native 180-260 W, vllm 400-620 W" in c1.loc["native", "evidence"]
     assert "vllm/native power ratio 2." in c1.loc["vllm", "evidence"]
     c2 = claims[claims["id"] == "C2"].set_index("engine")
-    assert c2.loc["native", "verdict"] == "reproduced" and c2.loc["vllm", "verdict"] == "not reproduced"
+    assert c2.loc["native", "verdict"] == REPRODUCED and c2.loc["vllm", "verdict"] == NOT_REPRODUCED
     assert "native 0 of 2, vllm 1 of 2" in c2.loc["native", "evidence"]
     # CLEAR measures the native engine's components: its claims appear once
     assert (claims[claims["id"].str.startswith("K")]["engine"] == "native").all()
@@ -43,8 +202,21 @@ def test_each_engine_gets_its_own_verdict_and_a_comparison(tmp_path):
 
 
 def test_one_engine_has_no_comparison_sentence(tmp_path):
-    rows = [{"engine": "native", "arch": "qwen3-4b", "batch": 1, "context": 2048, "phase": ph, "power_mean_w": 400.0}
-            for ph in ("prefill", "decode")]
-    claims = evaluate_claims(_write(tmp_path, _summary(rows)), validate_config({}))
+    rows = [point(phase=ph, power_mean_w=400.0) for ph in ("prefill", "decode")]
+    claims = evaluate_claims(_write(tmp_path, pd.DataFrame(rows)), CFG)
     assert set(claims["engine"]) == {"native"} and len(claims) == 16
     assert not claims["evidence"].str.contains("Engines").any()
+
+
+def test_simulated_verdicts_say_so():
+    t = summary({"backend": "sim", "power_mean_w": 450.0})
+    c = evaluate_tables(t, CFG).set_index("id")
+    assert c.loc["C1", "verdict"] == f"{NOT_REPRODUCED} {SIMULATED_MARK}"
+    assert c.loc["K1", "verdict"] == NOT_TESTABLE  # no CLEAR data at all: nothing simulated to say
+
+
+def test_a_predicate_that_fails_stops_instead_of_becoming_not_testable():
+    broken = summary({})
+    broken["summary"] = broken["summary"].drop(columns=["power_mean_w_ci_low"])
+    with pytest.raises(KeyError):
+        evaluate_tables(broken, CFG)

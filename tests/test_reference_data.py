@@ -74,7 +74,9 @@ def test_claims_from_real_traces(regenerated):
     for cid in ("C4", "C5", "C6", "C7", "C8", "C11"):
         assert c.loc[cid, "verdict"] == "not testable"
     assert "prefill" in c.loc["C3", "evidence"]
-    for cid in ("K1", "K2", "K3"):  # CLEAR on the same card: evaluated, not skipped
+    # one CLEAR job per point: K2, the spread between jobs, cannot be judged (and says why)
+    assert c.loc["K2", "verdict"] == "not testable" and "between jobs" in c.loc["K2", "evidence"]
+    for cid in ("K1", "K3"):  # CLEAR on the same card: evaluated, not skipped
         assert c.loc[cid, "verdict"] in ("reproduced", "not reproduced"), c.loc[cid, "evidence"]
         assert c.loc[cid, "backend"] == "nvml"
 
@@ -109,7 +111,7 @@ def test_sweetspot_from_real_traces(tmp_path):
     res = run_snakemake(wd, "--cores", "2", "--configfile", "config/h200-sweetspot.yaml")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     fits = pd.read_csv(wd / "results/tables/sweetspot_fit.csv")
-    assert fits["arch"].tolist() == ["qwen3-4b"] and fits.loc[0, "held_out"] >= 8
+    assert fits["arch"].tolist() == ["qwen3-4b"] and fits.loc[0, "held_out"] == 7  # one input length
     claims = pd.read_csv(wd / "results/claims.csv").set_index("id")
     assert claims.loc["S2", "backend"] == "nvml" and "held-out MAPE" in claims.loc["S2", "evidence"]
 

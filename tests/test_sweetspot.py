@@ -36,8 +36,10 @@ def test_held_out_share_and_mape():
                           "output": o, "energy_j": e})
     cells["tokens_per_j"] = cells["output"] / cells["energy_j"]
     table, fits = fit_cells(sweet_region(cells, 0.1), holdout_share=0.2, seed=0)
-    assert int(table["held_out"].sum()) == round(0.2 * 49) == fits.loc[0, "held_out"]
     held = table[table["held_out"]]
+    # whole input lengths are held out (a job's cells are not independent), never the shortest or longest
+    assert held["input"].nunique() == round(0.2 * 7) == 1 and len(held) == 7 == fits.loc[0, "held_out"]
+    assert held["input"].iloc[0] not in (i.min(), i.max())
     expect = np.mean(np.abs(held["predicted_j"] - held["energy_j"]) / held["energy_j"]) * 100
     assert fits.loc[0, "mape_heldout_pct"] == pytest.approx(expect)
     assert 0.2 < fits.loc[0, "mape_heldout_pct"] < 3.0  # 1 % noise shows up in the held-out error
@@ -46,6 +48,17 @@ def test_held_out_share_and_mape():
     assert (fits.loc[0, "peak_input"], fits.loc[0, "peak_output"]) == (peak["input"], peak["output"])
     region = table[table["in_sweet_region"]]
     assert (region["tokens_per_j"] >= 0.9 * peak["tokens_per_j"]).all()
+
+
+def test_too_few_input_lengths_leave_no_fit():
+    true = np.array([3.0, 0.012, 7e-7, 1.4, 2.5e-5])
+    i, o = np.meshgrid([512.0, 2048.0, 8192.0], [128.0, 512.0, 2048.0], indexing="ij")
+    i, o = i.ravel(), o.ravel()
+    cells = pd.DataFrame({"engine": "native", "arch": "qwen3-4b", "paradigm": "gqa", "batch": 1, "input": i,
+                          "output": o, "energy_j": predict(true, i, o, list(TERMS))})
+    cells["tokens_per_j"] = cells["output"] / cells["energy_j"]
+    _, fits = fit_cells(sweet_region(cells, 0.1), holdout_share=0.2, seed=0)
+    assert fits.empty  # three input terms cannot be fitted on the two input lengths left
 
 
 def test_attention_free_architectures_drop_the_quadratic_terms():

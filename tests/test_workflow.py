@@ -35,9 +35,10 @@ def test_claims_table_has_every_claim_with_a_verdict(sim_run):
     assert list(c.columns[:5]) == ["id", "claim", "engine", "verdict", "evidence"]
     assert set(c["engine"]) == {"native"}
     assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)] + ["S1", "S2", "K1", "K2", "K3"]
-    assert set(c["verdict"]) <= {"reproduced", "not reproduced", "not testable"}
+    # simulated data: every verdict says so in its own text
+    assert set(c["verdict"]) <= {f"{v} (simulated)" for v in ("reproduced", "not reproduced", "not testable")}
     # C4 needs smclock:1980, which the test grid lacks
-    assert c.set_index("id").loc["C4", "verdict"] == "not testable"
+    assert c.set_index("id").loc["C4", "verdict"] == "not testable (simulated)"
 
 
 def test_every_figure_is_drawn_readable_and_marked_simulated(sim_run):
@@ -121,7 +122,8 @@ def test_one_architecture_default_lever_only_runs_every_rule(tmp_path):
                         "levers=[default]", "batch_sizes=[1]")
     assert res.returncode == 0, res.stderr[-3000:]
     claims = pd.read_csv(wd / "results/claims.csv").set_index("id")
-    assert claims.loc["C6", "verdict"] == "not testable" and claims.loc["C10", "verdict"] == "not testable"
+    assert claims.loc["C6", "verdict"].startswith("not testable")
+    assert claims.loc["C10", "verdict"].startswith("not testable")
     assert "no data to draw" in (wd / "figures/fig04_pareto.svg").read_text()
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 EARLIER = ROOT / "bench/h200-campaign/run10-repeat"
-LATER = ROOT / "reference-data/h200-default/traces"
+LATER = ROOT / "reference-data/h200-default/traces/engine~native"  # the same points, in the engine layout
 
 
 def mj_per_token(point: Path) -> dict[str, float]:

@@ -79,10 +79,43 @@ class CampaignRun:
     seconds: float = 0.0
 
 
-def snakemake_cmd(configfile: str, chunk: str, extra: list[str]) -> list[str]:
-    """The workflow run of one chunk: only its measurement jobs (target ``traces``), measured locally."""
+def chunk_config(configfile: str, chunk: str) -> dict:
+    """The validated config of one chunk: the config file with the chunk's ``key=value`` overrides."""
+    import yaml
+
+    from .config import validate_config
+
+    raw = yaml.safe_load(Path(configfile).read_text()) or {}
+    for item in shlex.split(chunk):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"campaign chunk {chunk!r}: {item!r} is not key=value (e.g. 'contexts=[2048]')")
+        raw[key] = yaml.safe_load(value)
+    return validate_config(raw)
+
+
+def run_targets(cfg: dict, measured: set[Path]) -> list[str]:
+    """The points one run measures: of each grid point, the lowest repetition not measured yet.
+
+    Repetitions of a point thus land in different runs (other machines, other cards, another time), so
+    that they show the spread a rerun shows, not that of back-to-back jobs.
+    """
+    from .config import expand_grid
+
+    targets, seen = [], set()
+    for p in expand_grid(cfg):
+        key = (p.engine, p.arch, p.batch, p.context, p.lever)
+        if key in seen or Path(p.path) in measured:
+            continue
+        seen.add(key)  # the lowest missing repetition of this point, and no other in this run
+        targets.append(f"{MEASURED}/{p.path}/status.json")
+    return targets
+
+
+def snakemake_cmd(configfile: str, chunk: str, extra: list[str], targets: list[str]) -> list[str]:
+    """The workflow run of one chunk: only the given measurement jobs, measured locally."""
     cfg = [f"traces={MEASURED}", *shlex.split(chunk)]
-    return [sys.executable, "-m", "snakemake", "traces", "--cores", "1", "--resources", "gpu=1",
+    return [sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--resources", "gpu=1",
             "--rerun-triggers", "mtime", "--keep-going", *extra, "--configfile", configfile, "--config", *cfg]
 
 
@@ -114,8 +147,13 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
             out.stopped_in = chunk
             log.info("campaign: %.0f s left, stopping before chunk %r", left, chunk)
             break
-        cmd = snakemake_cmd(configfile, chunk, extra or [])
-        log.info("campaign: chunk %r (%.0f s left): %s", chunk, left, " ".join(cmd))
+        targets = run_targets(chunk_config(configfile, chunk), set(point_dirs(into)))
+        if not targets:
+            log.info("campaign: chunk %r has nothing left to measure", chunk)
+            out.chunks_done.append(chunk)
+            continue
+        cmd = snakemake_cmd(configfile, chunk, extra or [], targets)
+        log.info("campaign: chunk %r (%.0f s left): %d points, %s ...", chunk, left, len(targets), " ".join(cmd[:8]))
         proc = subprocess.Popen(cmd, start_new_session=True)
         try:
             proc.wait(max(left - 20.0, 1.0))

@@ -252,14 +252,26 @@ GROUP = ["arch", "paradigm", "batch", "context", "phase"]
 
 
 def summarise_components(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per component: mean energy per call over trials, spread, scaled energy, energy per FLOP; and coverage.
+    """Per component: energy per call, spreads, scaled energy, energy per FLOP; and coverage.
 
-    Spread is the coefficient of variation of the energy per call across trials (std / mean, ddof 1).
-    Coverage is the sum over components of (energy per call x count) over the whole model's energy per
-    call in the same phase (K1); ``coverage_dynamic`` does the same above the idle power.
+    With several jobs (``clear.repetitions``) each value is the mean over jobs of the job's mean over its
+    trials. ``cv`` is the spread between back-to-back trials of a job (coefficient of variation, ddof 1,
+    averaged over jobs); ``job_cv`` the spread between jobs (their means' coefficient of variation; NaN with
+    one job), which is what a rerun shows (K2). Coverage is the sum over components of (energy per call x
+    count) over the whole model's energy per call in the same phase (K1); ``coverage_dynamic`` does the same
+    above the idle power.
     """
     if df.empty:
         return pd.DataFrame(), pd.DataFrame()
+    if "job" not in df:
+        df = df.assign(job="job")
+    per_job = df.groupby([*GROUP, "component", "job"], sort=False).agg(
+        job_energy=("energy_per_call_j", "mean"), job_sd=("energy_per_call_j", "std")).reset_index()
+    per_job["job_cv"] = per_job["job_sd"] / per_job["job_energy"]
+    spread = per_job.groupby([*GROUP, "component"], sort=False).agg(
+        jobs=("job", "nunique"), energy_of_jobs=("job_energy", "mean"), job_sd=("job_energy", "std"),
+        cv=("job_cv", "mean")).reset_index()
+    spread["job_cv"] = (spread["job_sd"] / spread["energy_of_jobs"]).where(spread["jobs"] > 1)
     g = df.groupby([*GROUP, "component"], sort=False)
     comp = g.agg(count=("count", "first"), trials=("trial", "nunique"), calls=("calls", "median"),
                  energy_per_call_j=("energy_per_call_j", "mean"), sd=("energy_per_call_j", "std"),
@@ -269,7 +281,9 @@ def summarise_components(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                  bytes_per_call=("bytes_per_call", "first"), sequences=("sequences", "first"),
                  backend=("backend", "first"),
                  flagged=("flags", lambda f: int((f.fillna("") != "").sum()))).reset_index()
-    comp["cv"] = comp["sd"] / comp["energy_per_call_j"]
+    comp = comp.merge(spread[[*GROUP, "component", "jobs", "energy_of_jobs", "cv", "job_cv"]],
+                      on=[*GROUP, "component"], how="left")
+    comp["energy_per_call_j"] = comp.pop("energy_of_jobs")  # the mean of the jobs' means
     comp["scaled_j"] = comp["energy_per_call_j"] * comp["count"]
     comp["scaled_dynamic_j"] = comp["energy_dynamic_per_call_j"] * comp["count"]
     comp["j_per_flop"] = comp["energy_per_call_j"] / comp["flops_per_call"].where(comp["flops_per_call"] > 0)
@@ -297,10 +311,13 @@ def stage_clear(cfg: Mapping[str, Any], outdir: Path) -> None:
     frames = []
     for arch in cfg["clear"]["architectures"]:
         for b in cfg["clear"]["batch_sizes"]:
-            df = read_table(root / f"arch~{arch}" / f"bs~{b}", "components.parquet")
-            if df.empty:
-                log.warning("CLEAR: no components table for %s batch %d under %s", arch, b, root)
-            frames.append(df)
+            for rep in range(cfg["clear"]["repetitions"]):
+                job = root / f"arch~{arch}" / f"bs~{b}" / f"rep~{rep}"
+                df = read_table(job, "components.parquet")
+                if df.empty:
+                    log.warning("CLEAR: no components table for %s batch %d repetition %d under %s", arch, b, rep,
+                                root)
+                frames.append(df.assign(job=str(job)))
     data = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) \
         else pd.DataFrame(columns=COMPONENT_COLUMNS)
     comp, cov = summarise_components(data)
@@ -501,7 +518,7 @@ class EngineComponents:
 
 
 # ----------------------------------------------------------------------------- jobs
-def run_clear_job(cfg: Mapping[str, Any], arch: str, batch: int, out: Path, backend: str) -> None:
+def run_clear_job(cfg: Mapping[str, Any], arch: str, batch: int, out: Path, backend: str, rep: int = 0) -> None:
     """Measure the components of one architecture at one batch (both phases) into ``out``."""
     from .config import GridPoint
     from .measure import point_seed
@@ -516,7 +533,7 @@ def run_clear_job(cfg: Mapping[str, Any], arch: str, batch: int, out: Path, back
         from .sim import SimGPU, SimMeter, SimParams
 
         params = SimParams(power_noise=cfg["sim"]["noise"], counter_period_s=s.counter_period_ms / 1000.0)
-        gpu = SimGPU(params, seed=point_seed(cfg, GridPoint(arch, batch, context, "default")))
+        gpu = SimGPU(params, seed=point_seed(cfg, GridPoint(arch, batch, context, "default", rep)))
         meter: Any = SimMeter(gpu, s.sampling_period_ms / 1000.0)
         wl: Any = SimComponents(gpu, preset, batch, context)
         windows = run_clear(meter, wl, s)
@@ -543,7 +560,7 @@ def run_clear_job(cfg: Mapping[str, Any], arch: str, batch: int, out: Path, back
                  "graph_calls": {k: v[1] for k, v in wl.graphs.items()}}
     table = component_table(samples, windows, s, preset, batch, context, backend)
     prov = provenance()
-    meta = {"study": "clear", "arch": arch, "paradigm": preset.paradigm, "batch": batch, "context": context,
+    meta = {"study": "clear", "arch": arch, "paradigm": preset.paradigm, "batch": batch, "rep": rep, "context": context,
             "backend": backend, "lever": "default", "gpu": desc, "settings": asdict(s),
             "components": [asdict(c) for c in components_of(preset)], "versions": prov["versions"],
             "git_commit": prov["git_commit"], "host": prov["host"], "started_at": started,

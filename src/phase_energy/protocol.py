@@ -24,6 +24,10 @@ from .trace import THROTTLE_COLUMNS, WINDOW_COLUMNS, conform
 log = logging.getLogger(__name__)
 
 MISMATCH_TOLERANCE = 0.02
+# The firmware keeps its power-cap state this long after a prefill at the limit (99th percentile over the
+# reference campaign's decode trials, bench/cap-hold.json): a decode window that starts sooner than this after
+# the cache-filling prefill counts its SW-cap time only after it (thr_sw_power_steady_s).
+CAP_HOLD_S = 0.9
 CLOCK_TOLERANCE = 0.02
 TEMPERATURE_DRIFT_C = 5.0
 
@@ -372,11 +376,18 @@ def _interp_at(t: np.ndarray, y: np.ndarray, x: float) -> float:
     return float(np.interp(x, t[ok], y[ok]))
 
 
+REGULAR_POLL_SHARE = 0.3  # a tick is timed well when the polls around it are closer than this share of a period
+
+
 def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Tick times and values of the energy counter, from the polls that saw it change.
 
-    The counter updates about every 100 ms; a tick happened between the last poll that saw the old value
-    and the first that saw the new one, so its time is taken as their midpoint (error: half a poll).
+    The counter updates on a regular grid (about every 100 ms). A tick happened between the last poll that
+    saw the old value and the first that saw the new one. When those polls are close (the sampler kept its
+    pace), the midpoint times the tick to half a poll. When the sampler stalled, the gap can span several
+    ticks and its midpoint lies far before the last of them, the one whose value the new poll shows: then the
+    tick is put on the grid fitted to the well-timed ticks, at its last point before the new poll (and after
+    the old one). Without enough well-timed ticks to fit a grid, midpoints are kept.
     """
     df = samples.loc[~samples["gap"].astype(bool) & samples["energy_j"].notna(), ["t_s", "energy_j"]]
     t = df["t_s"].to_numpy(dtype=float)
@@ -384,7 +395,22 @@ def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if len(t) < 2:
         return t[:0], e[:0]
     changed = np.flatnonzero(np.diff(e) != 0) + 1
-    return (t[changed] + t[changed - 1]) / 2.0, e[changed]
+    before, after = t[changed - 1], t[changed]
+    mid = (before + after) / 2.0
+    gaps = after - before
+    if len(mid) < 4:
+        return mid, e[changed]
+    period0 = float(np.median(np.diff(mid)))
+    regular = gaps < REGULAR_POLL_SHARE * period0
+    if regular.sum() < 3 or period0 <= 0:
+        return mid, e[changed]
+    # the grid: t = phase + period * k, least squares over the well-timed ticks
+    k = np.round((mid[regular] - mid[regular][0]) / period0)
+    period, phase = np.polyfit(k, mid[regular], 1)
+    last_k = np.floor((after - phase) / period)
+    on_grid = phase + period * last_k
+    use_grid = ~regular & (on_grid > before)
+    return np.where(use_grid, on_grid, mid), e[changed]
 
 
 def tick_aligned_energy(ticks: tuple[np.ndarray, np.ndarray], start: float, end: float) -> float:
@@ -403,7 +429,7 @@ def tick_aligned_energy(ticks: tuple[np.ndarray, np.ndarray], start: float, end:
 
 
 def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
-                     ticks: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+                     ticks: tuple[np.ndarray, np.ndarray] | None = None, hold_s: float = 0.0) -> dict[str, Any]:
     """Cross-check, clocks, throttle times and validity flags of one window from the samples."""
     t = samples["t_s"].to_numpy()
     inside = (t >= w.start_s) & (t <= w.end_s)
@@ -442,6 +468,10 @@ def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
     for c in THROTTLE_COLUMNS:
         y = samples[c].to_numpy(dtype=float)
         row[c] = max(0.0, _interp_at(t, y, w.end_s) - _interp_at(t, y, w.start_s))
+    head = min(max(hold_s, 0.0), duration)
+    y = samples["thr_sw_power_s"].to_numpy(dtype=float)
+    row["cap_hold_excluded_s"] = head
+    row["thr_sw_power_steady_s"] = max(0.0, _interp_at(t, y, w.end_s) - _interp_at(t, y, w.start_s + head))
     flags = []
     if row["counter_ticks"] < s.min_counter_ticks or duration < s.min_window_s * 0.999:
         flags.append("short_window")
@@ -467,7 +497,13 @@ def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
 def summarise_windows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> pd.DataFrame:
     """The windows table of the trace format."""
     ticks = counter_ticks(samples)
-    rows = [summarise_window(samples, w, s, ticks) for w in windows]
+    # the first decode window of each trial follows the cache-filling prefill after the decode lead-in only
+    firsts: dict[int, Window] = {}
+    for w in windows:
+        if w.phase == "decode" and (w.trial not in firsts or w.start_s < firsts[w.trial].start_s):
+            firsts[w.trial] = w
+    heads = {id(w): max(0.0, CAP_HOLD_S - s.decode_lead_in_s) for w in firsts.values()}
+    rows = [summarise_window(samples, w, s, ticks, heads.get(id(w), 0.0)) for w in windows]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()})
     return conform(pd.DataFrame(rows), WINDOW_COLUMNS)

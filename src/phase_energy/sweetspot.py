@@ -96,21 +96,34 @@ def sweet_region(cells: pd.DataFrame, drop_share: float) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else cells
 
 
+def input_terms(terms: list[str]) -> int:
+    """Distinct input lengths the fit needs: the input terms (constant, linear, quadratic) it must separate."""
+    return sum(t in terms for t in ("c0_request", "c1_input", "c2_input_sq"))
+
+
 def fit_cells(cells: pd.DataFrame, holdout_share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fit every (arch, batch) on its cells minus a held-out share; return per-cell and per-fit tables."""
+    """Fit every (engine, arch, batch) without some whole input lengths; return per-cell and per-fit tables.
+
+    All cells of one input length come from one job (its decode windows give every output length), so they
+    are not independent: the held-out share is taken in whole input lengths (at least one), chosen among the
+    inner ones, so the error measures how well the model predicts a job it has not seen. A fit needs as many
+    other input lengths as it has input terms, and two output lengths.
+    """
     rng = np.random.default_rng(seed)
     fits, per_cell = [], []
     for (engine, arch, batch), g in cells.groupby(["engine", "arch", "batch"]):
         terms = terms_for(arch)
         n = len(g)
-        n_out = round(holdout_share * n)
-        if n - n_out < len(terms) + 1 or g["input"].nunique() < 2 or g["output"].nunique() < 2:
-            log.warning("sweetspot: %s %s batch %d has %d cells, too few for %d terms", engine, arch, batch, n,
-                        len(terms))
+        inputs = sorted(g["input"].unique())
+        n_held = max(1, round(holdout_share * len(inputs)))
+        inner = inputs[1:-1]
+        if len(inputs) - n_held < input_terms(terms) or len(inner) < n_held or g["output"].nunique() < 2:
+            log.warning("sweetspot: %s %s batch %d has %d input lengths, too few to fit %d input terms and hold "
+                        "out %d", engine, arch, batch, len(inputs), input_terms(terms), n_held)
             continue
-        held = np.zeros(n, dtype=bool)
-        held[rng.choice(n, size=n_out, replace=False)] = True
+        held_inputs = set(rng.choice(inner, size=n_held, replace=False).tolist())
         i, o, e = g["input"].to_numpy(), g["output"].to_numpy(), g["energy_j"].to_numpy()
+        held = np.isin(i, list(held_inputs))
         coef = fit(i[~held], o[~held], e[~held], terms)
         pred = predict(coef, i, o, terms)
         gg = g.copy()

@@ -63,6 +63,8 @@ WINDOW_COLUMNS: dict[str, str] = {
     "temperature_start_c": "float64",
     "temperature_end_c": "float64",
     **{c: "float64" for c in THROTTLE_COLUMNS},  # seconds throttled inside the window
+    "cap_hold_excluded_s": "float64",  # head of a trial's first decode window still in the prefill's cap hold
+    "thr_sw_power_steady_s": "float64",  # seconds under the SW power cap after that head
     "flags": "string",  # comma-separated validity flags, "" when valid
 }
 

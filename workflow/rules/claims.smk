@@ -4,6 +4,7 @@
 rule claims:
     input:
         phases=get_table("phase_energy"),
+        windows=get_table("windows"),
         dominance=f"{TABLES}/dominance.csv",
         classes=f"{TABLES}/dvfs_classes.csv",
         policy=f"{TABLES}/clock_policy.csv",
@@ -17,6 +18,11 @@ rule claims:
     output:
         claims=report(
             "results/claims.csv", caption="../report/claims.rst", category="Claims"
+        ),
+        sensitivity=report(
+            f"{TABLES}/claims_sensitivity.csv",
+            caption="../report/claims_sensitivity.rst",
+            category="Claims",
         ),
     log:
         "logs/analysis/claims.log",

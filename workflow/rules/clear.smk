@@ -17,6 +17,7 @@ rule clear_measure:
         config=CLEAR_CONFIG,
     shell:
         "phase-energy clear --config {params.config} --arch {wildcards.arch} --batch {wildcards.bs}"
+        " --rep {wildcards.rep}"
         " --out $(dirname {output.status}) > {log} 2>&1"
 
 

@@ -72,11 +72,12 @@ CLEAR_CONFIG = _write_config(
 )
 CLEAR_MEASURED = "results/clear"
 CLEAR_TRACES = config["clear"]["traces"].rstrip("/")
-CLEAR_POINT = "arch~{arch}/bs~{bs}"
+CLEAR_POINT = "arch~{arch}/bs~{bs}/rep~{rep}"
 CLEAR_POINTS = [
-    CLEAR_POINT.format(arch=a, bs=b)
+    CLEAR_POINT.format(arch=a, bs=b, rep=r)
     for a in config["clear"]["architectures"]
     for b in config["clear"]["batch_sizes"]
+    for r in range(config["clear"]["repetitions"])
 ]
 if CLEAR_TRACES != CLEAR_MEASURED:
     _absent = [

@@ -1,0 +1,57 @@
+"""The spread between runs of one point, from the points the committed traces hold twice.
+
+Two sets: five qwen3-4b-transmla points of the reference campaign measured in runs 10 and 11 (two machines,
+49 minutes apart), and qwen3-4b at batch 1 and 32 measured by the native engine on the two cards of the
+engine comparison. Decode J/token is the mean over a job's trials. A run (or card) moves all its points
+together, so each pair of runs gives one difference: the mean of its points' relative differences. The
+spread of one run's value is that difference over sqrt(2); the largest of the pairs is what
+``analysis.run_to_run_sd`` takes (config default), a conservative choice from two pairs of runs.
+
+    python bench/run_to_run.py          # prints the pairs, writes bench/run-to-run.json
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = {
+    "campaign runs 10 and 11 (qwen3-4b-transmla, context 512)": (
+        ROOT / "bench/h200-campaign/run10-repeat", ROOT / "reference-data/h200-default/traces/engine~native"),
+    "engine comparison cards GPU-2fe7af5a and GPU-d4fa298c (qwen3-4b native, context 2048)": (
+        ROOT / "reference-data/h200-engines/card-2fe7af5a/traces/engine~native",
+        ROOT / "reference-data/h200-engines/card-d4fa298c/traces/engine~native"),
+}
+
+
+def decode_j_per_token(point: Path) -> float:
+    """Mean over trials of a job's decode energy per token (J)."""
+    w = pd.read_parquet(point / "windows.parquet")
+    g = w[w["phase"] == "decode"].groupby("trial")[["energy_j", "tokens"]].sum()
+    return float((g["energy_j"] / g["tokens"]).mean())
+
+
+def main() -> None:
+    out = {"command": "python bench/run_to_run.py", "pairs": []}
+    for name, (a_root, b_root) in PAIRS.items():
+        diffs = []
+        for status in sorted(a_root.rglob("status.json")):
+            rel = status.parent.relative_to(a_root)
+            if not (b_root / rel / "status.json").exists():
+                continue
+            a, b = decode_j_per_token(status.parent), decode_j_per_token(b_root / rel)
+            diffs.append({"point": str(rel), "first": a, "second": b, "relative_difference": b / a - 1})
+        mean = sum(d["relative_difference"] for d in diffs) / len(diffs)
+        out["pairs"].append({"runs": name, "points": diffs, "mean_relative_difference": mean})
+        print(f"{name}: {len(diffs)} points, mean difference {mean:+.2%}")
+    worst = max(abs(p["mean_relative_difference"]) for p in out["pairs"])
+    out["run_to_run_sd"] = worst / math.sqrt(2)
+    print(f"run-to-run standard deviation of one run's value: {out['run_to_run_sd']:.2%} "
+          f"(the largest pair's difference over sqrt(2))")
+    (ROOT / "bench/run-to-run.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
