@@ -1,13 +1,23 @@
 """Lever control against a fake NVML: every injected failure ends with the card as it was, or with an
 error that says restoring failed and what to run by hand."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from phase_energy.levers import LeverControl, LeverError, LeverNotPermitted, LeverRestoreError, replay_journal
+from phase_energy.levers import (
+    LeverControl,
+    LeverError,
+    LeverNotPermitted,
+    LeverRestoreError,
+    journal_path,
+    replay_journal,
+)
 from phase_energy.protocol import Settings
 from phase_energy.realjob import measure_with_lever
 from phase_energy.telemetry import GPU, GPUError
@@ -83,6 +93,8 @@ SCENARIOS = [
     *[(f"prefill-raise-{k}", ("prefill", k, "raise"), [], Boom) for k in range(1, 6)],
     *[(f"decode-raise-{k}", ("decode", k, "raise"), [], Boom) for k in range(1, 6)],
     *[(f"decode-sigterm-{k}", ("decode", k, signal.SIGTERM), [], SystemExit) for k in (1, 3)],
+    ("decode-sighup-1", ("decode", 1, signal.SIGHUP), [], SystemExit),  # the SSH session closed
+    ("prefill-sighup-2", ("prefill", 2, signal.SIGHUP), [], SystemExit),
     ("prefill-sigterm-2", ("prefill", 2, signal.SIGTERM), [], SystemExit),
     ("decode-sigint-2", ("decode", 2, signal.SIGINT), [], KeyboardInterrupt),
     ("apply-nvml-error", None, [("SET", 999, 0, 1)], LeverError),
@@ -118,6 +130,7 @@ def test_every_failure_leaves_the_card_as_it_was(tmp_path, lever, name, fail, fa
         expected = expected[lever]
     fake = FakeNVML()
     gpu = GPU(0, nvml=fake)
+    journal = journal_path(gpu.uuid(), tmp_path)
     before = fake.settings()
     _faults(fake, lever, faults)
     work = StubWorkload(fake, fail)
@@ -133,21 +146,23 @@ def test_every_failure_leaves_the_card_as_it_was(tmp_path, lever, name, fail, fa
             run()
         if expected is LeverRestoreError:
             assert "nvidia-smi" in str(e.value) and "FAILED" in str(e.value)
-            assert (tmp_path / "gpu0-restore.json").exists()  # phase-energy restore can finish the job
-            replay_journal(gpu, tmp_path)
+            assert journal.exists()  # phase-energy restore can finish the job, though this process lives on
+            assert json.loads(journal.read_text())["released"] is True
+            assert replay_journal(gpu, tmp_path)
     assert fake.settings() == before
-    assert not (tmp_path / "gpu0-restore.json").exists()
+    assert not journal.exists()
+    assert not list(tmp_path.glob("*.tmp"))
     assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler) or \
         not getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
 
 
-def test_lever_is_applied_during_the_job():
+def test_lever_is_applied_during_the_job(tmp_path):
     fake = FakeNVML()
     gpu = GPU(0, nvml=fake)
-    with LeverControl(gpu, "powercap:300", True, install_signal_handlers=False) as applied:
+    with LeverControl(gpu, "powercap:300", True, journal_dir=tmp_path, install_signal_handlers=False) as applied:
         assert fake.settings()[0] == 300_000
         assert applied.power_limit_w == 300
-    with LeverControl(gpu, "smclock:1410", True, install_signal_handlers=False) as applied:
+    with LeverControl(gpu, "smclock:1410", True, journal_dir=tmp_path, install_signal_handlers=False) as applied:
         assert fake.settings()[1] == (1410, 1410)
     assert fake.settings() == (700_000, None)
 
@@ -195,6 +210,10 @@ def test_journal_of_a_killed_job_is_replayed_by_the_next(tmp_path):
     ctl.apply()
     ctl._remove_handlers()  # the process 'dies' here: no restore ran
     assert fake.settings()[0] == 250_000
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    record = json.loads(ctl.journal.read_text())
+    ctl.journal.write_text(json.dumps({**record, "pid": int(ended.stdout)}))  # the owner: a process that ended
     with LeverControl(gpu, "smclock:1410", True, journal_dir=tmp_path, install_signal_handlers=False):
         assert fake.settings() == (700_000, (1410, 1410))
     assert fake.settings() == (700_000, None)

@@ -542,14 +542,16 @@ def run_clear_job(cfg: Mapping[str, Any], arch: str, batch: int, out: Path, back
     else:
         import torch
 
+        from .gpulock import gpu_lock
         from .levers import LeverControl
         from .telemetry import GPU, NvmlMeter
 
         gpu_n = GPU(0)
-        desc = gpu_n.describe()
-        wl = EngineComponents(arch, batch, context, seed=cfg["seed"])
-        # the default lever only: LeverControl records the settings as found and changes nothing
-        with LeverControl(gpu_n, "default", cfg["allow_gpu_settings"]):
+        # one measurement job per GPU (phase_energy.gpulock); the default lever only: LeverControl records the
+        # settings as found and changes nothing
+        with gpu_lock(gpu_n, job=str(out)), LeverControl(gpu_n, "default", cfg["allow_gpu_settings"]):
+            desc = gpu_n.describe()
+            wl = EngineComponents(arch, batch, context, seed=cfg["seed"])
             meter = NvmlMeter(gpu_n, s.sampling_period_ms / 1000.0, torch.cuda.synchronize, s.min_ticks,
                               s.counter_period_ms / 1000.0).start()
             try:
@@ -560,7 +562,8 @@ def run_clear_job(cfg: Mapping[str, Any], arch: str, batch: int, out: Path, back
                  "graph_calls": {k: v[1] for k, v in wl.graphs.items()}}
     table = component_table(samples, windows, s, preset, batch, context, backend)
     prov = provenance()
-    meta = {"study": "clear", "arch": arch, "paradigm": preset.paradigm, "batch": batch, "rep": rep, "context": context,
+    meta = {"study": "clear", "arch": arch, "paradigm": preset.paradigm, "batch": batch, "rep": rep,
+            "context": context,
             "backend": backend, "lever": "default", "gpu": desc, "settings": asdict(s),
             "components": [asdict(c) for c in components_of(preset)], "versions": prov["versions"],
             "git_commit": prov["git_commit"], "host": prov["host"], "started_at": started,

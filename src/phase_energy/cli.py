@@ -15,9 +15,29 @@ from .config import ENGINES, ConfigError, GridPoint, expand_grid, validate_confi
 log = logging.getLogger("phase_energy")
 
 
+def read_config_file(path: str) -> dict:
+    """A config file's mapping; every problem (missing, not YAML, empty, not a mapping) names the file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot be read ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raise ConfigError(f"config file {path}: empty; a config is a mapping of keys to values (config/README.md "
+                          "lists them; every key has a default)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of keys to values, found a "
+                          f"{type(raw).__name__}")
+    return raw
+
+
 def _load(path: str | None) -> dict:
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
-    return validate_config(raw or {})
+    return validate_config(read_config_file(path) if path else {})
 
 
 def _setup_logging(log_file: str | None, verbose: bool) -> None:
@@ -44,7 +64,7 @@ def cmd_clear(a: argparse.Namespace) -> None:
     from .measure import resolve_backend
 
     cfg = _load(a.config)
-    run_clear_job(cfg, a.arch, a.batch, Path(a.out), resolve_backend(cfg["backend"]))
+    run_clear_job(cfg, a.arch, a.batch, Path(a.out), resolve_backend(cfg["backend"]), a.rep)
 
 
 def cmd_check_config(a: argparse.Namespace) -> None:
@@ -78,12 +98,22 @@ def cmd_figure(a: argparse.Namespace) -> None:
 
 
 def cmd_restore(a: argparse.Namespace) -> None:
-    """Replay the restore journal a killed job left for a GPU (power limit, clock lock)."""
-    from .levers import replay_journal
-    from .telemetry import GPU
+    """Replay the restore journal a killed job of this host left for a GPU (power limit, clock lock)."""
+    from .gpulock import this_host
+    from .levers import LeverError, default_journal_dir, other_host_journals, replay_journal
+    from .telemetry import GPU, GPUError
 
+    directory = Path(a.state_dir) if a.state_dir else default_journal_dir()
     gpu = GPU(a.gpu)
-    print("restored" if replay_journal(gpu) else f"no restore journal for GPU {a.gpu}: nothing to do")
+    try:
+        replayed = replay_journal(gpu, directory)
+    except (LeverError, GPUError) as e:
+        log.error("%s", e)
+        raise SystemExit(1) from None
+    print("restored" if replayed else
+          f"no restore journal for GPU {a.gpu} of this host ({this_host()}) in {directory}: nothing to do")
+    for _, message in other_host_journals(directory):
+        print(message)
 
 
 def cmd_wheelhouse(a: argparse.Namespace) -> None:
@@ -150,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     cl.add_argument("--config", required=True)
     cl.add_argument("--arch", required=True)
     cl.add_argument("--batch", type=int, required=True)
+    cl.add_argument("--rep", type=int, default=0, help="repetition (clear.repetitions): seeds differ per job")
     cl.add_argument("--out", required=True)
     cl.set_defaults(fn=cmd_clear)
 
@@ -172,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     f.set_defaults(fn=cmd_figure)
 
     r = sub.add_parser("restore", help="restore GPU settings a killed job left behind (needs root)")
-    r.add_argument("--gpu", type=int, default=0)
+    r.add_argument("--gpu", type=int, default=0, help="NVML index of the GPU (default 0)")
+    r.add_argument("--state-dir", help="folder of the restore journals (default: PHASE_ENERGY_STATE_DIR or "
+                   "~/.cache/phase-energy)")
     r.set_defaults(fn=cmd_restore)
 
     wh = sub.add_parser("wheelhouse", help="download wheels for offline installation on compute nodes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -41,10 +42,22 @@ def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
             _fill_defaults(sub, instance[key])
 
 
-def _coerce(schema: Mapping[str, Any], value: Any) -> Any:
-    """Turn command-line strings into the schema's types (``--config batch_sizes=[1,32]`` gives strings)."""
+def _coerce(schema: Mapping[str, Any], value: Any, where: str = "") -> Any:
+    """Turn command-line strings into the schema's types (``--config batch_sizes=[1,32]`` gives strings).
+
+    Refuses what would pass the schema but be silently wrong: a float where an integer is expected (1.0
+    would name a ``bs~1.0`` folder no rule writes) and non-finite numbers (.nan, .inf).
+    """
     kinds = schema.get("type")
     kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {where or '<top level>'!r}: value {value!r} is not accepted; expected a "
+                              "finite number")
+        if "integer" in kinds and "number" not in kinds:
+            raise ConfigError(f"config key {where!r}: value {value!r} is not accepted; expected an integer "
+                              f"(write {int(value)} without a decimal point)" if value.is_integer() else
+                              f"config key {where!r}: value {value!r} is not accepted; expected an integer")
     if isinstance(value, str):
         text = value.strip()
         if "boolean" in kinds and text.lower() in ("true", "false"):
@@ -53,16 +66,18 @@ def _coerce(schema: Mapping[str, Any], value: Any) -> Any:
             return int(text)
         if "number" in kinds:
             try:
-                return float(text)
+                number = float(text)
             except ValueError:
                 return value
+            return _coerce(schema, number, where)
         if "null" in kinds and text.lower() in ("null", "none", "~"):
             return None
         return value
     if isinstance(value, list) and "items" in schema:
-        return [_coerce(schema["items"], v) for v in value]
+        return [_coerce(schema["items"], v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict) and "properties" in schema:
-        return {k: _coerce(schema["properties"][k], v) if k in schema["properties"] else v for k, v in value.items()}
+        return {k: _coerce(schema["properties"][k], v, f"{where}.{k}" if where else k) if k in schema["properties"]
+                else v for k, v in value.items()}
     return value
 
 
@@ -172,8 +187,13 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             f"config key 'gpu.sm_clock_min_mhz': value {gpu['sm_clock_min_mhz']} is above "
             f"gpu.sm_clock_max_mhz={gpu['sm_clock_max_mhz']}; expected min <= max"
         )
+    seen: dict[str, int] = {}
     for i, text in enumerate(cfg["levers"]):
         lever = Lever.parse(text)
+        if str(lever) in seen:  # powercap:0300 and powercap:300 are one lever
+            raise ConfigError(f"config key 'levers[{i}]': value {text!r} repeats levers[{seen[str(lever)]}] "
+                              f"({cfg['levers'][seen[str(lever)]]!r}), the same lever {lever}; list each once")
+        seen[str(lever)] = i
         if lever.kind == "powercap":
             lo, hi = gpu["power_limit_min_w"], gpu["power_limit_max_w"]
             if not lo <= lever.value <= hi:  # type: ignore[operator]
@@ -208,6 +228,7 @@ def validate_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     if errors:
         raise _schema_error(errors[0])
     _check_semantics(cfg)
+    cfg["levers"] = [str(Lever.parse(t)) for t in cfg["levers"]]  # one spelling: powercap:0300 -> powercap:300
     return cfg
 
 

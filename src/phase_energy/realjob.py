@@ -102,12 +102,23 @@ def describe_gpu(gpu: GPU) -> dict[str, Any]:
 
 
 def run_nvml_job(cfg: Mapping[str, Any], point: GridPoint, out: Path) -> None:
-    """Measure one point on GPU 0 with its engine and write its trace (backend nvml)."""
+    """Measure one point on GPU 0 with its engine and write its trace (backend nvml).
+
+    The job holds the GPU's lock (:mod:`phase_energy.gpulock`) from before its first probe to its end: a
+    second measurement job on the same GPU waits or is refused, whatever Snakemake's resources said.
+    """
+    from .gpulock import gpu_lock
+
+    gpu = GPU(0)
+    with gpu_lock(gpu, job=str(out)):
+        _run_nvml_job(cfg, point, out, gpu)
+
+
+def _run_nvml_job(cfg: Mapping[str, Any], point: GridPoint, out: Path, gpu: GPU) -> None:
     from .measure import _settings, write_skipped
     from .trace import utc_now
 
     started = utc_now()
-    gpu = GPU(0)
     desc = describe_gpu(gpu)
     settings = _settings(cfg, int(point.lever.split(":")[1]) if point.lever.startswith("smclock:") else None)
     try:

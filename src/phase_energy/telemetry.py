@@ -106,6 +106,10 @@ class GPU:
         """Marketing name, e.g. NVIDIA H200."""
         return self._text("nvmlDeviceGetName")
 
+    def uuid(self) -> str:
+        """The card's UUID (``GPU-...``): which card, whatever its index."""
+        return self._text("nvmlDeviceGetUUID")
+
     def driver(self) -> str:
         """Driver version."""
         return _decode(self.nvml.nvmlSystemGetDriverVersion())
@@ -175,7 +179,7 @@ class GPU:
     def describe(self) -> dict[str, Any]:
         """GPU block of the trace metadata (never changes anything)."""
         out: dict[str, Any] = {"name": self.name(), "driver": self.driver(), "index": self.index}
-        for key, fn in (("uuid", lambda: self._text("nvmlDeviceGetUUID")),  # which card: runs may differ
+        for key, fn in (("uuid", self.uuid),  # which card: runs may differ
                         ("serial", lambda: self._text("nvmlDeviceGetSerial")),
                         ("supported_sm_clocks_mhz", self.supported_sm_clocks_mhz),
                         ("power_limit_range_w", lambda: list(self.power_limit_range_w())),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import platform
+import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -14,8 +17,12 @@ from typing import Any
 
 import jsonschema
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .config import GridPoint, load_schema
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
@@ -94,15 +101,32 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_files(out_dir: str | Path, tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any],
                 status: Mapping[str, Any]) -> None:
-    """Write parquet tables, metadata.json and status.json (last); each file appears whole or not at all."""
+    """Write parquet tables, metadata.json and status.json (last); each file appears whole or not at all.
+
+    status.json records every other file's size and SHA-256 (``files``), so that a damaged or truncated file
+    is found when the trace is read (:func:`verify_trace`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    names = []
     for name, df in tables.items():
         _atomic_parquet(df, out / f"{name}.parquet")
+        names.append(f"{name}.parquet")
     _atomic_write_bytes(out / "metadata.json", json.dumps(metadata, indent=1, default=str).encode())
-    _atomic_write_bytes(out / "status.json", json.dumps(status, indent=1, default=str).encode())
+    names.append("metadata.json")
+    files = {n: {"bytes": (out / n).stat().st_size, "sha256": file_digest(out / n)} for n in names}
+    _atomic_write_bytes(out / "status.json", json.dumps({**status, "files": files}, indent=1, default=str).encode())
 
 
 def write_trace(
@@ -166,25 +190,103 @@ def engine_of(metadata: Mapping[str, Any]) -> str:
     return str(metadata.get("engine") or "native").split(" ")[0]  # older simulated traces: "native (simulated)"
 
 
+class TraceError(ValueError):
+    """A trace that cannot be used as it is; the message names the file, what is wrong and what to do."""
+
+
+STATUSES = ("ok", "skipped")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TraceError(f"{path}: missing; the trace is incomplete (measure the point again: delete its "
+                         "folder, or let the workflow re-measure it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TraceError(f"{path}: not valid JSON ({e}); the trace is damaged (measure the point again: delete "
+                         "its folder)") from None
+    if not isinstance(value, dict):
+        raise TraceError(f"{path}: expected a JSON object, found {type(value).__name__}; the trace is damaged")
+    return value
+
+
+def _point_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {"engine": engine_of(meta), "arch": meta.get("arch"), "batch": meta.get("batch"),
+            "context": meta.get("context"), "lever": meta.get("lever_requested"), "rep": meta.get("rep", 0)}
+
+
+def verify_trace(trace_dir: str | Path, point: GridPoint | None = None, deep: bool = True
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check one trace folder and return its (status, metadata); raise TraceError naming what is wrong.
+
+    Checked: status.json and metadata.json are JSON objects, the status is one the workflow writes, the
+    metadata names the point its folder names (``point``), every file status.json lists has its size and
+    (``deep``) its SHA-256, and an ``ok`` trace has readable windows with the count status.json records.
+    Traces written before checksums were recorded are checked without them.
+    """
+    d = Path(trace_dir)
+    status = _read_json(d / "status.json")
+    if status.get("status") not in STATUSES:
+        raise TraceError(f"{d / 'status.json'}: status {status.get('status')!r} is not one a finished job writes "
+                         f"(accepted: {', '.join(STATUSES)}); the job did not end or the file was edited: measure "
+                         "the point again (delete its folder)")
+    meta = _read_json(d / "metadata.json")
+    if point is not None:
+        wanted = {"engine": point.engine, "arch": point.arch, "batch": point.batch, "context": point.context,
+                  "lever": point.lever, "rep": point.rep}
+        found = _point_fields(meta)
+        wrong = [f"{k} {found[k]!r} (the folder says {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
+        if wrong:
+            raise TraceError(f"{d / 'metadata.json'}: names another point than its folder: {'; '.join(wrong)}; "
+                             "a trace was copied into the wrong folder or edited: move it to the folder of its "
+                             "point or measure this one again")
+    for name, rec in (status.get("files") or {}).items():
+        f = d / name
+        if not f.exists() or f.stat().st_size != rec.get("bytes"):
+            size = f.stat().st_size if f.exists() else "no file"
+            raise TraceError(f"{f}: {size} bytes where status.json recorded {rec.get('bytes')}; the file is "
+                             "truncated or replaced: measure the point again (delete its folder)")
+        if deep and file_digest(f) != rec.get("sha256"):
+            raise TraceError(f"{f}: its content differs from the SHA-256 status.json recorded; the file is "
+                             "damaged: measure the point again (delete its folder) or restore it from a copy")
+    if status["status"] == "ok":
+        try:
+            rows = pq.ParquetFile(d / "windows.parquet").metadata.num_rows
+            pq.ParquetFile(d / "samples.parquet")
+        except (OSError, pa.ArrowException) as e:
+            raise TraceError(f"{d}: a parquet file is missing or unreadable ({e}); measure the point again") \
+                from None
+        if "windows" in status and rows != status["windows"]:
+            raise TraceError(f"{d / 'windows.parquet'}: {rows} windows where status.json recorded "
+                             f"{status['windows']}; the trace is damaged: measure the point again")
+    return status, meta
+
+
 def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Windows of many jobs with their point columns, and one status row per job."""
+    """Windows of many jobs with their point columns, and one status row per job.
+
+    Every trace is verified first (:func:`verify_trace`, against the point its folder names); only ``ok``
+    traces contribute windows, ``skipped`` ones a status row with their reason.
+    """
     frames = []
     statuses = []
     for d in dirs:
         d = Path(d)
+        p = GridPoint.from_path(d)
         if not (d / "status.json").exists():  # a cached traces folder that lacks this point
-            p = GridPoint.from_path(d)
             statuses.append({"engine": p.engine, "arch": p.arch, "batch": p.batch, "context": p.context,
                              "lever": p.lever, "rep": p.rep, "job": str(d), "status": "missing",
                              "reason": "not in the traces folder"})
             continue
-        status = json.loads((d / "status.json").read_text())
-        meta = json.loads((d / "metadata.json").read_text())
+        status, meta = verify_trace(d, p)
         point = {k: meta.get(k) for k in POINT_KEYS}
         point["engine"] = engine_of(meta)
         point["lever"] = point.pop("lever_requested")
         point["job"] = str(d)
-        statuses.append({**point, "status": status.get("status"), "reason": status.get("reason", "")})
+        statuses.append({**point, "status": status["status"], "reason": status.get("reason", "")})
+        if status["status"] != "ok":
+            continue
         w = pd.read_parquet(d / "windows.parquet")
         if len(w):
             for k, v in point.items():
@@ -198,10 +300,50 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     return windows, pd.DataFrame(statuses)
 
 
+def select_points(traces: str, measured: str, points: list[GridPoint]) -> list[GridPoint]:
+    """The grid points the workflow takes from a traces folder, checked cheaply at DAG time.
+
+    A cached folder (anything but ``measured``) must exist, hold traces of this grid, and sit outside
+    ``results/``; points it lacks are left out (a warning says how many). In the measured folder a trace
+    whose files do not have their recorded sizes (truncated, half-copied) is moved aside to
+    ``results/traces-damaged/`` so that the workflow measures the point again.
+    """
+    root = Path(traces)
+    check_layout(root)
+    if traces != measured:
+        if Path(measured).parent in (root, *root.parents) or traces.startswith(str(Path(measured).parent) + "/"):
+            raise TraceError(f"config key 'traces': {traces!r} lies under {Path(measured).parent}/ but is not "
+                             f"{measured}: measured traces go to {measured}; put cached traces outside "
+                             f"{Path(measured).parent}/ (accepted: {measured} to measure, or a folder elsewhere)")
+        if not root.is_dir():
+            raise TraceError(f"config key 'traces': folder {traces!r} does not exist; accepted: {measured} (to "
+                             "measure) or a folder of cached traces (engine~E/arch~A/...)")
+        present = [p for p in points if (root / p.path / "status.json").exists()]
+        if not present:
+            found = sum(1 for _ in root.rglob("status.json"))
+            raise TraceError(f"config key 'traces': folder {traces!r} holds no trace of this grid ({found} "
+                             "status.json files in all); check the folder and the grid (architectures, "
+                             "batch_sizes, contexts, levers, engines)")
+        return present
+    for p in points:
+        d = root / p.path
+        if not (d / "status.json").exists():
+            continue
+        try:
+            verify_trace(d, p, deep=False)
+        except TraceError as e:
+            aside = Path(f"{measured}-damaged") / p.path
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            shutil.move(str(d), str(aside))
+            log.warning("%s; moved to %s, the point is measured again", e, aside)
+    return points
+
+
 LEGACY_POINT_GLOB = "arch~*/bs~*/ctx~*/lever~*/rep~*"
 
 
-class TraceLayoutError(ValueError):
+class TraceLayoutError(TraceError):
     """A traces folder in a layout this version does not read; the message says how to convert it."""
 
 

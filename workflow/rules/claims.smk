@@ -32,4 +32,4 @@ rule claims:
         config=ANALYSIS_CONFIG,
         outdir=get_output_dir,
     shell:
-        "phase-energy analyse claims --config {params.config} --outdir {params.outdir} > {log} 2>&1"
+        "phase-energy analyse claims --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"

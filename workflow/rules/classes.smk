@@ -18,4 +18,4 @@ rule classes:
         config=ANALYSIS_CONFIG,
         outdir=get_output_dir,
     shell:
-        "phase-energy analyse classes --config {params.config} --outdir {params.outdir} > {log} 2>&1"
+        "phase-energy analyse classes --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"

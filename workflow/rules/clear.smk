@@ -15,10 +15,11 @@ rule clear_measure:
         gpu=get_gpu_count,
     params:
         config=CLEAR_CONFIG,
+        out=get_output_dir,
     shell:
-        "phase-energy clear --config {params.config} --arch {wildcards.arch} --batch {wildcards.bs}"
+        "phase-energy clear --config {params.config:q} --arch {wildcards.arch} --batch {wildcards.bs}"
         " --rep {wildcards.rep}"
-        " --out $(dirname {output.status}) > {log} 2>&1"
+        " --out {params.out:q} > {log:q} 2>&1"
 
 
 rule clear_components:
@@ -39,4 +40,4 @@ rule clear_components:
         config=ANALYSIS_CONFIG,
         outdir=get_output_dir,
     shell:
-        "phase-energy analyse clear --config {params.config} --outdir {params.outdir} > {log} 2>&1"
+        "phase-energy analyse clear --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"

@@ -5,7 +5,7 @@ from pathlib import Path
 import phase_energy.figures
 from phase_energy.config import ConfigError, expand_grid, validate_config
 from phase_energy.config import config_hash as _config_hash
-from phase_energy.trace import TraceLayoutError, check_layout
+from phase_energy.trace import TraceError, select_points
 
 try:
     _validated = validate_config(config)
@@ -16,21 +16,19 @@ config.update(_validated)
 
 TRACES = config["traces"].rstrip("/")
 MEASURED_TRACES = "results/traces"
-GRID = list(expand_grid(config))
+_FULL_GRID = list(expand_grid(config))
 try:
-    check_layout(TRACES)
-except TraceLayoutError as e:
+    # cached traces: nothing is measured, points the folder lacks are left out; measured traces that are
+    # damaged are moved aside and measured again
+    GRID = select_points(TRACES, MEASURED_TRACES, _FULL_GRID)
+except TraceError as e:  # TraceLayoutError is one
     raise WorkflowError(str(e)) from None
-if TRACES != MEASURED_TRACES:
-    # cached traces: nothing is measured; points the folder lacks are left out (and listed as missing in
-    # results/tables/jobs.csv)
-    _missing = [p for p in GRID if not Path(f"{TRACES}/{p.path}/status.json").exists()]
-    if _missing:
-        logger.warning(
-            f"{len(_missing)} of {len(GRID)} grid points are not in {TRACES}; "
-            f"the analysis leaves them out (first: {_missing[0].path})"
-        )
-    GRID = [p for p in GRID if p not in _missing]
+if len(GRID) < len(_FULL_GRID):
+    _missing = [p for p in _FULL_GRID if p not in set(GRID)]
+    logger.warning(
+        f"{len(_missing)} of {len(_FULL_GRID)} grid points are not in {TRACES}; "
+        f"the analysis leaves them out (first: {_missing[0].path})"
+    )
 TABLES = "results/tables"
 FIGURES = list(phase_energy.figures.FIGURES)
 FIGURE_CODE = Path(phase_energy.figures.__file__)
@@ -153,5 +151,14 @@ def get_figure_outputs():
 
 
 def get_final_outputs():
-    """Everything `snakemake` builds by default: tables, claims and figures."""
-    return [get_table("phase_energy"), "results/claims.csv", *get_figure_outputs()]
+    """Everything `snakemake` builds by default: traces, tables, claims and figures.
+
+    The traces are targets themselves, so that one moved aside as damaged is measured again (and the
+    tables after it) even when the tables are newer than the other traces.
+    """
+    return [
+        *get_trace_status_files(),
+        get_table("phase_energy"),
+        "results/claims.csv",
+        *get_figure_outputs(),
+    ]

@@ -16,4 +16,4 @@ rule crossover:
         config=ANALYSIS_CONFIG,
         outdir=get_output_dir,
     shell:
-        "phase-energy analyse crossover --config {params.config} --outdir {params.outdir} > {log} 2>&1"
+        "phase-energy analyse crossover --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"

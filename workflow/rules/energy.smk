@@ -26,4 +26,4 @@ rule energy:
         config=ANALYSIS_CONFIG,
         outdir=get_output_dir,
     shell:
-        "phase-energy analyse energy --config {params.config} --outdir {params.outdir} > {log} 2>&1"
+        "phase-energy analyse energy --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"

@@ -45,5 +45,5 @@ for _fig, _meta in phase_energy.figures.FIGURES.items():
             name=_fig,
             traces=TRACES,
         shell:
-            "phase-energy figure {params.name} --config {params.config} --tables {params.tables}"
-            " --traces {params.traces} --out figures/{params.name} > {log} 2>&1"
+            "phase-energy figure {params.name} --config {params.config:q} --tables {params.tables:q}"
+            " --traces {params.traces:q} --out figures/{params.name} > {log:q} 2>&1"

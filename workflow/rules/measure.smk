@@ -17,10 +17,11 @@ rule measure:
     params:
         config=MEASURE_CONFIG,
         lever=get_lever,
+        out=get_output_dir,
     shell:
-        "phase-energy measure --config {params.config} --engine {wildcards.engine} --arch {wildcards.arch}"
+        "phase-energy measure --config {params.config:q} --engine {wildcards.engine} --arch {wildcards.arch}"
         " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"
-        " --rep {wildcards.rep} --out $(dirname {output.status}) > {log} 2>&1"
+        " --rep {wildcards.rep} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule traces:

@@ -16,4 +16,4 @@ rule pareto:
         config=ANALYSIS_CONFIG,
         outdir=get_output_dir,
     shell:
-        "phase-energy analyse pareto --config {params.config} --outdir {params.outdir} > {log} 2>&1"
+        "phase-energy analyse pareto --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"

@@ -19,4 +19,4 @@ rule sweetspot:
         config=ANALYSIS_CONFIG,
         outdir=get_output_dir,
     shell:
-        "phase-energy analyse sweetspot --config {params.config} --outdir {params.outdir} > {log} 2>&1"
+        "phase-energy analyse sweetspot --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"

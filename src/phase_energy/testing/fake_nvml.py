@@ -1,7 +1,9 @@
 """A stateful fake of the ``pynvml`` module, for tests: the real card's settings are never touched.
 
 It keeps power limits, supported clocks, a clock lock, permissions, other processes and counters that
-advance with a simulated power draw, and can make any call fail (``inject``).
+advance with a simulated power draw, gives every card its own UUID, and can make any call fail (``inject``).
+Its state lives in the process that made it: a test that needs "the same card" in two processes makes
+one fake in each, with the same UUID.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ class FakeNVML:
     NVML_CLOCK_MEM = NVML_CLOCK_MEM
 
     def __init__(self, n_gpus: int = 1, **card: Any):
-        self.cards = [FakeCard(**card) for _ in range(n_gpus)]
+        # every card its own UUID (card i ends in i), as on a real node, unless the test names one
+        self.cards = [FakeCard(**{"uuid": f"GPU-00000000-0000-0000-0000-{i:012d}", **card}) for i in range(n_gpus)]
         self.calls: list[str] = []
         self._faults: dict[str, list[int]] = {}  # name -> [calls to let pass, error code, failures left]
         self.initialised = False

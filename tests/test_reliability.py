@@ -1,0 +1,243 @@
+"""Damaged traces, bad traces folders and hostile values: each is refused with its file or key, never used.
+
+docs/reliability.md lists every case with the test that covers it.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from phase_energy.config import ConfigError, GridPoint, validate_config
+from phase_energy.measure import run_job
+from phase_energy.trace import TraceError, collect_windows, select_points, verify_trace
+
+from .conftest import copy_workflow, run_snakemake
+
+CFG = validate_config({"backend": "sim", "output_lengths": [32], "measurement": {
+    "idle_s": 0.3, "warmup_runs": 1, "min_counter_ticks": 3, "prefill_trials": 2, "decode_trials": 2,
+    "decode_windows": 1, "pause_s": 0.05}})
+POINT = GridPoint("qwen3-4b", 1, 128, "default")
+
+
+@pytest.fixture(scope="module")
+def good_trace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("traces")
+    run_job(CFG, POINT, root / POINT.path)
+    other = GridPoint("qwen3-4b", 8, 128, "default")
+    run_job(CFG, other, root / other.path)
+    return root
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_json(name, change):
+    def apply(d: Path) -> None:
+        value = json.loads((d / name).read_text())
+        change(value)
+        (d / name).write_text(json.dumps(value))
+    return apply
+
+
+def _drop_checksums_and_windows(d: Path) -> None:
+    status = json.loads((d / "status.json").read_text())
+    status.pop("files")
+    status["windows"] += 1
+    (d / "status.json").write_text(json.dumps(status))
+
+
+def _windows_of_another_point(d: Path) -> None:
+    shutil.copy(Path(str(d).replace("/bs~1/", "/bs~8/")) / "windows.parquet", d / "windows.parquet")
+
+
+# (name, what is done to a good trace, words the error must contain)
+CORRUPTIONS = [
+    ("status empty object", lambda d: (d / "status.json").write_text("{}"), ["status.json", "None"]),
+    ("status failed", lambda d: (d / "status.json").write_text('{"status": "failed"}'), ["status.json", "failed"]),
+    ("status not JSON", lambda d: (d / "status.json").write_text("{'status': ok"), ["status.json", "not valid JSON"]),
+    ("status empty file", lambda d: (d / "status.json").write_text(""), ["status.json", "not valid JSON"]),
+    ("status a list", lambda d: (d / "status.json").write_text("[1]"), ["status.json", "JSON object"]),
+    ("metadata batch changed", _edit_json("metadata.json", lambda m: m.update(batch=8)), ["metadata.json", "batch 8"]),
+    ("metadata arch changed", _edit_json("metadata.json", lambda m: m.update(arch="mamba2-2.7b")),
+     ["metadata.json", "arch 'mamba2-2.7b'"]),
+    ("metadata engine changed", _edit_json("metadata.json", lambda m: m.update(engine="vllm")),
+     ["metadata.json", "engine 'vllm'"]),
+    ("metadata not JSON", lambda d: (d / "metadata.json").write_text("garbage"), ["metadata.json", "not valid JSON"]),
+    ("metadata missing", lambda d: (d / "metadata.json").unlink(), ["metadata.json", "missing"]),
+    ("bit flip in windows", lambda d: _flip_a_byte(d / "windows.parquet"), ["windows.parquet", "SHA-256"]),
+    ("bit flip in samples", lambda d: _flip_a_byte(d / "samples.parquet"), ["samples.parquet", "SHA-256"]),
+    ("truncated windows", lambda d: _truncate(d / "windows.parquet"), ["windows.parquet", "truncated"]),
+    ("truncated samples", lambda d: _truncate(d / "samples.parquet"), ["samples.parquet", "truncated"]),
+    ("windows deleted", lambda d: (d / "windows.parquet").unlink(), ["windows.parquet", "no file"]),
+    ("samples deleted", lambda d: (d / "samples.parquet").unlink(), ["samples.parquet", "no file"]),
+    ("windows of another point", _windows_of_another_point, ["windows.parquet"]),
+    ("window count without checksums", _drop_checksums_and_windows, ["windows.parquet", "windows where"]),
+    ("bit flip in metadata", lambda d: _flip_a_byte(d / "metadata.json"), ["metadata.json"]),
+]
+
+
+@pytest.mark.parametrize("name,damage,words", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
+def test_a_damaged_trace_is_refused_naming_its_file(tmp_path, good_trace, name, damage, words):
+    root = tmp_path / "traces"
+    shutil.copytree(good_trace, root)
+    d = root / POINT.path
+    verify_trace(d, POINT)  # the good trace passes
+    damage(d)
+    with pytest.raises(TraceError) as e:
+        collect_windows([d])
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_a_trace_in_the_wrong_folder_is_refused(tmp_path, good_trace):
+    root = tmp_path / "traces"
+    shutil.copytree(good_trace, root)
+    wrong = root / GridPoint("qwen3-4b", 32, 128, "default").path
+    shutil.copytree(root / POINT.path, wrong)
+    with pytest.raises(TraceError, match=r"batch 1 .the folder says 32"):
+        collect_windows([wrong])
+
+
+def test_skipped_traces_count_no_windows(tmp_path):
+    cfg = validate_config({**CFG, "gpu": {"memory_budget_gb": 1}})
+    run_job(cfg, POINT, tmp_path / POINT.path)
+    windows, jobs = collect_windows([tmp_path / POINT.path])
+    assert windows.empty and jobs.loc[0, "status"] == "skipped" and jobs.loc[0, "reason"].startswith("memory")
+
+
+def test_measured_traces_whose_files_lost_their_size_are_moved_aside(tmp_path, good_trace, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = Path("results/traces")
+    shutil.copytree(good_trace, root)
+    _truncate(root / POINT.path / "windows.parquet")
+    points = select_points("results/traces", "results/traces", [POINT])
+    assert points == [POINT] and not (root / POINT.path).exists()  # measured again by the workflow
+    assert (Path("results/traces-damaged") / POINT.path / "windows.parquet").exists()  # kept for a look
+
+
+@pytest.mark.parametrize("folder,words", [
+    ("missing-folder", ["'missing-folder'", "does not exist"]),
+    ("empty-folder", ["'empty-folder'", "holds no trace"]),
+    ("garbage-folder", ["'garbage-folder'", "holds no trace", "1 status.json"]),
+    ("results/traces2", ["results/traces2", "lies under results/"]),
+    ("results", ["'results'", "lies under results/"]),
+])
+def test_bad_traces_folders_are_named(tmp_path, monkeypatch, folder, words):
+    monkeypatch.chdir(tmp_path)
+    Path("empty-folder").mkdir()
+    Path("garbage-folder/x").mkdir(parents=True)
+    Path("garbage-folder/x/status.json").write_text("not json")
+    with pytest.raises(TraceError) as e:
+        select_points(folder, "results/traces", [POINT])
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+@pytest.mark.slow
+def test_workflow_measures_a_damaged_trace_again_and_quotes_hostile_paths(tmp_path):
+    wd = copy_workflow(tmp_path / "wf")
+    args = ["--cores", "2", "--configfile", "config/test.yaml", "--config", "architectures=[qwen3-4b]",
+            "batch_sizes=[1]", "levers=[default]"]
+    res = run_snakemake(wd, *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    trace = wd / "results/traces/engine~native/arch~qwen3-4b/bs~1/ctx~256/lever~default/rep~0"
+    before = json.loads((trace / "status.json").read_text())["files"]["windows.parquet"]["sha256"]
+    _truncate(trace / "windows.parquet")
+    res = run_snakemake(wd, *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "measured again" in res.stderr
+    after = json.loads((trace / "status.json").read_text())["files"]["windows.parquet"]["sha256"]
+    assert after == before  # the simulator is seeded: the point came back as it was
+    # a cached traces folder whose name holds a space and a command substitution: read, never run
+    hostile = wd / "cached $(touch PWNED) x"
+    shutil.copytree(wd / "results/traces", hostile)
+    shutil.rmtree(wd / "figures")
+    res = run_snakemake(wd, *args[:-3], "architectures=[qwen3-4b]", "batch_sizes=[1]", "levers=[default]",
+                        f"traces={hostile.name}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not (wd / "PWNED").exists() and (wd / "figures/fig01_power_timeline.svg").exists()
+    assert pd.read_csv(wd / "results/tables/jobs.csv")["status"].tolist() == ["ok"]
+
+
+# ---------------------------------------------------------------------------------------------- config values
+# (override, words the message must contain); with tests/test_config.py and tests/test_engines.py these make
+# more than 60 malformed inputs
+BAD_VALUES = [
+    ({"batch_sizes": [1.0]}, ["batch_sizes[0]", "1.0", "write 1"]),
+    ({"batch_sizes": [2.5]}, ["batch_sizes[0]", "2.5", "integer"]),
+    ({"contexts": [512.0]}, ["contexts[0]", "512.0", "integer"]),
+    ({"output_lengths": [float("inf")]}, ["output_lengths[0]", "inf", "finite"]),
+    ({"repetitions": 2.0}, ["repetitions", "2.0", "integer"]),
+    ({"seed": -1}, ["seed", "-1", ">= 0"]),
+    ({"sim": {"noise": float("nan")}}, ["sim.noise", "nan", "finite"]),
+    ({"sim": {"noise": -0.1}}, ["sim.noise", "-0.1", ">= 0"]),
+    ({"sim": {"wall_delay_s": float("inf")}}, ["sim.wall_delay_s", "inf", "finite"]),
+    ({"analysis": {"throughput_loss_bound": float("nan")}}, ["analysis.throughput_loss_bound", "nan", "finite"]),
+    ({"analysis": {"throughput_loss_bound": 0}}, ["analysis.throughput_loss_bound", "0", "> 0"]),
+    ({"analysis": {"bootstrap_resamples": 10}}, ["analysis.bootstrap_resamples", "10", ">= 50"]),
+    ({"analysis": {"run_to_run_sd": -0.1}}, ["analysis.run_to_run_sd", "-0.1", ">= 0"]),
+    ({"analysis": {"exclude_flags": ["too_hot"]}}, ["analysis.exclude_flags[0]", "too_hot", "short_window"]),
+    ({"analysis": {"fleet_decode_share": 1.5}}, ["analysis.fleet_decode_share", "1.5", "<= 1"]),
+    ({"measurement": {"idle_s": "nan"}}, ["measurement.idle_s", "nan", "finite"]),
+    ({"measurement": {"counter_period_ms": -100}}, ["measurement.counter_period_ms", "-100", "> 0"]),
+    ({"measurement": {"prefill_trials": 0}}, ["measurement.prefill_trials", "0", ">= 1"]),
+    ({"measurement": {"decode_lead_in_s": -1}}, ["measurement.decode_lead_in_s", "-1", ">= 0"]),
+    ({"measurement": {"decode_window_steps": 0}}, ["measurement.decode_window_steps", "0", ">= 1"]),
+    ({"levers": ["powercap:0300", "powercap:300"]}, ["levers[1]", "powercap:300", "same lever"]),
+    ({"levers": ["default", "default"]}, ["levers", "without repeated"]),
+    ({"levers": ["powercap:300.5"]}, ["levers[0]", "powercap:300.5", "powercap:<watts>"]),
+    ({"levers": ["smclock:-5"]}, ["levers[0]", "smclock:-5", "smclock:<MHz>"]),
+    ({"levers": ["SMCLOCK:1410"]}, ["levers[0]", "SMCLOCK:1410", "smclock:<MHz>"]),
+    ({"gpu": {"sm_clock_min_mhz": 2000}}, ["gpu.sm_clock_min_mhz", "2000", "min <= max"]),
+    ({"gpu": {"memory_budget_gb": 0}}, ["gpu.memory_budget_gb", "0", "> 0"]),
+    ({"cluster": {"gpu_freq_for_smclock": "maybe"}}, ["cluster.gpu_freq_for_smclock", "maybe", "boolean"]),
+    ({"cluster": {"partition": "gpu"}}, ["cluster.partition", "unknown key", "gpu_freq_for_smclock"]),
+    ({"clear": {"architectures": ["gpt-5"]}}, ["clear.architectures[0]", "gpt-5", "qwen3-4b"]),
+    ({"clear": {"trials": 1}}, ["clear.trials", "1", ">= 2"]),
+    ({"clear": {"repetitions": 0}}, ["clear.repetitions", "0", ">= 1"]),
+    ({"clear": {"context": 0}}, ["clear.context", "0", ">= 1"]),
+    ({"vllm": {"max_num_batched_tokens": 8}}, ["vllm.max_num_batched_tokens", "8", ">= 16"]),
+    ({"vllm": {"compilation_mode": 4}}, ["vllm.compilation_mode", "4", "<= 3"]),
+    ({"vllm": {"async_scheduling": "sometimes"}}, ["vllm.async_scheduling", "sometimes", "boolean"]),
+    ({"traces": ""}, ["traces", "non-empty"]),
+    ({"architectures": "qwen3-4b"}, ["architectures", "qwen3-4b", "array"]),
+    ({"batch_sizes": [5000]}, ["batch_sizes[0]", "5000", "<= 4096"]),
+    ({"backend": "NVML"}, ["backend", "NVML", "'nvml'"]),
+]
+
+
+@pytest.mark.parametrize("override,words", BAD_VALUES, ids=[str(b[0]) for b in BAD_VALUES])
+def test_bad_values_name_key_value_and_accepted(override, words):
+    with pytest.raises(ConfigError) as e:
+        validate_config(override)
+    for w in words:
+        assert w in str(e.value), f"{w!r} missing from: {e.value}"
+
+
+def test_lever_spellings_become_one():
+    assert validate_config({"levers": ["powercap:0300", "smclock:01410"]})["levers"] == ["powercap:300",
+                                                                                       "smclock:1410"]
+
+
+@pytest.mark.parametrize("text,words", [
+    ("batch_sizes: [1, 2\nbackend: sim\n", ["bad.yaml", "line"]),
+    ("", ["bad.yaml", "empty"]),
+    ("- 1\n- 2\n", ["bad.yaml", "mapping"]),
+])
+def test_check_config_names_the_file_of_a_broken_yaml(tmp_path, text, words, caplog):
+    from phase_energy.cli import main
+
+    (tmp_path / "bad.yaml").write_text(text)
+    assert main(["check-config", str(tmp_path / "bad.yaml")]) == 2
+    for w in words:
+        assert w in caplog.text, caplog.text
