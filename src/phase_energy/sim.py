@@ -1,11 +1,12 @@
 """Simulated GPU backend: a physical model of an H200-class card running the measurement protocol.
 
-Timing comes from the cost model (FLOPs, bytes, kernel count) and the SM clock; power from an idle part,
-a clock-tree part, memory traffic and compute activity, each scaled with the clock and the voltage it
-needs; a power-cap controller picks the highest clock whose power fits under the limit and sets the SW
-power-cap reason; a clock lock bounds the clock (with an optional firmware clamp); temperature follows
-power with a time constant. Sensors are sampled as NVML reports them: a counter that ticks every
-~100 ms, an instant power covering part of each period, a 1-s running average.
+Timing comes from the cost model (FLOPs, bytes, kernel count) and the SM clock; power from a static part
+that rises with temperature, a clock-tree part, memory traffic and compute activity, each scaled with the
+clock and the voltage it needs; a power-cap controller picks the highest clock whose power fits under the
+limit and sets the SW power-cap reason, which it holds for a while after the capped work ends; a clock
+lock bounds the clock (with an optional firmware clamp); temperature follows power with a time constant.
+Sensors are sampled as NVML reports them: a counter that ticks every ~100 ms, an instant power covering
+part of each period, a 1-s running average.
 
 Every parameter lives in :class:`SimParams` and is documented there (docs/simulator.md). Nothing about
 architectures' classes, savings or crossovers is in here: they must come out of FLOPs, bytes and power.
@@ -32,7 +33,11 @@ REASON_SW_POWER_CAP = 0x4
 
 @dataclass(frozen=True)
 class SimParams:
-    """All parameters of the simulated card, calibrated to h200-measurements.md (docs/simulator.md)."""
+    """All parameters of the simulated card, fitted to the H200 reference traces (docs/simulator.md).
+
+    Physical constants of the card (clocks, copy bandwidth, bf16 peak, power limits) are held fixed; the
+    power and timing parameters marked "fitted" come from ``bench/sim_calibration.py --fit``.
+    """
 
     name: str = "NVIDIA H200 (simulated)"
     # clocks
@@ -44,25 +49,31 @@ class SimParams:
     v_min: float = 0.65
     # rates
     bandwidth_bps: float = 4.29e12  # measured device-to-device copy (read + write)
-    stream_efficiency: float = 0.96  # share of copy bandwidth a weight-streaming step reaches
+    stream_efficiency: float = 0.902  # fitted: share of copy bandwidth a decode step's streaming reaches
     bw_knee_mhz: float = 1000.0  # below this SM clock the SMs cannot keep HBM busy
-    matmul_flops_at_max: float = 1150e12  # dense bf16 rate at the top clock (large GEMM)
+    matmul_peak_flops: float = 989e12  # dense bf16 tensor-core peak at the top clock (datasheet)
+    gemm_efficiency: float = 0.805  # share of the peak a large GEMM reaches (8192^3: ~790 TFLOP/s measured)
     matmul_rows_half: float = 64.0  # rows at which a GEMM reaches half its rate (small-batch curve)
-    prefill_efficiency: float = 0.72  # prefill (GEMM + attention) share of the GEMM rate
-    kernel_time_fixed_s: float = 1.7e-6  # per-kernel cost independent of the clock (launch, sync)
-    kernel_time_clocked_s: float = 1.7e-6  # per-kernel latency at the top clock, scales as 1/f
+    prefill_efficiency: float = 0.433  # fitted: prefill (GEMM + attention mix) share of the large-GEMM rate
+    kernel_time_fixed_s: float = 1.27e-6  # fitted: per-kernel cost independent of the clock (graph replay)
+    kernel_time_clocked_s: float = 2.54e-6  # fitted: per-kernel latency at the top clock, scales as 1/f
+    prefill_kernel_time_s: float = 99e-6  # fitted: host time to issue one kernel of the eager prefill
     # power (W)
-    static_w: float = 80.0  # leakage and board, independent of clock
-    clock_tree_w: float = 42.0  # idle with a context open at the top clock, on top of static
-    memory_w: float = 300.0  # HBM traffic at full copy bandwidth (clock independent)
-    memory_sm_w: float = 246.0  # SM load/store side of full-bandwidth traffic, at the top clock
-    compute_w: float = 1700.0  # tensor-core activity at full GEMM utilisation, at the top clock
+    static_w: float = 53.0  # fitted: leakage and board at leakage_ref_c, independent of clock
+    leakage_per_c: float = 0.0080  # fitted: static power's rise per degree C above leakage_ref_c (fraction)
+    leakage_ref_c: float = 40.0  # temperature at which static_w holds
+    clock_tree_w: float = 73.0  # fitted: idle with a context open at the top clock, on top of static
+    memory_w: float = 120.0  # HBM traffic at full copy bandwidth, clock independent (~3.5 pJ/bit)
+    memory_sm_w: float = 481.0  # fitted: SM load/store side of full-bandwidth traffic, at the top clock
+    compute_w: float = 631.0  # fitted: SMs busy on compute (a large GEMM at its full rate), at the top clock
     power_limit_w: float = 700.0
     power_limit_min_w: float = 200.0
-    # thermal
-    ambient_c: float = 30.0
-    thermal_resistance_c_per_w: float = 0.06
-    thermal_tau_s: float = 20.0
+    # power-cap controller: after capped work the SW power-cap reason stays set this long (median measured)
+    cap_hold_s: float = 0.365
+    # thermal (first order; fitted to the traces' temperature readings)
+    ambient_c: float = 35.1
+    thermal_resistance_c_per_w: float = 0.0332
+    thermal_tau_s: float = 0.261
     # sensors
     counter_period_s: float = 0.1
     instant_window_s: float = 0.025  # part of each period the instant reading covers
@@ -81,6 +92,23 @@ class SimParams:
         """Supported SM clocks, MHz, ascending."""
         return np.arange(self.sm_clock_min_mhz, self.sm_clock_max_mhz + 1, self.sm_clock_step_mhz)
 
+    def gemm_rate(self, f: np.ndarray | float) -> np.ndarray:
+        """Rate of a large bf16 GEMM at SM clock ``f`` (MHz): the peak times the GEMM efficiency, ~f."""
+        return self.matmul_peak_flops * self.gemm_efficiency * (np.asarray(f, dtype=float) / self.sm_clock_max_mhz)
+
+    def static_power(self, temp_c: np.ndarray | float) -> np.ndarray:
+        """Static (leakage and board) power at a temperature, W: linear in the temperature."""
+        rise = 1.0 + self.leakage_per_c * (np.asarray(temp_c, dtype=float) - self.leakage_ref_c)
+        return self.static_w * np.maximum(rise, 0.0)
+
+    def idle_temperature(self) -> float:
+        """Steady temperature of the idle card (context open, top clock), C."""
+        temp = self.ambient_c
+        for _ in range(5):  # the static power depends on the temperature it sets (weakly)
+            p = float(self.static_power(temp)) + self.clock_tree_w
+            temp = self.ambient_c + self.thermal_resistance_c_per_w * p
+        return temp
+
     def clock_scale(self, f: np.ndarray | float) -> np.ndarray:
         """Dynamic-power scale f * V(f)^2 relative to the top clock."""
         f = np.asarray(f, dtype=float)
@@ -98,6 +126,7 @@ class Work:
     rows: float  # GEMM rows (batch x tokens per step)
     kernels: int
     efficiency: float = 1.0
+    eager: bool = False  # issued kernel by kernel from the host (the prefill), not replayed from a graph
 
 
 class SimGPU:
@@ -111,7 +140,7 @@ class SimGPU:
         self.locked_clock: int | None = None
         self.t = 0.0
         self.energy = 0.0
-        self.temperature = self.p.ambient_c + 12.0
+        self.temperature = self.p.idle_temperature()
         self._seg: dict[str, list[np.ndarray]] = {
             k: [] for k in ("start", "dur", "power", "clock", "reasons", "util", "temp")
         }
@@ -148,33 +177,57 @@ class SimGPU:
 
     def _rate(self, f: np.ndarray, rows: float, efficiency: float) -> np.ndarray:
         small = rows / (rows + self.p.matmul_rows_half)
-        return self.p.matmul_flops_at_max * (f / self.p.sm_clock_max_mhz) * small * efficiency
+        return self.p.gemm_rate(f) * small * efficiency
 
-    def _step(self, w: Work, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Step time (s) and power (W) for steps x clocks (broadcast)."""
+    def _step(self, w: Work, f: np.ndarray, temp: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Step time (s) and power (W) for steps x clocks (broadcast); ``temp``: per step, C."""
         flops = w.flops[:, None]
         nbytes = w.bytes[:, None]
         t_mem = nbytes / self._bandwidth(f)
         t_cmp = flops / self._rate(f, w.rows, w.efficiency)
         t_ker = w.kernels * (self.p.kernel_time_fixed_s + self.p.kernel_time_clocked_s * self.p.sm_clock_max_mhz / f)
         t = np.maximum(t_mem, t_cmp) + t_ker
+        if w.eager:  # the host issues kernel by kernel, ahead of the GPU: the slower of the two sets the pace
+            t = np.maximum(t, w.kernels * self.p.prefill_kernel_time_s)
         g = self.p.clock_scale(f)
         u_mem = nbytes / t / self.p.bandwidth_bps
-        u_cmp = flops / t / self._rate(f, 1e12, 1.0)
+        # compute activity: the share of the step the SMs spend on this work's compute at its own rate (a
+        # prefill's attention and elementwise kernels keep them as busy as its GEMMs)
+        u_cmp = flops / t / (self.p.gemm_rate(f) * w.efficiency)
         power = (
-            self.p.static_w
+            self.p.static_power(np.reshape(temp, (-1, 1)))
             + self.p.clock_tree_w * g
             + u_mem * (self.p.memory_w + self.p.memory_sm_w * g)
             + u_cmp * self.p.compute_w * g
         )
         return t, power
 
-    def _choose_clock(self, w: Work) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per step: the highest allowed clock under the power limit; (time, power, clock, capped)."""
+    def _temperatures_ahead(self, dur: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """Mean temperature over each of consecutive segments starting now (first order, closed form).
+
+        Exact when the power is the same over the segments (the steps of one piece of work); the clock
+        choice and the static power of each step use it.
+        """
+        tau = self.p.thermal_tau_s
+        target = self.p.ambient_c + self.p.thermal_resistance_c_per_w * power
+        start = np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+        t_start = target + (self.temperature - target) * np.exp(-start / tau)
+        d = np.maximum(dur, 1e-12)
+        return target + (t_start - target) * (tau / d) * -np.expm1(-d / tau)
+
+    def _choose_clock(self, w: Work, temp: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per step: the highest allowed clock under the power limit; (time, power, clock, capped).
+
+        ``temp``: the temperature of each step (default: the card's now). The power at a clock includes the
+        static power at that temperature, so a hotter card reaches the limit at a lower clock.
+        """
         allowed = self.clocks[self.clocks <= self.max_clock + 1e-9].astype(float)
         if not len(allowed):
             allowed = np.array([self.max_clock])
-        t, p = self._step(w, allowed[None, :])
+        if temp is None:
+            temp = np.full(len(w.flops), self.temperature)
+        t, p = self._step(w, allowed[None, :], temp)
         fits = p <= self.power_limit_w
         # index of the highest clock that fits; the lowest clock when none fits
         idx = np.where(fits.any(axis=1), fits.shape[1] - 1 - np.argmax(fits[:, ::-1], axis=1), 0)
@@ -183,8 +236,13 @@ class SimGPU:
         return t[rows, idx], np.minimum(p[rows, idx], self.power_limit_w * 1.003), allowed[idx], capped
 
     def run(self, w: Work) -> float:
-        """Place the work on the timeline; return its total seconds."""
+        """Place the work on the timeline; return its total seconds.
+
+        Two passes: the clocks at the temperature now give each step's power, hence the temperature each
+        step will run at; the clocks and power are then chosen again at those temperatures.
+        """
         t, p, f, capped = self._choose_clock(w)
+        t, p, f, capped = self._choose_clock(w, self._temperatures_ahead(t, p))
         reasons = np.where(capped, REASON_SW_POWER_CAP, 0).astype(np.int64)
         self._append(t, p, f, reasons, np.ones_like(t))
         return float(t.sum())
@@ -194,10 +252,12 @@ class SimGPU:
         if seconds <= 0:
             return
         f = float(self.locked_clock or self.p.sm_clock_max_mhz)
-        p = self.p.static_w + self.p.clock_tree_w * float(self.p.clock_scale(f))
+        tree = self.p.clock_tree_w * float(self.p.clock_scale(f))
         n = max(1, int(np.ceil(seconds / 0.05)))
         dur = np.full(n, seconds / n)
-        self._append(dur, np.full(n, p), np.full(n, f), np.full(n, REASON_IDLE, dtype=np.int64), np.zeros(n))
+        p = np.full(n, float(self.p.static_power(self.temperature)) + tree)
+        p = self.p.static_power(self._temperatures_ahead(dur, p)) + tree
+        self._append(dur, p, np.full(n, f), np.full(n, REASON_IDLE, dtype=np.int64), np.zeros(n))
 
     def _append(self, dur: np.ndarray, power: np.ndarray, clock: np.ndarray, reasons: np.ndarray,
                 util: np.ndarray) -> None:
@@ -220,6 +280,35 @@ class SimGPU:
     def timeline(self) -> dict[str, np.ndarray]:
         """All segments so far as arrays."""
         return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self._seg.items()}
+
+    def cap_intervals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) of the spans with the SW power-cap reason set, merged and ascending.
+
+        The controller sets the reason while it holds the clock under the limit and keeps it set for
+        ``cap_hold_s`` after the capped work ends, whatever runs then (the clocks are not held).
+        """
+        tl = self.timeline()
+        capped = (tl["reasons"].astype(np.int64) & REASON_SW_POWER_CAP) > 0
+        starts = tl["start"][capped]
+        ends = starts + tl["dur"][capped] + self.p.cap_hold_s
+        if not len(starts):
+            return starts, ends
+        # segments are in time order and the hold is the same after each: the ends ascend too
+        new = np.concatenate([[True], starts[1:] > ends[:-1]])
+        last = np.concatenate([np.flatnonzero(new)[1:] - 1, [len(new) - 1]])
+        return starts[new], ends[last]
+
+    def _cap_reason_at(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per time: whether the SW power-cap reason is set, and its cumulative seconds (throttle counter)."""
+        gs, ge = self.cap_intervals()
+        if not len(gs):
+            return np.zeros(len(times), dtype=bool), np.zeros(len(times))
+        k = np.searchsorted(gs, times, side="right") - 1
+        kk = np.maximum(k, 0)
+        before = np.concatenate([[0.0], np.cumsum(ge - gs)])
+        held = (k >= 0) & (times < ge[kk])
+        total = np.where(k >= 0, before[kk] + np.clip(times - gs[kk], 0.0, ge[kk] - gs[kk]), 0.0)
+        return held, total
 
     # ------------------------------------------------------------ sensors
     def _true_energy_at(self, times: np.ndarray) -> np.ndarray:
@@ -253,9 +342,9 @@ class SimGPU:
         w_a = self.p.average_window_s
         avg = (e_true(times) - e_true(times - w_a)) / np.where(times >= w_a, w_a, np.maximum(times, 1e-9))
         noise = self.rng.normal(0.0, self.p.power_noise, size=len(times))
-        capped = tl["reasons"] == REASON_SW_POWER_CAP
-        thr = np.concatenate([[0.0], np.cumsum(np.where(capped, tl["dur"], 0.0))])
-        edges = np.concatenate([[0.0], ends])
+        held, thr = self._cap_reason_at(times)
+        reasons = tl["reasons"][idx].astype(np.int64) if len(idx) else np.zeros(len(times), dtype=np.int64)
+        reasons = np.where(held, reasons | REASON_SW_POWER_CAP, reasons)
         zeros = np.zeros(len(times))
         df = pd.DataFrame({
             "t_s": times,
@@ -265,8 +354,8 @@ class SimGPU:
             "power_avg_w": avg,
             "sm_clock_mhz": tl["clock"][idx] if len(idx) else zeros,
             "mem_clock_mhz": np.full(len(times), float(self.p.mem_clock_mhz)),
-            "clock_reasons": tl["reasons"][idx] if len(idx) else zeros.astype(int),
-            "thr_sw_power_s": np.interp(times, edges, thr),
+            "clock_reasons": reasons,
+            "thr_sw_power_s": thr,
             "thr_sw_thermal_s": zeros, "thr_hw_thermal_s": zeros, "thr_hw_power_brake_s": zeros,
             "thr_board_limit_s": zeros, "thr_reliability_s": zeros,
             "temperature_c": np.round(tl["temp"][idx], 0) if len(idx) else zeros,
@@ -297,13 +386,17 @@ class SimGPU:
             "supported_sm_clocks_mhz": [int(x) for x in self.clocks],
             "power_limit_range_w": [self.p.power_limit_min_w, self.p.power_limit_w],
             "bandwidth_bps": self.p.bandwidth_bps, "matmul_flops": self.matmul_rate_measured(),
-            "sim_params": {k: v for k, v in asdict(self.p).items() if k != "kernels_per_block"},
+            "sim_params": asdict(self.p),
         }
 
     def matmul_rate_measured(self) -> float:
-        """The matmul ceiling a real run would measure (capped at the default limit)."""
-        probe = SimGPU(self.p, seed=0)
-        return probe.matmul_load(seconds=1.0)["flops"]
+        """The matmul ceiling a real job records (metadata ``gpu.matmul_flops``).
+
+        A real job measures it with a ~40 ms bf16 8192^3 burst at the card's default settings, before the
+        lever is applied and quicker than the power controller pulls the clock down: the top clock's rate.
+        """
+        n = 8192.0
+        return float(self.p.gemm_rate(self.p.sm_clock_max_mhz)) * n / (n + self.p.matmul_rows_half)
 
 
 class SimWorkload:
@@ -345,7 +438,7 @@ class SimWorkload:
         return Work(np.array([self.cost.prefill_flops(sequences, self.context)]),
                     np.array([self.cost.prefill_bytes(sequences, self.context)]),
                     rows=float(sequences * self.context), kernels=self.kernels,
-                    efficiency=self.gpu.p.prefill_efficiency)
+                    efficiency=self.gpu.p.prefill_efficiency, eager=True)
 
     def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
         """Simulated compilation and capture (low power), then untimed runs."""
