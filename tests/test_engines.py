@@ -212,3 +212,34 @@ def test_simulated_vllm_job_decodes_forward_and_says_so(tmp_path):
     dec = w[w["phase"] == "decode"].sort_values(["trial", "context_start"])
     assert (dec["repetitions"] == 1).all() and (dec["steps"] > 64).all()  # consecutive steps, not repeats
     assert (dec["context_start"] > 256).all()  # after the lead-in
+
+
+def test_a_window_that_ends_short_is_filled_up_to_its_minimum():
+    """The card runs slower than at warm-up (clocks still ramping): the first round of repetitions ends
+    short of min_counter_ticks periods, more rounds follow until the window is long enough."""
+    from phase_energy.protocol import _filled_window
+
+    class Clock:
+        t = 0.0
+
+        def now(self):
+            return self.t
+
+        def read_energy_j(self):
+            return 300.0 * self.t
+
+    class Slow:
+        calls = 0
+
+        def synchronize(self):
+            pass
+
+    clock, work = Clock(), Slow()
+
+    def run(k):  # each unit takes 2x the warm-up's estimate of 0.01 s
+        work.calls += k
+        clock.t += 0.02 * k
+
+    t0, t1, e, units = _filled_window(clock, work, run, unit_s=0.01, min_s=1.0)
+    assert t1 - t0 >= 1.0 and units == work.calls and units >= 50
+    assert e == pytest.approx(300.0 * (t1 - t0))

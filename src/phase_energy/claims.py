@@ -497,6 +497,18 @@ def engine_comparison(cid: str, t: Mapping[str, pd.DataFrame], engines: list[str
 
 
 COMPARED = ("C1", "C2", "C9", "C10")
+WITH_INTERVALS = ("C1", "C2", "C7", "C9", "C10", "C11")
+
+
+def interval_note(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> str:
+    """What the intervals rest on, when points were measured by one job each."""
+    s = t["summary"]
+    if s.empty or "jobs" not in s or not (s["jobs"] == 1).any():
+        return ""
+    share = (s["jobs"] == 1).mean()
+    which = "Every point has" if share == 1 else f"{share:.0%} of the points have"
+    return (f"{which} one job: their intervals are widened by the run-to-run spread of "
+            f"{cfg['analysis']['run_to_run_sd']:.1%} measured on repeated points.")
 
 
 def evaluate_claims(tables: Path, cfg: Mapping[str, Any]) -> pd.DataFrame:
@@ -526,6 +538,8 @@ def evaluate_tables(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> pd
             if cid.startswith("K") and engine != "native":
                 continue  # CLEAR measures the native engine's components
             verdict, evidence = fn(te, cfg)  # a predicate that fails stops the stage: never "not testable"
+            if verdict != NOT_TESTABLE and cid in WITH_INTERVALS:
+                evidence = f"{evidence}. {interval_note(te, cfg)}".strip()
             if len(engines) > 1 and cid in COMPARED:
                 evidence = f"{evidence}. {engine_comparison(cid, t, engines)}".strip()
             source = clear_backend if cid.startswith("K") else backend
