@@ -51,18 +51,21 @@ def parse_points(text: str) -> list[tuple[int, int]]:
 
 def run_engine(a: argparse.Namespace) -> None:
     """One engine, one preset, several points, in this process; stop before the deadline."""
-    from phase_energy.config import GridPoint, load_config, point_skip_reason
-    from phase_energy.measure import _settings, write_skipped
-    from phase_energy.realjob import build_workload, describe_gpu, measure_point
-    from phase_energy.telemetry import GPU
-    from phase_energy.trace import utc_now
+    import torch
+
+    from phase_energy.config import load_config
+    from phase_energy.grid import GridPoint
+    from phase_energy.measure.backend import nvml_backend
+    from phase_energy.measure.job import build_workload, job_settings, measure_point, point_skip_reason, write_skipped
+    from phase_energy.measure.nvml import GPU
+    from phase_energy.measure.trace import utc_now
 
     origin = time.monotonic()
     cfg = load_config(a.config)
     points = [GridPoint(a.arch, b, c, "default", 0, a.engine) for b, c in parse_points(a.points)]
     out_root = Path(a.out) / (f"init~{a.weight_init}" if a.weight_init != "normal" else "")
-    gpu = GPU(0)
-    desc = describe_gpu(gpu)
+    backend = nvml_backend(GPU(0), torch.cuda.synchronize)  # one process, one card: no lock taken here
+    desc = backend.describe(probe=True)
     log.info("card %s (%s), copy %.2f TB/s, matmul %.0f TFLOP/s", desc.get("uuid"), desc.get("name"),
              desc["bandwidth_bps"] / 1e12, desc["matmul_flops"] / 1e12)
     runnable = []
@@ -74,15 +77,15 @@ def run_engine(a: argparse.Namespace) -> None:
             runnable.append(p)
     engine = None
     if a.engine == "vllm" and runnable:
-        from phase_energy.costmodel import CostModel
-        from phase_energy.engine.vllm import VllmEngine, VllmSettings, max_model_len
-        from phase_energy.presets import get_preset
-        from phase_energy.protocol import forward_positions
+        from phase_energy.engines.vllm import VllmEngine, VllmSettings, max_model_len
+        from phase_energy.measure.protocol import forward_positions
+        from phase_energy.model.costmodel import CostModel
+        from phase_energy.model.presets import get_preset
 
         vs = VllmSettings.from_config(cfg["vllm"])
-        s = _settings(cfg, None)
+        s = job_settings(cfg, runnable[0])
         cost = CostModel(get_preset(a.arch), engine="vllm")
-        chunk = vs.max_num_batched_tokens or 16384
+        chunk = vs.chunk_tokens
         mml = max(max_model_len(p.context, forward_positions(s, cost, p.batch, p.context), p.batch, chunk)
                   for p in runnable)
         t0 = time.monotonic()
@@ -99,13 +102,13 @@ def run_engine(a: argparse.Namespace) -> None:
             break
         t0 = time.monotonic()
         started = utc_now()
-        settings = _settings(cfg, None)
+        settings = job_settings(cfg, p)
         try:
             if engine is not None:
-                from phase_energy.costmodel import CostModel
-                from phase_energy.engine.vllm import DoesNotFit, VllmWorkload
-                from phase_energy.presets import get_preset
-                from phase_energy.protocol import forward_positions
+                from phase_energy.engines.vllm import DoesNotFit, VllmWorkload
+                from phase_energy.measure.protocol import forward_positions
+                from phase_energy.model.costmodel import CostModel
+                from phase_energy.model.presets import get_preset
 
                 positions = forward_positions(settings, CostModel(get_preset(a.arch), engine="vllm"), p.batch,
                                               p.context)
@@ -116,12 +119,12 @@ def run_engine(a: argparse.Namespace) -> None:
                     write_skipped(cfg, p, out_root / p.path, "nvml", str(e))
                     continue
             else:
-                from phase_energy.engine import EngineWorkload
+                from phase_energy.engines.native.runner import EngineWorkload
 
                 workload = EngineWorkload(p.arch, p.batch, p.context, settings.max_output, seed=cfg["seed"],
                                           weight_init=a.weight_init) if a.weight_init != "normal" \
-                    else build_workload(cfg, p, settings)
-            measure_point(cfg, p, out_root / p.path, gpu, desc, workload, settings, started, origin=origin,
+                    else build_workload(cfg, p, settings, backend)
+            measure_point(cfg, p, out_root / p.path, backend, workload, settings, desc, started, origin=origin,
                           extra={"driver": "bench/engine_compare.py", "engine_shared_by_points": engine is not None,
                                  "weight_init": a.weight_init})
         except Exception:
@@ -172,8 +175,9 @@ def table(a: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from phase_energy.analysis import add_window_metrics
-    from phase_energy.trace import collect_windows, job_dirs
+    from phase_energy.analysis.energy import add_window_metrics
+    from phase_energy.measure.layout import job_dirs
+    from phase_energy.measure.trace import collect_windows
 
     rows = []
     for folder in a.traces:

@@ -22,13 +22,15 @@ import torch
 
 T_START = time.monotonic()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.kernels
 
 from phase_energy.config import validate_config  # noqa: E402
-from phase_energy.costmodel import CostModel  # noqa: E402
-from phase_energy.engine import EngineWorkload  # noqa: E402
-from phase_energy.presets import PRESETS, get_preset  # noqa: E402
-from phase_energy.protocol import Settings  # noqa: E402
-from phase_energy.telemetry import GPU, Sampler, measure_bandwidth_and_matmul  # noqa: E402
+from phase_energy.engines.native.runner import EngineWorkload  # noqa: E402
+from phase_energy.measure.backend import measure_bandwidth_and_matmul  # noqa: E402
+from phase_energy.measure.nvml import GPU, Sampler  # noqa: E402
+from phase_energy.measure.protocol import Settings  # noqa: E402
+from phase_energy.model.costmodel import CostModel  # noqa: E402
+from phase_energy.model.presets import PRESETS, get_preset  # noqa: E402
 
 log = logging.getLogger("gpu_run")
 # in the order they run
@@ -41,8 +43,8 @@ def save(out: Path, name: str, obj: object) -> None:
 
 def check_fla_against_torch(results: dict) -> None:
     """The CUDA path (fla kernels) against the plain-PyTorch path on GPU, fp32, tiny shapes."""
-    import phase_energy.engine.model as m
-    from phase_energy.engine.transformer import Transformer, init_random_
+    import phase_energy.engines.native.model as m
+    from phase_energy.engines.native.transformer import Transformer, init_random_
 
     rows = []
     for arch in ("tiny-gdn", "tiny-mamba2", "tiny-nemotron"):
@@ -71,7 +73,7 @@ def check_fla_against_torch(results: dict) -> None:
 
 def check_attention_kernel(results: dict) -> None:
     """The Triton split-K decode attention against a plain masked attention, GQA and MLA shapes."""
-    from phase_energy.engine.attention import decode_attention, decode_attention_reference
+    from phase_energy.engines.native.attention import decode_attention, decode_attention_reference
 
     rows = []
     for name, (b, h, g, dk, dv, s_max, length) in {
@@ -95,7 +97,7 @@ def check_attention_kernel(results: dict) -> None:
 
 def check_recurrent_kernel(results: dict) -> None:
     """The in-place Triton decode step of GDN and Mamba2 against the PyTorch step, GPU shapes, bf16/fp32 state."""
-    from phase_energy.engine.recurrent import launch_step_kernel, recurrent_step_reference
+    from phase_energy.engines.native.recurrent import launch_step_kernel, recurrent_step_reference
 
     rows = []
     for name, (b, g, hv, kd, vd, delta, sdt) in {
@@ -132,7 +134,7 @@ def gemv_speed(results: dict, out: Path) -> None:
 
     from triton.testing import do_bench
 
-    from phase_energy.engine.gemv import gemv
+    from bench.kernels.gemv import gemv
 
     c = get_preset("qwen3-4b")
     q_out = c.n_heads * c.head_dim
@@ -193,7 +195,7 @@ def chain_speed(results: dict, out: Path, rows: tuple[int, ...] = (1, 32)) -> No
 
     import torch.nn.functional as F
 
-    from phase_energy.engine.gemv import gemv
+    from bench.kernels.gemv import gemv
 
     c = get_preset("qwen3-4b")
     hid, q_out, kv_out, inter = c.hidden, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim, c.intermediate
@@ -317,7 +319,7 @@ def mla_attention_speed(results: dict, out: Path) -> None:
 
     from triton.testing import do_bench
 
-    from phase_energy.engine.attention import (
+    from phase_energy.engines.native.attention import (
         SplitConfig,
         decode_attention_reference,
         default_config,
@@ -476,8 +478,9 @@ def engine_speed(gpu: GPU, ceilings: dict, points: list[tuple[str, int]], contex
 
 def real_trace(out: Path, results: dict) -> None:
     """A whole measurement job at the default lever through the real telemetry; counter vs trapezoid."""
-    from phase_energy.realjob import measure_with_lever
-    from phase_energy.trace import write_trace
+    from phase_energy.measure.backend import nvml_backend
+    from phase_energy.measure.job import measure_with_lever
+    from phase_energy.measure.trace import write_trace
 
     cfg = validate_config({"output_lengths": [512], "backend": "nvml",
                            "measurement": {"min_counter_ticks": 10, "prefill_trials": 3, "decode_trials": 2,
@@ -486,7 +489,8 @@ def real_trace(out: Path, results: dict) -> None:
     gpu = GPU(0)
     t0 = time.monotonic()
     w = EngineWorkload("qwen3-4b", 32, 2048, 512, seed=0)
-    samples, windows, applied, t_first = measure_with_lever(gpu, "default", False, w, s, torch.cuda.synchronize)
+    samples, windows, applied, t_first = measure_with_lever(nvml_backend(gpu, torch.cuda.synchronize), "default",
+                                                            False, w, s)
     meta = {"format_version": 1, "arch": "qwen3-4b", "paradigm": "gqa", "batch": 32, "context": 2048,
             "max_output": 512, "rep": 0, "lever_requested": "default",
             "lever_enforced": {"power_limit_w": applied.power_limit_w, "locked_sm_clock_mhz": None},

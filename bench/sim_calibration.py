@@ -36,9 +36,9 @@ import pandas as pd
 import yaml
 from scipy.optimize import least_squares
 
-from phase_energy.presets import get_preset
-from phase_energy.protocol import Settings, run_protocol
-from phase_energy.sim import REASON_SW_POWER_CAP, SimGPU, SimMeter, SimParams, SimWorkload
+from phase_energy.measure.protocol import Settings, run_protocol
+from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, SimMeter, SimParams, SimWorkload
+from phase_energy.model.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "reference-data/h200-default/traces"

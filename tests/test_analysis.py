@@ -2,19 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phase_energy.analysis import (
-    classify_curve,
-    clock_policy,
-    dominance_table,
-    first_crossing,
-    hierarchical_means,
-    nondominated,
-    pareto_table,
-    request_energy_curve,
-    summarise_trials,
-    trial_table,
-)
-from phase_energy.protocol import Settings, Window, counter_ticks, summarise_window, tick_aligned_energy
+from phase_energy.analysis.crossover import first_crossing, request_energy_curve
+from phase_energy.analysis.dvfs import classify_curve, clock_policy
+from phase_energy.analysis.energy import summarise_trials, trial_table
+from phase_energy.analysis.pareto import dominance_table, nondominated, pareto_table
+from phase_energy.analysis.stats import hierarchical_means
+from phase_energy.measure.protocol import Settings, Window, counter_ticks, summarise_window, tick_aligned_energy
 
 
 def test_nondominated_known_frontier():
@@ -85,7 +78,7 @@ def test_request_energy_interpolates_sampled_windows():
 
 
 def test_sampled_decode_spans_reach_the_last_output():
-    from phase_energy.protocol import decode_spans
+    from phase_energy.measure.protocol import decode_spans
 
     assert decode_spans(Settings(decode_windows=3, max_output=2048, decode_window_steps=32)) == [
         (0, 32), (1008, 32), (2016, 32)]

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from phase_energy import campaign
+from phase_energy.measure import campaign
 
 from .conftest import copy_workflow
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phase_energy.claims import (
+from phase_energy.analysis.claims import (
+    CLAIM_TABLES,
     NOT_REPRODUCED,
     NOT_TESTABLE,
     PREDICATES,
@@ -17,11 +18,12 @@ from phase_energy.claims import (
     evaluate_claims,
     evaluate_tables,
 )
+from phase_energy.analysis.tables import TableError, default_paths, write_table
 from phase_energy.config import validate_config
 
 CFG = validate_config({})
-TABLES = ("summary", "dominance", "classes", "policy", "fleet", "crossovers", "request", "sweetspot_fit",
-          "sweetspot_cells", "clear", "clear_coverage")
+TABLES = ("phase_energy", "dominance", "dvfs_classes", "clock_policy", "fleet", "crossovers", "request_energy",
+          "sweetspot_fit", "sweetspot_cells", "clear_components", "clear_coverage")
 
 
 def tables(**given):
@@ -34,7 +36,7 @@ def point(**kw):
          "phase": "decode", "lever": "default", "lever_kind": "default", "lever_value": np.nan, "backend": "nvml",
          "power_mean_w": 250.0, "tokens_per_s": 1000.0, "j_per_token": 0.25, "sm_clock_mhz": 1980.0,
          "sw_power_cap_share": 0.0, "sw_power_cap_share_steady": 0.0, "floor_fraction": 0.7, "flags": "",
-         "jobs": 1, "trials": 5}
+         "jobs": 1, "trials": 5, "interval_basis": "1 job"}
     r.update(kw)
     for m in ("power_mean_w", "tokens_per_s", "j_per_token", "sw_power_cap_share_steady"):
         r.setdefault(f"{m}_ci_low", r[m] * 0.95)
@@ -43,7 +45,7 @@ def point(**kw):
 
 
 def summary(*rows):
-    return tables(summary=pd.DataFrame([point(**r) for r in rows]))
+    return tables(phase_energy=pd.DataFrame([point(**r) for r in rows]))
 
 
 def _cap_points(prefill_loss, decode_loss):
@@ -68,6 +70,10 @@ def _prefill_pair(dearer=True, batch=32):
     return [{"phase": "prefill", "batch": batch, "j_per_token": 0.01},
             {"phase": "prefill", "arch": "mamba2-2.7b", "paradigm": "mamba2", "batch": batch,
              "j_per_token": 0.02 if dearer else 0.005}]
+
+
+def _prefill_summary(batch=32):
+    return summary(*_prefill_pair(batch=batch))["phase_energy"]
 
 
 def _cross(crossover, lo, hi, n=3):
@@ -117,17 +123,17 @@ CASES = {
            tables(dominance=pd.DataFrame({"arch": ["a", "b"], "testable": [True, True],
                                           "lock_dominates_caps": [True, False]})),
            tables(dominance=pd.DataFrame({"arch": ["a"], "testable": [False], "lock_dominates_caps": [None]}))),
-    "C7": (*(tables(policy=pd.DataFrame({
+    "C7": (*(tables(clock_policy=pd.DataFrame({
         "arch": "a", "batch": 1, "context": 1, "energy_saving": s, "energy_saving_ci_low": s - 0.02,
         "energy_saving_ci_high": s + 0.02})) for s in (np.linspace(0.1, 0.33, 10), np.linspace(0.0, 0.06, 10))),
         tables()),
-    "C8": (tables(classes=pd.DataFrame({"arch": ["a", "b", "c"], "class": ["flat", "interior-optimum",
+    "C8": (tables(dvfs_classes=pd.DataFrame({"arch": ["a", "b", "c"], "class": ["flat", "interior-optimum",
                                                                            "lower-clock-saves"]})),
-           tables(classes=pd.DataFrame({"arch": ["a", "b", "c"], "class": ["flat", "flat", "lower-clock-saves"]})),
-           tables(classes=pd.DataFrame({"arch": ["a"], "class": ["indeterminate"]}))),
-    "C9": (tables(summary=summary(*_prefill_pair())["summary"], request=_request(0.45, 0.40, 0.50)),
-           tables(summary=summary(*_prefill_pair())["summary"], request=_request(0.80, 0.70, 0.90)),
-           tables(summary=summary(*_prefill_pair(batch=8))["summary"], request=_request(0.45, 0.40, 0.50, batch=8))),
+           tables(dvfs_classes=pd.DataFrame({"arch": ["a", "b", "c"], "class": ["flat", "flat", "lower-clock-saves"]})),
+           tables(dvfs_classes=pd.DataFrame({"arch": ["a"], "class": ["indeterminate"]}))),
+    "C9": (tables(phase_energy=_prefill_summary(), request_energy=_request(0.45, 0.40, 0.50)),
+           tables(phase_energy=_prefill_summary(), request_energy=_request(0.80, 0.70, 0.90)),
+           tables(phase_energy=_prefill_summary(batch=8), request_energy=_request(0.45, 0.40, 0.50, batch=8))),
     "C10": (tables(crossovers=_cross(1000.0, 800.0, 1300.0)), tables(crossovers=_cross(100.0, 60.0, 150.0)),
             tables()),
     "C11": (*(tables(fleet=pd.DataFrame([{"scope": "all", "gpus": 10000, "decode_share": 0.8, "points": 4,
@@ -142,10 +148,10 @@ CASES = {
     "K1": (tables(clear_coverage=pd.DataFrame([{"arch": "a", "batch": 1, "phase": "decode", "coverage": 0.95}])),
            tables(clear_coverage=pd.DataFrame([{"arch": "a", "batch": 1, "phase": "decode", "coverage": 0.80}])),
            tables()),
-    "K2": (tables(clear=_clear(3e-12, job_cv=0.02)), tables(clear=_clear(3e-12, job_cv=0.20)),
-           tables(clear=_clear(3e-12))),  # trials of one job only
-    "K3": (tables(clear=_clear(3e-12)), tables(clear=_clear(0.5e-12)),
-           tables(clear=_clear(np.nan))),
+    "K2": (tables(clear_components=_clear(3e-12, job_cv=0.02)), tables(clear_components=_clear(3e-12, job_cv=0.20)),
+           tables(clear_components=_clear(3e-12))),  # trials of one job only
+    "K3": (tables(clear_components=_clear(3e-12)), tables(clear_components=_clear(0.5e-12)),
+           tables(clear_components=_clear(np.nan))),
 }
 
 
@@ -171,11 +177,12 @@ def test_c10_passes_only_when_most_crossings_lie_in_the_range():
     assert PREDICATES["C10"](tables(crossovers=x), CFG)[0] == NOT_TESTABLE
 
 
-def _write(tmp_path, t):
-    d = tmp_path / "tables"
-    d.mkdir()
-    t.to_parquet(d / "phase_energy.parquet", index=False)
-    return d
+def _write(tmp_path, summary_rows):
+    """The claims' tables on disk as the workflow writes them: this summary, every other table without rows."""
+    paths = default_paths(CLAIM_TABLES, tmp_path)
+    for name, path in paths.items():
+        write_table(name, summary_rows if name == "phase_energy" else pd.DataFrame(), path)
+    return paths
 
 
 def test_each_engine_gets_its_own_verdict_and_a_comparison(tmp_path):
@@ -208,6 +215,24 @@ def test_one_engine_has_no_comparison_sentence(tmp_path):
     assert not claims["evidence"].str.contains("Engines").any()
 
 
+def test_a_missing_or_damaged_table_stops_the_claims_naming_it(tmp_path):
+    paths = _write(tmp_path, pd.DataFrame([point(phase="decode")]))
+    paths["fleet"].unlink()
+    with pytest.raises(TableError, match=r"table 'fleet'.*does not exist"):
+        evaluate_claims(paths, CFG)
+    paths = _write(tmp_path / "again", pd.DataFrame([point(phase="decode")]))
+    paths["dominance"].write_text("")  # a stage that died while writing
+    with pytest.raises(TableError, match=r"table 'dominance'.*empty file"):
+        evaluate_claims(paths, CFG)
+    renamed = pd.DataFrame([point(phase="decode")]).rename(columns={"lever": "knob"})
+    with pytest.raises(TableError, match=r"table 'phase_energy'.*no columns \['lever'\]"):
+        _write(tmp_path / "renamed", renamed)  # a stage that renamed a column cannot write its table
+    paths = _write(tmp_path / "renamed", pd.DataFrame([point(phase="decode")]))
+    renamed.to_parquet(paths["phase_energy"])  # nor can a reader use one written by another version
+    with pytest.raises(TableError, match=r"table 'phase_energy'.*lacks the columns \['lever'\]"):
+        evaluate_claims(paths, CFG)
+
+
 def test_simulated_verdicts_say_so():
     t = summary({"backend": "sim", "power_mean_w": 450.0})
     c = evaluate_tables(t, CFG).set_index("id")
@@ -217,7 +242,7 @@ def test_simulated_verdicts_say_so():
 
 def test_a_predicate_that_fails_stops_instead_of_becoming_not_testable():
     broken = summary({})
-    broken["summary"] = broken["summary"].drop(columns=["power_mean_w_ci_low"])
+    broken["phase_energy"] = broken["phase_energy"].drop(columns=["power_mean_w_ci_low"])
     with pytest.raises(KeyError):
         evaluate_tables(broken, CFG)
 
@@ -227,3 +252,17 @@ def test_single_job_intervals_are_named_in_the_evidence():
     assert "one job: their intervals are widened by the run-to-run spread of 3.4%" in c.loc["C1", "evidence"]
     c2 = evaluate_tables(summary({"power_mean_w": 450.0, "jobs": 3}), CFG).set_index("id")
     assert "run-to-run" not in c2.loc["C1", "evidence"]
+
+
+def test_docs_list_every_claim_as_the_table_words_it():
+    """docs/paper.md is where a reader finds the claims: the same ids and sentences as the claims table."""
+    from pathlib import Path
+
+    from phase_energy.analysis.claims import CLAIMS
+
+    doc = (Path(__file__).parents[1] / "docs" / "paper.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in CLAIMS]
+    assert [r.split("|")[1].strip() for r in rows] == list(CLAIMS)
+    for r in rows:
+        cid, text = (x.strip() for x in r.split("|")[1:3])
+        assert text == CLAIMS[cid], cid

@@ -8,20 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phase_energy.claims import k1, k2, k3
-from phase_energy.clear import (
-    MODEL,
-    ClearSettings,
-    EngineComponents,
-    component_table,
-    components_of,
-    repetitions,
-    run_clear,
-    summarise_components,
-)
-from phase_energy.costmodel import CostModel
-from phase_energy.presets import ALL_PRESETS, get_preset
-from phase_energy.telemetry import GPU, NvmlMeter
+from phase_energy.analysis.claims import k1, k2, k3
+from phase_energy.analysis.clear import summarise_components
+from phase_energy.engines.native.components import EngineComponents
+from phase_energy.measure.clear import ClearSettings, component_table, repetitions, run_clear
+from phase_energy.measure.nvml import GPU, NvmlMeter
+from phase_energy.model.costmodel import MODEL, CostModel, components_of
+from phase_energy.model.presets import ALL_PRESETS, get_preset
 from phase_energy.testing.fake_nvml import FakeNVML
 
 from .conftest import copy_workflow, run_snakemake
@@ -99,7 +92,7 @@ def test_fake_nvml_windows_span_the_ticks_and_divide_by_the_calls():
     s = ClearSettings(trials=2, min_ticks=20, counter_period_ms=10, pause_s=0.01, lead_in_s=0.05, probe_s=0.01,
                       idle_s=0.2, sampling_period_ms=2)
     wl = TimedComponents(fake)
-    meter = NvmlMeter(gpu, 0.002, None, s.min_ticks, s.counter_period_ms / 1000).start()
+    meter = NvmlMeter(gpu, 0.002).start()
     try:
         windows = run_clear(meter, wl, s, progress=lambda _: None)
     finally:
@@ -157,7 +150,7 @@ class VirtualClock:
         self.t += seconds
 
 
-def test_a_short_window_is_run_again_with_calls_timed_over_it():
+def test_a_short_window_gets_more_calls_and_the_next_trials_use_its_timing():
     # probe and lead-in time a call at 2 ms; in the windows it takes 1 ms: N from the probe spans half the ticks
     s = ClearSettings(trials=2, min_ticks=8, counter_period_ms=10, pause_s=0.0, lead_in_s=0.05, probe_s=0.01,
                       idle_s=0.0, sampling_period_ms=2)
@@ -168,11 +161,14 @@ def test_a_short_window_is_run_again_with_calls_timed_over_it():
     first = [w for w in out if w.unit == components_of(clock.cfg)[0].name]
     assert len(out) == 2 * units * s.trials
     for w in out:
-        assert w.window.end_s - w.window.start_s >= s.window_s  # every kept window spans min_ticks periods
-        assert w.calls == repetitions(w.call_s_probe, s)
-    assert first[0].call_s_probe == pytest.approx(0.001) and first[0].calls == repetitions(0.001, s)
-    # the short window (N timed at 2 ms) ran, and was dropped
-    assert (components_of(clock.cfg)[0].name, repetitions(0.002, s)) in clock.windows
+        assert w.window.end_s - w.window.start_s >= s.window_s  # every window spans min_ticks periods
+        assert w.window.tokens == w.calls * clock.sequences("") * (clock.context if w.window.phase == "prefill"
+                                                                    else 1)
+    # the first window: N from the 2 ms probe ran in half the time, so as many calls again filled it
+    planned = repetitions(0.002, s)
+    assert first[0].call_s_probe == pytest.approx(0.002) and first[0].calls == 2 * planned
+    # the next trial is planned from the time measured in that window: N fits at once
+    assert first[1].call_s_probe == pytest.approx(0.001) and first[1].calls == repetitions(0.001, s)
 
 
 def _synthetic(coverage, cvs, scale=1.0):
@@ -199,12 +195,12 @@ def test_coverage_spread_and_energy_per_flop_known_answers():
     att = comp.set_index("component").loc["attention"]
     assert att["cv"] == pytest.approx(np.std([0.95, 1.0, 1.05], ddof=1))
     assert att["scaled_j"] == pytest.approx(0.4) and att["j_per_flop"] == pytest.approx(0.2 / 1e9)
-    t = {"clear": comp, "clear_coverage": cov}
+    t = {"clear_components": comp, "clear_coverage": cov}
     assert k1(t, {})[0] == "not reproduced" and "80%" in k1(t, {})[1]
     assert k2(t, {})[0] == "not testable"  # one job: the trials' spread is not what a rerun shows
     assert k3(t, {})[0] == "reproduced"  # 0.2 J / 1 GFLOP against the MLP's 0.3 J / 3 GFLOP
     comp2, cov2 = summarise_components(_synthetic(0.95, [-0.2, 0.0, 0.2]))
-    t2 = {"clear": comp2, "clear_coverage": cov2}
+    t2 = {"clear_components": comp2, "clear_coverage": cov2}
     assert k1(t2, {})[0] == "reproduced"
     # two jobs: K2 judges the spread between their means (2 % here, 30 % in the second case)
     for spread, verdict in ((0.02, "reproduced"), (0.30, "not reproduced")):
@@ -214,8 +210,8 @@ def test_coverage_spread_and_energy_per_flop_known_answers():
         att3 = comp3.set_index("component").loc["attention"]
         assert att3["jobs"] == 2 and att3["job_cv"] == pytest.approx(np.std([1.0, 1 + spread], ddof=1)
                                                                      / (1 + spread / 2), rel=1e-6)
-        assert k2({"clear": comp3, "clear_coverage": cov3}, {})[0] == verdict
-    empty = {"clear": pd.DataFrame(), "clear_coverage": pd.DataFrame()}
+        assert k2({"clear_components": comp3, "clear_coverage": cov3}, {})[0] == verdict
+    empty = {"clear_components": pd.DataFrame(), "clear_coverage": pd.DataFrame()}
     assert {k1(empty, {})[0], k2(empty, {})[0], k3(empty, {})[0]} == {"not testable"}
 
 

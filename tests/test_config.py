@@ -1,7 +1,10 @@
 import pytest
 import yaml
 
-from phase_energy.config import ConfigError, GridPoint, Lever, expand_grid, point_skip_reason, validate_config
+from phase_energy.config import ConfigError, validate_config
+from phase_energy.grid import GridPoint, Lever, expand_grid
+from phase_energy.measure.job import point_skip_reason
+from phase_energy.model.presets import get_preset
 
 from .conftest import ROOT, copy_workflow, run_snakemake
 
@@ -51,7 +54,7 @@ def test_defaults_are_filled_from_schema():
 def test_default_config_is_the_paper_grid():
     cfg = validate_config(yaml.safe_load((ROOT / "config/config.yaml").read_text()))
     assert cfg["allow_gpu_settings"] is False
-    paradigms = {__import__("phase_energy.presets").presets.get_preset(a).paradigm for a in cfg["architectures"]}
+    paradigms = {get_preset(a).paradigm for a in cfg["architectures"]}
     assert paradigms == {"gqa", "mla", "gdn", "mamba2"}
     caps = [Lever.parse(x).value for x in cfg["levers"] if x.startswith("powercap")]
     clocks = [Lever.parse(x).value for x in cfg["levers"] if x.startswith("smclock")]
@@ -100,3 +103,20 @@ def test_command_line_strings_are_read_as_the_schema_types():
     assert cfg["measurement"]["idle_s"] == 1.5 and cfg["cluster"]["gpu_freq_for_smclock"] is True
     with pytest.raises(ConfigError, match="batch_sizes"):
         validate_config({"batch_sizes": ["many"]})
+
+
+def test_settings_take_their_defaults_from_the_schema_alone():
+    """The schema is the one place a default is written: every settings class agrees with a default config."""
+    from phase_energy.config import schema_defaults
+    from phase_energy.engines.vllm import VllmSettings
+    from phase_energy.measure.clear import ClearSettings
+    from phase_energy.measure.protocol import Settings
+
+    cfg = validate_config({})
+    assert schema_defaults() == cfg
+    assert Settings() == Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]))
+    assert ClearSettings() == ClearSettings.from_config(cfg)
+    assert VllmSettings() == VllmSettings.from_config(cfg["vllm"])
+    # a changed default in the schema reaches the settings (they read it; nothing else holds a copy)
+    assert Settings().decode_lead_in_s == cfg["measurement"]["decode_lead_in_s"]
+    assert ClearSettings().probe_s == cfg["clear"]["probe_s"]

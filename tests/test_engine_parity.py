@@ -5,9 +5,9 @@ import inspect
 import pytest
 import torch
 
-from phase_energy.engine.hf import load_from_hf
-from phase_energy.engine.transformer import Transformer
-from phase_energy.presets import get_preset
+from phase_energy.engines.native.hf import load_from_hf
+from phase_energy.engines.native.transformer import Transformer
+from phase_energy.model.presets import get_preset
 
 transformers = pytest.importorskip("transformers")
 
@@ -136,27 +136,28 @@ def test_prefill_and_16_decode_steps_match_transformers(arch):
 
 @pytest.mark.parametrize("arch", ["tiny-gqa", "tiny-mla", "tiny-gdn", "tiny-nemotron"])
 def test_engine_workload_runs_the_protocol_through_fake_nvml(tmp_path, arch, monkeypatch):
-    from phase_energy.engine import EngineWorkload
-    from phase_energy.protocol import Settings
-    from phase_energy.realjob import measure_with_lever
-    from phase_energy.telemetry import GPU
+    from phase_energy.engines.native.runner import EngineWorkload
+    from phase_energy.measure.backend import nvml_backend
+    from phase_energy.measure.job import measure_with_lever
+    from phase_energy.measure.nvml import GPU
+    from phase_energy.measure.protocol import Settings
     from phase_energy.testing.fake_nvml import FakeNVML
 
     w = EngineWorkload(arch, batch=3, context=24, max_output=12, device="cpu", dtype=torch.float32)
     s = Settings(idle_s=0.01, warmup_runs=1, min_counter_ticks=1, counter_period_ms=5, sampling_period_ms=2,
                  prefill_trials=2, decode_trials=2, decode_windows=2, pause_s=0.0, max_output=12)
-    _, windows, _, t_first = measure_with_lever(GPU(0, nvml=FakeNVML()), "default", False, w, s,
-                                                            lambda: None, journal_dir=tmp_path)
+    _, windows, _, t_first = measure_with_lever(nvml_backend(GPU(0, nvml=FakeNVML()), lambda: None), "default",
+                                                False, w, s, journal_dir=tmp_path)
     dec = windows[windows["phase"] == "decode"]
     assert dec["context_start"].min() == 24 and dec["context_end"].max() == 36
     assert (windows[windows["phase"] == "prefill"]["tokens"] % (3 * 24) == 0).all()
     assert t_first > 0
     # prefill of the same prompt in groups gives the same next tokens as one big prefill
     w2 = EngineWorkload(arch, batch=3, context=24, max_output=12, device="cpu", dtype=torch.float32)
-    import phase_energy.costmodel
+    import phase_energy.model.costmodel
 
     with monkeypatch.context() as m:
-        m.setattr(phase_energy.costmodel, "PREFILL_TOKENS_PER_CHUNK", 24)  # one sequence per group
+        m.setattr(phase_energy.model.costmodel, "PREFILL_TOKENS_PER_CHUNK", 24)  # one sequence per group
         w2.prefill()
     w.prefill()
     assert torch.equal(w.tokens, w2.tokens)
@@ -164,21 +165,22 @@ def test_engine_workload_runs_the_protocol_through_fake_nvml(tmp_path, arch, mon
 
 def test_prefill_token_bound_and_cache_fill(tmp_path, monkeypatch):
     """prefill_max_tokens bounds each measured prefill to whole prompts; decode caches are filled by copying."""
-    import phase_energy.costmodel
-    from phase_energy.engine import EngineWorkload
-    from phase_energy.protocol import Settings
-    from phase_energy.realjob import measure_with_lever
-    from phase_energy.telemetry import GPU
+    import phase_energy.model.costmodel
+    from phase_energy.engines.native.runner import EngineWorkload
+    from phase_energy.measure.backend import nvml_backend
+    from phase_energy.measure.job import measure_with_lever
+    from phase_energy.measure.nvml import GPU
+    from phase_energy.measure.protocol import Settings
     from phase_energy.testing.fake_nvml import FakeNVML
 
-    monkeypatch.setattr(phase_energy.costmodel, "PREFILL_TOKENS_PER_CHUNK", 48)  # groups of two prompts
+    monkeypatch.setattr(phase_energy.model.costmodel, "PREFILL_TOKENS_PER_CHUNK", 48)  # groups of two prompts
     w = EngineWorkload("tiny-gdn", batch=5, context=24, max_output=8, device="cpu", dtype=torch.float32)
     s = Settings(idle_s=0.0, warmup_runs=1, min_counter_ticks=1, counter_period_ms=5, sampling_period_ms=2,
                  prefill_trials=2, decode_trials=1, decode_windows=1, pause_s=0.0, max_output=8,
                  prefill_max_tokens=80)
     assert s.prefill_sequences(5, 24) == 3 and s.prefill_sequences(5, 100) == 1
-    _, windows, _, _ = measure_with_lever(GPU(0, nvml=FakeNVML()), "default", False, w, s, lambda: None,
-                                          journal_dir=tmp_path)
+    _, windows, _, _ = measure_with_lever(nvml_backend(GPU(0, nvml=FakeNVML()), lambda: None), "default", False,
+                                          w, s, journal_dir=tmp_path)
     pre = windows[windows["phase"] == "prefill"]
     assert ((pre["tokens"] / pre["repetitions"]) == 3 * 24).all()
     # fill_cache: two prompts prefilled (one group), their rows copied cyclically over rows 2-4

@@ -11,16 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from phase_energy.config import ConfigError, GridPoint, expand_grid, point_skip_reason, validate_config
-from phase_energy.costmodel import CostModel
-from phase_energy.engine.vllm import DoesNotFit, VllmWorkload
-from phase_energy.hfconfig import hf_config, transformers_config, vllm_unsupported, write_model_folder
-from phase_energy.measure import run_job
-from phase_energy.presets import PRESETS, get_preset
-from phase_energy.protocol import Settings, forward_decode_plan, run_protocol, summarise_windows
-from phase_energy.sim import SimGPU, SimMeter
+from phase_energy.config import ConfigError, validate_config
+from phase_energy.engines.vllm import DoesNotFit, VllmWorkload
+from phase_energy.grid import GridPoint, expand_grid
+from phase_energy.measure.job import point_skip_reason, run_job
+from phase_energy.measure.layout import TraceLayoutError, check_layout, migrate_traces
+from phase_energy.measure.protocol import Settings, forward_decode_plan, run_protocol, summarise_windows
+from phase_energy.measure.sim import SimGPU, SimMeter
+from phase_energy.model.costmodel import CostModel
+from phase_energy.model.hfconfig import hf_config, transformers_config, vllm_unsupported, write_model_folder
+from phase_energy.model.presets import PRESETS, get_preset
 from phase_energy.testing.fake_vllm import FakeVllmEngine
-from phase_energy.trace import TraceLayoutError, check_layout, migrate_traces
 
 
 # ------------------------------------------------------------------------------------------ model configs
@@ -217,7 +218,7 @@ def test_simulated_vllm_job_decodes_forward_and_says_so(tmp_path):
 def test_a_window_that_ends_short_is_filled_up_to_its_minimum():
     """The card runs slower than at warm-up (clocks still ramping): the first round of repetitions ends
     short of min_counter_ticks periods, more rounds follow until the window is long enough."""
-    from phase_energy.protocol import _filled_window
+    from phase_energy.measure.protocol import filled_window
 
     class Clock:
         t = 0.0
@@ -240,6 +241,6 @@ def test_a_window_that_ends_short_is_filled_up_to_its_minimum():
         work.calls += k
         clock.t += 0.02 * k
 
-    t0, t1, e, units = _filled_window(clock, work, run, unit_s=0.01, min_s=1.0)
+    t0, t1, e, units = filled_window(clock, work, run, unit_s=0.01, min_s=1.0)
     assert t1 - t0 >= 1.0 and units == work.calls and units >= 50
     assert e == pytest.approx(300.0 * (t1 - t0))

@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from phase_energy import gpulock, realjob
-from phase_energy.config import ConfigError, GridPoint, validate_config
-from phase_energy.gpulock import WAIT_ENV, GPUBusy, GPULock, process_alive, process_start
-from phase_energy.telemetry import GPU
+from phase_energy.config import ConfigError, validate_config
+from phase_energy.grid import GridPoint
+from phase_energy.measure import backend, gpulock, job, nvml
+from phase_energy.measure.gpulock import WAIT_ENV, GPUBusy, GPULock, process_alive, process_start
+from phase_energy.measure.nvml import GPU
 from phase_energy.testing.fake_nvml import FakeNVML
 
 UUID = "GPU-dff96f9c-bc90-b695-0f95-d91dd540d688"
@@ -22,7 +23,7 @@ JOB = "results/traces/engine~native/arch~qwen3-4b/bs~1/ctx~1024/lever~default/re
 HOLDER = r"""
 import sys
 from pathlib import Path
-from phase_energy.gpulock import GPULock
+from phase_energy.measure.gpulock import GPULock
 
 GPULock(sys.argv[2], 0, job=sys.argv[3], directory=Path(sys.argv[1]), wait_s=0).acquire()
 print("locked", flush=True)
@@ -102,10 +103,11 @@ def test_process_identity_survives_pid_reuse():
 
 
 def test_real_gpu_job_holds_the_lock_for_its_whole_run(tmp_path, monkeypatch):
+    """A job on the NVML backend (a fake NVML: no GPU here) holds the lock from its first probe to its end."""
     monkeypatch.setenv("PHASE_ENERGY_STATE_DIR", str(tmp_path))
     monkeypatch.delenv(WAIT_ENV, raising=False)
     fake = FakeNVML(uuid=UUID)
-    monkeypatch.setattr(realjob, "GPU", lambda i: GPU(i, nvml=fake))
+    monkeypatch.setattr(nvml, "GPU", lambda i: GPU(i, nvml=fake))
     seen = []
 
     def probe(stage):
@@ -115,12 +117,12 @@ def test_real_gpu_job_holds_the_lock_for_its_whole_run(tmp_path, monkeypatch):
         except GPUBusy:
             seen.append((stage, "held"))
 
-    monkeypatch.setattr(realjob, "describe_gpu", lambda gpu: probe("describe") or {})
-    monkeypatch.setattr(realjob, "build_workload", lambda cfg, point, settings: probe("build"))
-    monkeypatch.setattr(realjob, "measure_point", lambda *a, **k: probe("measure"))
-    cfg = validate_config({})
+    monkeypatch.setattr(backend, "measure_bandwidth_and_matmul", lambda: probe("describe") or {})
+    monkeypatch.setattr(job, "build_workload", lambda cfg, point, settings, be: probe("build"))
+    monkeypatch.setattr(job, "measure_point", lambda *a, **k: probe("measure"))
+    cfg = validate_config({"backend": "nvml"})
     out = tmp_path / "trace"
-    realjob.run_nvml_job(cfg, GridPoint("qwen3-4b", 1, 1024, "default"), out)
+    assert job.run_job(cfg, GridPoint("qwen3-4b", 1, 1024, "default"), out) == "nvml"
     assert seen == [("describe", "held"), ("build", "held"), ("measure", "held")]
     probe("after")
     assert seen[-1] == ("after", "free")
@@ -128,5 +130,5 @@ def test_real_gpu_job_holds_the_lock_for_its_whole_run(tmp_path, monkeypatch):
     seen.clear()
     with GPULock(UUID, 0, job="the other job", directory=tmp_path, wait_s=0), \
             pytest.raises(GPUBusy, match="the other job"):
-        realjob.run_nvml_job(cfg, GridPoint("qwen3-4b", 1, 1024, "default"), out)
+        job.run_job(cfg, GridPoint("qwen3-4b", 1, 1024, "default"), out)
     assert seen == []

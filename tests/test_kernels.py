@@ -16,21 +16,22 @@ pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover - a GPU developer's own setting
     pytest.skip("the kernel tests need TRITON_INTERPRET=1", allow_module_level=True)
 
-from phase_energy.engine.attention import (
+from bench.kernels.gemv import gemv, gemv_reference  # an experimental kernel, kept with the benchmarks
+
+from phase_energy.engines.native.attention import (
     SplitConfig,
     decode_attention,
     decode_attention_reference,
     default_config,
     launch_split_kernel,
 )
-from phase_energy.engine.gemv import gemv, gemv_reference
-from phase_energy.engine.recurrent import (
+from phase_energy.engines.native.recurrent import (
     launch_step_kernel,
     recurrent_step_,
     recurrent_step_reference,
 )
-from phase_energy.engine.transformer import Transformer, init_random_
-from phase_energy.presets import get_preset
+from phase_energy.engines.native.transformer import Transformer, init_random_
+from phase_energy.model.presets import get_preset
 
 
 @pytest.mark.parametrize(("b", "h", "g", "dk", "dv", "s_max", "length", "splits", "dtype"), [
@@ -83,7 +84,7 @@ def test_split_tiling_reads_mla_latents_fewer_times_where_the_grid_stays_full():
 
 _HUGE_CACHE = textwrap.dedent("""
     import torch
-    from phase_energy.engine.attention import decode_attention_reference, launch_split_kernel
+    from phase_energy.engines.native.attention import decode_attention_reference, launch_split_kernel
     sb, s, d = 2**30 + 64, 64, 16  # batch stride: sequence 2 starts past element 2**31
     store = torch.empty(2 * sb + s * d, dtype=torch.float16)  # 4 GB of address space, a few pages touched
     k = store.as_strided((3, 1, s, d), (sb, s * d, d, 1))

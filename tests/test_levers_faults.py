@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from phase_energy.levers import (
+from phase_energy.measure.backend import nvml_backend
+from phase_energy.measure.job import measure_with_lever
+from phase_energy.measure.levers import (
     LeverControl,
     LeverError,
     LeverNotPermitted,
@@ -18,9 +20,8 @@ from phase_energy.levers import (
     journal_path,
     replay_journal,
 )
-from phase_energy.protocol import Settings
-from phase_energy.realjob import measure_with_lever
-from phase_energy.telemetry import GPU, GPUError
+from phase_energy.measure.nvml import GPU, GPUError
+from phase_energy.measure.protocol import Settings
 from phase_energy.testing.fake_nvml import NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_SUPPORTED, FakeNVML
 
 
@@ -134,8 +135,8 @@ def test_every_failure_leaves_the_card_as_it_was(tmp_path, lever, name, fail, fa
     before = fake.settings()
     _faults(fake, lever, faults)
     work = StubWorkload(fake, fail)
-    run = lambda: measure_with_lever(gpu, lever, True, work, Settings(**SETTINGS), lambda: None,  # noqa: E731
-                                     journal_dir=tmp_path)
+    run = lambda: measure_with_lever(nvml_backend(gpu, lambda: None), lever, True, work,  # noqa: E731
+                                     Settings(**SETTINGS), journal_dir=tmp_path)
     if expected is None:
         samples, windows, _, _ = run()
         assert len(windows) > 0
@@ -196,8 +197,8 @@ def test_permission_denied_names_the_alternatives(tmp_path):
 def test_default_lever_never_calls_a_setter(tmp_path):
     fake = FakeNVML()
     gpu = GPU(0, nvml=fake)
-    samples, windows, applied, _ = measure_with_lever(gpu, "default", False, StubWorkload(fake),
-                                                      Settings(**SETTINGS), lambda: None, journal_dir=tmp_path)
+    samples, windows, applied, _ = measure_with_lever(nvml_backend(gpu, lambda: None), "default", False,
+                                                      StubWorkload(fake), Settings(**SETTINGS), journal_dir=tmp_path)
     assert applied.power_limit_w == 700
     assert not [c for c in fake.calls if "Set" in c or "Reset" in c]
     assert len(samples) > 10 and set(windows["phase"]) == {"idle", "prefill", "decode"}

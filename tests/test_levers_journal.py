@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from phase_energy import gpulock, telemetry
 from phase_energy.cli import main
-from phase_energy.levers import (
+from phase_energy.measure import gpulock, nvml
+from phase_energy.measure.levers import (
     JournalBusy,
     JournalError,
     LeverControl,
     journal_path,
     replay_journal,
 )
-from phase_energy.telemetry import GPU
+from phase_energy.measure.nvml import GPU
 from phase_energy.testing.fake_nvml import FakeNVML
 
 # a lever job in its own process, on its own fake of "the same card" (same UUID); when it ends normally it
@@ -30,8 +30,8 @@ from phase_energy.testing.fake_nvml import FakeNVML
 LEVER_JOB = r"""
 import atexit, json, sys, time
 from pathlib import Path
-from phase_energy.levers import LeverControl
-from phase_energy.telemetry import GPU
+from phase_energy.measure.levers import LeverControl
+from phase_energy.measure.nvml import GPU
 from phase_energy.testing.fake_nvml import FakeNVML
 
 journal_dir, lever, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
@@ -84,7 +84,7 @@ def held_journal(gpu, tmp_path, lever="powercap:300"):
 
 def run_restore(monkeypatch, fake, tmp_path):
     real = GPU
-    monkeypatch.setattr(telemetry, "GPU", lambda i=0: real(i, nvml=fake))
+    monkeypatch.setattr(nvml, "GPU", lambda i=0: real(i, nvml=fake))
     return main(["restore", "--state-dir", str(tmp_path)])
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from phase_energy.costmodel import CostModel
-from phase_energy.presets import ALL_PRESETS, PRESETS, get_preset
+from phase_energy.model.costmodel import CostModel
+from phase_energy.model.presets import ALL_PRESETS, PRESETS, get_preset
 
 # Published totals quoted in docs/architectures.md
 PUBLISHED = {

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from phase_energy.figures import FIGURES
+from phase_energy.report.catalog import FIGURES
 
 from .conftest import ROOT, copy_workflow, run_snakemake
 

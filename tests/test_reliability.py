@@ -10,9 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from phase_energy.config import ConfigError, GridPoint, validate_config
-from phase_energy.measure import run_job
-from phase_energy.trace import TraceError, collect_windows, select_points, verify_trace
+from phase_energy.config import ConfigError, validate_config
+from phase_energy.grid import GridPoint
+from phase_energy.measure.job import run_job
+from phase_energy.measure.layout import TraceError, select_points, verify_trace
+from phase_energy.measure.trace import collect_windows
 
 from .conftest import copy_workflow, run_snakemake
 

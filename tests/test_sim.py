@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phase_energy.config import GridPoint, validate_config
-from phase_energy.measure import run_job
-from phase_energy.presets import get_preset
-from phase_energy.sim import REASON_SW_POWER_CAP, SimGPU, SimParams, SimWorkload, Work
-from phase_energy.trace import read_trace
+from phase_energy.config import validate_config
+from phase_energy.grid import GridPoint
+from phase_energy.measure.job import run_job
+from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, SimParams, SimWorkload, Work
+from phase_energy.measure.trace import read_trace
+from phase_energy.model.presets import get_preset
 
 from .conftest import ROOT
 
@@ -196,7 +197,7 @@ def test_a_hot_card_reaches_the_limit_at_a_lower_clock_and_warms_under_load():
 
 def test_lower_power_cap_lowers_clock_and_power_of_a_memory_bound_decode():
     gpu = SimGPU()
-    gpu.set_power_limit(300)
+    gpu.set_power_limit_w(300)
     w = SimWorkload(gpu, get_preset("qwen3-4b"), 32, 2048)
     e0, t0 = gpu.energy, gpu.t
     w.decode(2048, 50)
@@ -206,12 +207,12 @@ def test_lower_power_cap_lowers_clock_and_power_of_a_memory_bound_decode():
 
 def test_clock_lock_and_firmware_clamp():
     gpu = SimGPU(SimParams(firmware_clamp_mhz=1830))
-    gpu.lock_sm_clock(1980)
+    gpu.lock_sm_clock_mhz(1980)
     w = SimWorkload(gpu, get_preset("qwen3-4b"), 1, 2048)
     w.decode(2048, 10)
     assert gpu.timeline()["clock"][-1] == pytest.approx(1830, abs=15)
     with pytest.raises(ValueError, match="not supported"):
-        gpu.lock_sm_clock(1981)
+        gpu.lock_sm_clock_mhz(1981)
 
 
 def test_energy_counter_ticks_every_100_ms():

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phase_energy.sweetspot import TERMS, fit, fit_cells, predict, sweet_region, terms_for
+from phase_energy.analysis.sweetspot import TERMS, fit, fit_cells, predict, sweet_region, terms_for
 
 from .conftest import copy_workflow, run_snakemake
 

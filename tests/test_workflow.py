@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib import image as mpimg
 
-from phase_energy.figures import FIGURES
+from phase_energy.report.catalog import FIGURES
 
 from .conftest import copy_workflow, run_snakemake
 
@@ -112,6 +112,16 @@ def test_dry_run_of_the_paper_grid_lists_one_job_per_point(tmp_path):
     assert m and int(m.group(1)) == 4 * 6 * 5 * 14
 
 
+def test_a_dry_run_writes_nothing(tmp_path):
+    """Parsing and planning leave the folder as it was: the config parts are written by a rule, when it runs."""
+    wd = copy_workflow(tmp_path)
+    before = {p for p in wd.rglob("*") if ".snakemake" not in p.parts}
+    res = run_snakemake(wd, "-n", "--cores", "1", "--configfile", "config/test.yaml")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert re.search(r"^config_file\s+2$", res.stdout, re.M)  # the measurement and analysis parts (CLEAR off)
+    assert {p for p in wd.rglob("*") if ".snakemake" not in p.parts} == before
+
+
 def test_lint_is_clean(tmp_path):
     wd = copy_workflow(tmp_path)
     res = run_snakemake(wd, "--lint")
@@ -139,5 +149,5 @@ def test_slurm_profile_groups_every_analysis_rule(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rules = {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
     groups = yaml.safe_load((wd / "profiles/slurm/config.yaml").read_text())["groups"]
-    analysis_rules = rules - {"all", "measure", "clear_measure", "traces", "figures"}
+    analysis_rules = rules - {"all", "measure", "clear_measure", "traces", "figures", "config_file"}
     assert analysis_rules and analysis_rules <= set(groups), analysis_rules - set(groups)

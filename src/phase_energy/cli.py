@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import ENGINES, ConfigError, GridPoint, expand_grid, validate_config
+from phase_energy.config import ConfigError, validate_config
+from phase_energy.grid import ENGINES, ClearPoint, GridPoint, expand_grid
 
 log = logging.getLogger("phase_energy")
 
@@ -51,7 +52,7 @@ def _setup_logging(log_file: str | None, verbose: bool) -> None:
 
 def cmd_measure(a: argparse.Namespace) -> None:
     """Measure one grid point."""
-    from .measure import run_job
+    from phase_energy.measure.job import run_job
 
     cfg = _load(a.config)
     point = GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine)
@@ -60,11 +61,23 @@ def cmd_measure(a: argparse.Namespace) -> None:
 
 def cmd_clear(a: argparse.Namespace) -> None:
     """CLEAR: measure the components of one architecture at one batch (default lever only)."""
-    from .clear import run_clear_job
-    from .measure import resolve_backend
+    from phase_energy.measure.clear import run_clear_job
 
-    cfg = _load(a.config)
-    run_clear_job(cfg, a.arch, a.batch, Path(a.out), resolve_backend(cfg["backend"]), a.rep)
+    run_clear_job(_load(a.config), ClearPoint(a.arch, a.batch, a.rep), Path(a.out))
+
+
+def _named_paths(items: list[str] | None, flag: str) -> dict[str, Path]:
+    """``["windows=results/tables/windows.parquet", ...]`` -> ``{"windows": Path(...)}``."""
+    out: dict[str, Path] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"{flag} {item!r} is not accepted; expected NAME=PATH, e.g. "
+                              f"{flag} phase_trials=results/tables/phase_trials.parquet")
+        if name in out:
+            raise ConfigError(f"{flag} names the table {name!r} twice ({out[name]} and {path})")
+        out[name] = Path(path)
+    return out
 
 
 def cmd_check_config(a: argparse.Namespace) -> None:
@@ -77,31 +90,35 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 
 
 def cmd_analyse(a: argparse.Namespace) -> None:
-    """Run one analysis stage (energy, pareto, classes, crossover, claims)."""
-    from . import analysis, clear, sweetspot
+    """Run one analysis stage on the tables and traces its rule gives it."""
+    from phase_energy.analysis.stages import run_stage
+    from phase_energy.analysis.tables import TableError
 
-    stages = {"energy": analysis.stage_energy, "pareto": analysis.stage_pareto, "classes": analysis.stage_classes,
-              "crossover": analysis.stage_crossover, "sweetspot": sweetspot.stage_sweetspot,
-              "clear": clear.stage_clear,
-              "claims": analysis.stage_claims}
-    cfg = _load(a.config)
-    stage = stages[a.stage]
-    stage(cfg, Path(a.outdir))
+    try:
+        run_stage(a.stage, _load(a.config), _named_paths(a.inputs, "--in"), _named_paths(a.outputs, "--out"),
+                  [Path(t).parent if Path(t).name == "status.json" else Path(t) for t in a.traces or []])
+    except TableError as e:
+        raise ConfigError(str(e)) from None
 
 
 def cmd_figure(a: argparse.Namespace) -> None:
-    """Render one figure from the result tables."""
-    from . import figures
+    """Render one figure from the tables its rule gives it."""
+    from phase_energy.analysis.tables import TableError
+    from phase_energy.report import figures
 
     cfg = _load(a.config)
-    figures.render(a.name, Path(a.tables), Path(a.out), cfg, Path(a.traces) if a.traces else None)
+    try:
+        figures.render(a.name, _named_paths(a.inputs, "--in"), Path(a.out), cfg,
+                       Path(a.traces) if a.traces else None)
+    except TableError as e:
+        raise ConfigError(str(e)) from None
 
 
 def cmd_restore(a: argparse.Namespace) -> None:
     """Replay the restore journal a killed job of this host left for a GPU (power limit, clock lock)."""
-    from .gpulock import this_host
-    from .levers import LeverError, default_journal_dir, other_host_journals, replay_journal
-    from .telemetry import GPU, GPUError
+    from phase_energy.measure.gpulock import this_host
+    from phase_energy.measure.levers import LeverError, default_journal_dir, other_host_journals, replay_journal
+    from phase_energy.measure.nvml import GPU, GPUError
 
     directory = Path(a.state_dir) if a.state_dir else default_journal_dir()
     gpu = GPU(a.gpu)
@@ -118,7 +135,7 @@ def cmd_restore(a: argparse.Namespace) -> None:
 
 def cmd_wheelhouse(a: argparse.Namespace) -> None:
     """Download every wheel the measurement jobs need, for offline installation on compute nodes."""
-    from .wheelhouse import build
+    from phase_energy.wheelhouse import build
 
     try:
         files = build(Path(a.dest), a.python_version, a.platform, a.extras.split(",") if a.extras else [],
@@ -132,7 +149,7 @@ def cmd_wheelhouse(a: argparse.Namespace) -> None:
 
 def cmd_campaign(a: argparse.Namespace) -> None:
     """One time-limited run of a campaign: measure missing points chunk by chunk, copy them into a folder."""
-    from .campaign import run
+    from phase_energy.measure.campaign import run
 
     res = run(a.configfile, a.chunk or [], Path(a.into), a.time_limit_s, extra=a.snakemake_args.split())
     print(json.dumps({"new_points": len(res.new_points), "chunks_done": res.chunks_done,
@@ -143,7 +160,7 @@ def cmd_campaign(a: argparse.Namespace) -> None:
 
 def cmd_migrate_traces(a: argparse.Namespace) -> None:
     """Move traces of the layout before engines (arch~A/...) under engine~native/."""
-    from .trace import migrate_traces
+    from phase_energy.measure.layout import migrate_traces
 
     moved = migrate_traces(Path(a.folder), a.engine)
     print(f"{len(moved)} trace folders moved under {Path(a.folder) / ('engine~' + a.engine)}")
@@ -151,8 +168,8 @@ def cmd_migrate_traces(a: argparse.Namespace) -> None:
 
 def cmd_presets(a: argparse.Namespace) -> None:
     """Print the presets and their cost-model headline numbers."""
-    from .costmodel import CostModel
-    from .presets import ALL_PRESETS
+    from phase_energy.model.costmodel import CostModel
+    from phase_energy.model.presets import ALL_PRESETS
 
     for cfg in ALL_PRESETS.values():
         print(json.dumps(CostModel(cfg).summary()))
@@ -188,16 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("config")
     c.set_defaults(fn=cmd_check_config)
 
-    an = sub.add_parser("analyse", help="run one analysis stage")
+    an = sub.add_parser("analyse", help="run one analysis stage on explicit table paths")
     an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "sweetspot", "clear", "claims"])
     an.add_argument("--config", required=True)
-    an.add_argument("--outdir", required=True)
+    an.add_argument("--in", dest="inputs", action="append", metavar="NAME=PATH",
+                    help="a table the stage reads (repeat for each)")
+    an.add_argument("--out", dest="outputs", action="append", metavar="NAME=PATH",
+                    help="a table the stage writes (repeat for each)")
+    an.add_argument("--traces", nargs="*", metavar="FOLDER",
+                    help="trace folders (or their status.json) the energy and clear stages summarise")
     an.set_defaults(fn=cmd_analyse)
 
-    f = sub.add_parser("figure", help="render one figure (PNG and SVG)")
+    f = sub.add_parser("figure", help="render one figure (PNG and SVG) from explicit table paths")
     f.add_argument("name")
     f.add_argument("--config", required=True)
-    f.add_argument("--tables", required=True)
+    f.add_argument("--in", dest="inputs", action="append", metavar="NAME=PATH",
+                   help="a table the figure draws (repeat for each)")
     f.add_argument("--out", required=True, help="output path without extension")
     f.add_argument("--traces", help="traces folder (for the power timeline)")
     f.set_defaults(fn=cmd_figure)

@@ -7,11 +7,11 @@ Every error names the key, the offending value and what is accepted, and is rais
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .costmodel import CostModel
-from .presets import ALL_PRESETS, get_preset
+from phase_energy.grid import Lever, LeverError
+from phase_energy.model.presets import ALL_PRESETS
 
 
 class ConfigError(ValueError):
@@ -31,6 +31,22 @@ def load_schema(name: str = "config") -> dict[str, Any]:
     """Load one of the package's JSON schemas (``config`` or ``metadata``)."""
     text = resources.files("phase_energy").joinpath(f"schemas/{name}.schema.json").read_text()
     return json.loads(text)
+
+
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    cfg: dict[str, Any] = {}
+    _fill_defaults(load_schema("config"), cfg)
+    return cfg
+
+
+def schema_defaults(section: str | None = None) -> Any:
+    """The schema's default of a top-level key (``measurement``, ``clear``, ...), or of the whole config.
+
+    The schema is the one place a default is written: settings classes take theirs from here.
+    """
+    out = _defaults() if section is None else _defaults()[section]
+    return copy.deepcopy(out)
 
 
 def _fill_defaults(schema: Mapping[str, Any], instance: dict[str, Any]) -> None:
@@ -129,38 +145,13 @@ def _schema_error(error: jsonschema.ValidationError) -> ConfigError:
     )
 
 
-@dataclass(frozen=True)
-class Lever:
-    """One GPU setting of the grid: ``default``, ``powercap`` (watts) or ``smclock`` (MHz)."""
-
-    kind: str
-    value: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Lever:
-        """Parse ``default``, ``powercap:<W>`` or ``smclock:<MHz>``."""
-        if text == "default":
-            return cls("default")
-        kind, _, value = text.partition(":")
-        if kind not in ("powercap", "smclock") or not value.isdigit():
-            raise ConfigError(
-                f"config key 'levers': value {text!r} is not accepted; expected 'default', "
-                "'powercap:<watts>' or 'smclock:<MHz>' with integer numbers (e.g. powercap:400, smclock:1410)"
-            )
-        return cls(kind, int(value))
-
-    def __str__(self) -> str:
-        return self.kind if self.value is None else f"{self.kind}:{self.value}"
-
-    @property
-    def slug(self) -> str:
-        """File-name form: ``powercap-400``."""
-        return self.kind if self.value is None else f"{self.kind}-{self.value}"
-
-    @classmethod
-    def from_slug(cls, slug: str) -> Lever:
-        """Inverse of :attr:`slug`."""
-        return cls.parse(slug.replace("-", ":", 1))
+def _lever(text: str, i: int) -> Lever:
+    try:
+        return Lever.parse(text)
+    except LeverError as e:
+        raise ConfigError(f"config key 'levers[{i}]': value {text!r} is not accepted; expected 'default', "
+                          "'powercap:<watts>' or 'smclock:<MHz>' with integer numbers (e.g. powercap:400, "
+                          "smclock:1410)") from e
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
@@ -189,7 +180,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         )
     seen: dict[str, int] = {}
     for i, text in enumerate(cfg["levers"]):
-        lever = Lever.parse(text)
+        lever = _lever(text, i)
         if str(lever) in seen:  # powercap:0300 and powercap:300 are one lever
             raise ConfigError(f"config key 'levers[{i}]': value {text!r} repeats levers[{seen[str(lever)]}] "
                               f"({cfg['levers'][seen[str(lever)]]!r}), the same lever {lever}; list each once")
@@ -243,85 +234,3 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """Short, stable hash of a validated config (recorded in every trace's metadata)."""
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-ENGINES = ("native", "vllm")
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One measurement job: engine x architecture x batch x context x lever (x repetition)."""
-
-    arch: str
-    batch: int
-    context: int
-    lever: str
-    rep: int = 0
-    engine: str = "native"
-
-    @property
-    def path(self) -> str:
-        """Relative folder of the job's trace, ``key~value`` style."""
-        return (
-            f"engine~{self.engine}/arch~{self.arch}/bs~{self.batch}/ctx~{self.context}/"
-            f"lever~{Lever.parse(self.lever).slug}/rep~{self.rep}"
-        )
-
-    @classmethod
-    def from_wildcards(cls, w: Mapping[str, str]) -> GridPoint:
-        """Build a point from Snakemake wildcards (engine, arch, bs, ctx, lever slug, rep)."""
-        return cls(w["arch"], int(w["bs"]), int(w["ctx"]), str(Lever.from_slug(w["lever"])), int(w["rep"]),
-                   w["engine"])
-
-    @classmethod
-    def from_path(cls, path: str | Path) -> GridPoint:
-        """The point of a trace folder (its ``key~value`` parts, anywhere in the path)."""
-        parts = dict(part.split("~", 1) for part in Path(path).parts if "~" in part)
-        missing = [k for k in ("engine", "arch", "bs", "ctx", "lever", "rep") if k not in parts]
-        if missing:
-            raise ValueError(f"trace folder {str(path)!r} lacks the parts {missing} of "
-                             "engine~E/arch~A/bs~B/ctx~C/lever~L/rep~R")
-        return cls.from_wildcards(parts)
-
-
-def expand_grid(cfg: Mapping[str, Any]) -> Iterator[GridPoint]:
-    """Every point of the grid, in a stable order."""
-    for engine in cfg["engines"]:
-        for arch in cfg["architectures"]:
-            for bs in cfg["batch_sizes"]:
-                for ctx in cfg["contexts"]:
-                    for lever in cfg["levers"]:
-                        for rep in range(cfg["repetitions"]):
-                            yield GridPoint(arch, bs, ctx, lever, rep, engine)
-
-
-def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) -> str | None:
-    """Why a point cannot run (engine support, memory budget, lever not permitted), or None when it can."""
-    arch = get_preset(point.arch)
-    if point.engine == "vllm":
-        from .hfconfig import vllm_unsupported
-
-        why = vllm_unsupported(arch)
-        if why:
-            return f"engine: {why}"
-    model = CostModel(arch, engine=point.engine)
-    positions = max(cfg["output_lengths"])
-    if point.engine == "vllm":  # a serving engine's decode positions only move forward: lead-in and windows too
-        from .protocol import Settings, forward_positions
-
-        settings = Settings.from_config(cfg["measurement"], max_output=positions)
-        positions = forward_positions(settings, model, point.batch, point.context)
-    need = model.memory_bytes(point.batch, point.context, positions)
-    budget = cfg["gpu"]["memory_budget_gb"] * 1e9
-    if need > budget:
-        return (
-            f"memory: needs {need / 1e9:.1f} GB (weights {model.model_bytes / 1e9:.1f} GB + cache and "
-            f"activations{model.layout_note}) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
-        )
-    slurm_clock = point.lever.startswith("smclock:") and cfg["cluster"]["gpu_freq_for_smclock"]
-    if backend == "nvml" and point.lever != "default" and not cfg["allow_gpu_settings"] and not slurm_clock:
-        return (
-            f"lever not permitted: {point.lever!r} changes the GPU's settings and allow_gpu_settings is "
-            "false; set allow_gpu_settings: true on a GPU you may reconfigure, or use backend: sim"
-        )
-    return None

@@ -3,24 +3,25 @@
 
 rule claims:
     input:
-        phases=get_table("phase_energy"),
         windows=get_table("windows"),
-        dominance=f"{TABLES}/dominance.csv",
-        classes=f"{TABLES}/dvfs_classes.csv",
-        policy=f"{TABLES}/clock_policy.csv",
-        fleet=f"{TABLES}/fleet.csv",
-        crossovers=f"{TABLES}/crossovers.csv",
-        request=get_table("request_energy"),
-        sweetspot=f"{TABLES}/sweetspot_fit.csv",
+        phase_energy=get_table("phase_energy"),
+        dominance=get_table("dominance"),
+        dvfs_classes=get_table("dvfs_classes"),
+        clock_policy=get_table("clock_policy"),
+        fleet=get_table("fleet"),
+        crossovers=get_table("crossovers"),
+        request_energy=get_table("request_energy"),
+        sweetspot_fit=get_table("sweetspot_fit"),
         sweetspot_cells=get_table("sweetspot_cells"),
-        clear_components=f"{TABLES}/clear_components.csv",
-        clear_coverage=f"{TABLES}/clear_coverage.csv",
+        clear_components=get_table("clear_components"),
+        clear_coverage=get_table("clear_coverage"),
+        config=ANALYSIS_CONFIG,
     output:
         claims=report(
-            "results/claims.csv", caption="../report/claims.rst", category="Claims"
+            get_table("claims"), caption="../report/claims.rst", category="Claims"
         ),
-        sensitivity=report(
-            f"{TABLES}/claims_sensitivity.csv",
+        claims_sensitivity=report(
+            get_table("claims_sensitivity"),
             caption="../report/claims_sensitivity.rst",
             category="Claims",
         ),
@@ -29,7 +30,6 @@ rule claims:
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=ANALYSIS_CONFIG,
-        outdir=get_output_dir,
+        tables=get_table_args,
     shell:
-        "phase-energy analyse claims --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "phase-energy analyse claims --config {input.config:q} {params.tables} > {log:q} 2>&1"

@@ -3,19 +3,18 @@
 
 rule classes:
     input:
-        trials=get_table("phase_trials"),
-        phases=get_table("phase_energy"),
+        phase_trials=get_table("phase_trials"),
+        config=ANALYSIS_CONFIG,
     output:
-        classes=f"{TABLES}/dvfs_classes.csv",
-        curves=get_table("dvfs_curves"),
-        policy=f"{TABLES}/clock_policy.csv",
-        fleet=f"{TABLES}/fleet.csv",
+        dvfs_classes=get_table("dvfs_classes"),
+        dvfs_curves=get_table("dvfs_curves"),
+        clock_policy=get_table("clock_policy"),
+        fleet=get_table("fleet"),
     log:
         "logs/analysis/classes.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=ANALYSIS_CONFIG,
-        outdir=get_output_dir,
+        tables=get_table_args,
     shell:
-        "phase-energy analyse classes --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "phase-energy analyse classes --config {input.config:q} {params.tables} > {log:q} 2>&1"

@@ -1,7 +1,9 @@
-# CLEAR: component-level energy by repeated sampling (one GPU job per architecture and batch).
+# CLEAR: component-level energy by repeated sampling (one GPU job per architecture, batch and repetition).
 
 
 rule clear_measure:
+    input:
+        config=CLEAR_CONFIG,
     output:
         components=f"{CLEAR_MEASURED}/{CLEAR_POINT}/components.parquet",
         samples=f"{CLEAR_MEASURED}/{CLEAR_POINT}/samples.parquet",
@@ -14,30 +16,30 @@ rule clear_measure:
     resources:
         gpu=get_gpu_count,
     params:
-        config=CLEAR_CONFIG,
         out=get_output_dir,
     shell:
-        "phase-energy clear --config {params.config:q} --arch {wildcards.arch} --batch {wildcards.bs}"
-        " --rep {wildcards.rep}"
-        " --out {params.out:q} > {log:q} 2>&1"
+        "phase-energy clear --config {input.config:q} --arch {wildcards.arch} --batch {wildcards.bs}"
+        " --rep {wildcards.rep} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule clear_components:
     input:
         status=get_clear_status_files(),
+        config=ANALYSIS_CONFIG,
     output:
-        components=report(
-            f"{TABLES}/clear_components.csv",
+        clear_components=report(
+            get_table("clear_components"),
             caption="../report/clear_components.rst",
             category="CLEAR",
         ),
-        coverage=f"{TABLES}/clear_coverage.csv",
+        clear_coverage=get_table("clear_coverage"),
     log:
         "logs/analysis/clear.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=ANALYSIS_CONFIG,
-        outdir=get_output_dir,
+        tables=get_table_args,
+        traces=CLEAR_PRESENT,
     shell:
-        "phase-energy analyse clear --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "phase-energy analyse clear --config {input.config:q} {params.tables} --traces {params.traces:q}"
+        " > {log:q} 2>&1"

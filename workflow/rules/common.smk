@@ -1,11 +1,16 @@
 # Config validation, the experiment grid and the input functions of every rule.
+# Parsing imports no plotting or table library and writes no file: the config parts a job reads are
+# written by rule config_file (below), the figures' tables come from a light catalog.
 import json
+import shlex
+from importlib.util import find_spec
 from pathlib import Path
 
-import phase_energy.figures
-from phase_energy.config import ConfigError, expand_grid, validate_config
-from phase_energy.config import config_hash as _config_hash
-from phase_energy.trace import TraceError, select_points
+from phase_energy.analysis.tables import TABLES
+from phase_energy.config import ConfigError, config_hash, validate_config
+from phase_energy.grid import ClearPoint, GridPoint, clear_points, expand_grid
+from phase_energy.measure.layout import TraceError, select_points
+from phase_energy.report.catalog import FIGURES
 
 try:
     _validated = validate_config(config)
@@ -14,24 +19,23 @@ except ConfigError as e:
 config.clear()
 config.update(_validated)
 
+RESULTS = "results"
 TRACES = config["traces"].rstrip("/")
-MEASURED_TRACES = "results/traces"
-_FULL_GRID = list(expand_grid(config))
+MEASURED_TRACES = f"{RESULTS}/traces"
+FULL_GRID = list(expand_grid(config))
 try:
-    # cached traces: nothing is measured, points the folder lacks are left out; measured traces that are
-    # damaged are moved aside and measured again
-    GRID = select_points(TRACES, MEASURED_TRACES, _FULL_GRID)
+    # cached traces: nothing is measured, points the folder lacks are left out; a measured trace that is
+    # damaged is moved aside (the one case where parsing touches a file) and measured again
+    GRID = select_points(TRACES, MEASURED_TRACES, FULL_GRID)
 except TraceError as e:  # TraceLayoutError is one
     raise WorkflowError(str(e)) from None
-if len(GRID) < len(_FULL_GRID):
-    _missing = [p for p in _FULL_GRID if p not in set(GRID)]
+if len(GRID) < len(FULL_GRID):
+    _missing = [p for p in FULL_GRID if p not in set(GRID)]
     logger.warning(
-        f"{len(_missing)} of {len(_FULL_GRID)} grid points are not in {TRACES}; "
+        f"{len(_missing)} of {len(FULL_GRID)} grid points are not in {TRACES}; "
         f"the analysis leaves them out (first: {_missing[0].path})"
     )
-TABLES = "results/tables"
-FIGURES = list(phase_energy.figures.FIGURES)
-FIGURE_CODE = Path(phase_energy.figures.__file__)
+FIGURE_CODE = find_spec("phase_energy.report.figures").origin
 
 # Keys a measurement job depends on; a change to the grid alone reruns no measurement.
 MEASURE_KEYS = (
@@ -43,24 +47,25 @@ MEASURE_KEYS = (
     "seed",
     "sim",
     "gpu",
+    "cluster",
 )
+CONFIG_TEXTS = {}
 
 
-def _write_config(keys=None, **extra):
-    """Write (once) a content-addressed JSON of the config, for rules to read; return its path."""
-    part = {k: config[k] for k in keys} if keys else config
-    part = {**part, **extra}
-    path = Path("results/config") / f"{_config_hash(part)}.json"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(part, indent=1, sort_keys=True))
-    return str(path)
+def config_part(name, keys=None, **extra):
+    """Path of a JSON of (part of) the config, named by its content; rule config_file writes it."""
+    part = {k: config[k] for k in keys} if keys else dict(config)
+    part.update(extra)
+    stem = f"{name}-{config_hash(part)}"
+    CONFIG_TEXTS[stem] = json.dumps(part, indent=1, sort_keys=True)
+    return f"{RESULTS}/config/{stem}.json"
 
 
-MEASURE_CONFIG = _write_config(MEASURE_KEYS)
-ANALYSIS_CONFIG = _write_config()
+MEASURE_CONFIG = config_part("measure", MEASURE_KEYS)
+ANALYSIS_CONFIG = config_part("analysis")
 # CLEAR jobs depend on its settings, not on which architectures and batches are listed
-CLEAR_CONFIG = _write_config(
+CLEAR_CONFIG = config_part(
+    "clear",
     MEASURE_KEYS,
     clear={
         k: v
@@ -68,37 +73,25 @@ CLEAR_CONFIG = _write_config(
         if k not in ("architectures", "batch_sizes")
     },
 )
-CLEAR_MEASURED = "results/clear"
+CLEAR_MEASURED = f"{RESULTS}/clear"
 CLEAR_TRACES = config["clear"]["traces"].rstrip("/")
-CLEAR_POINT = "arch~{arch}/bs~{bs}/rep~{rep}"
-CLEAR_POINTS = [
-    CLEAR_POINT.format(arch=a, bs=b, rep=r)
-    for a in config["clear"]["architectures"]
-    for b in config["clear"]["batch_sizes"]
-    for r in range(config["clear"]["repetitions"])
-]
+CLEAR_FOLDERS = [f"{CLEAR_TRACES}/{p.path}" for p in clear_points(config)]
+CLEAR_PRESENT = CLEAR_FOLDERS
 if CLEAR_TRACES != CLEAR_MEASURED:
-    _absent = [
-        p for p in CLEAR_POINTS if not Path(f"{CLEAR_TRACES}/{p}/status.json").exists()
-    ]
-    if _absent:
+    CLEAR_PRESENT = [f for f in CLEAR_FOLDERS if Path(f, "status.json").exists()]
+    if len(CLEAR_PRESENT) < len(CLEAR_FOLDERS):
         logger.warning(
-            f"CLEAR: {len(_absent)} of {len(CLEAR_POINTS)} points are not in {CLEAR_TRACES}; "
-            f"left out (first: {_absent[0]})"
+            f"CLEAR: {len(CLEAR_FOLDERS) - len(CLEAR_PRESENT)} of {len(CLEAR_FOLDERS)} points are not in "
+            f"{CLEAR_TRACES}; left out"
         )
-    CLEAR_POINTS = [p for p in CLEAR_POINTS if p not in _absent]
 
 
 wildcard_constraints:
-    engine=r"native|vllm",
-    arch=r"[a-z0-9][a-z0-9.\-]*",
-    bs=r"\d+",
-    ctx=r"\d+",
-    lever=r"default|powercap-\d+|smclock-\d+",
-    rep=r"\d+",
+    **GridPoint.WILDCARDS,
 
 
-POINT = "engine~{engine}/arch~{arch}/bs~{bs}/ctx~{ctx}/lever~{lever}/rep~{rep}"
+POINT = GridPoint.PATTERN
+CLEAR_POINT = ClearPoint.PATTERN
 
 
 def get_gpu_count(wildcards):
@@ -108,16 +101,20 @@ def get_gpu_count(wildcards):
 
 def get_slurm_extra(wildcards):
     """sbatch flags of a job: --gpu-freq for an SM clock lock when the cluster applies clocks."""
-    if config["cluster"]["gpu_freq_for_smclock"] and wildcards.lever.startswith(
-        "smclock-"
-    ):
-        return f"--gpu-freq={wildcards.lever.split('-')[1]}"
+    lever = GridPoint.from_wildcards(wildcards).setting
+    if config["cluster"]["gpu_freq_for_smclock"] and lever.kind == "smclock":
+        return f"--gpu-freq={lever.value}"
     return ""
 
 
 def get_lever(wildcards):
     """The lever of a job as the CLI takes it (powercap-400 -> powercap:400)."""
-    return wildcards.lever.replace("-", ":", 1)
+    return GridPoint.from_wildcards(wildcards).lever
+
+
+def get_config_text(wildcards):
+    """The JSON text of a config part (rule config_file)."""
+    return CONFIG_TEXTS[wildcards.name]
 
 
 def get_trace_status_files(wildcards=None):
@@ -125,24 +122,48 @@ def get_trace_status_files(wildcards=None):
     return [f"{TRACES}/{p.path}/status.json" for p in GRID]
 
 
+def get_trace_folders(wildcards=None):
+    """Every point's trace folder, present or not (the energy stage lists absent cached ones as missing)."""
+    return [f"{TRACES}/{p.path}" for p in FULL_GRID]
+
+
 def get_clear_status_files(wildcards=None):
-    """status.json of every CLEAR point (architecture x batch), measured or cached."""
-    return [f"{CLEAR_TRACES}/{p}/status.json" for p in CLEAR_POINTS]
+    """status.json of every CLEAR point (architecture x batch x repetition), measured or cached."""
+    return [f"{f}/status.json" for f in CLEAR_PRESENT]
 
 
 def get_output_dir(wildcards, output):
-    """Folder of a rule's first output (where an analysis stage writes its tables)."""
+    """Folder of a rule's first output (where a measurement job writes its trace)."""
     return Path(output[0]).parent
 
 
-def get_tables_dir(wildcards, input):
-    """Folder of the result tables a figure reads."""
-    return Path(input.tables[0]).parent
-
-
 def get_table(name):
-    """Path of one result table."""
-    return f"{TABLES}/{name}.parquet"
+    """Path of one result table (phase_energy.analysis.tables)."""
+    return f"{RESULTS}/{TABLES[name].path}"
+
+
+def get_table_args(wildcards, input, output):
+    """--in NAME=PATH for every table a rule reads and --out NAME=PATH for every table it writes, quoted."""
+    args = [f"--in {shlex.quote(f'{k}={v}')}" for k, v in input.items() if k in TABLES]
+    args += [
+        f"--out {shlex.quote(f'{k}={v}')}" for k, v in output.items() if k in TABLES
+    ]
+    return " ".join(args)
+
+
+def get_figure_inputs(name):
+    """The input function of a figure's rule: the tables it draws, its code and (fig01) the traces."""
+    spec = FIGURES[name]
+
+    def inputs(wildcards):
+        out = {t: get_table(t) for t in spec.tables}
+        out["code"] = FIGURE_CODE
+        out["config"] = ANALYSIS_CONFIG
+        if spec.reads_traces:
+            out["traces"] = get_trace_status_files()
+        return out
+
+    return inputs
 
 
 def get_figure_outputs():
@@ -159,6 +180,6 @@ def get_final_outputs():
     return [
         *get_trace_status_files(),
         get_table("phase_energy"),
-        "results/claims.csv",
+        get_table("claims"),
         *get_figure_outputs(),
     ]

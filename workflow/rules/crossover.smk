@@ -4,16 +4,16 @@
 rule crossover:
     input:
         windows=get_table("windows"),
-        trials=get_table("phase_trials"),
+        phase_trials=get_table("phase_trials"),
+        config=ANALYSIS_CONFIG,
     output:
-        request=get_table("request_energy"),
-        crossovers=f"{TABLES}/crossovers.csv",
+        request_energy=get_table("request_energy"),
+        crossovers=get_table("crossovers"),
     log:
         "logs/analysis/crossover.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=ANALYSIS_CONFIG,
-        outdir=get_output_dir,
+        tables=get_table_args,
     shell:
-        "phase-energy analyse crossover --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "phase-energy analyse crossover --config {input.config:q} {params.tables} > {log:q} 2>&1"

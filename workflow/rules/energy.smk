@@ -4,17 +4,18 @@
 rule energy:
     input:
         status=get_trace_status_files(),
+        config=ANALYSIS_CONFIG,
     output:
         windows=get_table("windows"),
-        trials=get_table("phase_trials"),
-        phases=get_table("phase_energy"),
-        csv=report(
-            f"{TABLES}/phase_energy.csv",
+        phase_trials=get_table("phase_trials"),
+        phase_energy=get_table("phase_energy"),
+        phase_energy_csv=report(
+            get_table("phase_energy_csv"),
             caption="../report/phase_energy.rst",
             category="Provenance and validity",
         ),
         jobs=report(
-            f"{TABLES}/jobs.csv",
+            get_table("jobs"),
             caption="../report/jobs.rst",
             category="Provenance and validity",
         ),
@@ -23,7 +24,8 @@ rule energy:
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=ANALYSIS_CONFIG,
-        outdir=get_output_dir,
+        tables=get_table_args,
+        traces=get_trace_folders(),
     shell:
-        "phase-energy analyse energy --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "phase-energy analyse energy --config {input.config:q} {params.tables} --traces {params.traces:q}"
+        " > {log:q} 2>&1"

@@ -1,4 +1,4 @@
-# Every figure, from the result tables only; a change to the plotting code re-runs only the plots.
+# Every figure, from the tables it draws only; a change to the plotting code re-runs only the plots.
 
 
 rule figures:
@@ -6,33 +6,18 @@ rule figures:
         get_figure_outputs(),
 
 
-for _fig, _meta in phase_energy.figures.FIGURES.items():
+for _fig, _spec in FIGURES.items():
 
     rule:
         name:
             f"figure_{_fig}"
         input:
-            tables=[
-                get_table("phase_energy"),
-                get_table("windows"),
-                get_table("pareto"),
-                get_table("dvfs_curves"),
-                get_table("request_energy"),
-                f"{TABLES}/dvfs_classes.csv",
-                f"{TABLES}/clock_policy.csv",
-                f"{TABLES}/crossovers.csv",
-                f"{TABLES}/sweetspot_fit.csv",
-                get_table("sweetspot_cells"),
-                f"{TABLES}/clear_components.csv",
-                f"{TABLES}/clear_coverage.csv",
-                "results/claims.csv",
-            ],
-            code=FIGURE_CODE,
+            unpack(get_figure_inputs(_fig)),
         output:
             png=report(
                 f"figures/{_fig}.png",
                 caption=f"../report/{_fig}.rst",
-                category=_meta["category"],
+                category=_spec.category,
             ),
             svg=f"figures/{_fig}.svg",
         log:
@@ -40,10 +25,9 @@ for _fig, _meta in phase_energy.figures.FIGURES.items():
         conda:
             "../../envs/analysis.yaml"
         params:
-            config=ANALYSIS_CONFIG,
-            tables=get_tables_dir,
+            tables=get_table_args,
             name=_fig,
             traces=TRACES,
         shell:
-            "phase-energy figure {params.name} --config {params.config:q} --tables {params.tables:q}"
+            "phase-energy figure {params.name} --config {input.config:q} {params.tables}"
             " --traces {params.traces:q} --out figures/{params.name} > {log:q} 2>&1"

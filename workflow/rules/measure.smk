@@ -2,6 +2,8 @@
 
 
 rule measure:
+    input:
+        config=MEASURE_CONFIG,
     output:
         samples=f"{MEASURED_TRACES}/{POINT}/samples.parquet",
         windows=f"{MEASURED_TRACES}/{POINT}/windows.parquet",
@@ -15,11 +17,10 @@ rule measure:
         gpu=get_gpu_count,
         slurm_extra=get_slurm_extra,
     params:
-        config=MEASURE_CONFIG,
         lever=get_lever,
         out=get_output_dir,
     shell:
-        "phase-energy measure --config {params.config:q} --engine {wildcards.engine} --arch {wildcards.arch}"
+        "phase-energy measure --config {input.config:q} --engine {wildcards.engine} --arch {wildcards.arch}"
         " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"
         " --rep {wildcards.rep} --out {params.out:q} > {log:q} 2>&1"
 

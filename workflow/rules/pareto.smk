@@ -3,17 +3,16 @@
 
 rule pareto:
     input:
-        trials=get_table("phase_trials"),
-        phases=get_table("phase_energy"),
+        phase_trials=get_table("phase_trials"),
+        config=ANALYSIS_CONFIG,
     output:
-        frontier=get_table("pareto"),
-        dominance=f"{TABLES}/dominance.csv",
+        pareto=get_table("pareto"),
+        dominance=get_table("dominance"),
     log:
         "logs/analysis/pareto.log",
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=ANALYSIS_CONFIG,
-        outdir=get_output_dir,
+        tables=get_table_args,
     shell:
-        "phase-energy analyse pareto --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "phase-energy analyse pareto --config {input.config:q} {params.tables} > {log:q} 2>&1"

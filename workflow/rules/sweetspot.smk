@@ -3,11 +3,12 @@
 
 rule sweetspot:
     input:
-        request=get_table("request_energy"),
+        request_energy=get_table("request_energy"),
+        config=ANALYSIS_CONFIG,
     output:
-        cells=get_table("sweetspot_cells"),
-        fit=report(
-            f"{TABLES}/sweetspot_fit.csv",
+        sweetspot_cells=get_table("sweetspot_cells"),
+        sweetspot_fit=report(
+            get_table("sweetspot_fit"),
             caption="../report/sweetspot_fit.rst",
             category="SweetSpot",
         ),
@@ -16,7 +17,6 @@ rule sweetspot:
     conda:
         "../../envs/analysis.yaml"
     params:
-        config=ANALYSIS_CONFIG,
-        outdir=get_output_dir,
+        tables=get_table_args,
     shell:
-        "phase-energy analyse sweetspot --config {params.config:q} --outdir {params.outdir:q} > {log:q} 2>&1"
+        "phase-energy analyse sweetspot --config {input.config:q} {params.tables} > {log:q} 2>&1"

@@ -1,10 +1,10 @@
 """A recording stand-in for vLLM's offline step API, running its steps on the simulated card.
 
-vLLM cannot run on these CPUs, so the CPU tests drive :class:`phase_energy.engine.vllm.VllmWorkload` through
+vLLM cannot run on these CPUs, so the CPU tests drive :class:`phase_energy.engines.vllm.VllmWorkload` through
 this stand-in instead. It schedules as vLLM 0.26's scheduler does (running requests first: one decode token
 each, or the next chunk of an unfinished prefill; then waiting requests fill the step's leftover token
 budget, at most ``max_num_seqs`` running; a request that no longer fits in the KV cache is preempted and
-prefilled again), runs each step's FLOPs and bytes on a :class:`~phase_energy.sim.SimGPU` so that windows
+prefilled again), runs each step's FLOPs and bytes on a :class:`~phase_energy.measure.sim.SimGPU` so that windows
 and energy come from the simulator's physics, and records every step (start, end, prefill and decode
 tokens) so that tests can check what each window held.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..costmodel import CostModel
-from ..presets import ArchConfig
-from ..sim import SimGPU, Work
+from phase_energy.measure.sim import SimGPU, Work
+from phase_energy.model.costmodel import CostModel
+from phase_energy.model.presets import ArchConfig
 
 
 @dataclass
@@ -159,7 +159,7 @@ class FakeLLMEngine:
 
 
 class FakeVllmEngine:
-    """What :class:`~phase_energy.engine.vllm.VllmWorkload` uses of a ``VllmEngine``, over a FakeLLMEngine."""
+    """What :class:`~phase_energy.engines.vllm.VllmWorkload` uses of a ``VllmEngine``, over a FakeLLMEngine."""
 
     def __init__(self, gpu: SimGPU, cfg: ArchConfig, max_num_seqs: int, max_model_len: int,
                  max_num_batched_tokens: int = 16384, kv_capacity_tokens: int | None = None,

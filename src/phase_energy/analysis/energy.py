@@ -1,0 +1,187 @@
+"""From traces to per-phase energy: windows summarised again from their samples, trials, the summary.
+
+Every function takes and returns tidy DataFrames; :mod:`phase_energy.analysis.stages` runs them for the
+workflow. Statistics (docs/protocol.md): each point's estimate is the mean over its jobs of each job's mean
+over its trials, with hierarchical bootstrap intervals widened by the measured run-to-run spread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phase_energy.analysis.stats import hierarchical_means, job_groups, point_estimate
+from phase_energy.grid import Lever
+from phase_energy.model.costmodel import CostModel
+from phase_energy.model.presets import get_preset
+
+log = logging.getLogger(__name__)
+
+POINT = ["engine", "arch", "paradigm", "batch", "context", "lever", "rep", "backend"]
+GROUP = ["engine", "arch", "paradigm", "batch", "context"]
+METRICS = ["j_per_token", "j_per_token_above_idle", "tokens_per_s", "power_mean_w", "sm_clock_mhz",
+           "sw_power_cap_share", "sw_power_cap_share_steady", "floor_fraction", "compute_fraction"]
+CI_METRICS = ("j_per_token", "tokens_per_s", "power_mean_w", "sw_power_cap_share_steady")
+# Flags of the workload itself (not derived from the samples): kept when windows are summarised again
+WORKLOAD_FLAGS = ("irregular_steps",)
+
+
+# ------------------------------------------------------------------------------------------ windows
+def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """Every job's window summaries computed again from its samples, with the current summary code.
+
+    A trace keeps its raw windows (boundaries, counter reads, tokens) and its samples; energy, throttle times
+    and validity flags are derived from them. Deriving them here means a fix in that code (the counter's
+    tick timing, the cap hold) reaches traces measured before it, and a trace's stored summary is never
+    trusted over its samples. The settings are the config's ``measurement`` section with each job's lock.
+    """
+    from phase_energy.measure.protocol import Settings, Window, summarise_windows
+    from phase_energy.measure.trace import WINDOW_COLUMNS
+
+    if windows.empty:
+        return windows
+    point_cols = [c for c in windows.columns if c not in WINDOW_COLUMNS]
+    out = []
+    for job, w in windows.groupby("job", sort=False):
+        samples = pd.read_parquet(Path(job) / "samples.parquet")
+        locked = w["locked_sm_clock_mhz"].iloc[0]
+        s = Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]),
+                                 locked_sm_clock_mhz=None if pd.isna(locked) else int(locked))
+        raw = [Window(r.phase, int(r.trial), float(r.start_s), float(r.end_s), float(r.energy_counter_raw_j),
+                      int(r.tokens), int(r.repetitions), int(r.steps), int(r.context_start), int(r.context_end),
+                      extra_flags=",".join(f for f in str(r.flags or "").split(",") if f in WORKLOAD_FLAGS))
+               for r in w.itertuples(index=False)]
+        fresh = summarise_windows(samples, raw, s)
+        for c in point_cols:
+            fresh[c] = w[c].to_numpy()
+        out.append(fresh)
+    return pd.concat(out, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------ energy
+def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Idle-corrected energy, J/token, rates, throttle shares and roofline fractions per window.
+
+    ``excluded`` marks windows with one of ``exclude_flags``; the idle power comes from unexcluded idle
+    windows only (NaN, and no above-idle energy, when the job has none).
+    """
+    if windows.empty:
+        return windows.assign(**{m: pd.Series(dtype=float) for m in METRICS}, excluded=pd.Series(dtype=bool))
+    w = windows.copy()
+    w["excluded"] = w["flags"].fillna("").map(lambda f: any(x in exclude_flags for x in f.split(",") if x))
+    idle = w[(w["phase"] == "idle") & ~w["excluded"]].groupby("job").apply(
+        lambda d: d["energy_j"].sum() / d["duration_s"].sum(), include_groups=False
+    )
+    w["idle_power_w"] = w["job"].map(idle).astype(float)
+    w["energy_above_idle_j"] = w["energy_j"] - w["idle_power_w"] * w["duration_s"]
+    tok = w["tokens"].where(w["tokens"] > 0)
+    w["j_per_token"] = w["energy_j"] / tok
+    w["j_per_token_above_idle"] = w["energy_above_idle_j"] / tok
+    w["tokens_per_s"] = w["tokens"] / w["duration_s"]
+    w["sw_power_cap_share"] = (w["thr_sw_power_s"] / w["duration_s"]).clip(0, 1)
+    steady = (w["duration_s"] - w["cap_hold_excluded_s"].fillna(0.0)).where(lambda x: x > 0)
+    w["sw_power_cap_share_steady"] = (w["thr_sw_power_steady_s"] / steady).clip(0, 1)
+    w["lever_kind"] = w["lever"].map(lambda s: Lever.parse(s).kind)
+    w["lever_value"] = w["lever"].map(lambda s: Lever.parse(s).value).astype(float)
+    nbytes = np.zeros(len(w))
+    flops = np.zeros(len(w))
+    # the bytes of a step depend on how the engine lays out its cache (docs/engines.md)
+    pairs = w[["arch", "engine"]].drop_duplicates().itertuples(index=False)
+    models = {(a, e): CostModel(get_preset(a), engine=e) for a, e in pairs}
+    for i, r in enumerate(w.itertuples(index=False)):
+        m = models[(r.arch, r.engine)]
+        if r.phase == "prefill":  # the sequences one repetition prefilled (prefill_max_tokens may bound them)
+            seqs = r.tokens / max(r.context * r.repetitions, 1)
+            nbytes[i] = r.repetitions * m.prefill_bytes(seqs, r.context)
+            flops[i] = r.repetitions * m.prefill_flops(seqs, r.context)
+        elif r.phase == "decode":
+            mid = (r.context_start + r.context_end - 1) / 2.0  # both are affine in the position
+            nbytes[i] = r.repetitions * r.steps * m.decode_bytes(r.batch, mid)
+            flops[i] = r.repetitions * r.steps * m.decode_flops(r.batch, mid)
+    w["bytes"] = nbytes
+    w["flops"] = flops
+    w["achieved_bw_bps"] = w["bytes"] / w["duration_s"]
+    w["achieved_flops"] = w["flops"] / w["duration_s"]
+    w["floor_fraction"] = w["achieved_bw_bps"] / w["bandwidth_bps"]
+    w["compute_fraction"] = w["achieved_flops"] / w["matmul_flops"]
+    w["tpot_s"] = np.where(w["phase"] == "decode",
+                           w["duration_s"] / (w["steps"] * w["repetitions"]).where(w["steps"] > 0), np.nan)
+    return w
+
+
+def trial_table(w: pd.DataFrame) -> pd.DataFrame:
+    """One row per job x phase x trial: energy and tokens summed over the trial's unexcluded windows."""
+    w = w[w["phase"].isin(["prefill", "decode"]) & ~w.get("excluded", pd.Series(False, index=w.index))].copy()
+    if w.empty:
+        return pd.DataFrame(columns=[*POINT, "job", "phase", "trial", *METRICS])
+    w["_clock_t"] = w["sm_clock_mhz"] * w["duration_s"]
+    w["_steady_t"] = w["duration_s"] - w["cap_hold_excluded_s"].fillna(0.0)
+    w["_flags"] = w["flags"].fillna("")
+    keys = [*POINT, "job", "lever_kind", "lever_value", "power_limit_w", "locked_sm_clock_mhz", "phase", "trial"]
+    g = w.groupby(keys, dropna=False)
+    t = g.agg(
+        energy_j=("energy_j", "sum"), energy_above_idle_j=("energy_above_idle_j", "sum"),
+        energy_trapz_j=("energy_trapz_j", "sum"), tokens=("tokens", "sum"),
+        duration_s=("duration_s", "sum"), thr_sw_power_s=("thr_sw_power_s", "sum"),
+        thr_sw_power_steady_s=("thr_sw_power_steady_s", "sum"), steady_s=("_steady_t", "sum"),
+        thr_thermal_s=("thr_hw_thermal_s", "sum"), bytes=("bytes", "sum"), flops=("flops", "sum"),
+        clock_t=("_clock_t", "sum"), bandwidth_bps=("bandwidth_bps", "first"),
+        matmul_flops=("matmul_flops", "first"), idle_power_w=("idle_power_w", "first"),
+        flags=("_flags", lambda s: ",".join(sorted({f for x in s for f in x.split(",") if f}))),
+    ).reset_index()
+    t["j_per_token"] = t["energy_j"] / t["tokens"]
+    t["j_per_token_above_idle"] = t["energy_above_idle_j"] / t["tokens"]
+    t["tokens_per_s"] = t["tokens"] / t["duration_s"]
+    t["power_mean_w"] = t["energy_j"] / t["duration_s"]
+    t["sm_clock_mhz"] = t["clock_t"] / t["duration_s"]
+    t["sw_power_cap_share"] = (t["thr_sw_power_s"] / t["duration_s"]).clip(0, 1)
+    t["sw_power_cap_share_steady"] = (t["thr_sw_power_steady_s"] / t["steady_s"].where(t["steady_s"] > 0)).clip(0, 1)
+    t["floor_fraction"] = t["bytes"] / t["duration_s"] / t["bandwidth_bps"]
+    t["compute_fraction"] = t["flops"] / t["duration_s"] / t["matmul_flops"]
+    t["trapz_mismatch"] = (t["energy_trapz_j"] - t["energy_j"]) / t["energy_j"]
+    return t.drop(columns=["clock_t"])
+
+
+SUMMARY_KEYS = ["engine", "arch", "paradigm", "batch", "context", "lever", "backend", "lever_kind", "lever_value",
+                "phase"]
+
+
+def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Per point and phase (repetitions pooled): estimates and 95 % intervals that include rerun variation.
+
+    Every metric is the mean over the point's jobs of each job's mean over its trials; the intervals of
+    ``CI_METRICS`` come from :func:`hierarchical_means`. ``jobs`` counts the jobs; ``interval_basis`` says
+    whether the interval rests on several jobs or on one job's trials widened by the run-to-run spread.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, d in trials.groupby(SUMMARY_KEYS, dropna=False):
+        row: dict[str, Any] = dict(zip(SUMMARY_KEYS, k, strict=True))
+        row["trials"] = len(d)
+        row["jobs"] = int(d["job"].nunique())
+        row["power_limit_w"] = d["power_limit_w"].iloc[0]
+        row["locked_sm_clock_mhz"] = d["locked_sm_clock_mhz"].iloc[0]
+        est = point_estimate(job_groups(d, METRICS))
+        row.update(dict(zip(METRICS, map(float, est), strict=True)))
+        groups = job_groups(d, list(CI_METRICS))
+        finite = [g[np.isfinite(g).all(axis=1)] for g in groups]
+        finite = [g for g in finite if len(g)]
+        if finite:
+            boot = hierarchical_means(finite, n_resamples, rng, run_sd)
+            for i, m in enumerate(CI_METRICS):
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = (float(np.percentile(boot[:, i], 2.5)),
+                                                           float(np.percentile(boot[:, i], 97.5)))
+        row["interval_basis"] = (f"{row['jobs']} jobs" if row["jobs"] > 1 else
+                                 f"1 job: its trials, widened by the run-to-run spread ({run_sd:.1%})")
+        row["idle_power_w"] = float(d["idle_power_w"].mean())
+        row["trapz_mismatch_max"] = float(d["trapz_mismatch"].abs().max())
+        row["flags"] = ",".join(sorted({f for x in d["flags"] for f in str(x).split(",") if f}))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+

@@ -1,0 +1,42 @@
+"""Estimates and intervals that contain what a rerun shows: jobs resampled, then each job's trials.
+
+Every metric of a point is the mean over its jobs (repetitions) of each job's mean over its trials, and
+its interval comes from resampling jobs, then trials (docs/protocol.md, "From traces to estimates").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def job_groups(d: pd.DataFrame, columns: list[str]) -> list[np.ndarray]:
+    """The trials of each job of one point: one (trials x columns) array per job."""
+    return [g[columns].to_numpy(dtype=float) for _, g in d.groupby("job", sort=True)]
+
+
+def hierarchical_means(groups: list[np.ndarray], n: int, rng: np.random.Generator, run_sd: float = 0.0
+                       ) -> np.ndarray:
+    """Resamples (n x columns) of the mean over jobs of each job's mean over trials.
+
+    Two levels, as reruns vary: jobs are drawn with replacement, then each drawn job's trials. A point with
+    one job has no spread between jobs to draw from: each resample is then multiplied by (1 + e), e normal
+    with standard deviation ``run_sd``, the run-to-run spread measured on repeated points (0: trials only).
+    """
+    n_jobs = len(groups)
+    cols = groups[0].shape[1]
+    pick = rng.integers(0, n_jobs, size=(n, n_jobs))
+    slot_means = np.empty((n, n_jobs, cols))
+    for j, v in enumerate(groups):
+        idx = rng.integers(0, len(v), size=(n, n_jobs, len(v)))
+        draws = v[idx].mean(axis=2)  # (n, slots, cols): job j's resampled mean, wherever it is drawn
+        slot_means[pick == j] = draws[pick == j]
+    out = slot_means.mean(axis=1)
+    if n_jobs == 1 and run_sd > 0:
+        out = out * (1.0 + rng.normal(0.0, run_sd, size=(n, 1)))
+    return out
+
+
+def point_estimate(groups: list[np.ndarray]) -> np.ndarray:
+    """The statistic the intervals resample: the mean over jobs of each job's mean over trials."""
+    return np.mean([np.nanmean(v, axis=0) for v in groups], axis=0)

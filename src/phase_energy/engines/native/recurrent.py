@@ -1,0 +1,112 @@
+"""One decode step of a linear recurrence, updating the state in place (Gated DeltaNet and Mamba2).
+
+The state S [B, HV, K, V] of each head is read once and written once per step:
+
+    S <- exp(g) S                         (decay, one scalar per head)
+    u  = beta (v - k^T S)   (delta rule)  or   u = v   (Mamba2 / simple GLA)
+    S <- S + k u^T
+    o  = q^T S
+
+Gated DeltaNet (Qwen3.5) uses the delta rule with L2-normalised q, k and q scaled by K^-1/2; Mamba2 is the
+plain form with q = C, k = B, v = dt x and g = dt A. q and k have G <= HV heads, each shared by HV / G
+value heads, so grouped B/C (Mamba2) and GQA-style GDN keys are never repeated in memory. On CUDA one
+Triton program updates a [K, BLOCK_V] slice of one head's state in registers; elsewhere plain PyTorch
+does the same arithmetic. Both are wrapped in a custom op so that ``torch.compile`` keeps the decode
+step in one graph around it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from phase_energy.engines.native.attention import next_pow2
+
+try:  # Triton ships with CUDA builds of torch
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - CPU-only installs
+    triton = None
+
+
+def recurrent_step_reference(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
+                             scale: float, l2norm: bool) -> Tensor:
+    """The step in PyTorch: q, k [B, G, K], v [B, HV, V], g and beta [B, HV]; updates state, returns o fp32."""
+    rep = v.shape[1] // q.shape[1]
+    qf, kf = q.float(), k.float()
+    if l2norm:
+        qf = qf * torch.rsqrt(qf.pow(2).sum(-1, keepdim=True) + 1e-6)
+        kf = kf * torch.rsqrt(kf.pow(2).sum(-1, keepdim=True) + 1e-6)
+    qf = (qf * scale).repeat_interleave(rep, dim=1)
+    kf = kf.repeat_interleave(rep, dim=1)
+    s = state.float() * g.float().exp()[..., None, None]
+    u = v.float()
+    if beta is not None:
+        u = (u - torch.einsum("bhkv,bhk->bhv", s, kf)) * beta.float()[..., None]
+    s = s + kf[..., :, None] * u[..., None, :]
+    state.copy_(s)
+    return torch.einsum("bhkv,bhk->bhv", s, qf)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _step_kernel(S, Q, K, V, G, Beta, Out, HV, GROUP, KD, VD, scale,
+                     BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, DELTA: tl.constexpr, L2NORM: tl.constexpr):
+        pid_bh = tl.program_id(0)  # sequence x value head
+        pid_v = tl.program_id(1)
+        b = pid_bh // HV
+        hv = pid_bh % HV
+        hq = b * (HV // GROUP) + hv // GROUP  # the q/k head this value head reads
+        offs_k = tl.arange(0, BLOCK_K)
+        offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
+        k_mask = offs_k < KD
+        v_mask = offs_v < VD
+        s_ptr = S + pid_bh.to(tl.int64) * KD * VD + offs_k[:, None] * VD + offs_v[None, :]
+        s_mask = k_mask[:, None] & v_mask[None, :]
+        s = tl.load(s_ptr, mask=s_mask, other=0.0).to(tl.float32)
+        q = tl.load(Q + hq * KD + offs_k, mask=k_mask, other=0.0).to(tl.float32)
+        k = tl.load(K + hq * KD + offs_k, mask=k_mask, other=0.0).to(tl.float32)
+        if L2NORM:
+            q = q / tl.sqrt(tl.sum(q * q) + 1e-6)
+            k = k / tl.sqrt(tl.sum(k * k) + 1e-6)
+        q = q * scale
+        u = tl.load(V + pid_bh * VD + offs_v, mask=v_mask, other=0.0).to(tl.float32)
+        s = s * tl.exp(tl.load(G + pid_bh).to(tl.float32))
+        if DELTA:
+            u = (u - tl.sum(s * k[:, None], 0)) * tl.load(Beta + pid_bh).to(tl.float32)
+        s = s + k[:, None] * u[None, :]
+        tl.store(Out + pid_bh * VD + offs_v, tl.sum(s * q[:, None], 0), mask=v_mask)
+        tl.store(s_ptr, s.to(S.dtype.element_ty), mask=s_mask)
+
+
+def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
+                       scale: float, l2norm: bool) -> Tensor:
+    """The Triton kernel (any device Triton runs on); same arguments and result as the reference."""
+    b, hv, kd, vd = state.shape
+    assert state.is_contiguous(), "the state is updated in place and must be contiguous"
+    q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.float().contiguous()
+    beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
+    o = torch.empty(b, hv, vd, device=v.device, dtype=torch.float32)
+    block_k, block_v = next_pow2(kd), min(32, next_pow2(vd))
+    grid = (b * hv, math.ceil(vd / block_v))
+    _step_kernel[grid](state, q, k, v, g, beta_t, o, hv, hv // q.shape[1], kd, vd, scale,
+                       BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm, num_warps=4)
+    return o
+
+
+@torch.library.custom_op("phase_energy::recurrent_step_", mutates_args=("state",))
+def recurrent_step_(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
+                    scale: float, l2norm: bool) -> Tensor:
+    """One step in place: q, k [B, G, K]; v [B, HV, V]; g, beta [B, HV]; state [B, HV, K, V] -> o [B, HV, V]."""
+    if state.device.type == "cuda" and triton is not None:
+        return launch_step_kernel(state, q, k, v, g, beta, scale, l2norm)
+    return recurrent_step_reference(state, q, k, v, g, beta, scale, l2norm)
+
+
+@recurrent_step_.register_fake
+def _(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
+      scale: float, l2norm: bool) -> Tensor:
+    return v.new_empty(v.shape, dtype=torch.float32)

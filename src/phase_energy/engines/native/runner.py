@@ -1,0 +1,209 @@
+"""The engine as a measurement workload: random weights on the GPU, static caches, CUDA-graph decode.
+
+The decode step is captured once in a CUDA graph (attention reads the cache up to a device-side length,
+so the shapes never change); each replay is one launch with no host work; the next token is chosen
+greedily inside the graph and fed to the following step. Nothing synchronises inside a measured
+window: the protocol synchronises at the window's ends only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from phase_energy.engines.native.transformer import Transformer, init_random_, replicate_rows_
+from phase_energy.model.costmodel import CostModel, prefill_group
+from phase_energy.model.presets import get_preset
+
+log = logging.getLogger(__name__)
+
+
+def set_compile_caches(root: str | None = None) -> None:
+    """One Triton and one TorchInductor cache for all jobs of a run.
+
+    Kernels, compiled graphs and the autotuners' choices (flash-linear-attention's kernels autotune on
+    first use, which costs tens of seconds per job otherwise) are reused across jobs and, when the folder
+    is kept, across runs. Environment settings take precedence. Call before the kernels are imported.
+    """
+    base = os.path.abspath(root or os.environ.get("PHASE_ENERGY_COMPILE_CACHE", ".compile-cache"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(base, "triton"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(base, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
+
+
+def capture_graph(fn: Callable[[], Any], calls: int = 1, warm: int = 2,
+                  reset: Callable[[], Any] | None = None) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of ``calls`` back-to-back calls of ``fn``.
+
+    ``warm`` calls run first on a side stream, so that Triton's autotuning and lazy initialisation happen
+    outside the capture; ``reset`` (if given) runs after each of them and after the capture (the decode step
+    puts its position back).
+    """
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(warm):
+            fn()
+            if reset is not None:
+                reset()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(calls):
+            fn()
+    if reset is not None:
+        reset()
+    return g
+
+
+class EngineWorkload:
+    """Prefill and decode of one preset at one batch and context on one GPU (``Workload`` protocol).
+
+    The cache is static, so decode steps can run at the same positions again (``rewinds``).
+    """
+
+    rewinds = True
+
+    def __init__(self, arch: str, batch: int, context: int, max_output: int, seed: int = 0,
+                 device: str = "cuda", dtype: torch.dtype = torch.bfloat16, use_graphs: bool = True,
+                 compile: bool = True, weight_init: str = "normal"):
+        set_compile_caches()
+        t0 = time.monotonic()
+        self.cfg = get_preset(arch)
+        self.cost = CostModel(self.cfg)
+        self.batch, self.context, self.max_output = batch, context, max_output
+        self.device = torch.device(device)
+        self.use_graphs = use_graphs and self.device.type == "cuda"
+        with torch.device(self.device):
+            self.model = Transformer(self.cfg).to(dtype)
+        init_random_(self.model, seed, weight_init)
+        self.weight_init = weight_init
+        self.model.fuse()
+        self.max_len = context + max_output + 1
+        self.max_position = self.max_len - 1
+        self.model.setup_caches(batch, self.max_len)
+        gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.prompt = torch.randint(0, self.cfg.vocab, (batch, context), device=self.device, generator=gen)
+        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
+        self.pos = torch.zeros((), dtype=torch.long, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self._decoded = 0
+        # torch.compile fuses the step's elementwise work (norms, RoPE, gates, residuals) into few kernels;
+        # the CUDA graph is captured by us around the compiled step
+        self.compiled = compile and self.device.type == "cuda"
+        # PHASE_ENERGY_COMPILE_MODE picks an Inductor mode (e.g. max-autotune-no-cudagraphs: Triton GEMM
+        # templates tuned per shape; slower to start); the graph stays ours
+        self.compile_mode = os.environ.get("PHASE_ENERGY_COMPILE_MODE") or None
+        self._decode_fn = torch.compile(self.model.decode_step, dynamic=False, mode=self.compile_mode) \
+            if self.compiled else self.model.decode_step
+        self._prefill_fn = self.model.prefill  # compute-bound GEMMs: eager is close to compiled, and starts sooner
+        self.compile_error: str | None = None
+        self.build_s = time.monotonic() - t0
+        self.capture_s = 0.0
+
+    def _step(self) -> None:
+        logits = self._decode_fn(self.tokens, self.pos)
+        self.tokens.copy_(logits[:, -1].argmax(-1, keepdim=True))
+        self.pos.add_(1)
+
+    def _capture(self) -> None:
+        self.pos.fill_(self.context)
+        self.graph = capture_graph(self._step, reset=lambda: self.pos.fill_(self.context))
+
+    def prefill(self, sequences: int | None = None) -> None:
+        """Prefill the prompts of the first ``sequences`` (default all), in groups that bound activation memory."""
+        n = self.batch if sequences is None else min(sequences, self.batch)
+        per = prefill_group(self.batch, self.context)
+        for i in range(0, n, per):
+            sl = slice(i, min(n, i + per))
+            logits = self._prefill_fn(self.prompt[sl], sl)
+            self.tokens[sl] = logits[:, -1].argmax(-1, keepdim=True)
+
+    def fill_cache(self, sequences: int) -> None:
+        """Fill every row's cache for decode.
+
+        Prefills at most one group of prompts (and at most ``sequences``) and copies their rows over the
+        rest: decode reads the same bytes whatever the rows hold.
+        """
+        n = min(sequences, prefill_group(self.batch, self.context))
+        self.prefill(n)
+        if n < self.batch:
+            self.model.replicate_cache_rows(n)
+            replicate_rows_(self.tokens, n)
+
+    def decode(self, position: int, steps: int) -> None:
+        """``steps`` decode steps from cache position ``position`` (graph replays, no host sync)."""
+        self.pos.fill_(position)
+        self._decoded += self.batch * steps
+        for _ in range(steps):
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._step()
+
+    def end_decode(self) -> None:
+        """Nothing to release: the static cache stays."""
+
+    def irregular_steps(self) -> int:
+        """Every captured step advances every row: none is irregular."""
+        return 0
+
+    def next_position(self) -> int:
+        """The first decode position (the static cache can decode at any position up to max_position)."""
+        return self.context
+
+    def decoded_tokens(self) -> int:
+        """Tokens of the decode steps so far (every step advances every row)."""
+        return self._decoded
+
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
+        """Compile Triton kernels, capture every graph the decode will need, then time prefill and a step."""
+        t0 = time.monotonic()
+        self.fill_cache(self.batch if prefill_sequences is None else prefill_sequences)
+        try:
+            self.pos.fill_(self.context)
+            self._step()
+        except Exception as e:  # a compiler failure must not lose the job: fall back to eager
+            if not self.compiled:
+                raise
+            self.compile_error = f"{type(e).__name__}: {e}"[:500]
+            log.warning("torch.compile failed (%s); running eager", self.compile_error)
+            self.compiled = False
+            self._decode_fn = self.model.decode_step
+        if self.use_graphs:
+            self._capture()
+        self.synchronize()
+        self.capture_s = time.monotonic() - t0
+        t_prefill = t_step = 0.0
+        for _ in range(max(runs, 1)):
+            t1 = time.perf_counter()
+            self.prefill(prefill_sequences)
+            self.synchronize()
+            t_prefill = time.perf_counter() - t1
+            n = min(16, self.max_output)
+            t1 = time.perf_counter()
+            self.decode(self.context, n)
+            self.synchronize()
+            t_step = (time.perf_counter() - t1) / n
+        return t_prefill, t_step
+
+    def idle(self, seconds: float) -> None:
+        """Leave the GPU idle with the context open."""
+        time.sleep(seconds)
+
+    def synchronize(self) -> None:
+        """Wait for the device."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def info(self) -> dict[str, Any]:
+        """Facts for the trace metadata: timings of construction, capture, graph count."""
+        return {"build_s": self.build_s, "capture_s": self.capture_s, "graph": self.graph is not None,
+                "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_error": self.compile_error,
+                "weights": f"random ({self.weight_init})",
+                "weight_bytes": self.cost.weight_bytes}

@@ -1,0 +1,228 @@
+"""Device backends: the NVML card and the simulated one behind one interface, opened by one factory.
+
+A measurement job and a CLEAR job both open their backend here and get a :class:`Backend`: the device (whose
+setters :class:`~phase_energy.measure.levers.LeverControl` drives, with the same names on both), a started
+meter for the protocol's windows, the device synchronisation and the GPU block of the metadata. The NVML
+backend holds the GPU's job lock (:mod:`phase_energy.measure.gpulock`) while it is open; the simulated one
+needs none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("sim", "nvml")
+
+
+class Device(Protocol):
+    """What levers and jobs use of a GPU; :class:`~phase_energy.measure.nvml.GPU` and ``SimGPU`` provide it."""
+
+    index: int
+    keeps_settings: bool  # True when a setting outlives the process (a real card): levers journal it
+
+    def uuid(self) -> str:
+        """Which card."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The GPU block of the trace metadata."""
+        ...
+
+    def other_compute_pids(self) -> list[int]:
+        """Processes other than this one computing on the device."""
+        ...
+
+    def power_limit_range_w(self) -> tuple[float, float]:
+        """The settable power-limit range."""
+        ...
+
+    def supported_sm_clocks_mhz(self) -> list[int]:
+        """Clocks an SM clock lock accepts."""
+        ...
+
+    def power_limit_w(self) -> float:
+        """The power limit set now."""
+        ...
+
+    def enforced_power_limit_w(self) -> float:
+        """The limit the firmware enforces."""
+        ...
+
+    def set_power_limit_w(self, watts: float) -> None:
+        """Set the power limit."""
+        ...
+
+    def lock_sm_clock_mhz(self, mhz: int) -> None:
+        """Lock the SM clock."""
+        ...
+
+    def reset_sm_clock(self) -> None:
+        """Release an SM clock lock."""
+        ...
+
+
+class SampledMeter(Protocol):
+    """A :class:`~phase_energy.measure.protocol.Meter` that samples from ``start`` to ``stop``."""
+
+    def now(self) -> float:
+        """Seconds since the meter's origin."""
+        ...
+
+    def read_energy_j(self) -> float:
+        """The energy counter in J since the origin."""
+        ...
+
+    def samples(self) -> pd.DataFrame:
+        """The samples so far."""
+        ...
+
+    def stop(self) -> pd.DataFrame:
+        """Stop sampling; return the samples table."""
+        ...
+
+
+@dataclass
+class Backend:
+    """An open backend: its name (``sim`` or ``nvml``), device, meter factory and synchronisation."""
+
+    name: str
+    device: Any  # a Device (SimGPU or GPU)
+    synchronize: Callable[[], None]
+    open_meter: Callable[[float], SampledMeter]
+    probe: Callable[[], dict[str, float]] = field(default=dict)
+    hold: Callable[[], None] = field(default=lambda: None)  # before a job writes its trace (sim.wall_delay_s)
+
+    @property
+    def simulated(self) -> bool:
+        """True for the simulated card (its traces say ``backend: sim``)."""
+        return self.name == "sim"
+
+    def meter(self, sampling_period_s: float) -> SampledMeter:
+        """A started meter sampling every ``sampling_period_s``."""
+        return self.open_meter(sampling_period_s)
+
+    def describe(self, probe: bool = False) -> dict[str, Any]:
+        """The GPU block of the metadata; ``probe`` adds the copy bandwidth and matmul rate measured now.
+
+        The simulated card states its own.
+        """
+        desc = self.device.describe()
+        if probe:
+            desc.update(self.probe())
+        return desc
+
+
+def nvidia_gpu_visible() -> bool:
+    """True when NVML initialises and reports at least one device (never changes any setting)."""
+    try:
+        import pynvml
+    except ImportError:
+        return False
+    try:
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount() > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # any NVML failure means: no usable GPU here
+        return False
+
+
+def resolve_backend(requested: str) -> str:
+    """``auto`` becomes ``nvml`` when an NVIDIA GPU is visible, else ``sim`` (said loudly in the log)."""
+    if requested != "auto":
+        return requested
+    if nvidia_gpu_visible():
+        log.warning("backend auto: an NVIDIA GPU is visible, measuring it through NVML")
+        return "nvml"
+    log.warning("backend auto: NO NVIDIA GPU visible -- using the SIMULATED backend; traces say backend: sim")
+    return "sim"
+
+
+def sim_params(cfg: Mapping[str, Any]) -> Any:
+    """The simulated card's parameters from the config (``sim:`` and the counter period)."""
+    from phase_energy.measure.sim import SimParams
+
+    return SimParams(firmware_clamp_mhz=cfg["sim"]["firmware_clamp_mhz"], power_noise=cfg["sim"]["noise"],
+                     counter_period_s=cfg["measurement"]["counter_period_ms"] / 1000.0)
+
+
+@contextmanager
+def open_backend(cfg: Mapping[str, Any], name: str, seed: int, job: str = "") -> Iterator[Backend]:
+    """Open backend ``name`` (``sim`` or ``nvml``, already resolved) for one job.
+
+    ``sim``: a fresh simulated card seeded with ``seed``; its ``hold`` keeps a job for ``sim.wall_delay_s`` of
+    real time before it writes its trace, when the config asks for it (a slow job, for tests).
+    ``nvml``: GPU 0, locked for this job (``job`` names it in the lock) until the block ends.
+    """
+    if name == "sim":
+        from phase_energy.measure.sim import SimGPU, SimMeter
+
+        gpu = SimGPU(sim_params(cfg), seed=seed)
+        delay = float(cfg["sim"]["wall_delay_s"])
+
+        def hold() -> None:
+            if delay:
+                log.info("sim.wall_delay_s: holding the job for %.1f s of real time", delay)
+                time.sleep(delay)
+
+        yield Backend("sim", gpu, lambda: None, lambda period: SimMeter(gpu, period).start(), hold=hold)
+        return
+    if name != "nvml":
+        raise ValueError(f"backend {name!r} is not accepted; expected one of {', '.join(BACKENDS)}")
+    import torch
+
+    from phase_energy.measure.gpulock import gpu_lock
+    from phase_energy.measure.nvml import GPU
+
+    real = GPU(0)
+    with gpu_lock(real, job=job):
+        yield nvml_backend(real, torch.cuda.synchronize)
+
+
+def nvml_backend(gpu: Any, synchronize: Callable[[], None]) -> Backend:
+    """The backend of an open NVML GPU (``open_backend`` locks GPU 0 first; a benchmark may pass its own)."""
+    from phase_energy.measure.nvml import NvmlMeter
+
+    return Backend("nvml", gpu, synchronize, lambda period: NvmlMeter(gpu, period).start(),
+                   lambda: measure_bandwidth_and_matmul())
+
+
+def measure_bandwidth_and_matmul(device: str = "cuda") -> dict[str, float]:
+    """Copy bandwidth (bytes read + written per s) and bf16 matmul rate of the card, measured now."""
+    import torch
+
+    n = 1 << 30  # 2 GiB of bf16
+    a = torch.empty(n, dtype=torch.bfloat16, device=device)
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    bw = reps * 2 * a.numel() * a.element_size() / (time.perf_counter() - t0)
+    del a, b
+    m = torch.randn(8192, 8192, dtype=torch.bfloat16, device=device)
+    for _ in range(3):
+        m @ m
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    reps = 30
+    for _ in range(reps):
+        m @ m
+    torch.cuda.synchronize()
+    flops = reps * 2 * 8192**3 / (time.perf_counter() - t0)
+    torch.cuda.empty_cache()  # give the probes' memory back before an engine sizes itself from what is free
+    return {"bandwidth_bps": float(bw), "matmul_flops": float(flops)}

@@ -1,0 +1,184 @@
+"""A measurement campaign in time-limited runs that resume where the last one stopped.
+
+Each run measures the points still missing, in a chosen order, and stops cleanly before its time is up;
+finished traces are copied into a reference-data folder.
+
+Every run is the workflow itself (``snakemake --cores 1 --resources gpu=1 ... traces``); this module only
+seeds ``results/traces`` with what the reference folder already holds (so those points are not measured
+again), runs the chunks in order until the time budget is spent, and copies back every point whose
+``status.json`` exists (a trace is complete once its status is written).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from phase_energy.grid import GridPoint
+
+log = logging.getLogger(__name__)
+
+MEASURED = Path("results/traces")
+LOGS = Path("logs/measure")  # the measure rule's logs, one per point
+POINT_GLOB = GridPoint.GLOB
+
+
+def point_dirs(root: Path) -> list[Path]:
+    """Point folders under ``root`` (relative) whose trace is complete (status.json written)."""
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.relative_to(root) for p in root.glob(f"{POINT_GLOB}/status.json"))
+
+
+def copy_points(src: Path, dst: Path) -> list[Path]:
+    """Copy complete points of ``src`` that ``dst`` lacks; return the points copied."""
+    have = set(point_dirs(dst))
+    copied = []
+    for p in point_dirs(src):
+        if p in have:
+            continue
+        target = dst / p
+        tmp = target.with_name(target.name + ".part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src / p, tmp)
+        tmp.rename(target)
+        copied.append(p)
+    return copied
+
+
+def without_trace(since: float) -> dict[str, str]:
+    """Points whose job wrote its log after ``since`` but left no trace: point -> last line of its log."""
+    out = {}
+    for path in sorted(LOGS.glob(f"{POINT_GLOB}.log")):
+        if path.stat().st_mtime < since:
+            continue
+        point = str(path.relative_to(LOGS).with_suffix(""))
+        if (MEASURED / point / "status.json").exists():
+            continue
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        out[point] = lines[-1][:300] if lines else "(empty log)"
+    return out
+
+
+@dataclass
+class CampaignRun:
+    """What one run did."""
+
+    chunks_done: list[str] = field(default_factory=list)
+    chunks_failed: list[str] = field(default_factory=list)
+    stopped_in: str | None = None
+    new_points: list[str] = field(default_factory=list)
+    failed_points: dict[str, str] = field(default_factory=dict)  # point -> last line of its log
+    interrupted: str | None = None  # the point the time limit stopped
+    seconds: float = 0.0
+
+
+def chunk_config(configfile: str, chunk: str) -> dict:
+    """The validated config of one chunk: the config file with the chunk's ``key=value`` overrides."""
+    import yaml
+
+    from phase_energy.config import validate_config
+
+    raw = yaml.safe_load(Path(configfile).read_text()) or {}
+    for item in shlex.split(chunk):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"campaign chunk {chunk!r}: {item!r} is not key=value (e.g. 'contexts=[2048]')")
+        raw[key] = yaml.safe_load(value)
+    return validate_config(raw)
+
+
+def run_targets(cfg: dict, measured: set[Path]) -> list[str]:
+    """The points one run measures: of each grid point, the lowest repetition not measured yet.
+
+    Repetitions of a point thus land in different runs (other machines, other cards, another time), so
+    that they show the spread a rerun shows, not that of back-to-back jobs.
+    """
+    from phase_energy.grid import expand_grid
+
+    targets, seen = [], set()
+    for p in expand_grid(cfg):
+        key = (p.engine, p.arch, p.batch, p.context, p.lever)
+        if key in seen or Path(p.path) in measured:
+            continue
+        seen.add(key)  # the lowest missing repetition of this point, and no other in this run
+        targets.append(f"{MEASURED}/{p.path}/status.json")
+    return targets
+
+
+def snakemake_cmd(configfile: str, chunk: str, extra: list[str], targets: list[str]) -> list[str]:
+    """The workflow run of one chunk: only the given measurement jobs, measured locally."""
+    cfg = [f"traces={MEASURED}", *shlex.split(chunk)]
+    return [sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--resources", "gpu=1",
+            "--rerun-triggers", "mtime", "--keep-going", *extra, "--configfile", configfile, "--config", *cfg]
+
+
+def _stop(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGINT first (snakemake stops its running jobs and marks them incomplete), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min_chunk_s: float = 30.0,
+        extra: list[str] | None = None) -> CampaignRun:
+    """Seed, run the chunks in order within ``time_limit_s``, copy finished points into ``into``."""
+    t0 = time.monotonic()
+    wall0 = time.time() - 1.0  # log mtimes are wall-clock (1 s slack for coarse file-system stamps)
+    into.mkdir(parents=True, exist_ok=True)
+    MEASURED.mkdir(parents=True, exist_ok=True)
+    copy_points(into, MEASURED)
+    log.info("campaign: %d points already in %s", len(point_dirs(into)), into)
+    out = CampaignRun()
+    for chunk in chunks or [""]:
+        left = time_limit_s - (time.monotonic() - t0)
+        if left < min_chunk_s:
+            out.stopped_in = chunk
+            log.info("campaign: %.0f s left, stopping before chunk %r", left, chunk)
+            break
+        targets = run_targets(chunk_config(configfile, chunk), set(point_dirs(into)))
+        if not targets:
+            log.info("campaign: chunk %r has nothing left to measure", chunk)
+            out.chunks_done.append(chunk)
+            continue
+        cmd = snakemake_cmd(configfile, chunk, extra or [], targets)
+        log.info("campaign: chunk %r (%.0f s left): %d points, %s ...", chunk, left, len(targets), " ".join(cmd[:8]))
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        try:
+            proc.wait(max(left - 20.0, 1.0))
+        except subprocess.TimeoutExpired:
+            log.warning("campaign: time is up inside chunk %r; stopping the workflow", chunk)
+            _stop(proc, 15.0)
+            out.stopped_in = chunk
+            break
+        finally:
+            out.new_points += [str(p) for p in copy_points(MEASURED, into)]
+        if proc.returncode == 0:
+            out.chunks_done.append(chunk)
+        else:
+            log.error("campaign: chunk %r ended with exit status %d (see the snakemake log)", chunk, proc.returncode)
+            out.chunks_failed.append(chunk)
+    out.failed_points = without_trace(wall0)
+    if out.stopped_in is not None and out.failed_points:  # the job the time limit stopped is the newest log
+        newest = max(out.failed_points, key=lambda p: (LOGS / f"{p}.log").stat().st_mtime)
+        out.interrupted = newest
+        del out.failed_points[newest]
+    for point, last in out.failed_points.items():
+        log.error("campaign: %s failed and left no trace; its log ends: %s", point, last)
+    out.seconds = time.monotonic() - t0
+    log.info("campaign: %d new points in %.0f s; chunks done: %s", len(out.new_points), out.seconds,
+             out.chunks_done)
+    return out

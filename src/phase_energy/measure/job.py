@@ -1,0 +1,208 @@
+"""One measurement job: open the backend, build the engine, apply the lever, run the protocol, write the trace.
+
+The same code runs on the simulated card and on a real one: :func:`~phase_energy.measure.backend.open_backend`
+gives the device and its meter, :class:`~phase_energy.measure.levers.LeverControl` applies and restores the
+lever through the device's setters (journalled only on a real card), the engine is the point's (native or
+vLLM; on the simulator, its simulation).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from phase_energy.config import config_hash
+from phase_energy.engines.vllm import DoesNotFit, VllmEngine, VllmSettings, VllmWorkload, max_model_len
+from phase_energy.grid import GridPoint
+from phase_energy.measure.backend import Backend, open_backend, resolve_backend
+from phase_energy.measure.levers import Applied, LeverControl
+from phase_energy.measure.protocol import Settings, Window, Workload, forward_positions, run_protocol, summarise_windows
+from phase_energy.measure.trace import SAMPLE_COLUMNS, WINDOW_COLUMNS, empty_frame, provenance, utc_now, write_trace
+from phase_energy.model.costmodel import CostModel
+from phase_energy.model.hfconfig import vllm_unsupported
+from phase_energy.model.presets import get_preset
+
+log = logging.getLogger(__name__)
+PROCESS_START = time.monotonic()
+
+
+def point_seed(cfg: Mapping[str, Any], point: GridPoint) -> int:
+    """A seed per point, stable across runs and machines."""
+    return (cfg["seed"] * 1_000_003 + zlib.crc32(point.path.encode())) % (2**32)
+
+
+def job_settings(cfg: Mapping[str, Any], point: GridPoint) -> Settings:
+    """The protocol's settings for a point: the config's ``measurement`` section, outputs and clock lock."""
+    lever = point.setting
+    return Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]),
+                                locked_sm_clock_mhz=lever.value if lever.kind == "smclock" else None)
+
+
+def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) -> str | None:
+    """Why a point cannot run (engine support, memory budget, lever not permitted), or None when it can."""
+    arch = get_preset(point.arch)
+    if point.engine == "vllm":
+        why = vllm_unsupported(arch)
+        if why:
+            return f"engine: {why}"
+    model = CostModel(arch, engine=point.engine)
+    positions = max(cfg["output_lengths"])
+    if point.engine == "vllm":  # a serving engine's decode positions only move forward: lead-in and windows too
+        positions = forward_positions(job_settings(cfg, point), model, point.batch, point.context)
+    need = model.memory_bytes(point.batch, point.context, positions)
+    budget = cfg["gpu"]["memory_budget_gb"] * 1e9
+    if need > budget:
+        return (
+            f"memory: needs {need / 1e9:.1f} GB (weights {model.model_bytes / 1e9:.1f} GB + cache and "
+            f"activations{model.layout_note}) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
+        )
+    if backend == "nvml" and point.setting.kind != "default" and not cfg["allow_gpu_settings"] \
+            and not slurm_sets_clock(cfg, point):
+        return (
+            f"lever not permitted: {point.lever!r} changes the GPU's settings and allow_gpu_settings is "
+            "false; set allow_gpu_settings: true on a GPU you may reconfigure, or use backend: sim"
+        )
+    return None
+
+
+def slurm_sets_clock(cfg: Mapping[str, Any], point: GridPoint) -> bool:
+    """True when the cluster applies the point's SM clock (``sbatch --gpu-freq``) and the job only records it."""
+    return point.setting.kind == "smclock" and bool(cfg["cluster"]["gpu_freq_for_smclock"])
+
+
+def metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mapping[str, Any],
+             enforced: Mapping[str, Any], started: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The trace's metadata.json (validated against the metadata schema when written)."""
+    arch = get_preset(point.arch)
+    prov = provenance()
+    return {
+        "format_version": 1,
+        "arch": point.arch,
+        "paradigm": arch.paradigm,
+        "batch": point.batch,
+        "context": point.context,
+        "max_output": max(cfg["output_lengths"]),
+        "rep": point.rep,
+        "lever_requested": point.lever,
+        "lever_enforced": dict(enforced),
+        "backend": backend,
+        "engine": point.engine,
+        "gpu": dict(gpu),
+        "cost": CostModel(arch, engine=point.engine).summary(),
+        "versions": prov["versions"],
+        "git_commit": prov["git_commit"],
+        "host": prov["host"],
+        "config_hash": config_hash(cfg),
+        "started_at": started,
+        "finished_at": utc_now(),
+        "seed": cfg["seed"],
+        **(extra or {}),
+    }
+
+
+def write_skipped(cfg: Mapping[str, Any], point: GridPoint, out_dir: Path, backend: str, reason: str) -> None:
+    """A status record (and empty tables) for a point that cannot run, so downstream sees the whole grid."""
+    log.warning("skipping %s: %s", point.path, reason)
+    meta = metadata(cfg, point, backend, {"name": "not measured"},
+                    {"power_limit_w": None, "locked_sm_clock_mhz": None}, utc_now(), {"status": "skipped"})
+    write_trace(out_dir, empty_frame(SAMPLE_COLUMNS), empty_frame(WINDOW_COLUMNS), meta,
+                {"status": "skipped", "reason": reason})
+
+
+def build_workload(cfg: Mapping[str, Any], point: GridPoint, settings: Settings, backend: Backend) -> Workload:
+    """The point's engine on the backend: its simulation on ``sim``, the native or vLLM engine on GPU 0.
+
+    vLLM raises :class:`~phase_energy.engines.vllm.DoesNotFit` when its KV cache cannot hold the point.
+    """
+    if backend.simulated:
+        from phase_energy.measure.sim import SimWorkload
+
+        return SimWorkload(backend.device, get_preset(point.arch), point.batch, point.context, engine=point.engine)
+    if point.engine == "vllm":
+        vs = VllmSettings.from_config(cfg["vllm"])
+        positions = forward_positions(settings, CostModel(get_preset(point.arch), engine="vllm"), point.batch,
+                                      point.context)
+        engine = VllmEngine(point.arch, max_num_seqs=point.batch,
+                            max_model_len=max_model_len(point.context, positions, point.batch, vs.chunk_tokens),
+                            capture_sizes=[point.batch], settings=vs, seed=cfg["seed"])
+        return VllmWorkload(engine, point.batch, point.context, settings.max_output, seed=cfg["seed"],
+                            positions=positions)
+    from phase_energy.engines.native.runner import EngineWorkload
+
+    return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, seed=cfg["seed"])
+
+
+def measure_with_lever(backend: Backend, lever: str, allow_gpu_settings: bool, workload: Workload,
+                       settings: Settings, journal_dir: Path | None = None, origin: float = PROCESS_START
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, Applied, float]:
+    """Apply the lever, sample, run the protocol, restore; return samples, windows, lever record, t(first window).
+
+    The lever is restored whatever happens inside (exception, SIGTERM, SIGINT, exit); the sampler is
+    stopped before the restore so its thread never outlives the job. ``t(first window)`` counts from
+    ``origin`` (the process start for a job) on a real card; on the simulated one it is NaN (its clock is
+    virtual).
+    """
+    with LeverControl(backend.device, lever, allow_gpu_settings, journal_dir=journal_dir) as applied:
+        meter = backend.meter(settings.sampling_period_ms / 1000.0)
+        try:
+            raw: list[Window] = run_protocol(meter, workload, settings)
+        finally:
+            samples = meter.stop()
+        first = min((w.start_s for w in raw if w.phase != "idle"), default=float("nan"))
+        t_first = float("nan") if backend.simulated else getattr(meter, "origin", origin) - origin + first
+    return samples, summarise_windows(samples, raw, settings), applied, t_first
+
+
+def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: Backend, workload: Workload,
+                  settings: Settings, gpu: Mapping[str, Any], started: str, origin: float = PROCESS_START,
+                  extra: Mapping[str, Any] | None = None) -> None:
+    """Run the protocol of one point on a built workload and write its trace."""
+    lever, applied_by = point.lever, backend.name
+    if not backend.simulated and slurm_sets_clock(cfg, point):
+        lever, applied_by = "default", "slurm --gpu-freq"  # slurmstepd set it; we only record
+    allow = backend.simulated or cfg["allow_gpu_settings"]  # a simulated card may always be reconfigured
+    samples, windows, applied, t_first = measure_with_lever(backend, lever, allow, workload, settings,
+                                                            origin=origin)
+    enforced = {"power_limit_w": applied.power_limit_w,
+                "locked_sm_clock_mhz": applied.locked_sm_clock_mhz,
+                "applied_by": applied_by}
+    info = workload.info() if hasattr(workload, "info") else {}
+    backend.hold()
+    meta = metadata(cfg, point, backend.name, gpu, enforced, started,
+                    {"status": "ok", "time_to_first_window_s": None if t_first != t_first else t_first,
+                     "engine_info": info, **(extra or {})})
+    write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows)})
+
+
+def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> str:
+    """Measure one grid point into ``out_dir``; return the backend used.
+
+    A real GPU's job holds the GPU's lock (:mod:`phase_energy.measure.gpulock`) from before its first probe
+    to its end: a second measurement job on the same GPU waits or is refused, whatever Snakemake's resources
+    said.
+    """
+    out = Path(out_dir)
+    name = resolve_backend(cfg["backend"])
+    reason = point_skip_reason(cfg, point, name)
+    if reason:
+        write_skipped(cfg, point, out, name, reason)
+        return name
+    t0 = time.monotonic()
+    with open_backend(cfg, name, point_seed(cfg, point), job=str(out)) as backend:
+        started = utc_now()
+        gpu = backend.describe(probe=True)
+        settings = job_settings(cfg, point)
+        try:
+            workload = build_workload(cfg, point, settings, backend)
+        except DoesNotFit as e:  # the engine started but cannot hold the point: a record, not a failure
+            write_skipped(cfg, point, out, name, str(e))
+            return name
+        measure_point(cfg, point, out, backend, workload, settings, gpu, started)
+    log.info("job %s done in %.1f s (%s)", point.path, time.monotonic() - t0, name)
+    return name

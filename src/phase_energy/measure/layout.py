@@ -1,0 +1,190 @@
+"""Trace folders as the workflow finds them: the layout check, verification and the cheap check at DAG time.
+
+Light on purpose (no pandas): the workflow calls :func:`select_points` when it parses. A trace's tables are
+read and written by :mod:`phase_energy.measure.trace`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from phase_energy.grid import GridPoint
+
+log = logging.getLogger(__name__)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def job_dirs(traces_dir: str | Path) -> list[Path]:
+    """Every job folder under a traces folder (those with a status.json)."""
+    return sorted(p.parent for p in Path(traces_dir).rglob("status.json"))
+
+
+def engine_of(metadata: Mapping[str, Any]) -> str:
+    """The engine a trace was measured with (``native`` for traces written before engines were an axis)."""
+    return str(metadata.get("engine") or "native").split(" ")[0]  # older simulated traces: "native (simulated)"
+
+
+class TraceError(ValueError):
+    """A trace that cannot be used as it is; the message names the file, what is wrong and what to do."""
+
+
+STATUSES = ("ok", "skipped")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TraceError(f"{path}: missing; the trace is incomplete (measure the point again: delete its "
+                         "folder, or let the workflow re-measure it)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TraceError(f"{path}: not valid JSON ({e}); the trace is damaged (measure the point again: delete "
+                         "its folder)") from None
+    if not isinstance(value, dict):
+        raise TraceError(f"{path}: expected a JSON object, found {type(value).__name__}; the trace is damaged")
+    return value
+
+
+def _point_fields(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {"engine": engine_of(meta), "arch": meta.get("arch"), "batch": meta.get("batch"),
+            "context": meta.get("context"), "lever": meta.get("lever_requested"), "rep": meta.get("rep", 0)}
+
+
+def verify_trace(trace_dir: str | Path, point: GridPoint | None = None, deep: bool = True
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check one trace folder and return its (status, metadata); raise TraceError naming what is wrong.
+
+    Checked: status.json and metadata.json are JSON objects, the status is one the workflow writes, the
+    metadata names the point its folder names (``point``), every file status.json lists has its size and
+    (``deep``) its SHA-256, and an ``ok`` trace has readable windows with the count status.json records.
+    Traces written before checksums were recorded are checked without them.
+    """
+    d = Path(trace_dir)
+    status = _read_json(d / "status.json")
+    if status.get("status") not in STATUSES:
+        raise TraceError(f"{d / 'status.json'}: status {status.get('status')!r} is not one a finished job writes "
+                         f"(accepted: {', '.join(STATUSES)}); the job did not end or the file was edited: measure "
+                         "the point again (delete its folder)")
+    meta = _read_json(d / "metadata.json")
+    if point is not None:
+        wanted = {"engine": point.engine, "arch": point.arch, "batch": point.batch, "context": point.context,
+                  "lever": point.lever, "rep": point.rep}
+        found = _point_fields(meta)
+        wrong = [f"{k} {found[k]!r} (the folder says {wanted[k]!r})" for k in wanted if found[k] != wanted[k]]
+        if wrong:
+            raise TraceError(f"{d / 'metadata.json'}: names another point than its folder: {'; '.join(wrong)}; "
+                             "a trace was copied into the wrong folder or edited: move it to the folder of its "
+                             "point or measure this one again")
+    for name, rec in (status.get("files") or {}).items():
+        f = d / name
+        if not f.exists() or f.stat().st_size != rec.get("bytes"):
+            size = f.stat().st_size if f.exists() else "no file"
+            raise TraceError(f"{f}: {size} bytes where status.json recorded {rec.get('bytes')}; the file is "
+                             "truncated or replaced: measure the point again (delete its folder)")
+        if deep and file_digest(f) != rec.get("sha256"):
+            raise TraceError(f"{f}: its content differs from the SHA-256 status.json recorded; the file is "
+                             "damaged: measure the point again (delete its folder) or restore it from a copy")
+    if status["status"] == "ok":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.ParquetFile(d / "windows.parquet").metadata.num_rows
+            pq.ParquetFile(d / "samples.parquet")
+        except (OSError, pa.ArrowException) as e:
+            raise TraceError(f"{d}: a parquet file is missing or unreadable ({e}); measure the point again") \
+                from None
+        if "windows" in status and rows != status["windows"]:
+            raise TraceError(f"{d / 'windows.parquet'}: {rows} windows where status.json recorded "
+                             f"{status['windows']}; the trace is damaged: measure the point again")
+    return status, meta
+
+
+def select_points(traces: str, measured: str, points: list[GridPoint]) -> list[GridPoint]:
+    """The grid points the workflow takes from a traces folder, checked cheaply at DAG time.
+
+    A cached folder (anything but ``measured``) must exist, hold traces of this grid, and sit outside
+    ``results/``; points it lacks are left out (a warning says how many). In the measured folder a trace
+    whose files do not have their recorded sizes (truncated, half-copied) is moved aside to
+    ``results/traces-damaged/`` so that the workflow measures the point again.
+    """
+    root = Path(traces)
+    check_layout(root)
+    if traces != measured:
+        if Path(measured).parent in (root, *root.parents) or traces.startswith(str(Path(measured).parent) + "/"):
+            raise TraceError(f"config key 'traces': {traces!r} lies under {Path(measured).parent}/ but is not "
+                             f"{measured}: measured traces go to {measured}; put cached traces outside "
+                             f"{Path(measured).parent}/ (accepted: {measured} to measure, or a folder elsewhere)")
+        if not root.is_dir():
+            raise TraceError(f"config key 'traces': folder {traces!r} does not exist; accepted: {measured} (to "
+                             "measure) or a folder of cached traces (engine~E/arch~A/...)")
+        present = [p for p in points if (root / p.path / "status.json").exists()]
+        if not present:
+            found = sum(1 for _ in root.rglob("status.json"))
+            raise TraceError(f"config key 'traces': folder {traces!r} holds no trace of this grid ({found} "
+                             "status.json files in all); check the folder and the grid (architectures, "
+                             "batch_sizes, contexts, levers, engines)")
+        return present
+    for p in points:
+        d = root / p.path
+        if not (d / "status.json").exists():
+            continue
+        try:
+            verify_trace(d, p, deep=False)
+        except TraceError as e:
+            aside = Path(f"{measured}-damaged") / p.path
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            shutil.move(str(d), str(aside))
+            log.warning("%s; moved to %s, the point is measured again", e, aside)
+    return points
+
+
+LEGACY_POINT_GLOB = "arch~*/bs~*/ctx~*/lever~*/rep~*"
+
+
+class TraceLayoutError(TraceError):
+    """A traces folder in a layout this version does not read; the message says how to convert it."""
+
+
+def check_layout(traces_dir: str | Path) -> None:
+    """Refuse a traces folder written before engines were a grid axis (``arch~...`` at its top)."""
+    root = Path(traces_dir)
+    if root.is_dir() and any(root.glob(f"{LEGACY_POINT_GLOB}/status.json")):
+        raise TraceLayoutError(
+            f"traces folder {str(root)!r} holds traces in the layout before engines (arch~A/... at its top, "
+            f"no engine~E/ level); convert it once with: phase-energy migrate-traces {root}")
+
+
+def migrate_traces(traces_dir: str | Path, engine: str = "native") -> list[Path]:
+    """Move legacy point folders (``arch~A/...``) under ``engine~<engine>/``; return the points moved.
+
+    Traces written before engines were an axis all came from the native engine. A point that already exists
+    in the new layout is left where it is and reported, never overwritten.
+    """
+    root = Path(traces_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"traces folder {str(root)!r} does not exist")
+    moved = []
+    for arch_dir in sorted(root.glob("arch~*")):
+        target = root / f"engine~{engine}" / arch_dir.name
+        if target.exists():
+            raise FileExistsError(f"{target} exists already: merge {arch_dir} into it by hand")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        moved += [p.parent.relative_to(root) for p in arch_dir.glob("bs~*/ctx~*/lever~*/rep~*/status.json")]
+        arch_dir.rename(target)
+    return moved

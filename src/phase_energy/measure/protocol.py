@@ -1,0 +1,521 @@
+"""The measurement protocol of one job (docs/protocol.md), shared by every backend.
+
+A backend provides a :class:`Meter` (clock, energy counter, samples) and a :class:`Workload` (the engine or
+its simulation). The protocol decides what runs inside which window; the window summary (trapezoid
+cross-check, throttle times, clocks, validity flags) is computed here from the samples, identically for
+real and simulated traces.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from phase_energy.config import schema_defaults
+from phase_energy.measure.trace import THROTTLE_COLUMNS, WINDOW_COLUMNS, conform
+from phase_energy.model.costmodel import CostModel, prefill_group
+
+log = logging.getLogger(__name__)
+
+MISMATCH_TOLERANCE = 0.02
+# The firmware keeps its power-cap state this long after a prefill at the limit (99th percentile over the
+# reference campaign's decode trials, bench/cap-hold.json): a decode window that starts sooner than this after
+# the cache-filling prefill counts its SW-cap time only after it (thr_sw_power_steady_s).
+CAP_HOLD_S = 0.9
+CLOCK_TOLERANCE = 0.02
+TEMPERATURE_DRIFT_C = 5.0
+
+
+class Meter(Protocol):
+    """Clock, energy counter and sampler of one GPU (real or simulated)."""
+
+    def now(self) -> float:
+        """Seconds since the job's time origin."""
+        ...
+
+    def read_energy_j(self) -> float:
+        """The energy counter (J since the origin), read after the device is synchronised."""
+        ...
+
+    def samples(self) -> pd.DataFrame:
+        """The samples table so far."""
+        ...
+
+
+class Synchronizes(Protocol):
+    """Anything whose device work can be waited for (a workload, CLEAR's components)."""
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished all queued work."""
+        ...
+
+
+class Workload(Protocol):
+    """The work one job runs: a model at one batch and context (real engine or simulation).
+
+    ``rewinds`` tells how decode positions work. A static-cache engine (the native one) can run the steps at
+    the same positions again (``decode(position, steps)`` rewrites the cache there). A serving engine (vLLM)
+    cannot: after ``fill_cache`` its requests only move forward, one position per step, until ``end_decode``.
+    """
+
+    batch: int
+    context: int
+    rewinds: bool
+    max_position: int  # the last cache position a decode step may reach
+
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
+        """Compile, capture and run untimed; return estimated (prefill s of ``prefill_sequences``, decode step s)."""
+        ...
+
+    def prefill(self, sequences: int | None = None) -> None:
+        """Prefill ``context`` tokens for the first ``sequences`` (default: all ``batch``) into the cache."""
+        ...
+
+    def fill_cache(self, sequences: int) -> None:
+        """Make every one of the ``batch`` sequences ready to decode from position ``context`` (outside windows)."""
+        ...
+
+    def decode(self, position: int, steps: int) -> None:
+        """Run ``steps`` decode steps starting at cache position ``position``."""
+        ...
+
+    def end_decode(self) -> None:
+        """Release what ``fill_cache`` started (a serving engine's requests); nothing for a static cache."""
+        ...
+
+    def idle(self, seconds: float) -> None:
+        """Leave the GPU idle (context open) for ``seconds``."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished all queued work."""
+        ...
+
+    def irregular_steps(self) -> int:
+        """Steps so far that did not advance every sequence by one token (preemption); 0 for a static cache."""
+        ...
+
+    def decoded_tokens(self) -> int:
+        """Tokens produced by decode steps so far (batch x steps unless a step left sequences out)."""
+        ...
+
+    def next_position(self) -> int:
+        """Where the next decode step of the slowest sequence is (a forward-only engine, after fill_cache)."""
+        ...
+
+
+@dataclass
+class Window:
+    """One measured window before its summary from the samples."""
+
+    phase: str
+    trial: int
+    start_s: float
+    end_s: float
+    energy_j: float
+    tokens: int
+    repetitions: int = 1
+    steps: int = 1
+    context_start: int = 0
+    context_end: int = 0
+    extra_flags: str = ""  # flags the workload raised (e.g. irregular_steps), added to the summary's
+
+
+_M = schema_defaults("measurement")  # the defaults are the config schema's, written nowhere else
+
+
+@dataclass
+class Settings:
+    """Measurement settings (config ``measurement:``) plus the parts of the point the protocol needs."""
+
+    warmup_runs: int = _M["warmup_runs"]
+    idle_s: float = _M["idle_s"]
+    min_counter_ticks: int = _M["min_counter_ticks"]
+    counter_period_ms: float = _M["counter_period_ms"]
+    sampling_period_ms: float = _M["sampling_period_ms"]
+    prefill_trials: int = _M["prefill_trials"]
+    decode_trials: int = _M["decode_trials"]
+    decode_windows: int = _M["decode_windows"]
+    pause_s: float = _M["pause_s"]
+    lead_in_s: float = _M["lead_in_s"]
+    decode_lead_in_s: float = _M["decode_lead_in_s"]
+    prefill_max_tokens: int | None = _M["prefill_max_tokens"]
+    decode_window_steps: int | None = _M["decode_window_steps"]
+    max_output: int = max(schema_defaults("output_lengths"))
+    locked_sm_clock_mhz: int | None = None
+
+    @classmethod
+    def from_config(cls, measurement: Mapping[str, Any], **kw: Any) -> Settings:
+        """Build from the config's ``measurement`` section."""
+        known = {k: v for k, v in measurement.items() if k in cls.__dataclass_fields__}
+        return cls(**known, **kw)
+
+    @property
+    def min_window_s(self) -> float:
+        """Shortest window that spans the minimum number of counter ticks."""
+        return self.min_counter_ticks * self.counter_period_ms / 1000.0
+
+    def prefill_sequences(self, batch: int, context: int) -> int:
+        """Sequences one measured prefill processes.
+
+        The whole batch, or as many whole prompts as fit in ``prefill_max_tokens`` (at least one).
+        Production servers bound the tokens of a prefill step the same way (chunked prefill), so the energy
+        per prefill token is that of a full batch's prefill.
+        """
+        if self.prefill_max_tokens is None:
+            return batch
+        return prefill_group(batch, context, self.prefill_max_tokens)
+
+
+FASTEST_COPY_BPS = 4.8e12  # H200 datasheet bandwidth: no decode step is faster than its bytes over this
+
+
+def forward_positions(s: Settings, cost: CostModel, batch: int, context: int) -> int:
+    """Decode positions a forward-only decode trial may use after the context.
+
+    The outputs, plus the lead-in and the windows' minimum length in steps: they last a fixed time, so they
+    take the most positions where steps are fastest, and no step is faster than its bytes at the card's
+    datasheet bandwidth (a quarter more for the windows' rounding).
+    """
+    extra_s = s.decode_lead_in_s + 1.25 * len(decode_spans(s)) * s.min_window_s
+    floor_s = cost.decode_bytes(batch, context) / FASTEST_COPY_BPS
+    return s.max_output + math.ceil(extra_s / max(floor_s, 1e-6))
+
+
+def decode_spans(s: Settings) -> list[tuple[int, int]]:
+    """(offset from the context, steps) of each decode window of a trial.
+
+    Without ``decode_window_steps`` the windows tile ``[0, max_output)``; with it, windows of that many steps
+    sit at evenly spaced positions from the first to the last output token (the analysis interpolates the
+    energy per token between them), so long outputs cost no more to measure than short ones.
+    """
+    n_win = max(1, min(s.decode_windows, s.max_output))
+    if s.decode_window_steps is None or s.decode_window_steps * n_win >= s.max_output:
+        bounds = np.linspace(0, s.max_output, n_win + 1).round().astype(int)
+        return [(int(a), int(b - a)) for a, b in itertools.pairwise(bounds) if b > a]
+    steps = s.decode_window_steps
+    starts = np.linspace(0, s.max_output - steps, n_win).round().astype(int)
+    return [(int(a), steps) for a in starts]
+
+
+def measured_span(meter: Meter, workload: Synchronizes, fn: Any) -> tuple[float, float, float]:
+    """Run ``fn`` between two synchronised counter reads; return (start, end, energy)."""
+    workload.synchronize()
+    t0, e0 = meter.now(), meter.read_energy_j()
+    fn()
+    workload.synchronize()
+    t1, e1 = meter.now(), meter.read_energy_j()
+    return t0, t1, e1 - e0
+
+
+MAX_FILL_ROUNDS = 4
+
+
+def filled_window(meter: Meter, workload: Synchronizes, run: Any, unit_s: float, min_s: float,
+                  first_units: int | None = None) -> tuple[float, float, float, int]:
+    """A window of whole work units (``run(k)`` runs k of them) that lasts at least ``min_s``.
+
+    The units the estimate ``unit_s`` predicts (or ``first_units``) run first; when the window is still short
+    (the clocks were slower than at warm-up, say) more units follow, sized from the time measured so far, up to
+    ``MAX_FILL_ROUNDS`` rounds. The device is synchronised only between rounds. Returns (start, end, energy,
+    units); a window still short after the last round is kept and flagged ``short_window`` by its summary.
+    """
+    workload.synchronize()
+    t0, e0 = meter.now(), meter.read_energy_j()
+    units = 0
+    want = first_units or max(1, math.ceil(min_s / max(unit_s, 1e-9)))
+    for _ in range(MAX_FILL_ROUNDS):
+        run(want)
+        units += want
+        workload.synchronize()
+        elapsed = meter.now() - t0
+        if elapsed >= min_s:
+            break
+        per = elapsed / units
+        want = max(1, math.ceil((min_s - elapsed) / max(per, 1e-9) * 1.05))
+    t1, e1 = meter.now(), meter.read_energy_j()
+    return t0, t1, e1 - e0, units
+
+
+def forward_decode_plan(spans: list[tuple[int, int]], window_steps: int, lead_steps: int, max_steps: int
+                        ) -> list[tuple[int, int, int]]:
+    """(lead-in steps, window start offset, window steps) of each decode window of a forward-only engine.
+
+    Positions only move forward: each window starts at its span's offset from the context, or later when the
+    previous window ends later; the first one also waits for its lead-in (``lead_steps`` decode steps right
+    before it, after the cache-filling prefill); later ones follow decode steps already. A window lasts
+    ``window_steps`` steps (or its span, if longer). Nothing passes ``max_steps`` positions after
+    the context: a window that would is shortened, and one that cannot start is left out.
+    """
+    plan: list[tuple[int, int, int]] = []
+    pos = 0
+    for offset, steps in spans:
+        want = max(steps, window_steps)
+        start = max(offset, pos + (lead_steps if not plan else 0))
+        if start + want > max_steps:  # short of positions: the lead-in gives way first, then the window
+            start = max(offset, pos, min(start, max_steps - want))
+        n = min(want, max_steps - start)
+        if n < 1:
+            break
+        plan.append((start - pos, start, n))
+        pos = start + n
+    return plan
+
+
+def _prefill_windows(meter: Meter, workload: Workload, s: Settings, n_seq: int, t_prefill: float
+                     ) -> list[Window]:
+    ctx = workload.context
+    windows = []
+    lead = math.ceil(s.lead_in_s / max(t_prefill, 1e-9)) if s.lead_in_s > 0 else 0
+
+    def _prefill(k: int) -> None:
+        for _ in range(k):
+            workload.prefill(n_seq)
+
+    for trial in range(s.prefill_trials):
+        _prefill(lead)  # the same work first, so power and clocks are steady when the window opens
+        t0, t1, e, reps = filled_window(meter, workload, _prefill, t_prefill, s.min_window_s)
+        windows.append(Window("prefill", trial, t0, t1, e, tokens=n_seq * ctx * reps, repetitions=reps,
+                              steps=1, context_start=0, context_end=ctx))
+        log.info("prefill trial %d/%d: %d repetitions of %d sequences, %.2f s", trial + 1, s.prefill_trials, reps,
+                 n_seq, t1 - t0)
+        if s.pause_s:
+            workload.idle(s.pause_s)
+    return windows
+
+
+def _decode_trial_rewinding(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float
+                            ) -> list[Window]:
+    """Windows at fixed positions, repeated in place until each lasts long enough (static cache)."""
+    b, ctx = workload.batch, workload.context
+    windows = []
+    for i, (offset, steps) in enumerate(decode_spans(s)):
+        start = ctx + offset
+        rep_s = max(steps * t_step, 1e-9)
+        # steady state at the window's own positions before it opens; after the cache-filling prefill the
+        # firmware keeps its power-cap state for a while, so the first window waits longer
+        lead_s = s.decode_lead_in_s if i == 0 else s.lead_in_s
+        for _ in range(math.ceil(lead_s / rep_s) if lead_s > 0 else 0):
+            workload.decode(start, steps)
+
+        def _decode(k: int, start: int = start, steps: int = steps) -> None:
+            for _ in range(k):  # the same positions again: the static cache is rewritten
+                workload.decode(start, steps)
+        t0, t1, e, reps = filled_window(meter, workload, _decode, rep_s, s.min_window_s)
+        windows.append(Window("decode", trial, t0, t1, e, tokens=b * steps * reps, repetitions=reps,
+                              steps=steps, context_start=start, context_end=start + steps))
+    return windows
+
+
+def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float
+                          ) -> list[Window]:
+    """Windows of consecutive steps whose positions only move forward (a serving engine's requests)."""
+    ctx = workload.context
+    windows = []
+    n_min = math.ceil(s.min_window_s / max(t_step, 1e-9))
+    lead = math.ceil(s.decode_lead_in_s / max(t_step, 1e-9)) if s.decode_lead_in_s > 0 else 0
+    max_steps = workload.max_position - ctx + 1
+    pos = workload.next_position()  # the context, or one step on when a batch was already in flight
+    for _, offset, n in forward_decode_plan(decode_spans(s), n_min, lead, max_steps):
+        # the plan assumed each earlier window ran n steps; one that was filled up to its minimum ran more
+        start = max(ctx + offset, pos)
+        if start > pos:
+            workload.decode(pos, start - pos)  # the lead-in, or the positions up to the window's own
+        done = 0
+        irregular, tokens0 = workload.irregular_steps(), workload.decoded_tokens()
+
+        def _decode(k: int, start: int = start) -> None:
+            nonlocal done
+            k = min(k, max_steps - (start - ctx) - done)  # never past the last position
+            if k > 0:
+                workload.decode(start + done, k)
+                done += k
+        t0, t1, e, _ = filled_window(meter, workload, _decode, t_step, max(s.min_window_s, n * t_step * 0.999))
+        w = Window("decode", trial, t0, t1, e, tokens=workload.decoded_tokens() - tokens0, repetitions=1,
+                   steps=done, context_start=start, context_end=start + done)
+        if workload.irregular_steps() > irregular:
+            w.extra_flags = "irregular_steps"
+        windows.append(w)
+        pos = start + done
+    return windows
+
+
+def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
+    """Idle baseline, warm-up, prefill trials and decode trials; return the raw windows."""
+    windows: list[Window] = []
+    b, ctx = workload.batch, workload.context
+
+    if s.idle_s > 0:
+        t0, t1, e = measured_span(meter, workload, lambda: workload.idle(s.idle_s))
+        windows.append(Window("idle", 0, t0, t1, e, tokens=0, repetitions=1, steps=0))
+
+    n_seq = s.prefill_sequences(b, ctx)
+    t_prefill, t_step = workload.warmup(s.warmup_runs, n_seq)
+    log.info("warm-up done: prefill %.4f s (%d of %d sequences), decode step %.5f s", t_prefill, n_seq, b, t_step)
+    windows += _prefill_windows(meter, workload, s, n_seq, t_prefill)
+
+    trial_fn = _decode_trial_rewinding if workload.rewinds else _decode_trial_forward
+    for trial in range(s.decode_trials):
+        workload.fill_cache(n_seq)  # outside every window
+        try:
+            new = trial_fn(meter, workload, s, trial, t_step)
+        finally:
+            workload.end_decode()
+        windows += new
+        log.info("decode trial %d/%d done (%d windows)", trial + 1, s.decode_trials, len(new))
+        if s.pause_s:
+            workload.idle(s.pause_s)
+    return windows
+
+
+def _trapz(t: np.ndarray, y: np.ndarray) -> float:
+    if len(t) < 2:
+        return float("nan")
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(t)) / 2.0)
+
+
+def _interp_at(t: np.ndarray, y: np.ndarray, x: float) -> float:
+    ok = ~np.isnan(y) & ~np.isnan(t)
+    if ok.sum() == 0:
+        return float("nan")
+    return float(np.interp(x, t[ok], y[ok]))
+
+
+REGULAR_POLL_SHARE = 0.3  # a tick is timed well when the polls around it are closer than this share of a period
+
+
+def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Tick times and values of the energy counter, from the polls that saw it change.
+
+    The counter updates on a regular grid (about every 100 ms). A tick happened between the last poll that
+    saw the old value and the first that saw the new one. When those polls are close (the sampler kept its
+    pace), the midpoint times the tick to half a poll. When the sampler stalled, the gap can span several
+    ticks and its midpoint lies far before the last of them, the one whose value the new poll shows: then the
+    tick is put on the grid fitted to the well-timed ticks, at its last point before the new poll (and after
+    the old one). Without enough well-timed ticks to fit a grid, midpoints are kept.
+    """
+    df = samples.loc[~samples["gap"].astype(bool) & samples["energy_j"].notna(), ["t_s", "energy_j"]]
+    t = df["t_s"].to_numpy(dtype=float)
+    e = df["energy_j"].to_numpy(dtype=float)
+    if len(t) < 2:
+        return t[:0], e[:0]
+    changed = np.flatnonzero(np.diff(e) != 0) + 1
+    before, after = t[changed - 1], t[changed]
+    mid = (before + after) / 2.0
+    gaps = after - before
+    if len(mid) < 4:
+        return mid, e[changed]
+    period0 = float(np.median(np.diff(mid)))
+    regular = gaps < REGULAR_POLL_SHARE * period0
+    if regular.sum() < 3 or period0 <= 0:
+        return mid, e[changed]
+    # the grid: t = phase + period * k, least squares over the well-timed ticks
+    k = np.round((mid[regular] - mid[regular][0]) / period0)
+    period, phase = np.polyfit(k, mid[regular], 1)
+    last_k = np.floor((after - phase) / period)
+    on_grid = phase + period * last_k
+    use_grid = ~regular & (on_grid > before)
+    return np.where(use_grid, on_grid, mid), e[changed]
+
+
+def tick_aligned_energy(ticks: tuple[np.ndarray, np.ndarray], start: float, end: float) -> float:
+    """Window energy from the counter ticks that fall inside it: their mean power times the duration.
+
+    A plain difference of two counter reads is off by up to one tick period of power at each end; inside
+    a window of back-to-back identical work the power is steady, so the ticks inside it give its mean
+    power without the edge error. NaN when fewer than two ticks fall inside.
+    """
+    tick_t, tick_e = ticks
+    inside = (tick_t >= start) & (tick_t <= end)
+    if inside.sum() < 2:
+        return float("nan")
+    ti, ei = tick_t[inside], tick_e[inside]
+    return float((ei[-1] - ei[0]) / (ti[-1] - ti[0]) * (end - start))
+
+
+def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
+                     ticks: tuple[np.ndarray, np.ndarray] | None = None, hold_s: float = 0.0) -> dict[str, Any]:
+    """Cross-check, clocks, throttle times and validity flags of one window from the samples."""
+    t = samples["t_s"].to_numpy()
+    inside = (t >= w.start_s) & (t <= w.end_s)
+    sub = samples[inside]
+    duration = w.end_s - w.start_s
+    # trapezoid over instant power, with the ends interpolated onto the window's edges
+    # on the device's own timestamps of the power readings (NVML field values carry them)
+    tp = samples["power_t_s"].to_numpy(dtype=float)
+    p = samples["power_instant_w"].to_numpy(dtype=float)
+    pin = (tp >= w.start_s) & (tp <= w.end_s)
+    tt = np.concatenate([[w.start_s], tp[pin], [w.end_s]])
+    pp = np.concatenate([[_interp_at(tp, p, w.start_s)], p[pin], [_interp_at(tp, p, w.end_s)]])
+    ok = ~np.isnan(pp) & ~np.isnan(tt)
+    energy_trapz = _trapz(tt[ok], pp[ok])
+    clock = sub["sm_clock_mhz"].to_numpy(dtype=float)
+    if len(sub) >= 2:
+        dt = np.diff(np.concatenate([sub["t_s"].to_numpy(), [w.end_s]]))
+        good = ~np.isnan(clock)
+        sm = float(np.sum(clock[good] * dt[good]) / max(np.sum(dt[good]), 1e-12))
+    else:
+        sm = float(np.nanmean(clock)) if len(clock) else float("nan")
+    aligned = tick_aligned_energy(ticks if ticks is not None else counter_ticks(samples), w.start_s, w.end_s)
+    energy = aligned if np.isfinite(aligned) else w.energy_j
+    row: dict[str, Any] = {
+        "phase": w.phase, "trial": w.trial, "start_s": w.start_s, "end_s": w.end_s,
+        "duration_s": duration, "energy_j": energy, "energy_counter_raw_j": w.energy_j,
+        "energy_trapz_j": energy_trapz,
+        "tokens": w.tokens, "repetitions": w.repetitions, "steps": w.steps,
+        "context_start": w.context_start, "context_end": w.context_end,
+        "counter_ticks": int(sub["energy_j"].dropna().nunique()),
+        "sm_clock_mhz": sm,
+        "power_mean_w": energy / duration if duration > 0 else float("nan"),
+        "temperature_start_c": _interp_at(t, samples["temperature_c"].to_numpy(float), w.start_s),
+        "temperature_end_c": _interp_at(t, samples["temperature_c"].to_numpy(float), w.end_s),
+    }
+    for c in THROTTLE_COLUMNS:
+        y = samples[c].to_numpy(dtype=float)
+        row[c] = max(0.0, _interp_at(t, y, w.end_s) - _interp_at(t, y, w.start_s))
+    head = min(max(hold_s, 0.0), duration)
+    y = samples["thr_sw_power_s"].to_numpy(dtype=float)
+    row["cap_hold_excluded_s"] = head
+    row["thr_sw_power_steady_s"] = max(0.0, _interp_at(t, y, w.end_s) - _interp_at(t, y, w.start_s + head))
+    flags = []
+    if row["counter_ticks"] < s.min_counter_ticks or duration < s.min_window_s * 0.999:
+        flags.append("short_window")
+    if energy > 0 and abs(energy - energy_trapz) / energy > MISMATCH_TOLERANCE:
+        flags.append("counter_trapz_mismatch")
+    if s.locked_sm_clock_mhz and sm < s.locked_sm_clock_mhz * (1 - CLOCK_TOLERANCE):
+        flags.append("clock_below_lock")
+    if row["thr_hw_thermal_s"] > 0 or row["thr_sw_thermal_s"] > 0:
+        flags.append("thermal_throttle")
+    if row["thr_hw_power_brake_s"] > 0:
+        flags.append("power_brake")
+    if abs(row["temperature_end_c"] - row["temperature_start_c"]) > TEMPERATURE_DRIFT_C:
+        flags.append("temperature_drift")
+    if len(sub) and int(sub["n_processes"].max()) > 1:
+        flags.append("other_processes")
+    if len(sub) and bool(sub["gap"].any()):
+        flags.append("sampling_gap")
+    flags += [f for f in w.extra_flags.split(",") if f]
+    row["flags"] = ",".join(flags)
+    return row
+
+
+def summarise_windows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> pd.DataFrame:
+    """The windows table of the trace format."""
+    ticks = counter_ticks(samples)
+    # the first decode window of each trial follows the cache-filling prefill after the decode lead-in only
+    firsts: dict[int, Window] = {}
+    for w in windows:
+        if w.phase == "decode" and (w.trial not in firsts or w.start_s < firsts[w.trial].start_s):
+            firsts[w.trial] = w
+    heads = {id(w): max(0.0, CAP_HOLD_S - s.decode_lead_in_s) for w in firsts.values()}
+    rows = [summarise_window(samples, w, s, ticks, heads.get(id(w), 0.0)) for w in windows]
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()})
+    return conform(pd.DataFrame(rows), WINDOW_COLUMNS)

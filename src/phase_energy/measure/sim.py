@@ -1,0 +1,619 @@
+"""Simulated GPU backend: a physical model of an H200-class card running the measurement protocol.
+
+Timing comes from the cost model (FLOPs, bytes, kernel count) and the SM clock; power from a static part
+that rises with temperature, a clock-tree part, memory traffic and compute activity, each scaled with the
+clock and the voltage it needs; a power-cap controller picks the highest clock whose power fits under the
+limit and sets the SW power-cap reason, which it holds for a while after the capped work ends; a clock
+lock bounds the clock (with an optional firmware clamp); temperature follows power with a time constant.
+Sensors are sampled as NVML reports them: a counter that ticks every ~100 ms, an instant power covering
+part of each period, a 1-s running average.
+
+Every parameter lives in :class:`SimParams` and is documented there (docs/simulator.md). Nothing about
+architectures' classes, savings or crossovers is in here: they must come out of FLOPs, bytes and power.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from phase_energy.config import schema_defaults
+from phase_energy.measure.trace import SAMPLE_COLUMNS, THROTTLE_COLUMNS, conform
+from phase_energy.model.costmodel import MODEL, CostModel, prefill_group
+from phase_energy.model.presets import ArchConfig
+
+log = logging.getLogger(__name__)
+
+REASON_IDLE = 0x1
+REASON_SW_POWER_CAP = 0x4
+
+
+@dataclass(frozen=True)
+class SimParams:
+    """All parameters of the simulated card, fitted to the H200 reference traces (docs/simulator.md).
+
+    Physical constants of the card (clocks, copy bandwidth, bf16 peak, power limits) are held fixed; the
+    power and timing parameters marked "fitted" come from ``bench/sim_calibration.py --fit``.
+    """
+
+    name: str = "NVIDIA H200 (simulated)"
+    # clocks
+    sm_clock_max_mhz: int = 1980
+    sm_clock_min_mhz: int = 345
+    sm_clock_step_mhz: int = 15  # 110 supported values, as the card reports
+    mem_clock_mhz: int = 3201
+    # voltage relative to the top clock: v(f) = v_min + (1 - v_min) * (f - f_min) / (f_max - f_min)
+    v_min: float = 0.65
+    # rates
+    bandwidth_bps: float = 4.29e12  # measured device-to-device copy (read + write)
+    stream_efficiency: float = 0.902  # fitted: share of copy bandwidth a decode step's streaming reaches
+    bw_knee_mhz: float = 1000.0  # below this SM clock the SMs cannot keep HBM busy
+    matmul_peak_flops: float = 989e12  # dense bf16 tensor-core peak at the top clock (datasheet)
+    gemm_efficiency: float = 0.805  # share of the peak a large GEMM reaches (8192^3: ~790 TFLOP/s measured)
+    matmul_rows_half: float = 64.0  # rows at which a GEMM reaches half its rate (small-batch curve)
+    prefill_efficiency: float = 0.433  # fitted: prefill (GEMM + attention mix) share of the large-GEMM rate
+    kernel_time_fixed_s: float = 1.27e-6  # fitted: per-kernel cost independent of the clock (graph replay)
+    kernel_time_clocked_s: float = 2.54e-6  # fitted: per-kernel latency at the top clock, scales as 1/f
+    prefill_kernel_time_s: float = 99e-6  # fitted: host time to issue one kernel of the eager prefill
+    # power (W)
+    static_w: float = 53.0  # fitted: leakage and board at leakage_ref_c, independent of clock
+    leakage_per_c: float = 0.0080  # fitted: static power's rise per degree C above leakage_ref_c (fraction)
+    leakage_ref_c: float = 40.0  # temperature at which static_w holds
+    clock_tree_w: float = 73.0  # fitted: idle with a context open at the top clock, on top of static
+    memory_w: float = 120.0  # HBM traffic at full copy bandwidth, clock independent (~3.5 pJ/bit)
+    memory_sm_w: float = 481.0  # fitted: SM load/store side of full-bandwidth traffic, at the top clock
+    compute_w: float = 631.0  # fitted: SMs busy on compute (a large GEMM at its full rate), at the top clock
+    power_limit_w: float = 700.0
+    power_limit_min_w: float = 200.0
+    # power-cap controller: after capped work the SW power-cap reason stays set this long (median measured)
+    cap_hold_s: float = 0.365
+    # thermal (first order; fitted to the traces' temperature readings)
+    ambient_c: float = 35.1
+    thermal_resistance_c_per_w: float = 0.0332
+    thermal_tau_s: float = 0.261
+    # sensors
+    counter_period_s: float = 0.1
+    instant_window_s: float = 0.025  # part of each period the instant reading covers
+    average_window_s: float = 1.0
+    power_noise: float = schema_defaults("sim")["noise"]  # relative, per sample (config sim.noise)
+    # firmware clamp of locked clocks under load (None: the lock is honoured)
+    firmware_clamp_mhz: int | None = None
+    # kernels per block kind for the native engine's decode step (launch-gap model)
+    kernels_per_block: dict[str, int] = field(
+        default_factory=lambda: {"A": 14, "G": 20, "M": 12, "*": 10, "-": 4}
+    )
+    kernels_mla_extra: int = 4
+    kernels_head: int = 4
+
+    def supported_clocks(self) -> np.ndarray:
+        """Supported SM clocks, MHz, ascending."""
+        return np.arange(self.sm_clock_min_mhz, self.sm_clock_max_mhz + 1, self.sm_clock_step_mhz)
+
+    def gemm_rate(self, f: np.ndarray | float) -> np.ndarray:
+        """Rate of a large bf16 GEMM at SM clock ``f`` (MHz): the peak times the GEMM efficiency, ~f."""
+        return self.matmul_peak_flops * self.gemm_efficiency * (np.asarray(f, dtype=float) / self.sm_clock_max_mhz)
+
+    def static_power(self, temp_c: np.ndarray | float) -> np.ndarray:
+        """Static (leakage and board) power at a temperature, W: linear in the temperature."""
+        rise = 1.0 + self.leakage_per_c * (np.asarray(temp_c, dtype=float) - self.leakage_ref_c)
+        return self.static_w * np.maximum(rise, 0.0)
+
+    def idle_temperature(self) -> float:
+        """Steady temperature of the idle card (context open, top clock), C."""
+        temp = self.ambient_c
+        for _ in range(5):  # the static power depends on the temperature it sets (weakly)
+            p = float(self.static_power(temp)) + self.clock_tree_w
+            temp = self.ambient_c + self.thermal_resistance_c_per_w * p
+        return temp
+
+    def clock_scale(self, f: np.ndarray | float) -> np.ndarray:
+        """Dynamic-power scale f * V(f)^2 relative to the top clock."""
+        f = np.asarray(f, dtype=float)
+        lo, hi = self.sm_clock_min_mhz, self.sm_clock_max_mhz
+        v = self.v_min + (1 - self.v_min) * (f - lo) / (hi - lo)
+        return (f / hi) * v**2
+
+
+@dataclass
+class Work:
+    """A batch of identical GPU work items (steps) to place on the timeline."""
+
+    flops: np.ndarray  # per step
+    bytes: np.ndarray  # per step
+    rows: float  # GEMM rows (batch x tokens per step)
+    kernels: int
+    efficiency: float = 1.0
+    eager: bool = False  # issued kernel by kernel from the host (the prefill), not replayed from a graph
+
+
+class SimGPU:
+    """A simulated card with a virtual clock: work appends segments, sensors read the timeline."""
+
+    def __init__(self, params: SimParams | None = None, seed: int = 0):
+        self.p = params or SimParams()
+        self.rng = np.random.default_rng(seed)
+        self.clocks = self.p.supported_clocks()
+        self.limit_w = self.p.power_limit_w
+        self.locked_clock: int | None = None
+        self.t = 0.0
+        self.energy = 0.0
+        self.temperature = self.p.idle_temperature()
+        self._seg: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("start", "dur", "power", "clock", "reasons", "util", "temp")
+        }
+        self.counter_phase = float(self.rng.uniform(0, self.p.counter_period_s))
+        self.idle(1.0)  # process start: the card idles with a context open before the protocol begins
+
+    # ------------------------------------------------------------ device interface (named as NVML's)
+    index = 0
+    keeps_settings = False  # a simulated card's settings end with the object: no restore journal
+
+    def uuid(self) -> str:
+        """A stable identifier of the simulated card."""
+        return f"SIM-{self.p.name}"
+
+    def other_compute_pids(self) -> list[int]:
+        """Nobody else computes on a simulated card."""
+        return []
+
+    def power_limit_range_w(self) -> tuple[float, float]:
+        """The settable power-limit range."""
+        return self.p.power_limit_min_w, self.p.power_limit_w
+
+    def supported_sm_clocks_mhz(self) -> list[int]:
+        """Clocks an SM clock lock accepts."""
+        return [int(c) for c in self.clocks]
+
+    def power_limit_w(self) -> float:
+        """The power limit set now."""
+        return self.limit_w
+
+    def enforced_power_limit_w(self) -> float:
+        """The limit the firmware enforces (the one set)."""
+        return self.limit_w
+
+    def set_power_limit_w(self, watts: float) -> None:
+        """Set the power limit (within the card's constraints)."""
+        if not self.p.power_limit_min_w <= watts <= self.p.power_limit_w:
+            raise ValueError(
+                f"power limit {watts} W outside {self.p.power_limit_min_w:g}-{self.p.power_limit_w:g} W"
+            )
+        self.limit_w = float(watts)
+
+    def lock_sm_clock_mhz(self, mhz: int) -> None:
+        """Lock the SM clock; the value must be a supported clock."""
+        if mhz not in set(self.clocks.tolist()):
+            near = self.clocks[np.argmin(np.abs(self.clocks - mhz))]
+            raise ValueError(f"SM clock {mhz} MHz is not supported; nearest supported: {near} MHz")
+        self.locked_clock = int(mhz)
+
+    def reset_sm_clock(self) -> None:
+        """Release the SM clock lock."""
+        self.locked_clock = None
+
+    @property
+    def max_clock(self) -> float:
+        """Highest clock the firmware grants now (lock and clamp)."""
+        f = float(self.locked_clock or self.p.sm_clock_max_mhz)
+        if self.locked_clock and self.p.firmware_clamp_mhz:
+            f = min(f, float(self.p.firmware_clamp_mhz))
+        return f
+
+    # ------------------------------------------------------------ physics
+    def _bandwidth(self, f: np.ndarray) -> np.ndarray:
+        return self.p.bandwidth_bps * self.p.stream_efficiency * np.minimum(1.0, (f / self.p.bw_knee_mhz) ** 0.7)
+
+    def _rate(self, f: np.ndarray, rows: float, efficiency: float) -> np.ndarray:
+        small = rows / (rows + self.p.matmul_rows_half)
+        return self.p.gemm_rate(f) * small * efficiency
+
+    def _step(self, w: Work, f: np.ndarray, temp: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Step time (s) and power (W) for steps x clocks (broadcast); ``temp``: per step, C."""
+        flops = w.flops[:, None]
+        nbytes = w.bytes[:, None]
+        t_mem = nbytes / self._bandwidth(f)
+        t_cmp = flops / self._rate(f, w.rows, w.efficiency)
+        t_ker = w.kernels * (self.p.kernel_time_fixed_s + self.p.kernel_time_clocked_s * self.p.sm_clock_max_mhz / f)
+        t = np.maximum(t_mem, t_cmp) + t_ker
+        if w.eager:  # the host issues kernel by kernel, ahead of the GPU: the slower of the two sets the pace
+            t = np.maximum(t, w.kernels * self.p.prefill_kernel_time_s)
+        g = self.p.clock_scale(f)
+        u_mem = nbytes / t / self.p.bandwidth_bps
+        # compute activity: the share of the step the SMs spend on this work's compute at its own rate (a
+        # prefill's attention and elementwise kernels keep them as busy as its GEMMs)
+        u_cmp = flops / t / (self.p.gemm_rate(f) * w.efficiency)
+        power = (
+            self.p.static_power(np.reshape(temp, (-1, 1)))
+            + self.p.clock_tree_w * g
+            + u_mem * (self.p.memory_w + self.p.memory_sm_w * g)
+            + u_cmp * self.p.compute_w * g
+        )
+        return t, power
+
+    def _temperatures_ahead(self, dur: np.ndarray, power: np.ndarray) -> np.ndarray:
+        """Mean temperature over each of consecutive segments starting now (first order, closed form).
+
+        Exact when the power is the same over the segments (the steps of one piece of work); the clock
+        choice and the static power of each step use it.
+        """
+        tau = self.p.thermal_tau_s
+        target = self.p.ambient_c + self.p.thermal_resistance_c_per_w * power
+        start = np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+        t_start = target + (self.temperature - target) * np.exp(-start / tau)
+        d = np.maximum(dur, 1e-12)
+        return target + (t_start - target) * (tau / d) * -np.expm1(-d / tau)
+
+    def _choose_clock(self, w: Work, temp: np.ndarray | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per step: the highest allowed clock under the power limit; (time, power, clock, capped).
+
+        ``temp``: the temperature of each step (default: the card's now). The power at a clock includes the
+        static power at that temperature, so a hotter card reaches the limit at a lower clock.
+        """
+        allowed = self.clocks[self.clocks <= self.max_clock + 1e-9].astype(float)
+        if not len(allowed):
+            allowed = np.array([self.max_clock])
+        if temp is None:
+            temp = np.full(len(w.flops), self.temperature)
+        t, p = self._step(w, allowed[None, :], temp)
+        fits = p <= self.limit_w
+        # index of the highest clock that fits; the lowest clock when none fits
+        idx = np.where(fits.any(axis=1), fits.shape[1] - 1 - np.argmax(fits[:, ::-1], axis=1), 0)
+        rows = np.arange(len(idx))
+        capped = idx < len(allowed) - 1
+        return t[rows, idx], np.minimum(p[rows, idx], self.limit_w * 1.003), allowed[idx], capped
+
+    def run(self, w: Work) -> float:
+        """Place the work on the timeline; return its total seconds.
+
+        Two passes: the clocks at the temperature now give each step's power, hence the temperature each
+        step will run at; the clocks and power are then chosen again at those temperatures.
+        """
+        t, p, f, capped = self._choose_clock(w)
+        t, p, f, capped = self._choose_clock(w, self._temperatures_ahead(t, p))
+        reasons = np.where(capped, REASON_SW_POWER_CAP, 0).astype(np.int64)
+        self._append(t, p, f, reasons, np.ones_like(t))
+        return float(t.sum())
+
+    def idle(self, seconds: float) -> None:
+        """The card idle (context open) for ``seconds``."""
+        if seconds <= 0:
+            return
+        f = float(self.locked_clock or self.p.sm_clock_max_mhz)
+        tree = self.p.clock_tree_w * float(self.p.clock_scale(f))
+        n = max(1, int(np.ceil(seconds / 0.05)))
+        dur = np.full(n, seconds / n)
+        p = np.full(n, float(self.p.static_power(self.temperature)) + tree)
+        p = self.p.static_power(self._temperatures_ahead(dur, p)) + tree
+        self._append(dur, p, np.full(n, f), np.full(n, REASON_IDLE, dtype=np.int64), np.zeros(n))
+
+    def _append(self, dur: np.ndarray, power: np.ndarray, clock: np.ndarray, reasons: np.ndarray,
+                util: np.ndarray) -> None:
+        start = self.t + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
+        # temperature: first-order response to power, evaluated per segment
+        a = 1.0 - np.exp(-dur / self.p.thermal_tau_s)
+        temp = np.empty_like(dur)
+        cur = self.temperature
+        target = self.p.ambient_c + self.p.thermal_resistance_c_per_w * power
+        for i in range(len(dur)):
+            cur = cur + a[i] * (target[i] - cur)
+            temp[i] = cur
+        self.temperature = cur
+        for k, v in zip(("start", "dur", "power", "clock", "reasons", "util", "temp"),
+                        (start, dur, power, clock, reasons, util, temp), strict=True):
+            self._seg[k].append(np.asarray(v))
+        self.t += float(dur.sum())
+        self.energy += float((dur * power).sum())
+
+    def timeline(self) -> dict[str, np.ndarray]:
+        """All segments so far as arrays."""
+        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self._seg.items()}
+
+    def cap_intervals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts, ends) of the spans with the SW power-cap reason set, merged and ascending.
+
+        The controller sets the reason while it holds the clock under the limit and keeps it set for
+        ``cap_hold_s`` after the capped work ends, whatever runs then (the clocks are not held).
+        """
+        tl = self.timeline()
+        capped = (tl["reasons"].astype(np.int64) & REASON_SW_POWER_CAP) > 0
+        starts = tl["start"][capped]
+        ends = starts + tl["dur"][capped] + self.p.cap_hold_s
+        if not len(starts):
+            return starts, ends
+        # segments are in time order and the hold is the same after each: the ends ascend too
+        new = np.concatenate([[True], starts[1:] > ends[:-1]])
+        last = np.concatenate([np.flatnonzero(new)[1:] - 1, [len(new) - 1]])
+        return starts[new], ends[last]
+
+    def _cap_reason_at(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per time: whether the SW power-cap reason is set, and its cumulative seconds (throttle counter)."""
+        gs, ge = self.cap_intervals()
+        if not len(gs):
+            return np.zeros(len(times), dtype=bool), np.zeros(len(times))
+        k = np.searchsorted(gs, times, side="right") - 1
+        kk = np.maximum(k, 0)
+        before = np.concatenate([[0.0], np.cumsum(ge - gs)])
+        held = (k >= 0) & (times < ge[kk])
+        total = np.where(k >= 0, before[kk] + np.clip(times - gs[kk], 0.0, ge[kk] - gs[kk]), 0.0)
+        return held, total
+
+    # ------------------------------------------------------------ sensors
+    def _true_energy_at(self, times: np.ndarray) -> np.ndarray:
+        tl = self.timeline()
+        if not len(tl["dur"]):
+            return np.zeros_like(times)
+        ends = tl["start"] + tl["dur"]
+        cum = np.concatenate([[0.0], np.cumsum(tl["dur"] * tl["power"])])
+        edges = np.concatenate([[0.0], ends])
+        return np.interp(times, edges, cum)
+
+    def counter_j(self, times: np.ndarray) -> np.ndarray:
+        """The energy counter as read at ``times``: the value of the last ~100 ms tick (mJ resolution)."""
+        period, phase = self.p.counter_period_s, self.counter_phase
+        ticks = np.floor((np.asarray(times) - phase) / period) * period + phase
+        ticks = np.maximum(ticks, 0.0)
+        return np.floor(self._true_energy_at(ticks) * 1000.0) / 1000.0
+
+    def sample(self, period_s: float) -> pd.DataFrame:
+        """The samples table over the whole timeline, as the NVML sampler would have polled it."""
+        tl = self.timeline()
+        t_end = self.t
+        times = np.arange(0.0, t_end, period_s)
+        if not len(times):
+            times = np.array([0.0])
+        ends = tl["start"] + tl["dur"]
+        idx = np.clip(np.searchsorted(ends, times, side="right"), 0, max(len(ends) - 1, 0))
+        e_true = lambda x: self._true_energy_at(np.clip(x, 0.0, t_end))  # noqa: E731
+        w_i = self.p.instant_window_s
+        instant = (e_true(times) - e_true(times - w_i)) / np.where(times >= w_i, w_i, np.maximum(times, 1e-9))
+        w_a = self.p.average_window_s
+        avg = (e_true(times) - e_true(times - w_a)) / np.where(times >= w_a, w_a, np.maximum(times, 1e-9))
+        noise = self.rng.normal(0.0, self.p.power_noise, size=len(times))
+        held, thr = self._cap_reason_at(times)
+        reasons = tl["reasons"][idx].astype(np.int64) if len(idx) else np.zeros(len(times), dtype=np.int64)
+        reasons = np.where(held, reasons | REASON_SW_POWER_CAP, reasons)
+        zeros = np.zeros(len(times))
+        df = pd.DataFrame({
+            "t_s": times,
+            "power_t_s": times,
+            "energy_j": self.counter_j(times),
+            "power_instant_w": instant * (1 + noise),
+            "power_avg_w": avg,
+            "sm_clock_mhz": tl["clock"][idx] if len(idx) else zeros,
+            "mem_clock_mhz": np.full(len(times), float(self.p.mem_clock_mhz)),
+            "clock_reasons": reasons,
+            "thr_sw_power_s": thr,
+            "thr_sw_thermal_s": zeros, "thr_hw_thermal_s": zeros, "thr_hw_power_brake_s": zeros,
+            "thr_board_limit_s": zeros, "thr_reliability_s": zeros,
+            "temperature_c": np.round(tl["temp"][idx], 0) if len(idx) else zeros,
+            "utilization_pct": 100.0 * tl["util"][idx] if len(idx) else zeros,
+            "n_processes": np.ones(len(times), dtype=np.int64),
+            "gap": np.zeros(len(times), dtype=bool),
+        })
+        assert set(THROTTLE_COLUMNS) <= set(df.columns)
+        return conform(df, SAMPLE_COLUMNS)
+
+    # ------------------------------------------------------------ micro-benchmarks
+    def matmul_load(self, n: int = 8192, seconds: float = 8.0) -> dict[str, float]:
+        """A bf16 n^3 matmul loop for ``seconds``: achieved FLOP/s, mean power and clock."""
+        one = Work(np.array([2.0 * n**3]), np.array([3.0 * n * n * 2]), rows=n, kernels=1)
+        t, _, f, capped = self._choose_clock(one)
+        reps = max(1, int(seconds / t[0]))
+        w = Work(np.full(reps, 2.0 * n**3), np.full(reps, 3.0 * n * n * 2), rows=n, kernels=1)
+        e0, t0 = self.energy, self.t
+        self.run(w)
+        dt = self.t - t0
+        return {"flops": reps * 2.0 * n**3 / dt, "power_w": (self.energy - e0) / dt,
+                "sm_clock_mhz": float(f[0]), "capped": float(capped[0])}
+
+    def describe(self) -> dict[str, Any]:
+        """GPU block of the trace metadata."""
+        return {
+            "name": self.p.name, "driver": None,
+            "supported_sm_clocks_mhz": [int(x) for x in self.clocks],
+            "power_limit_range_w": [self.p.power_limit_min_w, self.p.power_limit_w],
+            "bandwidth_bps": self.p.bandwidth_bps, "matmul_flops": self.matmul_rate_measured(),
+            "sim_params": asdict(self.p),
+        }
+
+    def matmul_rate_measured(self) -> float:
+        """The matmul ceiling a real job records (metadata ``gpu.matmul_flops``).
+
+        A real job measures it with a ~40 ms bf16 8192^3 burst at the card's default settings, before the
+        lever is applied and quicker than the power controller pulls the clock down: the top clock's rate.
+        """
+        n = 8192.0
+        return float(self.p.gemm_rate(self.p.sm_clock_max_mhz)) * n / (n + self.p.matmul_rows_half)
+
+
+class SimWorkload:
+    """An engine's prefill and decode of one architecture, run on a :class:`SimGPU`.
+
+    Both engines share the physics (FLOPs, bytes and kernels of the cost model, with each engine's cache
+    layout); they differ in how a decode trial runs. The native engine rewinds its static cache and fills
+    it by copying prefilled rows; a serving engine (``vllm``) prefills every sequence and its positions only
+    move forward. The simulator does not model vLLM's own kernels: simulated vllm and native points differ
+    only by the cache layout and these protocol differences.
+    """
+
+    def __init__(self, gpu: SimGPU, cfg: ArchConfig, batch: int, context: int, engine: str = "native",
+                 max_position: int | None = None):
+        self.gpu = gpu
+        self.cfg = cfg
+        self.cost = CostModel(cfg, engine=engine)
+        self.batch = batch
+        self.context = context
+        self.engine = engine
+        self.rewinds = engine == "native"
+        self.max_position = max_position if max_position is not None else context + 1_000_000
+        self._position: int | None = None  # forward-only: the next decode position of the open requests
+        self._decoded = 0
+        kpb = gpu.p.kernels_per_block
+        extra = gpu.p.kernels_mla_extra if cfg.paradigm == "mla" else 0
+        self.kernels = sum(kpb[k] + (extra if k == "A" else 0) for k in cfg.layer_pattern) + gpu.p.kernels_head
+
+    def decode_work(self, position: int, steps: int) -> Work:
+        """The work of ``steps`` decode steps from ``position`` (FLOPs and bytes per step)."""
+        pos = position + np.arange(steps)
+        flops = np.array([self.cost.decode_flops(self.batch, int(p)) for p in (pos[0], pos[-1])])
+        nbytes = np.array([self.cost.decode_bytes(self.batch, int(p)) for p in (pos[0], pos[-1])])
+        # both are affine in the position: interpolate instead of evaluating every step
+        frac = (pos - pos[0]) / max(pos[-1] - pos[0], 1)
+        return Work(flops[0] + frac * (flops[1] - flops[0]), nbytes[0] + frac * (nbytes[1] - nbytes[0]),
+                    rows=float(self.batch), kernels=self.kernels)
+
+    def prefill_work(self, sequences: int) -> Work:
+        """The work of one prefill of ``sequences`` prompts (issued kernel by kernel)."""
+        return Work(np.array([self.cost.prefill_flops(sequences, self.context)]),
+                    np.array([self.cost.prefill_bytes(sequences, self.context)]),
+                    rows=float(sequences * self.context), kernels=self.kernels,
+                    efficiency=self.gpu.p.prefill_efficiency, eager=True)
+
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
+        """Simulated compilation and capture (low power), then untimed runs."""
+        self.gpu.idle(2.0)
+        t_prefill = 0.0
+        for _ in range(max(runs, 1)):
+            t_prefill = self.gpu.run(self.prefill_work(prefill_sequences or self.batch))
+        t_step = self.gpu.run(self.decode_work(self.context, 8)) / 8
+        return t_prefill, t_step
+
+    def prefill(self, sequences: int | None = None) -> None:
+        """Prefill the context for the first ``sequences`` (default: the whole batch)."""
+        self.gpu.run(self.prefill_work(min(sequences or self.batch, self.batch)))
+
+    def fill_cache(self, sequences: int) -> None:
+        """As the engine does it.
+
+        Native: prefill one group of prompts, then copy its cache rows over the rest (read + write). A
+        serving engine prefills every sequence, in groups of the prefill chunk.
+        """
+        if not self.rewinds:
+            for start in range(0, self.batch, prefill_group(self.batch, self.context)):
+                self.prefill(min(prefill_group(self.batch, self.context), self.batch - start))
+            self._position = self.context
+            return
+        n = min(sequences, prefill_group(self.batch, self.context))
+        self.prefill(n)
+        if n < self.batch:
+            copy = 2.0 * self.cost.cache_bytes(self.batch - n, self.context)
+            self.gpu.run(Work(np.array([0.0]), np.array([copy]), rows=1.0, kernels=len(self.cfg.layer_pattern)))
+
+    def decode(self, position: int, steps: int) -> None:
+        """Decode ``steps`` tokens from ``position`` (forward-only: the requests' current position)."""
+        if not self.rewinds:
+            if self._position != position:
+                raise ValueError(f"{self.engine} decode: position {position} requested, the requests are at "
+                                 f"{self._position}; positions only move forward")
+            if position + steps - 1 > self.max_position:
+                raise ValueError(f"decode to position {position + steps - 1} passes max_position {self.max_position}")
+            self._position = position + steps
+        self._decoded += self.batch * steps
+        self.gpu.run(self.decode_work(position, steps))
+
+    def end_decode(self) -> None:
+        """Close the decode trial (forward-only: the requests end)."""
+        self._position = None
+
+    def irregular_steps(self) -> int:
+        """The simulation never preempts."""
+        return 0
+
+    def next_position(self) -> int:
+        """The next decode position (forward-only: of the open requests)."""
+        return self.context if self._position is None else self._position
+
+    def decoded_tokens(self) -> int:
+        """Tokens of the decode steps so far."""
+        return self._decoded
+
+    def idle(self, seconds: float) -> None:
+        """Idle the simulated card."""
+        self.gpu.idle(seconds)
+
+    def synchronize(self) -> None:
+        """Nothing to wait for: the timeline is already complete."""
+
+
+class SimMeter:
+    """Clock and counter of a :class:`SimGPU`."""
+
+    def __init__(self, gpu: SimGPU, sampling_period_s: float):
+        self.gpu = gpu
+        self.period = sampling_period_s
+
+    def now(self) -> float:
+        """Virtual seconds since the origin."""
+        return self.gpu.t
+
+    def read_energy_j(self) -> float:
+        """The counter at the current virtual time."""
+        return float(self.gpu.counter_j(np.array([self.gpu.t]))[0])
+
+    def start(self) -> SimMeter:
+        """Nothing to start: the timeline is sampled when asked."""
+        return self
+
+    def stop(self) -> pd.DataFrame:
+        """The samples of the whole timeline."""
+        return self.samples()
+
+    def samples(self) -> pd.DataFrame:
+        """Sampled sensors over the whole timeline."""
+        return self.gpu.sample(self.period)
+
+
+class SimComponents:
+    """CLEAR's components on the simulated card: each call is the cost model's FLOPs and bytes of it.
+
+    A :class:`~phase_energy.measure.clear.ComponentWorkload`; the whole model's call is the engine's own
+    prefill or decode step (:class:`SimWorkload`).
+    """
+
+    KERNELS: ClassVar[dict[str, int]] = {"embedding": 1, "norm": 2, "attention": 8, "gdn": 14, "mamba2": 10,
+                                         "mlp": 3, "head": 3}
+
+    def __init__(self, gpu: SimGPU, cfg: ArchConfig, batch: int, context: int):
+        self.gpu, self.cfg, self.batch, self.context = gpu, cfg, batch, context
+        self.cost = CostModel(cfg)
+        self._whole = SimWorkload(gpu, cfg, batch, context)
+        self.phase = "prefill"
+
+    def sequences(self, phase: str) -> int:
+        """Prefill: one group of prompts (as the engine prefills); decode: the whole batch."""
+        return prefill_group(self.batch, self.context) if phase == "prefill" else self.batch
+
+    def prepare(self, phase: str) -> None:
+        """Nothing to cache on the simulator; remembers the phase."""
+        self.phase = phase
+
+    def run(self, unit: str, calls: int) -> None:
+        """``calls`` identical calls as one span of work (same time and power as calls one by one)."""
+        n = self.sequences(self.phase)
+        prefill = self.phase == "prefill"
+        if unit == MODEL:
+            w = self._whole.prefill_work(n) if prefill else self._whole.decode_work(self.context, 1)
+            flops, nbytes, kernels = float(w.flops[0]), float(w.bytes[0]), w.kernels
+        else:
+            flops, nbytes = self.cost.component_cost(unit, self.phase, n, self.context)
+            kernels = self.KERNELS[unit]
+        rows = float(n * self.context if prefill else n)
+        eff = self.gpu.p.prefill_efficiency if prefill else 1.0
+        self.gpu.run(Work(np.array([flops * calls]), np.array([nbytes * calls]), rows=rows,
+                          kernels=kernels * calls, efficiency=eff))
+
+    def synchronize(self) -> None:
+        """The simulated timeline is always complete."""
+
+    def idle(self, seconds: float) -> None:
+        """Idle the simulated card."""
+        self.gpu.idle(seconds)
+
+    def info(self) -> dict[str, Any]:
+        """Nothing to add to the metadata."""
+        return {}

@@ -1,0 +1,242 @@
+"""The trace format: one folder per job with samples, windows, metadata and status (docs/trace-format.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+
+from phase_energy.config import load_schema
+from phase_energy.grid import GridPoint
+from phase_energy.measure.layout import engine_of, file_digest, verify_trace
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+#: Columns of samples.parquet (SI units; the name carries the unit).
+SAMPLE_COLUMNS: dict[str, str] = {
+    "t_s": "float64",  # seconds since the job's time origin (device clock for power fields)
+    "power_t_s": "float64",  # device timestamp of the power fields, on the same time origin
+    "energy_j": "float64",  # energy counter, J since the origin (NaN in a gap)
+    "power_instant_w": "float64",
+    "power_avg_w": "float64",  # 1-s running average as NVML reports it
+    "sm_clock_mhz": "float64",
+    "mem_clock_mhz": "float64",
+    "clock_reasons": "int64",  # bitmask, NVML clock-event reasons
+    "thr_sw_power_s": "float64",  # cumulative throttle counters, seconds since origin
+    "thr_sw_thermal_s": "float64",
+    "thr_hw_thermal_s": "float64",
+    "thr_hw_power_brake_s": "float64",
+    "thr_board_limit_s": "float64",
+    "thr_reliability_s": "float64",
+    "temperature_c": "float64",
+    "utilization_pct": "float64",
+    "n_processes": "int64",  # compute processes on the GPU
+    "gap": "bool",  # a poll that failed: values NaN, job went on
+}
+THROTTLE_COLUMNS = [c for c in SAMPLE_COLUMNS if c.startswith("thr_")]
+
+#: Columns of windows.parquet.
+WINDOW_COLUMNS: dict[str, str] = {
+    "phase": "string",  # idle | prefill | decode
+    "trial": "int64",
+    "start_s": "float64",
+    "end_s": "float64",
+    "duration_s": "float64",
+    "energy_j": "float64",  # counter difference, tick-aligned (gross; docs/trace-format.md)
+    "energy_counter_raw_j": "float64",  # plain difference of the two synchronised counter reads
+    "energy_trapz_j": "float64",  # trapezoid integral of instant power
+    "tokens": "int64",  # tokens processed in the window (prefill: input, decode: output)
+    "repetitions": "int64",  # how often the same work ran back to back
+    "steps": "int64",  # decode steps per repetition (prefill: 1)
+    "context_start": "int64",  # context position at the window's first decode step
+    "context_end": "int64",
+    "counter_ticks": "int64",  # distinct counter values seen inside the window
+    "sm_clock_mhz": "float64",  # time-weighted
+    "power_mean_w": "float64",
+    "temperature_start_c": "float64",
+    "temperature_end_c": "float64",
+    **{c: "float64" for c in THROTTLE_COLUMNS},  # seconds throttled inside the window
+    "cap_hold_excluded_s": "float64",  # head of a trial's first decode window still in the prefill's cap hold
+    "thr_sw_power_steady_s": "float64",  # seconds under the SW power cap after that head
+    "flags": "string",  # comma-separated validity flags, "" when valid
+}
+
+
+def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
+    """An empty DataFrame with the given typed columns."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+
+
+def conform(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
+    """Order and type the columns of a table as the format prescribes (missing ones raise)."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"trace table lacks columns {missing}; required: {list(columns)}")
+    return df[list(columns)].astype(dict(columns))
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False, compression="zstd")
+    os.replace(tmp, path)
+
+
+def write_files(out_dir: str | Path, tables: Mapping[str, pd.DataFrame], metadata: Mapping[str, Any],
+                status: Mapping[str, Any]) -> None:
+    """Write parquet tables, metadata.json and status.json (last); each file appears whole or not at all.
+
+    status.json records every other file's size and SHA-256 (``files``), so that a damaged or truncated file
+    is found when the trace is read (:func:`verify_trace`).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = []
+    for name, df in tables.items():
+        _atomic_parquet(df, out / f"{name}.parquet")
+        names.append(f"{name}.parquet")
+    _atomic_write_bytes(out / "metadata.json", json.dumps(metadata, indent=1, default=str).encode())
+    names.append("metadata.json")
+    files = {n: {"bytes": (out / n).stat().st_size, "sha256": file_digest(out / n)} for n in names}
+    _atomic_write_bytes(out / "status.json", json.dumps({**status, "files": files}, indent=1, default=str).encode())
+
+
+def write_trace(
+    out_dir: str | Path,
+    samples: pd.DataFrame,
+    windows: pd.DataFrame,
+    metadata: Mapping[str, Any],
+    status: Mapping[str, Any],
+) -> None:
+    """Write one job's trace; each file appears whole or not at all, status.json last."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    validate_metadata(metadata)
+    write_files(out, {"samples": conform(samples, SAMPLE_COLUMNS), "windows": conform(windows, WINDOW_COLUMNS)},
+                metadata, status)
+
+
+def validate_metadata(metadata: Mapping[str, Any], schema: str = "metadata") -> None:
+    """Check metadata against its schema (``metadata`` or ``clear-metadata``); raise ValueError naming the field."""
+    try:
+        jsonschema.validate(dict(metadata), load_schema(schema))
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "<top level>"
+        raise ValueError(f"trace metadata field {where!r}: {e.message}") from e
+
+
+def read_trace(trace_dir: str | Path) -> dict[str, Any]:
+    """Read one job folder: samples, windows, metadata and status."""
+    d = Path(trace_dir)
+    return {
+        "samples": pd.read_parquet(d / "samples.parquet"),
+        "windows": pd.read_parquet(d / "windows.parquet"),
+        "metadata": json.loads((d / "metadata.json").read_text()),
+        "status": json.loads((d / "status.json").read_text()),
+    }
+
+
+def read_table(folder: str | Path, name: str) -> pd.DataFrame:
+    """A result table (parquet or CSV) by name; empty when absent or written empty by a stage."""
+    p = Path(folder) / name
+    if not p.exists():
+        return pd.DataFrame()
+    if p.suffix == ".parquet":
+        return pd.read_parquet(p)
+    try:
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+POINT_KEYS = ("engine", "arch", "paradigm", "batch", "context", "lever_requested", "rep", "backend")
+
+
+def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Windows of many jobs with their point columns, and one status row per job.
+
+    Every trace is verified first (:func:`verify_trace`, against the point its folder names); only ``ok``
+    traces contribute windows, ``skipped`` ones a status row with their reason.
+    """
+    frames = []
+    statuses = []
+    for d in dirs:
+        d = Path(d)
+        p = GridPoint.from_path(d)
+        if not (d / "status.json").exists():  # a cached traces folder that lacks this point
+            statuses.append({"engine": p.engine, "arch": p.arch, "batch": p.batch, "context": p.context,
+                             "lever": p.lever, "rep": p.rep, "job": str(d), "status": "missing",
+                             "reason": "not in the traces folder"})
+            continue
+        status, meta = verify_trace(d, p)
+        point = {k: meta.get(k) for k in POINT_KEYS}
+        point["engine"] = engine_of(meta)
+        point["lever"] = point.pop("lever_requested")
+        point["job"] = str(d)
+        statuses.append({**point, "status": status["status"], "reason": status.get("reason", "")})
+        if status["status"] != "ok":
+            continue
+        w = pd.read_parquet(d / "windows.parquet")
+        if len(w):
+            for k, v in point.items():
+                w[k] = v
+            w["power_limit_w"] = (meta.get("lever_enforced") or {}).get("power_limit_w")
+            w["locked_sm_clock_mhz"] = (meta.get("lever_enforced") or {}).get("locked_sm_clock_mhz")
+            w["bandwidth_bps"] = meta["gpu"].get("bandwidth_bps")
+            w["matmul_flops"] = meta["gpu"].get("matmul_flops")
+            frames.append(w)
+    windows = pd.concat(frames, ignore_index=True) if frames else empty_frame(WINDOW_COLUMNS)
+    return windows, pd.DataFrame(statuses)
+
+
+def _git_commit() -> str | None:
+    if os.environ.get("PHASE_ENERGY_GIT_COMMIT"):  # a copy of the tree without .git (compute nodes, tarballs)
+        return os.environ["PHASE_ENERGY_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions(names: Iterable[str] = ("phase-energy", "torch", "numpy", "pandas", "pyarrow",
+                                             "nvidia-ml-py", "triton", "flash-linear-attention",
+                                             "fla-core", "snakemake", "vllm", "transformers")
+                     ) -> dict[str, str | None]:
+    """Installed versions of the packages a trace depends on (None when absent)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = importlib_metadata.version(n)
+        except importlib_metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+def provenance() -> dict[str, Any]:
+    """Versions, commit and host of the running job."""
+    return {"versions": package_versions(), "git_commit": _git_commit(), "host": platform.node()}
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,53 @@
+"""The figures: name, report category, the tables each draws and what it needs to show anything.
+
+Light on purpose (no plotting library): the workflow reads it when it parses, to give each figure's rule
+exactly the tables the figure draws as inputs. :mod:`phase_energy.report.figures` draws them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the report."""
+
+    category: str
+    needs: str  # what the data must hold, said on the placeholder drawn without it
+    tables: tuple[str, ...]  # names of phase_energy.analysis.tables (phase_energy always: engines, SIMULATED)
+    reads_traces: bool = False  # draws from a trace's samples too
+
+
+def _fig(category: str, needs: str, *tables: str, reads_traces: bool = False) -> Figure:
+    return Figure(category, needs, ("phase_energy", *tables), reads_traces)
+
+
+FIGURES: dict[str, Figure] = {
+    "fig01_power_timeline": _fig("Power", "one trace at the default lever", reads_traces=True),
+    "fig02_power_vs_batch": _fig("Power", "prefill and decode at the default lever"),
+    "fig03_clock_policy": _fig("Levers", "smclock levers and the default"),
+    "fig04_pareto": _fig("Levers", "two or more levers per point", "pareto"),
+    "fig05_roofline": _fig("Roofline", "decode windows", "windows"),
+    "fig06_dvfs_classes": _fig("Levers", "three or more smclock levers", "dvfs_classes", "dvfs_curves"),
+    "fig07_request_energy": _fig("Architectures", "GQA and another paradigm at default", "request_energy",
+                                 "crossovers"),
+    "fig08_clocks_throttle": _fig("Levers", "decode windows"),
+    "fig09_cap_sweep": _fig("Levers", "powercap levers"),
+    "fig10_claims": _fig("Claims", "the claims table (results/claims.csv)", "claims"),
+    "fig11_sweetspot": _fig("SweetSpot", "3+ contexts and 3+ output lengths per architecture", "sweetspot_cells",
+                            "sweetspot_fit"),
+    "fig12_sweetspot_residuals": _fig("SweetSpot", "a SweetSpot fit (enough input x output cells)",
+                                      "sweetspot_cells"),
+    "fig13_clear": _fig("CLEAR", "CLEAR measurements (config clear.architectures)", "clear_components",
+                        "clear_coverage"),
+    "fig14_engines": _fig("Engines", "two engines (config engines: [native, vllm])"),
+}
+
+
+def figure(name: str) -> Figure:
+    """The catalog entry of ``name``; an unknown name is an error listing the figures."""
+    try:
+        return FIGURES[name]
+    except KeyError:
+        raise KeyError(f"unknown figure {name!r}; accepted: {', '.join(FIGURES)}") from None

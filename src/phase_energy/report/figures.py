@@ -1,0 +1,518 @@
+"""Every figure, from the result tables (and, for the timeline, one trace); one function per figure.
+
+Long-form tables, one declarative seaborn call per panel, the theme set once, titles that state the
+finding, units on every axis. Figures drawn from simulated traces say SIMULATED in the title and carry a
+watermark; a figure whose data is missing is drawn as a placeholder naming what it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from phase_energy.analysis.tables import TableError, read_tables
+from phase_energy.report.catalog import FIGURES, figure
+
+log = logging.getLogger(__name__)
+
+class MissingData(Exception):
+    """Raised by a figure function when its table lacks what it needs."""
+
+
+def set_theme() -> None:
+    """The one theme for every figure; SVG text kept as text."""
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+    plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 110, "savefig.dpi": 130,
+                         "axes.titlesize": 11, "figure.titlesize": 13})
+
+
+
+def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    if df is None or df.empty:
+        raise MissingData(what)
+    return df
+
+
+def _facet(g: sns.FacetGrid) -> plt.Figure:
+    """The figure of a seaborn grid, marked so that the frame keeps its legend outside the panels."""
+    g.figure._phase_energy_facet = True  # type: ignore[attr-defined]
+    return g.figure
+
+
+def _pick(values: pd.Series, prefer: int) -> Any:
+    u = sorted(values.unique())
+    return min(u, key=lambda v: abs(np.log(v) - np.log(prefer)))
+
+
+# ----------------------------------------------------------------------------- figures
+def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Power and SM clock over one job, phases shaded, the power limit dashed."""
+    from phase_energy.measure.layout import job_dirs
+    from phase_energy.measure.trace import read_trace
+
+    chosen = None
+    for d in job_dirs(traces):
+        tr = read_trace(d)
+        ok = tr["status"].get("status") == "ok" and tr["metadata"]["lever_requested"] == "default"
+        if ok and (chosen is None or tr["metadata"]["batch"] > chosen["metadata"]["batch"]):
+            chosen = tr
+    if chosen is None:
+        raise MissingData("one trace at the default lever")
+    s, w, m = chosen["samples"], chosen["windows"], chosen["metadata"]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    sns.lineplot(data=s, x="t_s", y="power_instant_w", ax=ax, lw=0.6, color="C0", label="instant power")
+    colors = {"idle": "0.85", "prefill": "C1", "decode": "C2"}
+    for ph, g in w.groupby("phase"):
+        for i, r in enumerate(g.itertuples()):
+            ax.axvspan(r.start_s, r.end_s, color=colors.get(str(ph), "0.9"), alpha=0.25,
+                       label=str(ph) if i == 0 else None)
+    limit = (m.get("lever_enforced") or {}).get("power_limit_w")
+    if limit:
+        ax.axhline(limit, color="C3", ls="--", lw=1.2, label=f"power limit {limit:.0f} W")
+    ax2 = ax.twinx()
+    ax2.plot(s["t_s"], s["sm_clock_mhz"], color="0.3", lw=0.7, label="SM clock (right axis)")
+    ax2.set_ylabel("SM clock (MHz)")
+    ax2.grid(False)
+    ax.set(xlabel="time since job start (s)", ylabel="power (W)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=8, ncol=6, frameon=False)
+    dec = w[w["phase"] == "decode"]["power_mean_w"].median()
+    pre = w[w["phase"] == "prefill"]["power_mean_w"].median()
+    title = (f"{m['arch']} batch {m['batch']} ctx {m['context']}: prefill draws {pre:.0f} W, "
+             f"decode {dec:.0f} W")
+    return fig, title
+
+
+def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Mean prefill and decode power against batch size per architecture."""
+    s = _need(t["phase_energy"], "prefill and decode at the default lever")
+    d = _need(s[s["lever"] == "default"], "the default lever")
+    contexts = sorted(d["context"].unique())
+    rows = {"row": "context"} if len(contexts) > 1 else {}  # one row of panels per context
+    g = sns.relplot(data=d, x="batch", y="power_mean_w", hue="arch", style="arch", col="phase", **rows,
+                    kind="line", markers=True, height=4 if not rows else 3, aspect=1.2 if not rows else 1.6,
+                    facet_kws={"sharey": True})
+    g.set(xscale="log", xlabel="batch size (sequences)", ylabel="mean power (W)")
+    g.set_titles("{row_var} {row_name}, {col_name}" if rows else "{col_name}")
+    limit = d["power_limit_w"].dropna().max() if "power_limit_w" in d else None
+    for ax in g.axes.flat:
+        if limit:
+            ax.axhline(limit, color="C3", ls="--", lw=1)
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(sorted(d["batch"].unique()), [str(b) for b in sorted(d["batch"].unique())])
+    dec = d[d["phase"] == "decode"]["power_mean_w"]
+    where = f"context {contexts[0]}" if len(contexts) == 1 else f"contexts {', '.join(map(str, contexts))}"
+    title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at {where}; dashed: power limit"
+    return _facet(g), title
+
+
+def fig03_clock_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Energy saving and throughput loss at each locked SM clock."""
+    s = _need(t["phase_energy"], "smclock levers")
+    d = s[s["phase"] == "decode"]
+    base = d[d["lever"] == "default"].set_index(["arch", "batch", "context"])
+    locks = _need(d[d["lever_kind"] == "smclock"].copy(), "smclock levers")
+    locks = locks.join(base[["j_per_token", "tokens_per_s"]], on=["arch", "batch", "context"], rsuffix="_def")
+    locks = _need(locks.dropna(subset=["j_per_token_def"]), "the default lever next to smclock levers")
+    locks["energy saving (%)"] = 100 * (1 - locks["j_per_token"] / locks["j_per_token_def"])
+    locks["throughput loss (%)"] = 100 * (1 - locks["tokens_per_s"] / locks["tokens_per_s_def"])
+    long = locks.melt(id_vars=["arch", "batch", "lever_value"], value_vars=["energy saving (%)",
+                      "throughput loss (%)"], var_name="metric", value_name="percent")
+    g = sns.relplot(data=long, x="lever_value", y="percent", hue="batch", style="metric", col="arch",
+                    col_wrap=3, kind="line", markers=True, height=3.4, aspect=1.2, palette="viridis",
+                    errorbar=("pi", 100))
+    g.set(xlabel="locked SM clock (MHz)", ylabel="relative to default (%)")
+    best = locks.loc[locks[locks["throughput loss (%)"] <= 1]["energy saving (%)"].idxmax()] \
+        if (locks["throughput loss (%)"] <= 1).any() else None
+    title = ("Clock locks: decode energy saving vs throughput loss"
+             + (f"; best {best['energy saving (%)']:.0f} % at {best['lever_value']:.0f} MHz ({best['arch']})"
+                if best is not None else "; no lock keeps the loss under 1 %"))
+    return _facet(g), title
+
+
+def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Decode throughput vs energy per token over levers, with frontier probabilities."""
+    p = _need(t["pareto"], "levers")
+    p = p[p["phase"] == "decode"]
+    if p.groupby(["arch", "batch", "context"])["lever"].nunique().max() < 2:
+        raise MissingData("two or more levers per point")
+    bs = _pick(p["batch"], 32)
+    ctx = _pick(p["context"], 2048)
+    d = p[(p["batch"] == bs) & (p["context"] == ctx)].copy()
+    d["frontier probability"] = d["frontier_probability"]
+    g = sns.relplot(data=d, x="j_per_token", y="tokens_per_s", hue="lever_kind", size="frontier probability",
+                    sizes=(20, 160), col="arch", col_wrap=3, height=3.4, aspect=1.1,
+                    facet_kws={"sharex": False, "sharey": False})
+    for ax, (_, sub) in zip(g.axes.flat, d.groupby("arch"), strict=False):
+        f = sub[sub["on_frontier"]].sort_values("j_per_token")
+        ax.plot(f["j_per_token"], f["tokens_per_s"], color="0.2", lw=1)
+    g.set(xlabel="decode energy (J/token)", ylabel="decode throughput (tokens/s)")
+    winners = d[d["on_frontier"]].groupby("lever_kind").size()
+    title = (f"Decode Pareto frontiers at batch {bs}, context {ctx}: frontier points by lever kind "
+             + ", ".join(f"{k} {v}" for k, v in winners.items()))
+    return _facet(g), title
+
+
+def fig05_roofline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Decode windows on the measured roofline."""
+    w = _need(t["windows"], "decode windows")
+    d = _need(w[(w["phase"] == "decode") & (w["lever"] == "default")].copy(), "decode windows at default")
+    d["intensity"] = d["flops"] / d["bytes"]
+    bw = float(d["bandwidth_bps"].iloc[0])
+    peak = float(d["matmul_flops"].iloc[0])
+    fig, ax = plt.subplots(figsize=(8, 5))
+    x = np.geomspace(max(d["intensity"].min() / 2, 0.1), max(peak / bw * 4, d["intensity"].max() * 2), 200)
+    ax.plot(x, np.minimum(bw * x, peak) / 1e12, color="0.2", lw=1.5,
+            label=f"ceilings: {bw / 1e12:.2f} TB/s, {peak / 1e12:.0f} TFLOP/s (measured)")
+    d["achieved TFLOP/s"] = d["achieved_flops"] / 1e12
+    sns.scatterplot(data=d, x="intensity", y="achieved TFLOP/s", hue="arch", size="batch", sizes=(15, 120),
+                    ax=ax, alpha=0.7)
+    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP/byte)",
+           ylabel="achieved (TFLOP/s)")
+    ax.legend(fontsize=7, loc="lower right")
+    frac = d.groupby("arch")["floor_fraction"].median()
+    title = "Decode sits under the bandwidth roof; median fraction of the floor: " + ", ".join(
+        f"{a} {v:.2f}" for a, v in frac.items())
+    return fig, title
+
+
+def fig06_dvfs_classes(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Normalised energy/token and throughput against the locked clock, by class."""
+    c = _need(t["dvfs_curves"], "three or more smclock levers")
+    if c.groupby(["arch", "batch", "context"])["lever_value"].nunique().max() < 3:
+        raise MissingData("three or more smclock levers")
+    cls = t["dvfs_classes"]
+    d = c.merge(cls[["arch", "batch", "context", "class"]], on=["arch", "batch", "context"], how="left") \
+        if len(cls) else c.assign(**{"class": "indeterminate"})
+    long = d.melt(id_vars=["arch", "batch", "context", "lever_value", "class"],
+                  value_vars=["energy_norm", "throughput_norm"], var_name="metric", value_name="normalised")
+    long["metric"] = long["metric"].map({"energy_norm": "energy/token", "throughput_norm": "throughput"})
+    g = sns.relplot(data=long, x="lever_value", y="normalised", hue="class", style="metric", col="arch",
+                    col_wrap=3, kind="line", units="batch", estimator=None, height=3.4, aspect=1.2, lw=1)
+    g.set(xlabel="locked SM clock (MHz)", ylabel="relative to the highest lock")
+    counts = cls[cls["class"] != "indeterminate"]["class"].nunique() if len(cls) else 0
+    return _facet(g), f"DVFS behaviour: {counts} determinate class(es) across architectures"
+
+
+def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Request energy relative to GQA against output length, crossovers, phase split."""
+    r = _need(t["request_energy"], "request energy")
+    if "ratio_vs_gqa" not in r:
+        raise MissingData("a GQA architecture and another paradigm at the default lever")
+    ctx = _pick(r["context"], 2048)
+    d = r[(r["context"] == ctx)]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    sns.lineplot(data=d, x="output_length", y="ratio_vs_gqa", hue="arch", style="batch", ax=axes[0])
+    axes[0].axhline(1.0, color="0.3", lw=1)
+    sns.move_legend(axes[0], "upper center", bbox_to_anchor=(0.5, -0.16), ncol=6, frameon=False, fontsize=8)
+    axes[0].set(xscale="log", xlabel="output length (tokens)", ylabel="request energy / GQA's",
+                title=f"total request energy relative to GQA, context {ctx}")
+    x = t["crossovers"]
+    xs = x.iloc[0:0]
+    if len(x):
+        xs = x[(x["kind"] == "output_length") & (x["at"] == ctx)].dropna(subset=["crossover"])
+        for r_ in xs.itertuples():
+            axes[0].axvline(r_.crossover, color="0.5", ls=":", lw=0.8)
+            if pd.notna(r_.ci_low):
+                axes[0].axvspan(r_.ci_low, r_.ci_high, color="0.5", alpha=0.08)
+    bs = _pick(d["batch"], 32)
+    n = max(d["output_length"][d["in_output_grid"]]) if d["in_output_grid"].any() else d["output_length"].max()
+    split = d[(d["batch"] == bs) & (d["output_length"] == n)].melt(
+        id_vars=["arch"], value_vars=["prefill_j", "decode_j"], var_name="phase", value_name="energy (J)")
+    split["phase"] = split["phase"].str.replace("_j", "")
+    sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1])
+    axes[1].set(xlabel="", ylabel="energy per request (J)", title=f"split at batch {bs}, {n} output tokens",
+                ylim=(0, 1.25 * split["energy (J)"].max()))  # room for the legend above the bars
+    sns.move_legend(axes[1], "upper right", ncol=2, title=None)
+    axes[1].tick_params(axis="x", rotation=20)
+    nx = int(x["crossover"].notna().sum()) if len(x) else 0
+    return fig, (f"Request energy vs GQA: {len(xs)} crossover(s) over output length at context {ctx} "
+                 f"(dotted, with 95 % CI); {nx} over output length and context in all (crossovers table)")
+
+
+def fig08_clocks_throttle(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Requested vs achieved clocks and time under the SW power-cap reason."""
+    s = _need(t["phase_energy"], "decode windows")
+    d = s.copy()
+    d["requested clock (MHz)"] = np.where(d["lever_kind"] == "smclock", d["lever_value"], np.nan)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    locks = d.dropna(subset=["requested clock (MHz)"])
+    if len(locks):
+        sns.scatterplot(data=locks, x="requested clock (MHz)", y="sm_clock_mhz", hue="arch", style="phase",
+                        ax=axes[0])
+        lim = [locks["requested clock (MHz)"].min() - 50, locks["requested clock (MHz)"].max() + 50]
+        axes[0].plot(lim, lim, color="0.3", lw=1, ls="--")
+        axes[0].set(ylabel="achieved SM clock (MHz)", title="requested vs achieved (dashed: equal)")
+    else:
+        sns.boxplot(data=d, x="phase", y="sm_clock_mhz", hue="arch", ax=axes[0])
+        axes[0].set(ylabel="achieved SM clock (MHz)", title="achieved clock at the default (no locks in data)")
+    d["time under SW power cap (%)"] = 100 * d["sw_power_cap_share"]
+    sns.barplot(data=d, x="lever_kind", y="time under SW power cap (%)", hue="phase", ax=axes[1],
+                errorbar=("pi", 100))
+    axes[1].set(xlabel="lever", title="share of window time with the SW power-cap reason")
+    share = d.groupby("phase")["sw_power_cap_share"].mean()
+    return fig, ("Throttling: SW power cap active " + ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+                 + " of the time (mean)")
+
+
+def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Power, throughput and energy against the power cap, per phase."""
+    s = _need(t["phase_energy"], "powercap levers")
+    d = s[s["lever_kind"].isin(["powercap", "default"])].copy()
+    if not (d["lever_kind"] == "powercap").any():
+        raise MissingData("powercap levers")
+    d["cap (W)"] = np.where(d["lever_kind"] == "default", d["power_limit_w"], d["lever_value"])
+    bs = _pick(d["batch"], 32)
+    ctx = _pick(d["context"], 2048)
+    d = d[(d["batch"] == bs) & (d["context"] == ctx)]
+    long = d.melt(id_vars=["arch", "phase", "cap (W)"], value_vars=["power_mean_w", "tokens_per_s", "j_per_token"],
+                  var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map({"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
+                                         "j_per_token": "energy (J/token)"})
+    g = sns.relplot(data=long, x="cap (W)", y="value", hue="arch", style="phase", row="metric", col="phase",
+                    kind="line", markers=True, height=2.8, aspect=1.6, facet_kws={"sharey": False})
+    g.set_titles("{row_name} | {col_name}")
+    g.set(xlabel="power cap (W)", ylabel="")
+    dec = d[d["phase"] == "decode"]
+    span = dec.groupby("arch")["tokens_per_s"].agg(lambda x: x.max() / x.min() - 1).max() if len(dec) else 0
+    return _facet(g), f"Cap sweep at batch {bs}, context {ctx}: decode throughput varies by up to {span:.0%}"
+
+
+def fig10_claims(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """The claims table, rendered."""
+    c = _need(t["claims"], "results/claims.csv")
+    fig, ax = plt.subplots(figsize=(14, 0.9 + 0.75 * len(c)))
+    ax.axis("off")
+    colours = {"reproduced": "#c7e9c0", "not reproduced": "#fcbba1", "not testable": "#e0e0e0"}
+    cells = [[r.id, textwrap.fill(r.claim, 55), r.verdict, textwrap.fill(str(r.evidence), 80)]
+             for r in c.itertuples()]
+    tab = ax.table(cellText=cells, colLabels=["id", "claim", "verdict", "evidence"], loc="upper center",
+                   cellLoc="left", colWidths=[0.04, 0.33, 0.1, 0.53])
+    tab.auto_set_font_size(False)
+    tab.set_fontsize(7.5)
+    for (row, col), cell in tab.get_celld().items():
+        cell.set_height(0.9 / (len(c) + 1))
+        if row > 0 and col == 2:
+            cell.set_facecolor(colours.get(cells[row - 1][2], "white"))
+    counts = c["verdict"].value_counts()
+    return fig, "Claims check: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+
+
+def fig11_sweetspot(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Heatmap of output tokens per joule over input x output, per architecture, with the model's contours."""
+    from phase_energy.analysis.sweetspot import predict, terms_for
+
+    c = _need(t["sweetspot_cells"], "SweetSpot cells")
+    f = _need(t["sweetspot_fit"], "a SweetSpot fit")
+    bs = _pick(f["batch"], 1)
+    archs = sorted(f[f["batch"] == bs]["arch"].unique())
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.6 * len(archs) + 1, 4.4), squeeze=False)
+    for ax, arch in zip(axes[0], archs, strict=True):
+        g = c[(c["arch"] == arch) & (c["batch"] == bs)]
+        grid = g.pivot_table(index="input", columns="output", values="tokens_per_j").sort_index(ascending=False)
+        sns.heatmap(grid, ax=ax, cmap="viridis", annot=grid.shape[0] * grid.shape[1] <= 49, fmt=".2f",
+                    cbar_kws={"label": "output tokens / J"}, annot_kws={"fontsize": 7})
+        fr = f[(f["arch"] == arch) & (f["batch"] == bs)].iloc[0]
+        terms = terms_for(arch)
+        coef = np.array([fr[k] for k in terms])
+        ins, outs = grid.index.to_numpy()[::-1], grid.columns.to_numpy()
+        # the model on a fine grid, placed in the heatmap's cell coordinates (log-length interpolation)
+        fi, fo = np.geomspace(ins[0], ins[-1], 60), np.geomspace(outs[0], outs[-1], 60)
+        ii, oo = np.meshgrid(fi, fo, indexing="ij")
+        eff = oo / predict(coef, ii.ravel(), oo.ravel(), terms).reshape(ii.shape)
+        x = np.interp(np.log(fo), np.log(outs), np.arange(len(outs))) + 0.5
+        y = len(ins) - 0.5 - np.interp(np.log(fi), np.log(ins), np.arange(len(ins)))
+        cs = ax.contour(x, y, eff, levels=5, colors="white", linewidths=0.8)
+        ax.clabel(cs, fontsize=6, fmt="%.2f")
+        ax.set(title=f"{arch}: model MAPE {fr['mape_heldout_pct']:.1f} % held out", xlabel="output tokens",
+               ylabel="input tokens")
+    best = f[f["batch"] == bs].sort_values("peak_tokens_per_j").iloc[-1]
+    return fig, (f"Tokens per joule over input x output (batch {bs}; contours: the fitted model); best: "
+                 f"{best['arch']} at input {best['peak_input']}, output {best['peak_output']}")
+
+
+def fig12_sweetspot_residuals(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Residuals of the SweetSpot model per cell, held-out cells marked."""
+    c = _need(t["sweetspot_cells"], "SweetSpot cells")
+    if "residual_pct" not in c or c["residual_pct"].isna().all():
+        raise MissingData("a SweetSpot fit")
+    d = c.dropna(subset=["residual_pct"]).assign(
+        cell=lambda x: "held out", batch_arch=lambda x: x["arch"] + " b" + x["batch"].astype(str))
+    d.loc[~d["held_out"].astype(bool), "cell"] = "fitted"
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
+    sns.stripplot(data=d, x="batch_arch", y="residual_pct", hue="cell", dodge=True, ax=axes[0],
+                  palette={"fitted": "0.55", "held out": "C3"})
+    axes[0].axhline(0, color="0.3", lw=1)
+    axes[0].set(xlabel="", ylabel="model - measured (% of measured)", title="residual per cell")
+    axes[0].tick_params(axis="x", rotation=20)
+    sns.scatterplot(data=d, x="energy_j", y="predicted_j", hue="batch_arch", style="cell", ax=axes[1])
+    lim = [d[["energy_j", "predicted_j"]].min().min(), d[["energy_j", "predicted_j"]].max().max()]
+    axes[1].plot(lim, lim, color="0.3", lw=1)
+    axes[1].set(xscale="log", yscale="log", xlabel="measured request energy (J)", ylabel="model (J)",
+                title="model against measurement")
+    held = d[d["cell"] == "held out"]
+    m = float((held["residual_pct"].abs()).mean()) if len(held) else float("nan")
+    return fig, f"SweetSpot model residuals: held-out MAPE {m:.2f} % over {len(held)} cells"
+
+
+def fig13_clear(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Stacked component energy per token against the whole model, and energy per FLOP per component."""
+    from phase_energy.model.costmodel import COMPONENTS, MODEL
+
+    c = _need(t["clear_components"], "CLEAR component tables")
+    cov = t["clear_coverage"]
+    c = c.assign(tokens=c["sequences"] * np.where(c["phase"] == "prefill", c["context"], 1),
+                 label=c["arch"] + " b" + c["batch"].astype(str))
+    c["mj_per_token"] = c["scaled_j"] / c["tokens"] * 1e3
+    phases = [p for p in ("prefill", "decode") if p in set(c["phase"])]
+    batches = sorted(c["batch"].unique())
+    archs = sorted(c["arch"].unique())
+    comps = [k for k in COMPONENTS if k in set(c["component"])]
+    colours = dict(zip(comps, sns.color_palette("colorblind", len(comps)), strict=True))
+    fig, axes = plt.subplots(len(batches) + 1, len(phases), figsize=(6.5 * len(phases), 3.6 * (len(batches) + 1)),
+                             squeeze=False)
+    x = np.arange(len(archs))
+    for j, phase in enumerate(phases):
+        for i, bs in enumerate(batches):
+            ax = axes[i, j]
+            d = c[(c["phase"] == phase) & (c["batch"] == bs)]
+            bottom = np.zeros(len(archs))
+            for comp in comps:
+                v = d[d["component"] == comp].set_index("arch").reindex(archs)["mj_per_token"].fillna(0).to_numpy()
+                ax.bar(x, v, bottom=bottom, color=colours[comp], label=comp, width=0.65)
+                bottom += v
+            whole = d[d["component"] == MODEL].set_index("arch").reindex(archs)["mj_per_token"].to_numpy()
+            ax.scatter(x, whole, marker="_", s=1100, color="black", linewidths=2.5, label="whole model", zorder=5)
+            ax.set_xticks(x, archs, fontsize=8)
+            ax.set(ylabel="energy per token (mJ)", title=f"{phase}, batch {bs}: components x count")
+            if i == 0 and j == 0:  # room above the bars for the legend
+                ax.set_ylim(0, np.nanmax(np.r_[bottom, whole]) * 1.45)
+                ax.legend(fontsize=7, loc="upper left", ncol=4, markerscale=0.3)
+        ax2 = axes[-1, j]
+        e = c[(c["phase"] == phase) & c["component"].isin(comps) & c["j_per_flop"].notna()]
+        sns.barplot(e.assign(pj_per_flop=e["j_per_flop"] * 1e12), x="component", y="pj_per_flop", hue="label",
+                    order=[k for k in comps if k in set(e["component"])], ax=ax2, palette="colorblind")
+        ax2.set(yscale="log", ylabel="energy per FLOP (pJ)", xlabel="", title=f"{phase}: energy per FLOP")
+        ax2.legend(fontsize=7, title=None, ncol=2)
+    title = "CLEAR: components in isolation vs the whole model (black marks)"
+    if len(cov):
+        low = cov.sort_values("coverage").iloc[0]
+        title += (f"; coverage {cov['coverage'].min():.0%}-{cov['coverage'].max():.0%}, lowest {low['arch']} "
+                  f"b{low['batch']} {low['phase']}")
+    return fig, title
+
+
+def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """Decode power and energy per token of each engine, side by side per paradigm, at the default lever."""
+    s = _need(t["phase_energy"], "two engines")
+    if "engine" not in s or s["engine"].nunique() < 2:
+        raise MissingData("two engines")
+    d = s[(s["phase"] == "decode") & (s["lever"] == "default")].copy()
+    ctx = _pick(d["context"], 2048)
+    d = d[d["context"] == ctx]
+    d["model"] = d["arch"].str.replace(r" \(.*\)$", "", regex=True)  # engine-labelled arch back to the preset
+    long = d.melt(id_vars=["engine", "model", "paradigm", "batch"], value_vars=["power_mean_w", "j_per_token"],
+                  var_name="metric", value_name="value")
+    long["metric"] = long["metric"].map({"power_mean_w": "decode power (W)", "j_per_token": "decode energy (J/token)"})
+    g = sns.relplot(data=long, x="batch", y="value", hue="engine", style="model", row="metric", col="paradigm",
+                    kind="line", markers=True, height=3.0, aspect=1.15, facet_kws={"sharey": "row"})
+    g.set(xscale="log")
+    g.set_titles("{col_name} | {row_name}")
+    for ax in g.axes.flat:
+        ax.set_ylabel("")
+        ax.set_xlabel("batch size (sequences)")
+    piv = d.pivot_table(index=["model", "batch"], columns="engine", values="power_mean_w")
+    engines = sorted(d["engine"].unique())
+    span = ", ".join(f"{e} {p.min():.0f}-{p.max():.0f} W"
+                     for e, p in ((e, d[d["engine"] == e]["power_mean_w"]) for e in engines))
+    ratio = (piv[engines[1]] / piv[engines[0]]).median() if len(engines) > 1 and len(piv.dropna()) else float("nan")
+    return _facet(g), (f"Decode at context {ctx} by engine: {span}; median {engines[1]}/{engines[0]} power ratio "
+                       f"{ratio:.2f} over {len(piv.dropna())} shared points")
+
+
+RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figure, str]]] = {
+    name: globals()[name] for name in FIGURES
+}
+
+
+# ----------------------------------------------------------------------------- frame
+def placeholder(name: str, needs: str) -> plt.Figure:
+    """A clear stand-in for a figure whose data is missing."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.axis("off")
+    ax.text(0.5, 0.55, f"{name}: no data to draw", ha="center", va="center", fontsize=14, weight="bold")
+    ax.text(0.5, 0.3, f"This figure needs {needs}.\nAdd it to the grid (config/README.md) and rerun.",
+            ha="center", va="center", fontsize=10)
+    return fig
+
+
+def label_engines(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """With several engines, name each model with its engine (``qwen3-4b (vllm)``) in every table that has them.
+
+    Every figure then draws each engine's points as their own series; with one engine nothing changes.
+    """
+    s = t["phase_energy"]
+    if not len(s) or "engine" not in s or s["engine"].nunique() < 2:
+        return t
+    out = dict(t)
+    for k, df in t.items():
+        if len(df) and "engine" in df and "arch" in df and k != "claims":
+            df = df.copy()
+            df["arch"] = df["arch"] + " (" + df["engine"].astype(str) + ")"
+            if "reference" in df:
+                df["reference"] = df["reference"] + " (" + df["engine"].astype(str) + ")"
+            out[k] = df
+    return out
+
+
+def is_simulated(t: Mapping[str, pd.DataFrame]) -> bool:
+    """True when any row of the data came from the simulator."""
+    return any(bool(len(df)) and "backend" in df and bool((df["backend"] == "sim").any()) for df in t.values())
+
+
+def render(name: str, tables: Mapping[str, Path], out: Path, cfg: Mapping[str, Any], traces: Path | None = None
+           ) -> None:
+    """Draw one figure from its tables (``{name: path}``) to ``out``.png and ``out``.svg.
+
+    A figure whose tables hold too little to draw becomes a placeholder that says what it needs; a table
+    that is missing or damaged is an error naming it.
+    """
+    spec = figure(name)
+    missing = [n for n in spec.tables if n not in tables]
+    if missing:
+        raise TableError(f"figure {name}: no path given for the tables {missing}; it draws {list(spec.tables)}")
+    set_theme()
+    t = label_engines(read_tables({n: tables[n] for n in spec.tables}))
+    sim = is_simulated(t)
+    try:
+        fig, title = RENDERERS[name](t, Path(traces or cfg["traces"]))
+    except MissingData as e:
+        log.warning("%s: data missing (%s), drawing a placeholder", name, e)
+        fig, title = placeholder(name, spec.needs), "no data"
+    if sim:
+        title = "SIMULATED: " + title
+        fig.text(0.5, 0.5, "SIMULATED", fontsize=64, color="red", alpha=0.12, ha="center", va="center",
+                 rotation=25, transform=fig.transFigure, zorder=100)
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)))
+    if getattr(fig, "_phase_energy_facet", False):  # seaborn laid the grid out with its legend outside
+        lines = fig._suptitle.get_text().count("\n") + 1  # type: ignore[attr-defined]
+        fig.subplots_adjust(top=1 - (0.6 + 0.25 * lines) / fig.get_figheight())
+    else:
+        fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out.with_suffix(".png"))
+    fig.savefig(out.with_suffix(".svg"))
+    plt.close(fig)
