@@ -39,4 +39,5 @@ def sim_run(tmp_path_factory) -> Path:
     wd = copy_workflow(tmp_path_factory.mktemp("wf"))
     res = run_snakemake(wd, "--cores", "2", "--configfile", "config/test.yaml")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    (wd / "console.txt").write_text(res.stdout + res.stderr)  # what the person running it saw
     return wd

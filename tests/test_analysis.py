@@ -226,3 +226,32 @@ def test_tick_timing_survives_a_stalled_sampler():
     # the midpoint of the stall would have put that tick at ~1.15 s: mean power 10 % too high
     midpoint = (0.99 + 1.31) / 2
     assert (1.248 - 0.048) / (midpoint - 0.048) > 1.08
+
+
+def test_stored_summaries_are_used_only_when_this_code_and_these_settings_made_them(tmp_path):
+    """A stamped trace keeps its summary (the same as deriving it again); a stale stamp is derived again."""
+    from phase_energy.analysis.energy import rederive_windows
+    from phase_energy.config import validate_config
+    from phase_energy.grid import GridPoint
+    from phase_energy.measure.job import run_job
+    from phase_energy.measure.trace import collect_windows
+
+    cfg = validate_config({"backend": "sim", "output_lengths": [32], "measurement": {
+        "idle_s": 0.3, "warmup_runs": 1, "prefill_trials": 2, "decode_trials": 2, "decode_windows": 2,
+        "min_counter_ticks": 3, "pause_s": 0.0}})
+    dirs = []
+    for lever in ("default", "smclock:1410"):
+        p = GridPoint("qwen3-4b", 4, 256, lever)
+        run_job(cfg, p, tmp_path / p.path)
+        dirs.append(tmp_path / p.path)
+    windows, _ = collect_windows(dirs)
+    assert windows["summary_stamp"].notna().all()
+    kept = rederive_windows(windows, cfg)
+    again = rederive_windows(windows.assign(summary_stamp=None), cfg)  # no stamp: every job from its samples
+    pd.testing.assert_frame_equal(kept, again)
+    assert "summary_stamp" not in kept
+    # other settings in the analysis (more ticks asked of a window): the stamp no longer matches
+    strict = validate_config({**cfg, "measurement": {**cfg["measurement"], "min_counter_ticks": 10_000}})
+    flagged = rederive_windows(windows, strict)
+    assert flagged["flags"].str.contains("short_window").all()
+    assert not kept["flags"].str.contains("short_window").any()

@@ -267,3 +267,28 @@ def test_backend_auto_without_gpu_falls_back_to_sim_loudly(tmp_path, caplog):
     assert backend == "sim"
     assert "SIMULATED" in caplog.text
     assert read_trace(tmp_path)["metadata"]["backend"] == "sim"
+
+
+def test_the_fast_paths_give_what_the_full_computation_gives():
+    """The top clock tried first, and the counter read from the last piece: the same numbers as before."""
+    from phase_energy.measure.sim import Work
+
+    gpu = SimGPU(seed=5)
+    w = SimWorkload(gpu, get_preset("qwen3-4b"), 32, 2048)
+    for work in (w.decode_work(2048, 64), w.prefill_work(4), w.decode_work(4096, 1)):
+        for limit in (700.0, 450.0, 200.0):
+            gpu.limit_w = limit
+            fast = gpu._choose_clock(work)
+            allowed = gpu.clocks[gpu.clocks <= gpu.max_clock + 1e-9].astype(float)
+            t, p = gpu._step(work, allowed[None, :], np.full(len(work.flops), gpu.temperature))
+            fits = p <= limit
+            idx = np.where(fits.any(axis=1), fits.shape[1] - 1 - np.argmax(fits[:, ::-1], axis=1), 0)
+            rows = np.arange(len(idx))
+            np.testing.assert_array_equal(fast[0], t[rows, idx])
+            np.testing.assert_array_equal(fast[2], allowed[idx])
+            np.testing.assert_array_equal(fast[3], idx < len(allowed) - 1)
+    gpu.limit_w = 700.0
+    for k in range(40):
+        gpu.run(Work(np.full(k % 7 + 1, 3e12), np.full(k % 7 + 1, 1e9), rows=32.0, kernels=40))
+        gpu.idle(0.013 * (k % 3))
+        assert gpu.counter_now() == gpu.counter_j(np.array([gpu.t]))[0]  # the whole timeline, the old way

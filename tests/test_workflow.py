@@ -151,3 +151,28 @@ def test_slurm_profile_groups_every_analysis_rule(tmp_path):
     groups = yaml.safe_load((wd / "profiles/slurm/config.yaml").read_text())["groups"]
     analysis_rules = rules - {"all", "measure", "clear_measure", "traces", "figures", "config_file"}
     assert analysis_rules and analysis_rules <= set(groups), analysis_rules - set(groups)
+
+
+def test_simulated_jobs_ran_in_the_workflow_process_as_the_cli_would(sim_run, tmp_path):
+    """In-process jobs write what `phase-energy measure` writes, and each keeps its own log."""
+    from phase_energy.cli import main
+    from phase_energy.measure.trace import read_trace
+
+    point = "engine~native/arch~qwen3-4b/bs~8/ctx~256/lever~powercap-300/rep~0"
+    log = (sim_run / "logs" / "measure" / f"{point}.log").read_text()
+    assert f"job {point} done" in log and "arch~mamba2" not in log  # its own records, none of another job's
+    config = next((sim_run / "results" / "config").glob("measure-*.json"))
+    assert main(["measure", "--config", str(config), "--arch", "qwen3-4b", "--batch", "8", "--context", "256",
+                 "--lever", "powercap:300", "--out", str(tmp_path / "cli")]) == 0
+    a, b = read_trace(sim_run / "results" / "traces" / point), read_trace(tmp_path / "cli")
+    pd.testing.assert_frame_equal(a["samples"], b["samples"])
+    pd.testing.assert_frame_equal(a["windows"], b["windows"])
+    assert a["status"]["summary"] == b["status"]["summary"]
+
+
+def test_the_console_shows_progress_and_a_summary(sim_run):
+    console = (sim_run / "console.txt").read_text()
+    assert "phase-energy: 12 measurement jobs to run" in console
+    assert "measured 12/12 points" in console and "measurements done" in console
+    assert "points: 12 measured, 0 skipped, 0 failed" in console and "SIMULATED" in console
+    assert "Finished jobid" not in console  # no block per job

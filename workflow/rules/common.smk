@@ -10,6 +10,15 @@ from phase_energy.analysis.tables import TABLES
 from phase_energy.config import ConfigError, config_hash, validate_config
 from phase_energy.grid import ClearPoint, GridPoint, clear_points, expand_grid
 from phase_energy.measure.layout import TraceError, select_points
+
+
+def run_simulated(*args):
+    """A simulated measurement job in this process or its workers (phase_energy.measure.workers)."""
+    from phase_energy.measure.workers import run_simulated as run
+
+    return run(*args)
+
+
 from phase_energy.report.catalog import FIGURES
 
 try:
@@ -36,6 +45,26 @@ if len(GRID) < len(FULL_GRID):
         f"the analysis leaves them out (first: {_missing[0].path})"
     )
 FIGURE_CODE = find_spec("phase_energy.report.figures").origin
+
+
+def _simulated_here():
+    """Whether measurement jobs run on the simulator: backend sim, or auto where no GPU is visible.
+
+    `auto` is decided here only when the jobs run on this machine (a cluster executor takes --jobs); on a
+    cluster each job resolves it on its node, as a GPU job.
+    """
+    if config["backend"] == "sim":
+        return True
+    if config["backend"] == "auto" and workflow.resource_settings.nodes is None:
+        from phase_energy.measure.backend import nvidia_gpu_visible
+
+        return not nvidia_gpu_visible()
+    return False
+
+
+# Simulated jobs run inside the workflow's process (threads, with the local profile's force-use-threads):
+# no Python start for each of thousands of points. A GPU job keeps its own process.
+SIMULATED = _simulated_here()
 
 # Keys a measurement job depends on; a change to the grid alone reruns no measurement.
 MEASURE_KEYS = (
@@ -96,7 +125,7 @@ CLEAR_POINT = ClearPoint.PATTERN
 
 def get_gpu_count(wildcards):
     """GPUs a measurement job holds: one on a real GPU, none on the simulator."""
-    return 0 if config["backend"] == "sim" else 1
+    return 0 if SIMULATED else 1
 
 
 def get_slurm_extra(wildcards):
@@ -183,3 +212,16 @@ def get_final_outputs():
         get_table("claims"),
         *get_figure_outputs(),
     ]
+
+
+onstart:
+    # Snakemake 9 arms another 1-s re-evaluation timer in every scheduling round while its job rate limiter
+    # (--max-jobs-per-timespan, default 100/1s) is on, and each timer starts a round that arms the next:
+    # the rounds per second grow with the jobs finished, each round looks at every ready job, and a
+    # local run of thousands of short jobs slows quadratically (bench/sim-default-grid.json). The limiter
+    # throttles submissions to a cluster; a local run needs none, so it is switched off there.
+    if (
+        workflow.local_exec
+        and getattr(workflow.scheduler, "job_rate_limiter", None) is not None
+    ):
+        workflow.scheduler.job_rate_limiter = None

@@ -1,28 +1,55 @@
 # One GPU job per grid point: prefill and decode under one lever, written as a raw trace.
+# Simulated jobs run inside the workflow's process (in threads with profiles/default; with --cores 2 or
+# more in a pool of worker processes): the same code as `phase-energy measure`, without starting Python
+# for each of thousands of points.
 
+if SIMULATED:
 
-rule measure:
-    input:
-        config=MEASURE_CONFIG,
-    output:
-        samples=f"{MEASURED_TRACES}/{POINT}/samples.parquet",
-        windows=f"{MEASURED_TRACES}/{POINT}/windows.parquet",
-        metadata=f"{MEASURED_TRACES}/{POINT}/metadata.json",
-        status=f"{MEASURED_TRACES}/{POINT}/status.json",
-    log:
-        f"logs/measure/{POINT}.log",
-    conda:
-        "../../envs/measure.yaml"
-    resources:
-        gpu=get_gpu_count,
-        slurm_extra=get_slurm_extra,
-    params:
-        lever=get_lever,
-        out=get_output_dir,
-    shell:
-        "phase-energy measure --config {input.config:q} --engine {wildcards.engine} --arch {wildcards.arch}"
-        " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"
-        " --rep {wildcards.rep} --out {params.out:q} > {log:q} 2>&1"
+    rule measure:
+        input:
+            config=MEASURE_CONFIG,
+        output:
+            samples=f"{MEASURED_TRACES}/{POINT}/samples.parquet",
+            windows=f"{MEASURED_TRACES}/{POINT}/windows.parquet",
+            metadata=f"{MEASURED_TRACES}/{POINT}/metadata.json",
+            status=f"{MEASURED_TRACES}/{POINT}/status.json",
+        log:
+            f"logs/measure/{POINT}.log",
+        resources:
+            gpu=get_gpu_count,
+        run:
+            run_simulated(
+                input.config,
+                GridPoint.from_wildcards(wildcards),
+                Path(output.status).parent,
+                log[0],
+                workflow.cores,
+            )
+
+else:
+
+    rule measure:
+        input:
+            config=MEASURE_CONFIG,
+        output:
+            samples=f"{MEASURED_TRACES}/{POINT}/samples.parquet",
+            windows=f"{MEASURED_TRACES}/{POINT}/windows.parquet",
+            metadata=f"{MEASURED_TRACES}/{POINT}/metadata.json",
+            status=f"{MEASURED_TRACES}/{POINT}/status.json",
+        log:
+            f"logs/measure/{POINT}.log",
+        conda:
+            "../../envs/measure.yaml"
+        resources:
+            gpu=get_gpu_count,
+            slurm_extra=get_slurm_extra,
+        params:
+            lever=get_lever,
+            out=get_output_dir,
+        shell:
+            "phase-energy measure --config {input.config:q} --engine {wildcards.engine} --arch {wildcards.arch}"
+            " --batch {wildcards.bs} --context {wildcards.ctx} --lever {params.lever}"
+            " --rep {wildcards.rep} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule traces:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,30 +36,50 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
 
     A trace keeps its raw windows (boundaries, counter reads, tokens) and its samples; energy, throttle times
     and validity flags are derived from them. Deriving them here means a fix in that code (the counter's
-    tick timing, the cap hold) reaches traces measured before it, and a trace's stored summary is never
-    trusted over its samples. The settings are the config's ``measurement`` section with each job's lock.
+    tick timing, the cap hold) reaches traces measured before it. A trace whose summary was written by this
+    very summary code with these very settings (its ``summary`` stamp, :func:`~phase_energy.measure.protocol.
+    summary_stamp`) and whose files passed their checksums would come out the same: its stored summary is
+    used as it is. The settings are the config's ``measurement`` section with each job's lock.
     """
-    from phase_energy.measure.protocol import Settings, Window, summarise_windows
-    from phase_energy.measure.trace import WINDOW_COLUMNS
+    from phase_energy.measure.protocol import Settings, Window, summary_rows, summary_stamp
+    from phase_energy.measure.trace import WINDOW_COLUMNS, conform, read_tables_of
 
     if windows.empty:
-        return windows
-    point_cols = [c for c in windows.columns if c not in WINDOW_COLUMNS]
-    out = []
-    for job, w in windows.groupby("job", sort=False):
-        samples = pd.read_parquet(Path(job) / "samples.parquet")
+        return windows.drop(columns=["summary_stamp"], errors="ignore")
+    point_cols = [c for c in windows.columns if c not in WINDOW_COLUMNS and c != "summary_stamp"]
+    stamps = windows["summary_stamp"] if "summary_stamp" in windows else pd.Series(None, index=windows.index)
+    jobs = list(windows.groupby("job", sort=False))
+    settings, stale = {}, []
+    for job, w in jobs:
         locked = w["locked_sm_clock_mhz"].iloc[0]
-        s = Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]),
-                                 locked_sm_clock_mhz=None if pd.isna(locked) else int(locked))
+        settings[job] = Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]),
+                                             locked_sm_clock_mhz=None if pd.isna(locked) else int(locked))
+        if stamps.loc[w.index[0]] != summary_stamp(settings[job]):
+            stale.append(job)
+    by_job = dict(jobs)
+    rows: list[dict[str, Any]] = []
+    spans: dict[str, tuple[int, int]] = {}  # a stale job's rows in ``rows``
+    for job, samples in zip(stale, read_tables_of(stale, "samples.parquet"), strict=True):
         raw = [Window(r.phase, int(r.trial), float(r.start_s), float(r.end_s), float(r.energy_counter_raw_j),
                       int(r.tokens), int(r.repetitions), int(r.steps), int(r.context_start), int(r.context_end),
                       extra_flags=",".join(f for f in str(r.flags or "").split(",") if f in WORKLOAD_FLAGS))
-               for r in w.itertuples(index=False)]
-        fresh = summarise_windows(samples, raw, s)
-        for c in point_cols:
-            fresh[c] = w[c].to_numpy()
-        out.append(fresh)
-    return pd.concat(out, ignore_index=True)
+               for r in by_job[job].itertuples(index=False)]
+        start = len(rows)
+        rows += summary_rows(samples, raw, settings[job])
+        spans[job] = (start, len(rows))
+    log.info("windows: %d jobs summarised again from their samples, %d as stored by the same code",
+             len(stale), len(jobs) - len(stale))
+    fresh = conform(pd.DataFrame(rows), WINDOW_COLUMNS) if rows else None  # one table for every stale job
+    if len(stale) == len(jobs):
+        summaries = fresh
+    elif not stale:
+        summaries = conform(windows, WINDOW_COLUMNS).reset_index(drop=True)
+    else:
+        assert fresh is not None
+        summaries = pd.concat([fresh.iloc[spans[job][0]:spans[job][1]] if job in spans
+                               else conform(w, WINDOW_COLUMNS) for job, w in jobs], ignore_index=True)
+    rowwise = windows.loc[np.concatenate([w.index.to_numpy() for _, w in jobs])]
+    return pd.concat([summaries, pd.DataFrame({c: rowwise[c].to_numpy() for c in point_cols})], axis=1)
 
 
 # ------------------------------------------------------------------------------------------ energy

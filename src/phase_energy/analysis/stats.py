@@ -12,6 +12,9 @@ import pandas as pd
 
 def job_groups(d: pd.DataFrame, columns: list[str]) -> list[np.ndarray]:
     """The trials of each job of one point: one (trials x columns) array per job."""
+    jobs = d["job"].to_numpy()
+    if len(jobs) and (jobs == jobs[0]).all():  # one job (most points): no grouping needed
+        return [d[columns].to_numpy(dtype=float)]
     return [g[columns].to_numpy(dtype=float) for _, g in d.groupby("job", sort=True)]
 
 

@@ -8,10 +8,13 @@ vLLM; on the simulator, its simulation).
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,15 @@ from phase_energy.engines.vllm import DoesNotFit, VllmEngine, VllmSettings, Vllm
 from phase_energy.grid import GridPoint
 from phase_energy.measure.backend import Backend, open_backend, resolve_backend
 from phase_energy.measure.levers import Applied, LeverControl
-from phase_energy.measure.protocol import Settings, Window, Workload, forward_positions, run_protocol, summarise_windows
+from phase_energy.measure.protocol import (
+    Settings,
+    Window,
+    Workload,
+    forward_positions,
+    run_protocol,
+    summarise_windows,
+    summary_stamp,
+)
 from phase_energy.measure.trace import SAMPLE_COLUMNS, WINDOW_COLUMNS, empty_frame, provenance, utc_now, write_trace
 from phase_energy.model.costmodel import CostModel
 from phase_energy.model.hfconfig import vllm_unsupported
@@ -177,7 +188,8 @@ def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: 
     meta = metadata(cfg, point, backend.name, gpu, enforced, started,
                     {"status": "ok", "time_to_first_window_s": None if t_first != t_first else t_first,
                      "engine_info": info, **(extra or {})})
-    write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows)})
+    write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows),
+                                              "summary": summary_stamp(settings)})
 
 
 def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> str:
@@ -206,3 +218,54 @@ def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> st
         measure_point(cfg, point, out, backend, workload, settings, gpu, started)
     log.info("job %s done in %.1f s (%s)", point.path, time.monotonic() - t0, name)
     return name
+
+
+# ----------------------------------------------------------------------------- in the workflow's process
+_LOG_LOCK = threading.Lock()
+
+
+@contextmanager
+def job_log(path: str | Path) -> Iterator[None]:
+    """Send the package's log records of the calling thread to ``path`` (a job inside the workflow's process).
+
+    The workflow runs simulated jobs in threads of its own process; each job's records go to its own log
+    file, and none to the workflow's console.
+    """
+    me = threading.get_ident()
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(lambda record: record.thread == me)
+    pkg = logging.getLogger("phase_energy")
+    with _LOG_LOCK:
+        pkg.setLevel(logging.INFO)
+        pkg.propagate = False
+        pkg.addHandler(handler)
+    try:
+        yield
+    finally:
+        with _LOG_LOCK:
+            pkg.removeHandler(handler)
+        handler.close()
+
+
+@functools.cache
+def _config_from(path: str, mtime_ns: int) -> dict[str, Any]:
+    from phase_energy.config import load_config
+
+    return load_config(path)
+
+
+def run_job_in_process(config_path: str | Path, point: GridPoint, out_dir: str | Path, log_path: str | Path) -> str:
+    """:func:`run_job` for a rule that runs inside the workflow's process: config read once, its own log.
+
+    For simulated jobs only (the workflow decides): a real GPU's job keeps its own process, so that a
+    lever's restore on a signal and the GPU's lock belong to that job alone.
+    """
+    p = Path(config_path)
+    cfg = _config_from(str(p.resolve()), p.stat().st_mtime_ns)
+    with job_log(log_path):
+        try:
+            return run_job(cfg, point, out_dir)
+        except Exception:
+            log.exception("job %s failed", point.path)
+            raise

@@ -8,11 +8,15 @@ real and simulated traces.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import itertools
+import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -381,13 +385,6 @@ def _trapz(t: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum((y[1:] + y[:-1]) * np.diff(t)) / 2.0)
 
 
-def _interp_at(t: np.ndarray, y: np.ndarray, x: float) -> float:
-    ok = ~np.isnan(y) & ~np.isnan(t)
-    if ok.sum() == 0:
-        return float("nan")
-    return float(np.interp(x, t[ok], y[ok]))
-
-
 REGULAR_POLL_SHARE = 0.3  # a tick is timed well when the polls around it are closer than this share of a period
 
 
@@ -440,50 +437,75 @@ def tick_aligned_energy(ticks: tuple[np.ndarray, np.ndarray], start: float, end:
     return float((ei[-1] - ei[0]) / (ti[-1] - ti[0]) * (end - start))
 
 
-def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
+class SampleArrays:
+    """A samples table as numpy arrays, with each column's valid points for interpolation (built once per job)."""
+
+    def __init__(self, samples: pd.DataFrame):
+        self.t = samples["t_s"].to_numpy(dtype=float)
+        self.power_t = samples["power_t_s"].to_numpy(dtype=float)
+        self.power = samples["power_instant_w"].to_numpy(dtype=float)
+        self.clock = samples["sm_clock_mhz"].to_numpy(dtype=float)
+        self.energy = samples["energy_j"].to_numpy(dtype=float)
+        self.n_processes = samples["n_processes"].to_numpy()
+        self.gap = samples["gap"].to_numpy(dtype=bool)
+        self._valid: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, tx, y in [("power", self.power_t, self.power),
+                            ("temperature_c", self.t, samples["temperature_c"].to_numpy(dtype=float)),
+                            *((c, self.t, samples[c].to_numpy(dtype=float)) for c in THROTTLE_COLUMNS)]:
+            ok = ~np.isnan(y) & ~np.isnan(tx)
+            self._valid[name] = (tx[ok], y[ok])
+
+    def at(self, column: str, x: float) -> float:
+        """``column`` interpolated at time ``x`` from its valid points (NaN when it has none)."""
+        tx, y = self._valid[column]
+        return float(np.interp(x, tx, y)) if len(tx) else float("nan")
+
+
+def summarise_window(samples: pd.DataFrame | SampleArrays, w: Window, s: Settings,
                      ticks: tuple[np.ndarray, np.ndarray] | None = None, hold_s: float = 0.0) -> dict[str, Any]:
     """Cross-check, clocks, throttle times and validity flags of one window from the samples."""
-    t = samples["t_s"].to_numpy()
-    inside = (t >= w.start_s) & (t <= w.end_s)
-    sub = samples[inside]
+    if isinstance(samples, pd.DataFrame):
+        if ticks is None:
+            ticks = counter_ticks(samples)
+        samples = SampleArrays(samples)
+    a = samples
+    inside = (a.t >= w.start_s) & (a.t <= w.end_s)
     duration = w.end_s - w.start_s
     # trapezoid over instant power, with the ends interpolated onto the window's edges
     # on the device's own timestamps of the power readings (NVML field values carry them)
-    tp = samples["power_t_s"].to_numpy(dtype=float)
-    p = samples["power_instant_w"].to_numpy(dtype=float)
-    pin = (tp >= w.start_s) & (tp <= w.end_s)
-    tt = np.concatenate([[w.start_s], tp[pin], [w.end_s]])
-    pp = np.concatenate([[_interp_at(tp, p, w.start_s)], p[pin], [_interp_at(tp, p, w.end_s)]])
+    pin = (a.power_t >= w.start_s) & (a.power_t <= w.end_s)
+    tt = np.concatenate([[w.start_s], a.power_t[pin], [w.end_s]])
+    pp = np.concatenate([[a.at("power", w.start_s)], a.power[pin], [a.at("power", w.end_s)]])
     ok = ~np.isnan(pp) & ~np.isnan(tt)
     energy_trapz = _trapz(tt[ok], pp[ok])
-    clock = sub["sm_clock_mhz"].to_numpy(dtype=float)
-    if len(sub) >= 2:
-        dt = np.diff(np.concatenate([sub["t_s"].to_numpy(), [w.end_s]]))
+    clock = a.clock[inside]
+    if len(clock) >= 2:
+        dt = np.diff(np.concatenate([a.t[inside], [w.end_s]]))
         good = ~np.isnan(clock)
         sm = float(np.sum(clock[good] * dt[good]) / max(np.sum(dt[good]), 1e-12))
     else:
         sm = float(np.nanmean(clock)) if len(clock) else float("nan")
-    aligned = tick_aligned_energy(ticks if ticks is not None else counter_ticks(samples), w.start_s, w.end_s)
+    assert ticks is not None
+    aligned = tick_aligned_energy(ticks, w.start_s, w.end_s)
     energy = aligned if np.isfinite(aligned) else w.energy_j
+    e_inside = a.energy[inside]
     row: dict[str, Any] = {
         "phase": w.phase, "trial": w.trial, "start_s": w.start_s, "end_s": w.end_s,
         "duration_s": duration, "energy_j": energy, "energy_counter_raw_j": w.energy_j,
         "energy_trapz_j": energy_trapz,
         "tokens": w.tokens, "repetitions": w.repetitions, "steps": w.steps,
         "context_start": w.context_start, "context_end": w.context_end,
-        "counter_ticks": int(sub["energy_j"].dropna().nunique()),
+        "counter_ticks": len(np.unique(e_inside[~np.isnan(e_inside)])),
         "sm_clock_mhz": sm,
         "power_mean_w": energy / duration if duration > 0 else float("nan"),
-        "temperature_start_c": _interp_at(t, samples["temperature_c"].to_numpy(float), w.start_s),
-        "temperature_end_c": _interp_at(t, samples["temperature_c"].to_numpy(float), w.end_s),
+        "temperature_start_c": a.at("temperature_c", w.start_s),
+        "temperature_end_c": a.at("temperature_c", w.end_s),
     }
     for c in THROTTLE_COLUMNS:
-        y = samples[c].to_numpy(dtype=float)
-        row[c] = max(0.0, _interp_at(t, y, w.end_s) - _interp_at(t, y, w.start_s))
+        row[c] = max(0.0, a.at(c, w.end_s) - a.at(c, w.start_s))
     head = min(max(hold_s, 0.0), duration)
-    y = samples["thr_sw_power_s"].to_numpy(dtype=float)
     row["cap_hold_excluded_s"] = head
-    row["thr_sw_power_steady_s"] = max(0.0, _interp_at(t, y, w.end_s) - _interp_at(t, y, w.start_s + head))
+    row["thr_sw_power_steady_s"] = max(0.0, a.at("thr_sw_power_s", w.end_s) - a.at("thr_sw_power_s", w.start_s + head))
     flags = []
     if row["counter_ticks"] < s.min_counter_ticks or duration < s.min_window_s * 0.999:
         flags.append("short_window")
@@ -497,17 +519,35 @@ def summarise_window(samples: pd.DataFrame, w: Window, s: Settings,
         flags.append("power_brake")
     if abs(row["temperature_end_c"] - row["temperature_start_c"]) > TEMPERATURE_DRIFT_C:
         flags.append("temperature_drift")
-    if len(sub) and int(sub["n_processes"].max()) > 1:
+    if inside.any() and np.nanmax(a.n_processes[inside].astype(float)) > 1:
         flags.append("other_processes")
-    if len(sub) and bool(sub["gap"].any()):
+    if inside.any() and bool(a.gap[inside].any()):
         flags.append("sampling_gap")
     flags += [f for f in w.extra_flags.split(",") if f]
     row["flags"] = ",".join(flags)
     return row
 
 
+# What a window summary depends on besides the samples: this module's code (its bytes) and the settings.
+SUMMARY_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def summary_stamp(s: Settings) -> str:
+    """The summary code and settings a windows table was derived with: equal stamps, equal summaries."""
+    settings = json.dumps(dataclasses.asdict(s), sort_keys=True)
+    return hashlib.sha256(f"{SUMMARY_CODE} {settings}".encode()).hexdigest()[:16]
+
+
 def summarise_windows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> pd.DataFrame:
     """The windows table of the trace format."""
+    rows = summary_rows(samples, windows, s)
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()})
+    return conform(pd.DataFrame(rows), WINDOW_COLUMNS)
+
+
+def summary_rows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> list[dict[str, Any]]:
+    """The windows table's rows, as dicts (many jobs' rows make one table at once)."""
     ticks = counter_ticks(samples)
     # the first decode window of each trial follows the cache-filling prefill after the decode lead-in only
     firsts: dict[int, Window] = {}
@@ -515,7 +555,5 @@ def summarise_windows(samples: pd.DataFrame, windows: list[Window], s: Settings)
         if w.phase == "decode" and (w.trial not in firsts or w.start_s < firsts[w.trial].start_s):
             firsts[w.trial] = w
     heads = {id(w): max(0.0, CAP_HOLD_S - s.decode_lead_in_s) for w in firsts.values()}
-    rows = [summarise_window(samples, w, s, ticks, heads.get(id(w), 0.0)) for w in windows]
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()})
-    return conform(pd.DataFrame(rows), WINDOW_COLUMNS)
+    arrays = SampleArrays(samples)
+    return [summarise_window(arrays, w, s, ticks, heads.get(id(w), 0.0)) for w in windows]

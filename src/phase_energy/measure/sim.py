@@ -14,6 +14,7 @@ architectures' classes, savings or crossovers is in here: they must come out of 
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -145,6 +146,11 @@ class SimGPU:
         self._seg: dict[str, list[np.ndarray]] = {
             k: [] for k in ("start", "dur", "power", "clock", "reasons", "util", "temp")
         }
+        self._timeline: dict[str, np.ndarray] | None = None
+        self._terms: dict[bytes, tuple[np.ndarray, ...]] = {}
+        # per appended piece: (edges, cumulative energy), the running sums continued from the piece before
+        self._energy_pieces: list[tuple[np.ndarray, np.ndarray]] = []
+        self._piece_starts: list[float] = []
         self.counter_phase = float(self.rng.uniform(0, self.p.counter_period_s))
         self.idle(1.0)  # process start: the card idles with a context open before the protocol begins
 
@@ -207,31 +213,36 @@ class SimGPU:
     def _bandwidth(self, f: np.ndarray) -> np.ndarray:
         return self.p.bandwidth_bps * self.p.stream_efficiency * np.minimum(1.0, (f / self.p.bw_knee_mhz) ** 0.7)
 
-    def _rate(self, f: np.ndarray, rows: float, efficiency: float) -> np.ndarray:
-        small = rows / (rows + self.p.matmul_rows_half)
-        return self.p.gemm_rate(f) * small * efficiency
+    def _clock_terms(self, f: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The terms of a step's time and power that depend on the clocks alone (computed once per clock set)."""
+        key = f.tobytes()
+        terms = self._terms.get(key)
+        if terms is None:
+            g = self.p.clock_scale(f)
+            terms = (self._bandwidth(f), self.p.gemm_rate(f),
+                     self.p.kernel_time_fixed_s + self.p.kernel_time_clocked_s * self.p.sm_clock_max_mhz / f, g,
+                     self.p.clock_tree_w * g, self.p.memory_w + self.p.memory_sm_w * g)
+            self._terms[key] = terms
+        return terms
 
     def _step(self, w: Work, f: np.ndarray, temp: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Step time (s) and power (W) for steps x clocks (broadcast); ``temp``: per step, C."""
+        bandwidth, gemm_rate, kernel_s, g, tree_w, memory_w = self._clock_terms(f)
         flops = w.flops[:, None]
         nbytes = w.bytes[:, None]
-        t_mem = nbytes / self._bandwidth(f)
-        t_cmp = flops / self._rate(f, w.rows, w.efficiency)
-        t_ker = w.kernels * (self.p.kernel_time_fixed_s + self.p.kernel_time_clocked_s * self.p.sm_clock_max_mhz / f)
+        t_mem = nbytes / bandwidth
+        small = w.rows / (w.rows + self.p.matmul_rows_half)
+        t_cmp = flops / (gemm_rate * small * w.efficiency)
+        t_ker = w.kernels * kernel_s
         t = np.maximum(t_mem, t_cmp) + t_ker
         if w.eager:  # the host issues kernel by kernel, ahead of the GPU: the slower of the two sets the pace
             t = np.maximum(t, w.kernels * self.p.prefill_kernel_time_s)
-        g = self.p.clock_scale(f)
         u_mem = nbytes / t / self.p.bandwidth_bps
         # compute activity: the share of the step the SMs spend on this work's compute at its own rate (a
         # prefill's attention and elementwise kernels keep them as busy as its GEMMs)
-        u_cmp = flops / t / (self.p.gemm_rate(f) * w.efficiency)
-        power = (
-            self.p.static_power(np.reshape(temp, (-1, 1)))
-            + self.p.clock_tree_w * g
-            + u_mem * (self.p.memory_w + self.p.memory_sm_w * g)
-            + u_cmp * self.p.compute_w * g
-        )
+        u_cmp = flops / t / (gemm_rate * w.efficiency)
+        power = (self.p.static_power(np.reshape(temp, (-1, 1))) + tree_w + u_mem * memory_w
+                 + u_cmp * self.p.compute_w * g)
         return t, power
 
     def _temperatures_ahead(self, dur: np.ndarray, power: np.ndarray) -> np.ndarray:
@@ -259,6 +270,11 @@ class SimGPU:
             allowed = np.array([self.max_clock])
         if temp is None:
             temp = np.full(len(w.flops), self.temperature)
+        # the top clock first: when every step fits under the limit there, it is the clock (no grid needed)
+        t, p = self._step(w, allowed[None, -1:], temp)
+        if (p[:, 0] <= self.limit_w).all():
+            n = len(t)
+            return t[:, 0], np.minimum(p[:, 0], self.limit_w * 1.003), np.full(n, allowed[-1]), np.zeros(n, bool)
         t, p = self._step(w, allowed[None, :], temp)
         fits = p <= self.limit_w
         # index of the highest clock that fits; the lowest clock when none fits
@@ -306,12 +322,22 @@ class SimGPU:
         for k, v in zip(("start", "dur", "power", "clock", "reasons", "util", "temp"),
                         (start, dur, power, clock, reasons, util, temp), strict=True):
             self._seg[k].append(np.asarray(v))
+        self._timeline = None  # the joined arrays are built again when next read
+        total = self._energy_pieces[-1][1][-1] if self._energy_pieces else 0.0
+        # the same left-to-right sums as a cumulative sum over the whole timeline
+        self._energy_pieces.append((start + dur, np.cumsum(np.concatenate([[total], dur * power]))[1:]))
+        self._piece_starts.append(float(start[0]) if len(start) else self.t)
         self.t += float(dur.sum())
         self.energy += float((dur * power).sum())
 
     def timeline(self) -> dict[str, np.ndarray]:
-        """All segments so far as arrays."""
-        return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self._seg.items()}
+        """All segments so far as arrays (joined once per change of the timeline)."""
+        if self._timeline is None:
+            tl = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in self._seg.items()}
+            tl["cum_energy"] = np.concatenate([[0.0], np.cumsum(tl["dur"] * tl["power"])])
+            tl["edges"] = np.concatenate([[0.0], tl["start"] + tl["dur"]])
+            self._timeline = tl
+        return self._timeline
 
     def cap_intervals(self) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of the spans with the SW power-cap reason set, merged and ascending.
@@ -347,10 +373,24 @@ class SimGPU:
         tl = self.timeline()
         if not len(tl["dur"]):
             return np.zeros_like(times)
-        ends = tl["start"] + tl["dur"]
-        cum = np.concatenate([[0.0], np.cumsum(tl["dur"] * tl["power"])])
-        edges = np.concatenate([[0.0], ends])
-        return np.interp(times, edges, cum)
+        return np.interp(times, tl["edges"], tl["cum_energy"])
+
+    def _true_energy_now(self, x: float) -> float:
+        """The true energy at one time ``x`` (a counter read), from the appended piece that holds it."""
+        if not self._energy_pieces:
+            return 0.0
+        i = max(0, bisect.bisect_right(self._piece_starts, x) - 1)
+        edges, cum = self._energy_pieces[i]
+        if i == 0:
+            return float(np.interp(x, np.concatenate([[0.0], edges]), np.concatenate([[0.0], cum])))
+        prev_edges, prev_cum = self._energy_pieces[i - 1]
+        return float(np.interp(x, np.concatenate([prev_edges[-1:], edges]), np.concatenate([prev_cum[-1:], cum])))
+
+    def counter_now(self) -> float:
+        """The energy counter read now: :meth:`counter_j` at the current time, without joining the timeline."""
+        period, phase = self.p.counter_period_s, self.counter_phase
+        tick = max(float(np.floor((self.t - phase) / period) * period + phase), 0.0)
+        return float(np.floor(self._true_energy_now(min(tick, self.t)) * 1000.0) / 1000.0)
 
     def counter_j(self, times: np.ndarray) -> np.ndarray:
         """The energy counter as read at ``times``: the value of the last ~100 ms tick (mJ resolution)."""
@@ -552,8 +592,8 @@ class SimMeter:
         return self.gpu.t
 
     def read_energy_j(self) -> float:
-        """The counter at the current virtual time."""
-        return float(self.gpu.counter_j(np.array([self.gpu.t]))[0])
+        """The counter at the current virtual time (its last tick)."""
+        return self.gpu.counter_now()
 
     def start(self) -> SimMeter:
         """Nothing to start: the timeline is sampled when asked."""

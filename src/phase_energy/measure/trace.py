@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import platform
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -84,7 +86,9 @@ def conform(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"trace table lacks columns {missing}; required: {list(columns)}")
-    return df[list(columns)].astype(dict(columns))
+    out = df[list(columns)]
+    change = {c: t for c, t in columns.items() if str(out[c].dtype) != t}  # astype only where the type differs
+    return out.astype(change) if change else out.copy()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -95,7 +99,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False, compression="zstd")
+    # no dictionary pages: measured floats rarely repeat, and without them writing is faster and files smaller
+    df.to_parquet(tmp, index=False, compression="zstd", use_dictionary=False)
     os.replace(tmp, path)
 
 
@@ -133,10 +138,18 @@ def write_trace(
                 metadata, status)
 
 
+@functools.cache
+def _validator(schema: str) -> jsonschema.Draft202012Validator:
+    """A metadata schema's validator, checked and built once per process."""
+    s = load_schema(schema)
+    jsonschema.Draft202012Validator.check_schema(s)
+    return jsonschema.Draft202012Validator(s)
+
+
 def validate_metadata(metadata: Mapping[str, Any], schema: str = "metadata") -> None:
     """Check metadata against its schema (``metadata`` or ``clear-metadata``); raise ValueError naming the field."""
     try:
-        jsonschema.validate(dict(metadata), load_schema(schema))
+        _validator(schema).validate(dict(metadata))
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path) or "<top level>"
         raise ValueError(f"trace metadata field {where!r}: {e.message}") from e
@@ -169,6 +182,23 @@ def read_table(folder: str | Path, name: str) -> pd.DataFrame:
 POINT_KEYS = ("engine", "arch", "paradigm", "batch", "context", "lever_requested", "rep", "backend")
 
 
+READ_THREADS = 4  # traces read at once by the analysis
+
+
+def _read_for_collect(d: Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame | None] | None:
+    """A trace's status, metadata and (when ok) windows, verified against its folder's point; None if absent."""
+    if not (d / "status.json").exists():
+        return None
+    status, meta = verify_trace(d, GridPoint.from_path(d))
+    return status, meta, pd.read_parquet(d / "windows.parquet") if status["status"] == "ok" else None
+
+
+def read_tables_of(folders: Iterable[str | Path], name: str) -> Iterator[pd.DataFrame]:
+    """One table (e.g. ``samples.parquet``) of each folder, in order, read a few at a time."""
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        yield from pool.map(lambda d: pd.read_parquet(Path(d) / name), folders)
+
+
 def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows of many jobs with their point columns, and one status row per job.
 
@@ -177,23 +207,25 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     """
     frames = []
     statuses = []
-    for d in dirs:
-        d = Path(d)
+    folders = [Path(d) for d in dirs]
+    # reading and checking each trace is file work (the GIL is let go): several at once, used in order
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        read = list(pool.map(_read_for_collect, folders))
+    for d, got in zip(folders, read, strict=True):
         p = GridPoint.from_path(d)
-        if not (d / "status.json").exists():  # a cached traces folder that lacks this point
+        if got is None:  # a cached traces folder that lacks this point
             statuses.append({"engine": p.engine, "arch": p.arch, "batch": p.batch, "context": p.context,
                              "lever": p.lever, "rep": p.rep, "job": str(d), "status": "missing",
                              "reason": "not in the traces folder"})
             continue
-        status, meta = verify_trace(d, p)
+        status, meta, w = got
         point = {k: meta.get(k) for k in POINT_KEYS}
         point["engine"] = engine_of(meta)
         point["lever"] = point.pop("lever_requested")
         point["job"] = str(d)
         statuses.append({**point, "status": status["status"], "reason": status.get("reason", "")})
-        if status["status"] != "ok":
+        if w is None:  # not ok: no windows
             continue
-        w = pd.read_parquet(d / "windows.parquet")
         if len(w):
             for k, v in point.items():
                 w[k] = v
@@ -201,11 +233,13 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             w["locked_sm_clock_mhz"] = (meta.get("lever_enforced") or {}).get("locked_sm_clock_mhz")
             w["bandwidth_bps"] = meta["gpu"].get("bandwidth_bps")
             w["matmul_flops"] = meta["gpu"].get("matmul_flops")
+            w["summary_stamp"] = status.get("summary")  # the code and settings its windows were summarised with
             frames.append(w)
     windows = pd.concat(frames, ignore_index=True) if frames else empty_frame(WINDOW_COLUMNS)
     return windows, pd.DataFrame(statuses)
 
 
+@functools.cache  # once per process: a run's jobs in one process share the commit they started from
 def _git_commit() -> str | None:
     if os.environ.get("PHASE_ENERGY_GIT_COMMIT"):  # a copy of the tree without .git (compute nodes, tarballs)
         return os.environ["PHASE_ENERGY_GIT_COMMIT"]
@@ -218,6 +252,7 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+@functools.cache
 def package_versions(names: Iterable[str] = ("phase-energy", "torch", "numpy", "pandas", "pyarrow",
                                              "nvidia-ml-py", "triton", "flash-linear-attention",
                                              "fla-core", "snakemake", "vllm", "transformers")
@@ -234,7 +269,7 @@ def package_versions(names: Iterable[str] = ("phase-energy", "torch", "numpy", "
 
 def provenance() -> dict[str, Any]:
     """Versions, commit and host of the running job."""
-    return {"versions": package_versions(), "git_commit": _git_commit(), "host": platform.node()}
+    return {"versions": dict(package_versions()), "git_commit": _git_commit(), "host": platform.node()}
 
 
 def utc_now() -> str:

@@ -10,6 +10,7 @@ of ``S`` tokens does ``S * (S + 1) / 2`` query-key pairs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from phase_energy.model.presets import ArchConfig
@@ -54,7 +55,7 @@ class CostModel:
         self.mla_as_heads = (engine, cfg.family) in MLA_AS_HEADS and cfg.paradigm == "mla"
         self.layers = self._layer_params()
 
-    @property
+    @functools.cached_property  # a pure function of the shape: computed once per model
     def layout_note(self) -> str:
         """A few words on an engine-specific cache layout, for messages ('' when the layout is ours)."""
         if self.mla_as_heads:
@@ -120,44 +121,44 @@ class CostModel:
             return lp.mlp + h, lp.mlp
         raise ValueError(f"unknown layer kind {kind!r} in pattern; accepted: A G M * -")
 
-    @property
+    @functools.cached_property
     def embedding_params(self) -> int:
         """Input embedding table."""
         return self.cfg.vocab * self.cfg.hidden
 
-    @property
+    @functools.cached_property
     def decoder_params(self) -> int:
         """All block parameters (no embedding, no head, no final norm)."""
         return sum(self._block_params(k)[0] for k in self.cfg.layer_pattern)
 
-    @property
+    @functools.cached_property
     def decoder_matmul_params(self) -> int:
         """Block parameters that take part in a matmul (no norms, convs or per-head scalars)."""
         return sum(self._block_params(k)[1] for k in self.cfg.layer_pattern)
 
-    @property
+    @functools.cached_property
     def params(self) -> int:
         """Unique parameters (a tied head counted once)."""
         head = 0 if self.cfg.tie_embeddings else self.embedding_params
         return self.embedding_params + self.decoder_params + self.cfg.hidden + head
 
-    @property
+    @functools.cached_property
     def weight_bytes(self) -> int:
         """Bytes of weights one decode step reads: blocks, final norm and head (bf16)."""
         return WEIGHT_BYTES * (self.decoder_params + self.cfg.hidden + self.embedding_params)
 
-    @property
+    @functools.cached_property
     def model_bytes(self) -> int:
         """Bytes the weights occupy in memory."""
         return WEIGHT_BYTES * self.params
 
     # ----------------------------------------------------------------- cache and state
-    @property
+    @functools.cached_property
     def n_attention_layers(self) -> int:
         """Blocks that hold a KV cache."""
         return self.cfg.count("A") + self.cfg.count("*")
 
-    @property
+    @functools.cached_property
     def kv_bytes_per_token(self) -> int:
         """KV-cache bytes per token over all attention layers (MLA: latent + rope key)."""
         c = self.cfg
@@ -169,7 +170,7 @@ class CostModel:
             per_layer = 2 * c.n_kv_heads * c.head_dim * ACT_BYTES
         return per_layer * self.n_attention_layers
 
-    @property
+    @functools.cached_property
     def state_bytes_per_sequence(self) -> int:
         """Fixed recurrent state (GDN or Mamba2 SSM state + conv state) per sequence."""
         c = self.cfg
@@ -231,7 +232,7 @@ class CostModel:
         # the absorbed form replaces the kv_b expansion of the new token's cache entry
         return per_layer * self.n_attention_layers
 
-    @property
+    @functools.cached_property
     def linear_flops_per_token(self) -> int:
         """Matmul FLOPs per token through blocks and head (2 x matmul params)."""
         return 2 * (self.decoder_matmul_params + self.embedding_params)

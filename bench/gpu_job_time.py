@@ -1,0 +1,83 @@
+"""Where a GPU measurement job's time goes, from its traces: time to the first window, share inside windows.
+
+    python bench/gpu_job_time.py reference-data/h200-default/traces reference-data/h200-engines/*/traces \
+        --out bench/gpu-job-time.json
+
+Per trace: ``time_to_first_window_s`` (from the job's process start, recorded by the job), the process time
+up to the end of its last window (that plus the span of its windows), the seconds inside measured windows
+(idle baseline, prefill and decode) and their share of that time, and the engine's build and
+warm-up/capture time (``engine_info``). Printed and written: medians per engine and architecture, and the
+pooled share. Nothing is run on a GPU: the numbers are those the traces recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+
+def job_times(trace: Path) -> dict | None:
+    """The time figures of one ok trace with a recorded time to the first window, else None."""
+    status = json.loads((trace / "status.json").read_text())
+    meta = json.loads((trace / "metadata.json").read_text())
+    t_first = meta.get("time_to_first_window_s")
+    if status.get("status") != "ok" or t_first is None or meta.get("backend") != "nvml":
+        return None
+    w = pd.read_parquet(trace / "windows.parquet", columns=["phase", "start_s", "end_s", "duration_s"])
+    measured = w[w["phase"] != "idle"]
+    first, last = float(measured["start_s"].min()), float(w["end_s"].max())
+    until_last = float(t_first) + last - first  # process start to the end of the last window
+    info = meta.get("engine_info") or {}
+    return {"trace": str(trace), "engine": str(meta.get("engine", "native")).split(" ")[0], "arch": meta["arch"],
+            "batch": meta["batch"], "context": meta["context"], "gpu_uuid": (meta.get("gpu") or {}).get("uuid"),
+            "time_to_first_window_s": float(t_first), "process_to_last_window_s": until_last,
+            "in_windows_s": float(w["duration_s"].sum()), "share_in_windows": float(w["duration_s"].sum()) / until_last,
+            "build_s": info.get("build_s"), "warmup_capture_s": info.get("capture_s")}
+
+
+def summary(rows: list[dict]) -> dict:
+    """Medians and the pooled share of a set of jobs."""
+    def med(key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    return {"jobs": len(rows), "median_time_to_first_window_s": med("time_to_first_window_s"),
+            "median_share_in_windows": med("share_in_windows"),
+            "pooled_share_in_windows": round(sum(r["in_windows_s"] for r in rows)
+                                             / sum(r["process_to_last_window_s"] for r in rows), 3),
+            "median_warmup_capture_s": med("warmup_capture_s"), "median_build_s": med("build_s")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("traces", nargs="+", help="traces folders (engine~E/arch~A/... below each)")
+    p.add_argument("--out", help="write the figures as JSON here")
+    a = p.parse_args()
+    rows = [r for folder in a.traces for s in sorted(Path(folder).rglob("status.json"))
+            if (r := job_times(s.parent)) is not None]
+    if not rows:
+        raise SystemExit(f"no GPU trace with a recorded time to its first window under {a.traces}")
+    by_engine: dict[str, list[dict]] = defaultdict(list)
+    by_arch: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_engine[r["engine"]].append(r)
+        by_arch[f"{r['engine']} {r['arch']}"].append(r)
+    result = {"what": "GPU measurement jobs: time to the first window and share of time inside windows",
+              "sources": a.traces, "all": summary(rows),
+              "by_engine": {k: summary(v) for k, v in sorted(by_engine.items())},
+              "by_engine_and_arch": {k: summary(v) for k, v in sorted(by_arch.items())}}
+    for name, s in [("all", result["all"]), *result["by_engine"].items()]:
+        print(f"{name}: {s['jobs']} jobs, time to first window median {s['median_time_to_first_window_s']} s, "
+              f"in windows {s['median_share_in_windows']:.0%} (median) / {s['pooled_share_in_windows']:.0%} "
+              f"(pooled), warm-up and capture median {s['median_warmup_capture_s']} s")
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

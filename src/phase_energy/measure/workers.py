@@ -1,0 +1,147 @@
+"""Simulated jobs run for the workflow by a few long-lived Python processes (``--cores`` 2 and more).
+
+A simulated measurement takes some 50 ms; starting Python and importing pandas for each would take 20
+times that. So the workflow runs simulated jobs inside its own process: with one core in its job thread,
+with more in a pool of worker processes, one per core, that each import the package once and then run
+one job after another (a thread would share the interpreter's lock with the workflow and the other
+jobs). Each job still is one Snakemake job with its own outputs and log. A GPU job never comes here.
+
+Worker protocol: one JSON line per job on the worker's stdin (config, point, out, log), one JSON line
+back on its stdout (``{"ok": true}`` or the error). A worker's own stderr goes to a file in ``logs/``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from phase_energy.grid import GridPoint
+
+WORKER_LOGS = Path("logs/workers")
+
+
+class WorkerError(RuntimeError):
+    """A job failed in a worker, or the worker itself ended."""
+
+
+class _Worker:
+    def __init__(self, index: int):
+        WORKER_LOGS.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = WORKER_LOGS / f"worker-{index}.log"
+        self.stderr: IO[str] = open(self.stderr_path, "w")  # noqa: SIM115 (open as long as the worker)
+        self.proc = subprocess.Popen([sys.executable, "-m", "phase_energy.measure.workers"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
+
+    def run(self, request: Mapping[str, Any]) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError) as e:
+            line = ""
+            cause: Exception | None = e
+        else:
+            cause = None
+        if not line:
+            raise WorkerError(f"the worker process running {request['point']['arch']} ended (exit code "
+                              f"{self.proc.poll()}); its messages: {self.stderr_path}") from cause
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise WorkerError(f"{reply.get('error')} (the job's log: {request['log']})")
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.stderr.close()
+
+
+class WorkerPool:
+    """Up to ``size`` worker processes, started when first needed; a job takes a free one and gives it back."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._free: queue.Queue[_Worker] = queue.Queue()
+        self._started: list[_Worker] = []
+        self._lock = threading.Lock()
+
+    def _take(self) -> _Worker:
+        with self._lock:
+            if self._free.empty() and len(self._started) < self.size:
+                worker = _Worker(len(self._started))
+                self._started.append(worker)
+                return worker
+        return self._free.get()
+
+    def run(self, request: Mapping[str, Any]) -> None:
+        """Run one job in a worker; raise WorkerError naming what failed."""
+        worker = self._take()
+        try:
+            worker.run(request)
+        except WorkerError:
+            if worker.proc.poll() is not None:  # a dead worker is not given back; a new one starts if needed
+                with self._lock:
+                    self._started.remove(worker)
+                worker.close()
+                raise
+            self._free.put(worker)
+            raise
+        self._free.put(worker)
+
+    def close(self) -> None:
+        """End every worker (at the end of the run)."""
+        with self._lock:
+            for w in self._started:
+                w.close()
+            self._started.clear()
+
+
+_POOL: WorkerPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def run_simulated(config: str | Path, point: GridPoint, out: str | Path, log: str | Path, cores: int) -> None:
+    """A simulated job for the workflow: in this thread with one core, in a worker process with more."""
+    if cores <= 1:
+        from phase_energy.measure.job import run_job_in_process
+
+        run_job_in_process(config, point, out, log)
+        return
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = WorkerPool(cores)
+            atexit.register(_POOL.close)
+    _POOL.run({"config": str(config), "point": asdict(point), "out": str(out), "log": str(log)})
+
+
+def main() -> None:
+    """A worker: run the jobs that arrive on stdin, one reply line each on stdout."""
+    from phase_energy.measure.job import run_job_in_process
+
+    replies, sys.stdout = sys.stdout, sys.stderr  # stdout carries the replies only: anything printed goes aside
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            run_job_in_process(req["config"], GridPoint(**req["point"]), req["out"], req["log"])
+            reply: dict[str, Any] = {"ok": True}
+        except Exception as e:  # the job's log has the traceback; the workflow gets the message
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The console of a run: progress of the points, skipped and failed ones, the summary (report/progress.py)."""
+
+import json
+
+import pytest
+
+from phase_energy.report.progress import Progress, duration, last_line, skip_kind
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def _trace(root, name, status, reason="", backend="sim"):
+    d = root / "results" / "traces" / "engine~native" / f"arch~{name}" / "bs~1" / "ctx~64" / "lever~default" / "rep~0"
+    d.mkdir(parents=True)
+    (d / "status.json").write_text(json.dumps({"status": status, "reason": reason}))
+    (d / "metadata.json").write_text(json.dumps({"backend": backend}))
+    return [str(d / "samples.parquet"), str(d / "status.json")]
+
+
+def test_progress_counts_points_skips_and_time_left(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    clock = Clock()
+    p = Progress(clock=clock, every_s=5.0, eta_after=1)
+    banner = p.plan({"measure": 4, "energy": 1, "claims": 1, "total": 6})
+    assert "4 measurement jobs" in banner and "2 analysis and figure jobs" in banner
+    outs = [_trace(tmp_path, f"a{i}", "ok") for i in range(2)]
+    outs.append(_trace(tmp_path, "a2", "skipped", "memory: needs 202.7 GB > gpu.memory_budget_gb=130"))
+    for i, out in enumerate(outs):
+        p.started(i, "measure", out, [f"logs/{i}.log"])
+    clock.t += 2.0
+    first = p.finished(0).splitlines()  # the backend, the first time it is seen; a new tenth: a line at once
+    assert first == ["the jobs run on the SIMULATED backend (no GPU here): every result says so",
+                     "measured 1/4 points, 0.5 per s, about 6 s left"]
+    clock.t += 1.0
+    assert p.finished(1) == "measured 2/4 points, 0.7 per s, about 3 s left"
+    clock.t += 1.0
+    line = p.finished(2)
+    assert line == "measured 3/4 points (1 skipped), 0.8 per s, about 1 s left"
+    assert p.skipped == {"memory": 1}
+    fresh = Progress(clock=clock)  # by default no rate until a few points are done (workers start first)
+    fresh.plan({"measure": 100})
+    fresh.started(0, "measure", _trace(tmp_path, "b0", "ok", backend="nvml"), [])
+    clock.t += 1.0
+    assert fresh.finished(0).splitlines() == ["the jobs measure a real GPU (NVML)", "measured 1/100 points"]
+
+
+def test_a_failed_job_is_named_with_the_last_line_of_its_log(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "logs" / "m.log"
+    log.parent.mkdir()
+    log.write_text("INFO starting\nValueError: power limit 900 W outside 200-700 W\n\n")
+    p = Progress(clock=Clock())
+    p.plan({"measure": 1, "energy": 1})
+    p.started(7, "measure", _trace(tmp_path, "x", "ok"), [str(log)])
+    text = p.error(7)
+    assert text.startswith("FAILED engine~native/arch~x/bs~1/ctx~64/lever~default/rep~0: ValueError: power limit")
+    assert p.points_done == 1 and p.failed_points == 1
+    p.started(8, "energy", ["results/tables/windows.parquet"], [])
+    p.error(8, "energy", [str(tmp_path / "missing.log")])
+    summary = p.summary()
+    assert "points: 0 measured, 0 skipped, 1 failed; 1 other jobs failed" in summary
+    assert "failed energy: (log unreadable" in summary
+
+
+def test_summary_says_simulated_and_where_the_results_are(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = Progress(clock=Clock())
+    p.plan({"measure": 2})
+    p.started(1, "measure", _trace(tmp_path, "a", "ok"), [])
+    p.started(2, "measure", _trace(tmp_path, "b", "skipped", "engine: vLLM has no Mamba2 model class"), [])
+    p.finished(1)
+    p.finished(2)
+    (tmp_path / "figures").mkdir()
+    s = p.summary()
+    assert "points: 1 measured, 1 skipped (engine: 1), 0 failed" in s
+    assert "SIMULATED" in s and "results: figures/; report: snakemake --report report.html" in s  # what exists
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(7.4, "7 s"), (95, "1 min 35 s"), (3725, "1 h 2 min")])
+def test_durations_read_as_a_person_says_them(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_helpers(tmp_path):
+    assert skip_kind("memory: needs 1 GB") == "memory" and skip_kind("") == "unknown"
+    assert last_line(tmp_path / "none.log").startswith("(log unreadable")
+    (tmp_path / "e.log").write_text("")
+    assert last_line(tmp_path / "e.log") == "(empty log)"
