@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
-from phase_energy.engines.native.transformer import Transformer, init_random_, replicate_rows_
+from phase_energy.engines.native.transformer import Block, Transformer, init_random_, replicate_rows_
 from phase_energy.model.costmodel import CostModel, prefill_group
 from phase_energy.model.presets import get_preset
 
 log = logging.getLogger(__name__)
+COMPILE_SCOPES = ("step", "block")
 
 
 def set_compile_caches(root: str | None = None) -> None:
@@ -99,12 +100,26 @@ class EngineWorkload:
         # PHASE_ENERGY_COMPILE_MODE picks an Inductor mode (e.g. max-autotune-no-cudagraphs: Triton GEMM
         # templates tuned per shape; slower to start); the graph stays ours
         self.compile_mode = os.environ.get("PHASE_ENERGY_COMPILE_MODE") or None
-        self._decode_fn = torch.compile(self.model.decode_step, dynamic=False, mode=self.compile_mode) \
-            if self.compiled else self.model.decode_step
+        # PHASE_ENERGY_COMPILE_SCOPE: ``step`` compiles the whole decode step as one graph; ``block`` compiles
+        # one block's forward, shared by every block of a kind (one compile per kind instead of the whole
+        # unrolled stack: a job starts in seconds; fusion stops at block boundaries)
+        self.compile_scope = os.environ.get("PHASE_ENERGY_COMPILE_SCOPE") or "step"
+        if self.compile_scope not in COMPILE_SCOPES:
+            raise ValueError(f"PHASE_ENERGY_COMPILE_SCOPE={self.compile_scope!r} is not accepted; expected one of "
+                             f"{', '.join(COMPILE_SCOPES)}")
+        self._decode_fn = self.model.decode_step
+        if self.compiled and self.compile_scope == "step":
+            self._decode_fn = torch.compile(self.model.decode_step, dynamic=False, mode=self.compile_mode)
+        elif self.compiled:
+            # one code object serves every kind of block at every batch a process builds (a bench serves
+            # several points from one process): leave room above Dynamo's default of 8 graphs per code
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self.model.decode_block = torch.compile(Block.forward, dynamic=False, mode=self.compile_mode)
         self._prefill_fn = self.model.prefill  # compute-bound GEMMs: eager is close to compiled, and starts sooner
         self.compile_error: str | None = None
         self.build_s = time.monotonic() - t0
         self.capture_s = 0.0
+        self.warmup_parts: dict[str, float] = {}
 
     def _step(self) -> None:
         logits = self._decode_fn(self.tokens, self.pos)
@@ -165,6 +180,8 @@ class EngineWorkload:
         """Compile Triton kernels, capture every graph the decode will need, then time prefill and a step."""
         t0 = time.monotonic()
         self.fill_cache(self.batch if prefill_sequences is None else prefill_sequences)
+        self.synchronize()
+        t1 = time.monotonic()
         try:
             self.pos.fill_(self.context)
             self._step()
@@ -175,10 +192,15 @@ class EngineWorkload:
             log.warning("torch.compile failed (%s); running eager", self.compile_error)
             self.compiled = False
             self._decode_fn = self.model.decode_step
+            self.model.decode_block = None
+        self.synchronize()
+        t2 = time.monotonic()
         if self.use_graphs:
             self._capture()
         self.synchronize()
         self.capture_s = time.monotonic() - t0
+        self.warmup_parts = {"fill_cache_s": t1 - t0, "first_step_s": t2 - t1,
+                             "graph_capture_s": self.capture_s - (t2 - t0)}
         t_prefill = t_step = 0.0
         for _ in range(max(runs, 1)):
             t1 = time.perf_counter()
@@ -204,6 +226,7 @@ class EngineWorkload:
     def info(self) -> dict[str, Any]:
         """Facts for the trace metadata: timings of construction, capture, graph count."""
         return {"build_s": self.build_s, "capture_s": self.capture_s, "graph": self.graph is not None,
-                "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_error": self.compile_error,
+                "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_scope": self.compile_scope,
+                "compile_error": self.compile_error, "warmup_parts": self.warmup_parts,
                 "weights": f"random ({self.weight_init})",
                 "weight_bytes": self.cost.weight_bytes}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +80,9 @@ class Transformer(nn.Module):
         self.cos: Tensor | None = None
         self.sin: Tensor | None = None
         self.max_len = 0
+        # decode_step calls each block through this when set (the runner's per-block compiled forward, one
+        # compiled graph shared by every block of a kind); None calls the blocks directly
+        self.decode_block: Callable[..., Tensor] | None = None
 
     def setup_caches(self, batch: int, max_len: int) -> None:
         """Allocate every static cache once (KV, latent, conv and recurrent state)."""
@@ -140,7 +144,8 @@ class Transformer(nn.Module):
         rope = (self.cos.index_select(0, pos.view(1)), self.sin.index_select(0, pos.view(1)))
         x = self._embed(tokens)
         for blk in self.layers:
-            x = blk(x, rope, pos, slice(None))
+            x = blk(x, rope, pos, slice(None)) if self.decode_block is None else \
+                self.decode_block(blk, x, rope, pos, slice(None))
         return self._head(x)
 
 
