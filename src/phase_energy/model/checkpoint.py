@@ -53,19 +53,22 @@ class Checkpoint:
         return {"source": "checkpoint", "folder": self.folder.name, "config_sha256": self.config_sha256,
                 "index_sha256": self.index_sha256, "files": len(self.files)}
 
-    @property
-    def label(self) -> str:
-        """Short description for tables and figures: ``checkpoint Qwen3-4B``."""
-        return f"checkpoint {self.folder.name}"
+
+def weights_label(weights: dict[str, Any]) -> str:
+    """A trace's ``weights`` record as tables and figures show it: ``random (normal)``, ``checkpoint Qwen3-4B``."""
+    if weights.get("source") == "checkpoint":
+        return f"checkpoint {weights.get('folder')}"
+    return f"{weights.get('source', 'random')} ({weights.get('init', 'normal')})"
 
 
 def _rope_theta(c: dict[str, Any]) -> float:
     rope = c.get("rope_parameters") or {}
     scaling = c.get("rope_scaling") or {}
-    kind = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if kind != "default":
-        raise CheckpointError(f"rope_type {kind!r} (rope_scaling / rope_parameters): the native engine "
-                              "implements accepted: 'default' (no scaling)")
+    kinds = {rope.get("rope_type"), scaling.get("rope_type"), scaling.get("type")} - {None, "default"}
+    if kinds:
+        kind = sorted(str(k) for k in kinds)[0]
+        raise CheckpointError(f"rope_type {kind!r} (rope_scaling / rope_parameters) is not implemented by the "
+                              "native engine; accepted: 'default' (no scaling)")
     return float(c.get("rope_theta") or rope.get("rope_theta") or 10000.0)  # transformers' default
 
 

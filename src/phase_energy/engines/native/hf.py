@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -138,7 +139,10 @@ def load_weights(model: Transformer, tensors: Iterable[tuple[str, Callable[[], T
 
 def load_from_hf(model: Transformer, hf_state: Mapping[str, Tensor]) -> int:
     """Copy a transformers model's ``state_dict`` into ours (the parity tests)."""
-    return load_weights(model, ((k, (lambda v=v: v)) for k, v in hf_state.items()))
+    def reader(v: Tensor) -> Callable[[], Tensor]:
+        return lambda: v
+
+    return load_weights(model, ((k, reader(v)) for k, v in hf_state.items()))
 
 
 def load_safetensors(model: Transformer, folder: str | Path, files: Iterable[str],
@@ -154,8 +158,11 @@ def load_safetensors(model: Transformer, folder: str | Path, files: Iterable[str
                 handles.append(stack.enter_context(safe_open(str(Path(folder) / f), framework="pt", device=dev)))
             except (SafetensorError, OSError) as e:
                 raise WeightsError(f"{f}: cannot be read as safetensors ({e})") from None
+        def reader(h: Any, k: str) -> Callable[[], Tensor]:
+            return lambda: h.get_tensor(k)
+
         keys = [(h, k) for h in handles for k in h.keys()]  # noqa: SIM118 - a safetensors handle is not iterable
-        return load_weights(model, ((k, (lambda h=h, k=k: h.get_tensor(k))) for h, k in keys))
+        return load_weights(model, ((k, reader(h, k)) for h, k in keys))
 
 
 def build_from_checkpoint(cfg: ArchConfig, folder: str | Path, files: Iterable[str], device: torch.device | str,
