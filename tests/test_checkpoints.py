@@ -203,3 +203,41 @@ def test_vllm_gets_the_checkpoint_folder_with_load_format_auto(wider, tmp_path, 
         VllmEngine("tiny-gqa", max_num_seqs=2, max_model_len=64, capture_sizes=[2], folder=tmp_path / "dummy")
     assert seen["model"] == str(tmp_path / "dummy") and seen["load_format"] == "dummy"
     assert json.loads((tmp_path / "dummy" / "config.json").read_text())["hidden_size"] == 64
+
+
+# ------------------------------------------------------------------- random weights with trained statistics
+def _stats(init):
+    from phase_energy.engines.native.transformer import _heavy_tailed_
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.empty(512, 2048)
+    if init == "normal":
+        w.normal_(0.0, 2048**-0.5, generator=gen)
+    else:
+        _heavy_tailed_(w, gen, outlier_columns=init == "trained-like")
+    kurtosis = (w.pow(4).mean() / w.pow(2).mean().square()).item()
+    cols = w.norm(dim=0)
+    return w.square().mean().item() * 2048, kurtosis, (cols.max() / cols.median()).item()
+
+
+def test_trained_like_weights_have_heavy_tails_and_outlier_channels_at_the_same_mean_square():
+    ms_n, kurt_n, col_n = _stats("normal")
+    ms_h, kurt_h, col_h = _stats("heavy-tailed")
+    ms_t, kurt_t, col_t = _stats("trained-like")
+    for ms in (ms_n, ms_h, ms_t):  # the same energy per weight: only the distribution differs
+        assert ms == pytest.approx(1.0, rel=0.02)
+    assert kurt_n == pytest.approx(3.0, abs=0.1) and kurt_h > 6 and kurt_t > 6
+    assert col_n < 1.2 and col_h < 2.5 and col_t > 4  # a few input channels stand out only in trained-like
+
+
+def test_weight_inits_are_selectable_by_name():
+    from phase_energy.engines.native.transformer import WEIGHT_INITS, Transformer, init_random_
+
+    assert "trained-like" in WEIGHT_INITS
+    cfg = get_preset("tiny-gqa")
+    a = init_random_(Transformer(cfg), 0, "trained-like").layers[0].mlp.down_proj.weight
+    b = init_random_(Transformer(cfg), 0, "heavy-tailed").layers[0].mlp.down_proj.weight
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="weight init 'trained' is not known; accepted: normal, heavy-tailed, "
+                                         "trained-like, uniform-1e-3"):
+        init_random_(Transformer(cfg), 0, "trained")
