@@ -241,3 +241,20 @@ def test_weight_inits_are_selectable_by_name():
     with pytest.raises(ValueError, match="weight init 'trained' is not known; accepted: normal, heavy-tailed, "
                                          "trained-like, uniform-1e-3"):
         init_random_(Transformer(cfg), 0, "trained")
+
+
+def test_the_random_vs_trained_config_runs_a_preset_next_to_its_checkpoint(tmp_path):
+    """Validation reads config.json and the safetensors headers only: Qwen3-4B's config.json stands in."""
+    from pathlib import Path
+
+    import yaml
+
+    from phase_energy.model.hfconfig import hf_config
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "config/random-vs-trained.yaml").read_text())
+    folder = _write(tmp_path / "Qwen3-4B", hf_config(get_preset("qwen3-4b")))
+    raw["weights"] = {"qwen3-4b-trained": str(folder)}
+    cfg = validate_config(raw)
+    trained, preset = get_preset("qwen3-4b-trained"), get_preset("qwen3-4b")
+    assert CostModel(trained).weight_bytes == CostModel(preset).weight_bytes
+    assert {p.arch for p in expand_grid(cfg)} == {"qwen3-4b", "qwen3-4b-trained"}
