@@ -249,7 +249,7 @@ def main() -> None:
     pl.add_argument("--engines", default="vllm,native")
     pl.add_argument("--points", default="1x2048,32x2048,128x2048")
     pl.add_argument("--init-preset", default="qwen3-4b")
-    pl.add_argument("--weight-inits", default="", help="e.g. heavy-tailed,uniform-1e-3 (native engine)")
+    pl.add_argument("--weight-inits", default="", help="e.g. heavy-tailed,trained-like,uniform-1e-3 (native engine)")
     pl.add_argument("--init-points", default="1x2048,32x2048")
     pl.add_argument("--deadline-s", type=float, default=540.0)
     pl.set_defaults(fn=plan)

@@ -1,13 +1,20 @@
-"""Our engine against the transformers reference of each architecture, same weights, on CPU."""
+"""Our engine against the transformers reference of each architecture, same weights, on CPU.
+
+The weights reach our engine through the one mapping of ``engines/native/hf.py``: from the reference's
+``state_dict`` in memory, and from the folder transformers' own ``save_pretrained`` writes (config.json and
+safetensors, read back memory-mapped into the fused layout).
+"""
 
 import inspect
+from dataclasses import replace
 
 import pytest
 import torch
 
-from phase_energy.engines.native.hf import load_from_hf
+from phase_energy.engines.native.hf import build_from_checkpoint, load_from_hf
 from phase_energy.engines.native.transformer import Transformer
-from phase_energy.model.presets import get_preset
+from phase_energy.model.checkpoint import read_checkpoint
+from phase_energy.model.presets import ALL_PRESETS, PRESETS, get_preset
 
 transformers = pytest.importorskip("transformers")
 
@@ -79,8 +86,29 @@ def _nemotron_h(cfg):
     return NemotronHForCausalLM(c)
 
 
+def _deepseek_v2(cfg):
+    from transformers import DeepseekV2Config, DeepseekV2ForCausalLM
+
+    c = DeepseekV2Config(vocab_size=cfg.vocab, hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+                         num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                         num_key_value_heads=cfg.n_heads, q_lora_rank=cfg.q_lora_rank, kv_lora_rank=cfg.kv_lora_rank,
+                         qk_nope_head_dim=cfg.qk_nope_head_dim, qk_rope_head_dim=cfg.qk_rope_head_dim,
+                         v_head_dim=cfg.v_head_dim, rms_norm_eps=cfg.rms_eps, tie_word_embeddings=cfg.tie_embeddings,
+                         n_routed_experts=0, n_shared_experts=0, first_k_dense_replace=cfg.n_layers,
+                         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta})
+    return DeepseekV2ForCausalLM(c)
+
+
+# TransMLA's family (DeepSeek-V2 layout, interleaved RoPE) at test size; transformers norms the latent
+TINY_DEEPSEEK = replace(PRESETS["qwen3-4b-transmla"], name="tiny-deepseek", n_layers=2, hidden=64, intermediate=128,
+                        n_heads=4, n_kv_heads=4, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                        v_head_dim=16, vocab=128, kv_norm=True, layer_pattern="", tiny=True)
 REFERENCES = {"tiny-nemotron": _nemotron_h, "tiny-gqa": _qwen3, "tiny-mla": _minicpm3, "tiny-gdn": _qwen35,
-              "tiny-mamba2": _mamba2}
+              "tiny-mamba2": _mamba2, "tiny-deepseek": _deepseek_v2}
+
+
+def _arch(name):
+    return TINY_DEEPSEEK if name == "tiny-deepseek" else get_preset(name)
 
 
 def _perturb(model, seed):
@@ -101,37 +129,60 @@ def _cache_kwargs(ref, out, position):
     return {"past_key_values": out.past_key_values}
 
 
+def _logits(model, prompt, follow):
+    """Logits of the prompt's every position, then of each of the follow tokens decoded one by one."""
+    batch, ctx = prompt.shape
+    model.setup_caches(batch, ctx + follow.shape[1] + 4)
+    with torch.no_grad():
+        out = [model.prefill(prompt, all_logits=True)]
+        out += [model.decode_step(follow[:, i:i + 1], torch.tensor(ctx + i)) for i in range(follow.shape[1])]
+    return out
+
+
+def _reference_logits(ref, prompt, follow):
+    ctx = prompt.shape[1]
+    with torch.no_grad():
+        out = ref(input_ids=prompt, use_cache=True)
+        logits = [out.logits]
+        for i in range(follow.shape[1]):
+            out = ref(input_ids=follow[:, i:i + 1], use_cache=True, **_cache_kwargs(ref, out, ctx + i))
+            logits.append(out.logits)
+    return logits
+
+
+def _assert_same(ours, ref, tol):
+    torch.testing.assert_close(ours[0], ref[0], rtol=tol, atol=tol, msg=lambda m: f"prefill: {m}")
+    for i in range(1, len(ref)):
+        torch.testing.assert_close(ours[i], ref[i], rtol=tol, atol=tol, msg=lambda m, i=i: f"decode step {i}: {m}")
+
+
 @pytest.mark.parametrize("arch", sorted(REFERENCES))
-def test_prefill_and_16_decode_steps_match_transformers(arch):
+def test_prefill_and_16_decode_steps_match_transformers(arch, tmp_path):
+    """The reference's weights, in memory (unfused) and from its save_pretrained folder (fused), give its logits."""
     torch.manual_seed(0)
-    cfg = get_preset(arch)
+    cfg = _arch(arch)
     ref = REFERENCES[arch](cfg).float().eval()
     _perturb(ref, 1)
-    ours = Transformer(cfg).float().eval()
-    load_from_hf(ours, ref.state_dict(), cfg.tie_embeddings, cfg.layer_pattern)
     batch, ctx, steps = 2, 12, 16
     prompt = torch.randint(0, cfg.vocab, (batch, ctx))
     follow = torch.randint(0, cfg.vocab, (batch, steps))
-    with torch.no_grad():
-        out = ref(input_ids=prompt, use_cache=True)
-        ref_logits = [out.logits]
-        for i in range(steps):
-            out = ref(input_ids=follow[:, i:i + 1], use_cache=True, **_cache_kwargs(ref, out, ctx + i))
-            ref_logits.append(out.logits)
-        ours.setup_caches(batch, ctx + steps + 4)
-        our_logits = [ours.prefill(prompt, all_logits=True)]
-        for i in range(steps):
-            our_logits.append(ours.decode_step(follow[:, i:i + 1], torch.tensor(ctx + i)))
-    torch.testing.assert_close(our_logits[0], ref_logits[0], rtol=1e-4, atol=1e-4)
-    for i in range(1, steps + 1):
-        torch.testing.assert_close(our_logits[i], ref_logits[i], rtol=1e-4, atol=1e-4, msg=f"decode step {i}")
+    ref_logits = _reference_logits(ref, prompt, follow)
+
+    ours = Transformer(cfg).float().eval()
+    assert load_from_hf(ours, ref.state_dict()) > 0
+    unfused = _logits(ours, prompt, follow)
+    _assert_same(unfused, ref_logits, 1e-4)
     # the fused projections (one GEMM for q/k/v and for gate/up) compute the same
-    ours.fuse().setup_caches(batch, ctx + steps + 4)
-    with torch.no_grad():
-        fused = [ours.prefill(prompt, all_logits=True)]
-        fused += [ours.decode_step(follow[:, i:i + 1], torch.tensor(ctx + i)) for i in range(steps)]
-    for a, b in zip(fused, our_logits, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    _assert_same(_logits(ours.fuse(), prompt, follow), unfused, 1e-5)
+
+    # the checkpoint transformers writes: its config.json gives the preset's shapes, its safetensors our weights
+    ref.save_pretrained(tmp_path, safe_serialization=True)
+    ckpt = read_checkpoint(tmp_path, arch, ALL_PRESETS.get(arch))
+    assert ckpt.arch.layer_pattern == cfg.layer_pattern and ckpt.arch.family == cfg.family
+    loaded = build_from_checkpoint(ckpt.arch, tmp_path, ckpt.files, "cpu", torch.float32).eval()
+    assert all(getattr(blk.mixer, "wqkv", None) is not None for blk in loaded.layers if blk.kind in "*" or
+               (blk.kind == "A" and cfg.paradigm == "gqa"))
+    _assert_same(_logits(loaded, prompt, follow), ref_logits, 1e-4)
 
 
 @pytest.mark.parametrize("arch", ["tiny-gqa", "tiny-mla", "tiny-gdn", "tiny-nemotron"])

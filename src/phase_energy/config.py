@@ -20,7 +20,8 @@ import jsonschema
 import yaml
 
 from phase_energy.grid import Lever, LeverError
-from phase_energy.model.presets import ALL_PRESETS
+from phase_energy.model.checkpoint import RANDOM, Checkpoint, CheckpointError, read_checkpoint
+from phase_energy.model.presets import ALL_PRESETS, register_arch
 
 
 class ConfigError(ValueError):
@@ -154,19 +155,42 @@ def _lever(text: str, i: int) -> Lever:
                           "smclock:1410)") from e
 
 
+def _check_weights(cfg: dict[str, Any]) -> set[str]:
+    """Check each checkpoint folder of ``weights`` and register its architecture; the names it adds."""
+    named = set()
+    for name, source in cfg["weights"].items():
+        if source == RANDOM:
+            if name not in ALL_PRESETS:
+                raise ConfigError(f"config key 'weights.{name}': value 'random' needs a preset's shapes and {name!r} "
+                                  f"is not a preset; accepted: a checkpoint folder, or one of "
+                                  f"{', '.join(sorted(ALL_PRESETS))} with 'random'")
+            continue
+        try:
+            ckpt = read_checkpoint(source, name, ALL_PRESETS.get(name))
+        except CheckpointError as e:
+            raise ConfigError(f"config key 'weights.{name}': value {source!r} is not accepted: {e}") from None
+        register_arch(ckpt.arch)
+        named.add(name)
+    return named
+
+
+def checkpoint_of(cfg: Mapping[str, Any], arch: str) -> Checkpoint | None:
+    """The checkpoint an architecture's weights come from, or None for random weights."""
+    source = cfg.get("weights", {}).get(arch, RANDOM)
+    return None if source == RANDOM else read_checkpoint(source, arch, ALL_PRESETS.get(arch))
+
+
 def _check_semantics(cfg: dict[str, Any]) -> None:
-    for i, name in enumerate(cfg["architectures"]):
-        if name not in ALL_PRESETS:
-            raise ConfigError(
-                f"config key 'architectures[{i}]': value {name!r} is not a known preset; "
-                f"accepted: {', '.join(sorted(ALL_PRESETS))}"
-            )
-    for i, name in enumerate(cfg["clear"]["architectures"]):
-        if name not in ALL_PRESETS:
-            raise ConfigError(
-                f"config key 'clear.architectures[{i}]': value {name!r} is not a known preset; "
-                f"accepted: {', '.join(sorted(ALL_PRESETS))}"
-            )
+    known = set(ALL_PRESETS) | _check_weights(cfg)
+    for where, names in (("architectures", cfg["architectures"]), ("clear.architectures",
+                                                                   cfg["clear"]["architectures"])):
+        for i, name in enumerate(names):
+            if name not in known:
+                raise ConfigError(
+                    f"config key '{where}[{i}]': value {name!r} is not a known preset; accepted: "
+                    f"{', '.join(sorted(ALL_PRESETS))}, or a name of your own with a checkpoint folder under "
+                    f"weights ({where.split('.')[0]}: [{name}], weights: {{{name}: /path/to/checkpoint}})"
+                )
     gpu = cfg["gpu"]
     if gpu["power_limit_min_w"] > gpu["power_limit_max_w"]:
         raise ConfigError(

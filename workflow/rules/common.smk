@@ -77,6 +77,7 @@ MEASURE_KEYS = (
     "sim",
     "gpu",
     "cluster",
+    "weights",
 )
 CONFIG_TEXTS = {}
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from phase_energy.config import schema_defaults
+from phase_energy.model.checkpoint import Checkpoint, weights_label
 from phase_energy.model.hfconfig import VLLM_ARCHITECTURES, write_model_folder
 from phase_energy.model.presets import ArchConfig, get_preset
 
@@ -116,7 +117,8 @@ class VllmEngine:
     """One vLLM engine for one preset; workloads of any batch up to ``max_num_seqs`` run on it."""
 
     def __init__(self, arch: str | ArchConfig, max_num_seqs: int, max_model_len: int, capture_sizes: list[int],
-                 settings: VllmSettings | None = None, seed: int = 0, folder: str | Path | None = None):
+                 settings: VllmSettings | None = None, seed: int = 0, folder: str | Path | None = None,
+                 checkpoint: Checkpoint | None = None):
         for k, v in VLLM_ENVIRONMENT.items():
             os.environ.setdefault(k, v)
         try:
@@ -124,16 +126,24 @@ class VllmEngine:
             from vllm import LLM
         except ImportError as e:
             raise VllmUnavailable(f"engine vllm needs vLLM 0.26: pip install 'phase-energy[vllm]' ({e})") from e
-        self.cfg = arch if isinstance(arch, ArchConfig) else get_preset(arch)
+        self.cfg = checkpoint.arch if checkpoint is not None else arch if isinstance(arch, ArchConfig) \
+            else get_preset(arch)
+        self.checkpoint = checkpoint
         self.settings = settings or VllmSettings()
         self.version = vllm.__version__
         self.max_num_seqs, self.max_model_len = max_num_seqs, max_model_len
-        self.folder = write_model_folder(self.cfg, folder or tempfile.mkdtemp(prefix=f"phase-energy-{self.cfg.name}-"))
+        if checkpoint is not None:  # the checkpoint's own folder, its weights loaded by vLLM (load_format auto)
+            self.folder, load_format = checkpoint.folder, "auto"
+            self.weights: dict[str, Any] = checkpoint.metadata()
+        else:  # a folder with the preset's config.json only: vLLM's dummy weights
+            self.folder = write_model_folder(self.cfg,
+                                             folder or tempfile.mkdtemp(prefix=f"phase-energy-{self.cfg.name}-"))
+            load_format, self.weights = "dummy", {"source": "random", "init": "dummy"}
         s = self.settings
         sizes = sorted(set(capture_sizes))
         compilation: dict[str, Any] = {"mode": s.compilation_mode, "cudagraph_capture_sizes": sizes}
         kwargs: dict[str, Any] = dict(
-            model=str(self.folder), load_format="dummy", skip_tokenizer_init=True, dtype="bfloat16", seed=seed,
+            model=str(self.folder), load_format=load_format, skip_tokenizer_init=True, dtype="bfloat16", seed=seed,
             max_model_len=max_model_len, max_num_seqs=max_num_seqs, enable_prefix_caching=False,
             enable_chunked_prefill=True, gpu_memory_utilization=s.gpu_memory_utilization,
             async_scheduling=s.async_scheduling, disable_log_stats=True, generation_config="vllm",
@@ -225,7 +235,7 @@ class VllmEngine:
             "use_v2_model_runner": bool(getattr(vc, "use_v2_model_runner", False)),
             "block_size": vc.cache_config.block_size, "kv_capacity_tokens": self.kv_capacity_tokens(),
             "prefix_caching": bool(vc.cache_config.enable_prefix_caching),
-            "weights": "dummy (vLLM: uniform +-1e-3)",
+            "weights": "dummy (vLLM: uniform +-1e-3)" if self.checkpoint is None else weights_label(self.weights),
         }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from phase_energy.config import config_hash
+from phase_energy.config import checkpoint_of, config_hash
 from phase_energy.engines.vllm import DoesNotFit, VllmEngine, VllmSettings, VllmWorkload, max_model_len
 from phase_energy.grid import GridPoint
 from phase_energy.measure.backend import Backend, open_backend, resolve_backend
@@ -92,6 +92,9 @@ def metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mappin
     """The trace's metadata.json (validated against the metadata schema when written)."""
     arch = get_preset(point.arch)
     prov = provenance()
+    ckpt = checkpoint_of(cfg, point.arch)
+    weights = ckpt.metadata() if ckpt is not None else \
+        {"source": "random", "init": "normal" if point.engine == "native" else "dummy"}
     return {
         "format_version": 1,
         "arch": point.arch,
@@ -113,6 +116,7 @@ def metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mappin
         "started_at": started,
         "finished_at": utc_now(),
         "seed": cfg["seed"],
+        "weights": weights,
         **(extra or {}),
     }
 
@@ -141,12 +145,14 @@ def build_workload(cfg: Mapping[str, Any], point: GridPoint, settings: Settings,
                                       point.context)
         engine = VllmEngine(point.arch, max_num_seqs=point.batch,
                             max_model_len=max_model_len(point.context, positions, point.batch, vs.chunk_tokens),
-                            capture_sizes=[point.batch], settings=vs, seed=cfg["seed"])
+                            capture_sizes=[point.batch], settings=vs, seed=cfg["seed"],
+                            checkpoint=checkpoint_of(cfg, point.arch))
         return VllmWorkload(engine, point.batch, point.context, settings.max_output, seed=cfg["seed"],
                             positions=positions)
     from phase_energy.engines.native.runner import EngineWorkload
 
-    return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, seed=cfg["seed"])
+    return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, seed=cfg["seed"],
+                          checkpoint=checkpoint_of(cfg, point.arch))
 
 
 def measure_with_lever(backend: Backend, lever: str, allow_gpu_settings: bool, workload: Workload,
@@ -185,9 +191,10 @@ def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: 
                 "applied_by": applied_by}
     info = workload.info() if hasattr(workload, "info") else {}
     backend.hold()
+    own = getattr(workload, "weights", None)  # the engine's own record (a bench's weight init, say)
     meta = metadata(cfg, point, backend.name, gpu, enforced, started,
                     {"status": "ok", "time_to_first_window_s": None if t_first != t_first else t_first,
-                     "engine_info": info, **(extra or {})})
+                     "engine_info": info, **({"weights": own} if isinstance(own, dict) else {}), **(extra or {})})
     write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows),
                                               "summary": summary_stamp(settings)})
 

@@ -1,6 +1,7 @@
 """Architecture presets: published shapes of ~4B models of four attention paradigms.
 
-Only shapes matter: every model is built with random weights. Each preset names its paradigm and the
+Only shapes matter: models are built with random weights unless the config's ``weights`` names a checkpoint
+(model/checkpoint.py). Each preset names its paradigm and the
 place its values were read (see docs/architectures.md for the full provenance and caveats).
 
 Layer kinds used in ``layer_pattern`` (one character per block, Nemotron-H style):
@@ -172,13 +173,23 @@ TINY_PRESETS: dict[str, ArchConfig] = {
 }
 
 ALL_PRESETS: dict[str, ArchConfig] = {**PRESETS, **TINY_PRESETS}
+# architectures named by a checkpoint's config.json (config key ``weights``), registered in this process
+# when the config is validated (phase_energy.config)
+CHECKPOINT_ARCHS: dict[str, ArchConfig] = {}
+
+
+def register_arch(cfg: ArchConfig) -> None:
+    """Make an architecture read from a checkpoint findable by :func:`get_preset` (presets keep their name)."""
+    if cfg.name not in ALL_PRESETS:
+        CHECKPOINT_ARCHS[cfg.name] = cfg
 
 
 def get_preset(name: str) -> ArchConfig:
-    """Look a preset up by exact name; the error lists the valid names."""
+    """Look a preset (or a registered checkpoint's architecture) up by exact name; the error lists the valid names."""
     try:
-        return ALL_PRESETS[name]
+        return ALL_PRESETS[name] if name in ALL_PRESETS else CHECKPOINT_ARCHS[name]
     except KeyError:
         raise KeyError(
-            f"unknown architecture {name!r}; accepted: {', '.join(sorted(ALL_PRESETS))}"
+            f"unknown architecture {name!r}; accepted: {', '.join(sorted(ALL_PRESETS))}, or a name of your own "
+            "with a checkpoint folder under the config key weights"
         ) from None

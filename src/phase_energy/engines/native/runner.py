@@ -1,4 +1,4 @@
-"""The engine as a measurement workload: random weights on the GPU, static caches, CUDA-graph decode.
+"""The engine as a measurement workload: random or checkpoint weights on the GPU, static caches, CUDA-graph decode.
 
 The decode step is captured once in a CUDA graph (attention reads the cache up to a device-side length,
 so the shapes never change); each replay is one launch with no host work; the next token is chosen
@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from phase_energy.engines.native.hf import build_from_checkpoint
 from phase_energy.engines.native.transformer import Block, Transformer, init_random_, replicate_rows_
+from phase_energy.model.checkpoint import Checkpoint, weights_label
 from phase_energy.model.costmodel import CostModel, prefill_group
 from phase_energy.model.presets import get_preset
 
@@ -72,19 +74,25 @@ class EngineWorkload:
 
     def __init__(self, arch: str, batch: int, context: int, max_output: int, seed: int = 0,
                  device: str = "cuda", dtype: torch.dtype = torch.bfloat16, use_graphs: bool = True,
-                 compile: bool = True, weight_init: str = "normal"):
+                 compile: bool = True, weight_init: str = "normal", checkpoint: Checkpoint | None = None):
         set_compile_caches()
         t0 = time.monotonic()
-        self.cfg = get_preset(arch)
+        self.cfg = checkpoint.arch if checkpoint is not None else get_preset(arch)
         self.cost = CostModel(self.cfg)
         self.batch, self.context, self.max_output = batch, context, max_output
         self.device = torch.device(device)
         self.use_graphs = use_graphs and self.device.type == "cuda"
-        with torch.device(self.device):
-            self.model = Transformer(self.cfg).to(dtype)
-        init_random_(self.model, seed, weight_init)
+        self.checkpoint = checkpoint
+        if checkpoint is not None:  # memory-mapped safetensors straight into the fused weights on the device
+            self.model = build_from_checkpoint(self.cfg, checkpoint.folder, checkpoint.files, self.device, dtype)
+            self.weights: dict[str, Any] = checkpoint.metadata()
+        else:
+            with torch.device(self.device):
+                self.model = Transformer(self.cfg).to(dtype)
+            init_random_(self.model, seed, weight_init)
+            self.model.fuse()
+            self.weights = {"source": "random", "init": weight_init}
         self.weight_init = weight_init
-        self.model.fuse()
         self.max_len = context + max_output + 1
         self.max_position = self.max_len - 1
         self.model.setup_caches(batch, self.max_len)
@@ -228,5 +236,5 @@ class EngineWorkload:
         return {"build_s": self.build_s, "capture_s": self.capture_s, "graph": self.graph is not None,
                 "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_scope": self.compile_scope,
                 "compile_error": self.compile_error, "warmup_parts": self.warmup_parts,
-                "weights": f"random ({self.weight_init})",
+                "weights": weights_label(self.weights),
                 "weight_bytes": self.cost.weight_bytes}

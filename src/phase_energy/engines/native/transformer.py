@@ -160,15 +160,17 @@ def replicate_rows_(t: Tensor, filled: int) -> Tensor:
     return t
 
 
-WEIGHT_INITS = ("normal", "heavy-tailed", "uniform-1e-3")
+WEIGHT_INITS = ("normal", "heavy-tailed", "trained-like", "uniform-1e-3")
 
 
-def _heavy_tailed_(p: Tensor, gen: torch.Generator) -> None:
+def _heavy_tailed_(p: Tensor, gen: torch.Generator, outlier_columns: bool = False) -> None:
     """Entries with the statistics of trained weights, scaled to variance 1/fan_in.
 
     Student-t with 5 degrees of freedom (kurtosis 9 against a normal's 3, as trained LLM weights have tails) times a
     log-normal scale per output row (sigma 0.5: rows of a trained matrix differ in norm), normalised so the
-    mean square stays 1/fan_in.
+    mean square stays 1/fan_in. ``outlier_columns`` (the ``trained-like`` init) adds a log-normal scale per
+    input channel (sigma 0.3) and makes 1 % of the input channels 4x larger: trained LLMs carry a few hidden
+    channels of outsized magnitude, and the weights that read and write them are outsized too.
     """
     z = torch.empty_like(p, dtype=torch.float32).normal_(generator=gen)
     chi2 = torch.zeros_like(z)
@@ -178,15 +180,22 @@ def _heavy_tailed_(p: Tensor, gen: torch.Generator) -> None:
     t /= t.square().mean().sqrt()
     rows = torch.empty(p.shape[0], *([1] * (p.dim() - 1)), device=p.device).normal_(generator=gen).mul_(0.5).exp_()
     rows /= rows.square().mean().sqrt()
-    p.copy_((t * rows / math.sqrt(p.shape[-1])).to(p.dtype))
+    t = t * rows
+    if outlier_columns and p.dim() == 2:
+        cols = torch.empty(p.shape[-1], device=p.device).normal_(generator=gen).mul_(0.3).exp_()
+        pick = torch.randperm(p.shape[-1], generator=gen, device=p.device)[:max(1, p.shape[-1] // 100)]
+        cols[pick] *= 4.0
+        t = t * cols
+        t /= t.square().mean().sqrt()
+    p.copy_((t / math.sqrt(p.shape[-1])).to(p.dtype))
 
 
 def init_random_(model: Transformer, seed: int, init: str = "normal") -> Transformer:
     """Random weights from a fixed seed, in place on the model's device (seconds, not minutes).
 
-    ``init``: ``normal`` (N(0, 1/fan_in), the default), ``heavy-tailed`` (trained-like statistics, see
-    :func:`_heavy_tailed_`) or ``uniform-1e-3`` (every floating tensor uniform in +-1e-3, as vLLM's dummy
-    weights; norms included).
+    ``init``: ``normal`` (N(0, 1/fan_in), the default), ``heavy-tailed`` (Student-t values, per-row scales, see
+    :func:`_heavy_tailed_`), ``trained-like`` (that, with per-input-channel scales and outlier channels) or
+    ``uniform-1e-3`` (every floating tensor uniform in +-1e-3, as vLLM's dummy weights; norms included).
     """
     if init not in WEIGHT_INITS:
         raise ValueError(f"weight init {init!r} is not known; accepted: {', '.join(WEIGHT_INITS)}")
@@ -196,8 +205,8 @@ def init_random_(model: Transformer, seed: int, init: str = "normal") -> Transfo
             if init == "uniform-1e-3":
                 p.uniform_(-1e-3, 1e-3, generator=gen)
             elif p.dim() >= 2:
-                if init == "heavy-tailed":
-                    _heavy_tailed_(p, gen)
+                if init in ("heavy-tailed", "trained-like"):
+                    _heavy_tailed_(p, gen, outlier_columns=init == "trained-like")
                 else:
                     p.normal_(0.0, 1.0 / math.sqrt(p.shape[-1]), generator=gen)
             elif name.endswith("dt_bias"):
