@@ -198,6 +198,7 @@ def test_a_hot_card_reaches_the_limit_at_a_lower_clock_and_warms_under_load():
 def test_lower_power_cap_lowers_clock_and_power_of_a_memory_bound_decode():
     gpu = SimGPU()
     gpu.set_power_limit_w(300)
+    gpu.idle(gpu.p.clock_switch_latency_s)  # a changed setting reaches the clocks after this latency
     w = SimWorkload(gpu, get_preset("qwen3-4b"), 32, 2048)
     e0, t0 = gpu.energy, gpu.t
     w.decode(2048, 50)
@@ -208,11 +209,30 @@ def test_lower_power_cap_lowers_clock_and_power_of_a_memory_bound_decode():
 def test_clock_lock_and_firmware_clamp():
     gpu = SimGPU(SimParams(firmware_clamp_mhz=1830))
     gpu.lock_sm_clock_mhz(1980)
+    gpu.idle(gpu.p.clock_switch_latency_s)
     w = SimWorkload(gpu, get_preset("qwen3-4b"), 1, 2048)
     w.decode(2048, 10)
     assert gpu.timeline()["clock"][-1] == pytest.approx(1830, abs=15)
     with pytest.raises(ValueError, match="not supported"):
         gpu.lock_sm_clock_mhz(1981)
+
+
+def test_a_changed_setting_reaches_the_clocks_after_the_switch_latency():
+    gpu = SimGPU(SimParams(clock_switch_latency_s=0.03))
+    w = SimWorkload(gpu, get_preset("qwen3-4b"), 8, 2048)
+    gpu.lock_sm_clock_mhz(1410)
+    t0 = gpu.t
+    w.decode(2048, 40)
+    tl = gpu.timeline()
+    steps = slice(len(tl["dur"]) - 40, None)
+    start, clock = tl["start"][steps] - t0, tl["clock"][steps]
+    assert (clock[start < 0.03] == 1980).all() and (clock[start >= 0.03] == 1410).all()
+    assert (start < 0.03).sum() >= 3  # several steps ran before the lock took effect
+    gpu.reset_sm_clock()
+    gpu.idle(0.01)
+    assert gpu.clocks_mhz()[0] == 1410  # released 10 ms ago: still the lock's clock
+    gpu.idle(0.03)
+    assert gpu.clocks_mhz()[0] == 1980
 
 
 def test_energy_counter_ticks_every_100_ms():

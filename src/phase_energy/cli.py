@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(fn=cmd_check_config)
 
     an = sub.add_parser("analyse", help="run one analysis stage on explicit table paths")
-    an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "sweetspot", "clear", "claims"])
+    an.add_argument("stage", choices=["energy", "pareto", "classes", "crossover", "phase_policy", "sweetspot", "clear",
+                                        "claims"])
     an.add_argument("--config", required=True)
     an.add_argument("--in", dest="inputs", action="append", metavar="NAME=PATH",
                     help="a table the stage reads (repeat for each)")

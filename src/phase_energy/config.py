@@ -150,9 +150,7 @@ def _lever(text: str, i: int) -> Lever:
     try:
         return Lever.parse(text)
     except LeverError as e:
-        raise ConfigError(f"config key 'levers[{i}]': value {text!r} is not accepted; expected 'default', "
-                          "'powercap:<watts>' or 'smclock:<MHz>' with integer numbers (e.g. powercap:400, "
-                          "smclock:1410)") from e
+        raise ConfigError(f"config key 'levers[{i}]': value {text!r} is not accepted: {e}") from e
 
 
 def _check_weights(cfg: dict[str, Any]) -> set[str]:
@@ -209,20 +207,23 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"config key 'levers[{i}]': value {text!r} repeats levers[{seen[str(lever)]}] "
                               f"({cfg['levers'][seen[str(lever)]]!r}), the same lever {lever}; list each once")
         seen[str(lever)] = i
-        if lever.kind == "powercap":
-            lo, hi = gpu["power_limit_min_w"], gpu["power_limit_max_w"]
-            if not lo <= lever.value <= hi:  # type: ignore[operator]
-                raise ConfigError(
-                    f"config key 'levers[{i}]': value {text!r} is outside the card's power-limit range; "
-                    f"accepted: powercap:<W> with {lo:g} <= W <= {hi:g} (gpu.power_limit_min_w/max_w)"
-                )
-        if lever.kind == "smclock":
-            lo, hi = gpu["sm_clock_min_mhz"], gpu["sm_clock_max_mhz"]
-            if not lo <= lever.value <= hi:  # type: ignore[operator]
-                raise ConfigError(
-                    f"config key 'levers[{i}]': value {text!r} is outside the card's SM clock range; "
-                    f"accepted: smclock:<MHz> with {lo} <= MHz <= {hi} (gpu.sm_clock_min_mhz/max_mhz)"
-                )
+        for sub in lever.static_levers:  # a phase lever: each phase's lever
+            part = f"{sub.kind}:<W>" if sub.kind == "powercap" else f"{sub.kind}:<MHz>"
+            where = "" if sub is lever else f" (its {'prefill' if sub is lever.prefill else 'decode'} lever {sub})"
+            if sub.kind == "powercap":
+                lo, hi = gpu["power_limit_min_w"], gpu["power_limit_max_w"]
+                if not lo <= sub.value <= hi:  # type: ignore[operator]
+                    raise ConfigError(
+                        f"config key 'levers[{i}]': value {text!r}{where} is outside the card's power-limit range; "
+                        f"accepted: {part} with {lo:g} <= W <= {hi:g} (gpu.power_limit_min_w/max_w)"
+                    )
+            if sub.kind == "smclock":
+                lo, hi = gpu["sm_clock_min_mhz"], gpu["sm_clock_max_mhz"]
+                if not lo <= sub.value <= hi:  # type: ignore[operator]
+                    raise ConfigError(
+                        f"config key 'levers[{i}]': value {text!r}{where} is outside the card's SM clock range; "
+                        f"accepted: {part} with {lo} <= MHz <= {hi} (gpu.sm_clock_min_mhz/max_mhz)"
+                    )
 
 
 def validate_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -211,6 +211,7 @@ def get_final_outputs():
         *get_trace_status_files(),
         get_table("phase_energy"),
         get_table("claims"),
+        get_table("phase_policy"),
         *get_figure_outputs(),
     ]
 

@@ -27,7 +27,7 @@ METRICS = ["j_per_token", "j_per_token_above_idle", "tokens_per_s", "power_mean_
            "sw_power_cap_share", "sw_power_cap_share_steady", "floor_fraction", "compute_fraction"]
 CI_METRICS = ("j_per_token", "tokens_per_s", "power_mean_w", "sw_power_cap_share_steady")
 # Flags of the workload itself (not derived from the samples): kept when windows are summarised again
-WORKLOAD_FLAGS = ("irregular_steps",)
+WORKLOAD_FLAGS = ("irregular_steps", "switch_not_settled")
 
 
 # ------------------------------------------------------------------------------------------ windows

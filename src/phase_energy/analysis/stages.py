@@ -81,6 +81,19 @@ def crossover(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Seq
     write_table("crossovers", cross, outputs["crossovers"])
 
 
+def phase_policy(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
+    """Every (prefill lever, decode lever) pair's request energy and latency, and the best pair per point."""
+    from phase_energy.analysis.phase_policy import phase_policy_tables
+
+    windows = read_table("windows", inputs["windows"])
+    trials = read_table("phase_trials", inputs["phase_trials"])
+    a = cfg["analysis"]
+    pairs, policy = phase_policy_tables(windows, trials, cfg["output_lengths"], a["phase_mix_shares"],
+                                        a["phase_latency_bound"]) if len(trials) else (pd.DataFrame(), pd.DataFrame())
+    write_table("phase_pairs", pairs, outputs["phase_pairs"])
+    write_table("phase_policy", policy, outputs["phase_policy"])
+
+
 def sweetspot(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
     """Cells, the fitted model per architecture and batch (held-out MAPE) and the sweet region."""
     request = read_table("request_energy", inputs["request_energy"])
@@ -173,6 +186,7 @@ STAGES: dict[str, Stage] = {
     "pareto": Stage(pareto, ("phase_trials",), ("pareto", "dominance")),
     "classes": Stage(classes, ("phase_trials",), ("dvfs_classes", "dvfs_curves", "clock_policy", "fleet")),
     "crossover": Stage(crossover, ("windows", "phase_trials"), ("request_energy", "crossovers")),
+    "phase_policy": Stage(phase_policy, ("windows", "phase_trials"), ("phase_pairs", "phase_policy")),
     "sweetspot": Stage(sweetspot, ("request_energy",), ("sweetspot_cells", "sweetspot_fit")),
     "clear": Stage(clear, (), ("clear_components", "clear_coverage"), True),
     "claims": Stage(claims, ("windows", "phase_energy", "dominance", "dvfs_classes", "clock_policy", "fleet",

@@ -69,6 +69,10 @@ class Device(Protocol):
         """Release an SM clock lock."""
         ...
 
+    def clocks_mhz(self) -> tuple[int, int]:
+        """The (SM, memory) clocks the device reports now."""
+        ...
+
 
 class SampledMeter(Protocol):
     """A :class:`~phase_energy.measure.protocol.Meter` that samples from ``start`` to ``stop``."""
@@ -153,7 +157,8 @@ def sim_params(cfg: Mapping[str, Any]) -> Any:
     from phase_energy.measure.sim import SimParams
 
     return SimParams(firmware_clamp_mhz=cfg["sim"]["firmware_clamp_mhz"], power_noise=cfg["sim"]["noise"],
-                     counter_period_s=cfg["measurement"]["counter_period_ms"] / 1000.0)
+                     counter_period_s=cfg["measurement"]["counter_period_ms"] / 1000.0,
+                     clock_switch_latency_s=cfg["sim"]["clock_switch_latency_s"])
 
 
 @contextmanager

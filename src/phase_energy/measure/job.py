@@ -22,9 +22,10 @@ import pandas as pd
 
 from phase_energy.config import checkpoint_of, config_hash
 from phase_energy.engines.vllm import DoesNotFit, VllmEngine, VllmSettings, VllmWorkload, max_model_len
-from phase_energy.grid import GridPoint
+from phase_energy.grid import PHASES, GridPoint
 from phase_energy.measure.backend import Backend, open_backend, resolve_backend
 from phase_energy.measure.levers import Applied, LeverControl
+from phase_energy.measure.phase_switch import PhaseSwitch
 from phase_energy.measure.protocol import (
     Settings,
     Window,
@@ -165,10 +166,14 @@ def measure_with_lever(backend: Backend, lever: str, allow_gpu_settings: bool, w
     ``origin`` (the process start for a job) on a real card; on the simulated one it is NaN (its clock is
     virtual).
     """
-    with LeverControl(backend.device, lever, allow_gpu_settings, journal_dir=journal_dir) as applied:
+    control = LeverControl(backend.device, lever, allow_gpu_settings, journal_dir=journal_dir)
+    with control as applied:
         meter = backend.meter(settings.sampling_period_ms / 1000.0)
+        # a phase lever switches its setting at each phase boundary through the same control
+        switch = PhaseSwitch(control, backend.device, settings.switch_timeout_s) \
+            if control.lever.kind == "phase" else None
         try:
-            raw: list[Window] = run_protocol(meter, workload, settings)
+            raw: list[Window] = run_protocol(meter, workload, settings, switch)
         finally:
             samples = meter.stop()
         first = min((w.start_s for w in raw if w.phase != "idle"), default=float("nan"))
@@ -186,9 +191,11 @@ def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: 
     allow = backend.simulated or cfg["allow_gpu_settings"]  # a simulated card may always be reconfigured
     samples, windows, applied, t_first = measure_with_lever(backend, lever, allow, workload, settings,
                                                             origin=origin)
-    enforced = {"power_limit_w": applied.power_limit_w,
-                "locked_sm_clock_mhz": applied.locked_sm_clock_mhz,
-                "applied_by": applied_by}
+    enforced: dict[str, Any] = {"power_limit_w": applied.power_limit_w,
+                                "locked_sm_clock_mhz": applied.locked_sm_clock_mhz,
+                                "applied_by": applied_by}
+    if point.setting.kind == "phase":  # no one lock holds throughout: each phase's setting instead
+        enforced.update(locked_sm_clock_mhz=None, phases={p: str(point.setting.for_phase(p)) for p in PHASES})
     info = workload.info() if hasattr(workload, "info") else {}
     backend.hold()
     own = getattr(workload, "weights", None)  # the engine's own record (a bench's weight init, say)

@@ -257,6 +257,7 @@ class LeverControl:
         self.journal: Path | None = None  # known once the lever reads the GPU's UUID
         self.install_signal_handlers = install_signal_handlers
         self.applied = Applied(str(self.lever))
+        self._current = Lever("default")  # the static setting in force now (a phase lever switches it)
         self._restored = True
         self._lock = threading.RLock()  # a signal may arrive while the main thread is inside restore()
         self._old_handlers: dict[int, Any] = {}
@@ -265,7 +266,10 @@ class LeverControl:
 
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
-        """Refuse before changing anything: permission flag, other processes, range, supported clocks."""
+        """Refuse before changing anything: permission flag, other processes, range, supported clocks.
+
+        A phase lever is checked for both of its phases' levers.
+        """
         if self.lever.kind == "default":
             return
         if not self.allow:
@@ -276,16 +280,20 @@ class LeverControl:
         if others:
             raise LeverError(f"lever {self.lever} refused: other compute processes use GPU {self.gpu.index} "
                              f"(pids {others}); changing its settings would disturb them")
-        if self.lever.kind == "powercap":
+        for sub in self.lever.static_levers:
+            self._check_range(sub)
+
+    def _check_range(self, sub: Lever) -> None:
+        if sub.kind == "powercap":
             lo, hi = self.gpu.power_limit_range_w()
-            if not lo <= float(self.lever.value or 0) <= hi:
-                raise LeverError(f"lever {self.lever}: {self.lever.value} W is outside this GPU's power-limit "
+            if not lo <= float(sub.value or 0) <= hi:
+                raise LeverError(f"lever {self.lever}: {sub.value} W is outside this GPU's power-limit "
                                  f"range; accepted: {lo:.0f}-{hi:.0f} W")
-        if self.lever.kind == "smclock":
+        if sub.kind == "smclock":
             clocks = self.gpu.supported_sm_clocks_mhz()
-            if self.lever.value not in clocks:
-                near = sorted(clocks, key=lambda c: abs(c - int(self.lever.value or 0)))[:3]
-                raise LeverError(f"lever {self.lever}: {self.lever.value} MHz is not a supported SM clock of "
+            if sub.value not in clocks:
+                near = sorted(clocks, key=lambda c: abs(c - int(sub.value or 0)))[:3]
+                raise LeverError(f"lever {self.lever}: {sub.value} MHz is not a supported SM clock of "
                                  f"this GPU; nearest supported: {', '.join(map(str, sorted(near)))} MHz")
 
     # ------------------------------------------------------------------ journal
@@ -319,10 +327,17 @@ class LeverControl:
                 "created_at": gpulock.utc_now(), "previous": previous})
 
     def _previous(self) -> dict[str, Any]:
-        """What restoring this lever puts back: the power limit set now, or releasing the clock lock."""
-        if self.lever.kind == "powercap":
-            return {"power_limit_w": self.gpu.power_limit_w()}
-        return {"sm_clock_locked": True}
+        """What restoring this lever puts back: the power limit set now, and/or releasing the clock lock.
+
+        A phase lever puts back what either of its phases' levers changes.
+        """
+        kinds = {sub.kind for sub in self.lever.static_levers}
+        previous: dict[str, Any] = {}
+        if "powercap" in kinds:
+            previous["power_limit_w"] = self.gpu.power_limit_w()
+        if "smclock" in kinds:
+            previous["sm_clock_locked"] = True
+        return previous
 
     def _release_journal(self) -> None:
         """After a failed restore: mark the journal as given up, so that 'phase-energy restore' may replay it."""
@@ -351,13 +366,8 @@ class LeverControl:
         if self.gpu.keeps_settings:
             self._install_handlers()
         try:
-            if self.lever.kind == "powercap":
-                self.gpu.set_power_limit_w(float(self.lever.value or 0))
-                self.applied.power_limit_w = self._safe(self.gpu.enforced_power_limit_w)
-            else:
-                self.gpu.lock_sm_clock_mhz(int(self.lever.value or 0))
-                self.applied.locked_sm_clock_mhz = int(self.lever.value or 0)
-                self.applied.power_limit_w = self._safe(self.gpu.enforced_power_limit_w)
+            self._set(self.lever.for_phase("prefill"))  # a phase lever starts in its prefill setting
+            self.applied.power_limit_w = self._safe(self.gpu.enforced_power_limit_w)
         except (GPUError, ValueError) as e:  # the simulated card's setters raise ValueError
             # the setter failed, so nothing changed: drop the journal instead of 'restoring'
             self._abandon()
@@ -365,6 +375,47 @@ class LeverControl:
             raise LeverError(f"lever {self.lever} could not be applied (nothing was changed): {help_}") from e
         log.info("lever %s applied (enforced limit %s W)", self.lever, self.applied.power_limit_w)
         return self.applied
+
+    def _set(self, sub: Lever) -> None:
+        """Apply one static lever through the device's setters (``default``: nothing to set)."""
+        if sub.kind == "powercap":
+            self.gpu.set_power_limit_w(float(sub.value or 0))
+        elif sub.kind == "smclock":
+            self.gpu.lock_sm_clock_mhz(int(sub.value or 0))
+            self.applied.locked_sm_clock_mhz = int(sub.value or 0)
+        self._current = sub
+
+    @property
+    def current(self) -> Lever:
+        """The static setting in force now (a phase lever's prefill or decode one)."""
+        return self._current
+
+    def switch(self, phase: str) -> Lever:
+        """A phase lever: change from the setting of the phase now to ``phase``'s; return the new setting.
+
+        Undoes what the old setting changed and the new one does not set (a lock released, a cap put back to
+        the limit found at the start), then sets the new one. Nothing to do when the setting is the same. A
+        failure leaves the journal in place: the previous settings are put back when the job ends.
+        """
+        new = self.lever.for_phase(phase)
+        with self._lock:
+            if self._restored:
+                raise LeverError(f"lever {self.lever}: switch to {phase} after the settings were restored")
+            old = self._current
+            if new == old:
+                return new
+            try:
+                if old.kind == "smclock" and new.kind != "smclock":
+                    self.gpu.reset_sm_clock()
+                if old.kind == "powercap" and new.kind != "powercap":
+                    self.gpu.set_power_limit_w(float(self.applied.previous["power_limit_w"]))
+                self._set(new)
+            except (GPUError, ValueError) as e:
+                help_ = PERMISSION_HELP if isinstance(e, GPUPermissionError) else str(e)
+                raise LeverError(f"lever {self.lever}: switching from {old} to {new} for {phase} failed ({help_}); "
+                                 "the previous settings are put back when the job ends") from e
+        log.debug("lever %s: %s -> %s for %s", self.lever, old, new, phase)
+        return new
 
     def _abandon(self) -> None:
         with self._lock:

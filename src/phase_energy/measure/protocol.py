@@ -115,6 +115,14 @@ class Workload(Protocol):
         ...
 
 
+class Switch(Protocol):
+    """A phase lever's switch at the phase boundary (:class:`~phase_energy.measure.phase_switch.PhaseSwitch`)."""
+
+    def window(self, meter: Meter, workload: Workload, phase: str, trial: int, run_unit: Any) -> Window:
+        """Switch to ``phase``'s setting while its work runs unit by unit; the switch's window."""
+        ...
+
+
 @dataclass
 class Window:
     """One measured window before its summary from the samples."""
@@ -152,6 +160,7 @@ class Settings:
     decode_lead_in_s: float = _M["decode_lead_in_s"]
     prefill_max_tokens: int | None = _M["prefill_max_tokens"]
     decode_window_steps: int | None = _M["decode_window_steps"]
+    switch_timeout_s: float = _M["switch_timeout_s"]
     max_output: int = max(schema_defaults("output_lengths"))
     locked_sm_clock_mhz: int | None = None
 
@@ -351,8 +360,12 @@ def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: 
     return windows
 
 
-def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
-    """Idle baseline, warm-up, prefill trials and decode trials; return the raw windows."""
+def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch | None = None) -> list[Window]:
+    """Idle baseline, warm-up, prefill trials and decode trials; return the raw windows.
+
+    With ``switch`` (a phase lever), each decode trial switches to the decode setting after its cache-filling
+    prefill and back to the prefill setting after its decode windows, each switch a window of its own.
+    """
     windows: list[Window] = []
     b, ctx = workload.batch, workload.context
 
@@ -365,10 +378,21 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
     log.info("warm-up done: prefill %.4f s (%d of %d sequences), decode step %.5f s", t_prefill, n_seq, b, t_step)
     windows += _prefill_windows(meter, workload, s, n_seq, t_prefill)
 
+    def decode_step() -> int:
+        before = workload.decoded_tokens()
+        workload.decode(ctx if workload.rewinds else workload.next_position(), 1)
+        return workload.decoded_tokens() - before
+
+    def prefill_once() -> int:
+        workload.prefill(n_seq)
+        return n_seq * ctx
+
     trial_fn = _decode_trial_rewinding if workload.rewinds else _decode_trial_forward
     for trial in range(s.decode_trials):
         workload.fill_cache(n_seq)  # outside every window
         try:
+            if switch is not None:  # the phase boundary: decode starts under its own setting
+                windows.append(switch.window(meter, workload, "decode", trial, decode_step))
             new = trial_fn(meter, workload, s, trial, t_step)
         finally:
             workload.end_decode()
@@ -376,6 +400,8 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings) -> list[Window]:
         log.info("decode trial %d/%d done (%d windows)", trial + 1, s.decode_trials, len(new))
         if s.pause_s:
             workload.idle(s.pause_s)
+        if switch is not None:  # and back: the next request's prefill
+            windows.append(switch.window(meter, workload, "prefill", trial, prefill_once))
     return windows
 
 

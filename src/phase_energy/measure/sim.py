@@ -83,6 +83,9 @@ class SimParams:
     power_noise: float = schema_defaults("sim")["noise"]  # relative, per sample (config sim.noise)
     # firmware clamp of locked clocks under load (None: the lock is honoured)
     firmware_clamp_mhz: int | None = None
+    # a changed setting (lock, release, limit) reaches the clocks this long after the call; assumed, not
+    # fitted (config sim.clock_switch_latency_s, docs/phase-policy.md)
+    clock_switch_latency_s: float = schema_defaults("sim")["clock_switch_latency_s"]
     # kernels per block kind for the native engine's decode step (launch-gap model)
     kernels_per_block: dict[str, int] = field(
         default_factory=lambda: {"A": 14, "G": 20, "M": 12, "*": 10, "-": 4}
@@ -131,6 +134,11 @@ class Work:
     eager: bool = False  # issued kernel by kernel from the host (the prefill), not replayed from a graph
 
 
+def _steps(w: Work, start: int, end: int) -> Work:
+    """Steps ``start:end`` of a piece of work."""
+    return Work(w.flops[start:end], w.bytes[start:end], w.rows, w.kernels, w.efficiency, w.eager)
+
+
 class SimGPU:
     """A simulated card with a virtual clock: work appends segments, sensors read the timeline."""
 
@@ -152,6 +160,8 @@ class SimGPU:
         self._energy_pieces: list[tuple[np.ndarray, np.ndarray]] = []
         self._piece_starts: list[float] = []
         self.counter_phase = float(self.rng.uniform(0, self.p.counter_period_s))
+        # a setting changed less than clock_switch_latency_s ago: (when it takes effect, the settings before)
+        self._pending: tuple[float, int | None, float] | None = None
         self.idle(1.0)  # process start: the card idles with a context open before the protocol begins
 
     # ------------------------------------------------------------ device interface (named as NVML's)
@@ -188,6 +198,7 @@ class SimGPU:
             raise ValueError(
                 f"power limit {watts} W outside {self.p.power_limit_min_w:g}-{self.p.power_limit_w:g} W"
             )
+        self._changing()
         self.limit_w = float(watts)
 
     def lock_sm_clock_mhz(self, mhz: int) -> None:
@@ -195,11 +206,44 @@ class SimGPU:
         if mhz not in set(self.clocks.tolist()):
             near = self.clocks[np.argmin(np.abs(self.clocks - mhz))]
             raise ValueError(f"SM clock {mhz} MHz is not supported; nearest supported: {near} MHz")
+        self._changing()
         self.locked_clock = int(mhz)
 
     def reset_sm_clock(self) -> None:
         """Release the SM clock lock."""
+        self._changing()
         self.locked_clock = None
+
+    def clocks_mhz(self) -> tuple[int, int]:
+        """(SM, memory) clocks as NVML reports them now: the SM clock of the latest work or idle on the timeline."""
+        clocks = self._seg["clock"]
+        return (int(clocks[-1][-1]) if clocks and len(clocks[-1]) else int(self.max_clock)), self.p.mem_clock_mhz
+
+    def _changing(self) -> None:
+        """A setting is about to change: the work of the next ``clock_switch_latency_s`` runs under the old one."""
+        if self.p.clock_switch_latency_s <= 0:
+            return
+        if self._pending is None or self.t >= self._pending[0]:  # else: the settings before the first change hold
+            self._pending = (self.t, self.locked_clock, self.limit_w)
+        self._pending = (self.t + self.p.clock_switch_latency_s, self._pending[1], self._pending[2])
+
+    def _old_settings_until(self) -> float | None:
+        """When a pending change takes effect (None: none pending)."""
+        if self._pending is not None and self.t >= self._pending[0]:
+            self._pending = None
+        return None if self._pending is None else self._pending[0]
+
+    def _under_old_settings(self, fn: Any) -> Any:
+        """``fn()`` with the settings from before the pending change; the change stays pending if not yet due."""
+        pending, self._pending = self._pending, None
+        assert pending is not None
+        new = self.locked_clock, self.limit_w
+        self.locked_clock, self.limit_w = pending[1], pending[2]
+        try:
+            return fn()
+        finally:
+            self.locked_clock, self.limit_w = new
+            self._pending = pending if self.t < pending[0] else None
 
     @property
     def max_clock(self) -> float:
@@ -289,6 +333,16 @@ class SimGPU:
         Two passes: the clocks at the temperature now give each step's power, hence the temperature each
         step will run at; the clocks and power are then chosen again at those temperatures.
         """
+        until = self._old_settings_until()
+        if until is not None:  # a changed setting has not reached the clocks yet: the steps that start before it
+            t_old = self._under_old_settings(lambda: self._choose_clock(w)[0])
+            starts = self.t + np.concatenate([[0.0], np.cumsum(t_old)[:-1]])
+            n_old = int((starts < until).sum())
+            head = self._under_old_settings(lambda: self.run(_steps(w, 0, n_old)))
+            if n_old == len(w.flops):
+                return head
+            self._pending = None  # the change is due: the rest of the work runs under it
+            return head + self.run(_steps(w, n_old, len(w.flops)))
         t, p, f, capped = self._choose_clock(w)
         t, p, f, capped = self._choose_clock(w, self._temperatures_ahead(t, p))
         reasons = np.where(capped, REASON_SW_POWER_CAP, 0).astype(np.int64)
@@ -298,6 +352,14 @@ class SimGPU:
     def idle(self, seconds: float) -> None:
         """The card idle (context open) for ``seconds``."""
         if seconds <= 0:
+            return
+        until = self._old_settings_until()
+        if until is not None:  # the old settings' clock until the change takes effect, then the new one's
+            head = min(seconds, until - self.t)
+            self._under_old_settings(lambda: self.idle(head))
+            if seconds > head:
+                self._pending = None
+                self.idle(seconds - head)
             return
         f = float(self.locked_clock or self.p.sm_clock_max_mhz)
         tree = self.p.clock_tree_w * float(self.p.clock_scale(f))

@@ -51,8 +51,23 @@ class FakeCard:
     energy_mj: float = 1_000_000.0
     throttle_ns: dict[int, int] = field(default_factory=lambda: dict.fromkeys((74, 269, 270, 271, 77, 79), 0))
     t_last: float = field(default_factory=time.monotonic)
+    # a lock or its release shows in the reported SM clock this long after the call (0: at once)
+    switch_latency_s: float = 0.0
+    clock_before: int | None = None  # the SM clock reported before the latest lock or release
+    clock_changed_at: float = 0.0
     # the sampler thread and the workload both advance the counter: one at a time, or energy counts twice
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def sm_clock(self) -> int:
+        """The SM clock reported now: the lock's, the top one, or the one before a change not yet reached."""
+        if self.clock_before is not None and time.monotonic() - self.clock_changed_at < self.switch_latency_s:
+            return self.clock_before
+        return self.locked[1] if self.locked else max(self.sm_clocks)
+
+    def change_lock(self, locked: tuple[int, int] | None) -> None:
+        """Lock (or release, None) the SM clock; the reported clock follows after ``switch_latency_s``."""
+        self.clock_before, self.clock_changed_at = self.sm_clock(), time.monotonic()
+        self.locked = locked
 
     def power_w(self) -> float:
         return min(self.idle_w + self.load_w, self.power_limit_mw / 1000.0)
@@ -183,7 +198,7 @@ class FakeNVML:
         c = self._card(h)
         if kind == NVML_CLOCK_MEM:
             return c.mem_clocks[0]
-        return c.locked[1] if c.locked else max(c.sm_clocks)
+        return c.sm_clock()
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: Any) -> int:
         self._enter("nvmlDeviceGetCurrentClocksEventReasons")
@@ -234,12 +249,12 @@ class FakeNVML:
     def nvmlDeviceSetGpuLockedClocks(self, h: Any, lo: int, hi: int) -> None:
         self._enter("nvmlDeviceSetGpuLockedClocks")
         c = self._privileged(h)
-        c.locked = (lo, hi)
+        c.change_lock((lo, hi))
 
     def nvmlDeviceResetGpuLockedClocks(self, h: Any) -> None:
         self._enter("nvmlDeviceResetGpuLockedClocks")
         c = self._privileged(h)
-        c.locked = None
+        c.change_lock(None)
 
     # ------------------------------------------------------------ test helpers
     def settings(self, i: int = 0) -> tuple[int, tuple[int, int] | None]:

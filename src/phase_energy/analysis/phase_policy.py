@@ -1,0 +1,179 @@
+"""The phase policy: one lever for prefill and another for decode, from single-lever traces and the switch cost.
+
+For every point, every (prefill lever, decode lever) pair of the static levers measured there gets a request
+energy and latency at each output length and each mix share ``m`` (with chunked prefill, the share of engine
+steps that carry prefill tokens; 0: prefill and decode apart). Per batch of ``B`` requests, context ``C``,
+``n`` output tokens, prefill lever ``P``, decode lever ``D``:
+
+- energy per request ``C jp(P) + n (m jd(P) + (1 - m) jd(D)) + S Esw / B``;
+- latency ``B C / tp(P) + n B (m / td(P) + (1 - m) / td(D)) + S Tsw``;
+
+with ``jp``, ``jd`` the prefill and decode J/token and ``tp``, ``td`` their tokens/s at that lever, and ``S``
+switches per batch: none when ``P == D`` or ``m == 1`` (every step carries prefill: the decode lever never
+holds), else ``2 (1 + n m (1 - m))`` (the two phase boundaries, and a change between consecutive steps of
+different kinds, steps mixed at random). ``Esw``, ``Tsw`` are the energy and time a switch adds beyond what
+its tokens cost in steady state, from the switch windows of phase-lever jobs (docs/phase-policy.md): those of
+the point, else the mean over the engine's points that have them, else none (0, said in ``switch_basis``);
+each mean is taken as at least 0.
+
+The best pair is the lowest-energy one whose latency is within ``latency_bound`` of the default's; it is
+compared with the best static lever under the same bound and with the default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from phase_energy.analysis.energy import GROUP
+from phase_energy.analysis.stats import job_groups, point_estimate
+from phase_energy.grid import PHASES, Lever
+
+PAIR_COLUMNS = [*GROUP, "output_length", "mix_share", "prefill_lever", "decode_lever", "switches", "request_j",
+                "request_s", "latency_change", "within_bound"]
+POLICY_COLUMNS = [*GROUP, "output_length", "mix_share", "prefill_lever", "decode_lever", "request_j", "request_s",
+                  "latency_change", "default_j", "default_s", "best_static_lever", "best_static_j",
+                  "saving_vs_default", "saving_vs_static", "pays", "switch_j", "switch_s", "switch_basis"]
+STATIC = ("default", "powercap", "smclock")
+
+
+def lever_rates(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per point, static lever and phase: J/token and tokens/s (the mean over jobs of each job's mean)."""
+    d = trials[trials["lever_kind"].isin(STATIC) & trials["phase"].isin(PHASES)]
+    rows = []
+    for key, g in d.groupby([*GROUP, "lever", "phase"]):
+        j, tps = point_estimate(job_groups(g, ["j_per_token", "tokens_per_s"]))
+        rows.append({**dict(zip([*GROUP, "lever", "phase"], key, strict=True)), "j_per_token": j,
+                     "tokens_per_s": tps})
+    return pd.DataFrame(rows, columns=[*GROUP, "lever", "phase", "j_per_token", "tokens_per_s"])
+
+
+def switch_costs(windows: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per phase-lever job's switch window: the energy (J) and time (s) it adds beyond its tokens' steady cost.
+
+    The steady cost is the same job's trials of the phase switched to. A switch lasts tens of ms, under the
+    energy counter's ~100 ms tick: its energy is the trapezoid of instant power when fewer than two ticks fall
+    inside (the counter's difference otherwise).
+    """
+    sw = windows[windows["phase"].astype(str).str.startswith("switch_")]
+    if sw.empty:
+        return pd.DataFrame(columns=[*GROUP, "lever", "job", "to_phase", "extra_j", "extra_s"])
+    steady = trials.groupby(["job", "phase"])[["energy_j", "tokens", "duration_s"]].sum()
+    rows = []
+    for r in sw.itertuples(index=False):
+        to = str(r.phase).removeprefix("switch_")
+        if (r.job, to) not in steady.index:
+            continue
+        s = steady.loc[(r.job, to)]
+        energy = r.energy_trapz_j if r.counter_ticks < 2 and np.isfinite(r.energy_trapz_j) else r.energy_j
+        rows.append({**{k: getattr(r, k) for k in GROUP}, "lever": r.lever, "job": r.job, "to_phase": to,
+                     "extra_j": energy - r.tokens * s["energy_j"] / s["tokens"],
+                     "extra_s": r.duration_s - r.tokens * s["duration_s"] / s["tokens"]})
+    return pd.DataFrame(rows)
+
+
+def _switch_cost(costs: pd.DataFrame, key: tuple[Any, ...]) -> tuple[float, float, str]:
+    """(J, s, basis) of one switch at the point ``key`` (GROUP values): measured there, or the engine's mean."""
+    if costs.empty:
+        return 0.0, 0.0, "none measured (0 assumed)"
+    at = costs[(costs[GROUP].apply(tuple, axis=1) == key)]
+    if len(at):
+        return (*_clipped(at), f"measured here ({len(at)} switches)")
+    mine = costs[costs["engine"] == key[0]]
+    if mine.empty:
+        return 0.0, 0.0, "none measured (0 assumed)"
+    points = mine[GROUP].drop_duplicates().shape[0]
+    return (*_clipped(mine), f"mean of {len(mine)} switches at {points} other points")
+
+
+def _clipped(costs: pd.DataFrame) -> tuple[float, float]:
+    """Mean extra energy and time of the switches, each at least 0: a switch is never counted as a gain.
+
+    The work run while the old setting still holds can be cheaper (a prefill under a decode lock), but a
+    policy that relied on it would be another policy (docs/phase-policy.md).
+    """
+    return max(float(costs["extra_j"].mean()), 0.0), max(float(costs["extra_s"].mean()), 0.0)
+
+
+def switches_per_batch(output_length: int, mix: float, same: bool) -> float:
+    """Setting changes per batch of requests (see the module docstring)."""
+    if same or mix >= 1:
+        return 0.0
+    return 2.0 * (1.0 + output_length * mix * (1.0 - mix))
+
+
+def _request(r: pd.DataFrame, p: str, d: str, n: int, m: float, b: float, c: float, e_sw: float, t_sw: float
+             ) -> tuple[float, float, float]:
+    """(switches per batch, J per request, s per request) of prefill lever ``p`` and decode lever ``d``.
+
+    ``r``: J/token and tokens/s by (lever, phase); ``n`` outputs, mix share ``m``, batch ``b``, context ``c``.
+    """
+    jp, tp = r.loc[(p, "prefill")]
+    jdp, tdp = r.loc[(p, "decode")]
+    jdd, tdd = r.loc[(d, "decode")]
+    s = switches_per_batch(n, m, p == d)
+    energy = c * jp + n * (m * jdp + (1 - m) * jdd) + s * e_sw / b
+    latency = b * c / tp + n * b * (m / tdp + (1 - m) / tdd) + s * t_sw
+    return s, energy, latency
+
+
+def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int], mixes: Iterable[float],
+               latency_bound: float) -> pd.DataFrame:
+    """Every (prefill lever, decode lever) pair at every point, output length and mix share."""
+    rows = []
+    outputs, mixes = list(outputs), list(mixes)
+    for key, g in rates.groupby(GROUP):
+        r = g.set_index(["lever", "phase"])[["j_per_token", "tokens_per_s"]]
+        levers = sorted({lv for lv, ph in r.index if (lv, "prefill") in r.index and (lv, "decode") in r.index},
+                        key=lambda lv: (Lever.parse(lv).kind != "default", lv))
+        if "default" not in levers:
+            continue
+        e_sw, t_sw, _ = _switch_cost(costs, key)
+        b, c = float(key[3]), float(key[4])
+        for n in outputs:
+            for m in mixes:
+                base = _request(r, "default", "default", n, m, b, c, e_sw, t_sw)[2]
+                for p in levers:
+                    for d in levers:
+                        s, energy, latency = _request(r, p, d, n, m, b, c, e_sw, t_sw)
+                        change = latency / base - 1
+                        rows.append({**dict(zip(GROUP, key, strict=True)), "output_length": n, "mix_share": m,
+                                     "prefill_lever": p, "decode_lever": d, "switches": s, "request_j": energy,
+                                     "request_s": latency, "latency_change": change,
+                                     "within_bound": bool(change <= latency_bound + 1e-12)})
+    return pd.DataFrame(rows, columns=PAIR_COLUMNS)
+
+
+def policy_table(pairs: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
+    """Per point, output length and mix share: the best pair within the bound, against static levers."""
+    rows = []
+    for key, g in pairs.groupby([*GROUP, "output_length", "mix_share"]):
+        ok = g[g["within_bound"]]
+        static = ok[ok["prefill_lever"] == ok["decode_lever"]]
+        default = g[(g["prefill_lever"] == "default") & (g["decode_lever"] == "default")].iloc[0]
+        best = ok.loc[ok["request_j"].idxmin()]
+        best_static = static.loc[static["request_j"].idxmin()]
+        e_sw, t_sw, basis = _switch_cost(costs, key[:len(GROUP)])
+        rows.append({**dict(zip([*GROUP, "output_length", "mix_share"], key, strict=True)),
+                     "prefill_lever": best["prefill_lever"], "decode_lever": best["decode_lever"],
+                     "request_j": best["request_j"], "request_s": best["request_s"],
+                     "latency_change": best["latency_change"], "default_j": default["request_j"],
+                     "default_s": default["request_s"], "best_static_lever": best_static["prefill_lever"],
+                     "best_static_j": best_static["request_j"],
+                     "saving_vs_default": 1 - best["request_j"] / default["request_j"],
+                     "saving_vs_static": 1 - best["request_j"] / best_static["request_j"],
+                     "pays": bool(best["prefill_lever"] != best["decode_lever"]
+                                  and best["request_j"] < best_static["request_j"]),
+                     "switch_j": e_sw, "switch_s": t_sw, "switch_basis": basis})
+    return pd.DataFrame(rows, columns=POLICY_COLUMNS)
+
+
+def phase_policy_tables(windows: pd.DataFrame, trials: pd.DataFrame, outputs: Iterable[int],
+                        mixes: Iterable[float], latency_bound: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pairs table and the policy table from the phase trials and the windows (switch windows)."""
+    costs = switch_costs(windows, trials)
+    pairs = pair_table(lever_rates(trials), costs, outputs, mixes, latency_bound)
+    return pairs, policy_table(pairs, costs) if len(pairs) else pd.DataFrame(columns=POLICY_COLUMNS)

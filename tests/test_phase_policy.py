@@ -1,0 +1,94 @@
+"""The phase policy's arithmetic on tables whose answer is known: request energy and latency of a lever pair,
+switches per batch under chunked prefill, the best pair within the latency bound, and where it stops paying."""
+
+import pandas as pd
+import pytest
+
+from phase_energy.analysis.phase_policy import (
+    pair_table,
+    policy_table,
+    switch_costs,
+    switches_per_batch,
+)
+
+KEY = {"engine": "native", "arch": "qwen3-4b", "paradigm": "gqa", "batch": 2, "context": 100}
+# (lever, phase) -> (J/token, tokens/s)
+RATES = {("default", "prefill"): (0.02, 10_000.0), ("default", "decode"): (0.5, 100.0),
+         ("smclock:1410", "prefill"): (0.018, 5_000.0), ("smclock:1410", "decode"): (0.3, 99.5)}
+
+
+def _rates(rates=RATES):
+    return pd.DataFrame([{**KEY, "lever": lv, "phase": ph, "j_per_token": j, "tokens_per_s": t}
+                         for (lv, ph), (j, t) in rates.items()])
+
+
+def _costs(extra_j, extra_s):
+    return pd.DataFrame([{**KEY, "lever": "phase:x", "job": "j", "to_phase": "decode", "extra_j": extra_j,
+                          "extra_s": extra_s}])
+
+
+def test_switches_per_batch():
+    assert switches_per_batch(64, 0.0, same=False) == 2  # into decode and back
+    assert switches_per_batch(64, 0.5, same=False) == 2 * (1 + 64 * 0.25)
+    assert switches_per_batch(64, 0.3, same=True) == 0
+    assert switches_per_batch(64, 1.0, same=False) == 0  # every step carries prefill: decode's lever never holds
+
+
+def test_request_energy_and_latency_of_a_pair_by_hand():
+    pairs = pair_table(_rates(), _costs(1.0, 0.01), [10], [0.0], latency_bound=0.01)
+    row = pairs[(pairs["prefill_lever"] == "default") & (pairs["decode_lever"] == "smclock:1410")].iloc[0]
+    # energy per request: 100 x 0.02 + 10 x 0.3 + 2 switches x 1 J / batch 2
+    assert row["request_j"] == pytest.approx(2.0 + 3.0 + 1.0)
+    # latency: batch x context / prefill rate + 10 steps x batch / decode rate + 2 x 10 ms
+    assert row["request_s"] == pytest.approx(2 * 100 / 10_000 + 10 * 2 / 99.5 + 0.02)
+    base = 2 * 100 / 10_000 + 10 * 2 / 100
+    assert row["latency_change"] == pytest.approx(row["request_s"] / base - 1)
+    assert row["within_bound"] == (row["latency_change"] <= 0.01)
+    static = pairs[(pairs["prefill_lever"] == "smclock:1410") & (pairs["decode_lever"] == "smclock:1410")].iloc[0]
+    assert static["switches"] == 0 and static["request_j"] == pytest.approx(1.8 + 3.0)
+
+
+def test_the_policy_pays_when_the_switch_is_cheap_and_not_when_it_is_dear():
+    # prefill under the lock is slow (half the rate, +9 % latency): only a pair keeps prefill at the default
+    cheap = policy_table(pair_table(_rates(), _costs(0.1, 0.0), [10], [0.0], 0.05), _costs(0.1, 0.0)).iloc[0]
+    assert (cheap["prefill_lever"], cheap["decode_lever"]) == ("default", "smclock:1410")
+    assert cheap["pays"] and cheap["saving_vs_default"] == pytest.approx(1 - (2 + 3 + 0.1) / (2 + 5))
+    assert cheap["best_static_lever"] == "default"  # the static lock breaks the bound (prefill 25 % slower)
+    dear = policy_table(pair_table(_rates(), _costs(2.5, 0.0), [10], [0.0], 0.05), _costs(2.5, 0.0)).iloc[0]
+    # 2 x 2.5 J / 2 = 2.5 J of switches eats the 2 J the decode lock saves
+    assert not dear["pays"] and dear["prefill_lever"] == dear["decode_lever"] == "default"
+    assert dear["saving_vs_default"] == 0
+
+
+def test_a_switch_is_never_counted_as_a_gain():
+    gain = policy_table(pair_table(_rates(), _costs(-5.0, -0.1), [10], [0.0], 0.05), _costs(-5.0, -0.1)).iloc[0]
+    assert gain["switch_j"] == 0 and gain["switch_s"] == 0
+    assert gain["request_j"] == pytest.approx(2 + 3)
+
+
+def test_the_policy_stops_paying_as_more_steps_carry_prefill():
+    mixes = [0.0, 0.02, 0.2, 0.5, 1.0]
+    pol = policy_table(pair_table(_rates(), _costs(1.0, 0.0), [64], mixes, 0.01), _costs(1.0, 0.0))
+    pays = pol.set_index("mix_share")["pays"]
+    # 2 (1 + 64 m (1 - m)) switches per batch at 1 J each against a decode saving of 64 x 0.2 J x (1 - m):
+    # 34 J per request at the default; the pair 22.2 J at m = 0, 23.7 J at 0.02, 35.0 J at 0.2
+    assert pays[0.0] and pays[0.02] and not pays[0.2] and not pays[0.5] and not pays[1.0]
+    saving = pol.set_index("mix_share")["saving_vs_default"]
+    assert saving[0.0] == pytest.approx(1 - 22.2 / 34) and saving[0.0] > saving[0.02] > saving[0.2] == 0
+
+
+def test_switch_cost_is_beyond_the_steady_cost_of_its_tokens():
+    trials = pd.DataFrame([{"job": "j", "phase": "decode", "energy_j": 30.0, "tokens": 100, "duration_s": 1.0},
+                           {"job": "j", "phase": "prefill", "energy_j": 10.0, "tokens": 1000, "duration_s": 0.1}])
+    windows = pd.DataFrame([
+        {**KEY, "lever": "phase:x", "job": "j", "phase": "switch_decode", "energy_j": 0.0, "energy_trapz_j": 4.0,
+         "counter_ticks": 0, "tokens": 10, "duration_s": 0.12},  # under a tick: the trapezoid counts
+        {**KEY, "lever": "phase:x", "job": "j", "phase": "switch_prefill", "energy_j": 5.0, "energy_trapz_j": 9.0,
+         "counter_ticks": 3, "tokens": 400, "duration_s": 0.05},
+        {**KEY, "lever": "phase:x", "job": "j", "phase": "decode", "energy_j": 5.0, "energy_trapz_j": 5.0,
+         "counter_ticks": 3, "tokens": 10, "duration_s": 0.1}])
+    c = switch_costs(windows, trials).set_index("to_phase")
+    assert c.loc["decode", "extra_j"] == pytest.approx(4.0 - 10 * 0.3)
+    assert c.loc["decode", "extra_s"] == pytest.approx(0.12 - 10 * 0.01)
+    assert c.loc["prefill", "extra_j"] == pytest.approx(5.0 - 400 * 0.01)
+    assert c.loc["prefill", "extra_s"] == pytest.approx(0.05 - 400 * 0.0001)

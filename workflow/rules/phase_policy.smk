@@ -1,0 +1,19 @@
+# The phase policy: a lever for prefill and another for decode, from single-lever traces and the switch cost.
+
+
+rule phase_policy:
+    input:
+        windows=get_table("windows"),
+        phase_trials=get_table("phase_trials"),
+        config=ANALYSIS_CONFIG,
+    output:
+        phase_pairs=get_table("phase_pairs"),
+        phase_policy=get_table("phase_policy"),
+    log:
+        "logs/analysis/phase_policy.log",
+    conda:
+        "../../envs/analysis.yaml"
+    params:
+        tables=get_table_args,
+    shell:
+        "phase-energy analyse phase_policy --config {input.config:q} {params.tables} > {log:q} 2>&1"
