@@ -20,12 +20,12 @@ from phase_energy.measure.protocol import Settings, forward_decode_plan, run_pro
 from phase_energy.measure.sim import SimGPU, SimMeter
 from phase_energy.model.costmodel import CostModel
 from phase_energy.model.hfconfig import hf_config, transformers_config, vllm_unsupported, write_model_folder
-from phase_energy.model.presets import PRESETS, get_preset
+from phase_energy.model.presets import LARGE_PRESETS, PRESETS, get_preset
 from phase_energy.testing.fake_vllm import FakeVllmEngine
 
 
 # ------------------------------------------------------------------------------------------ model configs
-@pytest.mark.parametrize("arch", sorted(PRESETS))
+@pytest.mark.parametrize("arch", sorted({**PRESETS, **LARGE_PRESETS}))
 def test_generated_config_builds_the_cost_models_parameter_count(arch):
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -40,7 +40,7 @@ def test_generated_config_builds_the_cost_models_parameter_count(arch):
 
 def test_model_folder_holds_the_vllm_class_of_each_family(tmp_path):
     seen = {}
-    for name, cfg in PRESETS.items():
+    for name, cfg in {**PRESETS, **LARGE_PRESETS}.items():
         folder = write_model_folder(cfg, tmp_path / name)
         written = json.loads((folder / "config.json").read_text())
         assert written == json.loads(json.dumps(hf_config(cfg)))
@@ -48,7 +48,9 @@ def test_model_folder_holds_the_vllm_class_of_each_family(tmp_path):
         assert vllm_unsupported(cfg) is None
     assert seen == {"qwen3-4b": "Qwen3ForCausalLM", "minicpm3-4b": "MiniCPM3ForCausalLM",
                     "qwen3-4b-transmla": "DeepseekV2ForCausalLM", "qwen3.5-4b": "Qwen3_5ForConditionalGeneration",
-                    "mamba2-2.7b": "Mamba2ForCausalLM", "nemotron-h-4b": "NemotronHForCausalLM"}
+                    "mamba2-2.7b": "Mamba2ForCausalLM", "nemotron-h-4b": "NemotronHForCausalLM",
+                    "qwen3-32b": "Qwen3ForCausalLM", "qwen3-32b-transmla": "DeepseekV2ForCausalLM",
+                    "qwen3.5-27b": "Qwen3_5ForConditionalGeneration", "nemotron-h-47b": "NemotronHForCausalLM"}
     rope = hf_config(get_preset("qwen3.5-4b"))["text_config"]["rope_parameters"]
     assert sum(rope["mrope_section"]) == 256 * 0.25 / 2  # vLLM asserts: half the rotary width
     assert hf_config(get_preset("tiny-gdn"))["text_config"]["rope_parameters"]["mrope_section"] == [1, 1, 0]

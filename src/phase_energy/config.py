@@ -21,7 +21,7 @@ import yaml
 
 from phase_energy.grid import Lever, LeverError
 from phase_energy.model.checkpoint import RANDOM, Checkpoint, CheckpointError, read_checkpoint
-from phase_energy.model.presets import ALL_PRESETS, register_arch
+from phase_energy.model.presets import ALL_PRESETS, register_arch, tensor_parallel_problem
 
 
 class ConfigError(ValueError):
@@ -189,6 +189,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                     f"{', '.join(sorted(ALL_PRESETS))}, or a name of your own with a checkpoint folder under "
                     f"weights ({where.split('.')[0]}: [{name}], weights: {{{name}: /path/to/checkpoint}})"
                 )
+    _check_gpus(cfg)
     gpu = cfg["gpu"]
     if gpu["power_limit_min_w"] > gpu["power_limit_max_w"]:
         raise ConfigError(
@@ -224,6 +225,25 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
                         f"config key 'levers[{i}]': value {text!r}{where} is outside the card's SM clock range; "
                         f"accepted: {part} with {lo} <= MHz <= {hi} (gpu.sm_clock_min_mhz/max_mhz)"
                     )
+
+
+def _check_gpus(cfg: dict[str, Any]) -> None:
+    """Architectures served on several GPUs need an engine that splits them (vLLM; the native engine runs one GPU)."""
+    for i, name in enumerate(cfg["architectures"]):
+        arch = ALL_PRESETS[name]
+        problem = tensor_parallel_problem(arch)
+        if problem:
+            raise ConfigError(f"config key 'architectures[{i}]': value {name!r}: {problem}")
+        if arch.gpus > 1 and "vllm" not in cfg["engines"]:
+            raise ConfigError(
+                f"config key 'architectures[{i}]': value {name!r} runs on gpus={arch.gpus} (tensor parallel), "
+                f"which engines={cfg['engines']} cannot: the native engine runs on one GPU; accepted: add 'vllm' "
+                "to engines, or an architecture with gpus=1")
+    for i, name in enumerate(cfg["clear"]["architectures"]):
+        if ALL_PRESETS[name].gpus > 1:
+            raise ConfigError(f"config key 'clear.architectures[{i}]': value {name!r} runs on "
+                              f"gpus={ALL_PRESETS[name].gpus}; CLEAR measures components on one GPU; accepted: an "
+                              "architecture with gpus=1")
 
 
 def validate_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:

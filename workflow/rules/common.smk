@@ -10,6 +10,7 @@ from phase_energy.analysis.tables import TABLES
 from phase_energy.config import ConfigError, config_hash, validate_config
 from phase_energy.grid import ClearPoint, GridPoint, clear_points, expand_grid
 from phase_energy.measure.layout import TraceError, select_points
+from phase_energy.model.presets import get_preset
 
 
 def run_simulated(*args):
@@ -125,8 +126,11 @@ CLEAR_POINT = ClearPoint.PATTERN
 
 
 def get_gpu_count(wildcards):
-    """GPUs a measurement job holds: one on a real GPU, none on the simulator."""
-    return 0 if SIMULATED else 1
+    """GPUs a measurement job holds: its architecture's (tensor parallel), none on the simulator.
+
+    The local profile's ``gpu`` resource counts them; on SLURM this becomes ``--gpus=N``.
+    """
+    return 0 if SIMULATED else get_preset(wildcards.arch).gpus
 
 
 def get_slurm_extra(wildcards):

@@ -16,7 +16,7 @@ import pandas as pd
 
 from phase_energy.analysis.stats import hierarchical_means, job_groups, point_estimate
 from phase_energy.grid import Lever
-from phase_energy.model.costmodel import CostModel
+from phase_energy.model.costmodel import cost_model
 from phase_energy.model.presets import get_preset
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     summary_stamp`) and whose files passed their checksums would come out the same: its stored summary is
     used as it is. The settings are the config's ``measurement`` section with each job's lock.
     """
-    from phase_energy.measure.protocol import Settings, Window, summary_rows, summary_stamp
+    from phase_energy.measure.multigpu import job_summary_rows, multi_summary_stamp
+    from phase_energy.measure.protocol import Settings, Window, summary_stamp
     from phase_energy.measure.trace import WINDOW_COLUMNS, conform, read_tables_of
 
     if windows.empty:
@@ -54,7 +55,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
         locked = w["locked_sm_clock_mhz"].iloc[0]
         settings[job] = Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]),
                                              locked_sm_clock_mhz=None if pd.isna(locked) else int(locked))
-        if stamps.loc[w.index[0]] != summary_stamp(settings[job]):
+        if stamps.loc[w.index[0]] not in (summary_stamp(settings[job]), multi_summary_stamp(settings[job])):
             stale.append(job)
     by_job = dict(jobs)
     rows: list[dict[str, Any]] = []
@@ -65,7 +66,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
                       extra_flags=",".join(f for f in str(r.flags or "").split(",") if f in WORKLOAD_FLAGS))
                for r in by_job[job].itertuples(index=False)]
         start = len(rows)
-        rows += summary_rows(samples, raw, settings[job])
+        rows += job_summary_rows(samples, raw, settings[job])  # on one GPU or, summed, on several
         spans[job] = (start, len(rows))
     log.info("windows: %d jobs summarised again from their samples, %d as stored by the same code",
              len(stale), len(jobs) - len(stale))
@@ -111,7 +112,7 @@ def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = (
     flops = np.zeros(len(w))
     # the bytes of a step depend on how the engine lays out its cache (docs/engines.md)
     pairs = w[["arch", "engine"]].drop_duplicates().itertuples(index=False)
-    models = {(a, e): CostModel(get_preset(a), engine=e) for a, e in pairs}
+    models = {(a, e): cost_model(get_preset(a), engine=e) for a, e in pairs}  # bytes per GPU on several
     for i, r in enumerate(w.itertuples(index=False)):
         m = models[(r.arch, r.engine)]
         if r.phase == "prefill":  # the sequences one repetition prefilled (prefill_max_tokens may bound them)

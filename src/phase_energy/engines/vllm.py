@@ -148,6 +148,8 @@ class VllmEngine:
             enable_chunked_prefill=True, gpu_memory_utilization=s.gpu_memory_utilization,
             async_scheduling=s.async_scheduling, disable_log_stats=True, generation_config="vllm",
             compilation_config=compilation)
+        if self.cfg.gpus > 1:  # the preset's GPUs, tensor parallel (one GPU: vLLM's default, left unset)
+            kwargs["tensor_parallel_size"] = self.cfg.gpus
         if s.max_num_batched_tokens is not None:
             kwargs["max_num_batched_tokens"] = max(s.max_num_batched_tokens, max_num_seqs, *sizes)
         if self.cfg.family == "qwen3_5":  # the multimodal class without its vision tower; FlashInfer is optional

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -104,6 +104,16 @@ class Backend:
     open_meter: Callable[[float], SampledMeter]
     probe: Callable[[], dict[str, float]] = field(default=dict)
     hold: Callable[[], None] = field(default=lambda: None)  # before a job writes its trace (sim.wall_delay_s)
+    devices: list[Any] = field(default_factory=list)  # every GPU of the job (tensor parallel), the first is device
+
+    def __post_init__(self) -> None:
+        if not self.devices:
+            self.devices = [self.device]
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the job runs on."""
+        return len(self.devices)
 
     @property
     def simulated(self) -> bool:
@@ -122,6 +132,8 @@ class Backend:
         desc = self.device.describe()
         if probe:
             desc.update(self.probe())
+        if self.gpus > 1:  # every GPU of the job: which cards, their settings
+            desc["gpus"] = [d.describe() for d in self.devices]
         return desc
 
 
@@ -162,13 +174,17 @@ def sim_params(cfg: Mapping[str, Any]) -> Any:
 
 
 @contextmanager
-def open_backend(cfg: Mapping[str, Any], name: str, seed: int, job: str = "") -> Iterator[Backend]:
-    """Open backend ``name`` (``sim`` or ``nvml``, already resolved) for one job.
+def open_backend(cfg: Mapping[str, Any], name: str, seed: int, job: str = "", gpus: int = 1) -> Iterator[Backend]:
+    """Open backend ``name`` (``sim`` or ``nvml``, already resolved) for one job on ``gpus`` GPUs.
 
     ``sim``: a fresh simulated card seeded with ``seed``; its ``hold`` keeps a job for ``sim.wall_delay_s`` of
     real time before it writes its trace, when the config asks for it (a slow job, for tests).
-    ``nvml``: GPU 0, locked for this job (``job`` names it in the lock) until the block ends.
+    ``nvml``: GPUs 0 to ``gpus - 1``, each locked for this job (``job`` names it in the lock) until the block ends.
+    The simulator models one GPU: ``gpus > 1`` is refused there.
     """
+    if name == "sim" and gpus != 1:
+        raise ValueError(f"backend sim models one GPU; gpus={gpus} is not accepted there (accepted: 1; a job on "
+                         "several GPUs runs on backend nvml)")
     if name == "sim":
         from phase_energy.measure.sim import SimGPU, SimMeter
 
@@ -189,17 +205,37 @@ def open_backend(cfg: Mapping[str, Any], name: str, seed: int, job: str = "") ->
     from phase_energy.measure.gpulock import gpu_lock
     from phase_energy.measure.nvml import GPU
 
-    real = GPU(0)
-    with gpu_lock(real, job=job):
-        yield nvml_backend(real, torch.cuda.synchronize)
+    if gpus == 1:
+        real = GPU(0)
+        with gpu_lock(real, job=job):
+            yield nvml_backend(real, torch.cuda.synchronize)
+        return
+    cards = [GPU(i) for i in range(gpus)]
+    with ExitStack() as locks:
+        for card in cards:
+            locks.enter_context(gpu_lock(card, job=job))
+        yield nvml_backend(cards[0], torch.cuda.synchronize, cards)
 
 
-def nvml_backend(gpu: Any, synchronize: Callable[[], None]) -> Backend:
-    """The backend of an open NVML GPU (``open_backend`` locks GPU 0 first; a benchmark may pass its own)."""
+def nvml_backend(gpu: Any, synchronize: Callable[[], None], devices: list[Any] | None = None) -> Backend:
+    """The backend of open NVML GPUs (``open_backend`` locks them first; a benchmark may pass its own).
+
+    One GPU: its meter. Several (``devices``, ``gpu`` the first): a sampler per GPU on one origin, the counter
+    reads summed (:class:`~phase_energy.measure.multigpu.MultiMeter`).
+    """
     from phase_energy.measure.nvml import NvmlMeter
 
-    return Backend("nvml", gpu, synchronize, lambda period: NvmlMeter(gpu, period).start(),
-                   lambda: measure_bandwidth_and_matmul())
+    if not devices or len(devices) == 1:
+        return Backend("nvml", gpu, synchronize, lambda period: NvmlMeter(gpu, period).start(),
+                       lambda: measure_bandwidth_and_matmul())
+
+    def multi_meter(period: float) -> SampledMeter:
+        from phase_energy.measure.multigpu import MultiMeter
+
+        origin = time.monotonic()
+        return MultiMeter([NvmlMeter(d, period, origin).start() for d in devices])
+
+    return Backend("nvml", gpu, synchronize, multi_meter, lambda: measure_bandwidth_and_matmul(), devices=list(devices))
 
 
 def measure_bandwidth_and_matmul(device: str = "cuda") -> dict[str, float]:

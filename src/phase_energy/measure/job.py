@@ -24,7 +24,7 @@ from phase_energy.config import checkpoint_of, config_hash
 from phase_energy.engines.vllm import DoesNotFit, VllmEngine, VllmSettings, VllmWorkload, max_model_len
 from phase_energy.grid import PHASES, GridPoint
 from phase_energy.measure.backend import Backend, open_backend, resolve_backend
-from phase_energy.measure.levers import Applied, LeverControl
+from phase_energy.measure.levers import Applied, LeverControl, MultiLeverControl
 from phase_energy.measure.phase_switch import PhaseSwitch
 from phase_energy.measure.protocol import (
     Settings,
@@ -36,7 +36,7 @@ from phase_energy.measure.protocol import (
     summary_stamp,
 )
 from phase_energy.measure.trace import SAMPLE_COLUMNS, WINDOW_COLUMNS, empty_frame, provenance, utc_now, write_trace
-from phase_energy.model.costmodel import CostModel
+from phase_energy.model.costmodel import cost_model
 from phase_energy.model.hfconfig import vllm_unsupported
 from phase_energy.model.presets import get_preset
 
@@ -63,16 +63,23 @@ def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) ->
         why = vllm_unsupported(arch)
         if why:
             return f"engine: {why}"
-    model = CostModel(arch, engine=point.engine)
+    if arch.gpus > 1 and point.engine != "vllm":
+        return (f"engine: {point.arch} runs on gpus={arch.gpus} (tensor parallel) and the {point.engine} engine runs "
+                "on one GPU; accepted: engine vllm for it")
+    if arch.gpus > 1 and backend == "sim":
+        return (f"backend: the simulator models one GPU and {point.arch} runs on gpus={arch.gpus}; accepted: "
+                "backend nvml on a node with that many GPUs")
+    model = cost_model(arch, engine=point.engine)  # per GPU on several
     positions = max(cfg["output_lengths"])
     if point.engine == "vllm":  # a serving engine's decode positions only move forward: lead-in and windows too
         positions = forward_positions(job_settings(cfg, point), model, point.batch, point.context)
     need = model.memory_bytes(point.batch, point.context, positions)
     budget = cfg["gpu"]["memory_budget_gb"] * 1e9
     if need > budget:
+        per = f" per GPU of {arch.gpus}" if arch.gpus > 1 else ""
         return (
-            f"memory: needs {need / 1e9:.1f} GB (weights {model.model_bytes / 1e9:.1f} GB + cache and "
-            f"activations{model.layout_note}) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
+            f"memory: needs {need / 1e9:.1f} GB{per} (weights {model.model_bytes / arch.gpus / 1e9:.1f} GB + cache "
+            f"and activations{model.layout_note}) > gpu.memory_budget_gb={cfg['gpu']['memory_budget_gb']}"
         )
     if backend == "nvml" and point.setting.kind != "default" and not cfg["allow_gpu_settings"] \
             and not slurm_sets_clock(cfg, point):
@@ -109,7 +116,7 @@ def metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mappin
         "backend": backend,
         "engine": point.engine,
         "gpu": dict(gpu),
-        "cost": CostModel(arch, engine=point.engine).summary(),
+        "cost": cost_model(arch, engine=point.engine).summary(),
         "versions": prov["versions"],
         "git_commit": prov["git_commit"],
         "host": prov["host"],
@@ -118,6 +125,7 @@ def metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mappin
         "finished_at": utc_now(),
         "seed": cfg["seed"],
         "weights": weights,
+        **({"gpus": arch.gpus} if arch.gpus > 1 else {}),  # a one-GPU trace's metadata stays as it was
         **(extra or {}),
     }
 
@@ -142,7 +150,7 @@ def build_workload(cfg: Mapping[str, Any], point: GridPoint, settings: Settings,
         return SimWorkload(backend.device, get_preset(point.arch), point.batch, point.context, engine=point.engine)
     if point.engine == "vllm":
         vs = VllmSettings.from_config(cfg["vllm"])
-        positions = forward_positions(settings, CostModel(get_preset(point.arch), engine="vllm"), point.batch,
+        positions = forward_positions(settings, cost_model(get_preset(point.arch), engine="vllm"), point.batch,
                                       point.context)
         engine = VllmEngine(point.arch, max_num_seqs=point.batch,
                             max_model_len=max_model_len(point.context, positions, point.batch, vs.chunk_tokens),
@@ -160,6 +168,8 @@ def measure_with_lever(backend: Backend, lever: str, allow_gpu_settings: bool, w
                        settings: Settings, journal_dir: Path | None = None, origin: float = PROCESS_START
                        ) -> tuple[pd.DataFrame, pd.DataFrame, Applied, float]:
     """Apply the lever, sample, run the protocol, restore; return samples, windows, lever record, t(first window).
+
+    One GPU only; a job on several goes through :func:`measure_on_gpus`.
 
     The lever is restored whatever happens inside (exception, SIGTERM, SIGINT, exit); the sampler is
     stopped before the restore so its thread never outlives the job. ``t(first window)`` counts from
@@ -181,6 +191,35 @@ def measure_with_lever(backend: Backend, lever: str, allow_gpu_settings: bool, w
     return samples, summarise_windows(samples, raw, settings), applied, t_first
 
 
+def measure_on_gpus(backend: Backend, lever: str, allow_gpu_settings: bool, workload: Workload,
+                    settings: Settings, journal_dir: Path | None = None, origin: float = PROCESS_START
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, list[Applied], float]:
+    """:func:`measure_with_lever` on the backend's GPUs, one or several.
+
+    Returns samples, the job's windows, the per-GPU windows (None on one GPU), each GPU's lever record and
+    t(first window). On several GPUs the lever is applied to each, with a journal each, and restored on all.
+    """
+    if backend.gpus == 1:
+        samples, windows, applied, t_first = measure_with_lever(backend, lever, allow_gpu_settings, workload,
+                                                                settings, journal_dir, origin)
+        return samples, windows, None, [applied], t_first
+    from phase_energy.measure.multigpu import summarise_multi
+
+    if lever.startswith("phase:"):
+        raise ValueError(f"lever {lever!r}: a phase lever runs on one GPU; a point on {backend.gpus} GPUs accepts "
+                         "default, powercap:<W> or smclock:<MHz>")
+    with MultiLeverControl(backend.devices, lever, allow_gpu_settings, journal_dir=journal_dir) as applied_all:
+        meter = backend.meter(settings.sampling_period_ms / 1000.0)
+        try:
+            raw: list[Window] = run_protocol(meter, workload, settings)
+        finally:
+            samples = meter.stop()
+        first = min((w.start_s for w in raw if w.phase != "idle"), default=float("nan"))
+        t_first = getattr(meter, "origin", origin) - origin + first
+    windows, per_gpu = summarise_multi(samples, raw, settings)
+    return samples, windows, per_gpu, applied_all, t_first
+
+
 def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: Backend, workload: Workload,
                   settings: Settings, gpu: Mapping[str, Any], started: str, origin: float = PROCESS_START,
                   extra: Mapping[str, Any] | None = None) -> None:
@@ -189,21 +228,31 @@ def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: 
     if not backend.simulated and slurm_sets_clock(cfg, point):
         lever, applied_by = "default", "slurm --gpu-freq"  # slurmstepd set it; we only record
     allow = backend.simulated or cfg["allow_gpu_settings"]  # a simulated card may always be reconfigured
-    samples, windows, applied, t_first = measure_with_lever(backend, lever, allow, workload, settings,
-                                                            origin=origin)
+    samples, windows, per_gpu, applied_all, t_first = measure_on_gpus(backend, lever, allow, workload, settings,
+                                                                      origin=origin)
+    applied = applied_all[0]
     enforced: dict[str, Any] = {"power_limit_w": applied.power_limit_w,
                                 "locked_sm_clock_mhz": applied.locked_sm_clock_mhz,
                                 "applied_by": applied_by}
     if point.setting.kind == "phase":  # no one lock holds throughout: each phase's setting instead
         enforced.update(locked_sm_clock_mhz=None, phases={p: str(point.setting.for_phase(p)) for p in PHASES})
+    if len(applied_all) > 1:  # every GPU's own record
+        enforced["per_gpu"] = [{"power_limit_w": a.power_limit_w, "locked_sm_clock_mhz": a.locked_sm_clock_mhz}
+                               for a in applied_all]
     info = workload.info() if hasattr(workload, "info") else {}
     backend.hold()
     own = getattr(workload, "weights", None)  # the engine's own record (a bench's weight init, say)
     meta = metadata(cfg, point, backend.name, gpu, enforced, started,
                     {"status": "ok", "time_to_first_window_s": None if t_first != t_first else t_first,
                      "engine_info": info, **({"weights": own} if isinstance(own, dict) else {}), **(extra or {})})
-    write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows),
-                                              "summary": summary_stamp(settings)})
+    if per_gpu is None:
+        write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows),
+                                                  "summary": summary_stamp(settings)})
+        return
+    from phase_energy.measure.multigpu import multi_summary_stamp
+
+    write_trace(out, samples, windows, meta, {"status": "ok", "windows": len(windows), "gpus": backend.gpus,
+                                              "summary": multi_summary_stamp(settings)}, gpu_windows=per_gpu)
 
 
 def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> str:
@@ -220,7 +269,7 @@ def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> st
         write_skipped(cfg, point, out, name, reason)
         return name
     t0 = time.monotonic()
-    with open_backend(cfg, name, point_seed(cfg, point), job=str(out)) as backend:
+    with open_backend(cfg, name, point_seed(cfg, point), job=str(out), gpus=get_preset(point.arch).gpus) as backend:
         started = utc_now()
         gpu = backend.describe(probe=True)
         settings = job_settings(cfg, point)

@@ -37,6 +37,7 @@ GPU, is :mod:`phase_energy.measure.gpulock`.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -550,3 +551,36 @@ def replay_journal(gpu: GPU, journal_dir: Path | None = None) -> bool:
                 "'phase-energy restore' again")
         _replay(gpu, path, record)
     return True
+
+
+class MultiLeverControl:
+    """One lever on every GPU of a job: a :class:`LeverControl` (and a journal) per GPU, restored on all.
+
+    GPUs are set in order; when one refuses, those already set are restored before the error goes on. At the
+    end (or on a signal, through each control's handler) every GPU gets its previous settings back, the last
+    set first; a GPU whose restore fails does not keep the others from theirs.
+    """
+
+    def __init__(self, gpus: list[Device], lever: str, allow_gpu_settings: bool, journal_dir: Path | None = None,
+                 install_signal_handlers: bool = True):
+        if not gpus:
+            raise ValueError("MultiLeverControl needs at least one GPU; got none")
+        self.controls = [LeverControl(g, lever, allow_gpu_settings, journal_dir, install_signal_handlers)
+                         for g in gpus]
+        self._stack: contextlib.ExitStack | None = None
+
+    @property
+    def journals(self) -> list[Path | None]:
+        """Each GPU's journal (None before it was applied, or for a device that keeps no settings)."""
+        return [c.journal for c in self.controls]
+
+    def __enter__(self) -> list[Applied]:
+        with contextlib.ExitStack() as stack:
+            applied = [stack.enter_context(c) for c in self.controls]
+            self._stack = stack.pop_all()
+        return applied
+
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()

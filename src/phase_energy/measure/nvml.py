@@ -218,7 +218,7 @@ class Sampler:
         self.rows: list[dict[str, Any]] = []
         self.errors = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"nvml-sampler-{gpu.index}", daemon=True)
         self._device_offset: float | None = None  # device timestamp -> job time
 
     def poll(self) -> dict[str, Any]:
@@ -278,9 +278,9 @@ class Sampler:
 class NvmlMeter:
     """Clock, energy counter and sampler of one real GPU (the protocol opens and closes the windows)."""
 
-    def __init__(self, gpu: GPU, sampling_period_s: float):
+    def __init__(self, gpu: GPU, sampling_period_s: float, origin: float | None = None):
         self.gpu = gpu
-        self.origin = time.monotonic()
+        self.origin = time.monotonic() if origin is None else origin  # a job's GPUs share one origin
         self.e0_mj = gpu.energy_mj()
         self.sampler = Sampler(gpu, sampling_period_s, self.origin)
 

@@ -74,6 +74,10 @@ WINDOW_COLUMNS: dict[str, str] = {
     "thr_sw_power_steady_s": "float64",  # seconds under the SW power cap after that head
     "flags": "string",  # comma-separated validity flags, "" when valid
 }
+#: samples.parquet of a job on several GPUs (tensor parallel): the columns above and the job's GPU (0..n-1)
+MULTI_SAMPLE_COLUMNS: dict[str, str] = {**SAMPLE_COLUMNS, "gpu": "int64"}
+#: gpu_windows.parquet (jobs on several GPUs only): each window summarised on each GPU
+GPU_WINDOW_COLUMNS: dict[str, str] = {"gpu": "int64", **WINDOW_COLUMNS}
 
 
 def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
@@ -129,13 +133,26 @@ def write_trace(
     windows: pd.DataFrame,
     metadata: Mapping[str, Any],
     status: Mapping[str, Any],
+    gpu_windows: pd.DataFrame | None = None,
 ) -> None:
-    """Write one job's trace; each file appears whole or not at all, status.json last."""
+    """Write one job's trace; each file appears whole or not at all, status.json last.
+
+    A job on several GPUs passes samples with a ``gpu`` column and its per-GPU windows (``gpu_windows``);
+    a one-GPU job passes neither, and its files are as they always were.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     validate_metadata(metadata)
-    write_files(out, {"samples": conform(samples, SAMPLE_COLUMNS), "windows": conform(windows, WINDOW_COLUMNS)},
-                metadata, status)
+    multi = "gpu" in samples.columns
+    if multi != (gpu_windows is not None):
+        raise ValueError("a trace on several GPUs needs samples with a 'gpu' column and its gpu_windows table; "
+                         f"got the gpu column {'present' if multi else 'absent'} and gpu_windows "
+                         f"{'absent' if gpu_windows is None else 'present'}")
+    tables = {"samples": conform(samples, MULTI_SAMPLE_COLUMNS if multi else SAMPLE_COLUMNS),
+              "windows": conform(windows, WINDOW_COLUMNS)}
+    if gpu_windows is not None:
+        tables["gpu_windows"] = conform(gpu_windows, GPU_WINDOW_COLUMNS)
+    write_files(out, tables, metadata, status)
 
 
 @functools.cache

@@ -344,6 +344,65 @@ class CostModel:
         }
 
 
+class SplitCostModel(CostModel):
+    """The cost model of one GPU of a tensor-parallel job (``cfg.gpus`` GPUs): bytes and memory per GPU.
+
+    Each GPU holds ``1/gpus`` of the weights (heads, MLP columns and the vocabulary split; the few norm
+    weights every GPU keeps are counted once, under 0.01 % of the bytes) and of the recurrent state (heads
+    split), and the KV cache of its own KV heads: ``max(1, kv_heads / gpus)`` heads per GPU, so KV heads
+    fewer than the GPUs are replicated. An MLA latent cache is not split by heads: every GPU holds all of it.
+    The bandwidth floor of a step is these bytes over one GPU's bandwidth (all GPUs stream at once). FLOPs
+    stay the whole model's (:meth:`prefill_flops`, :meth:`decode_flops`); prefill activations are counted
+    whole on each GPU (tensor parallelism keeps the full hidden state on every GPU).
+    """
+
+    def __init__(self, cfg: ArchConfig, engine: str = "native"):
+        super().__init__(cfg, engine)
+        self.gpus = cfg.gpus
+
+    @functools.cached_property
+    def kv_bytes_per_token_per_gpu(self) -> int:
+        """KV-cache bytes per token one GPU holds."""
+        c = self.cfg
+        if c.paradigm == "mla" and not self.mla_as_heads:
+            return self.kv_bytes_per_token  # the latent is shared by all heads: every GPU keeps it whole
+        heads = c.n_heads if self.mla_as_heads else c.n_kv_heads
+        if not heads:
+            return 0
+        return self.kv_bytes_per_token // heads * max(1, heads // self.gpus)
+
+    def cache_bytes(self, batch: int, max_tokens: int) -> int:
+        """Static cache one GPU holds for ``batch`` sequences of up to ``max_tokens`` tokens."""
+        return batch * (max_tokens * self.kv_bytes_per_token_per_gpu + self.state_bytes_per_sequence // self.gpus)
+
+    def memory_bytes(self, batch: int, context: int, max_output: int) -> int:
+        """Device memory one GPU needs: its share of weights and cache, whole activations, its logits."""
+        cache = self.cache_bytes(batch, context + max_output)  # this GPU's share
+        logits = batch * self.cfg.vocab * 4
+        activations = super().memory_bytes(batch, context, max_output) - self.model_bytes - cache - logits
+        return self.model_bytes // self.gpus + cache + activations + logits // self.gpus
+
+    def prefill_bytes(self, batch: int, context: int) -> float:
+        """Bytes one GPU moves in a prefill."""
+        act = batch * context * self.cfg.hidden * ACT_BYTES * 12 * len(self.cfg.layer_pattern)
+        return (self.weight_bytes / self.gpus + batch * context * self.kv_bytes_per_token_per_gpu
+                + batch * self.state_bytes_per_sequence / self.gpus + act)
+
+    def decode_bytes(self, batch: int, position: int) -> float:
+        """Bytes one GPU moves in one decode step (the step's bandwidth floor is these over one GPU's rate)."""
+        return (self.weight_bytes / self.gpus + batch * (position + 1) * self.kv_bytes_per_token_per_gpu
+                + batch * 2 * self.state_bytes_per_sequence / self.gpus)
+
+    def summary(self) -> dict[str, float | int | str]:
+        """Headline numbers, with the GPUs and the bytes per GPU."""
+        return {**super().summary(), "gpus": self.gpus, "kv_bytes_per_token_per_gpu": self.kv_bytes_per_token_per_gpu}
+
+
+def cost_model(cfg: ArchConfig, engine: str = "native") -> CostModel:
+    """The cost model of one GPU of a job: :class:`CostModel` on one GPU, :class:`SplitCostModel` on several."""
+    return SplitCostModel(cfg, engine) if cfg.gpus > 1 else CostModel(cfg, engine)
+
+
 def prefill_group(batch: int, context: int, tokens: int | None = None) -> int:
     """Whole prompts (at least one, at most the batch) that fit in ``tokens``; by default the engine's group."""
     budget = PREFILL_TOKENS_PER_CHUNK if tokens is None else tokens

@@ -1,8 +1,9 @@
-"""Architecture presets: published shapes of ~4B models of four attention paradigms.
+"""Architecture presets: published shapes of ~4B models of four attention paradigms, and larger ones (27-47B).
 
 Only shapes matter: models are built with random weights unless the config's ``weights`` names a checkpoint
-(model/checkpoint.py). Each preset names its paradigm and the
-place its values were read (see docs/architectures.md for the full provenance and caveats).
+(model/checkpoint.py). A preset's ``gpus`` is the number of GPUs one job runs it on (tensor parallel; vLLM
+only): 1 for the ~4B set, 2 for the larger set. Each preset names its paradigm and the place its values were
+read (see docs/architectures.md for the full provenance and caveats).
 
 Layer kinds used in ``layer_pattern`` (one character per block, Nemotron-H style):
 ``A`` attention (GQA or MLA, with its MLP in the same block), ``G`` Gated DeltaNet mixer + MLP,
@@ -71,6 +72,8 @@ class ArchConfig:
     layer_pattern: str = ""
     sources: tuple[str, ...] = field(default_factory=tuple)
     tiny: bool = False
+    # GPUs one job runs the model on, tensor parallel (vLLM's tensor_parallel_size); 1 = one GPU
+    gpus: int = 1
 
     def __post_init__(self) -> None:
         if self.layer_pattern:
@@ -142,6 +145,40 @@ PRESETS: dict[str, ArchConfig] = {
     ),
 }
 
+# Larger models of each paradigm, served tensor parallel on two GPUs (bf16 weights of 54-94 GB; one H200's
+# 141 GB would leave little room for the cache). Published config values; docs/architectures.md.
+LARGE_PRESETS: dict[str, ArchConfig] = {
+    "qwen3-32b": _p(
+        name="qwen3-32b", family="qwen3", paradigm="gqa", n_layers=64, hidden=5120, intermediate=25600, n_heads=64,
+        n_kv_heads=8, head_dim=128, vocab=151936, tie_embeddings=False, qk_norm=True, rope_theta=1e6, gpus=2,
+        sources=("Qwen/Qwen3-32B config.json (transformers 4.51.0)",),
+    ),
+    "qwen3-32b-transmla": _p(
+        name="qwen3-32b-transmla", family="deepseek_v2", paradigm="mla", n_layers=64, hidden=5120,
+        intermediate=25600, n_heads=64, n_kv_heads=64, vocab=151936, tie_embeddings=False, q_lora_rank=None,
+        kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, kv_norm=False,
+        rope_theta=1e6, gpus=2,
+        sources=("TransMLA defaults (fxmeng/TransMLA @9c0d2545) applied to Qwen3-32B; hypothetical",),
+    ),
+    "qwen3.5-27b": _p(
+        name="qwen3.5-27b", family="qwen3_5", paradigm="gdn", n_layers=64, hidden=5120, intermediate=17408,
+        n_heads=24, n_kv_heads=4, head_dim=256, qk_norm=True, attn_output_gate=True, rope_theta=1e7,
+        partial_rotary=0.25, lin_k_heads=16, lin_k_dim=128, lin_v_heads=48, lin_v_dim=128,
+        conv_kernel=4, full_attention_interval=4, vocab=248320, tie_embeddings=False,
+        state_dtype_bytes=4, gpus=2,
+        sources=("THUDM/slime scripts/models/qwen3.5-27B.sh", "Qwen3.5-27B config.json text_config (as quoted by "
+                 "third-party config fixtures: linear heads 16 / 48 of 128)"),
+    ),
+    "nemotron-h-47b": _p(
+        name="nemotron-h-47b", family="nemotron_h", paradigm="mamba2", n_layers=98, hidden=8192, intermediate=30720,
+        mlp_kind="relu2", n_heads=64, n_kv_heads=8, head_dim=128, ssm_state=256, ssm_head_dim=64,
+        ssm_heads=256, ssm_groups=8, ssm_chunk=128, conv_kernel=4, vocab=131072,
+        tie_embeddings=False, state_dtype_bytes=2, rms_eps=1e-5, gpus=2,
+        layer_pattern="M-M-M-M-M-M-M-M-M*-M-M-M-M-M-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-M-M---MM---M-M*-M-M-M-M-M-",
+        sources=("Megatron-Bridge NemotronHModelProvider47B (and its NemotronHModelProvider defaults)",),
+    ),
+}
+
 # Tiny presets with the same structure, for CPU tests and CI.
 TINY_PRESETS: dict[str, ArchConfig] = {
     "tiny-gqa": replace(
@@ -170,9 +207,14 @@ TINY_PRESETS: dict[str, ArchConfig] = {
         ssm_groups=2, ssm_chunk=16, vocab=128, layer_pattern="M-*-", tiny=True,
         sources=("tiny test shape",),
     ),
+    "tiny-gqa-tp2": replace(
+        PRESETS["qwen3-4b"], name="tiny-gqa-tp2", n_layers=2, hidden=64, intermediate=128, n_heads=4,
+        n_kv_heads=2, head_dim=16, vocab=128, layer_pattern="", tiny=True, gpus=2,
+        sources=("tiny test shape, two GPUs",),
+    ),
 }
 
-ALL_PRESETS: dict[str, ArchConfig] = {**PRESETS, **TINY_PRESETS}
+ALL_PRESETS: dict[str, ArchConfig] = {**PRESETS, **LARGE_PRESETS, **TINY_PRESETS}
 # architectures named by a checkpoint's config.json (config key ``weights``), registered in this process
 # when the config is validated (phase_energy.config)
 CHECKPOINT_ARCHS: dict[str, ArchConfig] = {}
@@ -182,6 +224,28 @@ def register_arch(cfg: ArchConfig) -> None:
     """Make an architecture read from a checkpoint findable by :func:`get_preset` (presets keep their name)."""
     if cfg.name not in ALL_PRESETS:
         CHECKPOINT_ARCHS[cfg.name] = cfg
+
+
+def tensor_parallel_problem(cfg: ArchConfig, gpus: int | None = None) -> str | None:
+    """Why ``gpus`` GPUs (default: the preset's) cannot split the model's heads evenly, or None.
+
+    vLLM splits attention heads, KV heads (or replicates them when there are fewer than GPUs), GDN and Mamba2
+    heads and Mamba2 groups over the GPUs: each count must divide evenly.
+    """
+    n = cfg.gpus if gpus is None else gpus
+    if n < 1:
+        return f"{cfg.name}: gpus={n}; accepted: an integer >= 1"
+    if n == 1:
+        return None
+    counts = {"attention heads": cfg.n_heads, "GDN key heads": cfg.lin_k_heads, "GDN value heads": cfg.lin_v_heads,
+              "Mamba2 heads": cfg.ssm_heads, "Mamba2 groups": cfg.ssm_groups if cfg.ssm_heads else 0}
+    for what, count in counts.items():
+        if count and count % n:
+            return f"{cfg.name}: {count} {what} do not split over gpus={n}; accepted: a divisor of {count}"
+    kv = cfg.n_kv_heads if cfg.paradigm != "mla" else 0
+    if kv and kv % n and n % kv:
+        return f"{cfg.name}: {kv} KV heads neither split over nor replicate onto gpus={n}"
+    return None
 
 
 def get_preset(name: str) -> ArchConfig:
