@@ -175,17 +175,19 @@ def table(a: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from phase_energy.analysis.energy import add_window_metrics
+    from phase_energy.analysis.energy import add_window_metrics, rederive_windows
+    from phase_energy.config import load_config
     from phase_energy.measure.layout import job_dirs
     from phase_energy.measure.trace import collect_windows
 
+    cfg = load_config(a.config)  # the measurement settings the traces were taken with
     rows = []
     for folder in a.traces:
         dirs = [d for d in job_dirs(folder)]
         windows, jobs = collect_windows(dirs)
         if windows.empty:
             continue
-        w = add_window_metrics(windows)
+        w = add_window_metrics(rederive_windows(windows, cfg))  # summaries by the current code
         for job, g in w.groupby("job"):
             meta = json.loads((Path(job) / "metadata.json").read_text())
             if meta["lever_requested"] != "default":
@@ -256,6 +258,7 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("--traces", nargs="+", required=True)
     t.add_argument("--json")
+    t.add_argument("--config", default="config/h200-engines.yaml", help="the config the traces were measured with")
     t.set_defaults(fn=table)
     a = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -45,7 +45,9 @@ def test_model_folder_holds_the_vllm_class_of_each_family(tmp_path):
         written = json.loads((folder / "config.json").read_text())
         assert written == json.loads(json.dumps(hf_config(cfg)))
         seen[name] = written["architectures"][0]
-        assert vllm_unsupported(cfg) is None
+        assert vllm_unsupported(cfg) is None or cfg.family == "minicpm3"
+    # MiniCPM3 has a vLLM class, but vLLM 0.26 failed to start it on the H200: its points are skipped, saying so
+    assert "FlashAttention 3" in vllm_unsupported(get_preset("minicpm3-4b"))
     assert seen == {"qwen3-4b": "Qwen3ForCausalLM", "minicpm3-4b": "MiniCPM3ForCausalLM",
                     "qwen3-4b-transmla": "DeepseekV2ForCausalLM", "qwen3.5-4b": "Qwen3_5ForConditionalGeneration",
                     "mamba2-2.7b": "Mamba2ForCausalLM", "nemotron-h-4b": "NemotronHForCausalLM",
@@ -105,9 +107,13 @@ def test_bad_engine_settings_are_named(override, words):
         assert w in str(e.value), str(e.value)
 
 
-def test_vllm_points_that_do_not_fit_get_the_layout_in_the_reason():
+def test_vllm_points_that_do_not_fit_get_the_layout_in_the_reason(monkeypatch):
+    from phase_energy.model import hfconfig
+
     cfg = validate_config({"engines": ["native", "vllm"], "output_lengths": [256]})
     p = GridPoint("minicpm3-4b", 128, 2048, "default", engine="vllm")
+    assert "FlashAttention 3" in point_skip_reason(cfg, p, "nvml")  # vLLM 0.26's known failure comes first
+    monkeypatch.delitem(hfconfig.VLLM_KNOWN_FAILURES, "minicpm3")  # a vLLM that starts it: the memory check
     why = point_skip_reason(cfg, p, "nvml")
     assert why.startswith("memory:") and "full heads" in why
     assert point_skip_reason(cfg, GridPoint("minicpm3-4b", 128, 2048, "default"), "nvml") is None

@@ -92,3 +92,16 @@ def test_helpers(tmp_path):
     assert last_line(tmp_path / "none.log").startswith("(log unreadable")
     (tmp_path / "e.log").write_text("")
     assert last_line(tmp_path / "e.log") == "(empty log)"
+
+
+def test_the_banner_says_what_runs_and_what_is_skipped_by_kind():
+    from phase_energy.report.progress import run_banner
+
+    reasons = [None, "memory: needs 200 GB", "lever not permitted: 'powercap:300' ...", "memory: needs 150 GB", None]
+    text = run_banner(5, "nvml", "a real GPU", reasons, "results/traces", "results/traces")
+    assert text == ("phase-energy: backend nvml (a real GPU) - 2 of 5 points to measure, 3 skipped (memory: 2, "
+                    "lever not permitted: 1); traces in results/traces")
+    assert "skipped" not in run_banner(2, "sim", "set in the config", [None, None], "results/traces", "results/traces")
+    cached = run_banner(7, "sim", "x", [], "reference-data/h200-default/traces", "results/traces")
+    assert cached == ("phase-energy: 7 points read from reference-data/h200-default/traces (cached traces); "
+                      "nothing is measured")

@@ -88,7 +88,7 @@ def test_parsing_the_workflow_imports_no_plotting_or_table_library_and_writes_no
     """What the Snakefile imports (workflow/rules/common.smk) stays light: every SLURM job parses it again."""
     code = ("import sys\n"
             "import phase_energy.analysis.tables, phase_energy.config, phase_energy.grid\n"
-            "import phase_energy.measure.layout, phase_energy.report.catalog\n"
+            "import phase_energy.measure.layout, phase_energy.model.presets, phase_energy.report.catalog\n"
             "heavy = sorted(m for m in ('matplotlib', 'seaborn', 'pandas', 'pyarrow', 'torch', 'scipy') "
             "if m in sys.modules)\n"
             "print(','.join(heavy))\n")
@@ -98,4 +98,4 @@ def test_parsing_the_workflow_imports_no_plotting_or_table_library_and_writes_no
     imported = {line.split()[1] for line in smk.splitlines() if line.startswith(("from phase_energy", "import "))}
     assert {m for m in imported if m.startswith("phase_energy")} <= {
         "phase_energy.analysis.tables", "phase_energy.config", "phase_energy.grid", "phase_energy.measure.layout",
-        "phase_energy.report.catalog"}
+        "phase_energy.model.presets", "phase_energy.report.catalog"}

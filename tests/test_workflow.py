@@ -94,6 +94,22 @@ def test_regenerate_from_cached_traces_schedules_no_measurement(sim_run, tmp_pat
     np.testing.assert_allclose(a["j_per_token"], b["j_per_token"])
 
 
+def test_a_results_folder_belongs_to_one_config(sim_run):
+    """Another config's run would replace this one's claims and figures: refused, naming both and the way out."""
+    ident = json.loads((sim_run / "results/run.json").read_text())
+    assert ident == {"configfiles": ["config/config.yaml", "config/test.yaml"], "traces": "results/traces"}
+    other = ["-n", "--cores", "1", "--configfile", "config/sweetspot-test.yaml"]
+    res = run_snakemake(sim_run, *other)
+    assert res.returncode != 0
+    msg = " ".join((res.stdout + res.stderr).split())
+    assert "results/ holds the outputs of another run (config files config/config.yaml, config/test.yaml" in msg
+    assert "--config results=results-sweetspot-test" in msg
+    res = run_snakemake(sim_run, *other, "--config", "results=results-sweetspot-test")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert re.search(r"^measure\s+\d+", res.stdout, re.M)  # its own folder: its own traces, measured there
+    assert not (sim_run / "results-sweetspot-test").exists()  # a dry run writes nothing
+
+
 def test_figures_target_redraws_only_plots(sim_run):
     for f in (sim_run / "figures").glob("fig0*.png"):
         f.unlink()
@@ -172,6 +188,8 @@ def test_simulated_jobs_ran_in_the_workflow_process_as_the_cli_would(sim_run, tm
 
 def test_the_console_shows_progress_and_a_summary(sim_run):
     console = (sim_run / "console.txt").read_text()
+    assert "phase-energy: backend sim (set in the config) - 12 of 12 points to measure; traces in results/traces" \
+        in console  # the banner, once, before the jobs
     assert "phase-energy: 12 measurement jobs to run" in console
     assert "measured 12/12 points" in console and "measurements done" in console
     assert "points: 12 measured, 0 skipped, 0 failed" in console and "SIMULATED" in console

@@ -21,7 +21,7 @@ import yaml
 
 from phase_energy.grid import Lever, LeverError
 from phase_energy.model.checkpoint import RANDOM, Checkpoint, CheckpointError, read_checkpoint
-from phase_energy.model.presets import ALL_PRESETS, register_arch, tensor_parallel_problem
+from phase_energy.model.presets import ALL_PRESETS, get_preset, register_arch, tensor_parallel_problem
 
 
 class ConfigError(ValueError):
@@ -178,6 +178,10 @@ def checkpoint_of(cfg: Mapping[str, Any], arch: str) -> Checkpoint | None:
     return None if source == RANDOM else read_checkpoint(source, arch, ALL_PRESETS.get(arch))
 
 
+# lever kind -> (what its range is, its unit, the gpu section's key stem of the range's bounds)
+LEVER_RANGES = {"powercap": ("power-limit range", "W", "power_limit"), "smclock": ("SM clock range", "MHz", "sm_clock")}
+
+
 def _check_semantics(cfg: dict[str, Any]) -> None:
     known = set(ALL_PRESETS) | _check_weights(cfg)
     for where, names in (("architectures", cfg["architectures"]), ("clear.architectures",
@@ -211,26 +215,21 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         for sub in lever.static_levers:  # a phase lever: each phase's lever
             part = f"{sub.kind}:<W>" if sub.kind == "powercap" else f"{sub.kind}:<MHz>"
             where = "" if sub is lever else f" (its {'prefill' if sub is lever.prefill else 'decode'} lever {sub})"
-            if sub.kind == "powercap":
-                lo, hi = gpu["power_limit_min_w"], gpu["power_limit_max_w"]
+            if sub.kind in LEVER_RANGES:
+                what, unit, key = LEVER_RANGES[sub.kind]
+                lo, hi = gpu[f"{key}_min_{unit.lower()}"], gpu[f"{key}_max_{unit.lower()}"]
                 if not lo <= sub.value <= hi:  # type: ignore[operator]
                     raise ConfigError(
-                        f"config key 'levers[{i}]': value {text!r}{where} is outside the card's power-limit range; "
-                        f"accepted: {part} with {lo:g} <= W <= {hi:g} (gpu.power_limit_min_w/max_w)"
-                    )
-            if sub.kind == "smclock":
-                lo, hi = gpu["sm_clock_min_mhz"], gpu["sm_clock_max_mhz"]
-                if not lo <= sub.value <= hi:  # type: ignore[operator]
-                    raise ConfigError(
-                        f"config key 'levers[{i}]': value {text!r}{where} is outside the card's SM clock range; "
-                        f"accepted: {part} with {lo} <= MHz <= {hi} (gpu.sm_clock_min_mhz/max_mhz)"
+                        f"config key 'levers[{i}]': value {text!r}{where} is outside the card's {what}; "
+                        f"accepted: {part} with {lo:g} <= {unit} <= {hi:g} (gpu.{key}_min_{unit.lower()}/max_"
+                        f"{unit.lower()})"
                     )
 
 
 def _check_gpus(cfg: dict[str, Any]) -> None:
     """Architectures served on several GPUs need an engine that splits them (vLLM; the native engine runs one GPU)."""
     for i, name in enumerate(cfg["architectures"]):
-        arch = ALL_PRESETS[name]
+        arch = get_preset(name)  # a preset, or an architecture registered from its checkpoint
         problem = tensor_parallel_problem(arch)
         if problem:
             raise ConfigError(f"config key 'architectures[{i}]': value {name!r}: {problem}")
@@ -240,9 +239,9 @@ def _check_gpus(cfg: dict[str, Any]) -> None:
                 f"which engines={cfg['engines']} cannot: the native engine runs on one GPU; accepted: add 'vllm' "
                 "to engines, or an architecture with gpus=1")
     for i, name in enumerate(cfg["clear"]["architectures"]):
-        if ALL_PRESETS[name].gpus > 1:
+        if get_preset(name).gpus > 1:
             raise ConfigError(f"config key 'clear.architectures[{i}]': value {name!r} runs on "
-                              f"gpus={ALL_PRESETS[name].gpus}; CLEAR measures components on one GPU; accepted: an "
+                              f"gpus={get_preset(name).gpus}; CLEAR measures components on one GPU; accepted: an "
                               "architecture with gpus=1")
 
 
@@ -279,3 +278,53 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """Short, stable hash of a validated config (recorded in every trace's metadata)."""
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+RUN_FILE = "run.json"
+
+
+def results_folder(value: str, default: str, results: str) -> str:
+    """A folder key's value with ``results/`` read as the run's results folder when it is the default.
+
+    ``results_folder("results/traces", "results/traces", "out") == "out/traces"``; any other value is kept
+    (without a trailing slash): a folder elsewhere is cached data, read as it is.
+    """
+    value = value.rstrip("/")
+    return f"{results.rstrip('/')}/{default.split('/', 1)[1]}" if value == default else value
+
+
+def check_run_identity(results: str | Path, identity: Mapping[str, Any]) -> None:
+    """Refuse a results folder that holds another config's outputs (its ``run.json`` differs).
+
+    A run writes ``<results>/run.json`` (:func:`write_run_identity`) with the config files and the traces
+    folder it was given; a later run with other ones would replace that run's tables, claims and figures
+    without a word. A folder without the file (new, or from before this check) is accepted.
+    """
+    path = Path(results) / RUN_FILE
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text())
+        keys = ("configfiles", "traces")
+        same = {k: previous[k] for k in keys} == {k: identity[k] for k in keys}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is unreadable, so which config wrote {results}/ is unknown; delete {path} to "
+                          f"let this config take the folder over") from None
+    if not same:
+        own = [f for f in identity["configfiles"] if Path(f).name != "config.yaml"] or ["run"]
+        stem = Path(own[0]).stem
+        raise ConfigError(
+            f"{results}/ holds the outputs of another run (config files {', '.join(previous['configfiles'])}; "
+            f"traces {previous['traces']}), not of this one (config files {', '.join(identity['configfiles'])}; "
+            f"traces {identity['traces']}); its tables, claims and figures would be replaced. Give this run its "
+            f"own folder (config key results, e.g. --config results=results-{stem}), or delete {path} to let "
+            "this run replace them")
+
+
+def write_run_identity(results: str | Path, identity: Mapping[str, Any]) -> None:
+    """Record which config files and traces the results folder belongs to (see :func:`check_run_identity`)."""
+    path = Path(results) / RUN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(identity), indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)

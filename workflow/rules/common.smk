@@ -2,12 +2,20 @@
 # Parsing imports no plotting or table library and writes no file: the config parts a job reads are
 # written by rule config_file (below), the figures' tables come from a light catalog.
 import json
+import os
 import shlex
 from importlib.util import find_spec
 from pathlib import Path
 
 from phase_energy.analysis.tables import TABLES
-from phase_energy.config import ConfigError, config_hash, validate_config
+from phase_energy.config import (
+    ConfigError,
+    check_run_identity,
+    config_hash,
+    results_folder,
+    validate_config,
+    write_run_identity,
+)
 from phase_energy.grid import ClearPoint, GridPoint, clear_points, expand_grid
 from phase_energy.measure.layout import TraceError, select_points
 from phase_energy.model.presets import get_preset
@@ -29,9 +37,20 @@ except ConfigError as e:
 config.clear()
 config.update(_validated)
 
-RESULTS = "results"
-TRACES = config["traces"].rstrip("/")
+RESULTS = config["results"].rstrip("/")
 MEASURED_TRACES = f"{RESULTS}/traces"
+TRACES = results_folder(config["traces"], "results/traces", RESULTS)
+FIGURES_DIR = "figures" if RESULTS == "results" else f"{RESULTS}/figures"
+# Which config files and traces this results folder belongs to; written when a run starts (not in a dry
+# run), checked here: a second config's tables, claims and figures must not replace the first one's.
+RUN_IDENTITY = {
+    "configfiles": sorted({os.path.relpath(str(f)) for f in workflow.configfiles}),
+    "traces": TRACES,
+}
+try:
+    check_run_identity(RESULTS, RUN_IDENTITY)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 FULL_GRID = list(expand_grid(config))
 try:
     # cached traces: nothing is measured, points the folder lacks are left out; a measured trace that is
@@ -105,7 +124,7 @@ CLEAR_CONFIG = config_part(
     },
 )
 CLEAR_MEASURED = f"{RESULTS}/clear"
-CLEAR_TRACES = config["clear"]["traces"].rstrip("/")
+CLEAR_TRACES = results_folder(config["clear"]["traces"], "results/clear", RESULTS)
 CLEAR_FOLDERS = [f"{CLEAR_TRACES}/{p.path}" for p in clear_points(config)]
 CLEAR_PRESENT = CLEAR_FOLDERS
 if CLEAR_TRACES != CLEAR_MEASURED:
@@ -200,9 +219,33 @@ def get_figure_inputs(name):
     return inputs
 
 
+def get_run_banner():
+    """What this run will do, said once when it starts (not in a dry run)."""
+    from phase_energy.measure.job import point_skip_reason
+    from phase_energy.report.progress import run_banner
+
+    backend = "sim" if SIMULATED else "nvml"
+    if config["backend"] == "sim":
+        why = "set in the config"
+    elif SIMULATED:
+        why = "no NVIDIA GPU visible: SIMULATED results"
+    else:
+        why = (
+            "a real GPU"
+            if config["backend"] == "nvml"
+            else "NVIDIA GPU visible or on the cluster"
+        )
+    reasons = (
+        [point_skip_reason(config, p, backend) for p in GRID]
+        if TRACES == MEASURED_TRACES
+        else []
+    )
+    return run_banner(len(GRID), backend, why, reasons, TRACES, MEASURED_TRACES)
+
+
 def get_figure_outputs():
     """PNG and SVG of every figure."""
-    return [f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    return [f"{FIGURES_DIR}/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
 
 
 def get_final_outputs():
@@ -221,6 +264,8 @@ def get_final_outputs():
 
 
 onstart:
+    write_run_identity(RESULTS, RUN_IDENTITY)
+    logger.info(get_run_banner())
     # Snakemake 9 arms another 1-s re-evaluation timer in every scheduling round while its job rate limiter
     # (--max-jobs-per-timespan, default 100/1s) is on, and each timer starts a round that arms the next:
     # the rounds per second grow with the jobs finished, each round looks at every ready job, and a

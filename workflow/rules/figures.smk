@@ -15,11 +15,11 @@ for _fig, _spec in FIGURES.items():
             unpack(get_figure_inputs(_fig)),
         output:
             png=report(
-                f"figures/{_fig}.png",
+                f"{FIGURES_DIR}/{_fig}.png",
                 caption=f"../report/{_fig}.rst",
                 category=_spec.category,
             ),
-            svg=f"figures/{_fig}.svg",
+            svg=f"{FIGURES_DIR}/{_fig}.svg",
         log:
             f"logs/figures/{_fig}.log",
         conda:
@@ -27,7 +27,8 @@ for _fig, _spec in FIGURES.items():
         params:
             tables=get_table_args,
             name=_fig,
+            out=lambda w, output: output.svg.removesuffix(".svg"),
             traces=TRACES,
         shell:
             "phase-energy figure {params.name} --config {input.config:q} {params.tables}"
-            " --traces {params.traces:q} --out figures/{params.name} > {log:q} 2>&1"
+            " --traces {params.traces:q} --out {params.out:q} > {log:q} 2>&1"

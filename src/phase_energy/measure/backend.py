@@ -16,7 +16,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import pandas as pd
+from phase_energy.measure.protocol import SampledMeter
 
 log = logging.getLogger(__name__)
 
@@ -71,26 +71,6 @@ class Device(Protocol):
 
     def clocks_mhz(self) -> tuple[int, int]:
         """The (SM, memory) clocks the device reports now."""
-        ...
-
-
-class SampledMeter(Protocol):
-    """A :class:`~phase_energy.measure.protocol.Meter` that samples from ``start`` to ``stop``."""
-
-    def now(self) -> float:
-        """Seconds since the meter's origin."""
-        ...
-
-    def read_energy_j(self) -> float:
-        """The energy counter in J since the origin."""
-        ...
-
-    def samples(self) -> pd.DataFrame:
-        """The samples so far."""
-        ...
-
-    def stop(self) -> pd.DataFrame:
-        """Stop sampling; return the samples table."""
         ...
 
 

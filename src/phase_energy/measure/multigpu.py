@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phase_energy.measure.backend import SampledMeter
 from phase_energy.measure.protocol import (
     CAP_HOLD_S,
     SampleArrays,
+    SampledMeter,
     Settings,
     Window,
     counter_ticks,

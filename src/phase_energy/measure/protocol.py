@@ -53,6 +53,26 @@ class Meter(Protocol):
         ...
 
 
+class SampledMeter(Protocol):
+    """A :class:`Meter` that samples from ``start`` to ``stop``."""
+
+    def now(self) -> float:
+        """Seconds since the meter's origin."""
+        ...
+
+    def read_energy_j(self) -> float:
+        """The energy counter in J since the origin."""
+        ...
+
+    def samples(self) -> pd.DataFrame:
+        """The samples so far."""
+        ...
+
+    def stop(self) -> pd.DataFrame:
+        """Stop sampling; return the samples table."""
+        ...
+
+
 class Synchronizes(Protocol):
     """Anything whose device work can be waited for (a workload, CLEAR's components)."""
 

@@ -39,6 +39,23 @@ def skip_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or "unknown"
 
 
+def run_banner(points: int, backend: str, why: str, reasons: Iterable[str | None], traces: str,
+               measured: str) -> str:
+    """The line a run prints when it starts: what it will do, with which backend, and what it skips.
+
+    ``reasons`` holds each grid point's skip reason (None for a point that runs). Cached traces (``traces`` is
+    not the ``measured`` folder) are read, never measured.
+    """
+    if traces != measured:
+        return f"phase-energy: {points} points read from {traces} (cached traces); nothing is measured"
+    kinds = Counter(skip_kind(r) for r in reasons if r)
+    skipped = sum(kinds.values())
+    text = f"phase-energy: backend {backend} ({why}) - {points - skipped} of {points} points to measure"
+    if skipped:
+        text += f", {skipped} skipped (" + ", ".join(f"{k}: {n}" for k, n in kinds.most_common()) + ")"
+    return text + f"; traces in {measured}"
+
+
 def last_line(path: str | Path) -> str:
     """The last non-empty line of a log file (what a failed job said last), or why there is none."""
     try:

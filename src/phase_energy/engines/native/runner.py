@@ -108,10 +108,11 @@ class EngineWorkload:
         # PHASE_ENERGY_COMPILE_MODE picks an Inductor mode (e.g. max-autotune-no-cudagraphs: Triton GEMM
         # templates tuned per shape; slower to start); the graph stays ours
         self.compile_mode = os.environ.get("PHASE_ENERGY_COMPILE_MODE") or None
-        # PHASE_ENERGY_COMPILE_SCOPE: ``step`` compiles the whole decode step as one graph; ``block`` compiles
-        # one block's forward, shared by every block of a kind (one compile per kind instead of the whole
-        # unrolled stack: a job starts in seconds; fusion stops at block boundaries)
-        self.compile_scope = os.environ.get("PHASE_ENERGY_COMPILE_SCOPE") or "step"
+        # PHASE_ENERGY_COMPILE_SCOPE: ``block`` (the default) compiles one block's forward, shared by every
+        # block of a kind (one compile per kind instead of the whole unrolled stack; fusion stops at block
+        # boundaries); ``step`` compiles the whole decode step as one graph. On the H200 (Qwen3-4B, batch 32)
+        # the first compiled step took 10.7 s per block against 61.4 s per step, at the same step time
+        self.compile_scope = os.environ.get("PHASE_ENERGY_COMPILE_SCOPE") or "block"
         if self.compile_scope not in COMPILE_SCOPES:
             raise ValueError(f"PHASE_ENERGY_COMPILE_SCOPE={self.compile_scope!r} is not accepted; expected one of "
                              f"{', '.join(COMPILE_SCOPES)}")
