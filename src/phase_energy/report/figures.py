@@ -1,8 +1,10 @@
 """Every figure, from the result tables (and, for the timeline, one trace); one function per figure.
 
 Long-form tables, one declarative seaborn call per panel, the theme set once, titles that state the
-finding, units on every axis. Figures drawn from simulated traces say SIMULATED in the title and carry a
-watermark; a figure whose data is missing is drawn as a placeholder naming what it needs.
+finding, units on every axis, one fixed colour per architecture (:mod:`phase_energy.report.style`). Figures
+drawn from simulated traces say SIMULATED in the title and carry a watermark, figures from real traces say
+MEASURED with the card and the engine; a figure whose data is missing is drawn as a placeholder naming what it
+needs (without watermark: it shows no data).
 """
 
 from __future__ import annotations
@@ -24,19 +26,12 @@ import seaborn as sns
 
 from phase_energy.analysis.tables import TableError, read_tables
 from phase_energy.report.catalog import FIGURES, figure
+from phase_energy.report.style import LIMIT_COLOUR, Provenance, arch_palette, provenance, set_theme, watermark
 
 log = logging.getLogger(__name__)
 
 class MissingData(Exception):
     """Raised by a figure function when its table lacks what it needs."""
-
-
-def set_theme() -> None:
-    """The one theme for every figure; SVG text kept as text."""
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 110, "savefig.dpi": 130,
-                         "axes.titlesize": 11, "figure.titlesize": 13})
-
 
 
 def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -80,7 +75,7 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
                        label=str(ph) if i == 0 else None)
     limit = (m.get("lever_enforced") or {}).get("power_limit_w")
     if limit:
-        ax.axhline(limit, color="C3", ls="--", lw=1.2, label=f"power limit {limit:.0f} W")
+        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"power limit {limit:.0f} W (red dashed)")
     ax2 = ax.twinx()
     ax2.plot(s["t_s"], s["sm_clock_mhz"], color="0.3", lw=0.7, label="SM clock (right axis)")
     ax2.set_ylabel("SM clock (MHz)")
@@ -103,6 +98,7 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     contexts = sorted(d["context"].unique())
     rows = {"row": "context"} if len(contexts) > 1 else {}  # one row of panels per context
     g = sns.relplot(data=d, x="batch", y="power_mean_w", hue="arch", style="arch", col="phase", **rows,
+                    palette=arch_palette(d["arch"]),
                     kind="line", markers=True, height=4 if not rows else 3, aspect=1.2 if not rows else 1.6,
                     facet_kws={"sharey": True})
     g.set(xscale="log", xlabel="batch size (sequences)", ylabel="mean power (W)")
@@ -110,12 +106,12 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     limit = d["power_limit_w"].dropna().max() if "power_limit_w" in d else None
     for ax in g.axes.flat:
         if limit:
-            ax.axhline(limit, color="C3", ls="--", lw=1)
+            ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1)
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(sorted(d["batch"].unique()), [str(b) for b in sorted(d["batch"].unique())])
     dec = d[d["phase"] == "decode"]["power_mean_w"]
     where = f"context {contexts[0]}" if len(contexts) == 1 else f"contexts {', '.join(map(str, contexts))}"
-    title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at {where}; dashed: power limit"
+    title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at {where}; red dashed: power limit"
     return _facet(g), title
 
 
@@ -179,7 +175,7 @@ def fig05_roofline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fig
             label=f"ceilings: {bw / 1e12:.2f} TB/s, {peak / 1e12:.0f} TFLOP/s (measured)")
     d["achieved TFLOP/s"] = d["achieved_flops"] / 1e12
     sns.scatterplot(data=d, x="intensity", y="achieved TFLOP/s", hue="arch", size="batch", sizes=(15, 120),
-                    ax=ax, alpha=0.7)
+                    ax=ax, alpha=0.7, palette=arch_palette(d["arch"]))
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP/byte)",
            ylabel="achieved (TFLOP/s)")
     ax.legend(fontsize=7, loc="lower right")
@@ -252,12 +248,12 @@ def fig08_clocks_throttle(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[
     locks = d.dropna(subset=["requested clock (MHz)"])
     if len(locks):
         sns.scatterplot(data=locks, x="requested clock (MHz)", y="sm_clock_mhz", hue="arch", style="phase",
-                        ax=axes[0])
+                        ax=axes[0], palette=arch_palette(locks["arch"]))
         lim = [locks["requested clock (MHz)"].min() - 50, locks["requested clock (MHz)"].max() + 50]
         axes[0].plot(lim, lim, color="0.3", lw=1, ls="--")
         axes[0].set(ylabel="achieved SM clock (MHz)", title="requested vs achieved (dashed: equal)")
     else:
-        sns.boxplot(data=d, x="phase", y="sm_clock_mhz", hue="arch", ax=axes[0])
+        sns.boxplot(data=d, x="phase", y="sm_clock_mhz", hue="arch", ax=axes[0], palette=arch_palette(d["arch"]))
         axes[0].set(ylabel="achieved SM clock (MHz)", title="achieved clock at the default (no locks in data)")
     d["time under SW power cap (%)"] = 100 * d["sw_power_cap_share"]
     sns.barplot(data=d, x="lever_kind", y="time under SW power cap (%)", hue="phase", ax=axes[1],
@@ -283,6 +279,7 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     long["metric"] = long["metric"].map({"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
                                          "j_per_token": "energy (J/token)"})
     g = sns.relplot(data=long, x="cap (W)", y="value", hue="arch", style="phase", row="metric", col="phase",
+                    palette=arch_palette(long["arch"]),
                     kind="line", markers=True, height=2.8, aspect=1.6, facet_kws={"sharey": False})
     g.set_titles("{row_name} | {col_name}")
     g.set(xlabel="power cap (W)", ylabel="")
@@ -291,24 +288,68 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     return _facet(g), f"Cap sweep at batch {bs}, context {ctx}: decode throughput varies by up to {span:.0%}"
 
 
+REASON_CHARS = 90  # a claim's reason on the figure; the whole evidence is in claims.csv and the report
+
+
+def short_reason(evidence: str, limit: int = REASON_CHARS) -> str:
+    """A reason of at most ``limit`` characters from a claim's evidence (for tables without a ``reason``).
+
+    The evidence's opening "Criterion: ..." sentence is left out where a finding follows it; the rest is
+    cut at a word boundary with an ellipsis.
+    """
+    text = " ".join(str(evidence).split())
+    if text.startswith("Criterion:"):
+        head, sep, rest = text.partition(". ")
+        if sep and rest:
+            text = rest
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + "\u2026"
+
+
 def fig10_claims(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
-    """The claims table, rendered."""
-    c = _need(t["claims"], "results/claims.csv")
-    fig, ax = plt.subplots(figsize=(14, 0.9 + 0.75 * len(c)))
-    ax.axis("off")
+    """The claims check on one page: each claim, its verdict and a short reason (the evidence is in claims.csv)."""
+    c = _need(t["claims"], "results/claims.csv").copy()
+    if "reason" in c and c["reason"].notna().any():
+        c["why"] = c["reason"].fillna("").astype(str).map(lambda r: short_reason(r, REASON_CHARS + 10))
+    else:
+        c["why"] = c["evidence"].fillna("").map(short_reason)
+    several = "engine" in c and c["engine"].nunique() > 1
+    cols = [("id", 0.0, 4), *([("engine", 0.045, 8)] if several else []),
+            ("claim", 0.045 + 0.075 * several, 52), ("verdict", 0.40 + 0.06 * several, 18),
+            ("reason", 0.56 + 0.06 * several, 64)]
+    rows = []
+    for r in c.itertuples():
+        cells = {"id": str(r.id), "engine": str(getattr(r, "engine", "")), "claim": textwrap.fill(str(r.claim), 52),
+                 "verdict": textwrap.fill(str(r.verdict), 18), "reason": textwrap.fill(str(r.why), 64 - 8 * several)}
+        rows.append((cells, max(v.count("\n") + 1 for v in cells.values()), str(r.verdict)))
+    line_in = 0.155  # inches per text line at 8 pt, with leading
+    total = sum(n for _, n, _ in rows) + len(rows) * 0.6 + 1.6
+    fig = plt.figure(figsize=(13, 0.5 + total * line_in))
+    ax = fig.add_axes((0.01, 0.0, 0.98, 1 - 0.5 / fig.get_figheight()))
+    ax.set_axis_off()
+    ax.set(xlim=(0, 1), ylim=(total, 0))
+    fig._phase_energy_fixed = True  # type: ignore[attr-defined]
     colours = {"reproduced": "#c7e9c0", "not reproduced": "#fcbba1", "not testable": "#e0e0e0"}
-    cells = [[r.id, textwrap.fill(r.claim, 55), r.verdict, textwrap.fill(str(r.evidence), 80)]
-             for r in c.itertuples()]
-    tab = ax.table(cellText=cells, colLabels=["id", "claim", "verdict", "evidence"], loc="upper center",
-                   cellLoc="left", colWidths=[0.04, 0.33, 0.1, 0.53])
-    tab.auto_set_font_size(False)
-    tab.set_fontsize(7.5)
-    for (row, col), cell in tab.get_celld().items():
-        cell.set_height(0.9 / (len(c) + 1))
-        if row > 0 and col == 2:
-            cell.set_facecolor(colours.get(cells[row - 1][2], "white"))
+    for name, x, _ in cols:
+        ax.text(x + 0.005, 0.8, name, weight="bold", fontsize=9, va="center")
+    y = 1.6
+    for i, (cells, n, verdict) in enumerate(rows):
+        h = n + 0.6
+        if i % 2:
+            ax.axhspan(y, y + h, color="0.96", lw=0)
+        base = verdict.replace(" (simulated)", "")
+        vx = next(x for name, x, _ in cols if name == "verdict")
+        ax.add_patch(plt.Rectangle((vx, y + 0.1), 0.15, h - 0.2, color=colours.get(base, "white"), lw=0))
+        for name, x, _ in cols:
+            ax.text(x + 0.005, y + 0.3, cells[name], fontsize=8, va="top", linespacing=1.25)
+        y += h
     counts = c["verdict"].value_counts()
-    return fig, "Claims check: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+    return fig, "Claims check: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + \
+        " (the whole evidence: results/claims.csv)"
 
 
 def fig11_sweetspot(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -449,13 +490,13 @@ RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figu
 
 
 # ----------------------------------------------------------------------------- frame
-def placeholder(name: str, needs: str) -> plt.Figure:
-    """A clear stand-in for a figure whose data is missing."""
+def placeholder(name: str, needs: str, prov: Provenance) -> plt.Figure:
+    """A clear stand-in for a figure whose data is missing: no watermark, the run's kind said in words."""
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.axis("off")
-    ax.text(0.5, 0.55, f"{name}: no data to draw", ha="center", va="center", fontsize=14, weight="bold")
-    ax.text(0.5, 0.3, f"This figure needs {needs}.\nAdd it to the grid (config/README.md) and rerun.",
-            ha="center", va="center", fontsize=10)
+    ax.text(0.5, 0.62, f"{name}: no data to draw", ha="center", va="center", fontsize=14, weight="bold")
+    ax.text(0.5, 0.3, f"This figure needs {needs}.\nAdd it to the grid (config/README.md) and rerun.\n"
+            f"(This run: {prov.mark}.)", ha="center", va="center", fontsize=10)
     return fig
 
 
@@ -478,9 +519,48 @@ def label_engines(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def is_simulated(t: Mapping[str, pd.DataFrame]) -> bool:
-    """True when any row of the data came from the simulator."""
-    return any(bool(len(df)) and "backend" in df and bool((df["backend"] == "sim").any()) for df in t.values())
+def trace_gpus(traces: Path, limit: int = 64) -> list[str]:
+    """Names of the cards in the first ``limit`` traces' metadata (for tables without a ``gpu_name`` column)."""
+    import json
+
+    names: set[str] = set()
+    for i, f in enumerate(Path(traces).glob("**/metadata.json")):
+        if i >= limit:
+            break
+        try:
+            gpu = json.loads(f.read_text()).get("gpu") or {}
+        except (OSError, ValueError):
+            continue
+        if isinstance(gpu, dict) and gpu.get("name"):
+            names.add(str(gpu["name"]))
+    return sorted(names)
+
+
+def draw(name: str, t: Mapping[str, pd.DataFrame], traces: Path) -> plt.Figure:
+    """One figure from its tables (read, engines labelled), with its title and provenance mark, laid out."""
+    spec = figure(name)
+    set_theme()
+    has_gpu_name = any(len(df) and "gpu_name" in df for df in t.values())
+    prov = provenance(t, () if has_gpu_name else trace_gpus(traces))
+    try:
+        fig, title = RENDERERS[name](t, traces)
+    except MissingData as e:
+        log.warning("%s: data missing (%s), drawing a placeholder", name, e)
+        fig = placeholder(name, spec.needs, prov)
+        fig.tight_layout()
+        return fig
+    if prov.simulated:
+        watermark(fig)
+    title = f"{prov.mark}: {title}"
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)))
+    if getattr(fig, "_phase_energy_fixed", False):  # laid out by hand, room left for the title
+        pass
+    elif getattr(fig, "_phase_energy_facet", False):  # seaborn laid the grid out with its legend outside
+        lines = fig._suptitle.get_text().count("\n") + 1  # type: ignore[attr-defined]
+        fig.subplots_adjust(top=1 - (0.6 + 0.25 * lines) / fig.get_figheight())
+    else:
+        fig.tight_layout()
+    return fig
 
 
 def render(name: str, tables: Mapping[str, Path], out: Path, cfg: Mapping[str, Any], traces: Path | None = None
@@ -494,24 +574,8 @@ def render(name: str, tables: Mapping[str, Path], out: Path, cfg: Mapping[str, A
     missing = [n for n in spec.tables if n not in tables]
     if missing:
         raise TableError(f"figure {name}: no path given for the tables {missing}; it draws {list(spec.tables)}")
-    set_theme()
     t = label_engines(read_tables({n: tables[n] for n in spec.tables}))
-    sim = is_simulated(t)
-    try:
-        fig, title = RENDERERS[name](t, Path(traces or cfg["traces"]))
-    except MissingData as e:
-        log.warning("%s: data missing (%s), drawing a placeholder", name, e)
-        fig, title = placeholder(name, spec.needs), "no data"
-    if sim:
-        title = "SIMULATED: " + title
-        fig.text(0.5, 0.5, "SIMULATED", fontsize=64, color="red", alpha=0.12, ha="center", va="center",
-                 rotation=25, transform=fig.transFigure, zorder=100)
-    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)))
-    if getattr(fig, "_phase_energy_facet", False):  # seaborn laid the grid out with its legend outside
-        lines = fig._suptitle.get_text().count("\n") + 1  # type: ignore[attr-defined]
-        fig.subplots_adjust(top=1 - (0.6 + 0.25 * lines) / fig.get_figheight())
-    else:
-        fig.tight_layout()
+    fig = draw(name, t, Path(traces or cfg["traces"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out.with_suffix(".png"))
     fig.savefig(out.with_suffix(".svg"))
