@@ -42,6 +42,8 @@ FIGURES: dict[str, Figure] = {
     "fig13_clear": _fig("CLEAR", "CLEAR measurements (config clear.architectures)", "clear_components",
                         "clear_coverage"),
     "fig14_engines": _fig("Engines", "two engines (config engines: [native, vllm])"),
+    "fig15_phase_policy": _fig("Levers", "two or more static levers per point, both phases measured (phase policy)",
+                               "phase_policy"),
 }
 
 

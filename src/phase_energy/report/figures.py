@@ -156,6 +156,7 @@ def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
         f = sub[sub["on_frontier"]].sort_values("j_per_token")
         ax.plot(f["j_per_token"], f["tokens_per_s"], color="0.2", lw=1)
     g.set(xlabel="decode energy (J/token)", ylabel="decode throughput (tokens/s)")
+    g.figure.subplots_adjust(hspace=0.45, wspace=0.35)  # own axes per panel: room for their labels
     winners = d[d["on_frontier"]].groupby("lever_kind").size()
     title = (f"Decode Pareto frontiers at batch {bs}, context {ctx}: frontier points by lever kind "
              + ", ".join(f"{k} {v}" for k, v in winners.items()))
@@ -199,8 +200,11 @@ def fig06_dvfs_classes(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
     g = sns.relplot(data=long, x="lever_value", y="normalised", hue="class", style="metric", col="arch",
                     col_wrap=3, kind="line", units="batch", estimator=None, height=3.4, aspect=1.2, lw=1)
     g.set(xlabel="locked SM clock (MHz)", ylabel="relative to the highest lock")
-    counts = cls[cls["class"] != "indeterminate"]["class"].nunique() if len(cls) else 0
-    return _facet(g), f"DVFS behaviour: {counts} determinate class(es) across architectures"
+    # what claim C8 counts: each architecture's most frequent determinate class, then the distinct ones
+    det = cls[cls["class"] != "indeterminate"] if len(cls) else cls
+    per_arch = det.groupby("arch")["class"].agg(lambda x: x.value_counts().index[0]) if len(det) else pd.Series()
+    return _facet(g), (f"DVFS behaviour: the architectures' most frequent determinate classes are "
+                       f"{per_arch.nunique()} different one(s) (as claim C8 counts)")
 
 
 def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -210,30 +214,47 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         raise MissingData("a GQA architecture and another paradigm at the default lever")
     ctx = _pick(r["context"], 2048)
     d = r[(r["context"] == ctx)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
-    sns.lineplot(data=d, x="output_length", y="ratio_vs_gqa", hue="arch", style="batch", ax=axes[0])
-    axes[0].axhline(1.0, color="0.3", lw=1)
-    sns.move_legend(axes[0], "upper center", bbox_to_anchor=(0.5, -0.16), ncol=6, frameon=False, fontsize=8)
-    axes[0].set(xscale="log", xlabel="output length (tokens)", ylabel="request energy / GQA's",
-                title=f"total request energy relative to GQA, context {ctx}")
+    batches = sorted(d["batch"].unique())
+    ncol = min(len(batches), 3)
+    nrow = -(-len(batches) // ncol)
+    fig = plt.figure(figsize=(4.3 * ncol + 5.2, 3.4 * nrow + 1.6), layout="constrained")
+    fig._phase_energy_fixed = True  # type: ignore[attr-defined]
+    grid = fig.add_gridspec(nrow, ncol + 1, width_ratios=[1] * ncol + [1.25])
     x = t["crossovers"]
     xs = x.iloc[0:0]
     if len(x):
         xs = x[(x["kind"] == "output_length") & (x["at"] == ctx)].dropna(subset=["crossover"])
-        for r_ in xs.itertuples():
-            axes[0].axvline(r_.crossover, color="0.5", ls=":", lw=0.8)
+    palette = arch_palette(d["arch"])
+    first = None
+    for k, b in enumerate(batches):
+        ax = fig.add_subplot(grid[k // ncol, k % ncol], sharey=first)
+        first = first or ax
+        sns.lineplot(data=d[d["batch"] == b], x="output_length", y="ratio_vs_gqa", hue="arch", ax=ax,
+                     palette=palette, legend=k == 0)
+        ax.axhline(1.0, color="0.3", lw=1)
+        for r_ in xs[xs["batch"] == b].itertuples() if "batch" in xs else ():
+            ax.axvline(r_.crossover, color=palette.get(r_.arch, "0.5"), ls=":", lw=1)
             if pd.notna(r_.ci_low):
-                axes[0].axvspan(r_.ci_low, r_.ci_high, color="0.5", alpha=0.08)
+                ax.axvspan(r_.ci_low, r_.ci_high, color="0.5", alpha=0.08)
+        ax.set(xscale="log", title=f"batch {b}", xlabel="output length (tokens)" if k // ncol == nrow - 1 else "",
+               ylabel="request energy / GQA's" if k % ncol == 0 else "")
+        if k == 0:
+            handles, labels = ax.get_legend_handles_labels()
+            ax.get_legend().remove()
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), frameon=False,
+                       fontsize=9)
+    split_ax = fig.add_subplot(grid[:, ncol])
+    axes = [first, split_ax]
     bs = _pick(d["batch"], 32)
     n = max(d["output_length"][d["in_output_grid"]]) if d["in_output_grid"].any() else d["output_length"].max()
     split = d[(d["batch"] == bs) & (d["output_length"] == n)].melt(
         id_vars=["arch"], value_vars=["prefill_j", "decode_j"], var_name="phase", value_name="energy (J)")
     split["phase"] = split["phase"].str.replace("_j", "")
-    sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1])
+    sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1], palette={"prefill": "C1", "decode": "C2"})
     axes[1].set(xlabel="", ylabel="energy per request (J)", title=f"split at batch {bs}, {n} output tokens",
                 ylim=(0, 1.25 * split["energy (J)"].max()))  # room for the legend above the bars
     sns.move_legend(axes[1], "upper right", ncol=2, title=None)
-    axes[1].tick_params(axis="x", rotation=20)
+    axes[1].tick_params(axis="x", rotation=90)
     nx = int(x["crossover"].notna().sum()) if len(x) else 0
     return fig, (f"Request energy vs GQA: {len(xs)} crossover(s) over output length at context {ctx} "
                  f"(dotted, with 95 % CI); {nx} over output length and context in all (crossovers table)")
@@ -328,8 +349,8 @@ def fig10_claims(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
         rows.append((cells, max(v.count("\n") + 1 for v in cells.values()), str(r.verdict)))
     line_in = 0.155  # inches per text line at 8 pt, with leading
     total = sum(n for _, n, _ in rows) + len(rows) * 0.6 + 1.6
-    fig = plt.figure(figsize=(13, 0.5 + total * line_in))
-    ax = fig.add_axes((0.01, 0.0, 0.98, 1 - 0.5 / fig.get_figheight()))
+    fig = plt.figure(figsize=(13, 0.8 + total * line_in))
+    ax = fig.add_axes((0.01, 0.0, 0.98, 1 - 0.8 / fig.get_figheight()))  # the top 0.8 in: the title
     ax.set_axis_off()
     ax.set(xlim=(0, 1), ylim=(total, 0))
     fig._phase_energy_fixed = True  # type: ignore[attr-defined]
@@ -390,20 +411,32 @@ def fig12_sweetspot_residuals(t: Mapping[str, pd.DataFrame], traces: Path) -> tu
     c = _need(t["sweetspot_cells"], "SweetSpot cells")
     if "residual_pct" not in c or c["residual_pct"].isna().all():
         raise MissingData("a SweetSpot fit")
-    d = c.dropna(subset=["residual_pct"]).assign(
-        cell=lambda x: "held out", batch_arch=lambda x: x["arch"] + " b" + x["batch"].astype(str))
+    d = c.dropna(subset=["residual_pct"]).assign(cell="held out")
     d.loc[~d["held_out"].astype(bool), "cell"] = "fitted"
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
-    sns.stripplot(data=d, x="batch_arch", y="residual_pct", hue="cell", dodge=True, ax=axes[0],
-                  palette={"fitted": "0.55", "held out": "C3"})
-    axes[0].axhline(0, color="0.3", lw=1)
-    axes[0].set(xlabel="", ylabel="model - measured (% of measured)", title="residual per cell")
-    axes[0].tick_params(axis="x", rotation=20)
-    sns.scatterplot(data=d, x="energy_j", y="predicted_j", hue="batch_arch", style="cell", ax=axes[1])
+    archs = sorted(d["arch"].unique())
+    fig = plt.figure(figsize=(max(12.0, 3.2 * len(archs) + 5), 5.2), layout="constrained")
+    fig._phase_energy_fixed = True  # type: ignore[attr-defined]
+    grid = fig.add_gridspec(1, len(archs) + 1, width_ratios=[1] * len(archs) + [max(1.4, 0.5 * len(archs))])
+    first = None
+    for k, arch in enumerate(archs):  # one panel per architecture, batch on x: few ticks each
+        ax = fig.add_subplot(grid[0, k], sharey=first)
+        first = first or ax
+        sns.stripplot(data=d[d["arch"] == arch], x="batch", y="residual_pct", hue="cell", dodge=True, ax=ax,
+                      palette={"fitted": "0.55", "held out": "C3"}, hue_order=["fitted", "held out"], legend=k == 0)
+        ax.axhline(0, color="0.3", lw=1)
+        ax.set(xlabel="batch size", ylabel="model - measured (%)" if k == 0 else "", title=arch)
+        if k:
+            ax.tick_params(labelleft=False)
+        else:
+            sns.move_legend(ax, "best", title=None, fontsize=8)
+    ax2 = fig.add_subplot(grid[0, len(archs)])
+    sns.scatterplot(data=d, x="energy_j", y="predicted_j", hue="arch", style="cell", ax=ax2,
+                    palette=arch_palette(d["arch"]))
     lim = [d[["energy_j", "predicted_j"]].min().min(), d[["energy_j", "predicted_j"]].max().max()]
-    axes[1].plot(lim, lim, color="0.3", lw=1)
-    axes[1].set(xscale="log", yscale="log", xlabel="measured request energy (J)", ylabel="model (J)",
-                title="model against measurement")
+    ax2.plot(lim, lim, color="0.3", lw=1)
+    ax2.set(xscale="log", yscale="log", xlabel="measured request energy (J)", ylabel="model (J)",
+            title="model against measurement")
+    sns.move_legend(ax2, "upper left", bbox_to_anchor=(1.02, 1), title=None, fontsize=8, frameon=False)
     held = d[d["cell"] == "held out"]
     m = float((held["residual_pct"].abs()).mean()) if len(held) else float("nan")
     return fig, f"SweetSpot model residuals: held-out MAPE {m:.2f} % over {len(held)} cells"
@@ -484,6 +517,36 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
                        f"{ratio:.2f} over {len(piv.dropna())} shared points")
 
 
+def fig15_phase_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """The phase policy's saving against the default and the best static lever over the mix share, per paradigm."""
+    p = _need(t["phase_policy"], "two or more static levers per point (the phase policy table)")
+    bs, ctx, n = _pick(p["batch"], 32), _pick(p["context"], 2048), _pick(p["output_length"], 512)
+    d = p[(p["batch"] == bs) & (p["context"] == ctx) & (p["output_length"] == n)].sort_values("mix_share")
+    long = d.melt(id_vars=["arch", "paradigm", "mix_share"], value_vars=["saving_vs_default", "saving_vs_static"],
+                  var_name="against", value_name="saving (%)")
+    long["saving (%)"] *= 100
+    long["against"] = long["against"].map({"saving_vs_default": "the default", "saving_vs_static": "best static lever"})
+    palette = arch_palette(long["arch"])
+    g = sns.relplot(data=long, x="mix_share", y="saving (%)", hue="arch", style="against", col="paradigm",
+                    col_wrap=min(4, long["paradigm"].nunique()), kind="line", markers=True, height=3.3, aspect=1.15,
+                    palette=palette, facet_kws={"sharey": True})
+    g.set(xlabel="mix share (steps carrying prefill tokens)", ylabel="energy saving per request (%)")
+    g.set_titles("{col_name}")
+    stops = {}
+    for (paradigm, arch), sub in d.groupby(["paradigm", "arch"]):
+        pays = sub["pays"].astype(bool).to_numpy()
+        if pays.any() and not pays.all():
+            stop = float(sub["mix_share"].to_numpy()[np.argmax(pays[np.argmax(pays):] == 0) + np.argmax(pays)])
+            stops[arch] = stop
+            g.axes_dict[paradigm].axvline(stop, color=palette[arch], ls=":", lw=1.5)
+    for ax in g.axes.flat:
+        ax.axhline(0, color="0.3", lw=0.8)
+    basis = ", ".join(sorted(set(d["switch_basis"].astype(str))))
+    where = "; ".join(f"{a} at {m:g}" for a, m in stops.items()) or "nowhere in the range"
+    return _facet(g), (f"Phase policy at batch {bs}, context {ctx}, {n} output tokens: stops paying (dotted) "
+                       f"{where}; switch cost: {basis}")
+
+
 RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figure, str]]] = {
     name: globals()[name] for name in FIGURES
 }
@@ -552,7 +615,7 @@ def draw(name: str, t: Mapping[str, pd.DataFrame], traces: Path) -> plt.Figure:
     if prov.simulated:
         watermark(fig)
     title = f"{prov.mark}: {title}"
-    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)))
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 9.5)))
     if getattr(fig, "_phase_energy_fixed", False):  # laid out by hand, room left for the title
         pass
     elif getattr(fig, "_phase_energy_facet", False):  # seaborn laid the grid out with its legend outside
