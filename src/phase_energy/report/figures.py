@@ -240,17 +240,19 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
                ylabel="request energy / GQA's" if k % ncol == 0 else "")
         if k == 0:
             handles, labels = ax.get_legend_handles_labels()
-            ax.get_legend().remove()
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()  # type: ignore[union-attr]
             fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), frameon=False,
                        fontsize=9)
     split_ax = fig.add_subplot(grid[:, ncol])
-    axes = [first, split_ax]
+    axes = [split_ax, split_ax]
     bs = _pick(d["batch"], 32)
     n = max(d["output_length"][d["in_output_grid"]]) if d["in_output_grid"].any() else d["output_length"].max()
     split = d[(d["batch"] == bs) & (d["output_length"] == n)].melt(
         id_vars=["arch"], value_vars=["prefill_j", "decode_j"], var_name="phase", value_name="energy (J)")
     split["phase"] = split["phase"].str.replace("_j", "")
-    sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1], palette={"prefill": "C1", "decode": "C2"})
+    sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1],
+                palette={"prefill": "C1", "decode": "C2"})
     axes[1].set(xlabel="", ylabel="energy per request (J)", title=f"split at batch {bs}, {n} output tokens",
                 ylim=(0, 1.25 * split["energy (J)"].max()))  # room for the legend above the bars
     sns.move_legend(axes[1], "upper right", ncol=2, title=None)
@@ -320,7 +322,7 @@ def short_reason(evidence: str, limit: int = REASON_CHARS) -> str:
     """
     text = " ".join(str(evidence).split())
     if text.startswith("Criterion:"):
-        head, sep, rest = text.partition(". ")
+        _, sep, rest = text.partition(". ")
         if sep and rest:
             text = rest
     if len(text) <= limit:

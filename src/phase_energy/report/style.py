@@ -68,10 +68,9 @@ def arch_palette(names: Iterable[Any]) -> dict[str, Any]:
     for name in dict.fromkeys(str(n) for n in names):
         base, _, engine = name.partition(" (")
         engine = engine.rstrip(")")
-        if base in ARCH_COLOURS:
-            colour = ARCH_COLOURS[base]
-        else:
-            colour = unknown.setdefault(base, next(spare))
+        if base not in ARCH_COLOURS and base not in unknown:
+            unknown[base] = next(spare)
+        colour = ARCH_COLOURS.get(base) or unknown[base]
         out[name] = _lighter(colour, 0.45) if engine and engine != "native" else mcolors.to_rgb(colour)
     return out
 
@@ -130,7 +129,7 @@ def _recording_texts(found: list[tuple[matplotlib.text.Text, Bbox]]):  # type: i
         if self.get_visible() and self.get_text().strip() and self.get_gid() != WATERMARK_GID:
             found.append((self, self.get_window_extent(renderer)))
 
-    matplotlib.text.Text.draw = draw  # type: ignore[method-assign]
+    matplotlib.text.Text.draw = draw  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
