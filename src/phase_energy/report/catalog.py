@@ -61,14 +61,14 @@ def figure(name: str) -> Figure:
 def run_mark(status_files: Iterable[str | Path]) -> str:
     """What this run's traces are, for the report's landing text: SIMULATED, or MEASURED with cards and engines.
 
-    Reads the metadata next to each present ``status.json``; "no traces yet" before any job has run.
+    Reads the metadata of each job whose ``status.json`` says ok; "no traces yet" before any job has run.
     """
     backends, gpus, engines = set(), set(), set()
     for f in status_files:
         meta = Path(f).parent / "metadata.json"
-        if not meta.exists():
-            continue
         try:
+            if json.loads(Path(f).read_text()).get("status") != "ok":
+                continue
             m = json.loads(meta.read_text())
         except (OSError, ValueError):
             continue

@@ -214,7 +214,10 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         raise MissingData("a GQA architecture and another paradigm at the default lever")
     ctx = _pick(r["context"], 2048)
     d = r[(r["context"] == ctx)]
-    batches = sorted(d["batch"].unique())
+    drawn = d.dropna(subset=["ratio_vs_gqa"]).groupby("batch")["arch"].nunique()
+    batches = sorted(drawn[drawn > 1].index)  # a batch with GQA alone has nothing to compare
+    if not batches:
+        raise MissingData("a GQA architecture and another paradigm at the same batch size")
     ncol = min(len(batches), 3)
     nrow = -(-len(batches) // ncol)
     fig = plt.figure(figsize=(4.3 * ncol + 5.2, 3.4 * nrow + 1.6), layout="constrained")
@@ -585,7 +588,7 @@ def label_engines(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 
 def trace_gpus(traces: Path, limit: int = 64) -> list[str]:
-    """Names of the cards in the first ``limit`` traces' metadata (for tables without a ``gpu_name`` column)."""
+    """Names of the cards in the first ``limit`` measured traces (for tables without a ``gpu_name`` column)."""
     import json
 
     names: set[str] = set()
@@ -593,7 +596,10 @@ def trace_gpus(traces: Path, limit: int = 64) -> list[str]:
         if i >= limit:
             break
         try:
-            gpu = json.loads(f.read_text()).get("gpu") or {}
+            meta = json.loads(f.read_text())
+            if meta.get("status", "ok") != "ok":  # a skipped point names no card
+                continue
+            gpu = meta.get("gpu") or {}
         except (OSError, ValueError):
             continue
         if isinstance(gpu, dict) and gpu.get("name"):

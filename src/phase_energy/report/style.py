@@ -30,19 +30,19 @@ ARCH_COLOURS: dict[str, str] = {
     "qwen3.5-4b": "#029e73",  # green (Gated DeltaNet hybrid)
     "mamba2-2.7b": "#cc78bc",  # pink-purple (Mamba2)
     "qwen3-4b-transmla": "#8c564b",  # brown (MLA converted from GQA)
-    "nemotron-h-4b": "#d55e00",  # vermillion (Mamba2 hybrid)
+    "nemotron-h-4b": "#6a3d9a",  # dark violet (Mamba2 hybrid)
     "qwen3-32b": "#1b3a6b",
     "qwen3-32b-transmla": "#4d2b1f",
     "qwen3.5-27b": "#00441b",
-    "nemotron-h-47b": "#7f2704",
+    "nemotron-h-47b": "#3f007d",
     "tiny-gqa": "#0173b2",
     "tiny-mla": "#de8f05",
     "tiny-gdn": "#029e73",
     "tiny-mamba2": "#cc78bc",
-    "tiny-nemotron": "#d55e00",
+    "tiny-nemotron": "#6a3d9a",
     "tiny-gqa-tp2": "#1b3a6b",
 }
-SPARE_COLOURS = ("#56b4e9", "#949494", "#ece133", "#7a0177", "#000000", "#fbafe4")
+SPARE_COLOURS = ("#56b4e9", "#d55e00", "#949494", "#ece133", "#7a0177", "#000000", "#fbafe4")
 LIMIT_COLOUR = "#c0001a"  # the power limit, red dashed in every figure
 WATERMARK_GID = "provenance-watermark"
 
