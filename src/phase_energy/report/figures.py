@@ -131,6 +131,7 @@ def fig03_clock_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
                     col_wrap=3, kind="line", markers=True, height=3.4, aspect=1.2, palette="viridis",
                     errorbar=("pi", 100))
     g.set(xlabel="locked SM clock (MHz)", ylabel="relative to default (%)")
+    g.set_titles("{col_name}")
     best = locks.loc[locks[locks["throughput loss (%)"] <= 1]["energy saving (%)"].idxmax()] \
         if (locks["throughput loss (%)"] <= 1).any() else None
     title = ("Clock locks: decode energy saving vs throughput loss"
@@ -152,6 +153,7 @@ def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
     g = sns.relplot(data=d, x="j_per_token", y="tokens_per_s", hue="lever_kind", size="frontier probability",
                     sizes=(20, 160), col="arch", col_wrap=3, height=3.4, aspect=1.1,
                     facet_kws={"sharex": False, "sharey": False})
+    g.set_titles("{col_name}")
     for ax, (_, sub) in zip(g.axes.flat, d.groupby("arch"), strict=False):
         f = sub[sub["on_frontier"]].sort_values("j_per_token")
         ax.plot(f["j_per_token"], f["tokens_per_s"], color="0.2", lw=1)
@@ -197,14 +199,16 @@ def fig06_dvfs_classes(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
     long = d.melt(id_vars=["arch", "batch", "context", "lever_value", "class"],
                   value_vars=["energy_norm", "throughput_norm"], var_name="metric", value_name="normalised")
     long["metric"] = long["metric"].map({"energy_norm": "energy/token", "throughput_norm": "throughput"})
+    long["point"] = long["batch"].astype(str) + "/" + long["context"].astype(str)  # one line per batch and context
     g = sns.relplot(data=long, x="lever_value", y="normalised", hue="class", style="metric", col="arch",
-                    col_wrap=3, kind="line", units="batch", estimator=None, height=3.4, aspect=1.2, lw=1)
+                    col_wrap=3, kind="line", units="point", estimator=None, height=3.4, aspect=1.2, lw=1)
+    g.set_titles("{col_name}")
     g.set(xlabel="locked SM clock (MHz)", ylabel="relative to the highest lock")
     # what claim C8 counts: each architecture's most frequent determinate class, then the distinct ones
     det = cls[cls["class"] != "indeterminate"] if len(cls) else cls
     per_arch = det.groupby("arch")["class"].agg(lambda x: x.value_counts().index[0]) if len(det) else pd.Series()
-    return _facet(g), (f"DVFS behaviour: the architectures' most frequent determinate classes are "
-                       f"{per_arch.nunique()} different one(s) (as claim C8 counts)")
+    return _facet(g), (f"DVFS behaviour: {per_arch.nunique()} distinct class(es) among the architectures' most "
+                       f"frequent determinate classes (what claim C8 counts; one line per batch and context)")
 
 
 def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -403,7 +407,8 @@ def fig11_sweetspot(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
         x = np.interp(np.log(fo), np.log(outs), np.arange(len(outs))) + 0.5
         y = len(ins) - 0.5 - np.interp(np.log(fi), np.log(ins), np.arange(len(ins)))
         cs = ax.contour(x, y, eff, levels=5, colors="white", linewidths=0.8)
-        ax.clabel(cs, fontsize=6, fmt="%.2f")
+        if not grid.shape[0] * grid.shape[1] <= 49:  # annotated cells give the numbers; labels would cover them
+            ax.clabel(cs, fontsize=6, fmt="%.2f")
         ax.set(title=f"{arch}: model MAPE {fr['mape_heldout_pct']:.1f} % held out", xlabel="output tokens",
                ylabel="input tokens")
     best = f[f["batch"] == bs].sort_values("peak_tokens_per_j").iloc[-1]
