@@ -537,22 +537,29 @@ def fig15_phase_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
     long["saving (%)"] *= 100
     long["against"] = long["against"].map({"saving_vs_default": "the default", "saving_vs_static": "best static lever"})
     palette = arch_palette(long["arch"])
+    n_par = long["paradigm"].nunique()
     g = sns.relplot(data=long, x="mix_share", y="saving (%)", hue="arch", style="against", col="paradigm",
-                    col_wrap=min(4, long["paradigm"].nunique()), kind="line", markers=True, height=3.3, aspect=1.15,
+                    col_wrap=2 if n_par == 4 else min(3, n_par), kind="line", markers=True, height=3.4, aspect=1.3,
                     palette=palette, facet_kws={"sharey": True})
-    g.set(xlabel="mix share (steps carrying prefill tokens)", ylabel="energy saving per request (%)")
+    g.set(xlabel="mix share (steps carrying prefill tokens)", ylabel="saving per request (%)")
     g.set_titles("{col_name}")
     stops = {}
+    top = float(d["mix_share"].max())
     for (paradigm, arch), sub in d.groupby(["paradigm", "arch"]):
         pays = sub["pays"].astype(bool).to_numpy()
-        if pays.any() and not pays.all():
-            stop = float(sub["mix_share"].to_numpy()[np.argmax(pays[np.argmax(pays):] == 0) + np.argmax(pays)])
+        if not pays.any():
+            continue
+        after = np.flatnonzero(~pays[np.argmax(pays):])  # the first share, past the first that pays, that does not
+        stop = float(sub["mix_share"].to_numpy()[np.argmax(pays) + after[0]]) if len(after) else None
+        if stop is not None and stop < top:  # at the largest share the pair is one lever by definition
             stops[arch] = stop
             g.axes_dict[paradigm].axvline(stop, color=palette[arch], ls=":", lw=1.5)
     for ax in g.axes.flat:
         ax.axhline(0, color="0.3", lw=0.8)
     basis = ", ".join(sorted(set(d["switch_basis"].astype(str))))
-    where = "; ".join(f"{a} at {m:g}" for a, m in stops.items()) or "nowhere in the range"
+    where = "; ".join(f"{a} at {m:g}" for a, m in stops.items()) or f"nowhere below {top:g}"
+    if np.allclose(d["saving_vs_default"], d["saving_vs_static"]):
+        basis += "; the best static lever within the bound is the default (the lines coincide)"
     return _facet(g), (f"Phase policy at batch {bs}, context {ctx}, {n} output tokens: stops paying (dotted) "
                        f"{where}; switch cost: {basis}")
 
