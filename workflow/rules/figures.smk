@@ -1,4 +1,8 @@
 # Every figure, from the tables it draws only; a change to the plotting code re-runs only the plots.
+from phase_energy.report.catalog import run_mark
+
+# what the traces are (SIMULATED, or MEASURED on which card with which engine), for the report's landing text
+config["run_mark"] = run_mark(get_trace_status_files())
 
 
 rule figures:

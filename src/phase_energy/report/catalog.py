@@ -6,7 +6,10 @@ exactly the tables the figure draws as inputs. :mod:`phase_energy.report.figures
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ FIGURES: dict[str, Figure] = {
     "fig13_clear": _fig("CLEAR", "CLEAR measurements (config clear.architectures)", "clear_components",
                         "clear_coverage"),
     "fig14_engines": _fig("Engines", "two engines (config engines: [native, vllm])"),
+    "fig15_phase_policy": _fig("Levers", "two or more static levers per point, both phases measured (phase policy)",
+                               "phase_policy"),
 }
 
 
@@ -51,3 +56,29 @@ def figure(name: str) -> Figure:
         return FIGURES[name]
     except KeyError:
         raise KeyError(f"unknown figure {name!r}; accepted: {', '.join(FIGURES)}") from None
+
+
+def run_mark(status_files: Iterable[str | Path]) -> str:
+    """What this run's traces are, for the report's landing text: SIMULATED, or MEASURED with cards and engines.
+
+    Reads the metadata of each job whose ``status.json`` says ok; "no traces yet" before any job has run.
+    """
+    backends, gpus, engines = set(), set(), set()
+    for f in status_files:
+        meta = Path(f).parent / "metadata.json"
+        try:
+            if json.loads(Path(f).read_text()).get("status") != "ok":
+                continue
+            m = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        backends.add(str(m.get("backend")))
+        engines.add(str(m.get("engine", "native")))
+        gpu = m.get("gpu")
+        if isinstance(gpu, dict) and gpu.get("name"):
+            gpus.add(str(gpu["name"]))
+    if not backends:
+        return "no traces yet"
+    if "sim" in backends:
+        return "SIMULATED (the simulator, no GPU measured)" + ("; some traces are real" if len(backends) > 1 else "")
+    return f"MEASURED: {' + '.join(sorted(gpus)) or 'GPU not recorded'}, {' + '.join(sorted(engines))}"

@@ -1,8 +1,10 @@
 """Every figure, from the result tables (and, for the timeline, one trace); one function per figure.
 
 Long-form tables, one declarative seaborn call per panel, the theme set once, titles that state the
-finding, units on every axis. Figures drawn from simulated traces say SIMULATED in the title and carry a
-watermark; a figure whose data is missing is drawn as a placeholder naming what it needs.
+finding, units on every axis, one fixed colour per architecture (:mod:`phase_energy.report.style`). Figures
+drawn from simulated traces say SIMULATED in the title and carry a watermark, figures from real traces say
+MEASURED with the card and the engine; a figure whose data is missing is drawn as a placeholder naming what it
+needs (without watermark: it shows no data).
 """
 
 from __future__ import annotations
@@ -24,19 +26,12 @@ import seaborn as sns
 
 from phase_energy.analysis.tables import TableError, read_tables
 from phase_energy.report.catalog import FIGURES, figure
+from phase_energy.report.style import LIMIT_COLOUR, Provenance, arch_palette, provenance, set_theme, watermark
 
 log = logging.getLogger(__name__)
 
 class MissingData(Exception):
     """Raised by a figure function when its table lacks what it needs."""
-
-
-def set_theme() -> None:
-    """The one theme for every figure; SVG text kept as text."""
-    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-    plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 110, "savefig.dpi": 130,
-                         "axes.titlesize": 11, "figure.titlesize": 13})
-
 
 
 def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -80,7 +75,7 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
                        label=str(ph) if i == 0 else None)
     limit = (m.get("lever_enforced") or {}).get("power_limit_w")
     if limit:
-        ax.axhline(limit, color="C3", ls="--", lw=1.2, label=f"power limit {limit:.0f} W")
+        ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"power limit {limit:.0f} W (red dashed)")
     ax2 = ax.twinx()
     ax2.plot(s["t_s"], s["sm_clock_mhz"], color="0.3", lw=0.7, label="SM clock (right axis)")
     ax2.set_ylabel("SM clock (MHz)")
@@ -103,6 +98,7 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     contexts = sorted(d["context"].unique())
     rows = {"row": "context"} if len(contexts) > 1 else {}  # one row of panels per context
     g = sns.relplot(data=d, x="batch", y="power_mean_w", hue="arch", style="arch", col="phase", **rows,
+                    palette=arch_palette(d["arch"]),
                     kind="line", markers=True, height=4 if not rows else 3, aspect=1.2 if not rows else 1.6,
                     facet_kws={"sharey": True})
     g.set(xscale="log", xlabel="batch size (sequences)", ylabel="mean power (W)")
@@ -110,12 +106,12 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     limit = d["power_limit_w"].dropna().max() if "power_limit_w" in d else None
     for ax in g.axes.flat:
         if limit:
-            ax.axhline(limit, color="C3", ls="--", lw=1)
+            ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1)
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(sorted(d["batch"].unique()), [str(b) for b in sorted(d["batch"].unique())])
     dec = d[d["phase"] == "decode"]["power_mean_w"]
     where = f"context {contexts[0]}" if len(contexts) == 1 else f"contexts {', '.join(map(str, contexts))}"
-    title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at {where}; dashed: power limit"
+    title = f"Decode draws {dec.min():.0f}-{dec.max():.0f} W at {where}; red dashed: power limit"
     return _facet(g), title
 
 
@@ -135,6 +131,7 @@ def fig03_clock_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
                     col_wrap=3, kind="line", markers=True, height=3.4, aspect=1.2, palette="viridis",
                     errorbar=("pi", 100))
     g.set(xlabel="locked SM clock (MHz)", ylabel="relative to default (%)")
+    g.set_titles("{col_name}")
     best = locks.loc[locks[locks["throughput loss (%)"] <= 1]["energy saving (%)"].idxmax()] \
         if (locks["throughput loss (%)"] <= 1).any() else None
     title = ("Clock locks: decode energy saving vs throughput loss"
@@ -156,10 +153,12 @@ def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
     g = sns.relplot(data=d, x="j_per_token", y="tokens_per_s", hue="lever_kind", size="frontier probability",
                     sizes=(20, 160), col="arch", col_wrap=3, height=3.4, aspect=1.1,
                     facet_kws={"sharex": False, "sharey": False})
+    g.set_titles("{col_name}")
     for ax, (_, sub) in zip(g.axes.flat, d.groupby("arch"), strict=False):
         f = sub[sub["on_frontier"]].sort_values("j_per_token")
         ax.plot(f["j_per_token"], f["tokens_per_s"], color="0.2", lw=1)
     g.set(xlabel="decode energy (J/token)", ylabel="decode throughput (tokens/s)")
+    g.figure.subplots_adjust(hspace=0.45, wspace=0.35)  # own axes per panel: room for their labels
     winners = d[d["on_frontier"]].groupby("lever_kind").size()
     title = (f"Decode Pareto frontiers at batch {bs}, context {ctx}: frontier points by lever kind "
              + ", ".join(f"{k} {v}" for k, v in winners.items()))
@@ -179,7 +178,7 @@ def fig05_roofline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fig
             label=f"ceilings: {bw / 1e12:.2f} TB/s, {peak / 1e12:.0f} TFLOP/s (measured)")
     d["achieved TFLOP/s"] = d["achieved_flops"] / 1e12
     sns.scatterplot(data=d, x="intensity", y="achieved TFLOP/s", hue="arch", size="batch", sizes=(15, 120),
-                    ax=ax, alpha=0.7)
+                    ax=ax, alpha=0.7, palette=arch_palette(d["arch"]))
     ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP/byte)",
            ylabel="achieved (TFLOP/s)")
     ax.legend(fontsize=7, loc="lower right")
@@ -200,11 +199,16 @@ def fig06_dvfs_classes(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
     long = d.melt(id_vars=["arch", "batch", "context", "lever_value", "class"],
                   value_vars=["energy_norm", "throughput_norm"], var_name="metric", value_name="normalised")
     long["metric"] = long["metric"].map({"energy_norm": "energy/token", "throughput_norm": "throughput"})
+    long["point"] = long["batch"].astype(str) + "/" + long["context"].astype(str)  # one line per batch and context
     g = sns.relplot(data=long, x="lever_value", y="normalised", hue="class", style="metric", col="arch",
-                    col_wrap=3, kind="line", units="batch", estimator=None, height=3.4, aspect=1.2, lw=1)
+                    col_wrap=3, kind="line", units="point", estimator=None, height=3.4, aspect=1.2, lw=1)
+    g.set_titles("{col_name}")
     g.set(xlabel="locked SM clock (MHz)", ylabel="relative to the highest lock")
-    counts = cls[cls["class"] != "indeterminate"]["class"].nunique() if len(cls) else 0
-    return _facet(g), f"DVFS behaviour: {counts} determinate class(es) across architectures"
+    # what claim C8 counts: each architecture's most frequent determinate class, then the distinct ones
+    det = cls[cls["class"] != "indeterminate"] if len(cls) else cls
+    per_arch = det.groupby("arch")["class"].agg(lambda x: x.value_counts().index[0]) if len(det) else pd.Series()
+    return _facet(g), (f"DVFS behaviour: {per_arch.nunique()} distinct class(es) among the architectures' most "
+                       f"frequent determinate classes (what claim C8 counts; one line per batch and context)")
 
 
 def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -214,30 +218,52 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         raise MissingData("a GQA architecture and another paradigm at the default lever")
     ctx = _pick(r["context"], 2048)
     d = r[(r["context"] == ctx)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
-    sns.lineplot(data=d, x="output_length", y="ratio_vs_gqa", hue="arch", style="batch", ax=axes[0])
-    axes[0].axhline(1.0, color="0.3", lw=1)
-    sns.move_legend(axes[0], "upper center", bbox_to_anchor=(0.5, -0.16), ncol=6, frameon=False, fontsize=8)
-    axes[0].set(xscale="log", xlabel="output length (tokens)", ylabel="request energy / GQA's",
-                title=f"total request energy relative to GQA, context {ctx}")
+    drawn = d.dropna(subset=["ratio_vs_gqa"]).groupby("batch")["arch"].nunique()
+    batches = sorted(drawn[drawn > 1].index)  # a batch with GQA alone has nothing to compare
+    if not batches:
+        raise MissingData("a GQA architecture and another paradigm at the same batch size")
+    ncol = min(len(batches), 3)
+    nrow = -(-len(batches) // ncol)
+    fig = plt.figure(figsize=(4.3 * ncol + 5.2, 3.4 * nrow + 1.6), layout="constrained")
+    fig._phase_energy_fixed = True  # type: ignore[attr-defined]
+    grid = fig.add_gridspec(nrow, ncol + 1, width_ratios=[1] * ncol + [1.25])
     x = t["crossovers"]
     xs = x.iloc[0:0]
     if len(x):
         xs = x[(x["kind"] == "output_length") & (x["at"] == ctx)].dropna(subset=["crossover"])
-        for r_ in xs.itertuples():
-            axes[0].axvline(r_.crossover, color="0.5", ls=":", lw=0.8)
+    palette = arch_palette(d["arch"])
+    first = None
+    for k, b in enumerate(batches):
+        ax = fig.add_subplot(grid[k // ncol, k % ncol], sharey=first)
+        first = first or ax
+        sns.lineplot(data=d[d["batch"] == b], x="output_length", y="ratio_vs_gqa", hue="arch", ax=ax,
+                     palette=palette, legend=k == 0)
+        ax.axhline(1.0, color="0.3", lw=1)
+        for r_ in xs[xs["batch"] == b].itertuples() if "batch" in xs else ():
+            ax.axvline(r_.crossover, color=palette.get(r_.arch, "0.5"), ls=":", lw=1)
             if pd.notna(r_.ci_low):
-                axes[0].axvspan(r_.ci_low, r_.ci_high, color="0.5", alpha=0.08)
+                ax.axvspan(r_.ci_low, r_.ci_high, color="0.5", alpha=0.08)
+        ax.set(xscale="log", title=f"batch {b}", xlabel="output length (tokens)" if k // ncol == nrow - 1 else "",
+               ylabel="request energy / GQA's" if k % ncol == 0 else "")
+        if k == 0:
+            handles, labels = ax.get_legend_handles_labels()
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()  # type: ignore[union-attr]
+            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), frameon=False,
+                       fontsize=9)
+    split_ax = fig.add_subplot(grid[:, ncol])
+    axes = [split_ax, split_ax]
     bs = _pick(d["batch"], 32)
     n = max(d["output_length"][d["in_output_grid"]]) if d["in_output_grid"].any() else d["output_length"].max()
     split = d[(d["batch"] == bs) & (d["output_length"] == n)].melt(
         id_vars=["arch"], value_vars=["prefill_j", "decode_j"], var_name="phase", value_name="energy (J)")
     split["phase"] = split["phase"].str.replace("_j", "")
-    sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1])
+    sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1],
+                palette={"prefill": "C1", "decode": "C2"})
     axes[1].set(xlabel="", ylabel="energy per request (J)", title=f"split at batch {bs}, {n} output tokens",
                 ylim=(0, 1.25 * split["energy (J)"].max()))  # room for the legend above the bars
     sns.move_legend(axes[1], "upper right", ncol=2, title=None)
-    axes[1].tick_params(axis="x", rotation=20)
+    axes[1].tick_params(axis="x", rotation=90)
     nx = int(x["crossover"].notna().sum()) if len(x) else 0
     return fig, (f"Request energy vs GQA: {len(xs)} crossover(s) over output length at context {ctx} "
                  f"(dotted, with 95 % CI); {nx} over output length and context in all (crossovers table)")
@@ -252,12 +278,12 @@ def fig08_clocks_throttle(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[
     locks = d.dropna(subset=["requested clock (MHz)"])
     if len(locks):
         sns.scatterplot(data=locks, x="requested clock (MHz)", y="sm_clock_mhz", hue="arch", style="phase",
-                        ax=axes[0])
+                        ax=axes[0], palette=arch_palette(locks["arch"]))
         lim = [locks["requested clock (MHz)"].min() - 50, locks["requested clock (MHz)"].max() + 50]
         axes[0].plot(lim, lim, color="0.3", lw=1, ls="--")
         axes[0].set(ylabel="achieved SM clock (MHz)", title="requested vs achieved (dashed: equal)")
     else:
-        sns.boxplot(data=d, x="phase", y="sm_clock_mhz", hue="arch", ax=axes[0])
+        sns.boxplot(data=d, x="phase", y="sm_clock_mhz", hue="arch", ax=axes[0], palette=arch_palette(d["arch"]))
         axes[0].set(ylabel="achieved SM clock (MHz)", title="achieved clock at the default (no locks in data)")
     d["time under SW power cap (%)"] = 100 * d["sw_power_cap_share"]
     sns.barplot(data=d, x="lever_kind", y="time under SW power cap (%)", hue="phase", ax=axes[1],
@@ -283,6 +309,7 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     long["metric"] = long["metric"].map({"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
                                          "j_per_token": "energy (J/token)"})
     g = sns.relplot(data=long, x="cap (W)", y="value", hue="arch", style="phase", row="metric", col="phase",
+                    palette=arch_palette(long["arch"]),
                     kind="line", markers=True, height=2.8, aspect=1.6, facet_kws={"sharey": False})
     g.set_titles("{row_name} | {col_name}")
     g.set(xlabel="power cap (W)", ylabel="")
@@ -291,24 +318,68 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     return _facet(g), f"Cap sweep at batch {bs}, context {ctx}: decode throughput varies by up to {span:.0%}"
 
 
+REASON_CHARS = 90  # a claim's reason on the figure; the whole evidence is in claims.csv and the report
+
+
+def short_reason(evidence: str, limit: int = REASON_CHARS) -> str:
+    """A reason of at most ``limit`` characters from a claim's evidence (for tables without a ``reason``).
+
+    The evidence's opening "Criterion: ..." sentence is left out where a finding follows it; the rest is
+    cut at a word boundary with an ellipsis.
+    """
+    text = " ".join(str(evidence).split())
+    if text.startswith("Criterion:"):
+        _, sep, rest = text.partition(". ")
+        if sep and rest:
+            text = rest
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + "\u2026"
+
+
 def fig10_claims(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
-    """The claims table, rendered."""
-    c = _need(t["claims"], "results/claims.csv")
-    fig, ax = plt.subplots(figsize=(14, 0.9 + 0.75 * len(c)))
-    ax.axis("off")
+    """The claims check on one page: each claim, its verdict and a short reason (the evidence is in claims.csv)."""
+    c = _need(t["claims"], "results/claims.csv").copy()
+    if "reason" in c and c["reason"].notna().any():
+        c["why"] = c["reason"].fillna("").astype(str).map(lambda r: short_reason(r, REASON_CHARS + 10))
+    else:
+        c["why"] = c["evidence"].fillna("").map(short_reason)
+    several = "engine" in c and c["engine"].nunique() > 1
+    cols = [("id", 0.0, 4), *([("engine", 0.045, 8)] if several else []),
+            ("claim", 0.045 + 0.075 * several, 52), ("verdict", 0.40 + 0.06 * several, 18),
+            ("reason", 0.56 + 0.06 * several, 64)]
+    rows = []
+    for r in c.itertuples():
+        cells = {"id": str(r.id), "engine": str(getattr(r, "engine", "")), "claim": textwrap.fill(str(r.claim), 52),
+                 "verdict": textwrap.fill(str(r.verdict), 18), "reason": textwrap.fill(str(r.why), 64 - 8 * several)}
+        rows.append((cells, max(v.count("\n") + 1 for v in cells.values()), str(r.verdict)))
+    line_in = 0.155  # inches per text line at 8 pt, with leading
+    total = sum(n for _, n, _ in rows) + len(rows) * 0.6 + 1.6
+    fig = plt.figure(figsize=(13, 0.8 + total * line_in))
+    ax = fig.add_axes((0.01, 0.0, 0.98, 1 - 0.8 / fig.get_figheight()))  # the top 0.8 in: the title
+    ax.set_axis_off()
+    ax.set(xlim=(0, 1), ylim=(total, 0))
+    fig._phase_energy_fixed = True  # type: ignore[attr-defined]
     colours = {"reproduced": "#c7e9c0", "not reproduced": "#fcbba1", "not testable": "#e0e0e0"}
-    cells = [[r.id, textwrap.fill(r.claim, 55), r.verdict, textwrap.fill(str(r.evidence), 80)]
-             for r in c.itertuples()]
-    tab = ax.table(cellText=cells, colLabels=["id", "claim", "verdict", "evidence"], loc="upper center",
-                   cellLoc="left", colWidths=[0.04, 0.33, 0.1, 0.53])
-    tab.auto_set_font_size(False)
-    tab.set_fontsize(7.5)
-    for (row, col), cell in tab.get_celld().items():
-        cell.set_height(0.9 / (len(c) + 1))
-        if row > 0 and col == 2:
-            cell.set_facecolor(colours.get(cells[row - 1][2], "white"))
+    for name, x, _ in cols:
+        ax.text(x + 0.005, 0.8, name, weight="bold", fontsize=9, va="center")
+    y = 1.6
+    for i, (cells, n, verdict) in enumerate(rows):
+        h = n + 0.6
+        if i % 2:
+            ax.axhspan(y, y + h, color="0.96", lw=0)
+        base = verdict.replace(" (simulated)", "")
+        vx = next(x for name, x, _ in cols if name == "verdict")
+        ax.add_patch(plt.Rectangle((vx, y + 0.1), 0.15, h - 0.2, color=colours.get(base, "white"), lw=0))
+        for name, x, _ in cols:
+            ax.text(x + 0.005, y + 0.3, cells[name], fontsize=8, va="top", linespacing=1.25)
+        y += h
     counts = c["verdict"].value_counts()
-    return fig, "Claims check: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+    return fig, "Claims check: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + \
+        " (the whole evidence: results/claims.csv)"
 
 
 def fig11_sweetspot(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
@@ -336,7 +407,8 @@ def fig11_sweetspot(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
         x = np.interp(np.log(fo), np.log(outs), np.arange(len(outs))) + 0.5
         y = len(ins) - 0.5 - np.interp(np.log(fi), np.log(ins), np.arange(len(ins)))
         cs = ax.contour(x, y, eff, levels=5, colors="white", linewidths=0.8)
-        ax.clabel(cs, fontsize=6, fmt="%.2f")
+        if not grid.shape[0] * grid.shape[1] <= 49:  # annotated cells give the numbers; labels would cover them
+            ax.clabel(cs, fontsize=6, fmt="%.2f")
         ax.set(title=f"{arch}: model MAPE {fr['mape_heldout_pct']:.1f} % held out", xlabel="output tokens",
                ylabel="input tokens")
     best = f[f["batch"] == bs].sort_values("peak_tokens_per_j").iloc[-1]
@@ -349,20 +421,32 @@ def fig12_sweetspot_residuals(t: Mapping[str, pd.DataFrame], traces: Path) -> tu
     c = _need(t["sweetspot_cells"], "SweetSpot cells")
     if "residual_pct" not in c or c["residual_pct"].isna().all():
         raise MissingData("a SweetSpot fit")
-    d = c.dropna(subset=["residual_pct"]).assign(
-        cell=lambda x: "held out", batch_arch=lambda x: x["arch"] + " b" + x["batch"].astype(str))
+    d = c.dropna(subset=["residual_pct"]).assign(cell="held out")
     d.loc[~d["held_out"].astype(bool), "cell"] = "fitted"
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.6))
-    sns.stripplot(data=d, x="batch_arch", y="residual_pct", hue="cell", dodge=True, ax=axes[0],
-                  palette={"fitted": "0.55", "held out": "C3"})
-    axes[0].axhline(0, color="0.3", lw=1)
-    axes[0].set(xlabel="", ylabel="model - measured (% of measured)", title="residual per cell")
-    axes[0].tick_params(axis="x", rotation=20)
-    sns.scatterplot(data=d, x="energy_j", y="predicted_j", hue="batch_arch", style="cell", ax=axes[1])
+    archs = sorted(d["arch"].unique())
+    fig = plt.figure(figsize=(max(12.0, 3.2 * len(archs) + 5), 5.2), layout="constrained")
+    fig._phase_energy_fixed = True  # type: ignore[attr-defined]
+    grid = fig.add_gridspec(1, len(archs) + 1, width_ratios=[1] * len(archs) + [max(1.4, 0.5 * len(archs))])
+    first = None
+    for k, arch in enumerate(archs):  # one panel per architecture, batch on x: few ticks each
+        ax = fig.add_subplot(grid[0, k], sharey=first)
+        first = first or ax
+        sns.stripplot(data=d[d["arch"] == arch], x="batch", y="residual_pct", hue="cell", dodge=True, ax=ax,
+                      palette={"fitted": "0.55", "held out": "C3"}, hue_order=["fitted", "held out"], legend=k == 0)
+        ax.axhline(0, color="0.3", lw=1)
+        ax.set(xlabel="batch size", ylabel="model - measured (%)" if k == 0 else "", title=arch)
+        if k:
+            ax.tick_params(labelleft=False)
+        else:
+            sns.move_legend(ax, "best", title=None, fontsize=8)
+    ax2 = fig.add_subplot(grid[0, len(archs)])
+    sns.scatterplot(data=d, x="energy_j", y="predicted_j", hue="arch", style="cell", ax=ax2,
+                    palette=arch_palette(d["arch"]))
     lim = [d[["energy_j", "predicted_j"]].min().min(), d[["energy_j", "predicted_j"]].max().max()]
-    axes[1].plot(lim, lim, color="0.3", lw=1)
-    axes[1].set(xscale="log", yscale="log", xlabel="measured request energy (J)", ylabel="model (J)",
-                title="model against measurement")
+    ax2.plot(lim, lim, color="0.3", lw=1)
+    ax2.set(xscale="log", yscale="log", xlabel="measured request energy (J)", ylabel="model (J)",
+            title="model against measurement")
+    sns.move_legend(ax2, "upper left", bbox_to_anchor=(1.02, 1), title=None, fontsize=8, frameon=False)
     held = d[d["cell"] == "held out"]
     m = float((held["residual_pct"].abs()).mean()) if len(held) else float("nan")
     return fig, f"SweetSpot model residuals: held-out MAPE {m:.2f} % over {len(held)} cells"
@@ -443,19 +527,56 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
                        f"{ratio:.2f} over {len(piv.dropna())} shared points")
 
 
+def fig15_phase_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
+    """The phase policy's saving against the default and the best static lever over the mix share, per paradigm."""
+    p = _need(t["phase_policy"], "two or more static levers per point (the phase policy table)")
+    bs, ctx, n = _pick(p["batch"], 32), _pick(p["context"], 2048), _pick(p["output_length"], 512)
+    d = p[(p["batch"] == bs) & (p["context"] == ctx) & (p["output_length"] == n)].sort_values("mix_share")
+    long = d.melt(id_vars=["arch", "paradigm", "mix_share"], value_vars=["saving_vs_default", "saving_vs_static"],
+                  var_name="against", value_name="saving (%)")
+    long["saving (%)"] *= 100
+    long["against"] = long["against"].map({"saving_vs_default": "the default", "saving_vs_static": "best static lever"})
+    palette = arch_palette(long["arch"])
+    n_par = long["paradigm"].nunique()
+    g = sns.relplot(data=long, x="mix_share", y="saving (%)", hue="arch", style="against", col="paradigm",
+                    col_wrap=2 if n_par == 4 else min(3, n_par), kind="line", markers=True, height=3.4, aspect=1.3,
+                    palette=palette, facet_kws={"sharey": True})
+    g.set(xlabel="mix share (steps carrying prefill tokens)", ylabel="saving per request (%)")
+    g.set_titles("{col_name}")
+    stops = {}
+    top = float(d["mix_share"].max())
+    for (paradigm, arch), sub in d.groupby(["paradigm", "arch"]):
+        pays = sub["pays"].astype(bool).to_numpy()
+        if not pays.any():
+            continue
+        after = np.flatnonzero(~pays[np.argmax(pays):])  # the first share, past the first that pays, that does not
+        stop = float(sub["mix_share"].to_numpy()[np.argmax(pays) + after[0]]) if len(after) else None
+        if stop is not None and stop < top:  # at the largest share the pair is one lever by definition
+            stops[arch] = stop
+            g.axes_dict[paradigm].axvline(stop, color=palette[arch], ls=":", lw=1.5)
+    for ax in g.axes.flat:
+        ax.axhline(0, color="0.3", lw=0.8)
+    basis = ", ".join(sorted(set(d["switch_basis"].astype(str))))
+    where = "; ".join(f"{a} at {m:g}" for a, m in stops.items()) or f"nowhere below {top:g}"
+    if np.allclose(d["saving_vs_default"], d["saving_vs_static"]):
+        basis += "; the best static lever within the bound is the default (the lines coincide)"
+    return _facet(g), (f"Phase policy at batch {bs}, context {ctx}, {n} output tokens: stops paying (dotted) "
+                       f"{where}; switch cost: {basis}")
+
+
 RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figure, str]]] = {
     name: globals()[name] for name in FIGURES
 }
 
 
 # ----------------------------------------------------------------------------- frame
-def placeholder(name: str, needs: str) -> plt.Figure:
-    """A clear stand-in for a figure whose data is missing."""
+def placeholder(name: str, needs: str, prov: Provenance) -> plt.Figure:
+    """A clear stand-in for a figure whose data is missing: no watermark, the run's kind said in words."""
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.axis("off")
-    ax.text(0.5, 0.55, f"{name}: no data to draw", ha="center", va="center", fontsize=14, weight="bold")
-    ax.text(0.5, 0.3, f"This figure needs {needs}.\nAdd it to the grid (config/README.md) and rerun.",
-            ha="center", va="center", fontsize=10)
+    ax.text(0.5, 0.62, f"{name}: no data to draw", ha="center", va="center", fontsize=14, weight="bold")
+    ax.text(0.5, 0.3, f"This figure needs {needs}.\nAdd it to the grid (config/README.md) and rerun.\n"
+            f"(This run: {prov.mark}.)", ha="center", va="center", fontsize=10)
     return fig
 
 
@@ -478,9 +599,51 @@ def label_engines(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def is_simulated(t: Mapping[str, pd.DataFrame]) -> bool:
-    """True when any row of the data came from the simulator."""
-    return any(bool(len(df)) and "backend" in df and bool((df["backend"] == "sim").any()) for df in t.values())
+def trace_gpus(traces: Path, limit: int = 64) -> list[str]:
+    """Names of the cards in the first ``limit`` measured traces (for tables without a ``gpu_name`` column)."""
+    import json
+
+    names: set[str] = set()
+    for i, f in enumerate(Path(traces).glob("**/metadata.json")):
+        if i >= limit:
+            break
+        try:
+            meta = json.loads(f.read_text())
+            if meta.get("status", "ok") != "ok":  # a skipped point names no card
+                continue
+            gpu = meta.get("gpu") or {}
+        except (OSError, ValueError):
+            continue
+        if isinstance(gpu, dict) and gpu.get("name"):
+            names.add(str(gpu["name"]))
+    return sorted(names)
+
+
+def draw(name: str, t: Mapping[str, pd.DataFrame], traces: Path) -> plt.Figure:
+    """One figure from its tables (read, engines labelled), with its title and provenance mark, laid out."""
+    spec = figure(name)
+    set_theme()
+    has_gpu_name = any(len(df) and "gpu_name" in df for df in t.values())
+    prov = provenance(t, () if has_gpu_name else trace_gpus(traces))
+    try:
+        fig, title = RENDERERS[name](t, traces)
+    except MissingData as e:
+        log.warning("%s: data missing (%s), drawing a placeholder", name, e)
+        fig = placeholder(name, spec.needs, prov)
+        fig.tight_layout()
+        return fig
+    if prov.simulated:
+        watermark(fig)
+    title = f"{prov.mark}: {title}"
+    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 9.5)))
+    if getattr(fig, "_phase_energy_fixed", False):  # laid out by hand, room left for the title
+        pass
+    elif getattr(fig, "_phase_energy_facet", False):  # seaborn laid the grid out with its legend outside
+        lines = fig._suptitle.get_text().count("\n") + 1  # type: ignore[attr-defined]
+        fig.subplots_adjust(top=1 - (0.6 + 0.25 * lines) / fig.get_figheight())
+    else:
+        fig.tight_layout()
+    return fig
 
 
 def render(name: str, tables: Mapping[str, Path], out: Path, cfg: Mapping[str, Any], traces: Path | None = None
@@ -494,24 +657,8 @@ def render(name: str, tables: Mapping[str, Path], out: Path, cfg: Mapping[str, A
     missing = [n for n in spec.tables if n not in tables]
     if missing:
         raise TableError(f"figure {name}: no path given for the tables {missing}; it draws {list(spec.tables)}")
-    set_theme()
     t = label_engines(read_tables({n: tables[n] for n in spec.tables}))
-    sim = is_simulated(t)
-    try:
-        fig, title = RENDERERS[name](t, Path(traces or cfg["traces"]))
-    except MissingData as e:
-        log.warning("%s: data missing (%s), drawing a placeholder", name, e)
-        fig, title = placeholder(name, spec.needs), "no data"
-    if sim:
-        title = "SIMULATED: " + title
-        fig.text(0.5, 0.5, "SIMULATED", fontsize=64, color="red", alpha=0.12, ha="center", va="center",
-                 rotation=25, transform=fig.transFigure, zorder=100)
-    fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 11)))
-    if getattr(fig, "_phase_energy_facet", False):  # seaborn laid the grid out with its legend outside
-        lines = fig._suptitle.get_text().count("\n") + 1  # type: ignore[attr-defined]
-        fig.subplots_adjust(top=1 - (0.6 + 0.25 * lines) / fig.get_figheight())
-    else:
-        fig.tight_layout()
+    fig = draw(name, t, Path(traces or cfg["traces"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out.with_suffix(".png"))
     fig.savefig(out.with_suffix(".svg"))
