@@ -64,7 +64,10 @@ if len(GRID) < len(FULL_GRID):
         f"{len(_missing)} of {len(FULL_GRID)} grid points are not in {TRACES}; "
         f"the analysis leaves them out (first: {_missing[0].path})"
     )
-FIGURE_CODE = find_spec("phase_energy.report.figures").origin
+# the plotting code: a change to any of it redraws the figures (and nothing else)
+FIGURE_CODE = [
+    find_spec(f"phase_energy.report.{m}").origin for m in ("figures", "style")
+]
 
 
 def _simulated_here():
