@@ -235,7 +235,7 @@ def test_claims_name_the_weights_their_evidence_used():
 
 
 def test_every_reason_is_short_on_every_case():
-    for cid, cases in CASES.items():
+    for cases in CASES.values():
         for t in cases:
             assert_claims_text(evaluate_tables(t, CFG))
 

@@ -1,12 +1,13 @@
 """The claims as predicates over tables: the paper's C1-C11, SweetSpot's S1-S2, CLEAR's K1-K3, our own P1.
 
-docs/paper.md lists them; P1 is this project's finding on the phase policy, not a paper's claim.
+docs/paper.md lists them; P1 is this project's finding on the phase policy, not a paper's claim. The paper's
+predicates are here, the others' and P1 in :mod:`phase_energy.analysis.claims_studies`.
 
-Each predicate returns a :class:`Verdict`: ``reproduced``, ``not reproduced`` or ``not testable``, the
-evidence -- its criterion, the numbers against it (with 95 % intervals, which include the run-to-run spread)
-and the conclusion -- and a reason of at most ``REASON_MAX`` characters. Thresholds are the named constants
-below. A claim about a lever is ``not
-testable`` on traces without that lever; a predicate that fails raises and stops the stage. Nothing here
+Each predicate returns a :class:`~phase_energy.analysis.verdict.Verdict`: ``reproduced``, ``not reproduced``
+or ``not testable``, the evidence -- its criterion, the numbers against it (with 95 % intervals, which
+include the run-to-run spread) and the conclusion -- and a reason of at most ``REASON_MAX`` characters.
+Thresholds are the named constants below. A claim about a lever is ``not testable`` on traces without that
+lever; a predicate that fails raises and stops the stage. Nothing here
 assumes what the data should say; tests/test_claims.py gives every claim a case for each verdict.
 """
 
@@ -14,16 +15,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from phase_energy.analysis.tables import POINT_KEYS as GROUP_KEYS
+from phase_energy.analysis.claims_studies import k1, k2, k3, p1, s1, s2
 from phase_energy.analysis.tables import TableError, read_tables
-from phase_energy.grid import Lever
+from phase_energy.analysis.verdict import (
+    NOT_REPRODUCED,
+    NOT_TESTABLE,
+    REASON_MAX,
+    REPRODUCED,
+    Verdict,
+    ci,
+    conclude,
+    pct,
+    watts,
+)
 
-REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
+__all__ = ["CLAIMS", "NOT_REPRODUCED", "NOT_TESTABLE", "PREDICATES", "REASON_MAX", "REPRODUCED", "Verdict",
+           "evaluate_claims", "evaluate_tables"]
 SIMULATED_MARK = "(simulated)"
 
 CLAIMS: dict[str, str] = {
@@ -54,24 +66,6 @@ SOURCES = {cid: "project" if cid.startswith("P") else "paper" for cid in CLAIMS}
 # CLEAR's components run on the native engine's random weights (normal init), never a checkpoint
 CLEAR_WEIGHTS = "random (normal)"
 
-class Verdict(NamedTuple):
-    """A claim's verdict, its evidence (criterion, numbers, conclusion) and the short reason for the verdict."""
-
-    verdict: str
-    evidence: str
-    reason: str
-
-
-REASON_MAX = 90  # characters of a reason: it fits a table cell
-
-
-def _verdict(verdict: str, evidence: str, *reasons: str) -> Verdict:
-    """The verdict with its evidence ending in the reason; the first of ``reasons`` that fits ``REASON_MAX``."""
-    reason = next((r for r in reasons if len(r) <= REASON_MAX), reasons[-1][:REASON_MAX])
-    evidence = f"{evidence.rstrip('. ')}. {verdict.capitalize()}: {reason}"
-    return Verdict(verdict, evidence, reason)
-
-
 # ---------------------------------------------------------------------------------------- criteria
 # Every threshold a verdict uses, with its unit; the evidence sentence states the one it applies.
 C1_RANGE_W = (137.0, 300.0)  # W, the paper's decode power range
@@ -94,25 +88,6 @@ C10_MAMBA_OUTPUT = (500.0, 2000.0)  # tokens, "after ~1000"
 C10_MOST = 0.5  # share of compared points whose crossing interval must lie in the claimed range
 C11_MW = 0.5  # MW across 10,000 GPUs
 C11_TOLERANCE = 0.5  # relative
-S1_INPUT_SPAN = 8.0  # longest / shortest input length a sweet-spot check needs
-S1_OUTPUT_SPAN = 16.0
-S2_MAPE_PCT = 2.0
-K1_COVERAGE = 0.90
-K2_CV = 0.095
-P1_SAVING = 0.02  # share of request energy a phase lever saves against the best static lever
-P1_MOST = 0.5  # share of (point, output length) cells where it must
-
-
-def _w(x: float) -> str:
-    return f"{x:.0f} W"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f} %"
-
-
-def _ci(lo: float, hi: float, fmt: Callable[[float], str]) -> str:
-    return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
 def _default_decode(t: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -124,23 +99,23 @@ def _default_decode(t: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 def c1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     lo, hi = C1_RANGE_W[0] * (1 - C1_TOLERANCE), C1_RANGE_W[1] * (1 + C1_TOLERANCE)
-    crit = (f"Criterion: every decode point's power lies within {_w(lo)}-{_w(hi)} (the claimed 137-300 W, ends "
+    crit = (f"Criterion: every decode point's power lies within {lo:.0f}-{hi:.0f} W (the claimed 137-300 W, ends "
             f"widened by {C1_TOLERANCE:.0%}) with its whole 95 % interval")
     d = _default_decode(t)
     if d.empty:
-        return _verdict(NOT_TESTABLE, crit, "no decode windows at the default lever")
+        return conclude(NOT_TESTABLE, crit, "no decode windows at the default lever")
     outside = d[(d["power_mean_w_ci_low"] > hi) | (d["power_mean_w_ci_high"] < lo)]
     top = d.loc[d["power_mean_w"].idxmax()]
     span = f"{d['power_mean_w'].min():.0f}-{d['power_mean_w'].max():.0f} W"
     ev = (f"{crit}. Measured: {span} over {len(d)} points; {len(outside)} of them lie outside with their whole "
           f"interval, the highest {top['arch']} batch {top['batch']} context {top['context']} at "
-          f"{_w(top['power_mean_w'])} {_ci(top['power_mean_w_ci_low'], top['power_mean_w_ci_high'], _w)}; median "
+          f"{watts(top['power_mean_w'])} {ci(top['power_mean_w_ci_low'], top['power_mean_w_ci_high'], watts)}; median "
           f"fraction of the bandwidth floor {d['floor_fraction'].median():.2f}")
     if len(outside):
         side = "above" if (outside["power_mean_w_ci_low"] > hi).any() else "below"
-        return _verdict(NOT_REPRODUCED, ev, f"decode draws {span}: {len(outside)} of {len(d)} points lie {side} "
+        return conclude(NOT_REPRODUCED, ev, f"decode draws {span}: {len(outside)} of {len(d)} points lie {side} "
                                             "the paper's 137-300 W")
-    return _verdict(REPRODUCED, ev, f"decode draws {span}, within the paper's 137-300 W (ends widened by "
+    return conclude(REPRODUCED, ev, f"decode draws {span}, within the paper's 137-300 W (ends widened by "
                                     f"{C1_TOLERANCE:.0%})")
 
 
@@ -152,18 +127,18 @@ def c2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     d = s[s["phase"] == "decode"] if len(s) else s
     default = d[d["lever"] == "default"] if len(d) else d
     if default.empty:
-        return _verdict(NOT_TESTABLE, crit, "no decode at the default lever")
+        return conclude(NOT_TESTABLE, crit, "no decode at the default lever")
     capped = default[default["sw_power_cap_share_steady_ci_low"] > CAP_SHARE_MIN]
     ev = f"{crit}. At the default limit the cap binds at {len(capped)} of {len(default)} points"
     if len(capped):
         worst = capped.loc[capped["sw_power_cap_share_steady"].idxmax()]
         ev += (f", most at {worst['arch']} batch {worst['batch']} context {worst['context']} "
-               f"({_pct(worst['sw_power_cap_share_steady'])} of steady decode)")
+               f"({pct(worst['sw_power_cap_share_steady'])} of steady decode)")
     at_default = f"the SW power cap binds in steady decode at {len(capped)} of {len(default)} default points"
     caps = d[d["lever_kind"] == "powercap"]
     if caps.empty:
         ev += "; no power-cap levers in the data, so only the first half is judged"
-        return _verdict(NOT_REPRODUCED if len(capped) else REPRODUCED, ev, at_default)
+        return conclude(NOT_REPRODUCED if len(capped) else REPRODUCED, ev, at_default)
     merged = caps.merge(default[["arch", "batch", "context", "tokens_per_s"]], on=["arch", "batch", "context"],
                         suffixes=("", "_default"))
     bound = merged[merged["sw_power_cap_share_steady_ci_low"] > CAP_SHARE_MIN]
@@ -171,11 +146,11 @@ def c2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     ev += (f"; under power caps it binds at {len(bound)} of {len(merged)} points and throughput drops by more than "
            f"{THROUGHPUT_CHANGE_MAX:.0%} (whole interval) at {len(slower)}")
     if len(capped):
-        return _verdict(NOT_REPRODUCED, ev, at_default)
+        return conclude(NOT_REPRODUCED, ev, at_default)
     if len(bound) or len(slower):
-        return _verdict(NOT_REPRODUCED, ev, f"under power caps the cap binds in decode at {len(bound)} and slows it "
+        return conclude(NOT_REPRODUCED, ev, f"under power caps the cap binds in decode at {len(bound)} and slows it "
                                             f"at {len(slower)} of {len(merged)} points")
-    return _verdict(REPRODUCED, ev, f"the cap never binds in decode and caps keep its throughput at {len(merged)} "
+    return conclude(REPRODUCED, ev, f"the cap never binds in decode and caps keep its throughput at {len(merged)} "
                                     "points")
 
 
@@ -184,30 +159,31 @@ def c3(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
             "prefill runs under the SW power cap for more of its time than steady decode")
     s = t["phase_energy"]
     if s.empty:
-        return _verdict(NOT_TESTABLE, crit, "no data")
+        return conclude(NOT_TESTABLE, crit, "no data")
     pre = s[(s["phase"] == "prefill") & (s["lever"] == "default")]
     dec = s[(s["phase"] == "decode") & (s["lever"] == "default")]
     pre_share = float(pre["sw_power_cap_share"].mean()) if len(pre) else float("nan")
     dec_share = float(dec["sw_power_cap_share_steady"].mean()) if len(dec) else float("nan")
-    ev = (f"{crit}. At the default limit prefill runs under the cap {_pct(pre_share)} of its time and steady "
-          f"decode {_pct(dec_share)} (means over points); median power prefill {_w(pre['power_mean_w'].median())}, "
-          f"decode {_w(dec['power_mean_w'].median())}")
+    ev = (f"{crit}. At the default limit prefill runs under the cap {pct(pre_share)} of its time and steady "
+          f"decode {pct(dec_share)} (means over points); median power prefill {watts(pre['power_mean_w'].median())}, "
+          f"decode {watts(dec['power_mean_w'].median())}")
     shares = f"prefill runs capped {pre_share:.0%} of its time, decode {dec_share:.0%}"
     caps = s[s["lever_kind"] == "powercap"]
     if caps.empty:
-        return _verdict(NOT_TESTABLE, ev, f"no power-cap levers in the data; at the default {shares}")
+        return conclude(NOT_TESTABLE, ev, f"no power-cap levers (at the default, {shares})",
+                        "no power-cap levers in the data")
     base = s[s["lever"] == "default"][["arch", "batch", "context", "phase", "tokens_per_s"]]
     m = caps.merge(base, on=["arch", "batch", "context", "phase"], suffixes=("", "_default"))
     m["loss"] = 1 - m["tokens_per_s"] / m["tokens_per_s_default"]
     loss = m.groupby("phase")["loss"].median()
     lp, ld = loss.get("prefill", np.nan), loss.get("decode", np.nan)
-    ev += f"; median throughput loss under caps: prefill {_pct(lp)}, decode {_pct(ld)}"
-    losses = f"under caps prefill loses {_pct(lp)} of its throughput, decode {_pct(ld)}"
+    ev += f"; median throughput loss under caps: prefill {pct(lp)}, decode {pct(ld)}"
+    losses = f"under caps prefill loses {pct(lp)} of its throughput, decode {pct(ld)}"
     if not lp > ld:
-        return _verdict(NOT_REPRODUCED, ev, losses)
+        return conclude(NOT_REPRODUCED, ev, losses)
     if not pre_share > dec_share:
-        return _verdict(NOT_REPRODUCED, ev, f"at the default {shares}")
-    return _verdict(REPRODUCED, ev, f"{losses}; {shares}", losses)
+        return conclude(NOT_REPRODUCED, ev, f"at the default {shares}")
+    return conclude(REPRODUCED, ev, f"{losses}; {shares}", losses)
 
 
 def c4(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
@@ -216,11 +192,11 @@ def c4(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     s = t["phase_energy"]
     d = s[(s["lever"] == C4_LOCK) & (s["phase"] == "decode")] if len(s) else s
     if d.empty:
-        return _verdict(NOT_TESTABLE, crit, f"no decode under {C4_LOCK} in the data")
+        return conclude(NOT_TESTABLE, crit, f"no decode under {C4_LOCK} in the data")
     med = d["sm_clock_mhz"].median()
     ev = f"{crit}. Measured: median {med:.0f} MHz, lowest {d['sm_clock_mhz'].min():.0f} MHz over {len(d)} points"
     ok = abs(med - C4_CLAMP_MHZ) <= C4_TOLERANCE_MHZ
-    return _verdict(REPRODUCED if ok else NOT_REPRODUCED, ev,
+    return conclude(REPRODUCED if ok else NOT_REPRODUCED, ev,
                     f"decode under the 1980 MHz lock runs at {med:.0f} MHz, {'within' if ok else 'outside'} "
                     f"{C4_CLAMP_MHZ:.0f} +- {C4_TOLERANCE_MHZ:.0f} MHz")
 
@@ -232,13 +208,13 @@ def c5(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     s = t["phase_energy"]
     lev = s[s["lever_kind"].isin(["powercap", "smclock"])] if len(s) else s
     if lev.empty:
-        return _verdict(NOT_TESTABLE, crit, "no power-cap or clock-lock runs in the data")
+        return conclude(NOT_TESTABLE, crit, "no power-cap or clock-lock runs in the data")
     flags = lev["flags"].fillna("")
     firmware = flags.str.contains("thermal_throttle|power_brake")
     unexplained = flags.str.contains("clock_below_lock") & (lev["sw_power_cap_share_steady"] <= CAP_SHARE_MIN)
     n = int((firmware | unexplained).sum())
     ev = f"{crit}. Found at {n} of {len(lev)} lever points"
-    return _verdict(REPRODUCED if n else NOT_REPRODUCED, ev,
+    return conclude(REPRODUCED if n else NOT_REPRODUCED, ev,
                     f"clock events the cap does not explain at {n} of {len(lev)} lever points")
 
 
@@ -246,15 +222,15 @@ def c6(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     crit = "Criterion: at every point of every architecture one lock beats every cap on throughput and energy"
     dom = t["dominance"]
     if dom.empty or not dom["testable"].astype(bool).any():
-        return _verdict(NOT_TESTABLE, crit, "needs both power-cap and clock-lock levers at a point")
+        return conclude(NOT_TESTABLE, crit, "needs both power-cap and clock-lock levers at a point")
     d = dom[dom["testable"].astype(bool)]
     per_arch = d.groupby("arch")["lock_dominates_caps"].apply(lambda x: x.astype(bool).mean())
     ev = f"{crit}. Share of points where one does: " + "; ".join(f"{a} {v:.0%}" for a, v in per_arch.items())
     if (per_arch == 1).all():
-        return _verdict(REPRODUCED, ev, f"a lock dominates every cap at every point of {len(per_arch)} "
+        return conclude(REPRODUCED, ev, f"a lock dominates every cap at every point of {len(per_arch)} "
                                         "architectures")
     worst = per_arch.idxmin()
-    return _verdict(NOT_REPRODUCED, ev, f"a lock dominates every cap at only {per_arch[worst]:.0%} of {worst}'s "
+    return conclude(NOT_REPRODUCED, ev, f"a lock dominates every cap at only {per_arch[worst]:.0%} of {worst}'s "
                                         "points", f"a lock dominates every cap at only {per_arch[worst]:.0%} of "
                                                   "one architecture's points")
 
@@ -262,21 +238,21 @@ def c6(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
 def c7(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     bound = cfg["analysis"]["throughput_loss_bound"]
     crit = (f"Criterion: the {C7_QUANTILE:.0%} quantile of the points' decode energy savings at <= {bound:.0%} "
-            f"throughput loss lies within {_pct(C7_SAVING)} +- {_pct(C7_TOLERANCE)} (a quantile, not the largest "
+            f"throughput loss lies within {pct(C7_SAVING)} +- {pct(C7_TOLERANCE)} (a quantile, not the largest "
             "saving, which the noise of many points inflates)")
     p = t["clock_policy"]
     if p.empty:
-        return _verdict(NOT_TESTABLE, crit, "needs clock-lock levers and the default at a point")
+        return conclude(NOT_TESTABLE, crit, "needs clock-lock levers and the default at a point")
     sav = p["energy_saving"].astype(float)
     q = float(sav.quantile(C7_QUANTILE))
     top = p.loc[sav.idxmax()]
-    ev = (f"{crit}. Savings over {len(p)} points: median {_pct(sav.median())}, {C7_QUANTILE:.0%} quantile "
-          f"{_pct(q)}, largest {_pct(top['energy_saving'])} "
-          f"{_ci(top['energy_saving_ci_low'], top['energy_saving_ci_high'], _pct)} ({top['arch']} batch "
+    ev = (f"{crit}. Savings over {len(p)} points: median {pct(sav.median())}, {C7_QUANTILE:.0%} quantile "
+          f"{pct(q)}, largest {pct(top['energy_saving'])} "
+          f"{ci(top['energy_saving_ci_low'], top['energy_saving_ci_high'], pct)} ({top['arch']} batch "
           f"{top['batch']} context {top['context']})")
     ok = abs(q - C7_SAVING) <= C7_TOLERANCE
-    return _verdict(REPRODUCED if ok else NOT_REPRODUCED, ev,
-                    f"the {C7_QUANTILE:.0%} quantile saving is {_pct(q)}, {'within' if ok else 'outside'} the "
+    return conclude(REPRODUCED if ok else NOT_REPRODUCED, ev,
+                    f"the {C7_QUANTILE:.0%} quantile saving is {pct(q)}, {'within' if ok else 'outside'} the "
                     f"paper's 32 % +- {100 * C7_TOLERANCE:.0f} %")
 
 
@@ -284,11 +260,11 @@ def c8(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     crit = f"Criterion: the architectures' most frequent determinate classes are {C8_CLASSES} different ones"
     c = t["dvfs_classes"]
     if c.empty or (c["class"] == "indeterminate").all():
-        return _verdict(NOT_TESTABLE, crit, "needs 3 or more clock locks per point with a determinate class")
+        return conclude(NOT_TESTABLE, crit, "needs 3 or more clock locks per point with a determinate class")
     per_arch = c[c["class"] != "indeterminate"].groupby("arch")["class"].agg(lambda x: x.value_counts().index[0])
     n = per_arch.nunique()
     ev = f"{crit}. Found {n}: " + "; ".join(f"{a} {k}" for a, k in per_arch.items())
-    return _verdict(REPRODUCED if n == C8_CLASSES else NOT_REPRODUCED, ev,
+    return conclude(REPRODUCED if n == C8_CLASSES else NOT_REPRODUCED, ev,
                     f"{n} classes among {len(per_arch)} architectures; the paper names {C8_CLASSES}")
 
 
@@ -299,7 +275,7 @@ def c9(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
             f"under {limit:.2f} (halving, +{C9_TOLERANCE:.2f}) with its whole 95 % interval")
     s, r = t["phase_energy"], t["request_energy"]
     if s.empty or r.empty or "ratio_vs_gqa" not in r or not (r["paradigm"] == "gqa").any():
-        return _verdict(NOT_TESTABLE, crit, "needs a GQA model and another paradigm at the default lever")
+        return conclude(NOT_TESTABLE, crit, "needs a GQA model and another paradigm at the default lever")
     ref = r[r["paradigm"] == "gqa"]["arch"].iloc[0]
     pre = s[(s["phase"] == "prefill") & (s["lever"] == "default")]
     ref_pre = pre[pre["arch"] == ref].set_index(["batch", "context"])["j_per_token"]
@@ -311,14 +287,14 @@ def c9(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     prod = r[(r["paradigm"] != "gqa") & (r["batch"] >= C9_BATCH_MIN) & r["in_output_grid"].astype(bool)
              & r["ratio_vs_gqa"].notna()]
     if prod.empty or not len(others):
-        return _verdict(NOT_TESTABLE, crit, f"no point with batch >= {C9_BATCH_MIN} compared with {ref}")
+        return conclude(NOT_TESTABLE, crit, f"no point with batch >= {C9_BATCH_MIN} compared with {ref}")
     parts, short, failed = [], [], []
     for par, g in prod.groupby("paradigm"):
         best = g.loc[g["ratio_vs_gqa"].idxmin()]
         halves = bool((g["ratio_ci_high"] <= limit).any())
-        ci = _ci(best["ratio_ci_low"], best["ratio_ci_high"], "{:.2f}".format)
+        interval = ci(best["ratio_ci_low"], best["ratio_ci_high"], "{:.2f}".format)
         verdict = "halves" if halves else f"no interval lies wholly at or under {limit:.2f}"
-        parts.append(f"{par} lowest {best['ratio_vs_gqa']:.2f} {ci} at batch {best['batch']}, context "
+        parts.append(f"{par} lowest {best['ratio_vs_gqa']:.2f} {interval} at batch {best['batch']}, context "
                      f"{best['context']}, {best['output_length']} output tokens ({verdict})")
         short.append(f"{par} {best['ratio_vs_gqa']:.2f}")
         if not halves:
@@ -326,16 +302,16 @@ def c9(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     ev = (f"{crit}. Against {ref}: prefill costs more at {dearer} of {len(others)} points; lowest ratios over "
           f"{len(prod)} compared cells: " + "; ".join(parts))
     if dearer <= len(others) / 2:
-        return _verdict(NOT_REPRODUCED, ev, f"other paradigms' prefill costs more than GQA's at only {dearer} of "
+        return conclude(NOT_REPRODUCED, ev, f"other paradigms' prefill costs more than GQA's at only {dearer} of "
                                             f"{len(others)} points")
     if failed:
         names = " and ".join(", ".join(p for p, _ in failed).rsplit(", ", 1))
         lows = ", ".join(f"{x:.2f}" for _, x in failed)
-        return _verdict(NOT_REPRODUCED, ev,
+        return conclude(NOT_REPRODUCED, ev,
                         f"{names}: no interval wholly at or under {limit:.2f} (lowest {lows})",
                         f"{names}: no interval wholly at or under {limit:.2f}",
                         f"{len(failed)} paradigms have no interval wholly at or under {limit:.2f}")
-    return _verdict(REPRODUCED, ev, f"every paradigm halves GQA's request energy somewhere ({', '.join(short)})",
+    return conclude(REPRODUCED, ev, f"every paradigm halves GQA's request energy somewhere ({', '.join(short)})",
                     f"every paradigm halves GQA's request energy at batch >= {C9_BATCH_MIN}")
 
 
@@ -348,7 +324,7 @@ def c10(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
             "claimed range with their whole interval (intervals include the run-to-run spread)")
     x = t["crossovers"]
     if x.empty or "paradigm" not in x:
-        return _verdict(NOT_TESTABLE, crit, "needs GQA and an MLA or Mamba2 model at the default lever")
+        return conclude(NOT_TESTABLE, crit, "needs GQA and an MLA or Mamba2 model at the default lever")
     parts, short, ok = [], [], []
     mla = x[(x["kind"] == "context") & (x["batch"] == C10_MLA_BATCH) & (x["paradigm"] == "mla")]
     if len(mla):
@@ -356,8 +332,7 @@ def c10(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
         parts.append(f"MLA over context at batch {C10_MLA_BATCH}: the crossing's 95 % interval lies within "
                      f"{C10_MLA_CONTEXT[0]:.0f}-{C10_MLA_CONTEXT[1]:.0f} tokens for {int(inside.sum())} of {len(mla)} "
                      f"comparisons ({int(mla['crossover'].notna().sum())} cross at all)")
-        short.append(f"MLA in {C10_MLA_CONTEXT[0]:.0f}-{C10_MLA_CONTEXT[1]:.0f} tokens at {int(inside.sum())} of "
-                     f"{len(mla)}")
+        short.append(f"MLA at {int(inside.sum())} of {len(mla)}")
         ok.append(inside.mean() > C10_MOST)
     mam = x[(x["kind"] == "output_length") & (x["paradigm"] == "mamba2")]
     if len(mam):
@@ -367,13 +342,12 @@ def c10(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
                      f"{C10_MAMBA_OUTPUT[1]:.0f} tokens for {int(inside.sum())} of {len(mam)} comparisons ("
                      + (f"crossings at {found.min():.0f}-{found.max():.0f} tokens" if len(found) else "none crosses")
                      + ")")
-        short.append(f"Mamba2 in {C10_MAMBA_OUTPUT[0]:.0f}-{C10_MAMBA_OUTPUT[1]:.0f} output tokens at "
-                     f"{int(inside.sum())} of {len(mam)}")
+        short.append(f"Mamba2 at {int(inside.sum())} of {len(mam)}")
         ok.append(inside.mean() > C10_MOST)
     if not parts:
-        return _verdict(NOT_TESTABLE, crit, "no MLA or Mamba2 crossover rows")
-    return _verdict(REPRODUCED if all(ok) else NOT_REPRODUCED, f"{crit}. " + "; ".join(parts),
-                    "crossings of GQA " + ", ".join(short) + " comparisons", "crossings of GQA " + ", ".join(short))
+        return conclude(NOT_TESTABLE, crit, "no MLA or Mamba2 crossover rows")
+    return conclude(REPRODUCED if all(ok) else NOT_REPRODUCED, f"{crit}. " + "; ".join(parts),
+                    "crossings of GQA in the claimed ranges: " + ", ".join(short) + " comparisons")
 
 
 def c11(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
@@ -382,184 +356,15 @@ def c11(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
             f"{C11_TOLERANCE:.0%})")
     f = t["fleet"]
     if f.empty or not (f["scope"] == "all").any():
-        return _verdict(NOT_TESTABLE, crit, "needs clock-lock levers and the default at a point")
+        return conclude(NOT_TESTABLE, crit, "needs clock-lock levers and the default at a point")
     r = f[f["scope"] == "all"].iloc[0]
     ev = (f"{crit}. {r['gpus']:.0f} GPUs, {r['decode_share']:.0%} of the time in decode: {r['fleet_saved_mw']:.2f} "
           f"MW [{r['fleet_saved_mw_ci_low']:.2f}, {r['fleet_saved_mw_ci_high']:.2f}] "
           f"({r['mean_saved_w_per_gpu']:.0f} W per busy GPU over {r['points']:.0f} points)")
     ok = (lo <= r["fleet_saved_mw"] <= hi and not (r["fleet_saved_mw_ci_high"] < lo or r["fleet_saved_mw_ci_low"] > hi))
-    return _verdict(REPRODUCED if ok else NOT_REPRODUCED, ev,
+    return conclude(REPRODUCED if ok else NOT_REPRODUCED, ev,
                     f"the fleet would save {r['fleet_saved_mw']:.2f} MW, {'within' if ok else 'outside'} "
                     f"{lo:.2f}-{hi:.2f} MW")
-
-
-# each SweetSpot check and what its failure says
-S1_CHECKS = {"peak_input": "the peak is at the longest input", "peak_output": "the peak is at an end of the outputs",
-             "long_inputs": "long inputs do not drop", "short_outputs": "very short outputs do not drop"}
-
-
-def s1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
-    drop = cfg["analysis"]["sweetspot_drop_share"]
-    crit = (f"Criterion: tokens per joule peaks at a shorter-than-longest input and a medium output, and long "
-            f"inputs and very short outputs fall more than {drop:.0%} below the peak")
-    cells = t["sweetspot_cells"]
-    if cells.empty:
-        return _verdict(NOT_TESTABLE, crit, "no input x output cells (needs several contexts and output lengths)")
-    parts, fails, n = [], [], 0
-    for (arch, batch), g in cells.groupby(["arch", "batch"]):
-        ins, outs = sorted(g["input"].unique()), sorted(g["output"].unique())
-        if len(ins) < 3 or len(outs) < 3 or ins[-1] / ins[0] < S1_INPUT_SPAN or outs[-1] / outs[0] < S1_OUTPUT_SPAN:
-            continue
-        n += 1
-        peak = g.loc[g["tokens_per_j"].idxmax()]
-        at_long_in = g[(g["input"] == ins[-1]) & (g["output"] == peak["output"])]["tokens_per_j"].max()
-        at_short_out = g[(g["input"] == peak["input"]) & (g["output"] == outs[0])]["tokens_per_j"].max()
-        checks = {"peak_input": peak["input"] < ins[-1], "peak_output": outs[0] < peak["output"] < outs[-1],
-                  "long_inputs": at_long_in < (1 - drop) * peak["tokens_per_j"],
-                  "short_outputs": at_short_out < (1 - drop) * peak["tokens_per_j"]}
-        failed = [S1_CHECKS[k] for k, v in checks.items() if not v]
-        fails += failed
-        parts.append(f"{arch} batch {batch} peaks at {peak['tokens_per_j']:.2f} tokens/J with input {peak['input']} "
-                     f"and output {peak['output']}" + (f", but {' and '.join(failed)}" if failed else ""))
-    if n == 0:
-        return _verdict(NOT_TESTABLE, crit, f"needs 3 or more inputs and outputs spanning {S1_INPUT_SPAN:.0f}x and "
-                                            f"{S1_OUTPUT_SPAN:.0f}x per architecture")
-    ev = f"{crit}. " + "; ".join(parts)
-    if not fails:
-        return _verdict(REPRODUCED, ev, f"a medium-output, shorter-input peak at all {n} architecture-batch pairs")
-    common = max(set(fails), key=fails.count)
-    return _verdict(NOT_REPRODUCED, ev, f"{common} at {fails.count(common)} of {n} architecture-batch pairs")
-
-
-def s2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
-    crit = (f"Criterion: the model's error on held-out input lengths (whole jobs left out of the fit) is under "
-            f"{S2_MAPE_PCT:.0f} % at every architecture and batch")
-    f = t["sweetspot_fit"]
-    if f.empty or f["mape_heldout_pct"].isna().all():
-        return _verdict(NOT_TESTABLE, crit, "no fit with held-out input lengths (needs 3 or more input lengths)")
-    ev = f"{crit}. " + "; ".join(
-        f"{r.arch} batch {r.batch}: held-out MAPE {r.mape_heldout_pct:.2f} % on {r.held_out} of {r.cells} cells, "
-        f"{r.mape_fit_pct:.2f} % on the fitted ones" for r in f.itertuples())
-    m = f["mape_heldout_pct"]
-    over = int((m >= S2_MAPE_PCT).sum())
-    return _verdict(NOT_REPRODUCED if over else REPRODUCED, ev,
-                    f"held-out MAPE {m.min():.2f}-{m.max():.2f} %; {over} of {len(f)} fits at or above "
-                    f"{S2_MAPE_PCT:.0f} %")
-
-
-def _clear_label(r: Any) -> str:
-    return f"{r.arch} batch {r.batch} {r.phase}"
-
-
-NO_CLEAR = "no CLEAR measurements (config clear.architectures is empty)"
-
-
-def k1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
-    crit = (f"Criterion: the components add up to more than {K1_COVERAGE:.0%} of the whole model at every "
-            "architecture, batch and phase")
-    cov = t["clear_coverage"]
-    if cov.empty:
-        return _verdict(NOT_TESTABLE, crit, NO_CLEAR)
-    ev = f"{crit}. Coverage: " + "; ".join(f"{_clear_label(r)} {r.coverage:.0%}" for r in cov.itertuples())
-    over = cov[cov["coverage"] > 1.10]
-    if len(over):
-        ev += (f". {len(over)} of {len(cov)} are above 110 %: components cost more in isolation than inside the "
-               "model there")
-    under = int((cov["coverage"] <= K1_COVERAGE).sum())
-    return _verdict(NOT_REPRODUCED if under else REPRODUCED, ev,
-                    f"coverage {cov['coverage'].min():.0%}-{cov['coverage'].max():.0%}; {under} of {len(cov)} at "
-                    f"or below {K1_COVERAGE:.0%}")
-
-
-def k2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
-    crit = (f"Criterion: every component's energy varies between jobs by under {K2_CV:.1%} (coefficient of "
-            "variation)")
-    comp = t["clear_components"]
-    if comp.empty:
-        return _verdict(NOT_TESTABLE, crit, NO_CLEAR)
-    trials = comp.dropna(subset=["cv"])
-    if "job_cv" not in comp or comp["job_cv"].isna().all():
-        within = (f"; the spread between back-to-back trials of one job (median {trials['cv'].median():.2%}, "
-                  f"largest {trials['cv'].max():.2%}) is not what a rerun shows" if len(trials) else "")
-        return _verdict(NOT_TESTABLE, crit + within, "needs two or more CLEAR jobs per point for the spread between "
-                                                     "jobs")
-    c = comp.dropna(subset=["job_cv"])
-    worst = c.loc[c["job_cv"].idxmax()]
-    above = int((c["job_cv"] >= K2_CV).sum())
-    ev = (f"{crit}. Largest {worst['job_cv']:.2%} ({worst['component']}, {_clear_label(worst)}); {above} of "
-          f"{len(c)} components at or above it")
-    return _verdict(NOT_REPRODUCED if above else REPRODUCED, ev,
-                    f"the largest spread between jobs is {worst['job_cv']:.2%}; {above} of {len(c)} at or above "
-                    f"{K2_CV:.1%}")
-
-
-def k3(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
-    crit = ("Criterion: attention spends more energy per FLOP than the MLP and mixer layers at every "
-            "architecture, batch and phase (norms, embedding and head left out: memory-bound or one-token GEMVs)")
-    comp = t["clear_components"]
-    if comp.empty:
-        return _verdict(NOT_TESTABLE, crit, NO_CLEAR)
-    parts, n, dearer = [], 0, 0
-    others = ["mlp", "gdn", "mamba2"]  # the head in prefill is one token's GEMV over the vocabulary
-    for key, g in comp.groupby(["arch", "batch", "phase"], sort=False):
-        jpf = g.set_index("component")["j_per_flop"]
-        if "attention" not in jpf or not np.isfinite(jpf["attention"]):
-            continue
-        rest = jpf[[c for c in others if c in jpf.index]].dropna()
-        if rest.empty:
-            continue
-        n += 1
-        ratio = jpf["attention"] / rest.max()
-        dearer += bool(ratio > 1)
-        parts.append(f"{key[0]} batch {key[1]} {key[2]}: attention {jpf['attention'] * 1e12:.2f} pJ/FLOP, "
-                     f"{ratio:.2f}x the highest of {', '.join(rest.index)}")
-    if n == 0:
-        return _verdict(NOT_TESTABLE, crit, "no architecture with attention and another matmul component")
-    return _verdict(REPRODUCED if dearer == n else NOT_REPRODUCED, f"{crit}. " + "; ".join(parts),
-                    f"attention costs more per FLOP than the rest at {dearer} of {n} architecture-batch-phase cases")
-
-
-def p1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
-    """P1, the project's finding on the phase policy (analysis/phase_policy.py; docs/phase-policy.md)."""
-    bound = cfg["analysis"]["phase_latency_bound"]
-    crit = (f"Criterion (this project's, not a paper's): with prefill and decode apart (mix share 0), at more than "
-            f"{P1_MOST:.0%} of the points and output lengths where a lock or cap was measured next to the default, "
-            f"the lowest-energy lever pair within {bound:.0%} of the default's latency is prefill at the default "
-            f"with decode locked or capped, and it saves at least {P1_SAVING:.0%} of request energy against the "
-            "best static lever within that bound")
-    pairs, policy = t["phase_pairs"], t["phase_policy"]
-    keys = [*GROUP_KEYS, "output_length"]
-    formed = pairs[(pairs["mix_share"] == 0) & (pairs["prefill_lever"] == "default")
-                   & pairs["decode_lever"].map(_lock_or_cap)] if len(pairs) else pairs
-    if formed.empty:
-        return _verdict(NOT_TESTABLE, crit, "no lock or cap measured next to the default: no phase lever to form")
-    cells = policy[policy["mix_share"] == 0].merge(formed[keys].drop_duplicates(), on=keys)
-    if cells.empty:
-        return _verdict(NOT_TESTABLE, crit, "no phase-policy rows at mix share 0")
-    phase = (cells["prefill_lever"] == "default") & cells["decode_lever"].map(_lock_or_cap)
-    saving = cells["saving_vs_static"].astype(float).where(phase, 0.0)  # a static best pair saves nothing
-    hits = int((saving >= P1_SAVING).sum())
-    ev = (f"{crit}. A phase lever is the best pair at {int(phase.sum())} of {len(cells)} cells and saves at least "
-          f"{P1_SAVING:.0%} at {hits}; savings against the best static lever: median {_pct(saving.median())}")
-    if phase.any():
-        top = cells.loc[saving[phase].idxmax()]
-        levers = cells[phase]["decode_lever"].value_counts()
-        ev += (f", largest {_pct(saving.max())} ({top['arch']} batch {top['batch']} context {top['context']}, "
-               f"{top['output_length']} output tokens, decode {top['decode_lever']}); decode levers chosen: "
-               + ", ".join(f"{k} at {v} cells" for k, v in levers.items()))
-    else:
-        static = cells["best_static_lever"].value_counts()
-        ev += "; the best pair is a static lever everywhere (" + ", ".join(
-            f"{k} at {v} cells" for k, v in static.items()) + ")"
-    ev += f"; switch cost: {cells['switch_basis'].iloc[0]}"
-    ok = hits > P1_MOST * len(cells)
-    return _verdict(REPRODUCED if ok else NOT_REPRODUCED, ev,
-                    f"a phase lever saves {P1_SAVING:.0%} or more at {hits} of {len(cells)} cells (median "
-                    f"{_pct(saving.median())})")
-
-
-def _lock_or_cap(lever: str) -> bool:
-    return Lever.parse(lever).kind in ("smclock", "powercap")
 
 
 PREDICATES: dict[str, Callable[[Mapping[str, pd.DataFrame], Mapping[str, Any]], Verdict]] = {
