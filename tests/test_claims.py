@@ -10,9 +10,11 @@ import pytest
 
 from phase_energy.analysis.claims import (
     CLAIM_TABLES,
+    CLAIMS,
     NOT_REPRODUCED,
     NOT_TESTABLE,
     PREDICATES,
+    REASON_MAX,
     REPRODUCED,
     SIMULATED_MARK,
     evaluate_claims,
@@ -23,7 +25,7 @@ from phase_energy.config import validate_config
 
 CFG = validate_config({})
 TABLES = ("phase_energy", "dominance", "dvfs_classes", "clock_policy", "fleet", "crossovers", "request_energy",
-          "sweetspot_fit", "sweetspot_cells", "clear_components", "clear_coverage")
+          "sweetspot_fit", "sweetspot_cells", "clear_components", "clear_coverage", "phase_pairs", "phase_policy")
 
 
 def tables(**given):
@@ -36,7 +38,7 @@ def point(**kw):
          "phase": "decode", "lever": "default", "lever_kind": "default", "lever_value": np.nan, "backend": "nvml",
          "power_mean_w": 250.0, "tokens_per_s": 1000.0, "j_per_token": 0.25, "sm_clock_mhz": 1980.0,
          "sw_power_cap_share": 0.0, "sw_power_cap_share_steady": 0.0, "floor_fraction": 0.7, "flags": "",
-         "jobs": 1, "trials": 5, "interval_basis": "1 job"}
+         "jobs": 1, "trials": 5, "interval_basis": "1 job", "gpu_name": "NVIDIA H200", "weights": "random (normal)"}
     r.update(kw)
     for m in ("power_mean_w", "tokens_per_s", "j_per_token", "sw_power_cap_share_steady"):
         r.setdefault(f"{m}_ci_low", r[m] * 0.95)
@@ -102,6 +104,20 @@ def _clear(attention_jpf, mlp_jpf=1e-12, job_cv=None):
     return df
 
 
+def _policy(best_pair, saving, levers=("default", "smclock:1410")):
+    """Phase-policy tables at one point and two output lengths: the best pair at mix share 0, and at 0.5 a
+    phase lever that saves a lot (which P1, judged at mix share 0, must not count)."""
+    key = {"engine": "native", "arch": "qwen3-4b", "paradigm": "gqa", "batch": 32, "context": 2048}
+    pairs = pd.DataFrame([{**key, "output_length": n, "mix_share": m, "prefill_lever": p, "decode_lever": d}
+                          for n in (128, 512) for m in (0.0, 0.5) for p in levers for d in levers])
+    policy = pd.DataFrame([{**key, "output_length": n, "mix_share": m, "prefill_lever": p, "decode_lever": d,
+                            "saving_vs_static": sv, "best_static_lever": "smclock:1410",
+                            "switch_basis": "measured here (4 switches)"}
+                           for n in (128, 512) for m, (p, d), sv in ((0.0, best_pair, saving),
+                                                                     (0.5, ("default", "smclock:1410"), 0.3))])
+    return tables(phase_pairs=pairs, phase_policy=policy)
+
+
 CASES = {
     "C1": (summary({"power_mean_w": 200.0}, {"power_mean_w": 280.0}),
            summary({"power_mean_w": 200.0}, {"power_mean_w": 450.0}),
@@ -152,21 +168,76 @@ CASES = {
            tables(clear_components=_clear(3e-12))),  # trials of one job only
     "K3": (tables(clear_components=_clear(3e-12)), tables(clear_components=_clear(0.5e-12)),
            tables(clear_components=_clear(np.nan))),
+    "P1": (_policy(("default", "smclock:1410"), 0.05),
+           _policy(("smclock:1410", "smclock:1410"), 0.0),  # the best pair is a static lock: no phase lever pays
+           _policy(("default", "default"), 0.0, levers=("default",))),  # nothing to pair with the default
 }
+
+
+def assert_claims_text(claims):
+    """Every claim's reason is short and says something; no claims text writes a plural as "(s)"."""
+    for r in claims.itertuples():
+        assert 0 < len(r.reason) <= REASON_MAX, (r.id, r.reason)
+        assert r.reason in r.evidence, (r.id, r.evidence)  # the evidence concludes with it
+        for text in (r.claim, r.verdict, r.reason, r.evidence):
+            assert "(s)" not in text, (r.id, text)
 
 
 @pytest.mark.parametrize("cid", list(PREDICATES))
 @pytest.mark.parametrize("which", [0, 1, 2], ids=["reproduced", "not-reproduced", "not-testable"])
 def test_every_claim_can_come_out_each_way(cid, which):
-    verdict, evidence = PREDICATES[cid](CASES[cid][which], CFG)
+    verdict, evidence, reason = PREDICATES[cid](CASES[cid][which], CFG)
     assert verdict == (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE)[which], evidence
-    assert evidence and "(s)" not in evidence
+    assert evidence.startswith("Criterion"), evidence  # even "not testable" says what would be tested
+    assert 0 < len(reason) <= REASON_MAX and "(s)" not in evidence
+    assert evidence.endswith(f"{verdict.capitalize()}: {reason}"), evidence
 
 
 def test_criteria_are_stated_in_the_evidence():
     for cid in PREDICATES:
-        _, evidence = PREDICATES[cid](CASES[cid][0], CFG)
-        assert evidence.startswith("Criterion:"), (cid, evidence)
+        _, evidence, _ = PREDICATES[cid](CASES[cid][0], CFG)
+        assert evidence.startswith("Criterion"), (cid, evidence)
+    assert "no interval lies wholly" not in PREDICATES["C9"](CASES["C9"][0], CFG).evidence
+
+
+def test_c9_says_why_a_low_ratio_is_not_enough():
+    """A ratio under the bound whose interval reaches above it does not halve: the reason says so, with the ratio."""
+    t = tables(phase_energy=_prefill_summary(), request_energy=_request(0.47, 0.38, 0.62))
+    verdict, evidence, reason = PREDICATES["C9"](t, CFG)
+    assert verdict == NOT_REPRODUCED
+    assert reason == "mamba2: no interval wholly at or under 0.55 (lowest 0.47)"
+    assert "mamba2 lowest 0.47 [0.38, 0.62]" in evidence
+
+
+def test_p1_is_marked_as_the_projects_own_finding_and_counts_only_mix_share_0():
+    claims = evaluate_tables(CASES["P1"][1], CFG).set_index("id")
+    assert claims.loc["P1", "source"] == "project" and "not a paper claim" in claims.loc["P1", "claim"]
+    assert (claims.drop(index="P1")["source"] == "paper").all()
+    assert "not a paper's" in claims.loc["P1", "evidence"]
+    # at mix share 0.5 the phase lever saves 30 %; at 0 the best pair is static: not reproduced
+    assert claims.loc["P1", "verdict"] == NOT_REPRODUCED
+    assert claims.loc["P1", "reason"] == "a phase lever saves 2% or more at 0 of 2 cells (median 0.0 %)"
+    sim = CASES["P1"][0]
+    sim["phase_energy"] = pd.DataFrame([point(backend="sim")])
+    assert evaluate_tables(sim, CFG).set_index("id").loc["P1", "verdict"] == f"{REPRODUCED} {SIMULATED_MARK}"
+
+
+def test_claims_name_the_weights_their_evidence_used():
+    t = summary({"weights": "checkpoint Qwen3-4B"})
+    t["clear_components"] = _clear(3e-12)
+    c = evaluate_tables(t, CFG).set_index("id")
+    assert c.loc["C1", "weights"] == "checkpoint Qwen3-4B"
+    assert c.loc["K3", "weights"] == "random (normal)"  # CLEAR's components run on random weights
+    old = summary({})
+    old["phase_energy"] = old["phase_energy"].drop(columns=["weights"])  # a table from before weights were kept
+    assert evaluate_tables(old, CFG).set_index("id").loc["C1", "weights"] == "random (normal)"
+    assert evaluate_tables(tables(), CFG).set_index("id").loc["C1", "weights"] == "none"
+
+
+def test_every_reason_is_short_on_every_case():
+    for cases in CASES.values():
+        for t in cases:
+            assert_claims_text(evaluate_tables(t, CFG))
 
 
 def test_c10_passes_only_when_most_crossings_lie_in_the_range():
@@ -205,13 +276,14 @@ def test_each_engine_gets_its_own_verdict_and_a_comparison(tmp_path):
     assert "native 0 of 2, vllm 1 of 2" in c2.loc["native", "evidence"]
     # CLEAR measures the native engine's components: its claims appear once
     assert (claims[claims["id"].str.startswith("K")]["engine"] == "native").all()
-    assert len(claims) == 16 + 13
+    assert len(claims) == len(CLAIMS) + len(CLAIMS) - 3
+    assert_claims_text(claims)
 
 
 def test_one_engine_has_no_comparison_sentence(tmp_path):
     rows = [point(phase=ph, power_mean_w=400.0) for ph in ("prefill", "decode")]
     claims = evaluate_claims(_write(tmp_path, pd.DataFrame(rows)), CFG)
-    assert set(claims["engine"]) == {"native"} and len(claims) == 16
+    assert set(claims["engine"]) == {"native"} and len(claims) == len(CLAIMS)
     assert not claims["evidence"].str.contains("Engines").any()
 
 
@@ -254,11 +326,18 @@ def test_single_job_intervals_are_named_in_the_evidence():
     assert "run-to-run" not in c2.loc["C1", "evidence"]
 
 
+def test_claims_of_the_test_config_have_short_reasons(sim_run):
+    """The simulated end-to-end run (config/test.yaml): every reason fits, the weights are named, P1 is there."""
+    claims = pd.read_csv(sim_run / "results/claims.csv", keep_default_na=False)
+    assert_claims_text(claims)
+    assert list(claims["id"]) == list(CLAIMS)
+    c = claims.set_index("id")
+    assert c.loc["P1", "verdict"].endswith(SIMULATED_MARK) and c.loc["C1", "weights"] == "random (normal)"
+
+
 def test_docs_list_every_claim_as_the_table_words_it():
     """docs/paper.md is where a reader finds the claims: the same ids and sentences as the claims table."""
     from pathlib import Path
-
-    from phase_energy.analysis.claims import CLAIMS
 
     doc = (Path(__file__).parents[1] / "docs" / "paper.md").read_text()
     rows = [line for line in doc.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in CLAIMS]

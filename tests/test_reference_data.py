@@ -11,6 +11,7 @@ import yaml
 from phase_energy.report.catalog import FIGURES
 
 from .conftest import ROOT, copy_workflow, run_snakemake
+from .test_claims import assert_claims_text
 
 pytestmark = pytest.mark.slow
 REF = "reference-data/h200-default"
@@ -67,8 +68,11 @@ def test_regeneration_schedules_no_measurement(regenerated):
 
 def test_claims_from_real_traces(regenerated):
     wd, _ = regenerated
-    c = pd.read_csv(wd / "results/claims.csv").set_index("id")
-    assert set(c["backend"]) == {"nvml"}
+    c = pd.read_csv(wd / "results/claims.csv", keep_default_na=False)
+    assert_claims_text(c)  # every reason fits its cell; no "(s)"
+    c = c.set_index("id")
+    assert set(c["backend"]) == {"nvml"} and c.loc["C1", "weights"] == "random (normal)"  # no weights record
+    assert c.loc["P1", "source"] == "project" and c.loc["P1", "verdict"] == "not testable"  # default lever only
     for cid in ("C1", "C2"):
         assert c.loc[cid, "verdict"] in ("reproduced", "not reproduced"), c.loc[cid, "evidence"]
     for cid in ("C4", "C5", "C6", "C7", "C8", "C11"):

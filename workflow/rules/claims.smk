@@ -1,4 +1,4 @@
-# Each claim of the paper as a predicate over the result tables, with evidence and a verdict.
+# Each claim (the papers' and this project's own) as a predicate over the result tables.
 
 
 rule claims:
@@ -15,6 +15,8 @@ rule claims:
         sweetspot_cells=get_table("sweetspot_cells"),
         clear_components=get_table("clear_components"),
         clear_coverage=get_table("clear_coverage"),
+        phase_pairs=get_table("phase_pairs"),
+        phase_policy=get_table("phase_policy"),
         config=ANALYSIS_CONFIG,
     output:
         claims=report(

@@ -25,6 +25,9 @@ POINT = ["engine", "arch", "paradigm", "batch", "context", "lever", "rep", "back
 GROUP = ["engine", "arch", "paradigm", "batch", "context"]
 METRICS = ["j_per_token", "j_per_token_above_idle", "tokens_per_s", "power_mean_w", "sm_clock_mhz",
            "sw_power_cap_share", "sw_power_cap_share_steady", "floor_fraction", "compute_fraction"]
+# Labels of the job carried to every row (not part of a point's identity: one value per point in a run):
+# the card's name (empty when simulated) and the weights (phase_energy.measure.trace.weights_of)
+LABELS = {"gpu_name": "", "weights": "random (normal)"}
 CI_METRICS = ("j_per_token", "tokens_per_s", "power_mean_w", "sw_power_cap_share_steady")
 # Flags of the workload itself (not derived from the samples): kept when windows are summarised again
 WORKLOAD_FLAGS = ("irregular_steps", "switch_not_settled")
@@ -138,11 +141,13 @@ def trial_table(w: pd.DataFrame) -> pd.DataFrame:
     """One row per job x phase x trial: energy and tokens summed over the trial's unexcluded windows."""
     w = w[w["phase"].isin(["prefill", "decode"]) & ~w.get("excluded", pd.Series(False, index=w.index))].copy()
     if w.empty:
-        return pd.DataFrame(columns=[*POINT, "job", "phase", "trial", *METRICS])
+        return pd.DataFrame(columns=[*POINT, *LABELS, "job", "phase", "trial", *METRICS])
+    w = with_labels(w)
     w["_clock_t"] = w["sm_clock_mhz"] * w["duration_s"]
     w["_steady_t"] = w["duration_s"] - w["cap_hold_excluded_s"].fillna(0.0)
     w["_flags"] = w["flags"].fillna("")
-    keys = [*POINT, "job", "lever_kind", "lever_value", "power_limit_w", "locked_sm_clock_mhz", "phase", "trial"]
+    keys = [*POINT, *LABELS, "job", "lever_kind", "lever_value", "power_limit_w", "locked_sm_clock_mhz", "phase",
+            "trial"]
     g = w.groupby(keys, dropna=False)
     t = g.agg(
         energy_j=("energy_j", "sum"), energy_above_idle_j=("energy_above_idle_j", "sum"),
@@ -168,7 +173,13 @@ def trial_table(w: pd.DataFrame) -> pd.DataFrame:
 
 
 SUMMARY_KEYS = ["engine", "arch", "paradigm", "batch", "context", "lever", "backend", "lever_kind", "lever_value",
-                "phase"]
+                "phase", *LABELS]
+
+
+def with_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the job labels it lacks (a table from before they were recorded) at their defaults."""
+    missing = {k: v for k, v in LABELS.items() if k not in df}
+    return df.assign(**missing) if missing else df
 
 
 def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0, seed: int = 0) -> pd.DataFrame:
@@ -180,7 +191,7 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
     """
     rng = np.random.default_rng(seed)
     rows = []
-    for k, d in trials.groupby(SUMMARY_KEYS, dropna=False):
+    for k, d in with_labels(trials).groupby(SUMMARY_KEYS, dropna=False):
         row: dict[str, Any] = dict(zip(SUMMARY_KEYS, k, strict=True))
         row["trials"] = len(d)
         row["jobs"] = int(d["job"].nunique())

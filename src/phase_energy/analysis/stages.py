@@ -81,15 +81,20 @@ def crossover(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Seq
     write_table("crossovers", cross, outputs["crossovers"])
 
 
-def phase_policy(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
-    """Every (prefill lever, decode lever) pair's request energy and latency, and the best pair per point."""
+def _phase_policy_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[str, Any]
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     from phase_energy.analysis.phase_policy import phase_policy_tables
 
+    a = cfg["analysis"]
+    return phase_policy_tables(windows, trials, cfg["output_lengths"], a["phase_mix_shares"],
+                               a["phase_latency_bound"]) if len(trials) else (pd.DataFrame(), pd.DataFrame())
+
+
+def phase_policy(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
+    """Every (prefill lever, decode lever) pair's request energy and latency, and the best pair per point."""
     windows = read_table("windows", inputs["windows"])
     trials = read_table("phase_trials", inputs["phase_trials"])
-    a = cfg["analysis"]
-    pairs, policy = phase_policy_tables(windows, trials, cfg["output_lengths"], a["phase_mix_shares"],
-                                        a["phase_latency_bound"]) if len(trials) else (pd.DataFrame(), pd.DataFrame())
+    pairs, policy = _phase_policy_tables(windows, trials, cfg)
     write_table("phase_pairs", pairs, outputs["phase_pairs"])
     write_table("phase_policy", policy, outputs["phase_policy"])
 
@@ -135,6 +140,7 @@ def derived_tables(windows: pd.DataFrame, cfg: Mapping[str, Any], exclude_flags:
         return {}
     front = pd.concat([pareto_table(trials, n, seed, ph) for ph in ("decode", "prefill")], ignore_index=True)
     request, cross = crossover_tables(w, trials, cfg)
+    pairs, policy = _phase_policy_tables(w, trials, cfg)
     cells, fit = fit_cells(sweet_region(cells_from_request(request), a["sweetspot_drop_share"]),
                            a["sweetspot_holdout_share"], seed)
     decode = front[front["phase"] == "decode"]
@@ -147,6 +153,7 @@ def derived_tables(windows: pd.DataFrame, cfg: Mapping[str, Any], exclude_flags:
         "fleet": fleet_projection(trials, a["throughput_loss_bound"], a["fleet_gpus"], a["fleet_decode_share"],
                                   n, seed),
         "crossovers": cross, "request_energy": request, "sweetspot_cells": cells, "sweetspot_fit": fit,
+        "phase_pairs": pairs, "phase_policy": policy,
     }
 
 
@@ -191,7 +198,8 @@ STAGES: dict[str, Stage] = {
     "clear": Stage(clear, (), ("clear_components", "clear_coverage"), True),
     "claims": Stage(claims, ("windows", "phase_energy", "dominance", "dvfs_classes", "clock_policy", "fleet",
                              "crossovers", "request_energy", "sweetspot_fit", "sweetspot_cells",
-                             "clear_components", "clear_coverage"), ("claims", "claims_sensitivity")),
+                             "clear_components", "clear_coverage", "phase_pairs", "phase_policy"),
+                    ("claims", "claims_sensitivity")),
 }
 
 

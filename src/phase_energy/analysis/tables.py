@@ -51,8 +51,8 @@ def _t(name: str, path: str, columns: Iterable[str], about: str) -> Table:
 
 TABLES: dict[str, Table] = {t.name: t for t in (
     _t("windows", "tables/windows.parquet",
-       ["job", *POINT_KEYS, "lever", "rep", "backend", "phase", "trial", "start_s", "end_s", "duration_s",
-        "energy_j", "tokens", "flags", "excluded", "power_mean_w", "sm_clock_mhz", "j_per_token",
+       ["job", *POINT_KEYS, "lever", "rep", "backend", "gpu_name", "weights", "phase", "trial", "start_s", "end_s",
+        "duration_s", "energy_j", "tokens", "flags", "excluded", "power_mean_w", "sm_clock_mhz", "j_per_token",
         "tokens_per_s", "lever_kind", "lever_value"],
        "every measured window of every job, summarised again from its samples, with its metrics"),
     _t("phase_trials", "tables/phase_trials.parquet",
@@ -60,7 +60,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
         "energy_j", "tokens", "duration_s", "j_per_token", "tokens_per_s", "power_mean_w", "sm_clock_mhz"],
        "one row per job, phase and trial: the trial's unexcluded windows summed"),
     _t("phase_energy", "tables/phase_energy.parquet",
-       [*POINT_KEYS, "lever", "backend", "lever_kind", "lever_value", "phase", "trials", "jobs",
+       [*POINT_KEYS, "lever", "backend", "gpu_name", "weights", "lever_kind", "lever_value", "phase", "trials",
+        "jobs",
         "j_per_token", "j_per_token_ci_low", "j_per_token_ci_high", "tokens_per_s", "power_mean_w",
         "power_mean_w_ci_low", "power_mean_w_ci_high", "sw_power_cap_share_steady", "interval_basis", "flags"],
        "per point and phase: estimates with 95 % intervals over jobs and trials"),
@@ -121,8 +122,9 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     _t("clear_coverage", "tables/clear_coverage.csv",
        [*CLEAR_KEYS, "model_j", "components_j", "coverage", "coverage_dynamic", "max_cv", "model_cv", "backend"],
        "CLEAR: the components' energy scaled by their counts against the whole model's"),
-    _t("claims", "claims.csv", ["id", "engine", "claim", "verdict", "evidence"],
-       "each claim of the paper with its evidence and verdict"),
+    _t("claims", "claims.csv", ["id", "source", "engine", "claim", "verdict", "reason", "evidence", "weights"],
+       "each claim (the papers' and this project's own) with its verdict, a short reason, its evidence and the "
+       "weights the evidence used"),
     _t("claims_sensitivity", "tables/claims_sensitivity.csv",
        ["id", "engine", "verdict_flagged_left_out", "verdict_all_windows", "changed", "left_out"],
        "each verdict with flagged windows left out (as published) and with every window counted"),

@@ -21,6 +21,7 @@ import pandas as pd
 from phase_energy.config import load_schema
 from phase_energy.grid import GridPoint
 from phase_energy.measure.layout import engine_of, file_digest, verify_trace
+from phase_energy.model.checkpoint import weights_label
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,21 @@ def read_tables_of(folders: Iterable[str | Path], name: str) -> Iterator[pd.Data
         yield from pool.map(lambda d: pd.read_parquet(Path(d) / name), folders)
 
 
+def gpu_name_of(meta: Mapping[str, Any]) -> str:
+    """The card's name from a trace's metadata (``NVIDIA H200``); empty for a simulated trace."""
+    if meta.get("backend") == "sim":
+        return ""
+    return str((meta.get("gpu") or {}).get("name") or "")
+
+
+def weights_of(meta: Mapping[str, Any]) -> str:
+    """The weights a trace ran with, as tables show them (``random (normal)``, ``checkpoint Qwen3-4B``).
+
+    Traces written before the metadata had a ``weights`` record ran the native engine's random normal init.
+    """
+    return weights_label(meta.get("weights") or {"source": "random", "init": "normal"})
+
+
 def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Windows of many jobs with their point columns, and one status row per job.
 
@@ -250,6 +266,8 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             w["locked_sm_clock_mhz"] = (meta.get("lever_enforced") or {}).get("locked_sm_clock_mhz")
             w["bandwidth_bps"] = meta["gpu"].get("bandwidth_bps")
             w["matmul_flops"] = meta["gpu"].get("matmul_flops")
+            w["gpu_name"] = gpu_name_of(meta)
+            w["weights"] = weights_of(meta)
             w["summary_stamp"] = status.get("summary")  # the code and settings its windows were summarised with
             frames.append(w)
     windows = pd.concat(frames, ignore_index=True) if frames else empty_frame(WINDOW_COLUMNS)
