@@ -10,7 +10,8 @@ import pytest
 from phase_energy.config import validate_config
 from phase_energy.grid import GridPoint
 from phase_energy.measure.job import run_job
-from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, SimParams, SimWorkload, Work
+from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, SimParams, Work
+from phase_energy.measure.sim_workload import SimWorkload
 from phase_energy.measure.trace import read_trace
 from phase_energy.model.presets import get_preset
 
@@ -291,8 +292,6 @@ def test_backend_auto_without_gpu_falls_back_to_sim_loudly(tmp_path, caplog):
 
 def test_the_fast_paths_give_what_the_full_computation_gives():
     """The top clock tried first, and the counter read from the last piece: the same numbers as before."""
-    from phase_energy.measure.sim import Work
-
     gpu = SimGPU(seed=5)
     w = SimWorkload(gpu, get_preset("qwen3-4b"), 32, 2048)
     for work in (w.decode_work(2048, 64), w.prefill_work(4), w.decode_work(4096, 1)):

@@ -10,7 +10,7 @@ components scaled by their counts can be set against it (coverage).
 A CLEAR job opens its backend like a measurement job (:func:`~phase_energy.measure.backend.open_backend`):
 the components are the native engine's own modules on a GPU
 (:class:`~phase_energy.engines.native.components.EngineComponents`) or the cost model's FLOPs and bytes of
-each on the simulated card (:class:`~phase_energy.measure.sim.SimComponents`, ``backend: sim``).
+each on the simulated card (:class:`~phase_energy.measure.sim_workload.SimComponents`, ``backend: sim``).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def component_table(samples: pd.DataFrame, windows: list[ClearWindow], s: ClearS
 def component_workload(backend: Backend, point: ClearPoint, context: int, seed: int) -> ComponentWorkload:
     """The point's components on the backend: the cost model's on ``sim``, the native engine's on a GPU."""
     if backend.simulated:
-        from phase_energy.measure.sim import SimComponents
+        from phase_energy.measure.sim_workload import SimComponents
 
         return SimComponents(backend.device, get_preset(point.arch), point.batch, context)
     from phase_energy.engines.native.components import EngineComponents

@@ -145,7 +145,7 @@ def build_workload(cfg: Mapping[str, Any], point: GridPoint, settings: Settings,
     vLLM raises :class:`~phase_energy.engines.vllm.DoesNotFit` when its KV cache cannot hold the point.
     """
     if backend.simulated:
-        from phase_energy.measure.sim import SimWorkload
+        from phase_energy.measure.sim_workload import SimWorkload
 
         return SimWorkload(backend.device, get_preset(point.arch), point.batch, point.context, engine=point.engine)
     if point.engine == "vllm":
