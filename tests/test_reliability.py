@@ -163,12 +163,11 @@ def test_workflow_measures_a_damaged_trace_again_and_quotes_hostile_paths(tmp_pa
     # a cached traces folder whose name holds a space and a command substitution: read, never run
     hostile = wd / "cached $(touch PWNED) x"
     shutil.copytree(wd / "results/traces", hostile)
-    shutil.rmtree(wd / "figures")
     res = run_snakemake(wd, *args[:-3], "architectures=[qwen3-4b]", "batch_sizes=[1]", "levers=[default]",
-                        f"traces={hostile.name}")
+                        f"traces={hostile.name}", "results=results-cached")  # results/ holds the measured run
     assert res.returncode == 0, res.stderr[-3000:]
-    assert not (wd / "PWNED").exists() and (wd / "figures/fig01_power_timeline.svg").exists()
-    assert pd.read_csv(wd / "results/tables/jobs.csv")["status"].tolist() == ["ok"]
+    assert not (wd / "PWNED").exists() and (wd / "results-cached/figures/fig01_power_timeline.svg").exists()
+    assert pd.read_csv(wd / "results-cached/tables/jobs.csv")["status"].tolist() == ["ok"]
 
 
 # ---------------------------------------------------------------------------------------------- config values

@@ -34,10 +34,11 @@ def test_claims_table_has_every_claim_with_a_verdict(sim_run):
     c = pd.read_csv(sim_run / "results/claims.csv")
     assert list(c.columns[:5]) == ["id", "claim", "engine", "verdict", "evidence"]
     assert set(c["engine"]) == {"native"}
-    assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)] + ["S1", "S2", "K1", "K2", "K3"]
+    assert c["id"].tolist() == [f"C{i}" for i in range(1, 12)] + ["S1", "S2", "K1", "K2", "K3", "P1"]
+    assert set(c.loc[c["source"] == "project", "id"]) == {"P1"}  # this project's own finding, marked
     # simulated data: every verdict that rests on it says so in its own text (CLEAR is off: K1-K3 rest on none)
     sim = c[c["backend"] == "sim"]
-    assert len(sim) == 13 and set(sim["verdict"]) <= {f"{v} (simulated)"
+    assert len(sim) == 14 and set(sim["verdict"]) <= {f"{v} (simulated)"
                                                       for v in ("reproduced", "not reproduced", "not testable")}
     assert set(c[c["backend"] == "none"]["verdict"]) == {"not testable"}
     # C4 needs smclock:1980, which the test grid lacks
