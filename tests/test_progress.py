@@ -80,6 +80,10 @@ def test_summary_says_simulated_and_where_the_results_are(tmp_path, monkeypatch)
     s = p.summary()
     assert "points: 1 measured, 1 skipped (engine: 1), 0 failed" in s
     assert "SIMULATED" in s and "results: figures/; report: snakemake --report report.html" in s  # what exists
+    monkeypatch.setenv("PHASE_ENERGY_RESULTS", "results-h200")  # a run with its own results folder
+    (tmp_path / "results-h200" / "tables").mkdir(parents=True)
+    s = p.summary()
+    assert "results: results-h200/tables/; report" in s and "(results-h200/tables/jobs.csv)" in s
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(7.4, "7 s"), (95, "1 min 35 s"), (3725, "1 h 2 min")])

@@ -38,6 +38,9 @@ config.clear()
 config.update(_validated)
 
 RESULTS = config["results"].rstrip("/")
+os.environ["PHASE_ENERGY_RESULTS"] = (
+    RESULTS  # the console's summary says where this run's results are
+)
 MEASURED_TRACES = f"{RESULTS}/traces"
 TRACES = results_folder(config["traces"], "results/traces", RESULTS)
 FIGURES_DIR = "figures" if RESULTS == "results" else f"{RESULTS}/figures"

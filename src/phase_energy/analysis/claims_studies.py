@@ -25,6 +25,12 @@ P1_SAVING = 0.02  # share of request energy a phase lever saves against the best
 P1_MOST = 0.5  # share of (point, output length) cells where it must
 
 
+def _span(lo: float, hi: float) -> str:
+    """``0.77-8.17``, or one number when the two agree to the digits shown."""
+    a, b = f"{lo:.2f}", f"{hi:.2f}"
+    return a if a == b else f"{a}-{b}"
+
+
 # each SweetSpot check and what its failure says
 S1_CHECKS = {"peak_input": "the peak is at the longest input", "peak_output": "the peak is at an end of the outputs",
              "long_inputs": "long inputs do not drop", "short_outputs": "very short outputs do not drop"}
@@ -77,7 +83,7 @@ def s2(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     m = f["mape_heldout_pct"]
     over = int((m >= S2_MAPE_PCT).sum())
     return conclude(NOT_REPRODUCED if over else REPRODUCED, ev,
-                    f"held-out MAPE {m.min():.2f}-{m.max():.2f} %; {over} of {len(f)} fits at or above "
+                    f"held-out MAPE {_span(m.min(), m.max())} %; {over} of {len(f)} fits at or above "
                     f"{S2_MAPE_PCT:.0f} %")
 
 

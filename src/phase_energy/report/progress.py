@@ -9,6 +9,7 @@ imports the plugin whenever it starts.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -19,7 +20,14 @@ MEASURE_RULES = ("measure", "clear_measure")
 ETA_AFTER = 5  # points done before a rate and a time left are given
 BACKEND_NEWS = {"sim": "the jobs run on the SIMULATED backend (no GPU here): every result says so",
                 "nvml": "the jobs measure a real GPU (NVML)"}
-ANALYSIS_OUTPUTS = ("results/tables/", "results/claims.csv", "figures/")
+RESULTS_ENV = "PHASE_ENERGY_RESULTS"  # the run's results folder, set by the workflow while it parses
+
+
+def analysis_outputs() -> tuple[str, ...]:
+    """Where this run's tables, claims and figures go (config key ``results``)."""
+    results = os.environ.get(RESULTS_ENV, "results").rstrip("/") or "results"
+    figures = "figures/" if results == "results" else f"{results}/figures/"
+    return f"{results}/tables/", f"{results}/claims.csv", figures
 
 
 def duration(seconds: float) -> str:
@@ -200,8 +208,9 @@ class Progress:
         if len(self.failed) > 5:
             lines.append(f"  ... and {len(self.failed) - 5} more failures (logs/)")
         if skipped:
-            lines.append("  skipped points have a status record with the reason (results/tables/jobs.csv)")
-        made = [o for o in ANALYSIS_OUTPUTS if Path(o.rstrip("/")).exists()]
+            lines.append("  skipped points have a status record with the reason "
+                         f"({analysis_outputs()[0]}jobs.csv)")
+        made = [o for o in analysis_outputs() if Path(o.rstrip("/")).exists()]
         if made:
             lines.append("  results: " + ", ".join(made) + "; report: snakemake --report report.html")
         return "\n".join(lines)
