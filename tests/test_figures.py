@@ -64,3 +64,81 @@ def test_measured_mark_names_card_and_engine():
     t["windows"] = t["windows"].drop(columns="gpu_name")
     assert provenance(t, ["NVIDIA H200"]).mark == "MEASURED: NVIDIA H200, native"  # from the traces' metadata
     assert provenance({"w": pd.DataFrame({"backend": ["sim"]})}).mark == "SIMULATED"
+
+
+def _two_weights(run) -> dict[str, pd.DataFrame]:
+    """The test run's tables with a checkpoint architecture of qwen3-4b's shapes added, as
+    config/random-vs-trained.yaml names it: its rows are qwen3-4b's own, 10 % more power and J/token (a checkpoint
+    cannot be loaded on the simulator, so the values are shifted to tell the two apart)."""
+    t = _tables(run, "fig16_random_vs_trained")
+    pe = t["phase_energy"]
+    trained = pe[pe["arch"] == "qwen3-4b"].assign(arch="qwen3-4b-trained", weights="checkpoint Qwen3-4B")
+    for c in ("power_mean_w", "j_per_token"):
+        trained[[c, f"{c}_ci_low", f"{c}_ci_high"]] *= 1.1
+    return {**t, "phase_energy": pd.concat([pe, trained], ignore_index=True)}
+
+
+def test_random_vs_trained_draws_both_weights_of_the_same_shapes(sim_run):
+    from phase_energy.report.weights_figure import shape_groups
+
+    t = _two_weights(sim_run)
+    groups = shape_groups(t["phase_energy"])
+    assert groups["qwen3-4b-trained"] == "qwen3-4b" and groups["mamba2-2.7b"] == "mamba2-2.7b"
+    fig = draw("fig16_random_vs_trained", t, sim_run / "results/traces")
+    try:
+        assert layout_problems(fig) == []
+        texts = " ".join(t.get_text() for t in fig.findobj(plt.Text))
+        assert "no data to draw" not in texts
+        assert "random (normal)" in texts and "checkpoint Qwen3-4B" in texts  # the legend names both
+        title = fig._suptitle.get_text().replace("\n", " ")
+        assert "decode power +10.0\u00a0%, J/token +10.0\u00a0%" in title  # the shift put in above
+        # 2 metrics x 2 phases, each with 2 batch sizes x 2 kinds of weights; mamba2 has one kind: not drawn
+        bars = [p for ax in fig.axes for p in ax.patches if p.get_height() > 0]
+        assert len(bars) == 2 * 2 * 2 * 2
+    finally:
+        plt.close(fig)
+
+
+def test_random_vs_trained_is_a_placeholder_with_one_kind_of_weights(sim_run):
+    t = _tables(sim_run, "fig16_random_vs_trained")
+    pe = t["phase_energy"]  # another name but the same weights: nothing to compare
+    t["phase_energy"] = pd.concat([pe, pe[pe["arch"] == "qwen3-4b"].assign(arch="qwen3-4b-again")])
+    fig = draw("fig16_random_vs_trained", t, sim_run / "results/traces")
+    try:
+        texts = " ".join(t.get_text() for t in fig.findobj(plt.Text))
+        assert "no data to draw" in texts and "config/random-vs-trained.yaml" in texts
+        assert not any(t.get_gid() == "provenance-watermark" for t in fig.texts)
+        assert layout_problems(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_headline_without_levers_draws_the_default_points_alone(sim_run):
+    t = _tables(sim_run, "fig00_headline")
+    pe = t["phase_energy"]
+    t["phase_energy"] = pe[pe["lever"] == "default"]
+    fig = draw("fig00_headline", t, sim_run / "results/traces")
+    try:
+        assert "No lever was measured" in fig._suptitle.get_text()
+        assert not [ln for ax in fig.axes for ln in ax.get_lines() if len(ln.get_xdata()) > 1]  # no curve
+        stars = sum(len(c.get_offsets()) for ax in fig.axes for c in ax.collections)
+        assert stars == 2 * 2 * 2  # 2 architectures x 2 batch sizes, in both panels
+        assert layout_problems(fig) == []
+    finally:
+        plt.close(fig)
+
+
+def test_headline_labels_simulated_levers_next_to_measured_defaults(sim_run):
+    """Measured rows are made by relabelling the simulator's default rows (no card here)."""
+    t = _tables(sim_run, "fig00_headline")
+    pe = t["phase_energy"].copy()
+    pe.loc[pe["lever"] == "default", ["backend", "gpu_name"]] = ["nvml", "NVIDIA H200"]
+    fig = draw("fig00_headline", {**t, "phase_energy": pe}, sim_run / "results/traces")
+    try:
+        title = fig._suptitle.get_text().replace("\n", " ")
+        assert "Lever curves SIMULATED (dashed), default points measured" in title
+        legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+        assert "lever curves SIMULATED" in legend and "default lever, SIMULATED" in legend
+        assert {ln.get_linestyle() for ax in fig.axes for ln in ax.get_lines()} == {"--"}  # the simulated curves
+    finally:
+        plt.close(fig)

@@ -69,7 +69,8 @@ if len(GRID) < len(FULL_GRID):
     )
 # the plotting code: a change to any of it redraws the figures (and nothing else)
 FIGURE_CODE = [
-    find_spec(f"phase_energy.report.{m}").origin for m in ("figures", "style")
+    find_spec(f"phase_energy.report.{m}").origin
+    for m in ("figures", "figbase", "headline", "weights_figure", "style")
 ]
 
 

@@ -27,6 +27,7 @@ def _fig(category: str, needs: str, *tables: str, reads_traces: bool = False) ->
 
 
 FIGURES: dict[str, Figure] = {
+    "fig00_headline": _fig("Headline", "decode at the default lever, power caps or SM clock locks"),
     "fig01_power_timeline": _fig("Power", "one trace at the default lever", reads_traces=True),
     "fig02_power_vs_batch": _fig("Power", "prefill and decode at the default lever"),
     "fig03_clock_policy": _fig("Levers", "smclock levers and the default"),
@@ -47,6 +48,9 @@ FIGURES: dict[str, Figure] = {
     "fig14_engines": _fig("Engines", "two engines (config engines: [native, vllm])"),
     "fig15_phase_policy": _fig("Levers", "two or more static levers per point, both phases measured (phase policy)",
                                "phase_policy"),
+    "fig16_random_vs_trained": _fig("Weights", "two kinds of weights on the same shapes (a config like "
+                                    "config/random-vs-trained.yaml: a preset with random weights next to its "
+                                    "checkpoint)"),
 }
 
 

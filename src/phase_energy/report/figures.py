@@ -26,29 +26,15 @@ import seaborn as sns
 
 from phase_energy.analysis.tables import TableError, read_tables
 from phase_energy.report.catalog import FIGURES, figure
+from phase_energy.report.figbase import MissingData
+from phase_energy.report.figbase import facet as _facet
+from phase_energy.report.figbase import need as _need
+from phase_energy.report.figbase import pick as _pick
+from phase_energy.report.headline import fig00_headline  # noqa: F401 (drawn through RENDERERS)
 from phase_energy.report.style import LIMIT_COLOUR, Provenance, arch_palette, provenance, set_theme, watermark
+from phase_energy.report.weights_figure import fig16_random_vs_trained  # noqa: F401 (drawn through RENDERERS)
 
 log = logging.getLogger(__name__)
-
-class MissingData(Exception):
-    """Raised by a figure function when its table lacks what it needs."""
-
-
-def _need(df: pd.DataFrame, what: str) -> pd.DataFrame:
-    if df is None or df.empty:
-        raise MissingData(what)
-    return df
-
-
-def _facet(g: sns.FacetGrid) -> plt.Figure:
-    """The figure of a seaborn grid, marked so that the frame keeps its legend outside the panels."""
-    g.figure._phase_energy_facet = True  # type: ignore[attr-defined]
-    return g.figure
-
-
-def _pick(values: pd.Series, prefer: int) -> Any:
-    u = sorted(values.unique())
-    return min(u, key=lambda v: abs(np.log(v) - np.log(prefer)))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -565,7 +551,7 @@ def fig15_phase_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
 
 
 RENDERERS: dict[str, Callable[[Mapping[str, pd.DataFrame], Path], tuple[plt.Figure, str]]] = {
-    name: globals()[name] for name in FIGURES
+    name: globals()[name] for name in FIGURES  # fig00 and fig16 come from their own modules (imported above)
 }
 
 
@@ -575,8 +561,9 @@ def placeholder(name: str, needs: str, prov: Provenance) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.axis("off")
     ax.text(0.5, 0.62, f"{name}: no data to draw", ha="center", va="center", fontsize=14, weight="bold")
-    ax.text(0.5, 0.3, f"This figure needs {needs}.\nAdd it to the grid (config/README.md) and rerun.\n"
-            f"(This run: {prov.mark}.)", ha="center", va="center", fontsize=10)
+    needs = textwrap.fill(f"This figure needs {needs}.", 90, break_on_hyphens=False)  # a path stays whole
+    ax.text(0.5, 0.3, f"{needs}\nAdd it to the grid (config/README.md) and rerun.\n(This run: {prov.mark}.)",
+            ha="center", va="center", fontsize=10)
     return fig
 
 
