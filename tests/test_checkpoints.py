@@ -258,3 +258,17 @@ def test_the_random_vs_trained_config_runs_a_preset_next_to_its_checkpoint(tmp_p
     trained, preset = get_preset("qwen3-4b-trained"), get_preset("qwen3-4b")
     assert CostModel(trained).weight_bytes == CostModel(preset).weight_bytes
     assert {p.arch for p in expand_grid(cfg)} == {"qwen3-4b", "qwen3-4b-trained"}
+
+
+def test_vllm_points_of_a_text_only_qwen35_checkpoint_are_skipped_saying_why(tmp_path):
+    """vLLM registers Qwen3.5 only as its multimodal class: a text-only checkpoint gets a skip record, not a crash."""
+    from phase_energy.measure.job import point_skip_reason
+
+    folder = tmp_path / "Qwen3.5-Text"
+    save_model(get_preset("tiny-gdn"), folder)
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "qwen3_5_text"
+    cfg = validate_config({"architectures": ["tiny-gdn"], "weights": {"tiny-gdn": str(folder)}, "batch_sizes": [1],
+                           "contexts": [16], "engines": ["native", "vllm"]})
+    why = point_skip_reason(cfg, GridPoint("tiny-gdn", 1, 16, "default", engine="vllm"), "nvml")
+    assert why.startswith("engine: vLLM 0.26 has no text-only Qwen3.5 class") and "Qwen3.5-Text" in why
+    assert point_skip_reason(cfg, GridPoint("tiny-gdn", 1, 16, "default", engine="native"), "nvml") is None

@@ -89,6 +89,7 @@ def test_parsing_the_workflow_imports_no_plotting_or_table_library_and_writes_no
     code = ("import sys\n"
             "import phase_energy.analysis.tables, phase_energy.config, phase_energy.grid\n"
             "import phase_energy.measure.layout, phase_energy.model.presets, phase_energy.report.catalog\n"
+            "import phase_energy.report.progress\n"
             "heavy = sorted(m for m in ('matplotlib', 'seaborn', 'pandas', 'pyarrow', 'torch', 'scipy') "
             "if m in sys.modules)\n"
             "print(','.join(heavy))\n")
@@ -98,4 +99,4 @@ def test_parsing_the_workflow_imports_no_plotting_or_table_library_and_writes_no
     imported = {line.split()[1] for line in smk.splitlines() if line.startswith(("from phase_energy", "import "))}
     assert {m for m in imported if m.startswith("phase_energy")} <= {
         "phase_energy.analysis.tables", "phase_energy.config", "phase_energy.grid", "phase_energy.measure.layout",
-        "phase_energy.model.presets", "phase_energy.report.catalog"}
+        "phase_energy.model.presets", "phase_energy.report.catalog", "phase_energy.report.progress"}

@@ -120,7 +120,8 @@ def _accepted(error: jsonschema.ValidationError) -> str:
             return "'default', 'powercap:<watts>' or 'smclock:<MHz>' with integer numbers"
         return f"text matching {error.validator_value}"
     if v == "minItems":
-        return f"a list of at least {error.validator_value} item(s)"
+        n = error.validator_value
+        return f"a list of at least {n} {'item' if n == 1 else 'items'}"
     if v == "uniqueItems":
         return "a list without repeated values"
     if v == "minLength":

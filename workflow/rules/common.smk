@@ -19,6 +19,7 @@ from phase_energy.config import (
 from phase_energy.grid import ClearPoint, GridPoint, clear_points, expand_grid
 from phase_energy.measure.layout import TraceError, select_points
 from phase_energy.model.presets import get_preset
+from phase_energy.report.progress import set_results_folder
 
 
 def run_simulated(*args):
@@ -38,9 +39,7 @@ config.clear()
 config.update(_validated)
 
 RESULTS = config["results"].rstrip("/")
-os.environ["PHASE_ENERGY_RESULTS"] = (
-    RESULTS  # the console's summary says where this run's results are
-)
+set_results_folder(RESULTS)  # the console's summary says where this run's results are
 MEASURED_TRACES = f"{RESULTS}/traces"
 TRACES = results_folder(config["traces"], "results/traces", RESULTS)
 FIGURES_DIR = "figures" if RESULTS == "results" else f"{RESULTS}/figures"

@@ -36,6 +36,7 @@ from phase_energy.measure.protocol import (
     summary_stamp,
 )
 from phase_energy.measure.trace import SAMPLE_COLUMNS, WINDOW_COLUMNS, empty_frame, provenance, utc_now, write_trace
+from phase_energy.model.checkpoint import vllm_cannot_load
 from phase_energy.model.costmodel import cost_model
 from phase_energy.model.hfconfig import vllm_unsupported
 from phase_energy.model.presets import get_preset
@@ -60,7 +61,8 @@ def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) ->
     """Why a point cannot run (engine support, memory budget, lever not permitted), or None when it can."""
     arch = get_preset(point.arch)
     if point.engine == "vllm":
-        why = vllm_unsupported(arch)
+        ckpt = checkpoint_of(cfg, point.arch)
+        why = vllm_unsupported(arch) or (vllm_cannot_load(ckpt.folder) if ckpt is not None else None)
         if why:
             return f"engine: {why}"
     if arch.gpus > 1 and point.engine != "vllm":

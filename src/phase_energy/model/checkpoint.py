@@ -203,6 +203,22 @@ def arch_from_hf_config(name: str, config: dict[str, Any]) -> tuple[ArchConfig, 
     return arch, {k: key for k, (key, _) in f.items()}
 
 
+def vllm_cannot_load(folder: Path) -> str | None:
+    """Why vLLM 0.26 cannot serve this checkpoint folder, or None.
+
+    vLLM registers Qwen3.5 only as its multimodal class: a text-only Qwen3.5 checkpoint (``model_type``
+    ``qwen3_5_text``, saved from ``Qwen3_5ForCausalLM``) has no class to load into there.
+    """
+    try:
+        model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None  # the checkpoint's own validation names what is wrong with it
+    if model_type == "qwen3_5_text":
+        return (f"vLLM 0.26 has no text-only Qwen3.5 class for checkpoint {Path(folder).name} (model_type "
+                "qwen3_5_text); accepted: the multimodal Qwen3.5 checkpoint (model_type qwen3_5), or engine native")
+    return None
+
+
 def compare_to_preset(arch: ArchConfig, preset: ArchConfig, keys: dict[str, str]) -> None:
     """Raise naming the first field where a checkpoint's shapes differ from the preset of the same name."""
     if arch.family != preset.family:

@@ -251,7 +251,7 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     sns.move_legend(axes[1], "upper right", ncol=2, title=None)
     axes[1].tick_params(axis="x", rotation=90)
     nx = int(x["crossover"].notna().sum()) if len(x) else 0
-    return fig, (f"Request energy vs GQA: {len(xs)} crossover(s) over output length at context {ctx} "
+    return fig, (f"Request energy vs GQA: crossovers over output length at context {ctx}: {len(xs)} "
                  f"(dotted, with 95 % CI); {nx} over output length and context in all (crossovers table)")
 
 

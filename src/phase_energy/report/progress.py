@@ -23,6 +23,11 @@ BACKEND_NEWS = {"sim": "the jobs run on the SIMULATED backend (no GPU here): eve
 RESULTS_ENV = "PHASE_ENERGY_RESULTS"  # the run's results folder, set by the workflow while it parses
 
 
+def set_results_folder(results: str) -> None:
+    """Tell the console where this run's results go (the workflow calls it while it parses)."""
+    os.environ[RESULTS_ENV] = results
+
+
 def analysis_outputs() -> tuple[str, ...]:
     """Where this run's tables, claims and figures go (config key ``results``)."""
     results = os.environ.get(RESULTS_ENV, "results").rstrip("/") or "results"
