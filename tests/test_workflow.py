@@ -93,6 +93,13 @@ def test_regenerate_from_cached_traces_schedules_no_measurement(sim_run, tmp_pat
     a = pd.read_csv(sim_run / "results/tables/phase_energy.csv")
     b = pd.read_csv(wd / "results/tables/phase_energy.csv")
     np.testing.assert_allclose(a["j_per_token"], b["j_per_token"])
+    # a grid without a GQA model: the ratios to GQA are empty and the claims that need them say so
+    res = run_snakemake(wd, *args, "architectures=[mamba2-2.7b]", "results=results-no-gqa")
+    assert res.returncode == 0, res.stderr[-2000:]
+    req = pd.read_parquet(wd / "results-no-gqa/tables/request_energy.parquet")
+    assert len(req) and req["ratio_vs_gqa"].isna().all()
+    claims = pd.read_csv(wd / "results-no-gqa/claims.csv").set_index("id")
+    assert claims.loc["C9", "verdict"] == "not testable (simulated)" and "GQA" in claims.loc["C9", "reason"]
 
 
 def test_a_results_folder_belongs_to_one_config(sim_run):

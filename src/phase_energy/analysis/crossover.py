@@ -151,7 +151,9 @@ def _crossover_tables_one(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapp
     request = pd.DataFrame(rows)
     ref = _reference_arch(trials, cfg)
     xrows: list[dict[str, Any]] = []
-    if request.empty or ref is None:
+    if request.empty or ref is None:  # no GQA model of this engine in the grid: nothing to compare against
+        if len(request):
+            request = request.assign(ratio_vs_gqa=np.nan, ratio_ci_low=np.nan, ratio_ci_high=np.nan)
         return request, pd.DataFrame(columns=CROSSOVER_COLUMNS)
     ref_tot = request[request["arch"] == ref].set_index(["batch", "context", "output_length"])["total_j"]
     request["ratio_vs_gqa"] = request.apply(
