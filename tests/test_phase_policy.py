@@ -92,3 +92,26 @@ def test_switch_cost_is_beyond_the_steady_cost_of_its_tokens():
     assert c.loc["decode", "extra_s"] == pytest.approx(0.12 - 10 * 0.01)
     assert c.loc["prefill", "extra_j"] == pytest.approx(5.0 - 400 * 0.01)
     assert c.loc["prefill", "extra_s"] == pytest.approx(0.05 - 400 * 0.0001)
+
+
+def test_every_pair_row_is_the_request_formula_to_the_last_bit():
+    """pair_table computes all pairs of a point at once; each row must equal _request for that pair exactly."""
+    from phase_energy.analysis.phase_policy import GROUP, _request
+
+    levers = ["default", "powercap:400", "smclock:1410"]
+    rows = []
+    for i, lever in enumerate(levers):
+        for phase, j, tps in (("prefill", 0.031 + 0.003 * i, 9000.0 - 700 * i),
+                              ("decode", 0.9 - 0.11 * i, 250.0 - 30 * i)):
+            rows.append({"engine": "native", "arch": "qwen3-4b", "paradigm": "gqa", "batch": 8, "context": 512,
+                         "lever": lever, "phase": phase, "j_per_token": j, "tokens_per_s": tps})
+    rates = pd.DataFrame(rows)
+    costs = pd.DataFrame([{**{k: rates.iloc[0][k] for k in GROUP}, "lever": "phase", "job": "j", "to_phase": "decode",
+                           "extra_j": 0.7, "extra_s": 0.004}])
+    pairs = pair_table(rates, costs, [128, 1024], [0.0, 0.1, 1.0], 0.01)
+    assert len(pairs) == 2 * 3 * len(levers) ** 2
+    r = rates.set_index(["lever", "phase"])[["j_per_token", "tokens_per_s"]]
+    for row in pairs.itertuples():
+        s, energy, latency = _request(r, row.prefill_lever, row.decode_lever, row.output_length, row.mix_share,
+                                      8.0, 512.0, 0.7, 0.004)
+        assert (row.switches, row.request_j, row.request_s) == (s, energy, latency)
