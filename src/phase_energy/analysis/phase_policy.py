@@ -161,27 +161,34 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
 
 
 def policy_table(pairs: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
-    """Per point, output length and mix share: the best pair within the bound, against static levers."""
-    rows = []
-    for key, g in pairs.groupby([*GROUP, "output_length", "mix_share"]):
-        ok = g[g["within_bound"]]
-        static = ok[ok["prefill_lever"] == ok["decode_lever"]]
-        default = g[(g["prefill_lever"] == "default") & (g["decode_lever"] == "default")].iloc[0]
-        best = ok.loc[ok["request_j"].idxmin()]
-        best_static = static.loc[static["request_j"].idxmin()]
-        e_sw, t_sw, basis = _switch_cost(costs, key[:len(GROUP)])
-        rows.append({**dict(zip([*GROUP, "output_length", "mix_share"], key, strict=True)),
-                     "prefill_lever": best["prefill_lever"], "decode_lever": best["decode_lever"],
-                     "request_j": best["request_j"], "request_s": best["request_s"],
-                     "latency_change": best["latency_change"], "default_j": default["request_j"],
-                     "default_s": default["request_s"], "best_static_lever": best_static["prefill_lever"],
-                     "best_static_j": best_static["request_j"],
-                     "saving_vs_default": 1 - best["request_j"] / default["request_j"],
-                     "saving_vs_static": 1 - best["request_j"] / best_static["request_j"],
-                     "pays": bool(best["prefill_lever"] != best["decode_lever"]
-                                  and best["request_j"] < best_static["request_j"]),
-                     "switch_j": e_sw, "switch_s": t_sw, "switch_basis": basis})
-    return pd.DataFrame(rows, columns=POLICY_COLUMNS)
+    """Per point, output length and mix share: the best pair within the bound, against static levers.
+
+    The best pair is the first of the lowest energy within the latency bound (pairs in :func:`pair_table`'s
+    order); the default pair is always within it (no latency change), and it is static.
+    """
+    keys = [*GROUP, "output_length", "mix_share"]
+    if pairs.empty:
+        return pd.DataFrame(columns=POLICY_COLUMNS)
+    ok = pairs[pairs["within_bound"]]
+    static = ok[ok["prefill_lever"] == ok["decode_lever"]]
+    best = pairs.loc[ok.groupby(keys)["request_j"].idxmin()].set_index(keys)
+    best_static = pairs.loc[static.groupby(keys)["request_j"].idxmin()].set_index(keys)
+    default = pairs[(pairs["prefill_lever"] == "default") & (pairs["decode_lever"] == "default")]
+    default = default.drop_duplicates(keys).set_index(keys).loc[best.index]
+    best_static = best_static.loc[best.index]
+    switch = {key: _switch_cost(costs, key) for key in best.index.droplevel(["output_length", "mix_share"]).unique()}
+    sw = [switch[key[:len(GROUP)]] for key in best.index]
+    out = pd.DataFrame({
+        "prefill_lever": best["prefill_lever"], "decode_lever": best["decode_lever"],
+        "request_j": best["request_j"], "request_s": best["request_s"], "latency_change": best["latency_change"],
+        "default_j": default["request_j"], "default_s": default["request_s"],
+        "best_static_lever": best_static["prefill_lever"], "best_static_j": best_static["request_j"],
+        "saving_vs_default": 1 - best["request_j"] / default["request_j"],
+        "saving_vs_static": 1 - best["request_j"] / best_static["request_j"],
+        "pays": (best["prefill_lever"] != best["decode_lever"]) & (best["request_j"] < best_static["request_j"]),
+        "switch_j": [c[0] for c in sw], "switch_s": [c[1] for c in sw], "switch_basis": [c[2] for c in sw]},
+        index=best.index)
+    return out.reset_index()[POLICY_COLUMNS]
 
 
 def phase_policy_tables(windows: pd.DataFrame, trials: pd.DataFrame, outputs: Iterable[int],
