@@ -115,9 +115,19 @@ def _request(r: pd.DataFrame, p: str, d: str, n: int, m: float, b: float, c: flo
     jdp, tdp = r.loc[(p, "decode")]
     jdd, tdd = r.loc[(d, "decode")]
     s = switches_per_batch(n, m, p == d)
+    return s, *_energy_latency(jp, tp, jdp, tdp, jdd, tdd, s, n, m, b, c, e_sw, t_sw)
+
+
+def _energy_latency(jp: Any, tp: Any, jdp: Any, tdp: Any, jdd: Any, tdd: Any, s: Any, n: int, m: float, b: float,
+                    c: float, e_sw: float, t_sw: float) -> tuple[Any, Any]:
+    """J and s per request of a lever pair; numbers, or arrays that broadcast over all pairs of a point.
+
+    The prefill lever's rates (``jp``, ``tp``, and its decode ``jdp``, ``tdp``), the decode lever's (``jdd``,
+    ``tdd``), ``s`` switches per batch.
+    """
     energy = c * jp + n * (m * jdp + (1 - m) * jdd) + s * e_sw / b
     latency = b * c / tp + n * b * (m / tdp + (1 - m) / tdd) + s * t_sw
-    return s, energy, latency
+    return energy, latency
 
 
 def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int], mixes: Iterable[float],
@@ -125,7 +135,7 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
     """Every (prefill lever, decode lever) pair at every point, output length and mix share.
 
     Rows come point by point, then output length, mix share, prefill lever and decode lever, each pair's
-    energy and latency as :func:`_request` gives them (computed here for all pairs of a point at once).
+    energy and latency as :func:`_request` gives them (the same arithmetic, for all pairs of a point at once).
     """
     parts = []
     outputs, mixes = list(outputs), list(mixes)
@@ -145,9 +155,8 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
         for n in outputs:
             for m in mixes:
                 s = np.where(same, 0.0, switches_per_batch(n, m, False))
-                # the operations of _request in its order, so that each value is the same to the last bit
-                energy = c * jp[:, None] + n * (m * jd[:, None] + (1 - m) * jd[None, :]) + s * e_sw / b
-                latency = b * c / tp[:, None] + n * b * (m / td[:, None] + (1 - m) / td[None, :]) + s * t_sw
+                energy, latency = _energy_latency(jp[:, None], tp[:, None], jd[:, None], td[:, None], jd[None, :],
+                                                  td[None, :], s, n, m, b, c, e_sw, t_sw)
                 change = latency / latency[0, 0] - 1  # levers[0] is the default
                 parts.append(pd.DataFrame({
                     **{col: [val] * (k * k) for col, val in zip(GROUP, key, strict=True)},
