@@ -37,7 +37,12 @@ def job_times(trace: Path) -> dict | None:
             "batch": meta["batch"], "context": meta["context"], "gpu_uuid": (meta.get("gpu") or {}).get("uuid"),
             "time_to_first_window_s": float(t_first), "process_to_last_window_s": until_last,
             "in_windows_s": float(w["duration_s"].sum()), "share_in_windows": float(w["duration_s"].sum()) / until_last,
-            "build_s": info.get("build_s"), "warmup_capture_s": info.get("capture_s")}
+            "build_s": info.get("build_s"), "warmup_capture_s": info.get("capture_s"),
+            # the parts before the first window, where the job recorded them (process start, backend, probe,
+            # engine build and each part of it, warm-up)
+            "parts": {**(meta.get("job_parts") or {}), **{f"build.{k}": v for k, v in
+                                                         (info.get("build_parts") or {}).items()},
+                      **{f"warmup.{k}": v for k, v in (info.get("warmup_parts") or {}).items()}}}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -50,7 +55,14 @@ def summary(rows: list[dict]) -> dict:
             "median_share_in_windows": med("share_in_windows"),
             "pooled_share_in_windows": round(sum(r["in_windows_s"] for r in rows)
                                              / sum(r["process_to_last_window_s"] for r in rows), 3),
-            "median_warmup_capture_s": med("warmup_capture_s"), "median_build_s": med("build_s")}
+            "median_warmup_capture_s": med("warmup_capture_s"), "median_build_s": med("build_s"),
+            **({"median_parts_s": parts} if (parts := median_parts(rows)) else {})}
+
+
+def median_parts(rows: list[dict]) -> dict[str, float]:
+    """The median seconds of each recorded part before the first window, over the jobs that recorded it."""
+    names = sorted({k for r in rows for k in r["parts"]})
+    return {k: round(statistics.median([r["parts"][k] for r in rows if k in r["parts"]]), 2) for k in names}
 
 
 def main() -> None:
@@ -75,6 +87,8 @@ def main() -> None:
         print(f"{name}: {s['jobs']} jobs, time to first window median {s['median_time_to_first_window_s']} s, "
               f"in windows {s['median_share_in_windows']:.0%} (median) / {s['pooled_share_in_windows']:.0%} "
               f"(pooled), warm-up and capture median {s['median_warmup_capture_s']} s")
+        for part, secs in s.get("median_parts_s", {}).items():
+            print(f"  {part}: {secs} s")
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -104,7 +104,9 @@ def test_fake_nvml_windows_span_the_ticks_and_divide_by_the_calls():
     idle_w = fake.cards[0].idle_w
     for r in tab.itertuples():
         dur, watts = TimedComponents.CALL[r.component]
-        assert r.calls == repetitions(r.call_s_probe, s)
+        # the planned calls, or more when the window was still short after them (a loaded machine ran them
+        # faster than the probe timed); never fewer
+        assert r.calls >= repetitions(r.call_s_probe, s)
         assert r.call_s_probe == pytest.approx(dur, rel=0.25)
         # energy per call = window energy / calls = (idle + load) x call time
         assert r.energy_per_call_j == pytest.approx((idle_w + watts) * r.duration_s / r.calls, rel=0.05)

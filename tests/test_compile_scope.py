@@ -44,3 +44,14 @@ def test_unknown_compile_scope_is_named(monkeypatch):
     monkeypatch.setenv("PHASE_ENERGY_COMPILE_SCOPE", "layers")
     with pytest.raises(ValueError, match=r"'layers' is not accepted.*step, block"):
         EngineWorkload("tiny-gqa", 1, 8, 4, device="cpu")
+
+
+def test_the_build_records_each_part_and_they_add_up_to_the_build():
+    from phase_energy.engines.native.runner import EngineWorkload
+
+    w = EngineWorkload("tiny-gqa", 2, 8, 4, device="cpu", compile=False)
+    parts = w.info()["build_parts"]
+    assert list(parts) == ["construct_s", "init_s", "fuse_s", "caches_s", "compile_setup_s"]
+    assert all(v >= 0 for v in parts.values())
+    # every part lies inside the build, and the parts leave out only the set-up before the first
+    assert sum(parts.values()) <= w.build_s

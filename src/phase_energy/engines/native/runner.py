@@ -83,19 +83,27 @@ class EngineWorkload:
         self.device = torch.device(device)
         self.use_graphs = use_graphs and self.device.type == "cuda"
         self.checkpoint = checkpoint
+        # seconds of each part of the build, the device synchronised at each boundary (metadata: build_parts)
+        self.build_parts: dict[str, float] = {}
+        mark = self._part_timer(t0)
         if checkpoint is not None:  # memory-mapped safetensors straight into the fused weights on the device
             self.model = build_from_checkpoint(self.cfg, checkpoint.folder, checkpoint.files, self.device, dtype)
             self.weights: dict[str, Any] = checkpoint.metadata()
+            mark("load_s")
         else:
             with torch.device(self.device):
                 self.model = Transformer(self.cfg).to(dtype)
+            mark("construct_s")
             init_random_(self.model, seed, weight_init)
+            mark("init_s")
             self.model.fuse()
+            mark("fuse_s")
             self.weights = {"source": "random", "init": weight_init}
         self.weight_init = weight_init
         self.max_len = context + max_output + 1
         self.max_position = self.max_len - 1
         self.model.setup_caches(batch, self.max_len)
+        mark("caches_s")
         gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         self.prompt = torch.randint(0, self.cfg.vocab, (batch, context), device=self.device, generator=gen)
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=self.device)
@@ -125,10 +133,23 @@ class EngineWorkload:
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             self.model.decode_block = torch.compile(Block.forward, dynamic=False, mode=self.compile_mode)
         self._prefill_fn = self.model.prefill  # compute-bound GEMMs: eager is close to compiled, and starts sooner
+        mark("compile_setup_s")
         self.compile_error: str | None = None
         self.build_s = time.monotonic() - t0
         self.capture_s = 0.0
         self.warmup_parts: dict[str, float] = {}
+
+    def _part_timer(self, t0: float) -> Callable[[str], None]:
+        """A function that records the seconds since the last mark (or ``t0``) under a name in ``build_parts``."""
+        last = [t0]
+
+        def mark(name: str) -> None:
+            self.synchronize()
+            now = time.monotonic()
+            self.build_parts[name] = now - last[0]
+            last[0] = now
+
+        return mark
 
     def _step(self) -> None:
         logits = self._decode_fn(self.tokens, self.pos)
@@ -234,7 +255,8 @@ class EngineWorkload:
 
     def info(self) -> dict[str, Any]:
         """Facts for the trace metadata: timings of construction, capture, graph count."""
-        return {"build_s": self.build_s, "capture_s": self.capture_s, "graph": self.graph is not None,
+        return {"build_s": self.build_s, "build_parts": self.build_parts, "capture_s": self.capture_s,
+                "graph": self.graph is not None,
                 "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_scope": self.compile_scope,
                 "compile_error": self.compile_error, "warmup_parts": self.warmup_parts,
                 "weights": weights_label(self.weights),
