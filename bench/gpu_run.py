@@ -11,11 +11,13 @@ written after each step, so a run cut short still leaves what it measured.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,7 +36,8 @@ from phase_energy.model.presets import PRESETS, get_preset  # noqa: E402
 
 log = logging.getLogger("gpu_run")
 # in the order they run
-STEPS = ("attn", "fla", "recurrent", "gemv", "mla_attn", "chain", "profile", "trace", "overhead", "engine")
+STEPS = ("attn", "fla", "recurrent", "recurrent_speed", "gemv", "mla_attn", "chain", "profile", "trace", "overhead",
+         "engine")
 
 
 def save(out: Path, name: str, obj: object) -> None:
@@ -122,6 +125,60 @@ def check_recurrent_kernel(results: dict) -> None:
         except Exception as e:
             rows.append({"case": name, "error": f"{type(e).__name__}: {e}"[:300]})
     results["recurrent_kernel"] = rows
+
+
+def _event_us(call: Callable[[], object], n: int, warm: int = 5) -> float:
+    """Microseconds per call of ``n`` back-to-back calls, by CUDA events, after ``warm`` calls."""
+    for _ in range(warm):
+        call()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(n):
+        call()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / n
+
+
+def recurrent_speed(results: dict, out: Path) -> None:
+    """The recurrent decode step's time per tiling at the presets' shapes, against the copy bandwidth.
+
+    Each row: microseconds per step of one layer's state update (CUDA events over 200 back-to-back calls)
+    and the rate at which it moves the state (read once, written once) and its inputs. The engine's tiling
+    is ``block_v`` 32, 4 warps; the others say whether the Mamba2 decode gap to vLLM lies in this kernel.
+    """
+    from phase_energy.engines.native.recurrent import launch_step_kernel
+
+    rows = []
+    for name, (g, hv, kd, vd, delta, sdt) in {
+        "mamba2-2.7b": (1, 80, 128, 64, False, torch.bfloat16),
+        "nemotron-h-4b": (8, 112, 128, 64, False, torch.bfloat16),
+        "gdn-qwen3.5-4b": (16, 32, 128, 128, True, torch.float32),
+    }.items():
+        for b in (1, 32, 128):
+            st = torch.zeros(b, hv, kd, vd, device="cuda", dtype=sdt)
+            q, k = (torch.randn(b, g, kd, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            v = torch.randn(b, hv, vd, device="cuda", dtype=torch.bfloat16)
+            gg = -torch.rand(b, hv, device="cuda")
+            beta = torch.rand(b, hv, device="cuda") if delta else None
+            moved = 2 * st.numel() * st.element_size() + sum(t.numel() * t.element_size() for t in (q, k, v))
+            for block_v in (16, 32, 64, 128):
+                if block_v > vd:
+                    continue
+                for warps in (2, 4, 8):
+                    row = {"case": name, "batch": b, "block_v": block_v, "num_warps": warps}
+                    try:
+                        us = _event_us(functools.partial(launch_step_kernel, st, q, k, v, gg, beta, kd**-0.5,
+                                                         delta, block_v, warps), 200)
+                        row.update(us=us, gbps=moved / us / 1e3)
+                    except Exception as e:
+                        row["error"] = f"{type(e).__name__}: {e}"[:300]
+                    rows.append(row)
+            log.info("recurrent %s b%d: best %s", name, b, min(
+                (r for r in rows if r["case"] == name and r["batch"] == b and "us" in r),
+                key=lambda r: r["us"], default=None))
+    results["recurrent_speed"] = rows
+    save(out, "engine.json", results)
 
 
 def gemv_speed(results: dict, out: Path) -> None:
@@ -573,6 +630,7 @@ def main() -> None:
     table = (("attn", lambda: check_attention_kernel(results)),
               ("fla", lambda: check_fla_against_torch(results)),
               ("recurrent", lambda: check_recurrent_kernel(results)),
+              ("recurrent_speed", lambda: recurrent_speed(results, out)),
               ("gemv", lambda: gemv_speed(results, out)),
               ("mla_attn", lambda: mla_attention_speed(results, out)),
               ("chain", lambda: chain_speed(results, out)),

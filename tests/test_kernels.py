@@ -244,3 +244,18 @@ def test_gemv_rejects_what_it_cannot_do():
         gemv(torch.zeros(2, 8), torch.zeros(4, 8), out=torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"pdl .* needs a CUDA device, got cpu"):
         gemv(torch.zeros(2, 8), torch.zeros(4, 8), pdl=True)
+
+
+@pytest.mark.parametrize(("block_v", "num_warps"), [(16, 2), (64, 8), (128, 4)])
+def test_recurrent_kernel_gives_the_same_step_for_every_tiling(block_v, num_warps):
+    """The tilings bench/gpu_run.py times: each covers the whole state (block_v capped at the head's width)."""
+    gen = torch.Generator().manual_seed(7)
+    state = torch.randn(2, 4, 32, 48, generator=gen)
+    q, k = torch.randn(2, 1, 32, generator=gen), torch.randn(2, 1, 32, generator=gen)
+    v, g = torch.randn(2, 4, 48, generator=gen), -torch.rand(2, 4, generator=gen)
+    s_default, s_tiled = state.clone(), state.clone()
+    o_default = launch_step_kernel(s_default, q, k, v, g, None, 1.0, False)
+    o_tiled = launch_step_kernel(s_tiled, q, k, v, g, None, 1.0, False, block_v, num_warps)
+    torch.testing.assert_close(o_tiled, o_default, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s_tiled, s_default, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(s_tiled, state)

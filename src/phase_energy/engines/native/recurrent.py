@@ -83,17 +83,22 @@ if triton is not None:
 
 
 def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
-                       scale: float, l2norm: bool) -> Tensor:
-    """The Triton kernel (any device Triton runs on); same arguments and result as the reference."""
+                       scale: float, l2norm: bool, block_v: int = 32, num_warps: int = 4) -> Tensor:
+    """The Triton kernel (any device Triton runs on); same arguments and result as the reference.
+
+    ``block_v`` (a power of two, capped at the head's value size) and ``num_warps`` tile the state; the
+    defaults are the engine's (bench/gpu_run.py's ``recurrent_speed`` step times the others).
+    """
     b, hv, kd, vd = state.shape
     assert state.is_contiguous(), "the state is updated in place and must be contiguous"
     q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.float().contiguous()
     beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
     o = torch.empty(b, hv, vd, device=v.device, dtype=torch.float32)
-    block_k, block_v = next_pow2(kd), min(32, next_pow2(vd))
+    block_k, block_v = next_pow2(kd), min(next_pow2(block_v), next_pow2(vd))
     grid = (b * hv, math.ceil(vd / block_v))
     _step_kernel[grid](state, q, k, v, g, beta_t, o, hv, hv // q.shape[1], kd, vd, scale,
-                       BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm, num_warps=4)
+                       BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm,
+                       num_warps=num_warps)
     return o
 
 
