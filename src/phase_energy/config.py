@@ -294,6 +294,15 @@ def results_folder(value: str, default: str, results: str) -> str:
     return f"{results.rstrip('/')}/{default.split('/', 1)[1]}" if value == default else value
 
 
+def logs_folder(results: str) -> str:
+    """The jobs' log folder of a results folder: ``logs`` for the default ``results``, else ``<results>/logs``.
+
+    Two results folders in one working directory keep their logs apart, as they keep their tables.
+    """
+    results = results.rstrip("/")
+    return "logs" if results == "results" else f"{results}/logs"
+
+
 def check_run_identity(results: str | Path, identity: Mapping[str, Any]) -> None:
     """Refuse a results folder that holds another config's outputs (its ``run.json`` differs).
 

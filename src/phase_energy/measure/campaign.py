@@ -4,9 +4,10 @@ Each run measures the points still missing, in a chosen order, and stops cleanly
 finished traces are copied into a reference-data folder.
 
 Every run is the workflow itself (``snakemake --cores 1 --resources gpu=1 ... traces``); this module only
-seeds ``results/traces`` with what the reference folder already holds (so those points are not measured
-again), runs the chunks in order until the time budget is spent, and copies back every point whose
-``status.json`` exists (a trace is complete once its status is written).
+seeds the run's measured traces (``<results>/traces``, ``results`` the config's folder) with what the
+reference folder already holds (so those points are not measured again), runs the chunks in order until the
+time budget is spent, and copies back every point whose ``status.json`` exists (a trace is complete once its
+status is written).
 """
 
 from __future__ import annotations
@@ -26,9 +27,19 @@ from phase_energy.grid import GridPoint
 
 log = logging.getLogger(__name__)
 
-MEASURED = Path("results/traces")
-LOGS = Path("logs/measure")  # the measure rule's logs, one per point
 POINT_GLOB = GridPoint.GLOB
+
+
+def measured_folder(cfg: dict) -> Path:
+    """Where the workflow measures traces for ``cfg``: ``<results>/traces``."""
+    return Path(cfg["results"].rstrip("/")) / "traces"
+
+
+def measure_logs(cfg: dict) -> Path:
+    """The measure rule's logs for ``cfg``, one per point."""
+    from phase_energy.config import logs_folder
+
+    return Path(logs_folder(cfg["results"])) / "measure"
 
 
 def point_dirs(root: Path) -> list[Path]:
@@ -54,14 +65,14 @@ def copy_points(src: Path, dst: Path) -> list[Path]:
     return copied
 
 
-def without_trace(since: float) -> dict[str, str]:
+def without_trace(since: float, measured: Path, logs: Path) -> dict[str, str]:
     """Points whose job wrote its log after ``since`` but left no trace: point -> last line of its log."""
     out = {}
-    for path in sorted(LOGS.glob(f"{POINT_GLOB}.log")):
+    for path in sorted(logs.glob(f"{POINT_GLOB}.log")):
         if path.stat().st_mtime < since:
             continue
-        point = str(path.relative_to(LOGS).with_suffix(""))
-        if (MEASURED / point / "status.json").exists():
+        point = str(path.relative_to(logs).with_suffix(""))
+        if (measured / point / "status.json").exists():
             continue
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
         out[point] = lines[-1][:300] if lines else "(empty log)"
@@ -110,13 +121,13 @@ def run_targets(cfg: dict, measured: set[Path]) -> list[str]:
         if key in seen or Path(p.path) in measured:
             continue
         seen.add(key)  # the lowest missing repetition of this point, and no other in this run
-        targets.append(f"{MEASURED}/{p.path}/status.json")
+        targets.append(f"{measured_folder(cfg)}/{p.path}/status.json")
     return targets
 
 
 def snakemake_cmd(configfile: str, chunk: str, extra: list[str], targets: list[str]) -> list[str]:
-    """The workflow run of one chunk: only the given measurement jobs, measured locally."""
-    cfg = [f"traces={MEASURED}", *shlex.split(chunk)]
+    """The workflow run of one chunk: only the given measurement jobs, measured locally (``<results>/traces``)."""
+    cfg = ["traces=results/traces", *shlex.split(chunk)]
     return [sys.executable, "-m", "snakemake", *targets, "--cores", "1", "--resources", "gpu=1",
             "--rerun-triggers", "mtime", "--keep-going", *extra, "--configfile", configfile, "--config", *cfg]
 
@@ -139,17 +150,22 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     t0 = time.monotonic()
     wall0 = time.time() - 1.0  # log mtimes are wall-clock (1 s slack for coarse file-system stamps)
     into.mkdir(parents=True, exist_ok=True)
-    MEASURED.mkdir(parents=True, exist_ok=True)
-    copy_points(into, MEASURED)
     log.info("campaign: %d points already in %s", len(point_dirs(into)), into)
     out = CampaignRun()
+    folders: dict[Path, Path] = {}  # measured traces -> their logs, of every chunk that ran
     for chunk in chunks or [""]:
         left = time_limit_s - (time.monotonic() - t0)
         if left < min_chunk_s:
             out.stopped_in = chunk
             log.info("campaign: %.0f s left, stopping before chunk %r", left, chunk)
             break
-        targets = run_targets(chunk_config(configfile, chunk), set(point_dirs(into)))
+        cfg = chunk_config(configfile, chunk)
+        measured = measured_folder(cfg)
+        if measured not in folders:  # seed it: points the reference folder holds are not measured again
+            measured.mkdir(parents=True, exist_ok=True)
+            copy_points(into, measured)
+            folders[measured] = measure_logs(cfg)
+        targets = run_targets(cfg, set(point_dirs(into)))
         if not targets:
             log.info("campaign: chunk %r has nothing left to measure", chunk)
             out.chunks_done.append(chunk)
@@ -165,15 +181,19 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
             out.stopped_in = chunk
             break
         finally:
-            out.new_points += [str(p) for p in copy_points(MEASURED, into)]
+            out.new_points += [str(p) for p in copy_points(measured, into)]
         if proc.returncode == 0:
             out.chunks_done.append(chunk)
         else:
             log.error("campaign: chunk %r ended with exit status %d (see the snakemake log)", chunk, proc.returncode)
             out.chunks_failed.append(chunk)
-    out.failed_points = without_trace(wall0)
+    latest: dict[str, float] = {}  # point -> its log's time
+    for measured, logs in folders.items():
+        failed = without_trace(wall0, measured, logs)
+        out.failed_points.update(failed)
+        latest.update({p: (logs / f"{p}.log").stat().st_mtime for p in failed})
     if out.stopped_in is not None and out.failed_points:  # the job the time limit stopped is the newest log
-        newest = max(out.failed_points, key=lambda p: (LOGS / f"{p}.log").stat().st_mtime)
+        newest = max(out.failed_points, key=latest.__getitem__)
         out.interrupted = newest
         del out.failed_points[newest]
     for point, last in out.failed_points.items():
