@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 REASON_IDLE = 0x1
 REASON_SW_POWER_CAP = 0x4
+WORK_CACHE_BYTES = 64 << 20  # a card's cached step terms (per work and clock set) are dropped beyond this
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,8 @@ class SimGPU:
         }
         self._timeline: dict[str, np.ndarray] | None = None
         self._terms: dict[bytes, tuple[np.ndarray, ...]] = {}
+        self._work_cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._work_cache_bytes = 0
         # per appended piece: (edges, cumulative energy), the running sums continued from the piece before
         self._energy_pieces: list[tuple[np.ndarray, np.ndarray]] = []
         self._piece_starts: list[float] = []
@@ -268,9 +271,17 @@ class SimGPU:
             self._terms[key] = terms
         return terms
 
-    def _step(self, w: Work, f: np.ndarray, temp: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """Step time (s) and power (W) for steps x clocks (broadcast); ``temp``: per step, C."""
-        bandwidth, gemm_rate, kernel_s, g, tree_w, memory_w = self._clock_terms(f)
+    def _work_terms(self, w: Work, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parts of a step's time and power that do not depend on the temperature, for steps x clocks.
+
+        (time, memory power, compute power), each computed once per work and clock set: a job runs the same
+        work again and again (a window's repetitions, each trial's prefill) at a different temperature only.
+        """
+        key = (w.flops.tobytes(), w.bytes.tobytes(), w.rows, w.kernels, w.efficiency, w.eager, f.tobytes())
+        terms = self._work_cache.get(key)
+        if terms is not None:
+            return terms
+        bandwidth, gemm_rate, kernel_s, g, _, memory_w = self._clock_terms(f)
         flops = w.flops[:, None]
         nbytes = w.bytes[:, None]
         t_mem = nbytes / bandwidth
@@ -284,9 +295,21 @@ class SimGPU:
         # compute activity: the share of the step the SMs spend on this work's compute at its own rate (a
         # prefill's attention and elementwise kernels keep them as busy as its GEMMs)
         u_cmp = flops / t / (gemm_rate * w.efficiency)
-        power = (self.p.static_power(np.reshape(temp, (-1, 1))) + tree_w + u_mem * memory_w
-                 + u_cmp * self.p.compute_w * g)
-        return t, power
+        terms = (t, u_mem * memory_w, u_cmp * self.p.compute_w * g)
+        size = sum(a.nbytes for a in terms)
+        if self._work_cache_bytes + size > WORK_CACHE_BYTES:
+            self._work_cache.clear()
+            self._work_cache_bytes = 0
+        self._work_cache[key] = terms
+        self._work_cache_bytes += size
+        return terms
+
+    def _step(self, w: Work, f: np.ndarray, temp: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Step time (s) and power (W) for steps x clocks (broadcast); ``temp``: per step, C."""
+        t, mem_w, cmp_w = self._work_terms(w, f)
+        tree_w = self._clock_terms(f)[4]
+        # summed in this order (static first), the same numbers whatever was cached
+        return t, self.p.static_power(np.reshape(temp, (-1, 1))) + tree_w + mem_w + cmp_w
 
     def _temperatures_ahead(self, dur: np.ndarray, power: np.ndarray) -> np.ndarray:
         """Mean temperature over each of consecutive segments starting now (first order, closed form).
