@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 REASON_IDLE = 0x1
 REASON_SW_POWER_CAP = 0x4
 WORK_CACHE_BYTES = 64 << 20  # a card's cached step terms (per work and clock set) are dropped beyond this
+BISECT_STEPS = 16  # from this many steps a power-capped piece of work finds its clocks without the whole grid
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ class SimGPU:
         self._terms: dict[bytes, tuple[np.ndarray, ...]] = {}
         self._work_cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._work_cache_bytes = 0
+        self._rises: dict[tuple[Any, ...], bool] = {}
+        self._last_fit: dict[tuple[Any, ...], np.ndarray] = {}
         # per appended piece: (edges, cumulative energy), the running sums continued from the piece before
         self._energy_pieces: list[tuple[np.ndarray, np.ndarray]] = []
         self._piece_starts: list[float] = []
@@ -271,13 +274,18 @@ class SimGPU:
             self._terms[key] = terms
         return terms
 
+    @staticmethod
+    def _work_key(w: Work, f: np.ndarray) -> tuple[Any, ...]:
+        """What a step's temperature-independent terms depend on: the work and the clocks."""
+        return w.flops.tobytes(), w.bytes.tobytes(), w.rows, w.kernels, w.efficiency, w.eager, f.tobytes()
+
     def _work_terms(self, w: Work, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The parts of a step's time and power that do not depend on the temperature, for steps x clocks.
 
         (time, memory power, compute power), each computed once per work and clock set: a job runs the same
         work again and again (a window's repetitions, each trial's prefill) at a different temperature only.
         """
-        key = (w.flops.tobytes(), w.bytes.tobytes(), w.rows, w.kernels, w.efficiency, w.eager, f.tobytes())
+        key = self._work_key(w, f)
         terms = self._work_cache.get(key)
         if terms is not None:
             return terms
@@ -299,6 +307,8 @@ class SimGPU:
         size = sum(a.nbytes for a in terms)
         if self._work_cache_bytes + size > WORK_CACHE_BYTES:
             self._work_cache.clear()
+            self._rises.clear()
+            self._last_fit.clear()
             self._work_cache_bytes = 0
         self._work_cache[key] = terms
         self._work_cache_bytes += size
@@ -341,13 +351,79 @@ class SimGPU:
         if (p[:, 0] <= self.limit_w).all():
             n = len(t)
             return t[:, 0], np.minimum(p[:, 0], self.limit_w * 1.003), np.full(n, allowed[-1]), np.zeros(n, bool)
-        t, p = self._step(w, allowed[None, :], temp)
+        f = allowed[None, :]
+        rows = np.arange(len(t))
+        if len(t) >= BISECT_STEPS and self._power_rises_with_clock(w, f):
+            idx = self._highest_fitting(w, f, temp)
+            t, mem_w, cmp_w = self._work_terms(w, f)
+            tree_w = self._clock_terms(f)[4][0]
+            # the same sum as _step's, at the chosen clock only
+            p = self.p.static_power(temp) + tree_w[idx] + mem_w[rows, idx] + cmp_w[rows, idx]
+            capped = idx < len(allowed) - 1
+            return t[rows, idx], np.minimum(p, self.limit_w * 1.003), allowed[idx], capped
+        t, p = self._step(w, f, temp)
         fits = p <= self.limit_w
         # index of the highest clock that fits; the lowest clock when none fits
         idx = np.where(fits.any(axis=1), fits.shape[1] - 1 - np.argmax(fits[:, ::-1], axis=1), 0)
-        rows = np.arange(len(idx))
         capped = idx < len(allowed) - 1
         return t[rows, idx], np.minimum(p[rows, idx], self.limit_w * 1.003), allowed[idx], capped
+
+    def _power_rises_with_clock(self, w: Work, f: np.ndarray) -> bool:
+        """Whether each step's power (as :meth:`_step` sums it) never falls from one clock of ``f`` to the next.
+
+        Checked on the terms themselves: each rises or stays with the clock, and a rounded sum of terms that
+        do not fall does not fall either, at any temperature. Then the clocks that fit under the limit are
+        the lowest ones up to a highest, found by bisection (:meth:`_highest_fitting`) instead of the grid.
+        """
+        key = self._work_key(w, f)
+        rises = self._rises.get(key)
+        if rises is None:
+            t, mem_w, cmp_w = self._work_terms(w, f)
+            tree_w = self._clock_terms(f)[4]
+            rises = bool((np.diff(tree_w, axis=1) >= 0).all() and (np.diff(mem_w, axis=1) >= 0).all()
+                         and (np.diff(cmp_w, axis=1) >= 0).all())
+            self._rises[key] = rises
+        return rises
+
+    def _highest_fitting(self, w: Work, f: np.ndarray, temp: np.ndarray) -> np.ndarray:
+        """Per step: the index in ``f`` of the highest clock whose power fits under the limit (0 when none fits).
+
+        Only when the power rises with the clock (:meth:`_power_rises_with_clock`), so that the clocks that
+        fit are those below one index. The answer of the same work's last call (the same window's repetition
+        before, a little cooler or warmer) is checked first: it holds for a step when its clock fits and the
+        next one does not. The other steps bisect. The power is summed exactly as :meth:`_step` sums it.
+        """
+        key = self._work_key(w, f)
+        _, mem_w, cmp_w = self._work_terms(w, f)
+        tree_w = self._clock_terms(f)[4][0]
+        static = self.p.static_power(temp)
+        n, m = mem_w.shape
+
+        def fits(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+            return static[rows] + tree_w[at] + mem_w[rows, at] + cmp_w[rows, at] <= self.limit_w
+
+        rows = np.arange(n)
+        idx = self._last_fit.get(key)
+        if idx is None:
+            todo = rows
+        else:
+            above = np.minimum(idx + 1, m - 1)
+            holds = (fits(rows, idx) | (idx == 0)) & ((idx == m - 1) | ~fits(rows, above))
+            todo = rows[~holds]
+            idx = idx.copy()
+        if len(todo):
+            lo = np.zeros(len(todo), dtype=np.intp)  # the clocks below lo fit
+            hi = np.full(len(todo), m, dtype=np.intp)  # those from hi up do not
+            while (active := lo < hi).any():
+                mid = (lo + hi) // 2
+                ok = fits(todo, np.minimum(mid, m - 1))
+                lo = np.where(active & ok, mid + 1, lo)
+                hi = np.where(active & ~ok, mid, hi)
+            if idx is None:
+                idx = np.empty(n, dtype=np.intp)
+            idx[todo] = np.maximum(lo - 1, 0)
+        self._last_fit[key] = idx
+        return idx
 
     def run(self, w: Work) -> float:
         """Place the work on the timeline; return its total seconds.
@@ -396,12 +472,13 @@ class SimGPU:
         start = self.t + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
         # temperature: first-order response to power, evaluated per segment
         a = 1.0 - np.exp(-dur / self.p.thermal_tau_s)
-        temp = np.empty_like(dur)
-        cur = self.temperature
         target = self.p.ambient_c + self.p.thermal_resistance_c_per_w * power
-        for i in range(len(dur)):
-            cur = cur + a[i] * (target[i] - cur)
-            temp[i] = cur
+        cur = float(self.temperature)
+        steps = []
+        for ai, ti in zip(a.tolist(), target.tolist(), strict=True):  # Python floats: the same IEEE operations
+            cur = cur + ai * (ti - cur)
+            steps.append(cur)
+        temp = np.array(steps, dtype=float)
         self.temperature = cur
         for k, v in zip(("start", "dur", "power", "clock", "reasons", "util", "temp"),
                         (start, dur, power, clock, reasons, util, temp), strict=True):
