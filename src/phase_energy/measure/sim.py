@@ -16,6 +16,7 @@ architectures' classes, savings or crossovers is in here: they must come out of 
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -134,6 +135,11 @@ class Work:
     efficiency: float = 1.0
     eager: bool = False  # issued kernel by kernel from the host (the prefill), not replayed from a graph
 
+    @functools.cached_property
+    def key(self) -> tuple[Any, ...]:
+        """What the card's time and power of this work depend on (a Work is not changed once built)."""
+        return self.flops.tobytes(), self.bytes.tobytes(), self.rows, self.kernels, self.efficiency, self.eager
+
 
 def _steps(w: Work, start: int, end: int) -> Work:
     """Steps ``start:end`` of a piece of work."""
@@ -161,6 +167,7 @@ class SimGPU:
         self._work_cache_bytes = 0
         self._rises: dict[tuple[Any, ...], bool] = {}
         self._last_fit: dict[tuple[Any, ...], np.ndarray] = {}
+        self._allowed: dict[float, np.ndarray] = {}  # the clocks a lock (and clamp) allows, per highest clock
         # per appended piece: (edges, cumulative energy), the running sums continued from the piece before
         self._energy_pieces: list[tuple[np.ndarray, np.ndarray]] = []
         self._piece_starts: list[float] = []
@@ -277,7 +284,7 @@ class SimGPU:
     @staticmethod
     def _work_key(w: Work, f: np.ndarray) -> tuple[Any, ...]:
         """What a step's temperature-independent terms depend on: the work and the clocks."""
-        return w.flops.tobytes(), w.bytes.tobytes(), w.rows, w.kernels, w.efficiency, w.eager, f.tobytes()
+        return w.key, f.shape, f.tobytes()
 
     def _work_terms(self, w: Work, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The parts of a step's time and power that do not depend on the temperature, for steps x clocks.
@@ -341,9 +348,12 @@ class SimGPU:
         ``temp``: the temperature of each step (default: the card's now). The power at a clock includes the
         static power at that temperature, so a hotter card reaches the limit at a lower clock.
         """
-        allowed = self.clocks[self.clocks <= self.max_clock + 1e-9].astype(float)
-        if not len(allowed):
-            allowed = np.array([self.max_clock])
+        allowed = self._allowed.get(self.max_clock)
+        if allowed is None:
+            allowed = self.clocks[self.clocks <= self.max_clock + 1e-9].astype(float)
+            if not len(allowed):
+                allowed = np.array([self.max_clock])
+            self._allowed[self.max_clock] = allowed
         if temp is None:
             temp = np.full(len(w.flops), self.temperature)
         # the top clock first: when every step fits under the limit there, it is the clock (no grid needed)
@@ -579,7 +589,7 @@ class SimGPU:
         reasons = tl["reasons"][idx].astype(np.int64) if len(idx) else np.zeros(len(times), dtype=np.int64)
         reasons = np.where(held, reasons | REASON_SW_POWER_CAP, reasons)
         zeros = np.zeros(len(times))
-        df = pd.DataFrame({
+        cols = {
             "t_s": times,
             "power_t_s": times,
             "energy_j": self.counter_j(times),
@@ -595,9 +605,12 @@ class SimGPU:
             "utilization_pct": 100.0 * tl["util"][idx] if len(idx) else zeros,
             "n_processes": np.ones(len(times), dtype=np.int64),
             "gap": np.zeros(len(times), dtype=bool),
-        })
-        assert set(THROTTLE_COLUMNS) <= set(df.columns)
-        return conform(df, SAMPLE_COLUMNS)
+        }
+        assert set(THROTTLE_COLUMNS) <= set(cols)
+        # the format's columns in its order and types already: the frame is built once, not conformed again
+        if list(cols) == list(SAMPLE_COLUMNS) and all(str(v.dtype) == SAMPLE_COLUMNS[c] for c, v in cols.items()):
+            return pd.DataFrame(cols)
+        return conform(pd.DataFrame(cols), SAMPLE_COLUMNS)
 
     # ------------------------------------------------------------ micro-benchmarks
     def matmul_load(self, n: int = 8192, seconds: float = 8.0) -> dict[str, float]:
