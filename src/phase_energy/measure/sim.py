@@ -165,8 +165,7 @@ class SimGPU:
         self._terms: dict[bytes, tuple[np.ndarray, ...]] = {}
         self._work_cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._work_cache_bytes = 0
-        self._rises: dict[tuple[Any, ...], bool] = {}
-        self._last_fit: dict[tuple[Any, ...], np.ndarray] = {}
+        self._last_fit: dict[tuple[Any, ...], np.ndarray | None] = {}  # None: the power does not rise with the clock
         self._allowed: dict[float, np.ndarray] = {}  # the clocks a lock (and clamp) allows, per highest clock
         # per appended piece: (edges, cumulative energy), the running sums continued from the piece before
         self._energy_pieces: list[tuple[np.ndarray, np.ndarray]] = []
@@ -283,7 +282,6 @@ class SimGPU:
 
     @staticmethod
     def _work_key(w: Work, f: np.ndarray) -> tuple[Any, ...]:
-        """What a step's temperature-independent terms depend on: the work and the clocks."""
         return w.key, f.shape, f.tobytes()
 
     def _work_terms(self, w: Work, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -314,7 +312,6 @@ class SimGPU:
         size = sum(a.nbytes for a in terms)
         if self._work_cache_bytes + size > WORK_CACHE_BYTES:
             self._work_cache.clear()
-            self._rises.clear()
             self._last_fit.clear()
             self._work_cache_bytes = 0
         self._work_cache[key] = terms
@@ -363,14 +360,12 @@ class SimGPU:
             return t[:, 0], np.minimum(p[:, 0], self.limit_w * 1.003), np.full(n, allowed[-1]), np.zeros(n, bool)
         f = allowed[None, :]
         rows = np.arange(len(t))
-        if len(t) >= BISECT_STEPS and self._power_rises_with_clock(w, f):
-            idx = self._highest_fitting(w, f, temp)
+        idx = self._highest_fitting(w, f, temp) if len(t) >= BISECT_STEPS else None
+        if idx is not None:
             t, mem_w, cmp_w = self._work_terms(w, f)
-            tree_w = self._clock_terms(f)[4][0]
             # the same sum as _step's, at the chosen clock only
-            p = self.p.static_power(temp) + tree_w[idx] + mem_w[rows, idx] + cmp_w[rows, idx]
-            capped = idx < len(allowed) - 1
-            return t[rows, idx], np.minimum(p, self.limit_w * 1.003), allowed[idx], capped
+            p = self.p.static_power(temp) + self._clock_terms(f)[4][0, idx] + mem_w[rows, idx] + cmp_w[rows, idx]
+            return t[rows, idx], np.minimum(p, self.limit_w * 1.003), allowed[idx], idx < len(allowed) - 1
         t, p = self._step(w, f, temp)
         fits = p <= self.limit_w
         # index of the highest clock that fits; the lowest clock when none fits
@@ -378,34 +373,23 @@ class SimGPU:
         capped = idx < len(allowed) - 1
         return t[rows, idx], np.minimum(p[rows, idx], self.limit_w * 1.003), allowed[idx], capped
 
-    def _power_rises_with_clock(self, w: Work, f: np.ndarray) -> bool:
-        """Whether each step's power (as :meth:`_step` sums it) never falls from one clock of ``f`` to the next.
+    def _highest_fitting(self, w: Work, f: np.ndarray, temp: np.ndarray) -> np.ndarray | None:
+        """Per step: the index in ``f`` of the highest clock whose power fits (0: none), without the whole grid.
 
-        Checked on the terms themselves: each rises or stays with the clock, and a rounded sum of terms that
-        do not fall does not fall either, at any temperature. Then the clocks that fit under the limit are
-        the lowest ones up to a highest, found by bisection (:meth:`_highest_fitting`) instead of the grid.
-        """
-        key = self._work_key(w, f)
-        rises = self._rises.get(key)
-        if rises is None:
-            t, mem_w, cmp_w = self._work_terms(w, f)
-            tree_w = self._clock_terms(f)[4]
-            rises = bool((np.diff(tree_w, axis=1) >= 0).all() and (np.diff(mem_w, axis=1) >= 0).all()
-                         and (np.diff(cmp_w, axis=1) >= 0).all())
-            self._rises[key] = rises
-        return rises
-
-    def _highest_fitting(self, w: Work, f: np.ndarray, temp: np.ndarray) -> np.ndarray:
-        """Per step: the index in ``f`` of the highest clock whose power fits under the limit (0 when none fits).
-
-        Only when the power rises with the clock (:meth:`_power_rises_with_clock`), so that the clocks that
-        fit are those below one index. The answer of the same work's last call (the same window's repetition
-        before, a little cooler or warmer) is checked first: it holds for a step when its clock fits and the
-        next one does not. The other steps bisect. The power is summed exactly as :meth:`_step` sums it.
+        None unless every term of the power (as :meth:`_step` sums it) rises or stays from one clock to the
+        next: a rounded sum of such terms never falls, so the clocks that fit are those below one index. The
+        same work's last answer (a window's repetition before, a little cooler or warmer) is checked first:
+        it holds for a step when its clock fits and the next does not; the other steps bisect.
         """
         key = self._work_key(w, f)
         _, mem_w, cmp_w = self._work_terms(w, f)
         tree_w = self._clock_terms(f)[4][0]
+        if key not in self._last_fit:
+            rises = all((np.diff(x, axis=-1) >= 0).all() for x in (tree_w, mem_w, cmp_w))
+            self._last_fit[key] = np.zeros(0, dtype=np.intp) if rises else None
+        last = self._last_fit[key]
+        if last is None:
+            return None
         static = self.p.static_power(temp)
         n, m = mem_w.shape
 
@@ -413,25 +397,18 @@ class SimGPU:
             return static[rows] + tree_w[at] + mem_w[rows, at] + cmp_w[rows, at] <= self.limit_w
 
         rows = np.arange(n)
-        idx = self._last_fit.get(key)
-        if idx is None:
-            todo = rows
+        if len(last) != n:  # no answer yet
+            idx, todo = np.zeros(n, dtype=np.intp), rows
         else:
-            above = np.minimum(idx + 1, m - 1)
-            holds = (fits(rows, idx) | (idx == 0)) & ((idx == m - 1) | ~fits(rows, above))
-            todo = rows[~holds]
-            idx = idx.copy()
-        if len(todo):
-            lo = np.zeros(len(todo), dtype=np.intp)  # the clocks below lo fit
-            hi = np.full(len(todo), m, dtype=np.intp)  # those from hi up do not
-            while (active := lo < hi).any():
-                mid = (lo + hi) // 2
-                ok = fits(todo, np.minimum(mid, m - 1))
-                lo = np.where(active & ok, mid + 1, lo)
-                hi = np.where(active & ~ok, mid, hi)
-            if idx is None:
-                idx = np.empty(n, dtype=np.intp)
-            idx[todo] = np.maximum(lo - 1, 0)
+            holds = (fits(rows, last) | (last == 0)) & ((last == m - 1) | ~fits(rows, np.minimum(last + 1, m - 1)))
+            idx, todo = last.copy(), rows[~holds]
+        lo = np.zeros(len(todo), dtype=np.intp)  # the clocks below lo fit
+        hi = np.full(len(todo), m, dtype=np.intp)  # those from hi up do not
+        while (active := lo < hi).any():
+            mid = (lo + hi) // 2
+            ok = fits(todo, np.minimum(mid, m - 1))
+            lo, hi = np.where(active & ok, mid + 1, lo), np.where(active & ~ok, mid, hi)
+        idx[todo] = np.maximum(lo - 1, 0)
         self._last_fit[key] = idx
         return idx
 
@@ -607,10 +584,8 @@ class SimGPU:
             "gap": np.zeros(len(times), dtype=bool),
         }
         assert set(THROTTLE_COLUMNS) <= set(cols)
-        # the format's columns in its order and types already: the frame is built once, not conformed again
-        if list(cols) == list(SAMPLE_COLUMNS) and all(str(v.dtype) == SAMPLE_COLUMNS[c] for c, v in cols.items()):
-            return pd.DataFrame(cols)
-        return conform(pd.DataFrame(cols), SAMPLE_COLUMNS)
+        same = list(cols) == list(SAMPLE_COLUMNS) and all(str(v.dtype) == SAMPLE_COLUMNS[c] for c, v in cols.items())
+        return pd.DataFrame(cols) if same else conform(pd.DataFrame(cols), SAMPLE_COLUMNS)  # built once when it can
 
     # ------------------------------------------------------------ micro-benchmarks
     def matmul_load(self, n: int = 8192, seconds: float = 8.0) -> dict[str, float]:
