@@ -311,3 +311,105 @@ def test_the_fast_paths_give_what_the_full_computation_gives():
         gpu.run(Work(np.full(k % 7 + 1, 3e12), np.full(k % 7 + 1, 1e9), rows=32.0, kernels=40))
         gpu.idle(0.013 * (k % 3))
         assert gpu.counter_now() == gpu.counter_j(np.array([gpu.t]))[0]  # the whole timeline, the old way
+
+
+def _reference_choice(gpu, work, temps):
+    """Per step, one at a time: the highest clock whose power fits, as the simulator chose it before its caches.
+
+    The step's time and power over the allowed clocks in the order the simulator sums them (static power
+    first), then the clocks tried from the top down in Python; the lowest clock when none fits.
+    """
+    p = gpu.p
+    allowed = gpu.clocks[gpu.clocks <= gpu.max_clock + 1e-9].astype(float)
+    f = allowed[None, :]
+    bandwidth = p.bandwidth_bps * p.stream_efficiency * np.minimum(1.0, (f / p.bw_knee_mhz) ** 0.7)
+    gemm_rate = p.gemm_rate(f)
+    kernel_s = p.kernel_time_fixed_s + p.kernel_time_clocked_s * p.sm_clock_max_mhz / f
+    g = p.clock_scale(f)
+    out = []
+    for i in range(len(work.flops)):
+        flops, nbytes = work.flops[i:i + 1, None], work.bytes[i:i + 1, None]
+        small = work.rows / (work.rows + p.matmul_rows_half)
+        t = np.maximum(nbytes / bandwidth, flops / (gemm_rate * small * work.efficiency)) + work.kernels * kernel_s
+        if work.eager:
+            t = np.maximum(t, work.kernels * p.prefill_kernel_time_s)
+        u_mem = nbytes / t / p.bandwidth_bps
+        u_cmp = flops / t / (gemm_rate * work.efficiency)
+        power = (p.static_power(np.reshape(temps[i], (-1, 1))) + p.clock_tree_w * g
+                 + u_mem * (p.memory_w + p.memory_sm_w * g) + u_cmp * p.compute_w * g)[0]
+        j = next((j for j in range(len(allowed) - 1, -1, -1) if power[j] <= gpu.limit_w), 0)
+        out.append((t[0, j], min(power[j], gpu.limit_w * 1.003), allowed[j], j < len(allowed) - 1))
+    return [np.array(col) for col in zip(*out, strict=True)]
+
+
+@pytest.mark.parametrize(("params", "limit"), [({}, 330.0), ({"memory_sm_w": -450.0}, 110.0)])
+def test_capped_clock_choice_equals_the_per_step_choice_to_the_bit(params, limit):
+    """Bisection, the last answer reused and the whole grid: each step's clock, time and power as chosen alone.
+
+    With ``memory_sm_w`` negative the power rises, then falls with the clock: at 110 W the lowest clocks fit,
+    the middle ones do not and the top ones do again. A bisection would stop below; the whole grid is used.
+    """
+    gpu = SimGPU(SimParams(**params), seed=3)
+    w = SimWorkload(gpu, get_preset("qwen3-4b"), 128, 4096)
+    work = w.decode_work(4096, 96)
+    gpu.limit_w = limit
+    rises = not params
+    f = gpu.clocks.astype(float)[None, :]
+    assert (gpu._highest_fitting(work, f, np.full(len(work.flops), 60.0)) is not None) == rises
+    rng = np.random.default_rng(0)
+    clocks = set()
+    for base in (45.0, 61.0, 60.5, 75.0, 30.0):  # warmer and cooler than the answer before
+        temps = base + np.cumsum(rng.uniform(0.0, 0.05, len(work.flops)))
+        got = gpu._choose_clock(work, temps)
+        want = _reference_choice(gpu, work, temps)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+        clocks |= set(got[2].tolist())
+    if rises:  # the limit binds, at more than one clock across the steps and temperatures
+        assert len(clocks) > 1 and max(clocks) < gpu.p.sm_clock_max_mhz
+    else:
+        assert clocks == {gpu.p.sm_clock_max_mhz}
+        return
+    # a limit no clock fits (below the card's range, set directly): the lowest clock
+    gpu.limit_w = 120.0
+    temps = np.full(len(work.flops), 95.0)
+    got = gpu._choose_clock(work, temps)
+    for a, b in zip(got, _reference_choice(gpu, work, temps), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (got[2] == gpu.p.sm_clock_min_mhz).all()
+
+
+def test_temperature_follows_the_first_order_recurrence_segment_by_segment():
+    """The card's temperature per segment, recomputed with numpy scalars one segment at a time."""
+    gpu = SimGPU(seed=2)
+    t0 = gpu.temperature
+    n0 = len(gpu.timeline()["dur"])
+    w = SimWorkload(gpu, get_preset("minicpm3-4b"), 64, 2048)
+    w.prefill()
+    w.decode(2048, 200)
+    gpu.idle(0.3)
+    tl = gpu.timeline()
+    dur, power = tl["dur"][n0:], tl["power"][n0:]
+    a = 1.0 - np.exp(-dur / gpu.p.thermal_tau_s)
+    target = gpu.p.ambient_c + gpu.p.thermal_resistance_c_per_w * power
+    cur, want = np.float64(tl["temp"][n0 - 1]), []
+    for i in range(len(dur)):
+        cur = cur + a[i] * (target[i] - cur)
+        want.append(cur)
+    np.testing.assert_array_equal(tl["temp"][n0:], np.array(want))
+    assert gpu.temperature == want[-1] and want[-1] > t0
+
+
+def test_dropping_the_step_cache_changes_no_trace(tmp_path, monkeypatch):
+    """The cached terms of repeated work give the traces that computing them every time gives."""
+    import phase_energy.measure.sim as sim
+
+    cfg = _sim_cfg()
+    p = GridPoint("qwen3-4b", 32, 1024, "powercap:300")
+    run_job(cfg, p, tmp_path / "cached")
+    monkeypatch.setattr(sim, "WORK_CACHE_BYTES", 0)  # every entry dropped as soon as the next one comes
+    run_job(cfg, p, tmp_path / "uncached")
+    a, b = read_trace(tmp_path / "cached"), read_trace(tmp_path / "uncached")
+    assert (a["samples"]["clock_reasons"] & REASON_SW_POWER_CAP).any()  # the cap binds
+    pd.testing.assert_frame_equal(a["samples"], b["samples"], check_exact=True)
+    pd.testing.assert_frame_equal(a["windows"], b["windows"], check_exact=True)

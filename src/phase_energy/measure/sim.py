@@ -16,6 +16,7 @@ architectures' classes, savings or crossovers is in here: they must come out of 
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 REASON_IDLE = 0x1
 REASON_SW_POWER_CAP = 0x4
+WORK_CACHE_BYTES = 64 << 20  # a card's cached step terms (per work and clock set) are dropped beyond this
+BISECT_STEPS = 16  # from this many steps a power-capped piece of work finds its clocks without the whole grid
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,11 @@ class Work:
     efficiency: float = 1.0
     eager: bool = False  # issued kernel by kernel from the host (the prefill), not replayed from a graph
 
+    @functools.cached_property
+    def key(self) -> tuple[Any, ...]:
+        """What the card's time and power of this work depend on (a Work is not changed once built)."""
+        return self.flops.tobytes(), self.bytes.tobytes(), self.rows, self.kernels, self.efficiency, self.eager
+
 
 def _steps(w: Work, start: int, end: int) -> Work:
     """Steps ``start:end`` of a piece of work."""
@@ -155,6 +163,10 @@ class SimGPU:
         }
         self._timeline: dict[str, np.ndarray] | None = None
         self._terms: dict[bytes, tuple[np.ndarray, ...]] = {}
+        self._work_cache: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._work_cache_bytes = 0
+        self._last_fit: dict[tuple[Any, ...], np.ndarray | None] = {}  # None: the power does not rise with the clock
+        self._allowed: dict[float, np.ndarray] = {}  # the clocks a lock (and clamp) allows, per highest clock
         # per appended piece: (edges, cumulative energy), the running sums continued from the piece before
         self._energy_pieces: list[tuple[np.ndarray, np.ndarray]] = []
         self._piece_starts: list[float] = []
@@ -268,9 +280,21 @@ class SimGPU:
             self._terms[key] = terms
         return terms
 
-    def _step(self, w: Work, f: np.ndarray, temp: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-        """Step time (s) and power (W) for steps x clocks (broadcast); ``temp``: per step, C."""
-        bandwidth, gemm_rate, kernel_s, g, tree_w, memory_w = self._clock_terms(f)
+    @staticmethod
+    def _work_key(w: Work, f: np.ndarray) -> tuple[Any, ...]:
+        return w.key, f.shape, f.tobytes()
+
+    def _work_terms(self, w: Work, f: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parts of a step's time and power that do not depend on the temperature, for steps x clocks.
+
+        (time, memory power, compute power), each computed once per work and clock set: a job runs the same
+        work again and again (a window's repetitions, each trial's prefill) at a different temperature only.
+        """
+        key = self._work_key(w, f)
+        terms = self._work_cache.get(key)
+        if terms is not None:
+            return terms
+        bandwidth, gemm_rate, kernel_s, g, _, memory_w = self._clock_terms(f)
         flops = w.flops[:, None]
         nbytes = w.bytes[:, None]
         t_mem = nbytes / bandwidth
@@ -284,9 +308,22 @@ class SimGPU:
         # compute activity: the share of the step the SMs spend on this work's compute at its own rate (a
         # prefill's attention and elementwise kernels keep them as busy as its GEMMs)
         u_cmp = flops / t / (gemm_rate * w.efficiency)
-        power = (self.p.static_power(np.reshape(temp, (-1, 1))) + tree_w + u_mem * memory_w
-                 + u_cmp * self.p.compute_w * g)
-        return t, power
+        terms = (t, u_mem * memory_w, u_cmp * self.p.compute_w * g)
+        size = sum(a.nbytes for a in terms)
+        if self._work_cache_bytes + size > WORK_CACHE_BYTES:
+            self._work_cache.clear()
+            self._last_fit.clear()
+            self._work_cache_bytes = 0
+        self._work_cache[key] = terms
+        self._work_cache_bytes += size
+        return terms
+
+    def _step(self, w: Work, f: np.ndarray, temp: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+        """Step time (s) and power (W) for steps x clocks (broadcast); ``temp``: per step, C."""
+        t, mem_w, cmp_w = self._work_terms(w, f)
+        tree_w = self._clock_terms(f)[4]
+        # summed in this order (static first), the same numbers whatever was cached
+        return t, self.p.static_power(np.reshape(temp, (-1, 1))) + tree_w + mem_w + cmp_w
 
     def _temperatures_ahead(self, dur: np.ndarray, power: np.ndarray) -> np.ndarray:
         """Mean temperature over each of consecutive segments starting now (first order, closed form).
@@ -308,9 +345,12 @@ class SimGPU:
         ``temp``: the temperature of each step (default: the card's now). The power at a clock includes the
         static power at that temperature, so a hotter card reaches the limit at a lower clock.
         """
-        allowed = self.clocks[self.clocks <= self.max_clock + 1e-9].astype(float)
-        if not len(allowed):
-            allowed = np.array([self.max_clock])
+        allowed = self._allowed.get(self.max_clock)
+        if allowed is None:
+            allowed = self.clocks[self.clocks <= self.max_clock + 1e-9].astype(float)
+            if not len(allowed):
+                allowed = np.array([self.max_clock])
+            self._allowed[self.max_clock] = allowed
         if temp is None:
             temp = np.full(len(w.flops), self.temperature)
         # the top clock first: when every step fits under the limit there, it is the clock (no grid needed)
@@ -318,13 +358,59 @@ class SimGPU:
         if (p[:, 0] <= self.limit_w).all():
             n = len(t)
             return t[:, 0], np.minimum(p[:, 0], self.limit_w * 1.003), np.full(n, allowed[-1]), np.zeros(n, bool)
-        t, p = self._step(w, allowed[None, :], temp)
+        f = allowed[None, :]
+        rows = np.arange(len(t))
+        idx = self._highest_fitting(w, f, temp) if len(t) >= BISECT_STEPS else None
+        if idx is not None:
+            t, mem_w, cmp_w = self._work_terms(w, f)
+            # the same sum as _step's, at the chosen clock only
+            p = self.p.static_power(temp) + self._clock_terms(f)[4][0, idx] + mem_w[rows, idx] + cmp_w[rows, idx]
+            return t[rows, idx], np.minimum(p, self.limit_w * 1.003), allowed[idx], idx < len(allowed) - 1
+        t, p = self._step(w, f, temp)
         fits = p <= self.limit_w
         # index of the highest clock that fits; the lowest clock when none fits
         idx = np.where(fits.any(axis=1), fits.shape[1] - 1 - np.argmax(fits[:, ::-1], axis=1), 0)
-        rows = np.arange(len(idx))
         capped = idx < len(allowed) - 1
         return t[rows, idx], np.minimum(p[rows, idx], self.limit_w * 1.003), allowed[idx], capped
+
+    def _highest_fitting(self, w: Work, f: np.ndarray, temp: np.ndarray) -> np.ndarray | None:
+        """Per step: the index in ``f`` of the highest clock whose power fits (0: none), without the whole grid.
+
+        None unless every term of the power (as :meth:`_step` sums it) rises or stays from one clock to the
+        next: a rounded sum of such terms never falls, so the clocks that fit are those below one index. The
+        same work's last answer (a window's repetition before, a little cooler or warmer) is checked first:
+        it holds for a step when its clock fits and the next does not; the other steps bisect.
+        """
+        key = self._work_key(w, f)
+        _, mem_w, cmp_w = self._work_terms(w, f)
+        tree_w = self._clock_terms(f)[4][0]
+        if key not in self._last_fit:
+            rises = all((np.diff(x, axis=-1) >= 0).all() for x in (tree_w, mem_w, cmp_w))
+            self._last_fit[key] = np.zeros(0, dtype=np.intp) if rises else None
+        last = self._last_fit[key]
+        if last is None:
+            return None
+        static = self.p.static_power(temp)
+        n, m = mem_w.shape
+
+        def fits(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
+            return static[rows] + tree_w[at] + mem_w[rows, at] + cmp_w[rows, at] <= self.limit_w
+
+        rows = np.arange(n)
+        if len(last) != n:  # no answer yet
+            idx, todo = np.zeros(n, dtype=np.intp), rows
+        else:
+            holds = (fits(rows, last) | (last == 0)) & ((last == m - 1) | ~fits(rows, np.minimum(last + 1, m - 1)))
+            idx, todo = last.copy(), rows[~holds]
+        lo = np.zeros(len(todo), dtype=np.intp)  # the clocks below lo fit
+        hi = np.full(len(todo), m, dtype=np.intp)  # those from hi up do not
+        while (active := lo < hi).any():
+            mid = (lo + hi) // 2
+            ok = fits(todo, np.minimum(mid, m - 1))
+            lo, hi = np.where(active & ok, mid + 1, lo), np.where(active & ~ok, mid, hi)
+        idx[todo] = np.maximum(lo - 1, 0)
+        self._last_fit[key] = idx
+        return idx
 
     def run(self, w: Work) -> float:
         """Place the work on the timeline; return its total seconds.
@@ -373,12 +459,13 @@ class SimGPU:
         start = self.t + np.concatenate([[0.0], np.cumsum(dur)[:-1]])
         # temperature: first-order response to power, evaluated per segment
         a = 1.0 - np.exp(-dur / self.p.thermal_tau_s)
-        temp = np.empty_like(dur)
-        cur = self.temperature
         target = self.p.ambient_c + self.p.thermal_resistance_c_per_w * power
-        for i in range(len(dur)):
-            cur = cur + a[i] * (target[i] - cur)
-            temp[i] = cur
+        cur = float(self.temperature)
+        steps = []
+        for ai, ti in zip(a.tolist(), target.tolist(), strict=True):  # Python floats: the same IEEE operations
+            cur = cur + ai * (ti - cur)
+            steps.append(cur)
+        temp = np.array(steps, dtype=float)
         self.temperature = cur
         for k, v in zip(("start", "dur", "power", "clock", "reasons", "util", "temp"),
                         (start, dur, power, clock, reasons, util, temp), strict=True):
@@ -479,7 +566,7 @@ class SimGPU:
         reasons = tl["reasons"][idx].astype(np.int64) if len(idx) else np.zeros(len(times), dtype=np.int64)
         reasons = np.where(held, reasons | REASON_SW_POWER_CAP, reasons)
         zeros = np.zeros(len(times))
-        df = pd.DataFrame({
+        cols = {
             "t_s": times,
             "power_t_s": times,
             "energy_j": self.counter_j(times),
@@ -495,9 +582,10 @@ class SimGPU:
             "utilization_pct": 100.0 * tl["util"][idx] if len(idx) else zeros,
             "n_processes": np.ones(len(times), dtype=np.int64),
             "gap": np.zeros(len(times), dtype=bool),
-        })
-        assert set(THROTTLE_COLUMNS) <= set(df.columns)
-        return conform(df, SAMPLE_COLUMNS)
+        }
+        assert set(THROTTLE_COLUMNS) <= set(cols)
+        same = list(cols) == list(SAMPLE_COLUMNS) and all(str(v.dtype) == SAMPLE_COLUMNS[c] for c, v in cols.items())
+        return pd.DataFrame(cols) if same else conform(pd.DataFrame(cols), SAMPLE_COLUMNS)  # built once when it can
 
     # ------------------------------------------------------------ micro-benchmarks
     def matmul_load(self, n: int = 8192, seconds: float = 8.0) -> dict[str, float]:

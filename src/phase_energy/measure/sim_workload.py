@@ -14,6 +14,8 @@ from phase_energy.measure.sim import SimGPU, Work
 from phase_energy.model.costmodel import MODEL, CostModel, prefill_group
 from phase_energy.model.presets import ArchConfig
 
+DECODE_WORKS_KEPT = 64  # decode works kept for their positions (a forward-only engine's positions never repeat)
+
 
 class SimWorkload:
     """An engine's prefill and decode of one architecture, run on a :class:`SimGPU`.
@@ -37,12 +39,25 @@ class SimWorkload:
         self.max_position = max_position if max_position is not None else context + 1_000_000
         self._position: int | None = None  # forward-only: the next decode position of the open requests
         self._decoded = 0
+        self._decode_works: dict[tuple[int, int], Work] = {}
         kpb = gpu.p.kernels_per_block
         extra = gpu.p.kernels_mla_extra if cfg.paradigm == "mla" else 0
         self.kernels = sum(kpb[k] + (extra if k == "A" else 0) for k in cfg.layer_pattern) + gpu.p.kernels_head
 
     def decode_work(self, position: int, steps: int) -> Work:
-        """The work of ``steps`` decode steps from ``position`` (FLOPs and bytes per step)."""
+        """The work of ``steps`` decode steps from ``position`` (FLOPs and bytes per step).
+
+        The same positions again give the same object (a window's repetitions): the card computes the
+        terms of a work it has seen once.
+        """
+        work = self._decode_works.get((position, steps))
+        if work is None:
+            if len(self._decode_works) >= DECODE_WORKS_KEPT:
+                self._decode_works.clear()
+            work = self._decode_works[position, steps] = self._new_decode_work(position, steps)
+        return work
+
+    def _new_decode_work(self, position: int, steps: int) -> Work:
         pos = position + np.arange(steps)
         flops = np.array([self.cost.decode_flops(self.batch, int(p)) for p in (pos[0], pos[-1])])
         nbytes = np.array([self.cost.decode_bytes(self.batch, int(p)) for p in (pos[0], pos[-1])])
