@@ -155,3 +155,24 @@ def test_simulated_switch_latency_is_what_the_job_measures(tmp_path, latency):
     assert (to_decode["duration_s"] <= latency + 2 * step).all()
     assert (decode["sm_clock_mhz"].round() == 1410).all()  # the decode windows run under the decode lock
     assert (w[w["phase"] == "prefill"]["sm_clock_mhz"] > 1500).all()  # prefill at the default
+
+
+def test_a_switch_whose_unit_of_work_outlasts_the_timeout_still_settles(tmp_path):
+    """A prefill at batch 32 x 2048 takes about 2 s on the simulated card, twice the 1 s timeout: the switches
+    back to the prefill setting settle: a released lock on the second prefill (the first ran under the lock to its
+    end), default -> power limit on the third (two readings after the change must agree)."""
+    for lever in ("phase:prefill=default,decode=smclock:1410", "phase:prefill=powercap:400,decode=default"):
+        cfg = validate_config({
+            "architectures": ["qwen3-4b"], "batch_sizes": [32], "contexts": [2048], "output_lengths": [32],
+            "levers": [lever], "backend": "sim",
+            "measurement": {"warmup_runs": 1, "idle_s": 0.2, "min_counter_ticks": 3, "prefill_trials": 1,
+                            "decode_trials": 2, "decode_windows": 1, "pause_s": 0.1, "switch_timeout_s": 1.0}})
+        out = tmp_path / lever.replace(":", "_").replace(",", "_").replace("=", "-")
+        run_job(cfg, GridPoint("qwen3-4b", 32, 2048, lever), out)
+        w = pd.read_parquet(out / "windows.parquet")
+        back = w[w["phase"] == "switch_prefill"]
+        prefill_s = w[w["phase"] == "prefill"]["duration_s"].median() / w[w["phase"] == "prefill"]["repetitions"].max()
+        assert len(back) == 2 and (back["duration_s"] > 1.0).all() and prefill_s > 1.0
+        assert not back["flags"].str.contains("switch_not_settled").any(), (lever, back[["duration_s", "flags"]])
+        # the first prefill still ran under the decode setting
+        assert (back["repetitions"] == (2 if "smclock" in lever else 3)).all()

@@ -5,7 +5,8 @@ while prefill runs and another while decode runs. At each boundary the job chang
 same :class:`~phase_energy.measure.levers.LeverControl` that applied it (journalled on a real card, restored
 at the end) and opens a **switch window** (phase ``switch_decode`` or ``switch_prefill``): from the setter's
 call, while the next phase's work runs one unit at a time (a decode step, or one prefill), until the SM clock
-the device reports has settled, or ``measurement.switch_timeout_s`` has passed (flag ``switch_not_settled``).
+the device reports has settled, or ``measurement.switch_timeout_s`` has passed and more than ``SETTLE_READINGS``
+units have run (flag ``switch_not_settled``).
 Its duration is the switch's latency (to one unit of work), its energy the energy spent meanwhile; the
 analysis subtracts what the same tokens cost in steady state under the new setting (docs/phase-policy.md).
 """
@@ -76,7 +77,10 @@ class PhaseSwitch:
             readings.append(float(self.device.clocks_mhz()[0]))
             if settled(readings, new, old):
                 break
-            if meter.now() - t0 >= self.timeout_s:
+            # not settled by the timeout: given up, but only after the readings the rule needs past the unit
+            # the change landed in (a unit of work can outlast the timeout: a whole prefill, the way back,
+            # takes seconds at a large batch, and the first may run under the old setting to its end)
+            if meter.now() - t0 >= self.timeout_s and units > SETTLE_READINGS:
                 flags = NOT_SETTLED
                 log.warning("switch %s -> %s for %s: the SM clock (%.0f MHz) did not settle within %.2f s",
                             old, new, phase, readings[-1], self.timeout_s)
