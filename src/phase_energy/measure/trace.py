@@ -91,9 +91,9 @@ def conform(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"trace table lacks columns {missing}; required: {list(columns)}")
-    out = df[list(columns)]
+    out = df[list(columns)]  # a new frame (selecting columns by a list never aliases the caller's for writes)
     change = {c: t for c, t in columns.items() if str(out[c].dtype) != t}  # astype only where the type differs
-    return out.astype(change) if change else out.copy()
+    return out.astype(change) if change else out
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -103,9 +103,15 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     tmp = path.with_name(f".{path.name}.tmp")
-    # no dictionary pages: measured floats rarely repeat, and without them writing is faster and files smaller
-    df.to_parquet(tmp, index=False, compression="zstd", use_dictionary=False)
+    # the bytes pandas' to_parquet writes, converted in this thread (a job's tables are small: a thread pool
+    # costs more than it saves); no dictionary pages: measured floats rarely repeat, and without them
+    # writing is faster and files smaller
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False, nthreads=1), tmp, compression="zstd",
+                   use_dictionary=False)
     os.replace(tmp, path)
 
 
