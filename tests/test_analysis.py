@@ -7,7 +7,8 @@ from phase_energy.analysis.dvfs import classify_curve, clock_policy
 from phase_energy.analysis.energy import summarise_trials, trial_table
 from phase_energy.analysis.pareto import dominance_table, nondominated, pareto_table
 from phase_energy.analysis.stats import hierarchical_means
-from phase_energy.measure.protocol import Settings, Window, counter_ticks, summarise_window, tick_aligned_energy
+from phase_energy.measure.protocol import Settings, Window
+from phase_energy.measure.summary import SampleArrays, counter_ticks, summarise_window, tick_aligned_energy
 
 
 def test_nondominated_known_frontier():
@@ -207,6 +208,29 @@ def test_window_summary_tick_alignment_and_flags():
     assert "clock_below_lock" in row["flags"] and "short_window" not in row["flags"]
     short = summarise_window(s, Window("prefill", 0, 1.0, 1.35, energy_j=140.0, tokens=1), settings)
     assert "short_window" in short["flags"]
+
+
+def test_window_polls_found_by_bisection_equal_those_found_by_a_mask():
+    """Polls in time order are sliced by bisection; a table out of order falls back to masks: the same rows."""
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 3, 0.01)
+    power = 300.0 + 50.0 * rng.random(len(t))
+    s = _samples(t, power, np.cumsum(power) * 0.01)
+    s.loc[rng.random(len(t)) < 0.05, "gap"] = True
+    s.loc[40:60, "n_processes"] = 2
+    assert SampleArrays(s).sorted and not SampleArrays(s.iloc[::-1]).sorted
+    masked = SampleArrays(s)
+    masked.sorted = masked.power_sorted = False  # the fallback, on the same polls
+    settings = Settings(min_counter_ticks=3)
+    for start, end in [(0.0, 3.0), (0.305, 0.555), (0.4, 0.4), (1.0, 1.0), (2.995, 4.0), (-1.0, -0.5)]:
+        w = Window("decode", 0, start, end, energy_j=100.0, tokens=5)
+        a = summarise_window(SampleArrays(s), w, settings, counter_ticks(s))
+        b = summarise_window(masked, w, settings, counter_ticks(s))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]), k  # equal to the bit (NaN alike)
+    assert "other_processes" in summarise_window(SampleArrays(s), Window("decode", 0, 0.3, 0.7, 1.0, 1), settings,
+                                                 counter_ticks(s))["flags"]
 
 
 def test_tick_timing_survives_a_stalled_sampler():

@@ -16,8 +16,9 @@ from phase_energy.engines.vllm import DoesNotFit, VllmWorkload
 from phase_energy.grid import GridPoint, expand_grid
 from phase_energy.measure.job import point_skip_reason, run_job
 from phase_energy.measure.layout import TraceLayoutError, check_layout, migrate_traces
-from phase_energy.measure.protocol import Settings, forward_decode_plan, run_protocol, summarise_windows
+from phase_energy.measure.protocol import Settings, forward_decode_plan, run_protocol
 from phase_energy.measure.sim import SimGPU, SimMeter
+from phase_energy.measure.summary import summarise_windows
 from phase_energy.model.costmodel import CostModel
 from phase_energy.model.hfconfig import hf_config, transformers_config, vllm_unsupported, write_model_folder
 from phase_energy.model.presets import LARGE_PRESETS, PRESETS, get_preset

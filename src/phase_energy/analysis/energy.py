@@ -45,7 +45,8 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     used as it is. The settings are the config's ``measurement`` section with each job's lock.
     """
     from phase_energy.measure.multigpu import job_summary_rows, multi_summary_stamp
-    from phase_energy.measure.protocol import Settings, Window, summary_stamp
+    from phase_energy.measure.protocol import Settings, Window
+    from phase_energy.measure.summary import summary_stamp
     from phase_energy.measure.trace import WINDOW_COLUMNS, conform, read_tables_of
 
     if windows.empty:

@@ -29,7 +29,8 @@ from phase_energy.grid import ClearPoint
 from phase_energy.measure.backend import Backend, open_backend, resolve_backend
 from phase_energy.measure.job import point_seed
 from phase_energy.measure.levers import LeverControl
-from phase_energy.measure.protocol import Meter, Settings, Window, filled_window, measured_span, summarise_windows
+from phase_energy.measure.protocol import Meter, Settings, Window, filled_window, measured_span
+from phase_energy.measure.summary import summarise_windows
 from phase_energy.measure.trace import SAMPLE_COLUMNS, conform, provenance, utc_now, validate_metadata, write_files
 from phase_energy.model.costmodel import MODEL, CostModel, components_of
 from phase_energy.model.presets import ArchConfig, get_preset

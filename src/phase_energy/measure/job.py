@@ -26,15 +26,8 @@ from phase_energy.grid import PHASES, GridPoint
 from phase_energy.measure.backend import Backend, open_backend, resolve_backend
 from phase_energy.measure.levers import Applied, LeverControl, MultiLeverControl
 from phase_energy.measure.phase_switch import PhaseSwitch
-from phase_energy.measure.protocol import (
-    Settings,
-    Window,
-    Workload,
-    forward_positions,
-    run_protocol,
-    summarise_windows,
-    summary_stamp,
-)
+from phase_energy.measure.protocol import Settings, Window, Workload, forward_positions, run_protocol
+from phase_energy.measure.summary import summarise_windows, summary_stamp
 from phase_energy.measure.trace import SAMPLE_COLUMNS, WINDOW_COLUMNS, empty_frame, provenance, utc_now, write_trace
 from phase_energy.model.checkpoint import vllm_cannot_load
 from phase_energy.model.costmodel import cost_model

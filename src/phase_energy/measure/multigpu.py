@@ -20,16 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phase_energy.measure.protocol import (
-    CAP_HOLD_S,
-    SampleArrays,
-    SampledMeter,
-    Settings,
-    Window,
-    counter_ticks,
-    summarise_window,
-    summary_stamp,
-)
+from phase_energy.measure.protocol import SampledMeter, Settings, Window
+from phase_energy.measure.summary import CAP_HOLD_S, SampleArrays, counter_ticks, summarise_window, summary_stamp
 from phase_energy.measure.trace import (
     GPU_WINDOW_COLUMNS,
     MULTI_SAMPLE_COLUMNS,
@@ -156,7 +148,7 @@ def summarise_multi(samples: pd.DataFrame, windows: list[Window], s: Settings) -
 def job_summary_rows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> list[dict[str, Any]]:
     """The job's window rows from its samples, on one GPU or several (what the analysis derives again)."""
     if not is_multi_gpu(samples):
-        from phase_energy.measure.protocol import summary_rows
+        from phase_energy.measure.summary import summary_rows
 
         return summary_rows(samples, windows, s)
     per_gpu = conform(pd.DataFrame(gpu_summary_rows(samples, windows, s)), GPU_WINDOW_COLUMNS)

@@ -2,39 +2,27 @@
 
 A backend provides a :class:`Meter` (clock, energy counter, samples) and a :class:`Workload` (the engine or
 its simulation). The protocol decides what runs inside which window; the window summary (trapezoid
-cross-check, throttle times, clocks, validity flags) is computed here from the samples, identically for
-real and simulated traces.
+cross-check, throttle times, clocks, validity flags) is computed from the samples by
+:mod:`~phase_energy.measure.summary`, identically for real and simulated traces.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
-import json
 import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from phase_energy.config import schema_defaults
-from phase_energy.measure.trace import THROTTLE_COLUMNS, WINDOW_COLUMNS, conform
 from phase_energy.model.costmodel import CostModel, prefill_group
 
 log = logging.getLogger(__name__)
 
-MISMATCH_TOLERANCE = 0.02
-# The firmware keeps its power-cap state this long after a prefill at the limit (99th percentile over the
-# reference campaign's decode trials, bench/cap-hold.json): a decode window that starts sooner than this after
-# the cache-filling prefill counts its SW-cap time only after it (thr_sw_power_steady_s).
-CAP_HOLD_S = 0.9
-CLOCK_TOLERANCE = 0.02
-TEMPERATURE_DRIFT_C = 5.0
 
 
 class Meter(Protocol):
@@ -423,183 +411,3 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch |
         if switch is not None:  # and back: the next request's prefill
             windows.append(switch.window(meter, workload, "prefill", trial, prefill_once))
     return windows
-
-
-def _trapz(t: np.ndarray, y: np.ndarray) -> float:
-    if len(t) < 2:
-        return float("nan")
-    return float(np.sum((y[1:] + y[:-1]) * np.diff(t)) / 2.0)
-
-
-REGULAR_POLL_SHARE = 0.3  # a tick is timed well when the polls around it are closer than this share of a period
-
-
-def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Tick times and values of the energy counter, from the polls that saw it change.
-
-    The counter updates on a regular grid (about every 100 ms). A tick happened between the last poll that
-    saw the old value and the first that saw the new one. When those polls are close (the sampler kept its
-    pace), the midpoint times the tick to half a poll. When the sampler stalled, the gap can span several
-    ticks and its midpoint lies far before the last of them, the one whose value the new poll shows: then the
-    tick is put on the grid fitted to the well-timed ticks, at its last point before the new poll (and after
-    the old one). Without enough well-timed ticks to fit a grid, midpoints are kept.
-    """
-    df = samples.loc[~samples["gap"].astype(bool) & samples["energy_j"].notna(), ["t_s", "energy_j"]]
-    t = df["t_s"].to_numpy(dtype=float)
-    e = df["energy_j"].to_numpy(dtype=float)
-    if len(t) < 2:
-        return t[:0], e[:0]
-    changed = np.flatnonzero(np.diff(e) != 0) + 1
-    before, after = t[changed - 1], t[changed]
-    mid = (before + after) / 2.0
-    gaps = after - before
-    if len(mid) < 4:
-        return mid, e[changed]
-    period0 = float(np.median(np.diff(mid)))
-    regular = gaps < REGULAR_POLL_SHARE * period0
-    if regular.sum() < 3 or period0 <= 0:
-        return mid, e[changed]
-    # the grid: t = phase + period * k, least squares over the well-timed ticks
-    k = np.round((mid[regular] - mid[regular][0]) / period0)
-    period, phase = np.polyfit(k, mid[regular], 1)
-    last_k = np.floor((after - phase) / period)
-    on_grid = phase + period * last_k
-    use_grid = ~regular & (on_grid > before)
-    return np.where(use_grid, on_grid, mid), e[changed]
-
-
-def tick_aligned_energy(ticks: tuple[np.ndarray, np.ndarray], start: float, end: float) -> float:
-    """Window energy from the counter ticks that fall inside it: their mean power times the duration.
-
-    A plain difference of two counter reads is off by up to one tick period of power at each end; inside
-    a window of back-to-back identical work the power is steady, so the ticks inside it give its mean
-    power without the edge error. NaN when fewer than two ticks fall inside.
-    """
-    tick_t, tick_e = ticks
-    inside = (tick_t >= start) & (tick_t <= end)
-    if inside.sum() < 2:
-        return float("nan")
-    ti, ei = tick_t[inside], tick_e[inside]
-    return float((ei[-1] - ei[0]) / (ti[-1] - ti[0]) * (end - start))
-
-
-class SampleArrays:
-    """A samples table as numpy arrays, with each column's valid points for interpolation (built once per job)."""
-
-    def __init__(self, samples: pd.DataFrame):
-        self.t = samples["t_s"].to_numpy(dtype=float)
-        self.power_t = samples["power_t_s"].to_numpy(dtype=float)
-        self.power = samples["power_instant_w"].to_numpy(dtype=float)
-        self.clock = samples["sm_clock_mhz"].to_numpy(dtype=float)
-        self.energy = samples["energy_j"].to_numpy(dtype=float)
-        self.n_processes = samples["n_processes"].to_numpy()
-        self.gap = samples["gap"].to_numpy(dtype=bool)
-        self._valid: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name, tx, y in [("power", self.power_t, self.power),
-                            ("temperature_c", self.t, samples["temperature_c"].to_numpy(dtype=float)),
-                            *((c, self.t, samples[c].to_numpy(dtype=float)) for c in THROTTLE_COLUMNS)]:
-            ok = ~np.isnan(y) & ~np.isnan(tx)
-            self._valid[name] = (tx[ok], y[ok])
-
-    def at(self, column: str, x: float) -> float:
-        """``column`` interpolated at time ``x`` from its valid points (NaN when it has none)."""
-        tx, y = self._valid[column]
-        return float(np.interp(x, tx, y)) if len(tx) else float("nan")
-
-
-def summarise_window(samples: pd.DataFrame | SampleArrays, w: Window, s: Settings,
-                     ticks: tuple[np.ndarray, np.ndarray] | None = None, hold_s: float = 0.0) -> dict[str, Any]:
-    """Cross-check, clocks, throttle times and validity flags of one window from the samples."""
-    if isinstance(samples, pd.DataFrame):
-        if ticks is None:
-            ticks = counter_ticks(samples)
-        samples = SampleArrays(samples)
-    a = samples
-    inside = (a.t >= w.start_s) & (a.t <= w.end_s)
-    duration = w.end_s - w.start_s
-    # trapezoid over instant power, with the ends interpolated onto the window's edges
-    # on the device's own timestamps of the power readings (NVML field values carry them)
-    pin = (a.power_t >= w.start_s) & (a.power_t <= w.end_s)
-    tt = np.concatenate([[w.start_s], a.power_t[pin], [w.end_s]])
-    pp = np.concatenate([[a.at("power", w.start_s)], a.power[pin], [a.at("power", w.end_s)]])
-    ok = ~np.isnan(pp) & ~np.isnan(tt)
-    energy_trapz = _trapz(tt[ok], pp[ok])
-    clock = a.clock[inside]
-    if len(clock) >= 2:
-        dt = np.diff(np.concatenate([a.t[inside], [w.end_s]]))
-        good = ~np.isnan(clock)
-        sm = float(np.sum(clock[good] * dt[good]) / max(np.sum(dt[good]), 1e-12))
-    else:
-        sm = float(np.nanmean(clock)) if len(clock) else float("nan")
-    assert ticks is not None
-    aligned = tick_aligned_energy(ticks, w.start_s, w.end_s)
-    energy = aligned if np.isfinite(aligned) else w.energy_j
-    e_inside = a.energy[inside]
-    row: dict[str, Any] = {
-        "phase": w.phase, "trial": w.trial, "start_s": w.start_s, "end_s": w.end_s,
-        "duration_s": duration, "energy_j": energy, "energy_counter_raw_j": w.energy_j,
-        "energy_trapz_j": energy_trapz,
-        "tokens": w.tokens, "repetitions": w.repetitions, "steps": w.steps,
-        "context_start": w.context_start, "context_end": w.context_end,
-        "counter_ticks": len(np.unique(e_inside[~np.isnan(e_inside)])),
-        "sm_clock_mhz": sm,
-        "power_mean_w": energy / duration if duration > 0 else float("nan"),
-        "temperature_start_c": a.at("temperature_c", w.start_s),
-        "temperature_end_c": a.at("temperature_c", w.end_s),
-    }
-    for c in THROTTLE_COLUMNS:
-        row[c] = max(0.0, a.at(c, w.end_s) - a.at(c, w.start_s))
-    head = min(max(hold_s, 0.0), duration)
-    row["cap_hold_excluded_s"] = head
-    row["thr_sw_power_steady_s"] = max(0.0, a.at("thr_sw_power_s", w.end_s) - a.at("thr_sw_power_s", w.start_s + head))
-    flags = []
-    if row["counter_ticks"] < s.min_counter_ticks or duration < s.min_window_s * 0.999:
-        flags.append("short_window")
-    if energy > 0 and abs(energy - energy_trapz) / energy > MISMATCH_TOLERANCE:
-        flags.append("counter_trapz_mismatch")
-    if s.locked_sm_clock_mhz and sm < s.locked_sm_clock_mhz * (1 - CLOCK_TOLERANCE):
-        flags.append("clock_below_lock")
-    if row["thr_hw_thermal_s"] > 0 or row["thr_sw_thermal_s"] > 0:
-        flags.append("thermal_throttle")
-    if row["thr_hw_power_brake_s"] > 0:
-        flags.append("power_brake")
-    if abs(row["temperature_end_c"] - row["temperature_start_c"]) > TEMPERATURE_DRIFT_C:
-        flags.append("temperature_drift")
-    if inside.any() and np.nanmax(a.n_processes[inside].astype(float)) > 1:
-        flags.append("other_processes")
-    if inside.any() and bool(a.gap[inside].any()):
-        flags.append("sampling_gap")
-    flags += [f for f in w.extra_flags.split(",") if f]
-    row["flags"] = ",".join(flags)
-    return row
-
-
-# What a window summary depends on besides the samples: this module's code (its bytes) and the settings.
-SUMMARY_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-
-
-def summary_stamp(s: Settings) -> str:
-    """The summary code and settings a windows table was derived with: equal stamps, equal summaries."""
-    settings = json.dumps(dataclasses.asdict(s), sort_keys=True)
-    return hashlib.sha256(f"{SUMMARY_CODE} {settings}".encode()).hexdigest()[:16]
-
-
-def summarise_windows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> pd.DataFrame:
-    """The windows table of the trace format."""
-    rows = summary_rows(samples, windows, s)
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()})
-    return conform(pd.DataFrame(rows), WINDOW_COLUMNS)
-
-
-def summary_rows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> list[dict[str, Any]]:
-    """The windows table's rows, as dicts (many jobs' rows make one table at once)."""
-    ticks = counter_ticks(samples)
-    # the first decode window of each trial follows the cache-filling prefill after the decode lead-in only
-    firsts: dict[int, Window] = {}
-    for w in windows:
-        if w.phase == "decode" and (w.trial not in firsts or w.start_s < firsts[w.trial].start_s):
-            firsts[w.trial] = w
-    heads = {id(w): max(0.0, CAP_HOLD_S - s.decode_lead_in_s) for w in firsts.values()}
-    arrays = SampleArrays(samples)
-    return [summarise_window(arrays, w, s, ticks, heads.get(id(w), 0.0)) for w in windows]
