@@ -18,7 +18,7 @@ import pandas as pd
 
 from phase_energy.analysis.clear import summarise_components
 from phase_energy.analysis.crossover import crossover_tables
-from phase_energy.analysis.dvfs import clock_policy, dvfs_classes, dvfs_curves, fleet_projection
+from phase_energy.analysis.dvfs import clock_policy, dvfs_classes, dvfs_curves, fleet_projection, policy_resamples
 from phase_energy.analysis.energy import add_window_metrics, rederive_windows, summarise_trials, trial_table
 from phase_energy.analysis.pareto import dominance_table, pareto_table
 from phase_energy.analysis.sweetspot import cells_from_request, fit_cells, sweet_region
@@ -67,8 +67,9 @@ def classes(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Seque
     write_table("dvfs_curves", dvfs_curves(trials), outputs["dvfs_curves"])
     write_table("dvfs_classes", dvfs_classes(trials, a["class_flat_threshold"], a["class_sensitivity_threshold"],
                                              n, seed), outputs["dvfs_classes"])
-    write_table("clock_policy", clock_policy(trials, bound, n, seed), outputs["clock_policy"])
-    write_table("fleet", fleet_projection(trials, bound, a["fleet_gpus"], a["fleet_decode_share"], n, seed),
+    found = policy_resamples(trials, bound, n, seed)
+    write_table("clock_policy", clock_policy(trials, bound, n, seed, found), outputs["clock_policy"])
+    write_table("fleet", fleet_projection(trials, bound, a["fleet_gpus"], a["fleet_decode_share"], n, seed, found),
                 outputs["fleet"])
 
 
