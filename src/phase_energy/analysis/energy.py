@@ -96,15 +96,11 @@ def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = (
     if windows.empty:
         return windows.assign(**{m: pd.Series(dtype=float) for m in METRICS}, excluded=pd.Series(dtype=bool))
     w = windows.copy()
-    w["excluded"] = w["flags"].fillna("").map(lambda f: any(x in exclude_flags for x in f.split(",") if x))
-    idle = w[(w["phase"] == "idle") & ~w["excluded"]].groupby("job").apply(
-        lambda d: d["energy_j"].sum() / d["duration_s"].sum(), include_groups=False
-    )
-    w["idle_power_w"] = w["job"].map(idle).astype(float)
-    w["energy_above_idle_j"] = w["energy_j"] - w["idle_power_w"] * w["duration_s"]
-    tok = w["tokens"].where(w["tokens"] > 0)
-    w["j_per_token"] = w["energy_j"] / tok
-    w["j_per_token_above_idle"] = w["energy_above_idle_j"] / tok
+    w["excluded"] = False  # the columns that depend on which windows count: count_windows fills them
+    w["idle_power_w"] = np.nan
+    w["energy_above_idle_j"] = np.nan
+    w["j_per_token"] = w["energy_j"] / w["tokens"].where(w["tokens"] > 0)
+    w["j_per_token_above_idle"] = np.nan
     w["tokens_per_s"] = w["tokens"] / w["duration_s"]
     w["sw_power_cap_share"] = (w["thr_sw_power_s"] / w["duration_s"]).clip(0, 1)
     steady = (w["duration_s"] - w["cap_hold_excluded_s"].fillna(0.0)).where(lambda x: x > 0)
@@ -134,6 +130,23 @@ def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = (
     w["compute_fraction"] = w["achieved_flops"] / w["matmul_flops"]
     w["tpot_s"] = np.where(w["phase"] == "decode",
                            w["duration_s"] / (w["steps"] * w["repetitions"]).where(w["steps"] > 0), np.nan)
+    return count_windows(w, exclude_flags)
+
+
+def count_windows(w: pd.DataFrame, exclude_flags: tuple[str, ...]) -> pd.DataFrame:
+    """Windows with metrics (:func:`add_window_metrics`) counted again with ``exclude_flags`` left out.
+
+    Only ``excluded`` and what the idle power gives depend on which windows count; the other metrics are
+    kept as they are.
+    """
+    w = w.copy()
+    w["excluded"] = w["flags"].fillna("").map(lambda f: any(x in exclude_flags for x in f.split(",") if x))
+    idle = w[(w["phase"] == "idle") & ~w["excluded"]].groupby("job").apply(
+        lambda d: d["energy_j"].sum() / d["duration_s"].sum(), include_groups=False
+    )
+    w["idle_power_w"] = w["job"].map(idle).astype(float)
+    w["energy_above_idle_j"] = w["energy_j"] - w["idle_power_w"] * w["duration_s"]
+    w["j_per_token_above_idle"] = w["energy_above_idle_j"] / w["tokens"].where(w["tokens"] > 0)
     return w
 
 
