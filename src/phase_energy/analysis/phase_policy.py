@@ -139,6 +139,7 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
     energy and latency as :func:`_request` gives them (the same arithmetic, for all pairs of a point at once).
     """
     keys, parts = [], []  # each point's key and the columns of its rows
+    names: dict[str, int] = {}  # every lever's number: the lever columns are built as numbers, named at the end
     outputs, mixes = list(outputs), list(mixes)
     for key, g in rates.groupby(GROUP):
         r = g.set_index(["lever", "phase"])[["j_per_token", "tokens_per_s"]]
@@ -167,15 +168,17 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
                     cols[col].append(v)
         blocks = len(outputs) * len(mixes)  # the point's (output length, mix share) blocks of k x k pairs
         keys.append(key)
-        parts.append({"prefill_lever": np.tile(np.repeat(levers, k), blocks),
-                      "decode_lever": np.tile(levers, k * blocks),
+        ids = np.array([names.setdefault(lv, len(names)) for lv in levers])
+        parts.append({"prefill_lever": np.tile(np.repeat(ids, k), blocks), "decode_lever": np.tile(ids, k * blocks),
                       **{col: np.concatenate(v) for col, v in cols.items()}})
     if not parts:
         return pd.DataFrame(columns=PAIR_COLUMNS)
     rows = [len(p["switches"]) for p in parts]
     points = pd.DataFrame(keys, columns=GROUP).take(np.repeat(np.arange(len(keys)), rows))
-    return pd.DataFrame({**{col: points[col].to_numpy() for col in GROUP},
-                         **{col: np.concatenate([p[col] for p in parts]) for col in PAIR_COLUMNS[len(GROUP):]}})
+    lever_names = pd.Series(list(names)).array
+    out = {col: np.concatenate([p[col] for p in parts]) for col in PAIR_COLUMNS[len(GROUP):]}
+    out.update({col: lever_names.take(out[col]) for col in ("prefill_lever", "decode_lever")})
+    return pd.DataFrame({**{col: points[col].array for col in GROUP}, **out})[PAIR_COLUMNS]
 
 
 def policy_table(pairs: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
