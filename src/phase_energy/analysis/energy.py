@@ -141,9 +141,10 @@ def count_windows(w: pd.DataFrame, exclude_flags: tuple[str, ...]) -> pd.DataFra
     """
     w = w.copy()
     w["excluded"] = w["flags"].fillna("").map(lambda f: any(x in exclude_flags for x in f.split(",") if x))
-    idle = w[(w["phase"] == "idle") & ~w["excluded"]].groupby("job").apply(
-        lambda d: d["energy_j"].sum() / d["duration_s"].sum(), include_groups=False
-    )
+    kept = w[(w["phase"] == "idle") & ~w["excluded"]]
+    # no idle window counted in any job (all flagged): no idle power anywhere (apply would give an empty frame)
+    idle = kept.groupby("job").apply(lambda d: d["energy_j"].sum() / d["duration_s"].sum(), include_groups=False) \
+        if len(kept) else pd.Series(dtype=float)
     w["idle_power_w"] = w["job"].map(idle).astype(float)
     w["energy_above_idle_j"] = w["energy_j"] - w["idle_power_w"] * w["duration_s"]
     w["j_per_token_above_idle"] = w["energy_above_idle_j"] / w["tokens"].where(w["tokens"] > 0)
