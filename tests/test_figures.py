@@ -6,6 +6,8 @@ test_workflow.py), so the check covers what a user's run draws, placeholders inc
 
 from __future__ import annotations
 
+import re
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
@@ -142,3 +144,35 @@ def test_headline_labels_simulated_levers_next_to_measured_defaults(sim_run):
         assert {ln.get_linestyle() for ax in fig.axes for ln in ax.get_lines()} == {"--"}  # the simulated curves
     finally:
         plt.close(fig)
+
+
+def test_power_timeline_draws_the_first_largest_batch_job_at_the_default(sim_run):
+    from phase_energy.report.figures import fig01_power_timeline
+
+    jobs = pd.read_csv(sim_run / "results/tables/jobs.csv")
+    ok = jobs[(jobs["status"] == "ok") & (jobs["lever"] == "default")].sort_values("job")
+    want = ok[ok["batch"] == ok["batch"].max()].iloc[0]
+    fig, title = fig01_power_timeline({}, sim_run / "results/traces")
+    plt.close(fig)
+    assert title.startswith(f"{want['arch']} batch {want['batch']} ctx {want['context']}:"), title
+
+
+def test_one_figure_command_draws_several_and_needs_an_out_for_each(sim_run, tmp_path, caplog):
+    from phase_energy.cli import main
+
+    names = ["fig02_power_vs_batch", "fig05_roofline"]
+    args = ["figure", *names, "--config", str(next((sim_run / "results/config").glob("analysis-*.json"))),
+            *[f"--in={n}={sim_run / 'results' / TABLES[n].path}" for n in ("phase_energy", "windows")],
+            "--traces", str(sim_run / "results/traces")]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "2 figures (fig02_power_vs_batch, fig05_roofline) but 1 --out paths" in caplog.text
+    assert main([*args, "--out", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"a.png", "a.svg", "b.png", "b.svg"}
+
+    def texts(svg):  # the SVG keeps its text as text
+        found = set(re.findall(r"<text[^>]*>([^<]+)</text>", svg.read_text()))
+        assert len(found) > 5, svg
+        return found
+
+    for name, out in zip(names, ("a", "b"), strict=True):  # each figure where its --out says, as the run drew it
+        assert texts(tmp_path / f"{out}.svg") == texts(sim_run / "figures" / f"{name}.svg"), name

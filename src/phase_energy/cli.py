@@ -102,14 +102,18 @@ def cmd_analyse(a: argparse.Namespace) -> None:
 
 
 def cmd_figure(a: argparse.Namespace) -> None:
-    """Render one figure from the tables its rule gives it."""
+    """Render figures from the tables their rule gives them."""
     from phase_energy.analysis.tables import TableError
     from phase_energy.report import figures
 
+    if len(a.out) != len(a.name):
+        raise ConfigError(f"figure: {len(a.name)} figures ({', '.join(a.name)}) but {len(a.out)} --out paths; "
+                          "give one --out for each figure, in their order")
     cfg = _load(a.config)
     try:
-        figures.render(a.name, _named_paths(a.inputs, "--in"), Path(a.out), cfg,
-                       Path(a.traces) if a.traces else None)
+        for name, out in zip(a.name, a.out, strict=True):
+            figures.render(name, _named_paths(a.inputs, "--in"), Path(out), cfg,
+                           Path(a.traces) if a.traces else None)
     except TableError as e:
         raise ConfigError(str(e)) from None
 
@@ -217,12 +221,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="trace folders (or their status.json) the energy and clear stages summarise")
     an.set_defaults(fn=cmd_analyse)
 
-    f = sub.add_parser("figure", help="render one figure (PNG and SVG) from explicit table paths")
-    f.add_argument("name")
+    f = sub.add_parser("figure", help="render figures (PNG and SVG) from explicit table paths")
+    f.add_argument("name", nargs="+", help="the figures to draw (one Python start for all of them)")
     f.add_argument("--config", required=True)
     f.add_argument("--in", dest="inputs", action="append", metavar="NAME=PATH",
                    help="a table the figure draws (repeat for each)")
-    f.add_argument("--out", required=True, help="output path without extension")
+    f.add_argument("--out", required=True, action="append",
+                   help="output path without extension (repeat: one for each figure, in their order)")
     f.add_argument("--traces", help="traces folder (for the power timeline)")
     f.set_defaults(fn=cmd_figure)
 

@@ -4,6 +4,7 @@
 rule claims:
     input:
         windows=get_table("windows"),
+        phase_trials=get_table("phase_trials"),
         phase_energy=get_table("phase_energy"),
         dominance=get_table("dominance"),
         dvfs_classes=get_table("dvfs_classes"),

@@ -210,15 +210,15 @@ def get_table_args(wildcards, input, output):
     return " ".join(args)
 
 
-def get_figure_inputs(name):
-    """The input function of a figure's rule: the tables it draws, its code and (fig01) the traces."""
-    spec = FIGURES[name]
+def get_figure_inputs(names):
+    """The input function of a figure job: the tables its figures draw, their code and (fig01) the traces."""
+    specs = [FIGURES[n] for n in names]
 
     def inputs(wildcards):
-        out = {t: get_table(t) for t in spec.tables}
+        out = {t: get_table(t) for spec in specs for t in spec.tables}
         out["code"] = FIGURE_CODE
         out["config"] = ANALYSIS_CONFIG
-        if spec.reads_traces:
+        if any(spec.reads_traces for spec in specs):
             out["traces"] = get_trace_status_files()
         return out
 
@@ -247,6 +247,26 @@ def get_run_banner():
         else []
     )
     return run_banner(len(GRID), backend, why, reasons, TRACES, MEASURED_TRACES)
+
+
+def get_figure_job_outputs(names):
+    """Named outputs of a figure job: each figure's PNG (in the report, with its caption) and SVG."""
+    out = {}
+    for n in names:
+        out[f"{n}_png"] = report(
+            f"{FIGURES_DIR}/{n}.png",
+            caption=f"../report/{n}.rst",
+            category=FIGURES[n].category,
+        )
+        out[f"{n}_svg"] = f"{FIGURES_DIR}/{n}.svg"
+    return out
+
+
+def get_figure_args(wildcards, output):
+    """The figures a job draws and, for each, --out PATH (without extension), quoted."""
+    names = [k.removesuffix("_svg") for k in output.keys() if k.endswith("_svg")]
+    outs = [getattr(output, f"{n}_svg").removesuffix(".svg") for n in names]
+    return " ".join(names + [f"--out {shlex.quote(o)}" for o in outs])
 
 
 def get_figure_outputs():

@@ -1,5 +1,6 @@
-# Every figure, from the tables it draws only; a change to the plotting code re-runs only the plots.
-from phase_energy.report.catalog import run_mark
+# Every figure, from the tables it draws only; a change to the plotting code re-runs only the plots. The figures
+# are drawn in three jobs (one Python start each), each as soon as its tables exist.
+from phase_energy.report.catalog import figure_batches, run_mark
 
 # what the traces are (SIMULATED, or MEASURED on which card with which engine), for the report's landing text
 config["run_mark"] = run_mark(get_trace_status_files())
@@ -10,29 +11,23 @@ rule figures:
         get_figure_outputs(),
 
 
-for _fig, _spec in FIGURES.items():
+for _job, _names in figure_batches().items():
 
     rule:
         name:
-            f"figure_{_fig}"
+            f"figure_{_job}"
         input:
-            unpack(get_figure_inputs(_fig)),
+            unpack(get_figure_inputs(_names)),
         output:
-            png=report(
-                f"{FIGURES_DIR}/{_fig}.png",
-                caption=f"../report/{_fig}.rst",
-                category=_spec.category,
-            ),
-            svg=f"{FIGURES_DIR}/{_fig}.svg",
+            **get_figure_job_outputs(_names),
         log:
-            f"logs/figures/{_fig}.log",
+            f"logs/figures/{_job}.log",
         conda:
             "../../envs/analysis.yaml"
         params:
             tables=get_table_args,
-            name=_fig,
-            out=lambda w, output: output.svg.removesuffix(".svg"),
+            figures=get_figure_args,
             traces=TRACES,
         shell:
-            "phase-energy figure {params.name} --config {input.config:q} {params.tables}"
-            " --traces {params.traces:q} --out {params.out:q} > {log:q} 2>&1"
+            "phase-energy figure {params.figures} --config {input.config:q} {params.tables}"
+            " --traces {params.traces:q} > {log:q} 2>&1"

@@ -173,13 +173,13 @@ def p1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
     pairs, policy = t["phase_pairs"], t["phase_policy"]
     keys = [*GROUP_KEYS, "output_length"]
     formed = pairs[(pairs["mix_share"] == 0) & (pairs["prefill_lever"] == "default")
-                   & pairs["decode_lever"].map(_lock_or_cap)] if len(pairs) else pairs
+                   & _lock_or_cap_of(pairs["decode_lever"])] if len(pairs) else pairs
     if formed.empty:
         return conclude(NOT_TESTABLE, crit, "no lock or cap measured next to the default: no phase lever to form")
     cells = policy[policy["mix_share"] == 0].merge(formed[keys].drop_duplicates(), on=keys)
     if cells.empty:
         return conclude(NOT_TESTABLE, crit, "no phase-policy rows at mix share 0")
-    phase = (cells["prefill_lever"] == "default") & cells["decode_lever"].map(_lock_or_cap)
+    phase = (cells["prefill_lever"] == "default") & _lock_or_cap_of(cells["decode_lever"])
     saving = cells["saving_vs_static"].astype(float).where(phase, 0.0)  # a static best pair saves nothing
     hits = int((saving >= P1_SAVING).sum())
     ev = (f"{crit}. A phase lever is the best pair at {int(phase.sum())} of {len(cells)} cells and saves at least "
@@ -203,3 +203,8 @@ def p1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
 
 def _lock_or_cap(lever: str) -> bool:
     return Lever.parse(lever).kind in ("smclock", "powercap")
+
+
+def _lock_or_cap_of(levers: pd.Series) -> pd.Series:
+    """Which of ``levers`` lock the clock or cap the power (each distinct lever parsed once)."""
+    return levers.isin([lv for lv in levers.unique() if _lock_or_cap(lv)])

@@ -9,7 +9,7 @@ import pandas as pd
 
 from phase_energy.analysis.energy import GROUP
 from phase_energy.analysis.pareto import lever_resamples
-from phase_energy.analysis.stats import job_groups, point_estimate
+from phase_energy.analysis.stats import groups, point_estimate, split_jobs
 from phase_energy.grid import Lever
 
 CLASS_NAMES = ("flat", "interior-optimum", "lower-clock-saves", "higher-clock-saves")
@@ -115,13 +115,16 @@ def _cross_fitted_saving(g: pd.DataFrame, levers: list[str], metrics: list[str],
     winner's curse); with the choice and the estimate on different trials (even and odd, both ways, averaged)
     it does not. Levers with a single trial leave the choice and the estimate on the same trials.
     """
+    lev, jobs, values = g["lever"].to_numpy(), g["job"].to_numpy(), g[metrics].to_numpy(dtype=float)
+    parity = g["trial"].to_numpy() % 2
+    at = [lev == lv for lv in levers]
     folds = []
-    for parity in (0, 1):
-        part = [g[(g["lever"] == lv) & (g["trial"] % 2 == parity)] for lv in levers]
-        if any(p.empty for p in part):
-            return _best_lock(np.array([point_estimate(job_groups(g[g["lever"] == lv], metrics)) for lv in levers]),
+    for half in (0, 1):
+        part = [m & (parity == half) for m in at]
+        if any(not p.any() for p in part):
+            return _best_lock(np.array([point_estimate(split_jobs(jobs[m], values[m])) for m in at]),
                               default, locks, bound)[1]
-        folds.append(np.array([point_estimate(job_groups(p, metrics)) for p in part]))
+        folds.append(np.array([point_estimate(split_jobs(jobs[p], values[p])) for p in part]))
     savings = []
     for pick, measure in ((folds[0], folds[1]), (folds[1], folds[0])):
         best, chosen_saving, _, _ = _best_lock(pick, default, locks, bound)
@@ -135,14 +138,17 @@ def policy_resamples(trials: pd.DataFrame, loss_bound: float, n_resamples: int, 
     """Per point with the default and locks: the policy's estimate and its resampled (saving, power saved).
 
     The saving's point estimate is cross-fitted (:func:`_cross_fitted_saving`); its interval resamples jobs
-    and trials and chooses the lock again in every resample.
+    and trials and chooses the lock again in every resample. :func:`clock_policy` and
+    :func:`fleet_projection` take the result, so that a stage computing both resamples once.
     """
     d = trials[(trials["phase"] == "decode") & trials["lever_kind"].isin(["default", "smclock"])]
     rng = np.random.default_rng(seed)
     out = []
-    for key, g in d.groupby(GROUP):
-        if not (g["lever_kind"] == "default").any() or not (g["lever_kind"] == "smclock").any():
+    kinds = d["lever_kind"].to_numpy()
+    for key, pos in groups(d, GROUP):
+        if not (kinds[pos] == "default").any() or not (kinds[pos] == "smclock").any():
             continue
+        g = d.iloc[pos]
         metrics = ["j_per_token", "tokens_per_s", "power_mean_w"]
         levers, est, boot = lever_resamples(g, metrics, n_resamples, rng)
         default = levers.index("default")
@@ -159,13 +165,19 @@ def policy_resamples(trials: pd.DataFrame, loss_bound: float, n_resamples: int, 
     return out
 
 
-def clock_policy(trials: pd.DataFrame, loss_bound: float, n_resamples: int, seed: int = 0) -> pd.DataFrame:
+Resamples = list[tuple[dict[str, Any], np.ndarray]]
+
+
+def clock_policy(trials: pd.DataFrame, loss_bound: float, n_resamples: int, seed: int = 0,
+                 resamples: Resamples | None = None) -> pd.DataFrame:
     """Per point: the lowest-energy SM lock whose decode throughput loss vs default stays under the bound.
 
     With the 95 % intervals of its energy saving and the power it saves (selection inside the bootstrap).
+    ``resamples``: :func:`policy_resamples` of the same arguments, when the caller has them already.
     """
     rows = []
-    for row, draws in policy_resamples(trials, loss_bound, n_resamples, seed):
+    found = policy_resamples(trials, loss_bound, n_resamples, seed) if resamples is None else resamples
+    for row, draws in found:
         lo, hi = np.percentile(draws, [2.5, 97.5], axis=0)
         rows.append({**row, "energy_saving_ci_low": lo[0], "energy_saving_ci_high": hi[0],
                      "power_saved_w_ci_low": lo[1], "power_saved_w_ci_high": hi[1]})
@@ -177,13 +189,14 @@ FLEET_COLUMNS = ["engine", "scope", "gpus", "decode_share", "points", "mean_save
 
 
 def fleet_projection(trials: pd.DataFrame, loss_bound: float, gpus: int, decode_share: float, n_resamples: int,
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, resamples: Resamples | None = None) -> pd.DataFrame:
     """Power saved across a fleet running the clock policy, the load spread evenly over the measured points.
 
     Per engine, over all points and per architecture, with the 95 % interval of the mean power saved.
+    ``resamples``: :func:`policy_resamples` of the same arguments, when the caller has them already.
     """
     rows = []
-    found = policy_resamples(trials, loss_bound, n_resamples, seed)
+    found = policy_resamples(trials, loss_bound, n_resamples, seed) if resamples is None else resamples
     for engine in sorted({r["engine"] for r, _ in found}):
         mine = [(r, dr) for r, dr in found if r["engine"] == engine]
         scopes = [("all", mine), *[(a, [(r, dr) for r, dr in mine if r["arch"] == a])

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phase_energy.analysis.stats import hierarchical_means, job_groups, point_estimate
+from phase_energy.analysis.stats import groups, hierarchical_means, point_estimate, split_jobs
 from phase_energy.grid import Lever
 from phase_energy.model.costmodel import cost_model
 from phase_energy.model.presets import get_preset
@@ -97,15 +97,11 @@ def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = (
     if windows.empty:
         return windows.assign(**{m: pd.Series(dtype=float) for m in METRICS}, excluded=pd.Series(dtype=bool))
     w = windows.copy()
-    w["excluded"] = w["flags"].fillna("").map(lambda f: any(x in exclude_flags for x in f.split(",") if x))
-    idle = w[(w["phase"] == "idle") & ~w["excluded"]].groupby("job").apply(
-        lambda d: d["energy_j"].sum() / d["duration_s"].sum(), include_groups=False
-    )
-    w["idle_power_w"] = w["job"].map(idle).astype(float)
-    w["energy_above_idle_j"] = w["energy_j"] - w["idle_power_w"] * w["duration_s"]
-    tok = w["tokens"].where(w["tokens"] > 0)
-    w["j_per_token"] = w["energy_j"] / tok
-    w["j_per_token_above_idle"] = w["energy_above_idle_j"] / tok
+    w["excluded"] = False  # the columns that depend on which windows count: count_windows fills them
+    w["idle_power_w"] = np.nan
+    w["energy_above_idle_j"] = np.nan
+    w["j_per_token"] = w["energy_j"] / w["tokens"].where(w["tokens"] > 0)
+    w["j_per_token_above_idle"] = np.nan
     w["tokens_per_s"] = w["tokens"] / w["duration_s"]
     w["sw_power_cap_share"] = (w["thr_sw_power_s"] / w["duration_s"]).clip(0, 1)
     steady = (w["duration_s"] - w["cap_hold_excluded_s"].fillna(0.0)).where(lambda x: x > 0)
@@ -135,6 +131,24 @@ def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = (
     w["compute_fraction"] = w["achieved_flops"] / w["matmul_flops"]
     w["tpot_s"] = np.where(w["phase"] == "decode",
                            w["duration_s"] / (w["steps"] * w["repetitions"]).where(w["steps"] > 0), np.nan)
+    return count_windows(w, exclude_flags)
+
+
+def count_windows(w: pd.DataFrame, exclude_flags: tuple[str, ...]) -> pd.DataFrame:
+    """Windows with metrics (:func:`add_window_metrics`) counted again with ``exclude_flags`` left out.
+
+    Only ``excluded`` and what the idle power gives depend on which windows count; the other metrics are
+    kept as they are.
+    """
+    w = w.copy()
+    w["excluded"] = w["flags"].fillna("").map(lambda f: any(x in exclude_flags for x in f.split(",") if x))
+    kept = w[(w["phase"] == "idle") & ~w["excluded"]]
+    # no idle window counted in any job (all flagged): no idle power anywhere (apply would give an empty frame)
+    idle = kept.groupby("job").apply(lambda d: d["energy_j"].sum() / d["duration_s"].sum(), include_groups=False) \
+        if len(kept) else pd.Series(dtype=float)
+    w["idle_power_w"] = w["job"].map(idle).astype(float)
+    w["energy_above_idle_j"] = w["energy_j"] - w["idle_power_w"] * w["duration_s"]
+    w["j_per_token_above_idle"] = w["energy_above_idle_j"] / w["tokens"].where(w["tokens"] > 0)
     return w
 
 
@@ -191,17 +205,23 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
     whether the interval rests on several jobs or on one job's trials widened by the run-to-run spread.
     """
     rng = np.random.default_rng(seed)
+    trials = with_labels(trials)
+    jobs = trials["job"].to_numpy()
+    values = trials[METRICS].to_numpy(dtype=float)
+    ci_values = trials[list(CI_METRICS)].to_numpy(dtype=float)
+    power_limit, locked = trials["power_limit_w"].to_numpy(), trials["locked_sm_clock_mhz"].to_numpy()
+    idle, trapz, flags = trials["idle_power_w"], trials["trapz_mismatch"].abs(), trials["flags"].to_numpy()
     rows = []
-    for k, d in with_labels(trials).groupby(SUMMARY_KEYS, dropna=False):
+    for k, pos in groups(trials, SUMMARY_KEYS, dropna=False):
         row: dict[str, Any] = dict(zip(SUMMARY_KEYS, k, strict=True))
-        row["trials"] = len(d)
-        row["jobs"] = int(d["job"].nunique())
-        row["power_limit_w"] = d["power_limit_w"].iloc[0]
-        row["locked_sm_clock_mhz"] = d["locked_sm_clock_mhz"].iloc[0]
-        est = point_estimate(job_groups(d, METRICS))
+        job = jobs[pos]
+        row["trials"] = len(pos)
+        row["jobs"] = len(set(job))
+        row["power_limit_w"] = power_limit[pos[0]]
+        row["locked_sm_clock_mhz"] = locked[pos[0]]
+        est = point_estimate(split_jobs(job, values[pos]))
         row.update(dict(zip(METRICS, map(float, est), strict=True)))
-        groups = job_groups(d, list(CI_METRICS))
-        finite = [g[np.isfinite(g).all(axis=1)] for g in groups]
+        finite = [g[np.isfinite(g).all(axis=1)] for g in split_jobs(job, ci_values[pos])]
         finite = [g for g in finite if len(g)]
         if finite:
             boot = hierarchical_means(finite, n_resamples, rng, run_sd)
@@ -210,9 +230,9 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
                                                            float(np.percentile(boot[:, i], 97.5)))
         row["interval_basis"] = (f"{row['jobs']} jobs" if row["jobs"] > 1 else
                                  f"1 job: its trials, widened by the run-to-run spread ({run_sd:.1%})")
-        row["idle_power_w"] = float(d["idle_power_w"].mean())
-        row["trapz_mismatch_max"] = float(d["trapz_mismatch"].abs().max())
-        row["flags"] = ",".join(sorted({f for x in d["flags"] for f in str(x).split(",") if f}))
+        row["idle_power_w"] = float(idle.iloc[pos].mean())
+        row["trapz_mismatch_max"] = float(trapz.iloc[pos].max())
+        row["flags"] = ",".join(sorted({f for x in flags[pos] for f in str(x).split(",") if f}))
         rows.append(row)
     return pd.DataFrame(rows)
 

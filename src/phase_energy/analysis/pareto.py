@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from phase_energy.analysis.energy import GROUP
-from phase_energy.analysis.stats import hierarchical_means, job_groups, point_estimate
+from phase_energy.analysis.stats import hierarchical_means, point_estimate, split_jobs
 from phase_energy.grid import Lever
 
 
@@ -32,8 +32,10 @@ def lever_resamples(d: pd.DataFrame, metrics: list[str], n: int, rng: np.random.
     run effect shared by the levers of one run) is not added here.
     """
     levers, est, boot = [], [], []
-    for lever, g in d.groupby("lever", sort=True):
-        groups = job_groups(g, metrics)
+    lev, jobs, values = d["lever"].to_numpy(), d["job"].to_numpy(), d[metrics].to_numpy(dtype=float)
+    for lever in sorted(set(lev)):  # the order of d.groupby("lever")
+        at = lev == lever
+        groups = split_jobs(jobs[at], values[at])
         levers.append(str(lever))
         est.append(point_estimate(groups))
         boot.append(hierarchical_means(groups, n, rng))

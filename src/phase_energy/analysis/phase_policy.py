@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from phase_energy.analysis.energy import GROUP
-from phase_energy.analysis.stats import job_groups, point_estimate
+from phase_energy.analysis.stats import groups, point_estimate, split_jobs
 from phase_energy.grid import PHASES, Lever
 
 PAIR_COLUMNS = [*GROUP, "output_length", "mix_share", "prefill_lever", "decode_lever", "switches", "request_j",
@@ -44,8 +44,9 @@ def lever_rates(trials: pd.DataFrame) -> pd.DataFrame:
     """Per point, static lever and phase: J/token and tokens/s (the mean over jobs of each job's mean)."""
     d = trials[trials["lever_kind"].isin(STATIC) & trials["phase"].isin(PHASES)]
     rows = []
-    for key, g in d.groupby([*GROUP, "lever", "phase"]):
-        j, tps = point_estimate(job_groups(g, ["j_per_token", "tokens_per_s"]))
+    jobs, values = d["job"].to_numpy(), d[["j_per_token", "tokens_per_s"]].to_numpy(dtype=float)
+    for key, pos in groups(d, [*GROUP, "lever", "phase"]):
+        j, tps = point_estimate(split_jobs(jobs[pos], values[pos]))
         rows.append({**dict(zip([*GROUP, "lever", "phase"], key, strict=True)), "j_per_token": j,
                      "tokens_per_s": tps})
     return pd.DataFrame(rows, columns=[*GROUP, "lever", "phase", "j_per_token", "tokens_per_s"])
@@ -137,7 +138,8 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
     Rows come point by point, then output length, mix share, prefill lever and decode lever, each pair's
     energy and latency as :func:`_request` gives them (the same arithmetic, for all pairs of a point at once).
     """
-    parts = []
+    keys, parts = [], []  # each point's key and the columns of its rows
+    names: dict[str, int] = {}  # every lever's number: the lever columns are built as numbers, named at the end
     outputs, mixes = list(outputs), list(mixes)
     for key, g in rates.groupby(GROUP):
         r = g.set_index(["lever", "phase"])[["j_per_token", "tokens_per_s"]]
@@ -152,21 +154,31 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
         jp, tp, jd, td = pre[:, 0], pre[:, 1], dec[:, 0], dec[:, 1]
         k = len(levers)
         same = np.eye(k, dtype=bool)  # [prefill lever, decode lever]
+        cols: dict[str, list[Any]] = {c: [] for c in PAIR_COLUMNS[len(GROUP):] if not c.endswith("_lever")}
         for n in outputs:
             for m in mixes:
                 s = np.where(same, 0.0, switches_per_batch(n, m, False))
                 energy, latency = _energy_latency(jp[:, None], tp[:, None], jd[:, None], td[:, None], jd[None, :],
                                                   td[None, :], s, n, m, b, c, e_sw, t_sw)
                 change = latency / latency[0, 0] - 1  # levers[0] is the default
-                parts.append(pd.DataFrame({
-                    **{col: [val] * (k * k) for col, val in zip(GROUP, key, strict=True)},
-                    "output_length": n, "mix_share": m, "prefill_lever": np.repeat(levers, k),
-                    "decode_lever": np.tile(levers, k), "switches": s.ravel(), "request_j": energy.ravel(),
-                    "request_s": latency.ravel(), "latency_change": change.ravel(),
-                    "within_bound": (change <= latency_bound + 1e-12).ravel()}))
+                for col, v in (("output_length", np.full(k * k, n)), ("mix_share", np.full(k * k, m)),
+                               ("switches", s.ravel()), ("request_j", energy.ravel()),
+                               ("request_s", latency.ravel()), ("latency_change", change.ravel()),
+                               ("within_bound", (change <= latency_bound + 1e-12).ravel())):
+                    cols[col].append(v)
+        blocks = len(outputs) * len(mixes)  # the point's (output length, mix share) blocks of k x k pairs
+        keys.append(key)
+        ids = np.array([names.setdefault(lv, len(names)) for lv in levers])
+        parts.append({"prefill_lever": np.tile(np.repeat(ids, k), blocks), "decode_lever": np.tile(ids, k * blocks),
+                      **{col: np.concatenate(v) for col, v in cols.items()}})
     if not parts:
         return pd.DataFrame(columns=PAIR_COLUMNS)
-    return pd.concat(parts, ignore_index=True)[PAIR_COLUMNS]
+    rows = [len(p["switches"]) for p in parts]
+    points = pd.DataFrame(keys, columns=GROUP).take(np.repeat(np.arange(len(keys)), rows))
+    lever_names = pd.Series(list(names)).array
+    out = {col: np.concatenate([p[col] for p in parts]) for col in PAIR_COLUMNS[len(GROUP):]}
+    out.update({col: lever_names.take(out[col]) for col in ("prefill_lever", "decode_lever")})
+    return pd.DataFrame({**{col: points[col].array for col in GROUP}, **out})[PAIR_COLUMNS]
 
 
 def policy_table(pairs: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:

@@ -18,8 +18,15 @@ import pandas as pd
 
 from phase_energy.analysis.clear import summarise_components
 from phase_energy.analysis.crossover import crossover_tables
-from phase_energy.analysis.dvfs import clock_policy, dvfs_classes, dvfs_curves, fleet_projection
-from phase_energy.analysis.energy import add_window_metrics, rederive_windows, summarise_trials, trial_table
+from phase_energy.analysis.dvfs import clock_policy, dvfs_classes, dvfs_curves, fleet_projection, policy_resamples
+from phase_energy.analysis.energy import (
+    GROUP,
+    add_window_metrics,
+    count_windows,
+    rederive_windows,
+    summarise_trials,
+    trial_table,
+)
 from phase_energy.analysis.pareto import dominance_table, pareto_table
 from phase_energy.analysis.sweetspot import cells_from_request, fit_cells, sweet_region
 from phase_energy.analysis.tables import TableError, read_table, read_tables, write_table
@@ -50,7 +57,7 @@ def energy(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequen
 
 def pareto(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
     """Pareto frontiers (decode and prefill) and the dominance test."""
-    trials = read_table("phase_trials", inputs["phase_trials"])
+    trials, _ = reads("pareto", read_table("phase_trials", inputs["phase_trials"]))
     n = cfg["analysis"]["bootstrap_resamples"]
     frames = [f for f in (pareto_table(trials, n, cfg["seed"], ph) for ph in ("decode", "prefill")) if len(f)]
     front = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -62,20 +69,22 @@ def pareto(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequen
 def classes(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
     """DVFS classes, curves, clock policy and fleet projection."""
     a = cfg["analysis"]
-    trials = read_table("phase_trials", inputs["phase_trials"])
+    trials, _ = reads("classes", read_table("phase_trials", inputs["phase_trials"]))
     n, bound, seed = a["bootstrap_resamples"], a["throughput_loss_bound"], cfg["seed"]
     write_table("dvfs_curves", dvfs_curves(trials), outputs["dvfs_curves"])
     write_table("dvfs_classes", dvfs_classes(trials, a["class_flat_threshold"], a["class_sensitivity_threshold"],
                                              n, seed), outputs["dvfs_classes"])
-    write_table("clock_policy", clock_policy(trials, bound, n, seed), outputs["clock_policy"])
-    write_table("fleet", fleet_projection(trials, bound, a["fleet_gpus"], a["fleet_decode_share"], n, seed),
+    found = policy_resamples(trials, bound, n, seed)
+    write_table("clock_policy", clock_policy(trials, bound, n, seed, found), outputs["clock_policy"])
+    write_table("fleet", fleet_projection(trials, bound, a["fleet_gpus"], a["fleet_decode_share"], n, seed, found),
                 outputs["fleet"])
 
 
 def crossover(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
     """Request energy relative to GQA and the crossover points."""
-    windows = read_table("windows", inputs["windows"])
-    trials = read_table("phase_trials", inputs["phase_trials"])
+    trials, windows = reads("crossover", read_table("phase_trials", inputs["phase_trials"]),
+                            read_table("windows", inputs["windows"]))
+    assert windows is not None
     request, cross = crossover_tables(windows, trials, cfg) if len(trials) else (pd.DataFrame(), pd.DataFrame())
     write_table("request_energy", request, outputs["request_energy"])
     write_table("crossovers", cross, outputs["crossovers"])
@@ -92,8 +101,9 @@ def _phase_policy_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mappi
 
 def phase_policy(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
     """Every (prefill lever, decode lever) pair's request energy and latency, and the best pair per point."""
-    windows = read_table("windows", inputs["windows"])
-    trials = read_table("phase_trials", inputs["phase_trials"])
+    trials, windows = reads("phase_policy", read_table("phase_trials", inputs["phase_trials"]),
+                            read_table("windows", inputs["windows"]))
+    assert windows is not None
     pairs, policy = _phase_policy_tables(windows, trials, cfg)
     write_table("phase_pairs", pairs, outputs["phase_pairs"])
     write_table("phase_policy", policy, outputs["phase_policy"])
@@ -129,32 +139,93 @@ def clear(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequenc
     write_table("clear_coverage", cov, outputs["clear_coverage"])
 
 
-def derived_tables(windows: pd.DataFrame, cfg: Mapping[str, Any], exclude_flags: tuple[str, ...]
-                   ) -> dict[str, pd.DataFrame]:
-    """The tables the claims read, derived again from window summaries with the given windows left out."""
+# What each derivation reads: columns of the phase trials, and of the windows other than idle ones (idle
+# windows give the idle power only, which the windows and trials carry). Its stage passes it exactly these, so a
+# derivation that reads another column fails at once instead of being reused where it should be derived again.
+READS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "pareto": ((*GROUP, "phase", "lever", "job", "tokens_per_s", "j_per_token"), ()),
+    "classes": ((*GROUP, "phase", "lever", "lever_kind", "lever_value", "job", "trial", "sm_clock_mhz", "j_per_token",
+                 "tokens_per_s", "power_mean_w"), ()),
+    "crossover": ((*GROUP, "phase", "lever", "job", "j_per_token"),
+                  (*GROUP, "phase", "lever", "excluded", "job", "trial", "context_start", "context_end",
+                   "j_per_token")),
+    "phase_policy": ((*GROUP, "phase", "lever", "lever_kind", "job", "j_per_token", "tokens_per_s", "energy_j",
+                      "tokens", "duration_s"),
+                     (*GROUP, "phase", "lever", "job", "energy_j", "energy_trapz_j", "counter_ticks", "tokens",
+                      "duration_s")),
+}
+# The tables each derivation gives (sweetspot's come from the request energy, hence with the crossover's)
+DERIVED = {"pareto": ("dominance",), "classes": ("dvfs_classes", "clock_policy", "fleet"),
+           "crossover": ("crossovers", "request_energy", "sweetspot_cells", "sweetspot_fit"),
+           "phase_policy": ("phase_pairs", "phase_policy")}
+
+
+def reads(name: str, trials: pd.DataFrame, windows: pd.DataFrame | None = None
+          ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The trials and windows (idle ones left out) that derivation ``name`` reads, only the columns in READS."""
+    tcols, wcols = READS[name]
+    view = windows[windows["phase"] != "idle"][list(wcols)] if windows is not None and wcols else None
+    return trials[list(tcols)] if len(trials) else trials, view
+
+
+def _derive(name: str, windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapping[str, Any]
+            ) -> dict[str, pd.DataFrame]:
+    """The tables of derivation ``name`` (DERIVED) from windows with metrics and their trials."""
     a = cfg["analysis"]
     n, seed = a["bootstrap_resamples"], cfg["seed"]
-    w = add_window_metrics(windows.drop(columns=[c for c in ("excluded",) if c in windows]), exclude_flags)
+    t, w = reads(name, trials, windows)
+    if name == "pareto":
+        front = pd.concat([pareto_table(t, n, seed, ph) for ph in ("decode", "prefill")], ignore_index=True)
+        decode = front[front["phase"] == "decode"]
+        return {"dominance": dominance_table(decode) if len(decode) else pd.DataFrame()}
+    if name == "classes":
+        found = policy_resamples(t, a["throughput_loss_bound"], n, seed)
+        return {"dvfs_classes": dvfs_classes(t, a["class_flat_threshold"], a["class_sensitivity_threshold"], n, seed),
+                "clock_policy": clock_policy(t, a["throughput_loss_bound"], n, seed, found),
+                "fleet": fleet_projection(t, a["throughput_loss_bound"], a["fleet_gpus"], a["fleet_decode_share"],
+                                          n, seed, found)}
+    if name == "crossover":
+        request, cross = crossover_tables(w, t, cfg)
+        cells, fit = fit_cells(sweet_region(cells_from_request(request), a["sweetspot_drop_share"]),
+                               a["sweetspot_holdout_share"], seed)
+        return {"crossovers": cross, "request_energy": request, "sweetspot_cells": cells, "sweetspot_fit": fit}
+    pairs, policy = _phase_policy_tables(w, t, cfg)
+    return {"phase_pairs": pairs, "phase_policy": policy}
+
+
+def _same(a: pd.DataFrame | None, b: pd.DataFrame | None) -> bool:
+    """Whether two frames hold the same columns, types and values in the same order (the index aside).
+
+    Column by column: ``DataFrame.equals`` also compares how pandas stores the columns in blocks.
+    """
+    if a is None or b is None:
+        return a is b
+    return list(a.columns) == list(b.columns) and len(a) == len(b) and all(
+        a[c].reset_index(drop=True).equals(b[c].reset_index(drop=True)) for c in a.columns)
+
+
+def derived_tables(windows: pd.DataFrame, cfg: Mapping[str, Any], exclude_flags: tuple[str, ...],
+                   reuse: tuple[pd.DataFrame, pd.DataFrame, Mapping[str, pd.DataFrame]] | None = None
+                   ) -> dict[str, pd.DataFrame]:
+    """The tables the claims read, derived again from window summaries with the given windows left out.
+
+    ``reuse``: the windows and trials the upstream stages read and the tables they wrote. A derivation whose
+    reads (READS) are the same with these windows left out gives the same tables: those are taken as they are.
+    """
+    a = cfg["analysis"]
+    w = count_windows(windows, exclude_flags)
     trials = trial_table(w)
     if trials.empty:
         return {}
-    front = pd.concat([pareto_table(trials, n, seed, ph) for ph in ("decode", "prefill")], ignore_index=True)
-    request, cross = crossover_tables(w, trials, cfg)
-    pairs, policy = _phase_policy_tables(w, trials, cfg)
-    cells, fit = fit_cells(sweet_region(cells_from_request(request), a["sweetspot_drop_share"]),
-                           a["sweetspot_holdout_share"], seed)
-    decode = front[front["phase"] == "decode"]
-    return {
-        "phase_energy": summarise_trials(trials, n, a["run_to_run_sd"], seed),
-        "dominance": dominance_table(decode) if len(decode) else pd.DataFrame(),
-        "dvfs_classes": dvfs_classes(trials, a["class_flat_threshold"], a["class_sensitivity_threshold"], n,
-                                     seed),
-        "clock_policy": clock_policy(trials, a["throughput_loss_bound"], n, seed),
-        "fleet": fleet_projection(trials, a["throughput_loss_bound"], a["fleet_gpus"], a["fleet_decode_share"],
-                                  n, seed),
-        "crossovers": cross, "request_energy": request, "sweetspot_cells": cells, "sweetspot_fit": fit,
-        "phase_pairs": pairs, "phase_policy": policy,
-    }
+    out = {"phase_energy": summarise_trials(trials, a["bootstrap_resamples"], a["run_to_run_sd"], cfg["seed"])}
+    for name in READS:
+        if reuse is not None and all(_same(x, y) for x, y in zip(reads(name, reuse[1], reuse[0]),
+                                                                 reads(name, trials, w), strict=True)):
+            log.info("claims sensitivity: %s reads the same with every window counted; its tables reused", name)
+            out.update({k: reuse[2][k] for k in DERIVED[name]})
+            continue
+        out.update(_derive(name, w, trials, cfg))
+    return out
 
 
 def claims(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
@@ -166,7 +237,8 @@ def claims(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequen
     write_table("claims", verdicts, outputs["claims"])
     windows = read_table("windows", inputs["windows"])
     if windows["excluded"].astype(bool).any():
-        everything = evaluate_tables({**t, **derived_tables(windows, cfg, ())}, cfg)
+        trials = read_table("phase_trials", inputs["phase_trials"])
+        everything = evaluate_tables({**t, **derived_tables(windows, cfg, (), (windows, trials, t))}, cfg)
     else:  # no window was left out: every window counted gives the same tables, hence the same verdicts
         everything = verdicts
     keys = ["id", "engine"]
@@ -196,8 +268,8 @@ STAGES: dict[str, Stage] = {
     "phase_policy": Stage(phase_policy, ("windows", "phase_trials"), ("phase_pairs", "phase_policy")),
     "sweetspot": Stage(sweetspot, ("request_energy",), ("sweetspot_cells", "sweetspot_fit")),
     "clear": Stage(clear, (), ("clear_components", "clear_coverage"), True),
-    "claims": Stage(claims, ("windows", "phase_energy", "dominance", "dvfs_classes", "clock_policy", "fleet",
-                             "crossovers", "request_energy", "sweetspot_fit", "sweetspot_cells",
+    "claims": Stage(claims, ("windows", "phase_trials", "phase_energy", "dominance", "dvfs_classes", "clock_policy",
+                             "fleet", "crossovers", "request_energy", "sweetspot_fit", "sweetspot_cells",
                              "clear_components", "clear_coverage", "phase_pairs", "phase_policy"),
                     ("claims", "claims_sensitivity")),
 }

@@ -12,10 +12,31 @@ import pandas as pd
 
 def job_groups(d: pd.DataFrame, columns: list[str]) -> list[np.ndarray]:
     """The trials of each job of one point: one (trials x columns) array per job."""
-    jobs = d["job"].to_numpy()
+    return split_jobs(d["job"].to_numpy(), d[columns].to_numpy(dtype=float))
+
+
+def split_jobs(jobs: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+    """:func:`job_groups` on arrays: the rows of ``values`` of each job (jobs in sorted order, rows in order)."""
     if len(jobs) and (jobs == jobs[0]).all():  # one job (most points): no grouping needed
-        return [d[columns].to_numpy(dtype=float)]
-    return [g[columns].to_numpy(dtype=float) for _, g in d.groupby("job", sort=True)]
+        return [values]
+    return [values[jobs == j] for j in sorted(set(jobs))]
+
+
+def groups(df: pd.DataFrame, keys: list[str], dropna: bool = True) -> list[tuple[tuple, np.ndarray]]:
+    """``(key, row positions)`` of each group of ``df`` by ``keys``, in the order ``df.groupby(keys)`` gives.
+
+    Keys sorted, rows in their order; rows with a missing key value left out (``dropna``) or a group. Iterating over
+    positions into arrays taken from ``df`` once is what a loop over thousands of points needs: slicing a
+    frame per group costs more than the work done on it.
+    """
+    if df.empty:
+        return []
+    codes = df.groupby(keys, dropna=dropna, sort=True).ngroup().to_numpy(dtype=float, na_value=-1)
+    kept = np.flatnonzero(codes >= 0)
+    order = kept[np.argsort(codes[kept], kind="stable")]
+    parts = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    cols = [df[k].to_numpy() for k in keys]
+    return [(tuple(c[p[0]] for c in cols), p) for p in parts]
 
 
 def hierarchical_means(groups: list[np.ndarray], n: int, rng: np.random.Generator, run_sd: float = 0.0

@@ -54,6 +54,24 @@ FIGURES: dict[str, Figure] = {
 }
 
 
+# The figures are drawn in a few jobs (one Python start each, not one per figure), each as soon as its tables
+# exist: those of the energy stage's tables, those of the later stages' and the claims' figure.
+ENERGY_TABLES = frozenset({"phase_energy", "windows"})
+
+
+def figure_batches() -> dict[str, list[str]]:
+    """The figures each job draws: ``after_energy``, ``after_analysis``, ``after_claims`` (catalog order)."""
+    def batch(f: Figure) -> str:
+        if "claims" in f.tables:
+            return "after_claims"
+        return "after_energy" if set(f.tables) <= ENERGY_TABLES else "after_analysis"
+
+    out: dict[str, list[str]] = {"after_energy": [], "after_analysis": [], "after_claims": []}
+    for name, f in FIGURES.items():
+        out[batch(f)].append(name)
+    return out
+
+
 def figure(name: str) -> Figure:
     """The catalog entry of ``name``; an unknown name is an error listing the figures."""
     try:

@@ -9,6 +9,7 @@ needs (without watermark: it shows no data).
 
 from __future__ import annotations
 
+import json
 import logging
 import textwrap
 from collections.abc import Callable, Mapping
@@ -43,14 +44,15 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     from phase_energy.measure.layout import job_dirs
     from phase_energy.measure.trace import read_trace
 
-    chosen = None
+    found = None  # (batch, folder): the first of the largest batch; only the chosen job's tables are read
     for d in job_dirs(traces):
-        tr = read_trace(d)
-        ok = tr["status"].get("status") == "ok" and tr["metadata"]["lever_requested"] == "default"
-        if ok and (chosen is None or tr["metadata"]["batch"] > chosen["metadata"]["batch"]):
-            chosen = tr
-    if chosen is None:
+        status, meta = (json.loads((d / f).read_text()) for f in ("status.json", "metadata.json"))
+        if status.get("status") == "ok" and meta["lever_requested"] == "default" and \
+                (found is None or meta["batch"] > found[0]):
+            found = (meta["batch"], d)
+    if found is None:
         raise MissingData("one trace at the default lever")
+    chosen = read_trace(found[1])
     s, w, m = chosen["samples"], chosen["windows"], chosen["metadata"]
     fig, ax = plt.subplots(figsize=(11, 4.5))
     sns.lineplot(data=s, x="t_s", y="power_instant_w", ax=ax, lw=0.6, color="C0", label="instant power")
