@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import pandas as pd
 
 from phase_energy.config import load_schema
@@ -244,7 +245,8 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     Every trace is verified first (:func:`verify_trace`, against the point its folder names); only ``ok``
     traces contribute windows, ``skipped`` ones a status row with their reason.
     """
-    frames = []
+    frames: list[pd.DataFrame] = []
+    jobs: list[dict[str, Any]] = []
     statuses = []
     folders = [Path(d) for d in dirs]
     # reading and checking each trace is file work (the GIL is let go): several at once, used in order
@@ -266,18 +268,29 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
         if w is None:  # not ok: no windows
             continue
         if len(w):
-            for k, v in point.items():
-                w[k] = v
-            w["power_limit_w"] = (meta.get("lever_enforced") or {}).get("power_limit_w")
-            w["locked_sm_clock_mhz"] = (meta.get("lever_enforced") or {}).get("locked_sm_clock_mhz")
-            w["bandwidth_bps"] = meta["gpu"].get("bandwidth_bps")
-            w["matmul_flops"] = meta["gpu"].get("matmul_flops")
-            w["gpu_name"] = gpu_name_of(meta)
-            w["weights"] = weights_of(meta)
-            w["summary_stamp"] = status.get("summary")  # the code and settings its windows were summarised with
+            enforced = meta.get("lever_enforced") or {}
+            jobs.append({**point, "power_limit_w": enforced.get("power_limit_w"),
+                         "locked_sm_clock_mhz": enforced.get("locked_sm_clock_mhz"),
+                         "bandwidth_bps": meta["gpu"].get("bandwidth_bps"),
+                         "matmul_flops": meta["gpu"].get("matmul_flops"), "gpu_name": gpu_name_of(meta),
+                         "weights": weights_of(meta),
+                         # the code and settings its windows were summarised with
+                         "summary_stamp": status.get("summary")})
             frames.append(w)
-    windows = pd.concat(frames, ignore_index=True) if frames else empty_frame(WINDOW_COLUMNS)
-    return windows, pd.DataFrame(statuses)
+    if not frames:
+        return empty_frame(WINDOW_COLUMNS), pd.DataFrame(statuses)
+    windows = pd.concat(frames, ignore_index=True)
+    # each job's columns, one value per job, repeated over its windows (one column at a time, not one per job)
+    rows = np.repeat(np.arange(len(frames)), [len(w) for w in frames])
+    cols = {k: _job_column([j[k] for j in jobs]).take(rows).reset_index(drop=True) for k in jobs[0]}
+    return pd.concat([windows, pd.DataFrame(cols)], axis=1), pd.DataFrame(statuses)
+
+
+def _job_column(values: list[Any]) -> pd.Series:
+    """One value per job as a column typed as each job's own column would be (None keeps it ``object``)."""
+    if any(v is None for v in values):
+        return pd.Series(values, dtype=object)
+    return pd.Series(values)
 
 
 @functools.cache  # once per process: a run's jobs in one process share the commit they started from
