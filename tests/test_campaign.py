@@ -71,6 +71,29 @@ def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
     assert _statuses(ref) == []
 
 
+def test_a_campaign_measures_in_its_own_results_folder(tmp_path, monkeypatch):
+    """A config with its own results folder: seeded, measured and logged there; the default folder untouched."""
+    wd = copy_workflow(tmp_path / "wf")
+    monkeypatch.chdir(wd)
+    ref = wd / "reference" / "traces"
+    point = "engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0"
+    chunk = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b] results=results-b"
+    res = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
+    assert res.new_points == [point] and res.failed_points == {}
+    assert (wd / "results-b/traces" / point / "status.json").exists()
+    assert (wd / "results-b/logs/measure" / f"{point}.log").exists()
+    assert not (wd / "results/traces").exists() and not (wd / "logs/measure").exists()
+    # a job that fails there is named from that folder's log
+    failing = chunk.replace("batch_sizes=[1]", "batch_sizes=[8]") + " backend=nvml"
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no NVML here: the nvml job fails, as this part wants
+        res = campaign.run("config/test.yaml", [failing], ref, time_limit_s=300)
+        assert list(res.failed_points) == [point.replace("bs~1", "bs~8")]
+
+
 def test_repetitions_of_a_point_land_in_different_runs(tmp_path, monkeypatch):
     wd = copy_workflow(tmp_path / "wf")
     monkeypatch.chdir(wd)

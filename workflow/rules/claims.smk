@@ -29,7 +29,7 @@ rule claims:
             category="Claims",
         ),
     log:
-        "logs/analysis/claims.log",
+        f"{LOGS}/analysis/claims.log",
     conda:
         "../../envs/analysis.yaml"
     params:

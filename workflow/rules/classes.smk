@@ -11,7 +11,7 @@ rule classes:
         clock_policy=get_table("clock_policy"),
         fleet=get_table("fleet"),
     log:
-        "logs/analysis/classes.log",
+        f"{LOGS}/analysis/classes.log",
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -10,7 +10,7 @@ rule clear_measure:
         metadata=f"{CLEAR_MEASURED}/{CLEAR_POINT}/metadata.json",
         status=f"{CLEAR_MEASURED}/{CLEAR_POINT}/status.json",
     log:
-        f"logs/clear/{CLEAR_POINT}.log",
+        f"{LOGS}/clear/{CLEAR_POINT}.log",
     conda:
         "../../envs/measure.yaml"
     resources:
@@ -34,7 +34,7 @@ rule clear_components:
         ),
         clear_coverage=get_table("clear_coverage"),
     log:
-        "logs/analysis/clear.log",
+        f"{LOGS}/analysis/clear.log",
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -12,6 +12,7 @@ from phase_energy.config import (
     ConfigError,
     check_run_identity,
     config_hash,
+    logs_folder,
     results_folder,
     validate_config,
     write_run_identity,
@@ -41,6 +42,8 @@ config.update(_validated)
 RESULTS = config["results"].rstrip("/")
 set_results_folder(RESULTS)  # the console's summary says where this run's results are
 MEASURED_TRACES = f"{RESULTS}/traces"
+# the jobs' logs: logs/ for the default results folder, <results>/logs for another
+LOGS = logs_folder(RESULTS)
 TRACES = results_folder(config["traces"], "results/traces", RESULTS)
 FIGURES_DIR = "figures" if RESULTS == "results" else f"{RESULTS}/figures"
 # Which config files and traces this results folder belongs to; written when a run starts (not in a dry

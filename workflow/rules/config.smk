@@ -5,7 +5,7 @@ rule config_file:
     output:
         f"{RESULTS}/config/{{name}}.json",
     log:
-        "logs/config/{name}.log",
+        f"{LOGS}/config/{{name}}.log",
     localrule: True
     params:
         text=get_config_text,

@@ -10,7 +10,7 @@ rule crossover:
         request_energy=get_table("request_energy"),
         crossovers=get_table("crossovers"),
     log:
-        "logs/analysis/crossover.log",
+        f"{LOGS}/analysis/crossover.log",
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -20,7 +20,7 @@ rule energy:
             category="Provenance and validity",
         ),
     log:
-        "logs/analysis/energy.log",
+        f"{LOGS}/analysis/energy.log",
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -21,7 +21,7 @@ for _job, _names in figure_batches().items():
         output:
             **get_figure_job_outputs(_names),
         log:
-            f"logs/figures/{_job}.log",
+            f"{LOGS}/figures/{_job}.log",
         conda:
             "../../envs/analysis.yaml"
         params:

@@ -14,7 +14,7 @@ if SIMULATED:
             metadata=f"{MEASURED_TRACES}/{POINT}/metadata.json",
             status=f"{MEASURED_TRACES}/{POINT}/status.json",
         log:
-            f"logs/measure/{POINT}.log",
+            f"{LOGS}/measure/{POINT}.log",
         resources:
             gpu=get_gpu_count,
         run:
@@ -37,7 +37,7 @@ else:
             metadata=f"{MEASURED_TRACES}/{POINT}/metadata.json",
             status=f"{MEASURED_TRACES}/{POINT}/status.json",
         log:
-            f"logs/measure/{POINT}.log",
+            f"{LOGS}/measure/{POINT}.log",
         conda:
             "../../envs/measure.yaml"
         resources:

@@ -9,7 +9,7 @@ rule pareto:
         pareto=get_table("pareto"),
         dominance=get_table("dominance"),
     log:
-        "logs/analysis/pareto.log",
+        f"{LOGS}/analysis/pareto.log",
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -10,7 +10,7 @@ rule phase_policy:
         phase_pairs=get_table("phase_pairs"),
         phase_policy=get_table("phase_policy"),
     log:
-        "logs/analysis/phase_policy.log",
+        f"{LOGS}/analysis/phase_policy.log",
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -13,7 +13,7 @@ rule sweetspot:
             category="SweetSpot",
         ),
     log:
-        "logs/analysis/sweetspot.log",
+        f"{LOGS}/analysis/sweetspot.log",
     conda:
         "../../envs/analysis.yaml"
     params:

@@ -211,7 +211,10 @@ class Progress:
         for name, said in self.failed[:5]:
             lines.append(f"  failed {name}: {said}")
         if len(self.failed) > 5:
-            lines.append(f"  ... and {len(self.failed) - 5} more failures (logs/)")
+            from phase_energy.config import logs_folder
+
+            results = os.environ.get(RESULTS_ENV, "results").rstrip("/") or "results"
+            lines.append(f"  ... and {len(self.failed) - 5} more failures ({logs_folder(results)}/)")
         if skipped:
             lines.append("  skipped points have a status record with the reason "
                          f"({analysis_outputs()[0]}jobs.csv)")
