@@ -104,14 +104,16 @@ def _clear(attention_jpf, mlp_jpf=1e-12, job_cv=None):
     return df
 
 
-def _policy(best_pair, saving, levers=("default", "smclock:1410")):
-    """Phase-policy tables at one point and two output lengths: the best pair at mix share 0, and at 0.5 a
-    phase lever that saves a lot (which P1, judged at mix share 0, must not count)."""
+def _policy(best_pair, saving, levers=("default", "smclock:1410"), interval=(-0.01, 0.01)):
+    """Phase-policy tables at one point and two output lengths: the best pair at mix share 0 with its saving's
+    interval (``saving`` plus ``interval``), and at 0.5 a phase lever that saves a lot (which P1, judged at mix
+    share 0, must not count)."""
     key = {"engine": "native", "arch": "qwen3-4b", "paradigm": "gqa", "batch": 32, "context": 2048}
     pairs = pd.DataFrame([{**key, "output_length": n, "mix_share": m, "prefill_lever": p, "decode_lever": d}
                           for n in (128, 512) for m in (0.0, 0.5) for p in levers for d in levers])
     policy = pd.DataFrame([{**key, "output_length": n, "mix_share": m, "prefill_lever": p, "decode_lever": d,
-                            "saving_vs_static": sv, "best_static_lever": "smclock:1410",
+                            "saving_vs_static": sv, "saving_vs_static_lo": sv + interval[0],
+                            "saving_vs_static_hi": sv + interval[1], "best_static_lever": "smclock:1410",
                             "switch_basis": "measured here (4 switches)"}
                            for n in (128, 512) for m, (p, d), sv in ((0.0, best_pair, saving),
                                                                      (0.5, ("default", "smclock:1410"), 0.3))])
@@ -216,10 +218,21 @@ def test_p1_is_marked_as_the_projects_own_finding_and_counts_only_mix_share_0():
     assert "not a paper's" in claims.loc["P1", "evidence"]
     # at mix share 0.5 the phase lever saves 30 %; at 0 the best pair is static: not reproduced
     assert claims.loc["P1", "verdict"] == NOT_REPRODUCED
-    assert claims.loc["P1", "reason"] == "a phase lever saves 2% or more at 0 of 2 cells (median 0.0 %)"
+    assert claims.loc["P1", "reason"] == ("a phase lever saves 2% or more, interval above 0, at 0 of 2 cells "
+                                          "(median 0.0 %)")
     sim = CASES["P1"][0]
     sim["phase_energy"] = pd.DataFrame([point(backend="sim")])
     assert evaluate_tables(sim, CFG).set_index("id").loc["P1", "verdict"] == f"{REPRODUCED} {SIMULATED_MARK}"
+
+
+def test_p1_counts_a_saving_only_where_its_interval_lies_above_zero():
+    """The same 5 % saving: held where a rerun would still show one, not where the interval reaches zero."""
+    held = evaluate_tables(_policy(("default", "smclock:1410"), 0.05, interval=(-0.02, 0.02)), CFG).set_index("id")
+    assert held.loc["P1", "verdict"] == REPRODUCED
+    assert "largest 5.0 % [3.0 %, 7.0 %]" in held.loc["P1", "evidence"]
+    loose = evaluate_tables(_policy(("default", "smclock:1410"), 0.05, interval=(-0.06, 0.06)), CFG).set_index("id")
+    assert loose.loc["P1", "verdict"] == NOT_REPRODUCED
+    assert "saves at least 2% at 2, 0 of them with the interval above zero" in loose.loc["P1", "evidence"]
 
 
 def test_claims_name_the_weights_their_evidence_used():

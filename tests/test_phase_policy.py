@@ -1,12 +1,16 @@
 """The phase policy's arithmetic on tables whose answer is known: request energy and latency of a lever pair,
 switches per batch under chunked prefill, the best pair within the latency bound, and where it stops paying."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from phase_energy.analysis.phase_policy import (
+    lever_rates,
+    lever_resamples,
     pair_table,
     policy_table,
+    saving_intervals,
     switch_costs,
     switches_per_batch,
 )
@@ -115,3 +119,59 @@ def test_every_pair_row_is_the_request_formula_to_the_last_bit():
         s, energy, latency = _request(r, row.prefill_lever, row.decode_lever, row.output_length, row.mix_share,
                                       8.0, 512.0, 0.7, 0.004)
         assert (row.switches, row.request_j, row.request_s) == (s, energy, latency)
+
+
+def _trials(rates=RATES, trials=5, jobs=1, noise=0.0, seed=0):
+    """Phase trials around ``rates``: each (lever, phase) measured by ``jobs`` jobs of ``trials`` trials, every
+    value times (1 + noise x a standard normal)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (lv, ph), (j, t) in rates.items():
+        for job in range(jobs):
+            for k in range(trials):
+                f = 1 + noise * rng.standard_normal(2)
+                rows.append({**KEY, "lever": lv, "lever_kind": lv.split(":")[0], "phase": ph, "job": f"{lv}/{job}",
+                             "trial": k, "j_per_token": j * f[0], "tokens_per_s": t * f[1]})
+    return pd.DataFrame(rows)
+
+
+def _intervals(trials, run_sd, costs=None, n=400):
+    costs = _costs(0.1, 0.0) if costs is None else costs
+    policy = policy_table(pair_table(lever_rates(trials), costs, [10], [0.0], 0.05), costs)
+    ci = saving_intervals(policy, lever_resamples(trials, n, run_sd, seed=1), costs)
+    return pd.concat([policy.drop(columns=ci.columns), ci], axis=1).iloc[0]
+
+
+def test_saving_intervals_collapse_without_spread_and_hold_the_estimate_with_it():
+    exact = _intervals(_trials(), run_sd=0.0)  # every trial the same, one job, no run-to-run spread: no spread
+    assert exact["saving_vs_default_lo"] == pytest.approx(exact["saving_vs_default"], abs=1e-12)
+    assert exact["saving_vs_default_hi"] == pytest.approx(exact["saving_vs_default"], abs=1e-12)
+    noisy = _intervals(_trials(noise=0.02), run_sd=0.0)
+    assert noisy["saving_vs_default_lo"] < noisy["saving_vs_default"] < noisy["saving_vs_default_hi"]
+    wider = _intervals(_trials(noise=0.02), run_sd=0.05)  # one job per lever: widened by the run-to-run spread
+    assert (wider["saving_vs_default_hi"] - wider["saving_vs_default_lo"]
+            > 2 * (noisy["saving_vs_default_hi"] - noisy["saving_vs_default_lo"]))
+    # several jobs per lever: their spread is drawn from, the run-to-run spread is not added
+    jobs = _intervals(_trials(noise=0.02, jobs=3), run_sd=0.5)
+    assert jobs["saving_vs_default_hi"] - jobs["saving_vs_default_lo"] < 0.2
+
+
+def test_saving_intervals_contain_the_true_saving_as_often_as_they_say():
+    """Known answer: trials drawn around exact rates (8 % noise, 5 trials, one job per lever). Over 40 draws the
+    chosen pair's 95 % interval holds that pair's saving computed from the exact rates nearly every time, and a
+    2 % saving (inside the noise) gets an interval through zero while a 40 % one does not."""
+    small = {**RATES, ("smclock:1410", "decode"): (0.485, 99.9), ("smclock:1410", "prefill"): (0.02, 10_000.0)}
+    costs = _costs(0.0, 0.0)
+    exact = pair_table(_rates(small), costs, [10], [0.0], 0.05).set_index(["prefill_lever", "decode_lever"])
+    held = through_zero = 0
+    for seed in range(40):
+        r = _intervals(_trials(small, noise=0.08, seed=seed), run_sd=0.0, costs=costs, n=300)
+        truth = 1 - exact.loc[(r["prefill_lever"], r["decode_lever"]), "request_j"] / exact.loc[
+            ("default", "default"), "request_j"]
+        held += r["saving_vs_default_lo"] - 1e-12 <= truth <= r["saving_vs_default_hi"] + 1e-12
+        through_zero += r["saving_vs_default_lo"] <= 0 <= r["saving_vs_default_hi"]
+    assert held >= 34  # 95 % nominal; a pair chosen on the same noise is optimistic now and then
+    assert through_zero >= 20
+    big = {**small, ("smclock:1410", "decode"): (0.3, 99.9)}
+    kept = _intervals(_trials(big, noise=0.08), run_sd=0.0, costs=costs)
+    assert kept["decode_lever"] == "smclock:1410" and kept["saving_vs_default_lo"] > 0.2

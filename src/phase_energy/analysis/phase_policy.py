@@ -17,26 +17,31 @@ the point, else the mean over the engine's points that have them, else none (0, 
 each mean is taken as at least 0.
 
 The best pair is the lowest-energy one whose latency is within ``latency_bound`` of the default's; it is
-compared with the best static lever under the same bound and with the default.
+compared with the best static lever under the same bound and with the default. Each saving has a 95 %
+interval (:func:`saving_intervals`): the pairs chosen on the estimates, their energies computed again on
+resamples of every lever's rates (jobs, then trials, widened by the run-to-run spread where a lever was
+measured by one job, each lever on its own: conservative for a ratio of levers measured on one card, whose
+common shift cancels).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from phase_energy.analysis.energy import GROUP
-from phase_energy.analysis.stats import groups, point_estimate, split_jobs
+from phase_energy.analysis.stats import groups, hierarchical_means, point_estimate, split_jobs
 from phase_energy.grid import PHASES, Lever
 
 PAIR_COLUMNS = [*GROUP, "output_length", "mix_share", "prefill_lever", "decode_lever", "switches", "request_j",
                 "request_s", "latency_change", "within_bound"]
 POLICY_COLUMNS = [*GROUP, "output_length", "mix_share", "prefill_lever", "decode_lever", "request_j", "request_s",
                   "latency_change", "default_j", "default_s", "best_static_lever", "best_static_j",
-                  "saving_vs_default", "saving_vs_static", "pays", "switch_j", "switch_s", "switch_basis"]
+                  "saving_vs_default", "saving_vs_default_lo", "saving_vs_default_hi", "saving_vs_static",
+                  "saving_vs_static_lo", "saving_vs_static_hi", "pays", "switch_j", "switch_s", "switch_basis"]
 STATIC = ("default", "powercap", "smclock")
 
 
@@ -97,6 +102,65 @@ def _clipped(costs: pd.DataFrame) -> tuple[float, float]:
     policy that relied on it would be another policy (docs/phase-policy.md).
     """
     return max(float(costs["extra_j"].mean()), 0.0), max(float(costs["extra_s"].mean()), 0.0)
+
+
+def lever_resamples(trials: pd.DataFrame, n: int, run_sd: float, seed: int
+                    ) -> dict[tuple[Any, ...], np.ndarray]:
+    """Per point, static lever and phase (:func:`lever_rates`' keys): ``n`` resamples of (J/token, tokens/s).
+
+    Jobs, then each job's trials (:func:`~phase_energy.analysis.stats.hierarchical_means`); a lever measured by
+    one job is widened by ``run_sd``. Trials without finite rates are left out, as the estimates leave them.
+    """
+    d = trials[trials["lever_kind"].isin(STATIC) & trials["phase"].isin(PHASES)]
+    values = d[["j_per_token", "tokens_per_s"]].to_numpy(dtype=float)
+    finite = np.isfinite(values).all(axis=1)
+    d, values = d[finite], values[finite]
+    rng = np.random.default_rng(seed)
+    jobs = d["job"].to_numpy()
+    return {key: hierarchical_means(split_jobs(jobs[pos], values[pos]), n, rng, run_sd)
+            for key, pos in groups(d, [*GROUP, "lever", "phase"])}
+
+
+def saving_intervals(policy: pd.DataFrame, boot: Mapping[tuple[Any, ...], np.ndarray], costs: pd.DataFrame,
+                     level: float = 0.95) -> pd.DataFrame:
+    """``level`` intervals of each policy row's savings against the default and the best static lever.
+
+    The row's pairs (best, best static, default) stay as chosen on the estimates; their request energies are
+    computed again on each resample of the levers' rates (:func:`lever_resamples`), the switch cost as
+    measured. Columns ``saving_vs_default_lo/hi``, ``saving_vs_static_lo/hi``, in the policy's row order;
+    NaN where a lever has no resamples.
+    """
+    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    cols = ["saving_vs_default_lo", "saving_vs_default_hi", "saving_vs_static_lo", "saving_vs_static_hi"]
+    out = np.full((len(policy), 4), np.nan)
+    keys = policy[GROUP].to_numpy(dtype=object)
+    meta = policy[["output_length", "mix_share", "prefill_lever", "decode_lever", "best_static_lever"]].to_numpy(
+        dtype=object)
+    sw: dict[tuple[Any, ...], tuple[float, float, str]] = {}
+    for i, (key, (n, m, p, d, s)) in enumerate(zip(map(tuple, keys), meta, strict=True)):
+        if key not in sw:
+            sw[key] = _switch_cost(costs, key)
+        e_sw = sw[key][0]
+        b, c = float(key[3]), float(key[4])
+
+        def energy(pre: str, dec: str, key: tuple[Any, ...] = key, n: int = int(n), m: float = float(m),
+                   b: float = b, c: float = c, e_sw: float = e_sw) -> np.ndarray | None:
+            parts = [boot.get((*key, lv, ph)) for lv, ph in ((pre, "prefill"), (pre, "decode"), (dec, "decode"))]
+            if any(x is None for x in parts):
+                return None
+            (jp, tp), (jdp, tdp), (jdd, tdd) = (x.T for x in parts)  # type: ignore[union-attr]
+            e, _ = _energy_latency(jp, tp, jdp, tdp, jdd, tdd, switches_per_batch(n, m, pre == dec), n, m, b, c,
+                                   e_sw, 0.0)
+            return e
+
+        best, default, static = energy(p, d), energy("default", "default"), energy(s, s)
+        if best is None:
+            continue
+        if default is not None:
+            out[i, :2] = np.nanpercentile(1 - best / default, q)
+        if static is not None:
+            out[i, 2:] = np.nanpercentile(1 - best / static, q)
+    return pd.DataFrame(out, columns=cols, index=policy.index)
 
 
 def switches_per_batch(output_length: int, mix: float, same: bool) -> float:
@@ -205,7 +269,9 @@ def policy_table(pairs: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
         "default_j": default["request_j"], "default_s": default["request_s"],
         "best_static_lever": best_static["prefill_lever"], "best_static_j": best_static["request_j"],
         "saving_vs_default": 1 - best["request_j"] / default["request_j"],
+        "saving_vs_default_lo": np.nan, "saving_vs_default_hi": np.nan,
         "saving_vs_static": 1 - best["request_j"] / best_static["request_j"],
+        "saving_vs_static_lo": np.nan, "saving_vs_static_hi": np.nan,
         "pays": (best["prefill_lever"] != best["decode_lever"]) & (best["request_j"] < best_static["request_j"]),
         "switch_j": [c[0] for c in sw], "switch_s": [c[1] for c in sw], "switch_basis": [c[2] for c in sw]},
         index=best.index)
@@ -213,8 +279,18 @@ def policy_table(pairs: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
 
 
 def phase_policy_tables(windows: pd.DataFrame, trials: pd.DataFrame, outputs: Iterable[int],
-                        mixes: Iterable[float], latency_bound: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The pairs table and the policy table from the phase trials and the windows (switch windows)."""
+                        mixes: Iterable[float], latency_bound: float, n_resamples: int = 0, run_sd: float = 0.0,
+                        seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pairs table and the policy table from the phase trials and the windows (switch windows).
+
+    With ``n_resamples`` > 0 the policy's savings get their intervals (:func:`saving_intervals`).
+    """
     costs = switch_costs(windows, trials)
     pairs = pair_table(lever_rates(trials), costs, outputs, mixes, latency_bound)
-    return pairs, policy_table(pairs, costs) if len(pairs) else pd.DataFrame(columns=POLICY_COLUMNS)
+    if not len(pairs):
+        return pairs, pd.DataFrame(columns=POLICY_COLUMNS)
+    policy = policy_table(pairs, costs)
+    if n_resamples > 0:
+        ci = saving_intervals(policy, lever_resamples(trials, n_resamples, run_sd, seed), costs)
+        policy[ci.columns] = ci
+    return pairs, policy

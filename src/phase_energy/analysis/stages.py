@@ -96,7 +96,8 @@ def _phase_policy_tables(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mappi
 
     a = cfg["analysis"]
     return phase_policy_tables(windows, trials, cfg["output_lengths"], a["phase_mix_shares"],
-                               a["phase_latency_bound"]) if len(trials) else (pd.DataFrame(), pd.DataFrame())
+                               a["phase_latency_bound"], a["bootstrap_resamples"], a["run_to_run_sd"],
+                               cfg["seed"]) if len(trials) else (pd.DataFrame(), pd.DataFrame())
 
 
 def phase_policy(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequence[Path]) -> None:
