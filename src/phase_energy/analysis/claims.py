@@ -59,7 +59,8 @@ CLAIMS: dict[str, str] = {
     "K3": "CLEAR: attention spends more energy per FLOP than the other components.",
     "P1": "This project's finding, not a paper claim: a phase lever (prefill at the default, decode locked or "
           "capped) saves at least 2 % of request energy against the best static lever within the latency bound, "
-          "with prefill and decode apart (mix share 0).",
+          "with the saving's 95 % interval above zero, with prefill and decode apart (mix share 0), at more than "
+          "half of the points and output lengths where it can be formed.",
 }
 # Where a claim comes from: a paper (the C claims, SweetSpot's S, CLEAR's K) or this project (P)
 SOURCES = {cid: "project" if cid.startswith("P") else "paper" for cid in CLAIMS}
