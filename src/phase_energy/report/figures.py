@@ -109,7 +109,7 @@ def fig03_clock_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
     d = s[s["phase"] == "decode"]
     base = d[d["lever"] == "default"].set_index(["arch", "batch", "context"])
     locks = _need(d[d["lever_kind"] == "smclock"].copy(), "smclock levers")
-    locks = locks.join(base[["j_per_token", "tokens_per_s"]], on=["arch", "batch", "context"], rsuffix="_def")
+    locks = locks.join(base[["j_per_token", "tokens_per_s"]].add_suffix("_def"), on=["arch", "batch", "context"])
     locks = _need(locks.dropna(subset=["j_per_token_def"]), "the default lever next to smclock levers")
     locks["energy saving (%)"] = 100 * (1 - locks["j_per_token"] / locks["j_per_token_def"])
     locks["throughput loss (%)"] = 100 * (1 - locks["tokens_per_s"] / locks["tokens_per_s_def"])
