@@ -16,9 +16,7 @@ def _statuses(root):
 
 
 def test_campaign_resumes_and_stops_inside_a_chunk(tmp_path, monkeypatch):
-    wd = copy_workflow(tmp_path / "wf")
-    monkeypatch.chdir(wd)
-    ref = wd / "reference" / "traces"
+    wd, ref = _workdir(tmp_path, monkeypatch)
     base = "levers=[default] contexts=[64]"
 
     first = campaign.run("config/test.yaml", [f"{base} batch_sizes=[1]"], ref, time_limit_s=300)
@@ -48,20 +46,29 @@ def test_campaign_resumes_and_stops_inside_a_chunk(tmp_path, monkeypatch):
     assert not list((wd / "results/traces").glob("engine~native/arch~*/bs~32/**/status.json"))
 
 
-def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
-    # the nvml backend fails for real on a machine without NVML (no pynvml, or no NVIDIA driver)
+def _workdir(tmp_path, monkeypatch):
+    """A fresh copy of the workflow as the working directory, and the reference folder a campaign fills there."""
+    wd = copy_workflow(tmp_path / "wf")
+    monkeypatch.chdir(wd)
+    return wd, wd / "reference" / "traces"
+
+
+def _nvml_works():
+    """Whether NVML starts here; where it does not (no pynvml, or no NVIDIA driver), an nvml job fails for real."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # ImportError or NVMLError: the job will fail, as this test wants
-        pass
-    else:  # pragma: no cover - a GPU machine would measure for real
-        pynvml.nvmlShutdown()
+    except Exception:  # ImportError or NVMLError
+        return False
+    pynvml.nvmlShutdown()  # pragma: no cover - a GPU machine
+    return True  # pragma: no cover
+
+
+def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
+    if _nvml_works():  # pragma: no cover - a GPU machine would measure for real
         pytest.skip("NVML works here: the nvml backend would measure instead of failing")
-    wd = copy_workflow(tmp_path / "wf")
-    monkeypatch.chdir(wd)
-    ref = wd / "reference" / "traces"
+    _, ref = _workdir(tmp_path, monkeypatch)
     chunk = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b] backend=nvml"
     res = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
     assert res.chunks_failed == [chunk] and res.new_points == [] and res.interrupted is None
@@ -73,9 +80,7 @@ def test_campaign_names_the_points_whose_jobs_failed(tmp_path, monkeypatch):
 
 def test_a_campaign_measures_in_its_own_results_folder(tmp_path, monkeypatch):
     """A config with its own results folder: seeded, measured and logged there; the default folder untouched."""
-    wd = copy_workflow(tmp_path / "wf")
-    monkeypatch.chdir(wd)
-    ref = wd / "reference" / "traces"
+    wd, ref = _workdir(tmp_path, monkeypatch)
     point = "engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~default/rep~0"
     chunk = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b] results=results-b"
     res = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
@@ -84,20 +89,14 @@ def test_a_campaign_measures_in_its_own_results_folder(tmp_path, monkeypatch):
     assert (wd / "results-b/logs/measure" / f"{point}.log").exists()
     assert not (wd / "results/traces").exists() and not (wd / "logs/measure").exists()
     # a job that fails there is named from that folder's log
-    failing = chunk.replace("batch_sizes=[1]", "batch_sizes=[8]") + " backend=nvml"
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no NVML here: the nvml job fails, as this part wants
+    if not _nvml_works():  # the nvml job fails, as this part wants
+        failing = chunk.replace("batch_sizes=[1]", "batch_sizes=[8]") + " backend=nvml"
         res = campaign.run("config/test.yaml", [failing], ref, time_limit_s=300)
         assert list(res.failed_points) == [point.replace("bs~1", "bs~8")]
 
 
 def test_repetitions_of_a_point_land_in_different_runs(tmp_path, monkeypatch):
-    wd = copy_workflow(tmp_path / "wf")
-    monkeypatch.chdir(wd)
-    ref = wd / "reference" / "traces"
+    _, ref = _workdir(tmp_path, monkeypatch)
     chunk = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b] repetitions=2"
     point = "engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~default"
     first = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300)
