@@ -37,7 +37,8 @@ import yaml
 from scipy.optimize import least_squares
 
 from phase_energy.measure.protocol import Settings, run_protocol
-from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, SimMeter, SimParams
+from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, SimMeter
+from phase_energy.measure.sim_params import SimParams
 from phase_energy.measure.sim_workload import SimWorkload
 from phase_energy.model.presets import get_preset
 

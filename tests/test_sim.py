@@ -10,7 +10,8 @@ import pytest
 from phase_energy.config import validate_config
 from phase_energy.grid import GridPoint
 from phase_energy.measure.job import run_job
-from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, SimParams, Work
+from phase_energy.measure.sim import REASON_SW_POWER_CAP, SimGPU, Work
+from phase_energy.measure.sim_params import SimParams
 from phase_energy.measure.sim_workload import SimWorkload
 from phase_energy.measure.trace import read_trace
 from phase_energy.model.presets import get_preset

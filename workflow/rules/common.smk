@@ -72,7 +72,14 @@ if len(GRID) < len(FULL_GRID):
 # the plotting code: a change to any of it redraws the figures (and nothing else)
 FIGURE_CODE = [
     find_spec(f"phase_energy.report.{m}").origin
-    for m in ("figures", "figbase", "headline", "weights_figure", "style")
+    for m in (
+        "figures",
+        "figbase",
+        "headline",
+        "policy_figure",
+        "weights_figure",
+        "style",
+    )
 ]
 
 

@@ -146,7 +146,7 @@ def resolve_backend(requested: str) -> str:
 
 def sim_params(cfg: Mapping[str, Any]) -> Any:
     """The simulated card's parameters from the config (``sim:`` and the counter period)."""
-    from phase_energy.measure.sim import SimParams
+    from phase_energy.measure.sim_params import SimParams
 
     return SimParams(firmware_clamp_mhz=cfg["sim"]["firmware_clamp_mhz"], power_noise=cfg["sim"]["noise"],
                      counter_period_s=cfg["measurement"]["counter_period_ms"] / 1000.0,
