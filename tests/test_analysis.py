@@ -215,6 +215,7 @@ def test_window_polls_found_by_bisection_equal_those_found_by_a_mask():
     rng = np.random.default_rng(3)
     t = np.arange(0, 3, 0.01)
     power = 300.0 + 50.0 * rng.random(len(t))
+    t[100:103] = t[100]  # polls that share a time
     s = _samples(t, power, np.cumsum(power) * 0.01)
     s.loc[rng.random(len(t)) < 0.05, "gap"] = True
     s.loc[40:60, "n_processes"] = 2
@@ -222,7 +223,8 @@ def test_window_polls_found_by_bisection_equal_those_found_by_a_mask():
     masked = SampleArrays(s)
     masked.sorted = masked.power_sorted = False  # the fallback, on the same polls
     settings = Settings(min_counter_ticks=3)
-    for start, end in [(0.0, 3.0), (0.305, 0.555), (0.4, 0.4), (1.0, 1.0), (2.995, 4.0), (-1.0, -0.5)]:
+    for start, end in [(0.0, 3.0), (0.305, 0.555), (0.4, 0.4), (1.0, 1.0), (2.995, 4.0), (-1.0, -0.5),
+                       (0.3, float("nan")), (float("nan"), 0.3)]:  # a damaged trace's window: no poll inside
         w = Window("decode", 0, start, end, energy_j=100.0, tokens=5)
         a = summarise_window(SampleArrays(s), w, settings, counter_ticks(s))
         b = summarise_window(masked, w, settings, counter_ticks(s))

@@ -358,3 +358,24 @@ def test_docs_list_every_claim_as_the_table_words_it():
     for r in rows:
         cid, text = (x.strip() for x in r.split("|")[1:3])
         assert text == CLAIMS[cid], cid
+
+
+def test_p1_on_tables_the_phase_policy_stage_computes():
+    """P1 read from phase_policy_tables' own output (not hand-made columns): a decode lock that saves 40 % of
+    decode energy is held with tight trials and not with trials too loose to tell it from nothing."""
+    from phase_energy.analysis.phase_policy import phase_policy_tables
+
+    from .test_phase_policy import _trials
+
+    rates = {("default", "prefill"): (0.020, 10_000.0), ("default", "decode"): (0.5, 100.0),
+             ("smclock:1410", "prefill"): (0.024, 9_990.0), ("smclock:1410", "decode"): (0.3, 99.9)}
+    windows = pd.DataFrame({"phase": pd.Series([], dtype=str)})
+    verdicts = {}
+    for noise in (0.01, 0.3):
+        pairs, policy = phase_policy_tables(windows, _trials(rates, noise=noise, seed=2), [10], [0.0], 0.05,
+                                            n_resamples=300, run_sd=0.0, seed=1)
+        verdicts[noise] = evaluate_tables(tables(phase_pairs=pairs, phase_policy=policy), CFG).set_index("id")
+    assert verdicts[0.01].loc["P1", "verdict"] == REPRODUCED
+    # at 30 % trial noise the same pair is still chosen and saves over 2 %, but its interval reaches below zero
+    assert verdicts[0.3].loc["P1", "verdict"] == NOT_REPRODUCED
+    assert "saves at least 2% at 1, 0 of them with the interval above zero" in verdicts[0.3].loc["P1", "evidence"]

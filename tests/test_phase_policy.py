@@ -9,6 +9,7 @@ from phase_energy.analysis.phase_policy import (
     lever_rates,
     lever_resamples,
     pair_table,
+    phase_policy_tables,
     policy_table,
     saving_intervals,
     switch_costs,
@@ -175,3 +176,28 @@ def test_saving_intervals_contain_the_true_saving_as_often_as_they_say():
     big = {**small, ("smclock:1410", "decode"): (0.3, 99.9)}
     kept = _intervals(_trials(big, noise=0.08), run_sd=0.0, costs=costs)
     assert kept["decode_lever"] == "smclock:1410" and kept["saving_vs_default_lo"] > 0.2
+
+
+def test_static_saving_intervals_line_up_with_their_own_points_end_to_end():
+    """Two points whose best static lever is the lock and whose best pair keeps prefill at the default: through
+    phase_policy_tables with resamples, each row's collapsed interval (no spread) is its own static saving."""
+    rates = {("default", "prefill"): (0.020, 10_000.0), ("default", "decode"): (0.5, 100.0),
+             ("smclock:1410", "prefill"): (0.024, 9_990.0), ("smclock:1410", "decode"): (0.3, 99.9)}
+    other = {k: (j * 2, t) for k, (j, t) in rates.items()}  # another point, every J/token doubled
+    trials = pd.concat([_trials(rates), _trials(other).assign(batch=4)], ignore_index=True)
+    windows = pd.DataFrame({"phase": pd.Series([], dtype=str)})
+    _, policy = phase_policy_tables(windows, trials, [10], [0.0], 0.05, n_resamples=200, run_sd=0.0, seed=3)
+    assert list(policy["batch"]) == [2, 4]
+    for r in policy.itertuples():
+        assert (r.prefill_lever, r.decode_lever, r.best_static_lever) == ("default", "smclock:1410", "smclock:1410")
+        assert r.saving_vs_static > 0.02
+        assert r.saving_vs_static_lo == pytest.approx(r.saving_vs_static, abs=1e-12)
+        assert r.saving_vs_static_hi == pytest.approx(r.saving_vs_static, abs=1e-12)
+        assert r.saving_vs_default_lo == pytest.approx(r.saving_vs_default, abs=1e-12)
+    # the second point's energies are twice the first's at every lever: the same savings
+    assert policy["saving_vs_static"].iloc[0] == pytest.approx(policy["saving_vs_static"].iloc[1])
+    # with spread, P1's reading of the same tables: the interval is there and holds the estimate
+    _, noisy = phase_policy_tables(windows, _trials(rates, noise=0.02), [10], [0.0], 0.05, n_resamples=200,
+                                   run_sd=0.034, seed=3)
+    r = noisy.iloc[0]
+    assert r.saving_vs_static_lo < r.saving_vs_static < r.saving_vs_static_hi

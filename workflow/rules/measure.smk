@@ -24,6 +24,7 @@ if SIMULATED:
                 Path(output.status).parent,
                 log[0],
                 workflow.cores,
+                f"{LOGS}/workers",
             )
 
 else:

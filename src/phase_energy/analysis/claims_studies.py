@@ -182,7 +182,8 @@ def p1(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
         return conclude(NOT_TESTABLE, crit, "no phase-policy rows at mix share 0")
     phase = (cells["prefill_lever"] == "default") & _lock_or_cap_of(cells["decode_lever"])
     saving = cells["saving_vs_static"].astype(float).where(phase, 0.0)  # a static best pair saves nothing
-    # a saving a rerun would still show: its interval wholly above zero (no interval: not shown)
+    # a saving resolved from the spread of jobs and trials: its interval wholly above zero (no interval: not
+    # counted); the interval is that of the pair chosen on the estimates (docs/phase-policy.md)
     low = (cells["saving_vs_static_lo"] if "saving_vs_static_lo" in cells else pd.Series(np.nan, cells.index))
     resolved = low.astype(float) > 0
     large = saving >= P1_SAVING

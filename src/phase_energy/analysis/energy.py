@@ -40,7 +40,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     A trace keeps its raw windows (boundaries, counter reads, tokens) and its samples; energy, throttle times
     and validity flags are derived from them. Deriving them here means a fix in that code (the counter's
     tick timing, the cap hold) reaches traces measured before it. A trace whose summary was written by this
-    very summary code with these very settings (its ``summary`` stamp, :func:`~phase_energy.measure.protocol.
+    very summary code with these very settings (its ``summary`` stamp, :func:`~phase_energy.measure.summary.
     summary_stamp`) and whose files passed their checksums would come out the same: its stored summary is
     used as it is. The settings are the config's ``measurement`` section with each job's lock.
     """

@@ -45,11 +45,19 @@ POLICY_COLUMNS = [*GROUP, "output_length", "mix_share", "prefill_lever", "decode
 STATIC = ("default", "powercap", "smclock")
 
 
+def _static_rates(trials: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The static levers' prefill and decode trials with finite rates, and their (J/token, tokens/s)."""
+    d = trials[trials["lever_kind"].isin(STATIC) & trials["phase"].isin(PHASES)]
+    values = d[["j_per_token", "tokens_per_s"]].to_numpy(dtype=float)
+    finite = np.isfinite(values).all(axis=1)
+    return d[finite], values[finite]
+
+
 def lever_rates(trials: pd.DataFrame) -> pd.DataFrame:
     """Per point, static lever and phase: J/token and tokens/s (the mean over jobs of each job's mean)."""
-    d = trials[trials["lever_kind"].isin(STATIC) & trials["phase"].isin(PHASES)]
+    d, values = _static_rates(trials)
     rows = []
-    jobs, values = d["job"].to_numpy(), d[["j_per_token", "tokens_per_s"]].to_numpy(dtype=float)
+    jobs = d["job"].to_numpy()
     for key, pos in groups(d, [*GROUP, "lever", "phase"]):
         j, tps = point_estimate(split_jobs(jobs[pos], values[pos]))
         rows.append({**dict(zip([*GROUP, "lever", "phase"], key, strict=True)), "j_per_token": j,
@@ -111,10 +119,7 @@ def lever_resamples(trials: pd.DataFrame, n: int, run_sd: float, seed: int
     Jobs, then each job's trials (:func:`~phase_energy.analysis.stats.hierarchical_means`); a lever measured by
     one job is widened by ``run_sd``. Trials without finite rates are left out, as the estimates leave them.
     """
-    d = trials[trials["lever_kind"].isin(STATIC) & trials["phase"].isin(PHASES)]
-    values = d[["j_per_token", "tokens_per_s"]].to_numpy(dtype=float)
-    finite = np.isfinite(values).all(axis=1)
-    d, values = d[finite], values[finite]
+    d, values = _static_rates(trials)
     rng = np.random.default_rng(seed)
     jobs = d["job"].to_numpy()
     return {key: hierarchical_means(split_jobs(jobs[pos], values[pos]), n, rng, run_sd)

@@ -151,7 +151,8 @@ def read_table(name: str, path: str | Path) -> pd.DataFrame:
     t, p = table(name), Path(path)
     if not p.is_file():
         raise TableError(f"table {name!r} ({t.about}): {p} does not exist; the stage that writes it has not run "
-                         "or failed (see its log under logs/analysis/)")
+                         "or failed (see its log: logs/analysis/, or <results>/logs/analysis/ for a run with its own "
+                         "results folder)")
     if p.stat().st_size == 0:
         raise TableError(f"table {name!r}: {p} is an empty file (no header); the stage that wrote it stopped "
                          "part-way: delete it and run the workflow again")

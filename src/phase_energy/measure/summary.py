@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,17 @@ class SampleArrays:
             self._valid[name] = (tx[ok], y[ok])
 
     def inside(self, start: float, end: float) -> slice | np.ndarray:
-        """The polls with ``start <= t <= end``: a slice when the polls are in time order, else a mask."""
-        if self.sorted:
+        """The polls with ``start <= t <= end``: a slice when in time order, else a mask.
+
+        A window with a NaN end (a damaged trace's) holds no poll: it takes the mask too.
+        """
+        if self.sorted and math.isfinite(start) and math.isfinite(end):
             return slice(int(np.searchsorted(self.t, start, "left")), int(np.searchsorted(self.t, end, "right")))
         return (self.t >= start) & (self.t <= end)
 
     def power_inside(self, start: float, end: float) -> slice | np.ndarray:
         """The power readings timed within ``[start, end]``, likewise."""
-        if self.power_sorted:
+        if self.power_sorted and math.isfinite(start) and math.isfinite(end):
             return slice(int(np.searchsorted(self.power_t, start, "left")),
                          int(np.searchsorted(self.power_t, end, "right")))
         return (self.power_t >= start) & (self.power_t <= end)
@@ -195,8 +199,10 @@ def summarise_window(samples: pd.DataFrame | SampleArrays, w: Window, s: Setting
     return row
 
 
-# What a window summary depends on besides the samples: this module's code (its bytes) and the settings.
-SUMMARY_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+# What a window summary depends on besides the samples: this module's code (its bytes), the columns it fills
+# and the fields of the raw window it reads, and the settings.
+SUMMARY_CODE = hashlib.sha256(Path(__file__).read_bytes() + json.dumps(
+    [WINDOW_COLUMNS, THROTTLE_COLUMNS, [f.name for f in dataclasses.fields(Window)]]).encode()).hexdigest()[:16]
 
 
 def summary_stamp(s: Settings) -> str:

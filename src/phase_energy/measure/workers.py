@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from phase_energy.grid import GridPoint
 
-WORKER_LOGS = Path("logs/workers")
+WORKER_LOGS = Path("logs/workers")  # the default run's; a run with its own results folder passes its own
 
 
 class WorkerError(RuntimeError):
@@ -33,9 +33,9 @@ class WorkerError(RuntimeError):
 
 
 class _Worker:
-    def __init__(self, index: int):
-        WORKER_LOGS.mkdir(parents=True, exist_ok=True)
-        self.stderr_path = WORKER_LOGS / f"worker-{index}.log"
+    def __init__(self, index: int, logs: Path = WORKER_LOGS):
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = logs / f"worker-{index}.log"
         self.stderr: IO[str] = open(self.stderr_path, "w")  # noqa: SIM115 (open as long as the worker)
         self.proc = subprocess.Popen([sys.executable, "-m", "phase_energy.measure.workers"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
@@ -69,10 +69,14 @@ class _Worker:
 
 
 class WorkerPool:
-    """Up to ``size`` worker processes, started when first needed; a job takes a free one and gives it back."""
+    """Up to ``size`` worker processes, started when first needed; a job takes a free one and gives it back.
 
-    def __init__(self, size: int):
+    Each worker's own output (anything it prints outside a job's log) goes to ``logs/worker-<i>.log``.
+    """
+
+    def __init__(self, size: int, logs: Path = WORKER_LOGS):
         self.size = size
+        self.logs = logs
         self._free: queue.Queue[_Worker] = queue.Queue()
         self._started: list[_Worker] = []
         self._lock = threading.Lock()
@@ -80,7 +84,7 @@ class WorkerPool:
     def _take(self) -> _Worker:
         with self._lock:
             if self._free.empty() and len(self._started) < self.size:
-                worker = _Worker(len(self._started))
+                worker = _Worker(len(self._started), self.logs)
                 self._started.append(worker)
                 return worker
         return self._free.get()
@@ -112,8 +116,12 @@ _POOL: WorkerPool | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def run_simulated(config: str | Path, point: GridPoint, out: str | Path, log: str | Path, cores: int) -> None:
-    """A simulated job for the workflow: in this thread with one core, in a worker process with more."""
+def run_simulated(config: str | Path, point: GridPoint, out: str | Path, log: str | Path, cores: int,
+                  logs: str | Path = WORKER_LOGS) -> None:
+    """A simulated job for the workflow: in this thread with one core, in a worker process with more.
+
+    ``logs``: the workers' own log folder (the run's logs folder's ``workers``), fixed by the first call.
+    """
     if cores <= 1:
         from phase_energy.measure.job import run_job_in_process
 
@@ -122,7 +130,7 @@ def run_simulated(config: str | Path, point: GridPoint, out: str | Path, log: st
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = WorkerPool(cores)
+            _POOL = WorkerPool(cores, Path(logs))
             atexit.register(_POOL.close)
     _POOL.run({"config": str(config), "point": asdict(point), "out": str(out), "log": str(log)})
 
