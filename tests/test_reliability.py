@@ -242,3 +242,22 @@ def test_check_config_names_the_file_of_a_broken_yaml(tmp_path, text, words, cap
     assert main(["check-config", str(tmp_path / "bad.yaml")]) == 2
     for w in words:
         assert w in caplog.text, caplog.text
+
+
+def test_a_worker_process_runs_a_job_and_keeps_its_own_log_where_told(tmp_path):
+    """Simulated jobs with more than one core run in worker processes; each worker's own output goes to the
+    log folder the run names (a run with its own results folder: <results>/logs/workers)."""
+    from dataclasses import asdict
+
+    from phase_energy.measure.workers import WorkerPool
+
+    config = Path(__file__).parents[1] / "config" / "test.yaml"
+    point = GridPoint("qwen3-4b", 1, 64, "default")
+    pool = WorkerPool(1, tmp_path / "results-b" / "logs" / "workers")
+    try:
+        pool.run({"config": str(config), "point": asdict(point), "out": str(tmp_path / "trace"),
+                  "log": str(tmp_path / "job.log")})
+    finally:
+        pool.close()
+    assert (tmp_path / "results-b/logs/workers/worker-0.log").exists()
+    assert json.loads((tmp_path / "trace/status.json").read_text())["status"] == "ok"
