@@ -1,5 +1,7 @@
 """fig15: the phase policy's saving per request against the default and the best static lever, per paradigm.
 
+The saving against the best static lever is drawn with its 95 % interval as a band.
+
 Drawn from ``phase_policy.csv`` (:mod:`phase_energy.analysis.phase_policy`) at the batch, context and output
 length nearest 32, 2048 and 512; docs/phase-policy.md says how to read it.
 """
@@ -49,9 +51,17 @@ def fig15_phase_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
             g.axes_dict[paradigm].axvline(stop, color=palette[arch], ls=":", lw=1.5)
     for ax in g.axes.flat:
         ax.axhline(0, color="0.3", lw=0.8)
+    # the saving against the best static lever with its 95 % interval (jobs, then trials: phase_policy.csv)
+    banded = "saving_vs_static_lo" in d and d["saving_vs_static_lo"].notna().any()
+    if banded:
+        for (paradigm, arch), sub in d.groupby(["paradigm", "arch"]):
+            g.axes_dict[paradigm].fill_between(sub["mix_share"], 100 * sub["saving_vs_static_lo"],
+                                               100 * sub["saving_vs_static_hi"], color=palette[arch], alpha=0.15,
+                                               lw=0)
     basis = ", ".join(sorted(set(d["switch_basis"].astype(str))))
     where = "; ".join(f"{a} at {m:g}" for a, m in stops.items()) or f"nowhere below {top:g}"
     if np.allclose(d["saving_vs_default"], d["saving_vs_static"]):
         basis += "; the best static lever within the bound is the default (the lines coincide)"
+    band = "; band: 95 % interval against the best static lever" if banded else ""
     return _facet(g), (f"Phase policy at batch {bs}, context {ctx}, {n} output tokens: stops paying (dotted) "
-                       f"{where}; switch cost: {basis}")
+                       f"{where}; switch cost: {basis}{band}")
