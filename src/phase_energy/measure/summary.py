@@ -78,13 +78,15 @@ def tick_aligned_energy(ticks: tuple[np.ndarray, np.ndarray], start: float, end:
 
     A plain difference of two counter reads is off by up to one tick period of power at each end; inside
     a window of back-to-back identical work the power is steady, so the ticks inside it give its mean
-    power without the edge error. NaN when fewer than two ticks fall inside.
+    power without the edge error. NaN when fewer than two ticks fall inside, or they share one time.
     """
     tick_t, tick_e = ticks
     inside = (tick_t >= start) & (tick_t <= end)
     if inside.sum() < 2:
         return float("nan")
     ti, ei = tick_t[inside], tick_e[inside]
+    if not ti[-1] > ti[0]:
+        return float("nan")
     return float((ei[-1] - ei[0]) / (ti[-1] - ti[0]) * (end - start))
 
 
