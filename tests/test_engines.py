@@ -253,3 +253,39 @@ def test_a_window_that_ends_short_is_filled_up_to_its_minimum():
     t0, t1, e, units = filled_window(clock, work, run, unit_s=0.01, min_s=1.0)
     assert t1 - t0 >= 1.0 and units == work.calls and units >= 50
     assert e == pytest.approx(300.0 * (t1 - t0))
+
+
+def test_another_attention_backend_lifts_a_known_failure_and_reaches_the_engine(monkeypatch, tmp_path):
+    """MiniCPM3 fails under vLLM's own choice (FlashAttention 3) on the H200: skipped with the way out; with
+    vllm.attention_backend named, the point runs and the engine is asked for that backend (vLLM cannot start
+    here: a stand-in ``vllm`` module records the engine's arguments)."""
+    import sys
+    import types
+
+    from phase_energy.engines.vllm import VllmEngine, VllmSettings
+
+    arch = get_preset("minicpm3-4b")
+    assert "TRITON_ATTN" in vllm_unsupported(arch) and "TRITON_ATTN" in vllm_unsupported(arch, "FLASH_ATTN")
+    assert vllm_unsupported(arch, "TRITON_ATTN") is None
+    point = GridPoint("minicpm3-4b", 1, 2048, "default", engine="vllm")
+    default = validate_config({"engines": ["vllm"]})
+    assert point_skip_reason(default, point, "nvml").startswith("engine: vLLM 0.26 fails starting MiniCPM3")
+    triton = validate_config({"engines": ["vllm"], "vllm": {"attention_backend": "TRITON_ATTN"}})
+    assert point_skip_reason(triton, point, "nvml") is None
+    with pytest.raises(ConfigError, match="attention_backend"):
+        validate_config({"vllm": {"attention_backend": "FA4"}})
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def llm(**kwargs):
+        seen.append(kwargs)
+        raise Stop
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(__version__="0.26.0", LLM=llm))
+    for settings in (VllmSettings.from_config(triton["vllm"]), VllmSettings.from_config(default["vllm"])):
+        with pytest.raises(Stop):
+            VllmEngine("tiny-gqa", max_num_seqs=2, max_model_len=64, capture_sizes=[2], settings=settings,
+                       folder=tmp_path / str(len(seen)))
+    assert seen[0]["attention_backend"] == "TRITON_ATTN" and "attention_backend" not in seen[1]

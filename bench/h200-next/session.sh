@@ -10,8 +10,9 @@
 #                class), native qwen3.5-4b, then batch 32 x 8192 of mamba2-2.7b, nemotron-h-4b and minicpm3-4b
 #   n3 .vllm-p3  (the part only)
 #   v1 .vllm-p4  install vLLM from the four parts; vLLM qwen3-4b-transmla, then qwen3-4b
-#   v2           vLLM qwen3.5-4b (asynchronous scheduling, the default), then mamba2-2.7b and nemotron-h-4b
-#                at batch 32 x 8192 while time is left
+#   v2           vLLM qwen3.5-4b (asynchronous scheduling, the default), then minicpm3-4b with the Triton
+#                attention backend (FlashAttention 3 failed at its engine start)
+#   v3           if device time is left: vLLM mamba2-2.7b and nemotron-h-4b at batch 32 x 8192
 # Points: batch 1, 32, 128 at context 2048 and batch 32 at 8192 (the engine table's points).
 set -uo pipefail
 STEP=$1; shift
@@ -54,10 +55,16 @@ v1)
   ;;
 v2)
   plan vllm qwen3.5-4b $POINTS 300 vllm.log
-  plan vllm mamba2-2.7b,nemotron-h-4b 32x8192 250 vllm.log
+  # MiniCPM3 with the Triton attention backend (FlashAttention 3 failed at engine start); batch 128 x 2048 and
+  # 32 x 8192 do not fit vLLM's full-head cache
+  python3 bench/engine_compare.py plan --config $HERE/engines-triton-attn.yaml --out /tmp/s/cmp --engines vllm \
+      --presets minicpm3-4b --points 1x2048,32x2048 --deadline-s 230 2>&1 | tee -a "$OUT/vllm.log"
+  ;;
+v3)
+  plan vllm mamba2-2.7b,nemotron-h-4b 32x8192 400 vllm.log
   ;;
 *)
-  echo "unknown step $STEP; accepted: n1 n2 n3 v1 v2" >&2; exit 2
+  echo "unknown step $STEP; accepted: n1 n2 n3 v1 v2 v3" >&2; exit 2
   ;;
 esac
 (cd /tmp/s && tar czf "$OUT/cmp-$STEP.tgz" cmp)

@@ -76,6 +76,7 @@ class VllmSettings:
     max_num_batched_tokens: int | None = _V["max_num_batched_tokens"]
     compilation_mode: int = _V["compilation_mode"]
     async_scheduling: bool = _V["async_scheduling"]
+    attention_backend: str | None = _V["attention_backend"]
 
     @property
     def chunk_tokens(self) -> int:
@@ -150,6 +151,8 @@ class VllmEngine:
             compilation_config=compilation)
         if self.cfg.gpus > 1:  # the preset's GPUs, tensor parallel (one GPU: vLLM's default, left unset)
             kwargs["tensor_parallel_size"] = self.cfg.gpus
+        if s.attention_backend is not None:  # vLLM's choice unless the config names one
+            kwargs["attention_backend"] = s.attention_backend
         if s.max_num_batched_tokens is not None:
             kwargs["max_num_batched_tokens"] = max(s.max_num_batched_tokens, max_num_seqs, *sizes)
         if self.cfg.family == "qwen3_5":  # the multimodal class without its vision tower; FlashInfer is optional

@@ -55,7 +55,8 @@ def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) ->
     arch = get_preset(point.arch)
     if point.engine == "vllm":
         ckpt = checkpoint_of(cfg, point.arch)
-        why = vllm_unsupported(arch) or (vllm_cannot_load(ckpt.folder) if ckpt is not None else None)
+        why = vllm_unsupported(arch, cfg["vllm"]["attention_backend"]) or \
+            (vllm_cannot_load(ckpt.folder) if ckpt is not None else None)
         if why:
             return f"engine: {why}"
     if arch.gpus > 1 and point.engine != "vllm":

@@ -157,16 +157,19 @@ def write_model_folder(cfg: ArchConfig, folder: str | Path) -> Path:
 
 # families vLLM 0.26 has a class for but failed to run on the H200, with what was seen (2026-12-01, default
 # settings, CUDA graphs on): such a point gets a ``skipped`` record instead of a failed job
-VLLM_KNOWN_FAILURES = {
-    "minicpm3": "vLLM 0.26 fails starting MiniCPM3 on the H200: FlashAttention 3 raises 'scheduler_metadata must "
-                "have shape (metadata_size)' while capturing CUDA graphs (head size 96; seen 2026-12-01)",
+# family -> (what fails, the attention backends it fails with: None is vLLM's own choice)
+VLLM_KNOWN_FAILURES: dict[str, tuple[str, frozenset[str | None]]] = {
+    "minicpm3": ("vLLM 0.26 fails starting MiniCPM3 on the H200: FlashAttention 3 raises 'scheduler_metadata must "
+                 "have shape (metadata_size)' while capturing CUDA graphs (head size 96; seen 2026-12-01); "
+                 "vllm.attention_backend: TRITON_ATTN tries another backend", frozenset({None, "FLASH_ATTN"})),
 }
 
 
-def vllm_unsupported(cfg: ArchConfig) -> str | None:
-    """Why vLLM 0.26 cannot run a preset's shapes, or None."""
+def vllm_unsupported(cfg: ArchConfig, attention_backend: str | None = None) -> str | None:
+    """Why vLLM 0.26 cannot run a preset's shapes with ``attention_backend`` (None: vLLM's choice), or None."""
     if cfg.family not in VLLM_ARCHITECTURES:
         return f"vLLM has no model class for family {cfg.family!r} ({cfg.name})"
     if cfg.family == "minicpm3" and not cfg.q_lora_rank:
         return f"vLLM's MiniCPM3 needs a q_lora_rank ({cfg.name} has none)"
-    return VLLM_KNOWN_FAILURES.get(cfg.family)
+    why, backends = VLLM_KNOWN_FAILURES.get(cfg.family, (None, frozenset()))
+    return why if attention_backend in backends else None
