@@ -41,3 +41,23 @@ def sim_run(tmp_path_factory) -> Path:
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     (wd / "console.txt").write_text(res.stdout + res.stderr)  # what the person running it saw
     return wd
+
+
+class EngineStarted(Exception):
+    """Raised by the stand-in ``LLM`` once it has recorded its arguments (the engine goes no further)."""
+
+
+@pytest.fixture
+def vllm_args(monkeypatch) -> list[dict]:
+    """vLLM cannot run on these CPUs: a stand-in ``vllm`` module whose ``LLM`` records each engine's keyword
+    arguments in the returned list, then raises :class:`EngineStarted`."""
+    import types
+
+    seen: list[dict] = []
+
+    def llm(**kwargs):
+        seen.append(kwargs)
+        raise EngineStarted
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(__version__="0.26.0", LLM=llm))
+    return seen

@@ -5,8 +5,6 @@ the trace's record of which weights were used. Parity of each family's logits is
 
 import hashlib
 import json
-import sys
-import types
 from dataclasses import replace
 
 import pytest
@@ -21,6 +19,8 @@ from phase_energy.model.checkpoint import CheckpointError, read_checkpoint
 from phase_energy.model.costmodel import CostModel
 from phase_energy.model.hfconfig import transformers_config
 from phase_energy.model.presets import get_preset
+
+from .conftest import EngineStarted
 
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -180,28 +180,17 @@ def test_a_truncated_file_is_refused(wider, tmp_path):
         read_checkpoint(out, "my-qwen3")
 
 
-class _Started(Exception):
-    pass
-
-
-def test_vllm_gets_the_checkpoint_folder_with_load_format_auto(wider, tmp_path, monkeypatch):
+def test_vllm_gets_the_checkpoint_folder_with_load_format_auto(wider, tmp_path, vllm_args):
     """vLLM cannot be installed on these CPUs: a stand-in ``vllm`` module records what its ``LLM`` is given."""
     from phase_energy.engines.vllm import VllmEngine
 
-    seen = {}
-
-    def llm(**kwargs):
-        seen.update(kwargs)
-        raise _Started
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(__version__="0.26.0", LLM=llm))
     ckpt = read_checkpoint(wider[0], "my-qwen3")
-    with pytest.raises(_Started):
+    with pytest.raises(EngineStarted):
         VllmEngine("my-qwen3", max_num_seqs=2, max_model_len=64, capture_sizes=[2], checkpoint=ckpt)
-    assert seen["model"] == str(wider[0]) and seen["load_format"] == "auto"
-    with pytest.raises(_Started):
+    assert vllm_args[-1]["model"] == str(wider[0]) and vllm_args[-1]["load_format"] == "auto"
+    with pytest.raises(EngineStarted):
         VllmEngine("tiny-gqa", max_num_seqs=2, max_model_len=64, capture_sizes=[2], folder=tmp_path / "dummy")
-    assert seen["model"] == str(tmp_path / "dummy") and seen["load_format"] == "dummy"
+    assert vllm_args[-1]["model"] == str(tmp_path / "dummy") and vllm_args[-1]["load_format"] == "dummy"
     assert json.loads((tmp_path / "dummy" / "config.json").read_text())["hidden_size"] == 64
 
 

@@ -24,6 +24,8 @@ from phase_energy.model.hfconfig import hf_config, transformers_config, vllm_uns
 from phase_energy.model.presets import LARGE_PRESETS, PRESETS, get_preset
 from phase_energy.testing.fake_vllm import FakeVllmEngine
 
+from .conftest import EngineStarted
+
 
 # ------------------------------------------------------------------------------------------ model configs
 @pytest.mark.parametrize("arch", sorted({**PRESETS, **LARGE_PRESETS}))
@@ -255,13 +257,10 @@ def test_a_window_that_ends_short_is_filled_up_to_its_minimum():
     assert e == pytest.approx(300.0 * (t1 - t0))
 
 
-def test_another_attention_backend_lifts_a_known_failure_and_reaches_the_engine(monkeypatch, tmp_path):
+def test_another_attention_backend_lifts_a_known_failure_and_reaches_the_engine(vllm_args, tmp_path):
     """MiniCPM3 fails under vLLM's own choice (FlashAttention 3) on the H200: skipped with the way out; with
     vllm.attention_backend named, the point runs and the engine is asked for that backend (vLLM cannot start
     here: a stand-in ``vllm`` module records the engine's arguments)."""
-    import sys
-    import types
-
     from phase_energy.engines.vllm import VllmEngine, VllmSettings
 
     arch = get_preset("minicpm3-4b")
@@ -274,18 +273,8 @@ def test_another_attention_backend_lifts_a_known_failure_and_reaches_the_engine(
     assert point_skip_reason(triton, point, "nvml") is None
     with pytest.raises(ConfigError, match="attention_backend"):
         validate_config({"vllm": {"attention_backend": "FA4"}})
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def llm(**kwargs):
-        seen.append(kwargs)
-        raise Stop
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(__version__="0.26.0", LLM=llm))
     for settings in (VllmSettings.from_config(triton["vllm"]), VllmSettings.from_config(default["vllm"])):
-        with pytest.raises(Stop):
+        with pytest.raises(EngineStarted):
             VllmEngine("tiny-gqa", max_num_seqs=2, max_model_len=64, capture_sizes=[2], settings=settings,
-                       folder=tmp_path / str(len(seen)))
-    assert seen[0]["attention_backend"] == "TRITON_ATTN" and "attention_backend" not in seen[1]
+                       folder=tmp_path / str(len(vllm_args)))
+    assert vllm_args[0]["attention_backend"] == "TRITON_ATTN" and "attention_backend" not in vllm_args[1]

@@ -6,9 +6,7 @@ Several GPUs cannot run here: the two-GPU job runs against ``phase_energy.testin
 cannot start on these CPUs). Everything else is the real code.
 """
 
-import sys
 import time
-import types
 from dataclasses import replace
 
 import numpy as np
@@ -27,6 +25,8 @@ from phase_energy.measure.trace import GPU_WINDOW_COLUMNS, MULTI_SAMPLE_COLUMNS,
 from phase_energy.model.costmodel import CostModel, SplitCostModel, cost_model
 from phase_energy.model.presets import LARGE_PRESETS, PRESETS, get_preset, tensor_parallel_problem
 from phase_energy.testing.fake_nvml import FakeNVML
+
+from .conftest import EngineStarted
 
 
 # ------------------------------------------------------------------------------------------ presets, cost
@@ -105,25 +105,15 @@ def test_memory_budget_is_checked_per_gpu():
     assert "per GPU of 2" in why
 
 
-def test_vllm_gets_the_presets_gpus_as_tensor_parallel_size(monkeypatch, tmp_path):
+def test_vllm_gets_the_presets_gpus_as_tensor_parallel_size(vllm_args, tmp_path):
     """vLLM cannot start here: a stand-in ``vllm`` module records the engine's arguments."""
-    seen = []
-
-    class Stop(Exception):
-        pass
-
-    def llm(**kwargs):
-        seen.append(kwargs)
-        raise Stop
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(__version__="0.26.0", LLM=llm))
     from phase_energy.engines.vllm import VllmEngine
 
     for arch in ("tiny-gqa-tp2", "tiny-gqa"):
-        with pytest.raises(Stop):
+        with pytest.raises(EngineStarted):
             VllmEngine(arch, max_num_seqs=4, max_model_len=64, capture_sizes=[4], folder=tmp_path / arch)
-    assert seen[0]["tensor_parallel_size"] == 2
-    assert "tensor_parallel_size" not in seen[1]  # one GPU: the arguments as before
+    assert vllm_args[0]["tensor_parallel_size"] == 2
+    assert "tensor_parallel_size" not in vllm_args[1]  # one GPU: the arguments as before
 
 
 # ------------------------------------------------------------------------------------------ a two-GPU job

@@ -141,24 +141,12 @@ def saving_intervals(policy: pd.DataFrame, boot: Mapping[tuple[Any, ...], np.nda
     keys = policy[GROUP].to_numpy(dtype=object)
     meta = policy[["output_length", "mix_share", "prefill_lever", "decode_lever", "best_static_lever"]].to_numpy(
         dtype=object)
-    sw: dict[tuple[Any, ...], tuple[float, float, str]] = {}
+    sw: dict[tuple[Any, ...], float] = {}
     for i, (key, (n, m, p, d, s)) in enumerate(zip(map(tuple, keys), meta, strict=True)):
         if key not in sw:
-            sw[key] = _switch_cost(costs, key)
-        e_sw = sw[key][0]
-        b, c = float(key[3]), float(key[4])
-
-        def energy(pre: str, dec: str, key: tuple[Any, ...] = key, n: int = int(n), m: float = float(m),
-                   b: float = b, c: float = c, e_sw: float = e_sw) -> np.ndarray | None:
-            parts = [boot.get((*key, lv, ph)) for lv, ph in ((pre, "prefill"), (pre, "decode"), (dec, "decode"))]
-            if any(x is None for x in parts):
-                return None
-            (jp, tp), (jdp, tdp), (jdd, tdd) = (x.T for x in parts)  # type: ignore[union-attr]
-            e, _ = _energy_latency(jp, tp, jdp, tdp, jdd, tdd, switches_per_batch(n, m, pre == dec), n, m, b, c,
-                                   e_sw, 0.0)
-            return e
-
-        best, default, static = energy(p, d), energy("default", "default"), energy(s, s)
+            sw[key] = _switch_cost(costs, key)[0]
+        best, default, static = (_resampled_energy(boot, key, pre, dec, int(n), float(m), sw[key])
+                                 for pre, dec in ((p, d), ("default", "default"), (s, s)))
         if best is None:
             continue
         if default is not None:
@@ -166,6 +154,19 @@ def saving_intervals(policy: pd.DataFrame, boot: Mapping[tuple[Any, ...], np.nda
         if static is not None:
             out[i, 2:] = np.nanpercentile(1 - best / static, q)
     return pd.DataFrame(out, columns=cols, index=policy.index)
+
+
+def _resampled_energy(boot: Mapping[tuple[Any, ...], np.ndarray], key: tuple[Any, ...], pre: str, dec: str, n: int,
+                      m: float, e_sw: float) -> np.ndarray | None:
+    """A pair's request energy on each resample of its levers' rates (None when a lever has no resamples)."""
+    parts = [boot.get((*key, lv, ph)) for lv, ph in ((pre, "prefill"), (pre, "decode"), (dec, "decode"))]
+    if any(x is None for x in parts):
+        return None
+    (jp, tp), (jdp, tdp), (jdd, tdd) = (x.T for x in parts)  # type: ignore[union-attr]
+    b, c = float(key[3]), float(key[4])
+    energy, _ = _energy_latency(jp, tp, jdp, tdp, jdd, tdd, switches_per_batch(n, m, pre == dec), n, m, b, c, e_sw,
+                                0.0)
+    return energy
 
 
 def switches_per_batch(output_length: int, mix: float, same: bool) -> float:
