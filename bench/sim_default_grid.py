@@ -1,12 +1,14 @@
 """The README's main job on a machine without a GPU, timed end to end: the default grid on the simulator.
 
     python bench/sim_default_grid.py --cores 1 --cores 2 --out bench/sim-default-grid.json
+    python bench/sim_default_grid.py --root OLD_CHECKOUT --cores 1 --out before.json   # another commit's code
 
 For each ``--cores``, the workflow is copied into a fresh folder (with a snapshot of the package, so edits do
 not disturb it) and ``snakemake --cores N --resources gpu=1`` runs there, as a new user would run it
 (``backend: auto`` falls back to the simulator; the local profile applies). Printed and written: the wall
 time end to end (traces, tables, claims and every figure), when the last measurement finished, the jobs,
-and the machine.
+the seconds each rule's jobs took together (from the start and end times Snakemake records for every job
+in ``.snakemake/metadata``), and the machine.
 """
 
 from __future__ import annotations
@@ -26,13 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 COPIED = ("Snakefile", "workflow", "config", "profiles", "envs", "src")
 
 
-def run_once(cores: int, workdir: Path) -> dict:
-    """One run of the main job in a fresh copy of the workflow; its timings and counts."""
+def rule_seconds(workdir: Path) -> dict[str, float]:
+    """Seconds each rule's jobs took, summed over its jobs, from Snakemake's record of every job's output."""
+    jobs: dict[tuple[str, int], float] = {}
+    for f in (workdir / ".snakemake" / "metadata").glob("*"):
+        rec = json.loads(f.read_text())
+        if rec.get("starttime") and rec.get("endtime"):
+            jobs[(rec["rule"], rec["job_hash"])] = rec["endtime"] - rec["starttime"]
+    total: dict[str, float] = {}
+    for (rule, _), s in jobs.items():
+        total[rule] = total.get(rule, 0.0) + s
+    return {rule: round(s, 1) for rule, s in sorted(total.items())}
+
+
+def run_once(cores: int, workdir: Path, root: Path = ROOT) -> dict:
+    """One run of the main job in a fresh copy of the workflow (from ``root``); its timings and counts."""
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     for name in COPIED:
-        src = ROOT / name
+        src = root / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
     # the interpreter's scripts (phase-energy) on PATH, as in an activated environment
     env = {**os.environ, "PYTHONPATH": str(workdir / "src"),
@@ -57,6 +72,7 @@ def run_once(cores: int, workdir: Path) -> dict:
         "backends": sorted(backends),
         "figures": len(figures),
         "claims": (workdir / "results" / "claims.csv").exists(),
+        "rule_seconds": rule_seconds(workdir),
     }
 
 
@@ -65,9 +81,11 @@ def main() -> None:
     p.add_argument("--cores", type=int, action="append", help="repeat for several runs (default: 1 and 2)")
     p.add_argument("--workdir", help="where the copies run (default: a temporary folder)")
     p.add_argument("--out", default="bench/sim-default-grid.json")
+    p.add_argument("--root", default=str(ROOT), help="the checkout whose workflow and package run (default: this one)")
     a = p.parse_args()
+    root = Path(a.root).resolve()
     base = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="sim-default-grid-"))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
     result: dict = {
         "what": "the README's main job without a GPU: default grid on the simulator, end to end with figures",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -75,7 +93,7 @@ def main() -> None:
         "runs": [],
     }
     for cores in a.cores or [1, 2]:
-        run = run_once(cores, base / f"cores-{cores}")
+        run = run_once(cores, base / f"cores-{cores}", root)
         result["runs"].append(run)
         print(f"--cores {cores}: {run['end_to_end_s']} s end to end (measurements done at "
               f"{run['measurements_done_s']} s), {run['jobs']} jobs ({run['jobs_skipped']} skipped), "

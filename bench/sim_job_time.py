@@ -111,6 +111,7 @@ def main() -> None:
     p.add_argument("--compare", help="a folder of traces from another run of this script")
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is printed")
     p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
+    p.add_argument("--json", help="also write the figure here, with the commit and the machine")
     args = p.parse_args()
     cfg = load_config(args.config, {"backend": "sim"})
     out = Path(args.out)
@@ -126,7 +127,19 @@ def main() -> None:
         for d in out.glob("engine~*"):
             shutil.rmtree(d)
         best = min(best, run_points(cfg, out))
-    print(f"{len(POINTS)} simulated jobs: {1000 * best / len(POINTS):.1f} ms/job (best of {args.repeat})")
+    ms = 1000 * best / len(POINTS)
+    print(f"{len(POINTS)} simulated jobs: {ms:.1f} ms/job (best of {args.repeat})")
+    if args.json:
+        import os
+        import platform
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+        Path(args.json).write_text(json.dumps({
+            "what": "a simulated measurement job through run_job, trace written, over 20 points of the default grid",
+            "command": "python " + " ".join(sys.argv), "git_commit": commit.stdout.strip() or None,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "jobs": len(POINTS), "repeat": args.repeat, "ms_per_job": round(ms, 1)}, indent=1) + "\n")
     if args.compare and compare(out, Path(args.compare)):
         raise SystemExit(1)
 
