@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
-# The next H200 session, prepared: five calls sent back to back on one machine (files under /tmp stay
-# between them), so that every engine comparison is on one card. Default lever only: nothing here changes a
-# GPU setting.
-#   bash bench/h200-next/session.sh STEP [vllm part folder]      # carry .whl and the part's folder
+# An H200 session, prepared: four calls sent back to back on one machine (files under /tmp stay between
+# them), so that every engine comparison is on one card. Default lever only: nothing here changes a GPU
+# setting.
+#   bash bench/h200-next/session.sh STEP [vllm part folder ...]      # carry .whl (step a) and the parts
 # STEP, in this order (about 1600 s of device time in all, machine start included):
-#   n1 .vllm-p1  where a native job's time goes before its first window (two jobs in fresh processes: empty
-#                compile cache, then the first job's), then native qwen3-4b and qwen3-4b-transmla
-#   n2 .vllm-p2  kernel profile of the Mamba2 decode step (the recurrent step per tiling, kernel time per
-#                class), native qwen3.5-4b, then batch 32 x 8192 of mamba2-2.7b, nemotron-h-4b and minicpm3-4b
-#   n3 .vllm-p3  (the part only)
-#   v1 .vllm-p4  install vLLM from the four parts; vLLM qwen3-4b-transmla, then qwen3-4b
-#   v2           vLLM qwen3.5-4b (asynchronous scheduling, the default), then minicpm3-4b with the Triton
-#                attention backend (FlashAttention 3 failed at its engine start)
-#   v3           if device time is left: vLLM mamba2-2.7b and nemotron-h-4b at batch 32 x 8192
+#   a .vllm-p1          where a native job's time goes before its first window (two jobs in fresh processes:
+#                       empty compile cache, then the first job's), then native qwen3-4b-transmla, qwen3.5-4b
+#   b .vllm-p2          native minicpm3-4b and qwen3-4b batch 32 x 8192, then a kernel profile of the Mamba2
+#                       decode step (the recurrent step per tiling, kernel time per class)
+#   c .vllm-p3 .vllm-p4 install vLLM from the four parts; vLLM qwen3-4b-transmla, then qwen3.5-4b
+#                       (asynchronous scheduling, vLLM's default)
+#   d                   vLLM minicpm3-4b with the Triton attention backend (FlashAttention 3 failed at its
+#                       engine start), then vLLM qwen3-4b at batch 32 x 8192 as time allows
 # Points: batch 1, 32, 128 at context 2048 and batch 32 at 8192 (the engine table's points).
 set -uo pipefail
 STEP=$1; shift
@@ -32,39 +31,34 @@ plan() {  # engines presets points deadline_s log
       --presets "$2" --points "$3" --deadline-s "$4" 2>&1 | tee -a "$OUT/$5"
 }
 case $STEP in
-n1)
+a)
   python3 bench/job_loop.py --config $HERE/job-parts.yaml --out /tmp/s/parts --cache /tmp/s/cc-parts \
       --points qwen3-4b:32x2048,qwen3-4b:32x2048 --deadline-s 110 2>&1 | tee "$OUT/parts.log"
   python3 bench/gpu_job_time.py /tmp/s/parts --out "$OUT/gpu-job-time-parts.json" 2>&1 | tee -a "$OUT/parts.log"
   (cd /tmp/s && tar czf "$OUT/parts.tgz" parts)
-  plan native qwen3-4b,qwen3-4b-transmla $POINTS 400 native.log
+  plan native qwen3-4b-transmla,qwen3.5-4b $POINTS 360 native.log
   ;;
-n2)
+b)
+  plan native minicpm3-4b 1x2048,32x2048 120 native.log
+  plan native qwen3-4b 32x8192 70 native.log
   # the Mamba2 decode gap to vLLM: the recurrent step per tiling, and kernel time per class in a whole step
-  python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent_speed,profile \
-      --points mamba2-2.7b:1,mamba2-2.7b:128,nemotron-h-4b:128 2>&1 | tail -40 | tee "$OUT/kernels.log"
+  timeout 200 python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent_speed,profile \
+      --points mamba2-2.7b:1,mamba2-2.7b:128,nemotron-h-4b:128 2>&1 | tail -60 | tee "$OUT/kernels.log"
   cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
-  plan native qwen3.5-4b $POINTS 250 native.log
-  plan native mamba2-2.7b,nemotron-h-4b,minicpm3-4b 32x8192 250 native.log
   ;;
-n3)
-  ;;
-v1)
+c)
   bash /tmp/vllm-parts/install.sh || exit 1
-  plan vllm qwen3-4b-transmla,qwen3-4b $POINTS 520 vllm.log
+  plan vllm qwen3-4b-transmla,qwen3.5-4b $POINTS ${DEADLINE_S:-530} vllm.log
   ;;
-v2)
-  plan vllm qwen3.5-4b $POINTS 300 vllm.log
+d)
   # MiniCPM3 with the Triton attention backend (FlashAttention 3 failed at engine start); batch 128 x 2048 and
   # 32 x 8192 do not fit vLLM's full-head cache
   python3 bench/engine_compare.py plan --config $HERE/engines-triton-attn.yaml --out /tmp/s/cmp --engines vllm \
       --presets minicpm3-4b --points 1x2048,32x2048 --deadline-s 230 2>&1 | tee -a "$OUT/vllm.log"
-  ;;
-v3)
-  plan vllm mamba2-2.7b,nemotron-h-4b 32x8192 400 vllm.log
+  plan vllm qwen3-4b 32x8192 ${DEADLINE_S:-200} vllm.log
   ;;
 *)
-  echo "unknown step $STEP; accepted: n1 n2 n3 v1 v2 v3" >&2; exit 2
+  echo "unknown step $STEP; accepted: a b c d" >&2; exit 2
   ;;
 esac
 (cd /tmp/s && tar czf "$OUT/cmp-$STEP.tgz" cmp)
