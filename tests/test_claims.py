@@ -183,6 +183,7 @@ def assert_claims_text(claims):
         assert r.reason in r.evidence, (r.id, r.evidence)  # the evidence concludes with it
         for text in (r.claim, r.verdict, r.reason, r.evidence):
             assert "(s)" not in text, (r.id, text)
+        assert ".." not in r.evidence and " nan" not in r.evidence, (r.id, r.evidence)  # sentences joined once
 
 
 @pytest.mark.parametrize("cid", list(PREDICATES))
@@ -291,6 +292,21 @@ def test_each_engine_gets_its_own_verdict_and_a_comparison(tmp_path):
     assert (claims[claims["id"].str.startswith("K")]["engine"] == "native").all()
     assert len(claims) == len(CLAIMS) + len(CLAIMS) - 3
     assert_claims_text(claims)
+
+
+def test_c9_comparison_names_an_engine_without_a_gqa_point():
+    """vLLM measured only a GDN model: its ratios to GQA are empty, and the sentence says so (no 'nan')."""
+    native = _request(0.80, 0.70, 0.90)
+    vllm = native[native["paradigm"] != "gqa"].assign(engine="vllm", ratio_vs_gqa=float("nan"),
+                                                         ratio_ci_low=float("nan"), ratio_ci_high=float("nan"))
+    pe = _prefill_summary()
+    t = tables(phase_energy=pd.concat([pe, pe[pe["arch"] != "qwen3-4b"].assign(engine="vllm")]),
+               request_energy=pd.concat([native, vllm], ignore_index=True))
+    c9 = evaluate_tables(t, CFG).set_index(["id", "engine"]).loc["C9"]
+    assert c9.loc["native", "verdict"] == NOT_REPRODUCED and c9.loc["vllm", "verdict"] == NOT_TESTABLE
+    assert ("lowest request-energy ratio vs GQA at batch >= 32: native 0.80, vllm none (no GQA point"
+            in c9.loc["vllm", "evidence"])
+    assert_claims_text(evaluate_tables(t, CFG))
 
 
 def test_one_engine_has_no_comparison_sentence(tmp_path):

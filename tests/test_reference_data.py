@@ -143,5 +143,10 @@ def test_engine_comparison_regenerates_per_engine(tmp_path):
     assert set(c["engine"]) == {"native", "vllm"}
     c1 = c[c["id"] == "C1"].set_index("engine")["evidence"]
     assert all("Engines on the" in e and "vllm/native power ratio" in e for e in c1)
+    c2 = c[c["id"] == "C2"].set_index("engine")
+    # this card's finding: vLLM's shorter steps at batch 128 run under the SW power cap, the native engine's do not
+    assert c2.loc["native", "verdict"] == "reproduced" and c2.loc["vllm", "verdict"] == "not reproduced"
+    assert "native 0 of 10, vllm 2 of 10" in c2.loc["vllm", "evidence"]
+    assert not c["evidence"].str.contains(r"\.\.|\bnan\b", regex=True).any()
     assert "SIMULATED" not in (wd / "figures/fig14_engines.svg").read_text()
     assert "no data to draw" not in (wd / "figures/fig14_engines.svg").read_text()

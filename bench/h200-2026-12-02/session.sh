@@ -2,7 +2,7 @@
 # An H200 session, prepared: four calls sent back to back on one machine (files under /tmp stay between
 # them), so that every engine comparison is on one card. Default lever only: nothing here changes a GPU
 # setting.
-#   bash bench/h200-next/session.sh STEP [vllm part folder ...]      # carry .whl (step a) and the parts
+#   bash bench/h200-2026-12-02/session.sh STEP [vllm part folder ...]      # carry .whl (step a) and the parts
 # STEP, in this order (about 1600 s of device time in all, machine start included):
 #   a .vllm-p1          where a native job's time goes before its first window (two jobs in fresh processes:
 #                       empty compile cache, then the first job's), then native qwen3-4b-transmla, qwen3.5-4b
@@ -15,7 +15,7 @@
 # Points: batch 1, 32, 128 at context 2048 and batch 32 at 8192 (the engine table's points).
 set -uo pipefail
 STEP=$1; shift
-HERE=bench/h200-next
+HERE=bench/h200-2026-12-02
 POINTS=1x2048,32x2048,128x2048,32x8192
 export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
 export PHASE_ENERGY_GIT_COMMIT=${PHASE_ENERGY_GIT_COMMIT:-unknown} PHASE_ENERGY_COMPILE_CACHE=/tmp/s/cc-bench

@@ -163,8 +163,11 @@ def c3(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> Verdict:
         return conclude(NOT_TESTABLE, crit, "no data")
     pre = s[(s["phase"] == "prefill") & (s["lever"] == "default")]
     dec = s[(s["phase"] == "decode") & (s["lever"] == "default")]
-    pre_share = float(pre["sw_power_cap_share"].mean()) if len(pre) else float("nan")
-    dec_share = float(dec["sw_power_cap_share_steady"].mean()) if len(dec) else float("nan")
+    if not len(pre) or not len(dec):
+        return conclude(NOT_TESTABLE, crit, f"needs both phases at the default limit ({len(pre)} prefill, "
+                                            f"{len(dec)} decode points)")
+    pre_share = float(pre["sw_power_cap_share"].mean())
+    dec_share = float(dec["sw_power_cap_share_steady"].mean())
     ev = (f"{crit}. At the default limit prefill runs under the cap {pct(pre_share)} of its time and steady "
           f"decode {pct(dec_share)} (means over points); median power prefill {watts(pre['power_mean_w'].median())}, "
           f"decode {watts(dec['power_mean_w'].median())}")
@@ -421,8 +424,8 @@ def engine_comparison(cid: str, t: Mapping[str, pd.DataFrame], engines: list[str
             return ""
         parts = []
         for e in engines:
-            d = r[(r["engine"] == e) & (r["paradigm"] != "gqa") & (r["batch"] >= 32)]
-            parts.append(f"{e} {d['ratio_vs_gqa'].min():.2f}" if len(d) else f"{e} none")
+            d = r[(r["engine"] == e) & (r["paradigm"] != "gqa") & (r["batch"] >= 32)]["ratio_vs_gqa"].dropna()
+            parts.append(f"{e} {d.min():.2f}" if len(d) else f"{e} none (no GQA point beside another paradigm)")
         return "Engines: lowest request-energy ratio vs GQA at batch >= 32: " + ", ".join(parts) + "."
     if cid == "C10":
         x = t["crossovers"]
@@ -451,6 +454,12 @@ def interval_note(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> str:
     which = "Every point has" if share == 1 else f"{share:.0%} of the points have"
     return (f"{which} one job: their intervals are widened by the run-to-run spread of "
             f"{cfg['analysis']['run_to_run_sd']:.1%} measured on repeated points.")
+
+
+def _sentences(*parts: str) -> str:
+    """Sentences joined by one space, each ending with a full stop (none doubled, empty ones left out)."""
+    kept = [p.strip() for p in parts if p and p.strip()]
+    return " ".join(p if p.endswith(".") else p + "." for p in kept)
 
 
 def evaluate_claims(paths: Mapping[str, str | Path], cfg: Mapping[str, Any]) -> pd.DataFrame:
@@ -490,11 +499,10 @@ def evaluate_tables(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> pd
                 continue  # CLEAR measures the native engine's components
             verdict, evidence, reason = fn(te, cfg)  # a predicate that fails stops the stage, never "not testable"
             if verdict != NOT_TESTABLE and cid in WITH_INTERVALS:
-                evidence = f"{evidence}. {interval_note(te, cfg)}".strip()
+                evidence = _sentences(evidence, interval_note(te, cfg))
             if len(engines) > 1 and cid in COMPARED:
-                evidence = f"{evidence}. {engine_comparison(cid, t, engines)}".strip()
-            if not evidence.endswith("."):
-                evidence += "."
+                evidence = _sentences(evidence, engine_comparison(cid, t, engines))
+            evidence = _sentences(evidence)
             clear = cid.startswith("K")
             source = clear_backend if clear else backend
             if "sim" in source.split(","):  # the verdict itself says where its data came from

@@ -161,7 +161,8 @@ def write_model_folder(cfg: ArchConfig, folder: str | Path) -> Path:
 VLLM_KNOWN_FAILURES: dict[str, tuple[str, frozenset[str | None]]] = {
     "minicpm3": ("vLLM 0.26 fails starting MiniCPM3 on the H200: FlashAttention 3 raises 'scheduler_metadata must "
                  "have shape (metadata_size)' while capturing CUDA graphs (head size 96; seen 2026-12-01); "
-                 "vllm.attention_backend: TRITON_ATTN tries another backend", frozenset({None, "FLASH_ATTN"})),
+                 "with vllm.attention_backend: TRITON_ATTN it ran on the H200 (2026-12-02)",
+                 frozenset({None, "FLASH_ATTN"})),
 }
 
 
