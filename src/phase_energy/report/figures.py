@@ -499,14 +499,17 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
     d["model"] = d["arch"].str.replace(r" \(.*\)$", "", regex=True)  # engine-labelled arch back to the preset
     long = d.melt(id_vars=["engine", "model", "paradigm", "batch"], value_vars=["power_mean_w", "j_per_token"],
                   var_name="metric", value_name="value")
-    long["metric"] = long["metric"].map({"power_mean_w": "decode power (W)", "j_per_token": "decode energy (J/token)"})
+    long["metric"] = long["metric"].map({"power_mean_w": "decode power (W)",
+                                         "j_per_token": "decode energy (J/token, log)"})
     g = sns.relplot(data=long, x="batch", y="value", hue="engine", style="model", row="metric", col="paradigm",
                     kind="line", markers=True, height=3.0, aspect=1.15, facet_kws={"sharey": "row"})
     g.set(xscale="log")
     g.set_titles("{col_name} | {row_name}")
-    for ax in g.axes.flat:
+    for (metric, _), ax in g.axes_dict.items():
         ax.set_ylabel("")
         ax.set_xlabel("batch size (sequences)")
+        if metric.startswith("decode energy"):  # J/token falls ~30x from batch 1 to 128: log keeps both ends apart
+            ax.set_yscale("log")
     piv = d.pivot_table(index=["model", "batch"], columns="engine", values="power_mean_w")
     engines = sorted(d["engine"].unique())
     span = ", ".join(f"{e} {p.min():.0f}-{p.max():.0f} W"
