@@ -175,7 +175,7 @@ def table(a: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from phase_energy.analysis.energy import add_window_metrics, rederive_windows
+    from phase_energy.analysis.energy import WORKLOAD_FLAGS, add_window_metrics, rederive_windows
     from phase_energy.config import load_config
     from phase_energy.measure.layout import job_dirs
     from phase_energy.measure.trace import collect_windows
@@ -194,6 +194,10 @@ def table(a: argparse.Namespace) -> None:
                 continue
             dec = g[(g["phase"] == "decode") & (g["flags"].fillna("") == "")]
             pre = g[(g["phase"] == "prefill") & (g["flags"].fillna("") == "")]
+            # step time from every decode window whose step count is sure: a flag on a window's energy (say a
+            # counter/trapezoid mismatch) does not make its clock wrong, and dropping it can leave one window
+            timed = g[(g["phase"] == "decode") & ~g["flags"].fillna("").str.contains("|".join(WORKLOAD_FLAGS))]
+            step_ms = timed["duration_s"] / (timed["steps"] * timed["repetitions"]) * 1e3
             info = meta.get("engine_info") or {}
             start = info.get("engine_start_s")
             if start is None and "build_s" in info:
@@ -201,7 +205,8 @@ def table(a: argparse.Namespace) -> None:
             rows.append({
                 "engine": meta["engine"], "weights": info.get("weights"), "arch": meta["arch"],
                 "batch": meta["batch"], "context": meta["context"], "card_uuid": meta["gpu"].get("uuid"),
-                "decode_step_ms": float((dec["duration_s"] / (dec["steps"] * dec["repetitions"])).median() * 1e3),
+                "decode_step_ms": float(step_ms.median()), "decode_step_ms_min": float(step_ms.min()),
+                "decode_step_ms_max": float(step_ms.max()), "timed_windows": len(timed),
                 "floor_fraction": float(dec["floor_fraction"].median()),
                 "decode_power_w": float(dec["power_mean_w"].median()),
                 "decode_j_per_token": float(dec["j_per_token"].median()),
@@ -221,7 +226,7 @@ def table(a: argparse.Namespace) -> None:
     pd.set_option("display.width", 200)
     df["card"] = df["card_uuid"].str[4:12]
     cols = [c for c in ("card", "engine", "vllm_async_scheduling", "weights", "arch", "batch", "context",
-                        "decode_step_ms", "floor_fraction", "decode_power_w", "decode_j_per_token", "prefill_tflops",
+                        "decode_step_ms", "decode_step_ms_min", "decode_step_ms_max", "floor_fraction", "decode_power_w", "decode_j_per_token", "prefill_tflops",
                         "engine_start_s", "skipped") if c in df]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if a.json:
