@@ -226,8 +226,9 @@ def table(a: argparse.Namespace) -> None:
     pd.set_option("display.width", 200)
     df["card"] = df["card_uuid"].str[4:12]
     cols = [c for c in ("card", "engine", "vllm_async_scheduling", "weights", "arch", "batch", "context",
-                        "decode_step_ms", "decode_step_ms_min", "decode_step_ms_max", "floor_fraction", "decode_power_w", "decode_j_per_token", "prefill_tflops",
-                        "engine_start_s", "skipped") if c in df]
+                        "decode_step_ms", "decode_step_ms_min", "decode_step_ms_max", "floor_fraction",
+                        "decode_power_w", "decode_j_per_token", "prefill_tflops", "engine_start_s", "skipped")
+            if c in df]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if a.json:
         out = {"command": " ".join(["python", *sys.argv]), "cards": sorted(df["card_uuid"].dropna().unique()),
