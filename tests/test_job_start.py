@@ -186,3 +186,38 @@ def test_in_a_fresh_process_the_prefetch_imports_alongside_the_job_and_ends(tmp_
     assert prefetch["modules"] == installed
     assert sum(meta["job_parts"].values()) == pytest.approx(meta["time_to_first_window_s"], abs=1e-6)
     assert "compile prefetch" not in run.stderr  # nothing warned
+
+
+CUDA_WATCH = textwrap.dedent('''
+    import importlib, json, sys
+    import torch
+    import torch.cuda as cuda
+    from phase_energy.engines.compiler import PREFETCH_MODULES
+
+    calls = []
+    for name in ("_lazy_init", "init", "is_available", "device_count", "current_device", "get_device_properties",
+                 "get_device_capability", "set_device", "synchronize"):
+        def watched(*a, _real=getattr(cuda, name), _name=name, **k):
+            calls.append(_name)
+            return _real(*a, **k)
+        setattr(cuda, name, watched)
+    for m in PREFETCH_MODULES:
+        if importlib.util.find_spec(m.partition(".")[0]) is not None:
+            importlib.import_module(m)
+    print(json.dumps(calls))
+''')
+
+
+def test_the_prefetch_imports_touch_no_cuda(tmp_path):
+    """The prefetch may run before the job holds its GPU's lock: its imports must not start CUDA there.
+
+    In a fresh process (the modules not yet imported), importing the prefetch's modules calls none of
+    torch.cuda's functions that initialise or query the device (through the module's attributes; a CPU build
+    of torch here, the GPU's build may differ).
+    """
+    env = dict(os.environ, PHASE_ENERGY_COMPILE_CACHE=str(tmp_path / "cc"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", CUDA_WATCH], env=env, capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
