@@ -10,7 +10,8 @@ warm-up/capture time (``engine_info``). Printed and written: medians per engine 
 pooled share, and the median of each part before the first window the traces recorded (``job_parts``, which
 add up to the time to the first window, and ``unaccounted_s``, what that time has beyond their sum;
 ``open_backend.*``, ``build.*``, ``warmup.*``: the parts of those spans; ``prefetch.import_s``: the compile
-prefetch's own seconds in its thread). Nothing is run on a GPU: the numbers are those the traces recorded.
+prefetch's own seconds in its thread, ``prefetch.<module>_s`` each of its imports). Nothing is run on a GPU:
+the numbers are those the traces recorded.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def job_times(trace: Path) -> dict | None:
                       **{f"open_backend.{k}": v for k, v in (meta.get("open_backend_parts") or {}).items()},
                       **{f"build.{k}": v for k, v in (info.get("build_parts") or {}).items()},
                       **{f"warmup.{k}": v for k, v in (info.get("warmup_parts") or {}).items()},
-                      **({"prefetch.import_s": prefetch["import_s"]} if "import_s" in prefetch else {})}}
+                      **({"prefetch.import_s": prefetch["import_s"]} if "import_s" in prefetch else {}),
+                      **{f"prefetch.{k}_s": v for k, v in (prefetch.get("modules") or {}).items()}}}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -71,7 +73,8 @@ def summary(rows: list[dict]) -> dict:
 
 
 # the prefix of each job part's own parts
-SUBPARTS = {"open_backend_s": "open_backend.", "build_workload_s": "build.", "warmup_s": "warmup."}
+SUBPARTS = {"open_backend_s": "open_backend.", "compile_prefetch_wait_s": "prefetch.", "build_workload_s": "build.",
+            "warmup_s": "warmup."}
 
 
 def part_order(rows: list[dict]) -> list[str]:

@@ -85,6 +85,7 @@ def test_gpu_job_time_prints_every_part_of_a_card_job(tmp_path, monkeypatch, cap
     # each part's own parts follow it
     assert shown.index("open_backend.import_torch_s") == shown.index("open_backend_s") + 1
     assert shown.index("warmup.fill_cache_s") == shown.index("warmup_s") + 1
+    assert shown.index("prefetch.import_s") == shown.index("compile_prefetch_wait_s") + 1
     medians = json.loads((tmp_path / "t.json").read_text())["all"]["median_parts_s"]
     assert medians["unaccounted_s"] == 0.0
 
@@ -100,7 +101,7 @@ def test_a_failed_prefetch_is_logged_and_the_job_goes_on(tmp_path, monkeypatch, 
         meta = _card_job(tmp_path, monkeypatch, tmp_path / "trace")
     assert meta["status"] == "ok" and list(meta["job_parts"]) == JOB_PARTS
     prefetch = meta["compile_prefetch"]
-    assert prefetch["modules"] == ["json"]  # the failure ended it
+    assert list(prefetch["modules"]) == ["json"]  # the failure ended it
     assert "pe_broken_compiler_module" in prefetch["error"] and "broken on purpose" in prefetch["error"]
     assert any("pe_broken_compiler_module" in r.getMessage() for r in caplog.records)
 
@@ -183,7 +184,9 @@ def test_in_a_fresh_process_the_prefetch_imports_alongside_the_job_and_ends(tmp_
     import importlib.util
 
     installed = [m for m in PREFETCH_MODULES if importlib.util.find_spec(m.partition(".")[0]) is not None]
-    assert prefetch["modules"] == installed
+    assert list(prefetch["modules"]) == installed
+    assert all(v >= 0 for v in prefetch["modules"].values())
+    assert sum(prefetch["modules"].values()) <= prefetch["import_s"]
     assert sum(meta["job_parts"].values()) == pytest.approx(meta["time_to_first_window_s"], abs=1e-6)
     assert "compile prefetch" not in run.stderr  # nothing warned
 

@@ -63,7 +63,7 @@ class CompilePrefetch:
 
     def __init__(self, modules: tuple[str, ...] | None = None):
         self.modules = PREFETCH_MODULES if modules is None else modules
-        self.imported: list[str] = []
+        self.imported: dict[str, float] = {}  # module: seconds its import took (in import order)
         self.error: str | None = None
         self.import_s = 0.0
         self._thread = threading.Thread(target=self._run, name="compile-prefetch", daemon=True)
@@ -84,8 +84,9 @@ class CompilePrefetch:
                     if top == name:
                         log.info("compile prefetch: %s is not installed; skipped", name)
                     continue
+                t = time.monotonic()
                 importlib.import_module(name)
-                self.imported.append(name)
+                self.imported[name] = time.monotonic() - t
         except Exception as e:  # never the job's failure: the compile imports it again
             self.error = f"{name}: {type(e).__name__}: {e}"[:500]
             log.warning("compile prefetch: importing %s failed (%s); the compile will import it", name, self.error)
@@ -93,9 +94,14 @@ class CompilePrefetch:
             self.import_s = time.monotonic() - t0
 
     def wait(self) -> dict[str, Any]:
-        """Wait for the imports to end; the record for the trace's metadata (seconds, modules, error)."""
+        """Wait for the imports to end; the record for the trace's metadata.
+
+        ``import_s``: the thread's seconds; ``modules``: each module imported and the seconds its import took
+        (what an earlier one had not imported already; ``torch`` may have been imported by the job meanwhile);
+        ``error``: what ended the prefetch, or None.
+        """
         self._thread.join()
-        return {"import_s": self.import_s, "modules": list(self.imported), "error": self.error}
+        return {"import_s": self.import_s, "modules": dict(self.imported), "error": self.error}
 
 
 def start_compile_prefetch(modules: tuple[str, ...] | None = None) -> CompilePrefetch | None:
