@@ -7,7 +7,11 @@ Per trace: ``time_to_first_window_s`` (from the job's process start, recorded by
 up to the end of its last window (that plus the span of its windows), the seconds inside measured windows
 (idle baseline, prefill and decode) and their share of that time, and the engine's build and
 warm-up/capture time (``engine_info``). Printed and written: medians per engine and architecture, and the
-pooled share. Nothing is run on a GPU: the numbers are those the traces recorded.
+pooled share, and the median of each part before the first window the traces recorded (``job_parts``, which
+add up to the time to the first window, and ``unaccounted_s``, what that time has beyond their sum;
+``open_backend.*``, ``build.*``, ``warmup.*``: the parts of those spans; ``prefetch.import_s``: the compile
+prefetch's own seconds in its thread, ``prefetch.<module>_s`` each of its imports). Nothing is run on a GPU:
+the numbers are those the traces recorded.
 """
 
 from __future__ import annotations
@@ -33,16 +37,25 @@ def job_times(trace: Path) -> dict | None:
     first, last = float(measured["start_s"].min()), float(w["end_s"].max())
     until_last = float(t_first) + last - first  # process start to the end of the last window
     info = meta.get("engine_info") or {}
+    job_parts = meta.get("job_parts") or {}
+    prefetch = meta.get("compile_prefetch") or {}
     return {"trace": str(trace), "engine": str(meta.get("engine", "native")).split(" ")[0], "arch": meta["arch"],
             "batch": meta["batch"], "context": meta["context"], "gpu_uuid": (meta.get("gpu") or {}).get("uuid"),
             "time_to_first_window_s": float(t_first), "process_to_last_window_s": until_last,
             "in_windows_s": float(w["duration_s"].sum()), "share_in_windows": float(w["duration_s"].sum()) / until_last,
             "build_s": info.get("build_s"), "warmup_capture_s": info.get("capture_s"),
-            # the parts before the first window, where the job recorded them (process start, backend, probe,
-            # engine build and each part of it, warm-up)
-            "parts": {**(meta.get("job_parts") or {}), **{f"build.{k}": v for k, v in
-                                                         (info.get("build_parts") or {}).items()},
-                      **{f"warmup.{k}": v for k, v in (info.get("warmup_parts") or {}).items()}}}
+            # the parts before the first window, where the job recorded them: the job's consecutive spans
+            # (process start, backend, compile prefetch wait, probe, engine build, lever and sampler, idle window,
+            # warm-up, lead-in), what the time to the first window has beyond their sum (none since they were all
+            # recorded), and the parts of the backend's opening, the engine's build and warm-up, and the seconds
+            # the compile prefetch took in its thread
+            "parts": {**job_parts,
+                      **({"unaccounted_s": float(t_first) - sum(job_parts.values())} if job_parts else {}),
+                      **{f"open_backend.{k}": v for k, v in (meta.get("open_backend_parts") or {}).items()},
+                      **{f"build.{k}": v for k, v in (info.get("build_parts") or {}).items()},
+                      **{f"warmup.{k}": v for k, v in (info.get("warmup_parts") or {}).items()},
+                      **({"prefetch.import_s": prefetch["import_s"]} if "import_s" in prefetch else {}),
+                      **{f"prefetch.{k}_s": v for k, v in (prefetch.get("modules") or {}).items()}}}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -59,10 +72,26 @@ def summary(rows: list[dict]) -> dict:
             **({"median_parts_s": parts} if (parts := median_parts(rows)) else {})}
 
 
+# the prefix of each job part's own parts
+SUBPARTS = {"open_backend_s": "open_backend.", "compile_prefetch_wait_s": "prefetch.", "build_workload_s": "build.",
+            "warmup_s": "warmup."}
+
+
+def part_order(rows: list[dict]) -> list[str]:
+    """The parts in the order of a job: its spans as recorded (each followed by its own parts), then the rest."""
+    names = list(dict.fromkeys(k for r in rows for k in r["parts"]))  # as recorded
+    spans = max(([k for k in r["parts"] if "." not in k and k != "unaccounted_s"] for r in rows), key=len)
+    order: list[str] = []
+    for span in spans:
+        order.append(span)
+        order += [k for k in names if span in SUBPARTS and k.startswith(SUBPARTS[span])]
+    return order + [k for k in names if k not in order]
+
+
 def median_parts(rows: list[dict]) -> dict[str, float]:
     """The median seconds of each recorded part before the first window, over the jobs that recorded it."""
-    names = sorted({k for r in rows for k in r["parts"]})
-    return {k: round(statistics.median([r["parts"][k] for r in rows if k in r["parts"]]), 2) for k in names}
+    return {k: round(statistics.median([r["parts"][k] for r in rows if k in r["parts"]]), 2)
+            for k in part_order(rows)}
 
 
 def main() -> None:
@@ -88,7 +117,7 @@ def main() -> None:
               f"in windows {s['median_share_in_windows']:.0%} (median) / {s['pooled_share_in_windows']:.0%} "
               f"(pooled), warm-up and capture median {s['median_warmup_capture_s']} s")
         for part, secs in s.get("median_parts_s", {}).items():
-            print(f"  {part}: {secs} s")
+            print(f"  {'  ' if '.' in part else ''}{part}: {secs} s")
     if a.out:
         Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
 

@@ -240,36 +240,3 @@ def test_prefill_token_bound_and_cache_fill(tmp_path, monkeypatch):
         assert torch.equal(t[2], t[0]) and torch.equal(t[3], t[1]) and torch.equal(t[4], t[0])
         assert not torch.equal(t[0], t[1])
     assert torch.equal(w.tokens[2:4], w.tokens[0:2])
-
-
-def test_a_real_card_job_records_where_its_time_went_before_the_first_window(tmp_path, monkeypatch):
-    """A job on the NVML backend (a fake NVML: no GPU here; the native engine on CPU) records its parts."""
-    import json
-
-    from phase_energy.config import validate_config
-    from phase_energy.engines.native.runner import EngineWorkload
-    from phase_energy.grid import GridPoint
-    from phase_energy.measure import backend, job, nvml
-    from phase_energy.testing.fake_nvml import FakeNVML
-
-    fake = FakeNVML()
-    monkeypatch.setenv("PHASE_ENERGY_STATE_DIR", str(tmp_path))
-    real_gpu = nvml.GPU
-    monkeypatch.setattr(nvml, "GPU", lambda i: real_gpu(i, nvml=fake))
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)  # no CUDA here
-    monkeypatch.setattr(backend, "measure_bandwidth_and_matmul", lambda: {"bandwidth_bps": 1e12, "matmul_flops": 1e14})
-    monkeypatch.setattr(job, "build_workload", lambda cfg, point, settings, be: EngineWorkload(
-        point.arch, point.batch, point.context, settings.max_output, device="cpu", dtype=torch.float32,
-        compile=False))
-    cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": {
-        "idle_s": 0.01, "warmup_runs": 1, "min_counter_ticks": 1, "prefill_trials": 1, "decode_trials": 1,
-        "decode_windows": 1, "pause_s": 0.0, "lead_in_s": 0.0, "decode_lead_in_s": 0.0}})
-    out = tmp_path / "trace"
-    assert job.run_job(cfg, GridPoint("tiny-gqa", 2, 16, "default"), out) == "nvml"
-    meta = json.loads((out / "metadata.json").read_text())
-    parts = meta["job_parts"]
-    assert set(parts) == {"process_start_to_job_s", "open_backend_s", "probe_s", "build_workload_s"}
-    assert all(v >= 0 for v in parts.values())
-    # the parts before the build all come before the first window, which counts from the same process start
-    assert sum(parts.values()) <= meta["time_to_first_window_s"]
-    assert set(meta["engine_info"]["build_parts"]) >= {"construct_s", "init_s", "caches_s"}

@@ -85,6 +85,8 @@ class Backend:
     probe: Callable[[], dict[str, float]] = field(default=dict)
     hold: Callable[[], None] = field(default=lambda: None)  # before a job writes its trace (sim.wall_delay_s)
     devices: list[Any] = field(default_factory=list)  # every GPU of the job (tensor parallel), the first is device
+    # seconds of each part of opening a real card (import torch, NVML, the GPU's lock, CUDA); empty on sim
+    open_parts: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -180,21 +182,27 @@ def open_backend(cfg: Mapping[str, Any], name: str, seed: int, job: str = "", gp
         return
     if name != "nvml":
         raise ValueError(f"backend {name!r} is not accepted; expected one of {', '.join(BACKENDS)}")
+    t0 = time.monotonic()
     import torch
 
     from phase_energy.measure.gpulock import gpu_lock
     from phase_energy.measure.nvml import GPU
 
-    if gpus == 1:
-        real = GPU(0)
-        with gpu_lock(real, job=job):
-            yield nvml_backend(real, torch.cuda.synchronize)
-        return
+    t_torch = time.monotonic()
     cards = [GPU(i) for i in range(gpus)]
+    t_nvml = time.monotonic()
     with ExitStack() as locks:
         for card in cards:
             locks.enter_context(gpu_lock(card, job=job))
-        yield nvml_backend(cards[0], torch.cuda.synchronize, cards)
+        t_lock = time.monotonic()
+        # CUDA's context, once the cards are this job's: here rather than inside the probe's first copy, so
+        # that its driver calls overlap a job's other start-up work (engines.compiler) and it has its own part
+        if torch.cuda.is_available():
+            torch.cuda.init()
+        backend = nvml_backend(cards[0], torch.cuda.synchronize, cards if gpus > 1 else None)
+        backend.open_parts = {"import_torch_s": t_torch - t0, "nvml_open_s": t_nvml - t_torch,
+                              "gpu_lock_s": t_lock - t_nvml, "cuda_init_s": time.monotonic() - t_lock}
+        yield backend
 
 
 def nvml_backend(gpu: Any, synchronize: Callable[[], None], devices: list[Any] | None = None) -> Backend:

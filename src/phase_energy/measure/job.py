@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from phase_energy.config import checkpoint_of, config_hash
+from phase_energy.engines.compiler import start_compile_prefetch
 from phase_energy.engines.vllm import DoesNotFit, VllmEngine, VllmSettings, VllmWorkload, max_model_len
 from phase_energy.grid import PHASES, GridPoint
 from phase_energy.measure.backend import Backend, open_backend, resolve_backend
@@ -36,6 +37,38 @@ from phase_energy.model.presets import get_preset
 
 log = logging.getLogger(__name__)
 PROCESS_START = time.monotonic()
+
+
+class JobParts:
+    """Where a real card's job spends its time before its first window: consecutive spans, in seconds.
+
+    Each :meth:`mark` closes the span from the mark before (or from ``origin``, the job module's import at the
+    process start) to its time, so the spans add up to the last mark: the first window's start, which makes
+    their sum the trace's ``time_to_first_window_s``. Its ``spans`` are the metadata's ``job_parts``.
+    """
+
+    def __init__(self, origin: float = PROCESS_START):
+        self.spans: dict[str, float] = {}
+        self._last = origin
+
+    def mark(self, name: str, at: float | None = None) -> None:
+        """Close the span ``name`` at ``at`` (time.monotonic(); default now)."""
+        at = time.monotonic() if at is None else at
+        self.spans[name] = at - self._last
+        self._last = at
+
+    def close(self, meter_origin: float, marks: Mapping[str, float], first_window_s: float) -> None:
+        """The spans inside the protocol, from the meter's origin and the protocol's marks (meter time).
+
+        ``lever_and_sampler_s`` (lever applied, sampler started), ``idle_window_s`` (the idle baseline, to the
+        warm-up), ``warmup_s`` (the engine's warm-up: compile, capture, warm-up runs) and ``lead_in_s`` (the
+        same work run before the first window opens, and its synchronisation).
+        """
+        self.mark("lever_and_sampler_s", meter_origin)
+        if "warmup_start_s" in marks:
+            self.mark("idle_window_s", meter_origin + marks["warmup_start_s"])
+            self.mark("warmup_s", meter_origin + marks["warmup_end_s"])
+        self.mark("lead_in_s", meter_origin + first_window_s)
 
 
 def point_seed(cfg: Mapping[str, Any], point: GridPoint) -> int:
@@ -160,9 +193,21 @@ def build_workload(cfg: Mapping[str, Any], point: GridPoint, settings: Settings,
                           checkpoint=checkpoint_of(cfg, point.arch))
 
 
+def _first_window(meter: Any, raw: list[Window], origin: float, simulated: bool, parts: JobParts | None,
+                  marks: Mapping[str, float]) -> float:
+    """t(first window) from ``origin`` (NaN on the simulated card, whose clock is virtual); closes ``parts``."""
+    first = min((w.start_s for w in raw if w.phase != "idle"), default=float("nan"))
+    if simulated:
+        return float("nan")
+    meter_origin = getattr(meter, "origin", origin)
+    if parts is not None and first == first:
+        parts.close(meter_origin, marks, first)
+    return meter_origin - origin + first
+
+
 def measure_with_lever(backend: Backend, lever: str, allow_gpu_settings: bool, workload: Workload,
-                       settings: Settings, journal_dir: Path | None = None, origin: float = PROCESS_START
-                       ) -> tuple[pd.DataFrame, pd.DataFrame, Applied, float]:
+                       settings: Settings, journal_dir: Path | None = None, origin: float = PROCESS_START,
+                       parts: JobParts | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Applied, float]:
     """Apply the lever, sample, run the protocol, restore; return samples, windows, lever record, t(first window).
 
     One GPU only; a job on several goes through :func:`measure_on_gpus`.
@@ -170,25 +215,27 @@ def measure_with_lever(backend: Backend, lever: str, allow_gpu_settings: bool, w
     The lever is restored whatever happens inside (exception, SIGTERM, SIGINT, exit); the sampler is
     stopped before the restore so its thread never outlives the job. ``t(first window)`` counts from
     ``origin`` (the process start for a job) on a real card; on the simulated one it is NaN (its clock is
-    virtual).
+    virtual). ``parts`` (a real card's job) gets the spans from here to the first window.
     """
     control = LeverControl(backend.device, lever, allow_gpu_settings, journal_dir=journal_dir)
+    marks: dict[str, float] = {}
     with control as applied:
         meter = backend.meter(settings.sampling_period_ms / 1000.0)
         # a phase lever switches its setting at each phase boundary through the same control
         switch = PhaseSwitch(control, backend.device, settings.switch_timeout_s) \
             if control.lever.kind == "phase" else None
         try:
-            raw: list[Window] = run_protocol(meter, workload, settings, switch)
+            raw: list[Window] = run_protocol(meter, workload, settings, switch,
+                                             marks=marks if parts is not None else None)
         finally:
             samples = meter.stop()
-        first = min((w.start_s for w in raw if w.phase != "idle"), default=float("nan"))
-        t_first = float("nan") if backend.simulated else getattr(meter, "origin", origin) - origin + first
+        t_first = _first_window(meter, raw, origin, backend.simulated, parts, marks)
     return samples, summarise_windows(samples, raw, settings), applied, t_first
 
 
 def measure_on_gpus(backend: Backend, lever: str, allow_gpu_settings: bool, workload: Workload,
-                    settings: Settings, journal_dir: Path | None = None, origin: float = PROCESS_START
+                    settings: Settings, journal_dir: Path | None = None, origin: float = PROCESS_START,
+                    parts: JobParts | None = None
                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, list[Applied], float]:
     """:func:`measure_with_lever` on the backend's GPUs, one or several.
 
@@ -197,35 +244,41 @@ def measure_on_gpus(backend: Backend, lever: str, allow_gpu_settings: bool, work
     """
     if backend.gpus == 1:
         samples, windows, applied, t_first = measure_with_lever(backend, lever, allow_gpu_settings, workload,
-                                                                settings, journal_dir, origin)
+                                                                settings, journal_dir, origin, parts)
         return samples, windows, None, [applied], t_first
     from phase_energy.measure.multigpu import summarise_multi
 
     if lever.startswith("phase:"):
         raise ValueError(f"lever {lever!r}: a phase lever runs on one GPU; a point on {backend.gpus} GPUs accepts "
                          "default, powercap:<W> or smclock:<MHz>")
+    marks: dict[str, float] = {}
     with MultiLeverControl(backend.devices, lever, allow_gpu_settings, journal_dir=journal_dir) as applied_all:
         meter = backend.meter(settings.sampling_period_ms / 1000.0)
         try:
-            raw: list[Window] = run_protocol(meter, workload, settings)
+            raw: list[Window] = run_protocol(meter, workload, settings, marks=marks if parts is not None else None)
         finally:
             samples = meter.stop()
-        first = min((w.start_s for w in raw if w.phase != "idle"), default=float("nan"))
-        t_first = getattr(meter, "origin", origin) - origin + first
+        t_first = _first_window(meter, raw, origin, backend.simulated, parts, marks)
     windows, per_gpu = summarise_multi(samples, raw, settings)
     return samples, windows, per_gpu, applied_all, t_first
 
 
 def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: Backend, workload: Workload,
                   settings: Settings, gpu: Mapping[str, Any], started: str, origin: float = PROCESS_START,
-                  extra: Mapping[str, Any] | None = None) -> None:
-    """Run the protocol of one point on a built workload and write its trace."""
+                  extra: Mapping[str, Any] | None = None, parts: JobParts | None = None) -> None:
+    """Run the protocol of one point on a built workload and write its trace.
+
+    ``parts`` (a real card's job): the spans so far; the protocol's are added and the whole goes to the
+    metadata as ``job_parts``.
+    """
     lever, applied_by = point.lever, backend.name
     if not backend.simulated and slurm_sets_clock(cfg, point):
         lever, applied_by = "default", "slurm --gpu-freq"  # slurmstepd set it; we only record
     allow = backend.simulated or cfg["allow_gpu_settings"]  # a simulated card may always be reconfigured
     samples, windows, per_gpu, applied_all, t_first = measure_on_gpus(backend, lever, allow, workload, settings,
-                                                                      origin=origin)
+                                                                      origin=origin, parts=parts)
+    if parts is not None:
+        extra = {**(extra or {}), "job_parts": parts.spans}
     applied = applied_all[0]
     enforced: dict[str, Any] = {"power_limit_w": applied.power_limit_w,
                                 "locked_sm_clock_mhz": applied.locked_sm_clock_mhz,
@@ -264,24 +317,31 @@ def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> st
     if reason:
         write_skipped(cfg, point, out, name, reason)
         return name
+    # where a job's time goes before its first window (a real card's job; the simulator's clock is virtual)
+    parts = JobParts()
+    parts.mark("process_start_to_job_s")
     t0 = time.monotonic()
+    # the native engine compiles its decode step: its compiler's modules are imported while the GPU opens
+    prefetch = start_compile_prefetch() if name == "nvml" and point.engine == "native" else None
     with open_backend(cfg, name, point_seed(cfg, point), job=str(out), gpus=get_preset(point.arch).gpus) as backend:
         started = utc_now()
-        t_open = time.monotonic()
+        parts.mark("open_backend_s")
+        # the prefetch ends before the probe: nothing imports while the card's bandwidth is timed
+        extra: dict[str, Any] = {"compile_prefetch": prefetch.wait()} if prefetch is not None else {}
+        parts.mark("compile_prefetch_wait_s")
         gpu = backend.describe(probe=True)
         settings = job_settings(cfg, point)
-        t_probe = time.monotonic()
+        parts.mark("probe_s")
         try:
             workload = build_workload(cfg, point, settings, backend)
         except DoesNotFit as e:  # the engine started but cannot hold the point: a record, not a failure
             write_skipped(cfg, point, out, name, str(e))
             return name
-        # where a job's time goes before its first window (a real card's job; the simulator's clock is virtual)
-        parts = None if backend.simulated else {
-            "process_start_to_job_s": t0 - PROCESS_START, "open_backend_s": t_open - t0,
-            "probe_s": t_probe - t_open, "build_workload_s": time.monotonic() - t_probe}
-        measure_point(cfg, point, out, backend, workload, settings, gpu, started,
-                      extra={"job_parts": parts} if parts else None)
+        parts.mark("build_workload_s")
+        if backend.open_parts:
+            extra["open_backend_parts"] = backend.open_parts
+        measure_point(cfg, point, out, backend, workload, settings, gpu, started, extra=extra or None,
+                      parts=None if backend.simulated else parts)
     log.info("job %s done in %.1f s (%s)", point.path, time.monotonic() - t0, name)
     return name
 

@@ -368,11 +368,14 @@ def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: 
     return windows
 
 
-def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch | None = None) -> list[Window]:
+def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch | None = None,
+                 marks: dict[str, float] | None = None) -> list[Window]:
     """Idle baseline, warm-up, prefill trials and decode trials; return the raw windows.
 
     With ``switch`` (a phase lever), each decode trial switches to the decode setting after its cache-filling
     prefill and back to the prefill setting after its decode windows, each switch a window of its own.
+    With ``marks``, the meter's time at the warm-up's start and end goes there (``warmup_start_s``,
+    ``warmup_end_s``): where a job's time goes before its first window.
     """
     windows: list[Window] = []
     b, ctx = workload.batch, workload.context
@@ -382,7 +385,11 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch |
         windows.append(Window("idle", 0, t0, t1, e, tokens=0, repetitions=1, steps=0))
 
     n_seq = s.prefill_sequences(b, ctx)
+    if marks is not None:
+        marks["warmup_start_s"] = meter.now()
     t_prefill, t_step = workload.warmup(s.warmup_runs, n_seq)
+    if marks is not None:
+        marks["warmup_end_s"] = meter.now()
     log.info("warm-up done: prefill %.4f s (%d of %d sequences), decode step %.5f s", t_prefill, n_seq, b, t_step)
     windows += _prefill_windows(meter, workload, s, n_seq, t_prefill)
 

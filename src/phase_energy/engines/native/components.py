@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from phase_energy.engines.native.runner import capture_graph, set_compile_caches
+from phase_energy.engines.compiler import set_compile_caches
+from phase_energy.engines.native.runner import capture_graph
 from phase_energy.engines.native.transformer import Transformer, init_random_
 from phase_energy.model.costmodel import MODEL, components_of, prefill_group
 from phase_energy.model.presets import get_preset

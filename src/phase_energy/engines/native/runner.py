@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from phase_energy.engines.compiler import set_compile_caches
 from phase_energy.engines.native.hf import build_from_checkpoint
 from phase_energy.engines.native.transformer import Block, Transformer, init_random_, replicate_rows_
 from phase_energy.model.checkpoint import Checkpoint, weights_label
@@ -24,19 +25,6 @@ from phase_energy.model.presets import get_preset
 
 log = logging.getLogger(__name__)
 COMPILE_SCOPES = ("step", "block")
-
-
-def set_compile_caches(root: str | None = None) -> None:
-    """One Triton and one TorchInductor cache for all jobs of a run.
-
-    Kernels, compiled graphs and the autotuners' choices (flash-linear-attention's kernels autotune on
-    first use, which costs tens of seconds per job otherwise) are reused across jobs and, when the folder
-    is kept, across runs. Environment settings take precedence. Call before the kernels are imported.
-    """
-    base = os.path.abspath(root or os.environ.get("PHASE_ENERGY_COMPILE_CACHE", ".compile-cache"))
-    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(base, "triton"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(base, "inductor"))
-    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
 
 
 def capture_graph(fn: Callable[[], Any], calls: int = 1, warm: int = 2,
@@ -231,6 +219,7 @@ class EngineWorkload:
         self.capture_s = time.monotonic() - t0
         self.warmup_parts = {"fill_cache_s": t1 - t0, "first_step_s": t2 - t1,
                              "graph_capture_s": self.capture_s - (t2 - t0)}
+        t_runs = time.monotonic()
         t_prefill = t_step = 0.0
         for _ in range(max(runs, 1)):
             t1 = time.perf_counter()
@@ -242,6 +231,8 @@ class EngineWorkload:
             self.decode(self.context, n)
             self.synchronize()
             t_step = (time.perf_counter() - t1) / n
+        # the warm-up runs (config measurement.warmup_runs): a prefill and decode steps each, which time them
+        self.warmup_parts["runs_s"] = time.monotonic() - t_runs
         return t_prefill, t_step
 
     def idle(self, seconds: float) -> None:

@@ -1,0 +1,109 @@
+"""The compiler's side of a native job: one cache for all jobs, and its modules imported ahead in a thread.
+
+Nothing here imports torch at module level, so that a job can start :class:`CompilePrefetch` before it
+imports torch itself. A native job on a GPU compiles its decode step (``torch.compile``), and the first
+compile needs torch._dynamo, TorchInductor and Triton: thousands of modules, seconds of Python (8.6 s of
+a warm job's build on an H200, where the compile itself was cached). The prefetch imports them in a
+background thread while the job's main thread opens the GPU (NVML, its lock, CUDA), so that the compile
+finds them imported.
+
+Python runs one thread at a time: the imports gain only the time the main thread spends outside Python
+(NVML and CUDA driver calls release the interpreter lock). The job waits for the prefetch before its
+first timed GPU work (the copy-bandwidth and matmul probe), so that no import competes with anything
+measured; every window comes later still.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PREFETCH_ENV = "PHASE_ENERGY_COMPILE_PREFETCH"
+# what torch.compile (the wrapper) and the first compiled call import, in import order; triton only where it
+# is installed (CUDA builds of torch ship it)
+PREFETCH_MODULES = ("torch", "triton", "triton.language", "torch._dynamo", "torch._inductor.compiler_bisector",
+                    "torch._inductor.async_compile", "torch._inductor.compile_fx")
+
+
+def set_compile_caches(root: str | None = None) -> None:
+    """One Triton and one TorchInductor cache for all jobs of a run.
+
+    Kernels, compiled graphs and the autotuners' choices (flash-linear-attention's kernels autotune on
+    first use, which costs tens of seconds per job otherwise) are reused across jobs and, when the folder
+    is kept, across runs. Environment settings take precedence. Call before the kernels are imported.
+    """
+    base = os.path.abspath(root or os.environ.get("PHASE_ENERGY_COMPILE_CACHE", ".compile-cache"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(base, "triton"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(base, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
+
+
+def prefetch_enabled() -> bool:
+    """``PHASE_ENERGY_COMPILE_PREFETCH``: ``1`` or unset imports the compiler ahead, ``0`` leaves it to the compile."""
+    raw = os.environ.get(PREFETCH_ENV, "1")
+    if raw not in ("0", "1"):
+        raise ValueError(f"{PREFETCH_ENV}={raw!r} is not accepted; expected 1 (import the compiler's modules in a "
+                         "thread at the job's start, the default) or 0 (import them when the step is compiled)")
+    return raw == "1"
+
+
+class CompilePrefetch:
+    """Imports ``modules`` in a background thread; :meth:`wait` joins it and says what it did.
+
+    A failed import is logged and ends the prefetch; it never fails the job (the compile imports the module
+    again, and raises or falls back to eager as it would have). A module that is not installed is skipped.
+    """
+
+    def __init__(self, modules: tuple[str, ...] | None = None):
+        self.modules = PREFETCH_MODULES if modules is None else modules
+        self.imported: dict[str, float] = {}  # module: seconds its import took (in import order)
+        self.error: str | None = None
+        self.import_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="compile-prefetch", daemon=True)
+
+    def start(self) -> CompilePrefetch:
+        """Start the imports (after the compile caches are set: Triton and Inductor read them)."""
+        set_compile_caches()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        name = ""
+        try:
+            for name in self.modules:
+                top = name.partition(".")[0]
+                if importlib.util.find_spec(top) is None:  # not installed (triton on a CPU build of torch)
+                    if top == name:
+                        log.info("compile prefetch: %s is not installed; skipped", name)
+                    continue
+                t = time.monotonic()
+                importlib.import_module(name)
+                self.imported[name] = time.monotonic() - t
+        except Exception as e:  # never the job's failure: the compile imports it again
+            self.error = f"{name}: {type(e).__name__}: {e}"[:500]
+            log.warning("compile prefetch: importing %s failed (%s); the compile will import it", name, self.error)
+        finally:
+            self.import_s = time.monotonic() - t0
+
+    def wait(self) -> dict[str, Any]:
+        """Wait for the imports to end; the record for the trace's metadata.
+
+        ``import_s``: the thread's seconds; ``modules``: each module imported and the seconds its import took
+        (what an earlier one had not imported already; ``torch`` may have been imported by the job meanwhile);
+        ``error``: what ended the prefetch, or None.
+        """
+        self._thread.join()
+        return {"import_s": self.import_s, "modules": dict(self.imported), "error": self.error}
+
+
+def start_compile_prefetch(modules: tuple[str, ...] | None = None) -> CompilePrefetch | None:
+    """A started :class:`CompilePrefetch`, or None where ``PHASE_ENERGY_COMPILE_PREFETCH=0`` turns it off."""
+    return CompilePrefetch(modules).start() if prefetch_enabled() else None

@@ -1,0 +1,226 @@
+"""A real card's job before its first window: every span recorded, and the compiler's modules imported ahead.
+
+No GPU here: the jobs run through the job's own entry point (``run_job``) on the NVML backend with a fake
+NVML (the card's settings and counters cannot be reached here), the native engine on CPU, and a stand-in
+for the copy-bandwidth probe (it needs CUDA). Everything else is real: the backend's opening, the GPU lock,
+the compile prefetch's thread and its imports, the protocol, the trace.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from phase_energy.config import validate_config
+from phase_energy.grid import GridPoint
+
+MEASUREMENT = {"idle_s": 0.01, "warmup_runs": 1, "min_counter_ticks": 1, "prefill_trials": 1, "decode_trials": 1,
+               "decode_windows": 1, "pause_s": 0.0, "lead_in_s": 0.01, "decode_lead_in_s": 0.0}
+# the job's consecutive spans, in order: their sum is the time to the first window
+JOB_PARTS = ["process_start_to_job_s", "open_backend_s", "compile_prefetch_wait_s", "probe_s", "build_workload_s",
+             "lever_and_sampler_s", "idle_window_s", "warmup_s", "lead_in_s"]
+OPEN_PARTS = ["import_torch_s", "nvml_open_s", "gpu_lock_s", "cuda_init_s"]
+
+
+def _card_job(tmp_path, monkeypatch, out: Path) -> dict:
+    """One qwen-like tiny point measured on a fake NVML card with the native engine on CPU; its metadata."""
+    from phase_energy.engines.native.runner import EngineWorkload
+    from phase_energy.measure import backend, job, nvml
+    from phase_energy.testing.fake_nvml import FakeNVML
+
+    fake = FakeNVML()
+    monkeypatch.setenv("PHASE_ENERGY_STATE_DIR", str(tmp_path))
+    real_gpu = nvml.GPU
+    monkeypatch.setattr(nvml, "GPU", lambda i: real_gpu(i, nvml=fake))
+    monkeypatch.setattr(backend, "measure_bandwidth_and_matmul", lambda: {"bandwidth_bps": 1e12, "matmul_flops": 1e14})
+    monkeypatch.setattr(job, "build_workload", lambda cfg, point, settings, be: EngineWorkload(
+        point.arch, point.batch, point.context, settings.max_output, device="cpu", dtype=torch.float32,
+        compile=False))
+    cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": MEASUREMENT})
+    assert job.run_job(cfg, GridPoint("tiny-gqa", 2, 16, "default"), out) == "nvml"
+    return json.loads((out / "metadata.json").read_text())
+
+
+def test_a_card_job_records_every_span_to_its_first_window(tmp_path, monkeypatch):
+    """The job's spans, in order, add up to its time to the first window; the parts of each are recorded."""
+    meta = _card_job(tmp_path, monkeypatch, tmp_path / "trace")
+    parts = meta["job_parts"]
+    assert list(parts) == JOB_PARTS
+    assert all(v >= 0 for v in parts.values())
+    # consecutive spans from one clock: nothing before the first window is left out
+    assert sum(parts.values()) == pytest.approx(meta["time_to_first_window_s"], abs=1e-6)
+    assert list(meta["open_backend_parts"]) == OPEN_PARTS
+    assert sum(meta["open_backend_parts"].values()) <= parts["open_backend_s"]
+    info = meta["engine_info"]
+    assert set(info["build_parts"]) >= {"construct_s", "init_s", "caches_s"}
+    assert list(info["warmup_parts"]) == ["fill_cache_s", "first_step_s", "graph_capture_s", "runs_s"]
+    # the engine's warm-up parts lie inside the job's warm-up span
+    assert sum(info["warmup_parts"].values()) <= parts["warmup_s"]
+    # a native job on a card imported its compiler's modules ahead, and said so
+    prefetch = meta["compile_prefetch"]
+    assert prefetch["error"] is None and "torch._dynamo" in prefetch["modules"]
+
+
+def test_gpu_job_time_prints_every_part_of_a_card_job(tmp_path, monkeypatch, capsys):
+    """bench/gpu_job_time.py on a card job's trace: each span, its parts, the prefetch and nothing unaccounted."""
+    from bench import gpu_job_time
+
+    traces = tmp_path / "traces"
+    _card_job(tmp_path, monkeypatch, traces / "engine~native/arch~tiny-gqa/bs~2/ctx~16/lever~default/rep~0")
+    monkeypatch.setattr(sys, "argv", ["gpu_job_time.py", str(traces), "--out", str(tmp_path / "t.json")])
+    gpu_job_time.main()
+    printed = capsys.readouterr().out
+    lines = [line.strip().split(":")[0] for line in printed.splitlines() if line.startswith("  ")]
+    shown = lines[:len(lines) // 2]  # "all", then the same for the engine
+    spans = [k for k in shown if "." not in k]
+    assert spans == [*JOB_PARTS, "unaccounted_s"]
+    assert [k for k in shown if k.startswith("open_backend.")] == [f"open_backend.{k}" for k in OPEN_PARTS]
+    assert "warmup.runs_s" in shown and "prefetch.import_s" in shown
+    # each part's own parts follow it
+    assert shown.index("open_backend.import_torch_s") == shown.index("open_backend_s") + 1
+    assert shown.index("warmup.fill_cache_s") == shown.index("warmup_s") + 1
+    assert shown.index("prefetch.import_s") == shown.index("compile_prefetch_wait_s") + 1
+    medians = json.loads((tmp_path / "t.json").read_text())["all"]["median_parts_s"]
+    assert medians["unaccounted_s"] == 0.0
+
+
+def test_a_failed_prefetch_is_logged_and_the_job_goes_on(tmp_path, monkeypatch, caplog):
+    """A module that fails to import ends the prefetch with a warning and a record; the job is measured."""
+    from phase_energy.engines import compiler
+
+    (tmp_path / "pe_broken_compiler_module.py").write_text("raise RuntimeError('broken on purpose')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(compiler, "PREFETCH_MODULES", ("json", "pe_broken_compiler_module", "torch._dynamo"))
+    with caplog.at_level(logging.WARNING, logger="phase_energy.engines.compiler"):
+        meta = _card_job(tmp_path, monkeypatch, tmp_path / "trace")
+    assert meta["status"] == "ok" and list(meta["job_parts"]) == JOB_PARTS
+    prefetch = meta["compile_prefetch"]
+    assert list(prefetch["modules"]) == ["json"]  # the failure ended it
+    assert "pe_broken_compiler_module" in prefetch["error"] and "broken on purpose" in prefetch["error"]
+    assert any("pe_broken_compiler_module" in r.getMessage() for r in caplog.records)
+
+
+def test_the_prefetch_is_off_with_its_switch_and_names_a_bad_value(tmp_path, monkeypatch):
+    """PHASE_ENERGY_COMPILE_PREFETCH=0: no prefetch, the same spans; any value but 0 or 1 is refused by name."""
+    from phase_energy.engines.compiler import start_compile_prefetch
+
+    monkeypatch.setenv("PHASE_ENERGY_COMPILE_PREFETCH", "0")
+    meta = _card_job(tmp_path, monkeypatch, tmp_path / "trace")
+    assert "compile_prefetch" not in meta and list(meta["job_parts"]) == JOB_PARTS
+    monkeypatch.setenv("PHASE_ENERGY_COMPILE_PREFETCH", "yes")
+    with pytest.raises(ValueError, match=r"PHASE_ENERGY_COMPILE_PREFETCH='yes' is not accepted.*1.*0"):
+        start_compile_prefetch()
+
+
+def test_a_simulated_job_has_no_prefetch_and_no_parts(tmp_path):
+    """The simulator's jobs keep their traces as they were: no thread, no wall-clock parts (virtual clock)."""
+    from phase_energy.measure.job import run_job
+
+    cfg = validate_config({"backend": "sim", "output_lengths": [8], "measurement": MEASUREMENT})
+    out = tmp_path / "trace"
+    assert run_job(cfg, GridPoint("tiny-gqa", 2, 16, "default"), out) == "sim"
+    meta = json.loads((out / "metadata.json").read_text())
+    assert not {"job_parts", "compile_prefetch", "open_backend_parts"} & set(meta)
+
+
+DRIVER = textwrap.dedent('''
+    import json, sys
+    from phase_energy.config import validate_config
+    from phase_energy.grid import GridPoint
+    from phase_energy.measure import backend, job, nvml
+    from phase_energy.testing.fake_nvml import FakeNVML
+
+    assert "torch" not in sys.modules  # the prefetch and the job's main thread both import it
+    fake = FakeNVML()
+    real_gpu = nvml.GPU
+    nvml.GPU = lambda i: real_gpu(i, nvml=fake)
+    backend.measure_bandwidth_and_matmul = lambda: {"bandwidth_bps": 1e12, "matmul_flops": 1e14}
+
+    def cpu_engine(cfg, point, settings, be):
+        import torch
+        from phase_energy.engines.native.runner import EngineWorkload
+        return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, device="cpu",
+                              dtype=torch.float32, compile=False)
+
+    job.build_workload = cpu_engine
+    cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": json.loads(sys.argv[2])})
+    job.run_job(cfg, GridPoint("tiny-gqa", 2, 16, "default"), sys.argv[1])
+    # after the prefetch the main thread compiles: its own Dynamo setting holds, the result is right
+    import torch
+    torch._dynamo.config.recompile_limit = 64
+    f = torch.compile(lambda x: torch.sin(x) * 2, backend="aot_eager", dynamic=False)
+    x = torch.arange(6.0)
+    print(json.dumps({"compiled_matches_eager": bool(torch.equal(f(x), torch.sin(x) * 2)),
+                      "recompile_limit": torch._dynamo.config.recompile_limit}))
+''')
+
+
+def test_in_a_fresh_process_the_prefetch_imports_alongside_the_job_and_ends(tmp_path):
+    """A fresh process (nothing imported yet): the prefetch thread and the job's main thread import torch at once.
+
+    The job ends (no import deadlock; the timeout only stops a hung process), the prefetch imported every
+    module of its list that is installed, and a compile in the main thread afterwards works.
+    """
+    from phase_energy.engines.compiler import PREFETCH_MODULES
+
+    out = tmp_path / "trace"
+    env = dict(os.environ, PHASE_ENERGY_STATE_DIR=str(tmp_path), PHASE_ENERGY_COMPILE_CACHE=str(tmp_path / "cc"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    env.pop("PHASE_ENERGY_COMPILE_PREFETCH", None)
+    run = subprocess.run([sys.executable, "-c", DRIVER, str(out), json.dumps(MEASUREMENT)], env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == {"compiled_matches_eager": True,
+                                                               "recompile_limit": 64}
+    meta = json.loads((out / "metadata.json").read_text())
+    prefetch = meta["compile_prefetch"]
+    assert prefetch["error"] is None
+    import importlib.util
+
+    installed = [m for m in PREFETCH_MODULES if importlib.util.find_spec(m.partition(".")[0]) is not None]
+    assert list(prefetch["modules"]) == installed
+    assert all(v >= 0 for v in prefetch["modules"].values())
+    assert sum(prefetch["modules"].values()) <= prefetch["import_s"]
+    assert sum(meta["job_parts"].values()) == pytest.approx(meta["time_to_first_window_s"], abs=1e-6)
+    assert "compile prefetch" not in run.stderr  # nothing warned
+
+
+CUDA_WATCH = textwrap.dedent('''
+    import importlib, json, sys
+    import torch
+    import torch.cuda as cuda
+    from phase_energy.engines.compiler import PREFETCH_MODULES
+
+    calls = []
+    for name in ("_lazy_init", "init", "is_available", "device_count", "current_device", "get_device_properties",
+                 "get_device_capability", "set_device", "synchronize"):
+        def watched(*a, _real=getattr(cuda, name), _name=name, **k):
+            calls.append(_name)
+            return _real(*a, **k)
+        setattr(cuda, name, watched)
+    for m in PREFETCH_MODULES:
+        if importlib.util.find_spec(m.partition(".")[0]) is not None:
+            importlib.import_module(m)
+    print(json.dumps(calls))
+''')
+
+
+def test_the_prefetch_imports_touch_no_cuda(tmp_path):
+    """The prefetch may run before the job holds its GPU's lock: its imports must not start CUDA there.
+
+    In a fresh process (the modules not yet imported), importing the prefetch's modules calls none of
+    torch.cuda's functions that initialise or query the device (through the module's attributes; a CPU build
+    of torch here, the GPU's build may differ).
+    """
+    env = dict(os.environ, PHASE_ENERGY_COMPILE_CACHE=str(tmp_path / "cc"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", CUDA_WATCH], env=env, capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == []
