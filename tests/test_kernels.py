@@ -56,7 +56,7 @@ def test_split_attention_kernel_matches_masked_attention(b, h, g, dk, dv, s_max,
     assert torch.equal(o, o2)
 
 
-@pytest.mark.parametrize(("block_g", "block_n", "block_dk"), [(32, 32, 16), (64, 16, 64)])
+@pytest.mark.parametrize(("block_g", "block_n", "block_dk"), [(32, 32, 16), (64, 16, 64), (32, 32, 64)])
 def test_split_attention_kernel_takes_other_tilings(block_g, block_n, block_dk):
     # MLA: 40 query heads over one latent cache; 16 heads per program read the cache 3 times, 64 once
     gen = torch.Generator().manual_seed(block_g)
@@ -79,6 +79,10 @@ def test_split_tiling_reads_mla_latents_fewer_times_where_the_grid_stays_full():
     assert default_config(1, 1, 40, 288, 256, s_max).block_g == 16  # batch 1: 72 programs at 32 heads, 108 at 16
     wide = default_config(1, 1, 32, 576, 512, s_max)
     assert (wide.block_g, wide.block_n, wide.num_stages) == (32, 64, 2)
+    # batch 128 and more: the sweep's winner there, fewer keys per block in narrower chunks
+    assert default_config(128, 1, 32, 576, 512, s_max) == SplitConfig(block_g=32, block_n=32, block_dk=64,
+                                                                      num_warps=4, num_stages=2)
+    assert default_config(127, 1, 32, 576, 512, s_max) == default_config(32, 1, 32, 576, 512, s_max)
     assert default_config(32, 8, 4, 128, 128, s_max) == SplitConfig(block_n=64, block_dk=128, num_warps=4)
 
 

@@ -128,11 +128,15 @@ def default_config(batch: int, kv_heads: int, groups: int, dk: int, dv: int, s_m
 
     MLA takes 32 heads per program, so its latent cache is read once or twice instead of two or three
     times; the choice comes from a sweep on the H200 (bench/engine-h200-2026-11-24b): 3.4-3.7x faster for
-    a 576-wide latent at batch 32-128, 1.2-1.6x for 288. For the 288-wide latent at batch 1 the 16-head
-    tiling stays (more programs: 24 against 42 us).
+    a 576-wide latent at batch 32-128, 1.2-1.6x for 288; for the 576-wide latent at batch 128 and more, 32
+    keys per block in 64-wide chunks with 4 warps (162 against 211 us per layer; batch 33-127 was not swept
+    and keeps the batch-32 tiling). For the 288-wide latent at batch 1 the 16-head tiling stays (more
+    programs: 24 against 42 us).
     """
     block_dv = next_pow2(dv)
-    if block_dv > 256:  # wide latents (TransMLA): 32 heads, 64 keys, two stages fit in shared memory
+    if block_dv > 256:  # wide latents (TransMLA): 32 heads, two stages fit in shared memory
+        if batch >= 128:  # the sweep's batch-128 winner: 162 us per layer against 211 with the batch-32 tiling
+            return SplitConfig(block_g=32, block_n=32, block_dk=min(64, next_pow2(dk)), num_warps=4, num_stages=2)
         return SplitConfig(block_g=32, block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=8, num_stages=2)
     if groups > 16:
         wide = SplitConfig(block_g=32, block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=4, num_stages=2)
