@@ -145,7 +145,8 @@ def recurrent_speed(results: dict, out: Path) -> None:
 
     Each row: microseconds per step of one layer's state update (CUDA events over 200 back-to-back calls)
     and the rate at which it moves the state (read once, written once) and its inputs. The engine's tiling
-    is ``block_v`` 32, 4 warps; the others say whether the Mamba2 decode gap to vLLM lies in this kernel.
+    is ``step_tiling(batch)`` (64-wide from batch 32, 32-wide below; 32 everywhere before 2026-12-02); the
+    others say whether the Mamba2 decode gap to vLLM lies in this kernel.
     """
     from phase_energy.engines.native.recurrent import launch_step_kernel
 

@@ -29,6 +29,7 @@ from phase_energy.engines.native.recurrent import (
     launch_step_kernel,
     recurrent_step_,
     recurrent_step_reference,
+    step_tiling,
 )
 from phase_energy.engines.native.transformer import Transformer, init_random_
 from phase_energy.model.presets import get_preset
@@ -263,3 +264,18 @@ def test_recurrent_kernel_gives_the_same_step_for_every_tiling(block_v, num_warp
     torch.testing.assert_close(o_tiled, o_default, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(s_tiled, s_default, rtol=1e-5, atol=1e-5)
     assert not torch.equal(s_tiled, state)
+
+
+def test_recurrent_tiling_widens_from_batch_32():
+    """64-wide value blocks where the H200 timed them fastest (batch 32 and 128), 32-wide below."""
+    assert step_tiling(1) == (32, 4) and step_tiling(31) == (32, 4)
+    assert step_tiling(32) == (64, 4) and step_tiling(128) == (64, 4)
+    gen = torch.Generator().manual_seed(3)
+    state = torch.randn(32, 2, 16, 128, generator=gen)  # batch 32: the wide default, two value blocks per head
+    q, k = torch.randn(32, 1, 16, generator=gen), torch.randn(32, 1, 16, generator=gen)
+    v, g = torch.randn(32, 2, 128, generator=gen), -torch.rand(32, 2, generator=gen)
+    s_wide, s_narrow = state.clone(), state.clone()
+    o_wide = launch_step_kernel(s_wide, q, k, v, g, None, 1.0, False)
+    o_narrow = launch_step_kernel(s_narrow, q, k, v, g, None, 1.0, False, 32, 4)
+    torch.testing.assert_close(o_wide, o_narrow, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s_wide, s_narrow, rtol=1e-5, atol=1e-5)

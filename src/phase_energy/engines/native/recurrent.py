@@ -82,14 +82,29 @@ if triton is not None:
         tl.store(s_ptr, s.to(S.dtype.element_ty), mask=s_mask)
 
 
+def step_tiling(batch: int) -> tuple[int, int]:
+    """(block_v, num_warps) of the state update at this batch.
+
+    From the H200 (bench/kernels-mamba2-h200.json, ``recurrent_speed``): at batch 32 and 128, 64-wide value
+    blocks with 4 warps were the fastest or within 1 % of it for Mamba2-2.7B, Nemotron-H and Qwen3.5's
+    Gated DeltaNet (Mamba2 at batch 128: 109 against 118 us per layer with 32-wide blocks); below batch 32
+    the launch dominates and 32-wide blocks stay (batch 2-31 was not timed).
+    """
+    return (64, 4) if batch >= 32 else (32, 4)
+
+
 def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
-                       scale: float, l2norm: bool, block_v: int = 32, num_warps: int = 4) -> Tensor:
+                       scale: float, l2norm: bool, block_v: int | None = None, num_warps: int | None = None
+                       ) -> Tensor:
     """The Triton kernel (any device Triton runs on); same arguments and result as the reference.
 
-    ``block_v`` (a power of two, capped at the head's value size) and ``num_warps`` tile the state; the
-    defaults are the engine's (bench/gpu_run.py's ``recurrent_speed`` step times the others).
+    ``block_v`` (a power of two, capped at the head's value size) and ``num_warps`` tile the state; by
+    default the engine's tiling for the batch (:func:`step_tiling`; bench/gpu_run.py's ``recurrent_speed``
+    step times the others).
     """
     b, hv, kd, vd = state.shape
+    default_v, default_warps = step_tiling(b)
+    block_v, num_warps = block_v or default_v, num_warps or default_warps
     assert state.is_contiguous(), "the state is updated in place and must be contiguous"
     q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.float().contiguous()
     beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
