@@ -48,7 +48,7 @@ b)
   # the MLA kernel's batch-128 tiling (new since 2026-12-02) in a whole step; the tilings again below
   plan native qwen3-4b-transmla 128x2048 60 native.log
   timeout 240 python3 bench/gpu_run.py --out /tmp/s/kernels --steps mla_attn,profile \
-      --points qwen3-4b-transmla:32,qwen3-4b-transmla:128,qwen3.5-4b:32,qwen3.5-4b:128 2>&1 | tail -60 | tee "$OUT/kernels.log"
+      --points qwen3-4b-transmla:32,qwen3-4b-transmla:128,qwen3.5-4b:32,qwen3.5-4b:128,mamba2-2.7b:128 2>&1 | tail -60 | tee "$OUT/kernels.log"
   cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
   ;;
 c)
