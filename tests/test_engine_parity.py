@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from phase_energy.engines.native.hf import build_from_checkpoint, load_from_hf
+from phase_energy.engines.native.model import GatedDeltaNet
 from phase_energy.engines.native.transformer import Transformer
 from phase_energy.model.checkpoint import read_checkpoint
 from phase_energy.model.presets import ALL_PRESETS, PRESETS, get_preset
@@ -172,8 +173,10 @@ def test_prefill_and_16_decode_steps_match_transformers(arch, tmp_path):
     assert load_from_hf(ours, ref.state_dict()) > 0
     unfused = _logits(ours, prompt, follow)
     _assert_same(unfused, ref_logits, 1e-4)
-    # the fused projections (one GEMM for q/k/v and for gate/up) compute the same
+    # the fused projections (one GEMM for q/k/v, for gate/up, for a Gated DeltaNet's four inputs) compute the same
     _assert_same(_logits(ours.fuse(), prompt, follow), unfused, 1e-5)
+    gdn = [m for m in ours.modules() if isinstance(m, GatedDeltaNet)]
+    assert all(m.w_in is not None and not hasattr(m, "in_proj_z") for m in gdn)  # the fused path ran
 
     # the checkpoint transformers writes: its config.json gives the preset's shapes, its safetensors our weights
     ref.save_pretrained(tmp_path, safe_serialization=True)

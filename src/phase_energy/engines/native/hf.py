@@ -2,9 +2,9 @@
 
 The same mapping serves the parity tests (a transformers model's ``state_dict`` in memory) and a checkpoint
 folder (safetensors, memory-mapped, each tensor read straight onto the engine's device and copied into its
-place, fused or not: q/k/v rows of ``wqkv``, gate/up rows of ``w13``). Every tensor of the model must be
-filled exactly once with the shape it expects; anything missing, left over or of another shape is an error
-that names it.
+place, fused or not: q/k/v rows of ``wqkv``, gate/up rows of ``w13``, a Gated DeltaNet's four inputs rows
+of ``w_in``). Every tensor of the model must be filled exactly once with the shape it expects; anything
+missing, left over or of another shape is an error that names it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from phase_energy.engines.native.model import MLP, Attention
+from phase_energy.engines.native.model import MLP, Attention, GatedDeltaNet
 from phase_energy.engines.native.transformer import Transformer
 from phase_energy.model.presets import ArchConfig
 
@@ -32,7 +32,8 @@ RENAMES: list[tuple[str, str]] = [  # applied in order, each at most once
 ]
 # parts of a checkpoint the engine does not build: Qwen3.5's vision tower, multi-token-prediction layers
 SKIPPED = re.compile(r"^(model\.visual|visual|mtp|model\.mtp)\.")
-FUSED = {"q_proj": 0, "k_proj": 1, "v_proj": 2, "gate_proj": 0, "up_proj": 1}
+FUSED = {"q_proj": 0, "k_proj": 1, "v_proj": 2, "gate_proj": 0, "up_proj": 1,
+         "in_proj_qkv": 0, "in_proj_z": 1, "in_proj_b": 2, "in_proj_a": 3}
 
 
 class WeightsError(KeyError):
@@ -100,6 +101,10 @@ def weight_slot(model: Transformer, name: str) -> Tensor:
         if isinstance(mod, MLP) and mod.w13 is not None:
             half = mod.w13.shape[0] // 2
             return mod.w13[FUSED[proj] * half:(FUSED[proj] + 1) * half]
+        if isinstance(mod, GatedDeltaNet) and mod.w_in is not None:
+            i = FUSED[proj]
+            start = sum(mod.in_split[:i])
+            return mod.w_in[start:start + mod.in_split[i]]
     return model.get_parameter(name).data
 
 

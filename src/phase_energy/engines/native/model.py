@@ -263,6 +263,21 @@ class GatedDeltaNet(nn.Module):
         self.out_proj = nn.Linear(self.vd, h, bias=False)
         self.state: Tensor | None = None  # [B, HV, K, V] fp32
         self.conv_state: Tensor | None = None  # [B, C, k-1]
+        self.w_in: Tensor | None = None  # the four input projections in one GEMM, after fuse()
+        self.in_split = [self.conv_dim, self.vd, cfg.lin_v_heads, cfg.lin_v_heads]
+
+    def fuse(self) -> None:
+        """Concatenate the qkv, z, b and a projections (they read the same input) into one weight."""
+        self.w_in = torch.cat([self.in_proj_qkv.weight, self.in_proj_z.weight, self.in_proj_b.weight,
+                               self.in_proj_a.weight]).detach()
+        del self.in_proj_qkv, self.in_proj_z, self.in_proj_b, self.in_proj_a
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The inputs of ``x``: qkv (before the convolution), z, b and a; one GEMM when fused, four otherwise."""
+        if self.w_in is not None:
+            qkv, z, b, a = F.linear(x, self.w_in).split(self.in_split, dim=-1)
+            return qkv, z, b, a
+        return self.in_proj_qkv(x), self.in_proj_z(x), self.in_proj_b(x), self.in_proj_a(x)
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
         c = self.cfg
@@ -274,21 +289,22 @@ class GatedDeltaNet(nn.Module):
         b, t, _ = x.shape
         assert self.state is not None and self.conv_state is not None, "call setup_caches first"
         decode = pos is not None
-        qkv = _causal_conv(self.in_proj_qkv(x).transpose(1, 2), self.conv1d.weight[:, 0], None, self.conv_state,
+        qkv_in, z_in, b_in, a_in = self._project(x)
+        qkv = _causal_conv(qkv_in.transpose(1, 2), self.conv1d.weight[:, 0], None, self.conv_state,
                            seq_slice, decode).transpose(1, 2)
         q, k, v = qkv.split([self.kd, self.kd, self.vd], dim=-1)
         q = q.reshape(b, t, c.lin_k_heads, c.lin_k_dim)
         k = k.reshape(b, t, c.lin_k_heads, c.lin_k_dim)
         v = v.reshape(b, t, c.lin_v_heads, c.lin_v_dim)
-        beta = self.in_proj_b(x).sigmoid()  # [B, T, HV]
-        g = -self.A_log.float().exp() * F.softplus(self.in_proj_a(x).float() + self.dt_bias)  # log decay
+        beta = b_in.sigmoid()  # [B, T, HV]
+        g = -self.A_log.float().exp() * F.softplus(a_in.float() + self.dt_bias)  # log decay
         if decode:  # one step, the state updated in place
             o = recurrent_step_(self.state, q[:, 0], k[:, 0], v[:, 0], g[:, 0], beta[:, 0], c.lin_k_dim**-0.5,
                                 True)[:, None].type_as(v)
         else:
             o, final = gated_delta_rule(q, k, v, g, beta)
             self.state[seq_slice] = final
-        z = self.in_proj_z(x).reshape(-1, c.lin_v_dim)
+        z = z_in.reshape(-1, c.lin_v_dim)
         o = self.norm(o.reshape(-1, c.lin_v_dim)) * F.silu(z.float()).type_as(x)
         return self.out_proj(o.reshape(b, t, -1))
 

@@ -110,10 +110,10 @@ class Transformer(nn.Module):
             replicate_rows_(t, filled)
 
     def fuse(self) -> Transformer:
-        """Fuse projections that read the same input (q/k/v, gate/up) into single GEMMs, in place."""
+        """Fuse projections that read the same input (q/k/v, gate/up, GDN's four inputs) into single GEMMs."""
         for blk in self.layers:
             for mod in (blk.mixer, blk.mlp):
-                if isinstance(mod, Attention | MLP):
+                if isinstance(mod, Attention | MLP | GatedDeltaNet):
                     mod.fuse()
         return self
 
