@@ -266,6 +266,22 @@ def test_recurrent_kernel_gives_the_same_step_for_every_tiling(block_v, num_warp
     assert not torch.equal(s_tiled, state)
 
 
+def test_recurrent_kernel_reads_strided_q_and_k_without_a_copy():
+    """Mamba2's B and C are slices of the convolution's output: the kernel reads them through their strides."""
+    gen = torch.Generator().manual_seed(5)
+    conv_out = torch.randn(3, 2 * 2 * 16 + 7, generator=gen)  # [B, C(2 groups x 16) + B(2 x 16) + 7 others]
+    c = conv_out[:, :32].view(3, 2, 16)
+    b = conv_out[:, 32:64].view(3, 2, 16)
+    assert not c.is_contiguous() and c.stride() == (71, 16, 1)
+    state = torch.randn(3, 4, 16, 8, generator=gen)
+    v, g = torch.randn(3, 4, 8, generator=gen), -torch.rand(3, 4, generator=gen)
+    s_ker, s_ref = state.clone(), state.clone()
+    o_ker = launch_step_kernel(s_ker, c, b, v, g, None, 0.25, False)
+    o_ref = recurrent_step_reference(s_ref, c, b, v, g, None, 0.25, False)
+    torch.testing.assert_close(o_ker, o_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s_ker, s_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_recurrent_tiling_widens_from_batch_32():
     """64-wide value blocks where the H200 timed them fastest (batch 32 and 128), 32-wide below."""
     assert step_tiling(1) == (32, 4) and step_tiling(31) == (32, 4)

@@ -53,13 +53,13 @@ def recurrent_step_reference(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: 
 if triton is not None:
 
     @triton.jit
-    def _step_kernel(S, Q, K, V, G, Beta, Out, HV, GROUP, KD, VD, scale,
+    def _step_kernel(S, Q, K, V, G, Beta, Out, HV, GROUP, KD, VD, scale, stride_qb, stride_qh, stride_kb, stride_kh,
                      BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, DELTA: tl.constexpr, L2NORM: tl.constexpr):
         pid_bh = tl.program_id(0)  # sequence x value head
         pid_v = tl.program_id(1)
         b = pid_bh // HV
         hv = pid_bh % HV
-        hq = b * (HV // GROUP) + hv // GROUP  # the q/k head this value head reads
+        hq = hv // GROUP  # the q/k head this value head reads (q and k may be strided views, e.g. Mamba2's B, C)
         offs_k = tl.arange(0, BLOCK_K)
         offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         k_mask = offs_k < KD
@@ -67,8 +67,8 @@ if triton is not None:
         s_ptr = S + pid_bh.to(tl.int64) * KD * VD + offs_k[:, None] * VD + offs_v[None, :]
         s_mask = k_mask[:, None] & v_mask[None, :]
         s = tl.load(s_ptr, mask=s_mask, other=0.0).to(tl.float32)
-        q = tl.load(Q + hq * KD + offs_k, mask=k_mask, other=0.0).to(tl.float32)
-        k = tl.load(K + hq * KD + offs_k, mask=k_mask, other=0.0).to(tl.float32)
+        q = tl.load(Q + b.to(tl.int64) * stride_qb + hq * stride_qh + offs_k, mask=k_mask, other=0.0).to(tl.float32)
+        k = tl.load(K + b.to(tl.int64) * stride_kb + hq * stride_kh + offs_k, mask=k_mask, other=0.0).to(tl.float32)
         if L2NORM:
             q = q / tl.sqrt(tl.sum(q * q) + 1e-6)
             k = k / tl.sqrt(tl.sum(k * k) + 1e-6)
@@ -106,12 +106,16 @@ def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor
     default_v, default_warps = step_tiling(b)
     block_v, num_warps = block_v or default_v, num_warps or default_warps
     assert state.is_contiguous(), "the state is updated in place and must be contiguous"
-    q, k, v, g = q.contiguous(), k.contiguous(), v.contiguous(), g.float().contiguous()
+    # q and k are read through their batch and head strides (no copy of a slice, such as Mamba2's B and C of
+    # the convolution's output); only their last dimension must be dense
+    q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+    v, g = v.contiguous(), g.float().contiguous()
     beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
     o = torch.empty(b, hv, vd, device=v.device, dtype=torch.float32)
     block_k, block_v = next_pow2(kd), min(next_pow2(block_v), next_pow2(vd))
     grid = (b * hv, math.ceil(vd / block_v))
     _step_kernel[grid](state, q, k, v, g, beta_t, o, hv, hv // q.shape[1], kd, vd, scale,
+                       q.stride(0), q.stride(1), k.stride(0), k.stride(1),
                        BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm,
                        num_warps=num_warps)
     return o
