@@ -38,104 +38,29 @@ DEFAULT_POINT_S = 40.0  # guess for the first point of a process (warm-up and pr
 DEFAULT_START_S = {"vllm": 120.0, "native": 5.0}
 
 
-def parse_points(text: str) -> list[tuple[int, int]]:
-    """``1x2048,32x2048`` -> [(1, 2048), (32, 2048)]."""
-    out = []
-    for part in text.split(","):
-        b, _, c = part.strip().partition("x")
-        if not (b.isdigit() and c.isdigit()):
-            raise SystemExit(f"--points: {part!r} is not BATCHxCONTEXT (e.g. 32x2048)")
-        out.append((int(b), int(c)))
-    return out
-
-
 def run_engine(a: argparse.Namespace) -> None:
-    """One engine, one preset, several points, in this process; stop before the deadline."""
-    import torch
-
+    """One engine, one preset, several points, in this process (:mod:`phase_energy.measure.group`)."""
     from phase_energy.config import load_config
     from phase_energy.grid import GridPoint
-    from phase_energy.measure.backend import nvml_backend
-    from phase_energy.measure.job import build_workload, job_settings, measure_point, point_skip_reason, write_skipped
-    from phase_energy.measure.nvml import GPU
-    from phase_energy.measure.trace import utc_now
+    from phase_energy.measure.group import measure_group, parse_points
 
-    origin = time.monotonic()
     cfg = load_config(a.config)
-    points = [GridPoint(a.arch, b, c, "default", 0, a.engine) for b, c in parse_points(a.points)]
+    try:
+        points = [GridPoint(a.arch, b, c, "default", 0, a.engine) for b, c in parse_points(a.points)]
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     out_root = Path(a.out) / (f"init~{a.weight_init}" if a.weight_init != "normal" else "")
-    backend = nvml_backend(GPU(0), torch.cuda.synchronize)  # one process, one card: no lock taken here
-    desc = backend.describe(probe=True)
-    log.info("card %s (%s), copy %.2f TB/s, matmul %.0f TFLOP/s", desc.get("uuid"), desc.get("name"),
-             desc["bandwidth_bps"] / 1e12, desc["matmul_flops"] / 1e12)
-    runnable = []
-    for p in points:
-        why = point_skip_reason(cfg, p, "nvml")
-        if why:
-            write_skipped(cfg, p, out_root / p.path, "nvml", why)
-        else:
-            runnable.append(p)
-    engine = None
-    if a.engine == "vllm" and runnable:
-        from phase_energy.engines.vllm import VllmEngine, VllmSettings, max_model_len
-        from phase_energy.measure.protocol import forward_positions
-        from phase_energy.model.costmodel import CostModel
-        from phase_energy.model.presets import get_preset
+    workload_for = None
+    if a.weight_init != "normal":  # the native engine with another random-weight distribution
+        from phase_energy.engines.native.runner import EngineWorkload
 
-        vs = VllmSettings.from_config(cfg["vllm"])
-        s = job_settings(cfg, runnable[0])
-        cost = CostModel(get_preset(a.arch), engine="vllm")
-        chunk = vs.chunk_tokens
-        mml = max(max_model_len(p.context, forward_positions(s, cost, p.batch, p.context), p.batch, chunk)
-                  for p in runnable)
-        t0 = time.monotonic()
-        engine = VllmEngine(a.arch, max_num_seqs=max(p.batch for p in runnable), max_model_len=mml,
-                            capture_sizes=[p.batch for p in runnable], settings=vs, seed=cfg["seed"])
-        log.info("vllm engine for %s up in %.1f s", a.arch, time.monotonic() - t0)
-    spent: list[float] = []
-    for p in runnable:
-        workload: Any = None
-        left = a.deadline - time.time()
-        need = max(spent) if spent else DEFAULT_POINT_S
-        if left < need * 1.2:
-            log.warning("stopping before %s: %.0f s left, a point took up to %.0f s", p.path, left, need)
-            break
-        t0 = time.monotonic()
-        started = utc_now()
-        settings = job_settings(cfg, p)
-        try:
-            if engine is not None:
-                from phase_energy.engines.vllm import DoesNotFit, VllmWorkload
-                from phase_energy.measure.protocol import forward_positions
-                from phase_energy.model.costmodel import CostModel
-                from phase_energy.model.presets import get_preset
-
-                positions = forward_positions(settings, CostModel(get_preset(a.arch), engine="vllm"), p.batch,
-                                              p.context)
-                try:
-                    workload = VllmWorkload(engine, p.batch, p.context, settings.max_output, seed=cfg["seed"],
-                                                 positions=positions)
-                except DoesNotFit as e:
-                    write_skipped(cfg, p, out_root / p.path, "nvml", str(e))
-                    continue
-            else:
-                from phase_energy.engines.native.runner import EngineWorkload
-
-                workload = EngineWorkload(p.arch, p.batch, p.context, settings.max_output, seed=cfg["seed"],
-                                          weight_init=a.weight_init) if a.weight_init != "normal" \
-                    else build_workload(cfg, p, settings, backend)
-            measure_point(cfg, p, out_root / p.path, backend, workload, settings, desc, started, origin=origin,
-                          extra={"driver": "bench/engine_compare.py", "engine_shared_by_points": engine is not None,
-                                 "weight_init": a.weight_init})
-        except Exception:
-            log.exception("point %s failed", p.path)
-        finally:
-            spent.append(time.monotonic() - t0)
-            log.info("point %s: %.1f s", p.path, spent[-1])
-            import torch
-
-            workload = None
-            torch.cuda.empty_cache()
+        def workload_for(p: GridPoint, s: Any, backend: Any) -> Any:
+            return EngineWorkload(p.arch, p.batch, p.context, s.max_output, seed=cfg["seed"],
+                                  weight_init=a.weight_init)
+    res = measure_group(cfg, points, out_root, backend="nvml", deadline=time.monotonic() + a.deadline - time.time(),
+                        extra={"driver": "bench/engine_compare.py", "weight_init": a.weight_init},
+                        workload_for=workload_for, first_point_s=DEFAULT_POINT_S)
+    log.info("%s %s: %s", a.engine, a.arch, json.dumps(res.summary()))
 
 
 def plan(a: argparse.Namespace) -> None:

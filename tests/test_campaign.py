@@ -1,5 +1,6 @@
 """Time-limited campaign runs through the real workflow (simulator): resume, stop cleanly, collect traces."""
 
+import json
 import shutil
 
 import pytest
@@ -107,3 +108,27 @@ def test_repetitions_of_a_point_land_in_different_runs(tmp_path, monkeypatch):
     assert third.new_points == [] and third.chunks_done == [chunk]
     with pytest.raises(ValueError, match="not key=value"):
         campaign.chunk_config("config/test.yaml", "contexts")
+
+
+def test_grouped_engines_measure_a_presets_missing_points_in_one_process(tmp_path, monkeypatch):
+    """--group-engines vllm: the vLLM points a run misses go to one `phase-energy measure --points` process per
+    preset (simulator here), the native ones through the workflow; all are copied into the reference folder."""
+    wd, ref = _workdir(tmp_path, monkeypatch)
+    base = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[native,vllm]"
+    path = "engine~{}/arch~qwen3-4b/bs~{}/ctx~64/lever~default/rep~0"
+    first = campaign.run("config/test.yaml", [f"{base} batch_sizes=[1]"], ref, time_limit_s=300,
+                         group_engines=["vllm"])
+    assert sorted(first.new_points) == [path.format("native", 1), path.format("vllm", 1)]
+    second = campaign.run("config/test.yaml", [f"{base} batch_sizes=[1,8,32]"], ref, time_limit_s=300,
+                          group_engines=["vllm"])
+    assert second.chunks_done == [f"{base} batch_sizes=[1,8,32]"] and second.failed_points == {}
+    # the missing vLLM points only (batch 1 is in the reference folder), in one process
+    assert [g["points"] for g in second.groups] == [[path.format("vllm", 8), path.format("vllm", 32)]]
+    assert second.groups[0]["returncode"] == 0
+    assert sorted(second.new_points) == sorted(path.format(e, b) for e in ("native", "vllm") for b in (8, 32))
+    meta = json.loads((ref / path.format("vllm", 32) / "metadata.json").read_text())
+    assert meta["measured_in_group"] == ["8x64", "32x64"] and meta["driver"] == "phase-energy measure --points"
+    assert "measured_in_group" not in json.loads((ref / path.format("native", 32) / "metadata.json").read_text())
+    assert (wd / "logs/measure" / f"{path.format('vllm', 32)}.log").exists()  # where the workflow's job logs
+    with pytest.raises(ValueError, match="accepted: native, vllm"):
+        campaign.run("config/test.yaml", [base], ref, time_limit_s=300, group_engines=["vlm"])

@@ -50,13 +50,36 @@ def _setup_logging(log_file: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def cmd_measure(a: argparse.Namespace) -> None:
-    """Measure one grid point."""
-    from phase_energy.measure.job import run_job
+def cmd_measure(a: argparse.Namespace) -> int:
+    """Measure one grid point (--batch, --context, --out), or several of one engine (--points, --out-root)."""
+    single, group = (a.batch, a.context, a.out), (a.points, a.out_root)
+    if a.points is None:
+        if None in single or a.out_root is not None or a.log_dir is not None or a.time_limit_s is not None:
+            raise ConfigError("measure: one point takes --batch, --context and --out; several take --points "
+                              "BxC,BxC,... and --out-root DIR (optionally --log-dir, --time-limit-s), not both")
+        from phase_energy.measure.job import run_job
 
-    cfg = _load(a.config)
-    point = GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine)
-    run_job(cfg, point, a.out)
+        run_job(_load(a.config), GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine), a.out)
+        return 0
+    if None in group or any(v is not None for v in single):
+        raise ConfigError("measure --points: several points take --points BxC,BxC,... and --out-root DIR (each "
+                          "point written under DIR/<point path>), not --batch, --context or --out")
+    import time
+
+    from phase_energy.measure.group import measure_group, parse_points
+    from phase_energy.measure.job import PROCESS_START
+
+    try:
+        points = [GridPoint(a.arch, b, c, a.lever, a.rep, a.engine) for b, c in parse_points(a.points)]
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    deadline = None if a.time_limit_s is None else PROCESS_START + a.time_limit_s
+    res = measure_group(_load(a.config), points, Path(a.out_root), deadline=deadline, log_dir=a.log_dir,
+                        extra={"driver": "phase-energy measure --points"})
+    print(json.dumps(res.summary()))
+    log.info("group done in %.0f s: %d measured, %d skipped, %d failed, %d not started", time.monotonic() -
+             PROCESS_START, len(res.measured), len(res.skipped), len(res.failed), len(res.not_started))
+    return 1 if res.failed else 0
 
 
 def cmd_clear(a: argparse.Namespace) -> None:
@@ -155,10 +178,15 @@ def cmd_campaign(a: argparse.Namespace) -> None:
     """One time-limited run of a campaign: measure missing points chunk by chunk, copy them into a folder."""
     from phase_energy.measure.campaign import run
 
-    res = run(a.configfile, a.chunk or [], Path(a.into), a.time_limit_s, extra=a.snakemake_args.split())
+    engines = [e for e in (a.group_engines or "").split(",") if e]
+    try:
+        res = run(a.configfile, a.chunk or [], Path(a.into), a.time_limit_s, extra=a.snakemake_args.split(),
+                  group_engines=engines)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     print(json.dumps({"new_points": len(res.new_points), "chunks_done": res.chunks_done,
                       "chunks_failed": res.chunks_failed, "failed_points": res.failed_points,
-                      "interrupted": res.interrupted,
+                      "interrupted": res.interrupted, "groups": res.groups,
                       "stopped_in": res.stopped_in, "seconds": round(res.seconds, 1)}))
 
 
@@ -186,15 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    m = sub.add_parser("measure", help="measure one grid point into a trace folder")
+    m = sub.add_parser("measure", help="measure one grid point into a trace folder (or several points of one "
+                       "engine and preset in one process: --points)")
     m.add_argument("--config", required=True)
     m.add_argument("--engine", default="native", choices=list(ENGINES))
     m.add_argument("--arch", required=True)
-    m.add_argument("--batch", type=int, required=True)
-    m.add_argument("--context", type=int, required=True)
+    m.add_argument("--batch", type=int)
+    m.add_argument("--context", type=int)
     m.add_argument("--lever", required=True)
     m.add_argument("--rep", type=int, default=0)
-    m.add_argument("--out", required=True)
+    m.add_argument("--out", help="the point's trace folder (one point)")
+    m.add_argument("--points", metavar="BxC,BxC,...", help="several points of this engine, preset, lever and "
+                   "repetition, measured in this process (vLLM: on one engine)")
+    m.add_argument("--out-root", help="with --points: each point is written under OUT_ROOT/<point path>")
+    m.add_argument("--log-dir", help="with --points: each point's log goes to LOG_DIR/<point path>.log")
+    m.add_argument("--time-limit-s", type=float, help="with --points: seconds this process may run; a point "
+                   "that would not end in time is not started")
     m.set_defaults(fn=cmd_measure)
 
     cl = sub.add_parser("clear", help="CLEAR: component-level energy of one architecture at one batch")
@@ -255,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="config overrides of one chunk, run in the order given, e.g. 'contexts=[2048]'")
     cp.add_argument("--time-limit-s", type=float, default=540.0)
     cp.add_argument("--snakemake-args", default="", help="more snakemake arguments, quoted")
+    cp.add_argument("--group-engines", metavar="ENGINE[,ENGINE]", help="measure these engines' points in groups, "
+                    "one process per preset, lever and repetition (vllm: one engine start per preset, not per "
+                    f"point); accepted: {', '.join(ENGINES)}")
     cp.set_defaults(fn=cmd_campaign)
 
     mt = sub.add_parser("migrate-traces", help="move traces written before engines were a grid axis "
@@ -270,11 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     _setup_logging(a.log, a.verbose)
     try:
-        a.fn(a)
+        rc = a.fn(a)
     except ConfigError as e:
         log.error("%s", e)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

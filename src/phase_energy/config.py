@@ -276,6 +276,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return validate_config(raw)
 
 
+# Keys a measurement job depends on (the part of the config a job reads); a change to the grid alone reruns none.
+MEASURE_KEYS = ("output_lengths", "measurement", "backend", "vllm", "allow_gpu_settings", "seed", "sim", "gpu",
+                "cluster", "weights")
+
+
 def config_hash(cfg: Mapping[str, Any]) -> str:
     """Short, stable hash of a validated config (recorded in every trace's metadata)."""
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]

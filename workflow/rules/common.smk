@@ -9,6 +9,7 @@ from pathlib import Path
 
 from phase_energy.analysis.tables import TABLES
 from phase_energy.config import (
+    MEASURE_KEYS,
     ConfigError,
     check_run_identity,
     config_hash,
@@ -102,19 +103,6 @@ def _simulated_here():
 # no Python start for each of thousands of points. A GPU job keeps its own process.
 SIMULATED = _simulated_here()
 
-# Keys a measurement job depends on; a change to the grid alone reruns no measurement.
-MEASURE_KEYS = (
-    "output_lengths",
-    "measurement",
-    "backend",
-    "vllm",
-    "allow_gpu_settings",
-    "seed",
-    "sim",
-    "gpu",
-    "cluster",
-    "weights",
-)
 CONFIG_TEXTS = {}
 
 

@@ -8,6 +8,12 @@ seeds the run's measured traces (``<results>/traces``, ``results`` the config's 
 reference folder already holds (so those points are not measured again), runs the chunks in order until the
 time budget is spent, and copies back every point whose ``status.json`` exists (a trace is complete once its
 status is written).
+
+With ``group_engines`` (``phase-energy campaign --group-engines vllm``), the missing points of those engines
+are measured in groups instead: one ``phase-energy measure --points ...`` process per preset, lever and
+repetition (:mod:`phase_energy.measure.group`: one vLLM engine for all of them, instead of one engine start
+per point), with the time left as its limit, into the same measured folder and logs; the other points go
+through the workflow as before.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phase_energy.grid import GridPoint
+from phase_energy.grid import ENGINES, GridPoint
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class CampaignRun:
     failed_points: dict[str, str] = field(default_factory=dict)  # point -> last line of its log
     interrupted: str | None = None  # the point the time limit stopped
     seconds: float = 0.0
+    groups: list[dict] = field(default_factory=list)  # each group process: its points and exit status
 
 
 def chunk_config(configfile: str, chunk: str) -> dict:
@@ -107,7 +115,7 @@ def chunk_config(configfile: str, chunk: str) -> dict:
     return validate_config(raw)
 
 
-def run_targets(cfg: dict, measured: set[Path]) -> list[str]:
+def run_points(cfg: dict, measured: set[Path]) -> list[GridPoint]:
     """The points one run measures: of each grid point, the lowest repetition not measured yet.
 
     Repetitions of a point thus land in different runs (other machines, other cards, another time), so
@@ -115,14 +123,50 @@ def run_targets(cfg: dict, measured: set[Path]) -> list[str]:
     """
     from phase_energy.grid import expand_grid
 
-    targets, seen = [], set()
+    points, seen = [], set()
     for p in expand_grid(cfg):
         key = (p.engine, p.arch, p.batch, p.context, p.lever)
         if key in seen or Path(p.path) in measured:
             continue
         seen.add(key)  # the lowest missing repetition of this point, and no other in this run
-        targets.append(f"{measured_folder(cfg)}/{p.path}/status.json")
-    return targets
+        points.append(p)
+    return points
+
+
+def run_targets(cfg: dict, measured: set[Path]) -> list[str]:
+    """The workflow targets (status files) of :func:`run_points`."""
+    return [f"{measured_folder(cfg)}/{p.path}/status.json" for p in run_points(cfg, measured)]
+
+
+def groups_of(points: list[GridPoint], engines: Sequence[str]) -> dict[tuple[str, str, str, int], list[GridPoint]]:
+    """The points of ``engines``, by (engine, arch, lever, rep): each group one process, in the grid's order."""
+    out: dict[tuple[str, str, str, int], list[GridPoint]] = {}
+    for p in points:
+        if p.engine in engines:
+            out.setdefault((p.engine, p.arch, p.lever, p.rep), []).append(p)
+    return out
+
+
+def group_config_file(cfg: dict) -> Path:
+    """The measurement part of a chunk's config, as the workflow gives its jobs, for a group's process."""
+    import json
+
+    from phase_energy.config import MEASURE_KEYS, config_hash
+
+    part = {k: cfg[k] for k in MEASURE_KEYS}
+    path = Path(cfg["results"].rstrip("/")) / "campaign" / f"measure-{config_hash(part)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(part, indent=1, sort_keys=True))
+    return path
+
+
+def group_cmd(config: Path, points: list[GridPoint], measured: Path, logs: Path, time_limit_s: float) -> list[str]:
+    """The ``phase-energy measure --points`` process of one group."""
+    p = points[0]
+    return [sys.executable, "-m", "phase_energy.cli", "measure", "--config", str(config), "--engine", p.engine,
+            "--arch", p.arch, "--lever", p.lever, "--rep", str(p.rep),
+            "--points", ",".join(f"{q.batch}x{q.context}" for q in points), "--out-root", str(measured),
+            "--log-dir", str(logs), "--time-limit-s", f"{time_limit_s:.0f}"]
 
 
 def snakemake_cmd(configfile: str, chunk: str, extra: list[str], targets: list[str]) -> list[str]:
@@ -144,9 +188,59 @@ def _stop(proc: subprocess.Popen, grace_s: float) -> None:
         proc.wait()
 
 
+def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[GridPoint]], cfg: dict,
+               measured: Path, into: Path, deadline: float) -> tuple[bool, bool]:
+    """Each group in a process of its own, within the time left; copy its points back. Return (ok, time up).
+
+    A group stops itself before a point it cannot finish in time (its ``--time-limit-s``); past the time left
+    it is stopped as the workflow is.
+    """
+    import json
+
+    config = group_config_file(cfg)
+    logs = measure_logs(cfg)
+    ok = True
+    for (engine, arch, _, rep), points in groups.items():
+        left = deadline - time.monotonic()
+        name = f"engine~{engine}-arch~{arch}-lever~{points[0].setting.slug}-rep~{rep}"
+        summary = logs.parent / "campaign" / f"{name}.json"
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        cmd = group_cmd(config, points, measured, logs, left - 20.0)
+        log.info("campaign: group %s (%.0f s left): %d points in one process", name, left, len(points))
+        with open(summary, "w") as fout, open(summary.with_suffix(".log"), "w") as ferr:
+            proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, start_new_session=True)
+            stopped = False
+            try:
+                proc.wait(max(left - 10.0, 1.0))
+            except subprocess.TimeoutExpired:
+                log.warning("campaign: time is up inside group %s; stopping it", name)
+                _stop(proc, 15.0)
+                stopped = True
+            finally:
+                out.new_points += [str(p) for p in copy_points(measured, into)]
+        lines = summary.read_text().splitlines() if summary.exists() else []  # vLLM may print there too
+        done = next((json.loads(ln) for ln in reversed(lines) if ln.startswith('{"measured"')), {})
+        out.groups.append({"group": name, "points": [p.path for p in points], "returncode": proc.returncode,
+                           **{k: done.get(k) for k in ("not_started", "engine_start_s")}})
+        if proc.returncode not in (0, 1):  # 1: a point failed (its log says why); other: the process did
+            log.error("campaign: group %s ended with exit status %s (see %s)", name, proc.returncode,
+                      summary.with_suffix(".log"))
+        ok = ok and proc.returncode == 0
+        if stopped or done.get("not_started"):  # stopped, or stopped itself before the time limit
+            return ok, True
+    return ok, False
+
+
 def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min_chunk_s: float = 30.0,
-        extra: list[str] | None = None) -> CampaignRun:
-    """Seed, run the chunks in order within ``time_limit_s``, copy finished points into ``into``."""
+        extra: list[str] | None = None, group_engines: Sequence[str] = ()) -> CampaignRun:
+    """Seed, run the chunks in order within ``time_limit_s``, copy finished points into ``into``.
+
+    The missing points of ``group_engines`` are measured in groups (one process per preset, lever and
+    repetition) before the chunk's workflow run measures the others.
+    """
+    bad = [e for e in group_engines if e not in ENGINES]
+    if bad:
+        raise ValueError(f"campaign: group engines {bad} are not accepted; accepted: {', '.join(ENGINES)}")
     t0 = time.monotonic()
     wall0 = time.time() - 1.0  # log mtimes are wall-clock (1 s slack for coarse file-system stamps)
     into.mkdir(parents=True, exist_ok=True)
@@ -165,11 +259,21 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
             measured.mkdir(parents=True, exist_ok=True)
             copy_points(into, measured)
             folders[measured] = measure_logs(cfg)
-        targets = run_targets(cfg, set(point_dirs(into)))
-        if not targets:
-            log.info("campaign: chunk %r has nothing left to measure", chunk)
-            out.chunks_done.append(chunk)
+        points = run_points(cfg, set(point_dirs(into)))
+        groups = groups_of(points, group_engines)
+        groups_ok = True
+        if groups:
+            groups_ok, time_up = run_groups(out, groups, cfg, measured, into, t0 + time_limit_s)
+            if time_up:
+                out.stopped_in = chunk
+                break
+            points = [p for p in points if p.engine not in group_engines]
+        if not points:
+            log.info("campaign: chunk %r has nothing left for the workflow", chunk)
+            (out.chunks_done if groups_ok else out.chunks_failed).append(chunk)
             continue
+        targets = [f"{measured}/{p.path}/status.json" for p in points]
+        left = time_limit_s - (time.monotonic() - t0)
         cmd = snakemake_cmd(configfile, chunk, extra or [], targets)
         log.info("campaign: chunk %r (%.0f s left): %d points, %s ...", chunk, left, len(targets), " ".join(cmd[:8]))
         proc = subprocess.Popen(cmd, start_new_session=True)
@@ -182,8 +286,10 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
             break
         finally:
             out.new_points += [str(p) for p in copy_points(measured, into)]
-        if proc.returncode == 0:
+        if proc.returncode == 0 and groups_ok:
             out.chunks_done.append(chunk)
+        elif proc.returncode == 0:
+            out.chunks_failed.append(chunk)
         else:
             log.error("campaign: chunk %r ended with exit status %d (see the snakemake log)", chunk, proc.returncode)
             out.chunks_failed.append(chunk)

@@ -1,0 +1,271 @@
+"""Several points of one engine and one preset measured in one process, on one engine where it can be shared.
+
+Each workflow job measures one point in a process of its own, so every vLLM point pays vLLM's start (98-169 s
+on an H200, ``engine_start_s`` in the metadata) before a measurement of 12-30 s. A group runs the points of
+one preset, lever and repetition in one process instead: one vLLM engine is started for all of them (its
+``max_model_len`` the largest any point needs, a CUDA graph for each batch, ``max_num_seqs`` the largest
+batch), and each point runs its own workload on it. A native point builds its own engine, as its job does.
+
+Each point is written as its job writes it, under ``<out_root>/<point path>``: its trace, the skipped record of
+a point that cannot run (:func:`~phase_energy.measure.job.point_skip_reason`, or vLLM's
+:class:`~phase_energy.engines.vllm.DoesNotFit`), or, for a point that raises, what a failed job leaves: no
+trace and a log that ends with the error (``<log_dir>/<point path>.log``, where the workflow's job writes its
+log). A failed point never stops the others. A point is started only when the time left covers the longest
+point done so far (a guess for the first); the vLLM engine only when the time left covers its start too.
+
+The traces say so in their metadata: ``measured_in_group`` (the group's points, ``BxC``), and on a shared
+vLLM engine ``engine_shared_by_points`` (the points it was sized for) and ``engine_start_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phase_energy.engines.vllm import DoesNotFit
+from phase_energy.grid import GridPoint
+from phase_energy.measure import job
+from phase_energy.measure.backend import Backend, open_backend, resolve_backend
+from phase_energy.measure.protocol import Settings, Workload
+from phase_energy.measure.trace import utc_now
+from phase_energy.model.presets import get_preset
+
+log = logging.getLogger(__name__)
+
+FIRST_POINT_S = 40.0  # a guess for the first point of a process on a real card (warm-up and protocol)
+VLLM_START_S = 120.0  # a guess for vLLM's start (98-169 s on an H200)
+MARGIN = 1.2  # a point is started when the time left is at least this many times the longest point done
+
+WorkloadFactory = Callable[[GridPoint, Settings, Backend], Workload]
+
+
+def parse_points(text: str) -> list[tuple[int, int]]:
+    """``"1x2048,32x2048"`` -> ``[(1, 2048), (32, 2048)]``; a bad item is named with the form accepted."""
+    out = []
+    for part in text.split(","):
+        b, sep, c = part.strip().partition("x")
+        if not (sep and b.isdigit() and c.isdigit() and int(b) > 0 and int(c) > 0):
+            raise ValueError(f"--points: {part.strip()!r} is not accepted; expected BATCHxCONTEXT with positive "
+                             "integers, comma-separated (e.g. 1x2048,32x2048)")
+        if (int(b), int(c)) in out:
+            raise ValueError(f"--points: {part.strip()!r} is given twice; give each BATCHxCONTEXT once")
+        out.append((int(b), int(c)))
+    return out
+
+
+def label(point: GridPoint) -> str:
+    """``BxC`` of a point."""
+    return f"{point.batch}x{point.context}"
+
+
+@dataclass
+class GroupResult:
+    """What a group did with each of its points (point paths)."""
+
+    measured: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # point -> reason
+    failed: dict[str, str] = field(default_factory=dict)  # point -> the error
+    not_started: list[str] = field(default_factory=list)  # left for a later run: the time was up
+    engine_start_s: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON line ``phase-energy measure --points`` prints."""
+        return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
+                "not_started": self.not_started, "engine_start_s": self.engine_start_s}
+
+
+def check_group(points: list[GridPoint]) -> None:
+    """A group is one engine, one preset, one lever and one repetition; each point once."""
+    if not points:
+        raise ValueError("a group needs at least one point")
+    first = points[0]
+    for p in points[1:]:
+        for name in ("engine", "arch", "lever", "rep"):
+            if getattr(p, name) != getattr(first, name):
+                raise ValueError(f"a group is one {name}: {p.path} has {name} {getattr(p, name)!r}, the group "
+                                 f"{getattr(first, name)!r}; accepted: points that differ in batch and context only")
+    if len({p.path for p in points}) < len(points):
+        raise ValueError(f"a group names a point twice: {[p.path for p in points]}")
+
+
+@contextmanager
+def point_log(path: Path | None) -> Iterator[None]:
+    """The package's log records also go to ``path`` (a point's own log, as its job would write) meanwhile."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    pkg = logging.getLogger("phase_energy")
+    pkg.addHandler(handler)
+    if pkg.getEffectiveLevel() > logging.INFO:
+        pkg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        pkg.removeHandler(handler)
+        handler.close()
+
+
+def shared_vllm_engine(cfg: Mapping[str, Any], points: list[GridPoint]) -> Any:
+    """One vLLM engine for all ``points`` (one preset): the largest ``max_model_len``, every batch captured."""
+    from phase_energy.config import checkpoint_of
+    from phase_energy.engines.vllm import VllmEngine, VllmSettings, max_model_len
+    from phase_energy.measure.protocol import forward_positions
+    from phase_energy.model.costmodel import cost_model
+
+    vs = VllmSettings.from_config(cfg["vllm"])
+    cost = cost_model(get_preset(points[0].arch), engine="vllm")
+    mml = max(max_model_len(p.context, forward_positions(job.job_settings(cfg, p), cost, p.batch, p.context),
+                            p.batch, vs.chunk_tokens) for p in points)
+    return VllmEngine(points[0].arch, max_num_seqs=max(p.batch for p in points), max_model_len=mml,
+                      capture_sizes=[p.batch for p in points], settings=vs, seed=cfg["seed"],
+                      checkpoint=checkpoint_of(cfg, points[0].arch))
+
+
+def _vllm_workload(cfg: Mapping[str, Any], engine: Any, point: GridPoint, settings: Settings) -> Workload:
+    from phase_energy.engines.vllm import VllmWorkload
+    from phase_energy.measure.protocol import forward_positions
+    from phase_energy.model.costmodel import cost_model
+
+    positions = forward_positions(settings, cost_model(get_preset(point.arch), engine="vllm"), point.batch,
+                                  point.context)
+    return VllmWorkload(engine, point.batch, point.context, settings.max_output, seed=cfg["seed"],
+                        positions=positions)
+
+
+def _fail(point: GridPoint, out: Path, err: BaseException, result: GroupResult) -> None:
+    """What a failed job leaves: the error at the end of its log, no trace (nothing partial stays)."""
+    log.error("job %s failed", point.path, exc_info=err)
+    if out.is_dir() and not (out / "status.json").exists():
+        shutil.rmtree(out)
+    result.failed[point.path] = f"{type(err).__name__}: {err}"[:300]
+
+
+def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str | Path,
+                  backend: str | None = None, deadline: float | None = None, log_dir: str | Path | None = None,
+                  extra: Mapping[str, Any] | None = None, workload_for: WorkloadFactory | None = None,
+                  clock: Callable[[], float] = time.monotonic, first_point_s: float | None = None) -> GroupResult:
+    """Measure ``points`` (one engine, preset, lever, repetition) in this process; see the module's docstring.
+
+    ``deadline``: on ``clock``'s scale (``time.monotonic``), the time by which the group must have ended.
+    ``backend``: ``sim`` or ``nvml`` (default: the config's, resolved). ``workload_for`` builds a point's
+    workload where no vLLM engine is shared (default: the job's own build). ``extra`` goes into every
+    trace's metadata. On the simulator each point gets its own simulated card, seeded as its job's.
+    """
+    check_group(points)
+    out_root = Path(out_root)
+    name = resolve_backend(backend or cfg["backend"])
+    result = GroupResult()
+    group = [label(p) for p in points]
+    runnable = []
+    for p in points:
+        why = job.point_skip_reason(cfg, p, name)
+        if why:
+            with point_log(Path(log_dir) / f"{p.path}.log" if log_dir else None):
+                job.write_skipped(cfg, p, out_root / p.path, name, why)
+            result.skipped[p.path] = why
+        else:
+            runnable.append(p)
+    if not runnable:
+        return result
+    first = FIRST_POINT_S if first_point_s is None else first_point_s
+    if name == "sim" and first_point_s is None:
+        first = 0.0  # a simulated point takes well under a second (sim.wall_delay_s aside)
+    shared = runnable[0].engine == "vllm" and name != "sim"
+    build = workload_for or (lambda p, s, b: job.build_workload(cfg, p, s, b))
+
+    def left() -> float:
+        return float("inf") if deadline is None else deadline - clock()
+
+    if shared and left() < VLLM_START_S + first:
+        log.warning("group %s: %.0f s left, not starting vLLM (about %.0f s) and a point", runnable[0].arch,
+                    left(), VLLM_START_S)
+        result.not_started = [p.path for p in runnable]
+        return result
+    with ExitStack() as stack:
+        opened: Backend | None = None
+        desc: dict[str, Any] | None = None
+        if name != "sim":  # one real card (or the preset's cards), locked for the whole group
+            opened = stack.enter_context(open_backend(cfg, name, job.point_seed(cfg, runnable[0]),
+                                                      job=f"group {runnable[0].arch} {','.join(group)}",
+                                                      gpus=get_preset(runnable[0].arch).gpus))
+            desc = opened.describe(probe=True)
+        engine, meta_extra = None, {"measured_in_group": group, **(extra or {})}
+        if shared:
+            t0 = time.monotonic()
+            try:
+                engine = shared_vllm_engine(cfg, runnable)
+            except Exception as e:  # every point fails as its own job would have, with this error
+                for p in runnable:
+                    with point_log(Path(log_dir) / f"{p.path}.log" if log_dir else None):
+                        _fail(p, out_root / p.path, e, result)
+                return result
+            result.engine_start_s = time.monotonic() - t0
+            log.info("vllm engine for %s up in %.1f s, shared by %s", runnable[0].arch, result.engine_start_s,
+                     ",".join(label(p) for p in runnable))
+            meta_extra.update(engine_shared_by_points=[label(p) for p in runnable],
+                              engine_start_s=result.engine_start_s)
+        spent: list[float] = []
+        now = clock()
+        for i, p in enumerate(runnable):
+            need = max(spent) if spent else first
+            if deadline is not None and deadline - now < need * MARGIN:
+                log.warning("group: stopping before %s: %.0f s left, a point takes about %.0f s", p.path,
+                            deadline - now, need)
+                result.not_started = [q.path for q in runnable[i:]]
+                break
+            out = out_root / p.path
+            with point_log(Path(log_dir) / f"{p.path}.log" if log_dir else None):
+                _measure_one(cfg, p, out, name, (opened, desc), engine, build, meta_extra, result)
+            end = clock()
+            spent.append(end - now)
+            log.info("point %s: %.1f s", p.path, spent[-1])
+            now = end
+    return result
+
+
+def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
+                 opened: tuple[Backend | None, dict[str, Any] | None], engine: Any, build: WorkloadFactory,
+                 meta_extra: Mapping[str, Any], result: GroupResult) -> None:
+    """One point of a group: its workload on the shared engine or its own, the protocol, its trace.
+
+    ``opened``: the group's open backend and its GPU block, or (None, None) to open one for this point.
+    """
+    workload: Any = None
+    t0 = time.monotonic()  # the point's time to its first window counts from here
+    try:
+        with ExitStack() as stack:
+            backend, gpu = opened
+            if backend is None:
+                backend = stack.enter_context(open_backend(cfg, name, job.point_seed(cfg, p), job=str(out)))
+                gpu = backend.describe(probe=True)
+            assert gpu is not None
+            started = utc_now()
+            settings = job.job_settings(cfg, p)
+            try:
+                workload = _vllm_workload(cfg, engine, p, settings) if engine is not None \
+                    else build(p, settings, backend)
+            except DoesNotFit as e:  # the engine is up but cannot hold the point: a record, not a failure
+                job.write_skipped(cfg, p, out, name, str(e))
+                result.skipped[p.path] = str(e)
+                return
+            job.measure_point(cfg, p, out, backend, workload, settings, gpu, started, origin=t0,
+                              extra=meta_extra)
+        result.measured.append(p.path)
+    except Exception as e:
+        _fail(p, out, e, result)
+    finally:
+        workload = None
+        if name != "sim":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

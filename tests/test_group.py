@@ -1,0 +1,159 @@
+"""Several points of one engine and preset in one process (``phase-energy measure --points``).
+
+No GPU here: the real-card path runs behind the fake NVML (``phase_energy.testing.fake_nvml``; NVML settings
+cannot be touched on this machine), with the native engine on CPU. vLLM cannot run on these CPUs: its engine
+start is the ``vllm_args`` stand-in of tests/conftest.py, which records the engine's arguments and stops there.
+"""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from phase_energy.cli import main
+from phase_energy.config import validate_config
+from phase_energy.engines.vllm import VllmSettings, max_model_len
+from phase_energy.grid import GridPoint
+from phase_energy.measure import group
+from phase_energy.measure.job import job_settings, run_job
+from phase_energy.measure.protocol import forward_positions
+from phase_energy.model.costmodel import cost_model
+from phase_energy.model.presets import get_preset
+
+from .conftest import EngineStarted
+
+FAST = {"idle_s": 0.01, "warmup_runs": 1, "min_counter_ticks": 1, "prefill_trials": 1, "decode_trials": 1,
+        "decode_windows": 1, "pause_s": 0.0, "lead_in_s": 0.0, "decode_lead_in_s": 0.0}
+
+
+@pytest.fixture
+def fake_card(tmp_path, monkeypatch):
+    """The nvml backend on a fake NVML card (no GPU here), its probes and CUDA synchronisation left out."""
+    from phase_energy.measure import backend, nvml
+    from phase_energy.testing.fake_nvml import FakeNVML
+
+    fake = FakeNVML()
+    monkeypatch.setenv("PHASE_ENERGY_STATE_DIR", str(tmp_path / "state"))
+    real_gpu = nvml.GPU
+    monkeypatch.setattr(nvml, "GPU", lambda i: real_gpu(i, nvml=fake))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(backend, "measure_bandwidth_and_matmul", lambda: {"bandwidth_bps": 1e12, "matmul_flops": 1e14})
+    return fake
+
+
+def _points(arch, pairs, engine="native"):
+    return [GridPoint(arch, b, c, "default", 0, engine) for b, c in pairs]
+
+
+def test_one_vllm_engine_is_started_for_the_group_sized_for_all_its_points(fake_card, vllm_args, tmp_path):
+    """One engine start for three points: max_num_seqs the largest batch, a CUDA graph per batch, the longest
+    sequence any point needs. The stand-in stops at the start, so each point fails as its job would (log, no
+    trace); the point that cannot fit is skipped with its record and does not size the engine."""
+    cfg = validate_config({"engines": ["vllm"], "backend": "nvml", "output_lengths": [64], "measurement": FAST})
+    points = _points("qwen3-4b", [(4, 512), (1, 2048), (8, 1024), (256, 131072)], engine="vllm")
+    res = group.measure_group(cfg, points, tmp_path / "out", log_dir=tmp_path / "logs")
+    assert len(vllm_args) == 1
+    args = vllm_args[0]
+    cost = cost_model(get_preset("qwen3-4b"), engine="vllm")
+    chunk = VllmSettings.from_config(cfg["vllm"]).chunk_tokens
+    want = max(max_model_len(p.context, forward_positions(job_settings(cfg, p), cost, p.batch, p.context), p.batch,
+                             chunk) for p in points[:3])
+    assert args["max_num_seqs"] == 8 and args["max_model_len"] == want
+    assert args["compilation_config"]["cudagraph_capture_sizes"] == [1, 4, 8]
+    big = points[3].path
+    assert list(res.skipped) == [big] and res.skipped[big].startswith("memory:")
+    assert json.loads((tmp_path / "out" / big / "status.json").read_text())["status"] == "skipped"
+    assert sorted(res.failed) == sorted(p.path for p in points[:3]) and res.measured == []
+    for p in points[:3]:
+        assert not (tmp_path / "out" / p.path).exists()
+        assert "EngineStarted" in (tmp_path / "logs" / f"{p.path}.log").read_text().splitlines()[-1]
+
+
+def test_vllm_is_not_started_when_the_time_left_cannot_cover_its_start(fake_card, vllm_args, tmp_path):
+    cfg = validate_config({"engines": ["vllm"], "backend": "nvml", "output_lengths": [64], "measurement": FAST})
+    points = _points("qwen3-4b", [(1, 512), (8, 512)], engine="vllm")
+    res = group.measure_group(cfg, points, tmp_path, deadline=100.0, clock=lambda: 0.0)
+    assert vllm_args == [] and res.not_started == [p.path for p in points]
+    with pytest.raises(EngineStarted):  # with the time, it starts
+        group.shared_vllm_engine(cfg, points)
+
+
+def test_native_group_end_to_end_keeps_going_past_a_failed_point(fake_card, tmp_path, monkeypatch, capsys):
+    """``phase-energy measure --points`` on the native engine (CPU) behind the fake NVML: every point gets its
+    trace, skipped record or failed job's log. The failure is injected (a card's fault cannot happen here)."""
+    from phase_energy.engines.native.runner import EngineWorkload
+    from phase_energy.measure import job
+
+    def build(cfg, point, settings, backend):
+        if point.batch == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, device="cpu",
+                              dtype=torch.float32, compile=False)
+
+    monkeypatch.setattr(job, "build_workload", build)
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"backend": "nvml", "output_lengths": [8], "measurement": FAST}))
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    rc = main(["measure", "--config", str(config), "--arch", "tiny-gqa", "--lever", "default",
+               "--points", "2x16,3x16,4x16,256x4000000", "--out-root", str(out), "--log-dir", str(logs)])
+    assert rc == 1  # a point failed
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ok, failed, big = (f"engine~native/arch~tiny-gqa/bs~{b}/lever~default/rep~0" for b in ("2/ctx~16", "3/ctx~16",
+                                                                                            "256/ctx~4000000"))
+    ok4 = ok.replace("bs~2", "bs~4")
+    assert done["measured"] == [ok, ok4] and list(done["failed"]) == [failed] and list(done["skipped"]) == [big]
+    for p in (ok, ok4):
+        meta = json.loads((out / p / "metadata.json").read_text())
+        assert meta["status"] == "ok" and meta["backend"] == "nvml"
+        assert meta["measured_in_group"] == ["2x16", "3x16", "4x16", "256x4000000"]
+        assert "engine_shared_by_points" not in meta  # each native point builds its own engine
+        w = pd.read_parquet(out / p / "windows.parquet")
+        assert set(w["phase"]) >= {"prefill", "decode"}
+        assert (logs / f"{p}.log").exists()
+    assert not (out / failed).exists()
+    assert "illegal memory access" in (logs / f"{failed}.log").read_text()
+    assert json.loads((out / big / "status.json").read_text())["status"] == "skipped"
+    assert fake_card.cards[0].locked is None  # nothing left set on the card
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--points", "8x", "--out-root", "o"], "'8x' is not accepted; expected BATCHxCONTEXT"),
+    (["--points", "1x64,1x64", "--out-root", "o"], "given twice"),
+    (["--points", "1x64"], "--out-root"),
+    (["--points", "1x64", "--out-root", "o", "--batch", "1"], "not --batch"),
+    (["--batch", "1", "--context", "64"], "--out"),
+])
+def test_bad_measure_arguments_are_named(tmp_path, args, words, caplog):
+    config = tmp_path / "c.yaml"
+    config.write_text("backend: sim\n")
+    assert main(["measure", "--config", str(config), "--arch", "qwen3-4b", "--lever", "default", *args]) == 2
+    assert words in caplog.text
+
+
+def test_a_group_is_one_engine_preset_lever_and_repetition():
+    with pytest.raises(ValueError, match="a group is one arch"):
+        group.check_group(_points("qwen3-4b", [(1, 64)]) + _points("mamba2-2.7b", [(1, 64)]))
+
+
+def test_the_deadline_stops_before_a_point_that_would_not_end_in_time(tmp_path):
+    """The group's clock is a counter (no timed test): each reading is 10 s after the last, so a point takes
+    10 s. The first point's guess is 5 s; the deadline at 25 s leaves room for two points, not for a third."""
+    cfg = validate_config({"backend": "sim", "output_lengths": [32], "measurement": FAST})
+    ticks = iter(range(0, 1000, 10))
+    points = _points("qwen3-4b", [(1, 64), (2, 64), (4, 64)])
+    res = group.measure_group(cfg, points, tmp_path, deadline=25.0, clock=lambda: float(next(ticks)),
+                              first_point_s=5.0)
+    assert res.measured == [p.path for p in points[:2]] and res.not_started == [points[2].path]
+    assert not (tmp_path / points[2].path).exists()
+
+
+def test_a_simulated_group_point_is_the_trace_its_job_writes(tmp_path):
+    """On the simulator each point of a group gets its own card, seeded as its job's: the same windows."""
+    cfg = validate_config({"engines": ["vllm"], "backend": "sim", "output_lengths": [64], "measurement": FAST})
+    points = _points("qwen3-4b", [(1, 256), (8, 256)], engine="vllm")
+    group.measure_group(cfg, points, tmp_path / "group")
+    run_job(cfg, points[1], tmp_path / "job")
+    a = pd.read_parquet(tmp_path / "group" / points[1].path / "windows.parquet")
+    b = pd.read_parquet(tmp_path / "job" / "windows.parquet")
+    pd.testing.assert_frame_equal(a, b)
