@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from phase_energy.grid import ENGINES, GridPoint
 
@@ -219,7 +220,7 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
             finally:
                 out.new_points += [str(p) for p in copy_points(measured, into)]
         lines = summary.read_text().splitlines() if summary.exists() else []  # vLLM may print there too
-        done = next((json.loads(ln) for ln in reversed(lines) if ln.startswith('{"measured"')), {})
+        done: dict[str, Any] = next((json.loads(ln) for ln in reversed(lines) if ln.startswith('{"measured"')), {})
         out.groups.append({"group": name, "points": [p.path for p in points], "returncode": proc.returncode,
                            **{k: done.get(k) for k in ("not_started", "engine_start_s")}})
         if proc.returncode not in (0, 1):  # 1: a point failed (its log says why); other: the process did
