@@ -10,7 +10,8 @@
 #                        and a kernel profile of the qwen3-4b-transmla and qwen3.5-4b decode steps
 #   c .vllm-p3 .vllm-p4  install vLLM from the four parts; vLLM qwen3-4b at the table's points, then
 #                        mamba2-2.7b at 32 x 8192
-#   d                    vLLM nemotron-h-4b at 32 x 8192
+#   d                    vLLM nemotron-h-4b at 32 x 8192, then the vLLM campaign grid in groups (one engine per
+#                        preset) for CAMPAIGN_S seconds: the start of reference-data/h200-vllm/
 # Points: batch 1, 32, 128 at context 2048 and batch 32 at 8192.
 set -uo pipefail
 STEP=$1; shift
@@ -58,6 +59,13 @@ c)
   ;;
 d)
   plan vllm nemotron-h-4b 32x8192 ${DEADLINE_S:-220} vllm.log
+  # the vLLM campaign grid with the time left, one engine per preset (resumes in later sessions)
+  mkdir -p /tmp/s/h200-vllm/traces
+  python3 -m phase_energy.cli campaign --configfile config/h200-engines.yaml --into /tmp/s/h200-vllm/traces \
+      --time-limit-s ${CAMPAIGN_S:-240} --group-engines vllm \
+      --chunk 'engines=[vllm] batch_sizes=[1,8,32,128,256] contexts=[512,2048,8192] results=/tmp/s/campaign' \
+      2>&1 | tee "$OUT/campaign.log"
+  (cd /tmp/s && tar czf "$OUT/h200-vllm.tgz" h200-vllm)
   ;;
 *)
   echo "unknown step $STEP; accepted: a b c d" >&2; exit 2
