@@ -10,7 +10,7 @@ the second run finds the compiled artefacts of the first in ``--cache`` (the job
 ``PHASE_ENERGY_COMPILE_CACHE`` a campaign keeps between jobs). Every job is ``phase-energy measure`` in a new
 Python process, the command the workflow runs; its wall time goes to ``OUT/jobs.jsonl``. Then
 
-    python bench/gpu_job_time.py --traces OUT --out bench/gpu-job-time-after.json
+    python bench/gpu_job_time.py OUT --out bench/gpu-job-time-after.json
 
 gives the time to the first window and the share of job time inside windows from the traces.
 """

@@ -132,3 +132,15 @@ def test_grouped_engines_measure_a_presets_missing_points_in_one_process(tmp_pat
     assert (wd / "logs/measure" / f"{path.format('vllm', 32)}.log").exists()  # where the workflow's job logs
     with pytest.raises(ValueError, match="accepted: native, vllm"):
         campaign.run("config/test.yaml", [base], ref, time_limit_s=300, group_engines=["vlm"])
+
+
+def test_a_group_process_that_dies_before_reporting_is_a_crash(tmp_path, monkeypatch, caplog):
+    """A group that cannot even open its card (the nvml backend on this GPU-less machine) ends without its
+    summary: the campaign says it crashed, not that a point failed, and copies nothing."""
+    _, ref = _workdir(tmp_path, monkeypatch)
+    chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[vllm] batch_sizes=[1,8] backend=nvml"
+    with caplog.at_level("ERROR"):
+        run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["vllm"])
+    assert [g["crashed"] for g in run.groups] == [True] and run.groups[0]["returncode"] != 0
+    assert run.new_points == [] and run.chunks_failed == [chunk]
+    assert "before reporting its points" in caplog.text

@@ -87,7 +87,7 @@ def test_native_group_end_to_end_keeps_going_past_a_failed_point(fake_card, tmp_
 
     def build(cfg, point, settings, backend):
         if point.batch == 3:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            raise RuntimeError("Triton compilation failed: out of resource: shared memory")
         return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, device="cpu",
                               dtype=torch.float32, compile=False)
 
@@ -112,9 +112,31 @@ def test_native_group_end_to_end_keeps_going_past_a_failed_point(fake_card, tmp_
         assert set(w["phase"]) >= {"prefill", "decode"}
         assert (logs / f"{p}.log").exists()
     assert not (out / failed).exists()
-    assert "illegal memory access" in (logs / f"{failed}.log").read_text()
+    assert "out of resource" in (logs / f"{failed}.log").read_text()
     assert json.loads((out / big / "status.json").read_text())["status"] == "skipped"
     assert fake_card.cards[0].locked is None  # nothing left set on the card
+
+
+def test_a_cuda_error_stops_the_group_and_leaves_the_rest_for_a_later_run(fake_card, tmp_path, monkeypatch):
+    """A CUDA error is sticky in its process: the points after it are not started (a later run takes them),
+    rather than each failing the same way. The error is injected (a card's fault cannot happen here)."""
+    from phase_energy.engines.native.runner import EngineWorkload
+    from phase_energy.measure import job
+
+    def build(cfg, point, settings, backend):
+        if point.batch == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, device="cpu",
+                              dtype=torch.float32, compile=False)
+
+    monkeypatch.setattr(job, "build_workload", build)
+    cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": FAST})
+    points = _points("tiny-gqa", [(2, 16), (3, 16), (4, 16)])
+    res = group.measure_group(cfg, points, tmp_path / "out")
+    assert res.measured == [points[0].path] and list(res.failed) == [points[1].path]
+    assert res.not_started == [points[2].path] and not (tmp_path / "out" / points[2].path).exists()
+    assert group.leaves_device_broken(RuntimeError("CUDA error: misaligned address"))
+    assert not group.leaves_device_broken(RuntimeError("out of resource: shared memory"))
 
 
 @pytest.mark.parametrize("args,words", [

@@ -106,6 +106,27 @@ def test_a_failed_prefetch_is_logged_and_the_job_goes_on(tmp_path, monkeypatch, 
     assert any("pe_broken_compiler_module" in r.getMessage() for r in caplog.records)
 
 
+def test_a_hung_import_does_not_hold_the_job(tmp_path, monkeypatch):
+    """An import that does not end within the wait's limit is left in the background and recorded as such."""
+    import threading
+
+    from phase_energy.engines import compiler
+
+    release = threading.Event()
+    (tmp_path / "pe_hanging_compiler_module.py").write_text(
+        "import builtins\nbuiltins._pe_release.wait(30)\n")
+    import builtins
+
+    monkeypatch.setattr(builtins, "_pe_release", release, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prefetch = compiler.CompilePrefetch(("json", "pe_hanging_compiler_module")).start()
+    record = prefetch.wait(timeout_s=0.2)
+    assert "still importing after 0 s" in record["error"] and record["modules"] == {"json": record["modules"]["json"]}
+    release.set()  # the import ends; the thread with it
+    prefetch._thread.join(30)
+    assert not prefetch._thread.is_alive()
+
+
 def test_the_prefetch_is_off_with_its_switch_and_names_a_bad_value(tmp_path, monkeypatch):
     """PHASE_ENERGY_COMPILE_PREFETCH=0: no prefetch, the same spans; any value but 0 or 1 is refused by name."""
     from phase_energy.engines.compiler import start_compile_prefetch

@@ -266,7 +266,7 @@ def test_recurrent_kernel_gives_the_same_step_for_every_tiling(block_v, num_warp
     assert not torch.equal(s_tiled, state)
 
 
-def test_recurrent_kernel_reads_strided_q_and_k_without_a_copy():
+def test_recurrent_kernel_reads_strided_q_and_k_without_a_copy(monkeypatch):
     """Mamba2's B and C are slices of the convolution's output: the kernel reads them through their strides."""
     gen = torch.Generator().manual_seed(5)
     conv_out = torch.randn(3, 2 * 2 * 16 + 7, generator=gen)  # [B, C(2 groups x 16) + B(2 x 16) + 7 others]
@@ -276,7 +276,12 @@ def test_recurrent_kernel_reads_strided_q_and_k_without_a_copy():
     state = torch.randn(3, 4, 16, 8, generator=gen)
     v, g = torch.randn(3, 4, 8, generator=gen), -torch.rand(3, 4, generator=gen)
     s_ker, s_ref = state.clone(), state.clone()
+    copied = []  # the tensors the launch makes contiguous copies of
+    contiguous = torch.Tensor.contiguous
+    monkeypatch.setattr(torch.Tensor, "contiguous", lambda t, *a, **k: copied.append(t) or contiguous(t, *a, **k))
     o_ker = launch_step_kernel(s_ker, c, b, v, g, None, 0.25, False)
+    monkeypatch.undo()
+    assert not any(t is c or t is b for t in copied)  # B and C went to the kernel as they are
     o_ref = recurrent_step_reference(s_ref, c, b, v, g, None, 0.25, False)
     torch.testing.assert_close(o_ker, o_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(s_ker, s_ref, rtol=1e-5, atol=1e-5)

@@ -3,8 +3,8 @@
 # them), so that every comparison is on one card. Default lever only: nothing here changes a GPU setting.
 #   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
 # STEP, in this order (about 1500 s of device time in all, machine start included):
-#   a .whl .vllm-p1      the compiler prefetch A/B (a warm-up job, then two pairs of qwen3-4b 32 x 2048 jobs,
-#                        prefetch on and off alternately), then native qwen3-4b at the engine table's points
+#   a .whl .vllm-p1      the compiler prefetch A/B (a warm-up job, then three pairs of qwen3-4b 32 x 2048 jobs,
+#                        prefetch on and off, the order alternating), then native qwen3-4b at the table's points
 #   b .vllm-p2           native mamba2-2.7b and nemotron-h-4b at 32 x 8192, qwen3-4b-transmla at 128 x 2048
 #                        (the MLA kernel's new batch-128 tiling in a whole step); the MLA decode-attention tilings
 #                        and a kernel profile of the qwen3-4b-transmla and qwen3.5-4b decode steps
@@ -35,14 +35,16 @@ a)
   # the compile cache warmed by one job, then prefetch on (1) and off (0) alternately in fresh processes
   python3 bench/job_loop.py --config $HERE/job-parts.yaml --out /tmp/s/pf-warm --cache /tmp/s/cc-pf \
       --points qwen3-4b:32x2048 --deadline-s 80 2>&1 | tee "$OUT/prefetch.log"
-  for i in 1 2; do for pf in 1 0; do
+  # three pairs, the order alternating (on-off, off-on, on-off): a drift over the call falls on both arms
+  i=0
+  for order in "1 0" "0 1" "1 0"; do i=$((i + 1)); for pf in $order; do
     python3 bench/job_loop.py --config $HERE/job-parts.yaml --out /tmp/s/pf$pf-$i --cache /tmp/s/cc-pf \
         --points qwen3-4b:32x2048 --env PHASE_ENERGY_COMPILE_PREFETCH=$pf --deadline-s 60 2>&1 | tee -a "$OUT/prefetch.log"
   done; done
   python3 bench/gpu_job_time.py /tmp/s/pf1-* --out "$OUT/gpu-job-time-prefetch-on.json" 2>&1 | tee -a "$OUT/prefetch.log"
   python3 bench/gpu_job_time.py /tmp/s/pf0-* --out "$OUT/gpu-job-time-prefetch-off.json" 2>&1 | tee -a "$OUT/prefetch.log"
   (cd /tmp/s && tar czf "$OUT/prefetch.tgz" pf*)
-  plan native qwen3-4b $POINTS 170 native.log
+  plan native qwen3-4b $POINTS 150 native.log
   ;;
 b)
   plan native mamba2-2.7b,nemotron-h-4b 32x8192 170 native.log

@@ -26,6 +26,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PREFETCH_ENV = "PHASE_ENERGY_COMPILE_PREFETCH"
+WAIT_S = 120.0  # the imports take seconds; a job holding its GPU never waits on a hung one for longer
 # what torch.compile (the wrapper) and the first compiled call import, in import order; triton only where it
 # is installed (CUDA builds of torch ship it)
 PREFETCH_MODULES = ("torch", "triton", "triton.language", "torch._dynamo", "torch._inductor.compiler_bisector",
@@ -93,14 +94,18 @@ class CompilePrefetch:
         finally:
             self.import_s = time.monotonic() - t0
 
-    def wait(self) -> dict[str, Any]:
-        """Wait for the imports to end; the record for the trace's metadata.
+    def wait(self, timeout_s: float = WAIT_S) -> dict[str, Any]:
+        """Wait for the imports to end, at most ``timeout_s``; the record for the trace's metadata.
 
         ``import_s``: the thread's seconds; ``modules``: each module imported and the seconds its import took
         (what an earlier one had not imported already; ``torch`` may have been imported by the job meanwhile);
-        ``error``: what ended the prefetch, or None.
+        ``error``: what ended the prefetch, or None. An import still running after ``timeout_s`` is left to
+        finish in the background (the job, holding its GPU, goes on; the record says so).
         """
-        self._thread.join()
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self.error = f"still importing after {timeout_s:.0f} s; the job went on without waiting"
+            log.warning("compile prefetch: %s", self.error)
         return {"import_s": self.import_s, "modules": dict(self.imported), "error": self.error}
 
 

@@ -221,11 +221,14 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
                 out.new_points += [str(p) for p in copy_points(measured, into)]
         lines = summary.read_text().splitlines() if summary.exists() else []  # vLLM may print there too
         done: dict[str, Any] = next((json.loads(ln) for ln in reversed(lines) if ln.startswith('{"measured"')), {})
+        # no summary line: the process itself ended early (an error before or around its points, not one
+        # point's failure, which it reports and exits 1 for)
+        crashed = not stopped and not done and proc.returncode != 0
         out.groups.append({"group": name, "points": [p.path for p in points], "returncode": proc.returncode,
-                           **{k: done.get(k) for k in ("not_started", "engine_start_s")}})
-        if proc.returncode not in (0, 1):  # 1: a point failed (its log says why); other: the process did
-            log.error("campaign: group %s ended with exit status %s (see %s)", name, proc.returncode,
-                      summary.with_suffix(".log"))
+                           "crashed": crashed, **{k: done.get(k) for k in ("not_started", "engine_start_s")}})
+        if crashed or proc.returncode not in (0, 1):  # 1 with a summary: a point failed (its log says why)
+            log.error("campaign: group %s ended with exit status %s%s (see %s)", name, proc.returncode,
+                      " before reporting its points" if crashed else "", summary.with_suffix(".log"))
         ok = ok and proc.returncode == 0
         if stopped or done.get("not_started"):  # stopped, or stopped itself before the time limit
             return ok, True

@@ -149,6 +149,15 @@ def _fail(point: GridPoint, out: Path, err: BaseException, result: GroupResult) 
     result.failed[point.path] = f"{type(err).__name__}: {err}"[:300]
 
 
+def leaves_device_broken(err: BaseException) -> bool:
+    """Whether ``err`` leaves this process's GPU context unusable.
+
+    A CUDA error is sticky: every later call in the process fails with it, so the group's later points would
+    only fail the same way.
+    """
+    return type(err).__name__ == "AcceleratorError" or "CUDA error" in str(err)
+
+
 def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str | Path,
                   backend: str | None = None, deadline: float | None = None, log_dir: str | Path | None = None,
                   extra: Mapping[str, Any] | None = None, workload_for: WorkloadFactory | None = None,
@@ -224,7 +233,12 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
                 break
             out = out_root / p.path
             with point_log(Path(log_dir) / f"{p.path}.log" if log_dir else None):
-                _measure_one(cfg, p, out, name, (opened, desc), engine, build, meta_extra, result)
+                err = _measure_one(cfg, p, out, name, (opened, desc), engine, build, meta_extra, result)
+            if err is not None and leaves_device_broken(err):
+                log.error("group: %s left the GPU unusable in this process (%s); the later points are left for "
+                          "a later run", p.path, result.failed[p.path])
+                result.not_started = [q.path for q in runnable[i + 1:]]
+                break
             end = clock()
             spent.append(end - now)
             log.info("point %s: %.1f s", p.path, spent[-1])
@@ -234,10 +248,11 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
 
 def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
                  opened: tuple[Backend | None, dict[str, Any] | None], engine: Any, build: WorkloadFactory,
-                 meta_extra: Mapping[str, Any], result: GroupResult) -> None:
+                 meta_extra: Mapping[str, Any], result: GroupResult) -> BaseException | None:
     """One point of a group: its workload on the shared engine or its own, the protocol, its trace.
 
     ``opened``: the group's open backend and its GPU block, or (None, None) to open one for this point.
+    Returns the error a failed point raised (recorded in ``result``), else None.
     """
     workload: Any = None
     t0 = time.monotonic()  # the point's time to its first window counts from here
@@ -256,12 +271,14 @@ def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
             except DoesNotFit as e:  # the engine is up but cannot hold the point: a record, not a failure
                 job.write_skipped(cfg, p, out, name, str(e))
                 result.skipped[p.path] = str(e)
-                return
+                return None
             job.measure_point(cfg, p, out, backend, workload, settings, gpu, started, origin=t0,
                               extra=meta_extra)
         result.measured.append(p.path)
+        return None
     except Exception as e:
         _fail(p, out, e, result)
+        return e
     finally:
         workload = None
         if name != "sim":

@@ -87,8 +87,9 @@ def step_tiling(batch: int) -> tuple[int, int]:
 
     From the H200 (bench/kernels-mamba2-h200.json, ``recurrent_speed``): at batch 32 and 128, 64-wide value
     blocks with 4 warps were the fastest or within 1 % of it for Mamba2-2.7B, Nemotron-H and Qwen3.5's
-    Gated DeltaNet (Mamba2 at batch 128: 109 against 118 us per layer with 32-wide blocks); below batch 32
-    the launch dominates and 32-wide blocks stay (batch 2-31 was not timed).
+    Gated DeltaNet (Mamba2 at batch 128: 109 against 118 us per layer with 32-wide blocks). Below batch 32
+    the 32-wide blocks stay: at batch 1 the kernel takes a few microseconds inside the step's graph, the
+    micro-benchmark there timed its launches rather than the kernel, and batch 2-31 was not timed.
     """
     return (64, 4) if batch >= 32 else (32, 4)
 
