@@ -79,19 +79,24 @@ def test_vllm_is_not_started_when_the_time_left_cannot_cover_its_start(fake_card
         group.shared_vllm_engine(cfg, points)
 
 
-def test_native_group_end_to_end_keeps_going_past_a_failed_point(fake_card, tmp_path, monkeypatch, capsys):
-    """``phase-energy measure --points`` on the native engine (CPU) behind the fake NVML: every point gets its
-    trace, skipped record or failed job's log. The failure is injected (a card's fault cannot happen here)."""
+def _fail_batch_3(monkeypatch, message):
+    """Native workloads on CPU, except that building the batch-3 point raises ``message``."""
     from phase_energy.engines.native.runner import EngineWorkload
     from phase_energy.measure import job
 
     def build(cfg, point, settings, backend):
         if point.batch == 3:
-            raise RuntimeError("Triton compilation failed: out of resource: shared memory")
+            raise RuntimeError(message)
         return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, device="cpu",
                               dtype=torch.float32, compile=False)
 
     monkeypatch.setattr(job, "build_workload", build)
+
+
+def test_native_group_end_to_end_keeps_going_past_a_failed_point(fake_card, tmp_path, monkeypatch, capsys):
+    """``phase-energy measure --points`` on the native engine (CPU) behind the fake NVML: every point gets its
+    trace, skipped record or failed job's log. The failure is injected (a card's fault cannot happen here)."""
+    _fail_batch_3(monkeypatch, "Triton compilation failed: out of resource: shared memory")
     config = tmp_path / "c.yaml"
     config.write_text(json.dumps({"backend": "nvml", "output_lengths": [8], "measurement": FAST}))
     out, logs = tmp_path / "out", tmp_path / "logs"
@@ -120,16 +125,7 @@ def test_native_group_end_to_end_keeps_going_past_a_failed_point(fake_card, tmp_
 def test_a_cuda_error_stops_the_group_and_leaves_the_rest_for_a_later_run(fake_card, tmp_path, monkeypatch):
     """A CUDA error is sticky in its process: the points after it are not started (a later run takes them),
     rather than each failing the same way. The error is injected (a card's fault cannot happen here)."""
-    from phase_energy.engines.native.runner import EngineWorkload
-    from phase_energy.measure import job
-
-    def build(cfg, point, settings, backend):
-        if point.batch == 3:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, device="cpu",
-                              dtype=torch.float32, compile=False)
-
-    monkeypatch.setattr(job, "build_workload", build)
+    _fail_batch_3(monkeypatch, "CUDA error: an illegal memory access was encountered")
     cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": FAST})
     points = _points("tiny-gqa", [(2, 16), (3, 16), (4, 16)])
     res = group.measure_group(cfg, points, tmp_path / "out")
