@@ -190,8 +190,10 @@ def _stop(proc: subprocess.Popen, grace_s: float) -> None:
 
 
 def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[GridPoint]], cfg: dict,
-               measured: Path, into: Path, deadline: float) -> tuple[bool, bool]:
-    """Each group in a process of its own, within the time left; copy its points back. Return (ok, time up).
+               measured: Path, into: Path, deadline: float) -> tuple[bool, bool, bool]:
+    """Each group in a process of its own, within the time left; copy its points back.
+
+    Returns (ok, time up, a group stopped from outside: its running point was interrupted).
 
     A group stops itself before a point it cannot finish in time (its ``--time-limit-s``); past the time left
     it is stopped as the workflow is.
@@ -231,8 +233,8 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
                       " before reporting its points" if crashed else "", summary.with_suffix(".log"))
         ok = ok and proc.returncode == 0
         if stopped or done.get("not_started"):  # stopped, or stopped itself before the time limit
-            return ok, True
-    return ok, False
+            return ok, True, stopped
+    return ok, False, False
 
 
 def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min_chunk_s: float = 30.0,
@@ -251,6 +253,7 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     log.info("campaign: %d points already in %s", len(point_dirs(into)), into)
     out = CampaignRun()
     folders: dict[Path, Path] = {}  # measured traces -> their logs, of every chunk that ran
+    killed = False  # a group or workflow run stopped from outside at the time limit (its running point interrupted)
     for chunk in chunks or [""]:
         left = time_limit_s - (time.monotonic() - t0)
         if left < min_chunk_s:
@@ -267,7 +270,7 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         groups = groups_of(points, group_engines)
         groups_ok = True
         if groups:
-            groups_ok, time_up = run_groups(out, groups, cfg, measured, into, t0 + time_limit_s)
+            groups_ok, time_up, killed = run_groups(out, groups, cfg, measured, into, t0 + time_limit_s)
             if time_up:
                 out.stopped_in = chunk
                 break
@@ -286,6 +289,7 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         except subprocess.TimeoutExpired:
             log.warning("campaign: time is up inside chunk %r; stopping the workflow", chunk)
             _stop(proc, 15.0)
+            killed = True
             out.stopped_in = chunk
             break
         finally:
@@ -302,7 +306,8 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         failed = without_trace(wall0, measured, logs)
         out.failed_points.update(failed)
         latest.update({p: (logs / f"{p}.log").stat().st_mtime for p in failed})
-    if out.stopped_in is not None and out.failed_points:  # the job the time limit stopped is the newest log
+    # the job the time limit stopped is the newest log (a group that stopped itself for time interrupted none)
+    if killed and out.failed_points:
         newest = max(out.failed_points, key=latest.__getitem__)
         out.interrupted = newest
         del out.failed_points[newest]

@@ -104,6 +104,7 @@ def point_log(path: Path | None) -> Iterator[None]:
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     pkg = logging.getLogger("phase_energy")
+    level = pkg.level
     pkg.addHandler(handler)
     if pkg.getEffectiveLevel() > logging.INFO:
         pkg.setLevel(logging.INFO)
@@ -111,6 +112,7 @@ def point_log(path: Path | None) -> Iterator[None]:
         yield
     finally:
         pkg.removeHandler(handler)
+        pkg.setLevel(level)
         handler.close()
 
 
