@@ -33,9 +33,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from phase_energy.measure.group import FIRST_POINT_S, VLLM_START_S
+
 log = logging.getLogger("engine_compare")
-DEFAULT_POINT_S = 40.0  # guess for the first point of a process (warm-up and protocol)
-DEFAULT_START_S = {"vllm": 120.0, "native": 5.0}
+START_S = {"vllm": VLLM_START_S, "native": 5.0}  # an engine's start before its first point, a guess
 
 
 def run_engine(a: argparse.Namespace) -> None:
@@ -59,7 +60,7 @@ def run_engine(a: argparse.Namespace) -> None:
                                   weight_init=a.weight_init)
     res = measure_group(cfg, points, out_root, backend="nvml", deadline=time.monotonic() + a.deadline - time.time(),
                         extra={"driver": "bench/engine_compare.py", "weight_init": a.weight_init},
-                        workload_for=workload_for, first_point_s=DEFAULT_POINT_S)
+                        workload_for=workload_for, first_point_s=FIRST_POINT_S)
     log.info("%s %s: %s", a.engine, a.arch, json.dumps(res.summary()))
 
 
@@ -79,7 +80,7 @@ def plan(a: argparse.Namespace) -> None:
             jobs += [(arch, "native", init) for init in a.weight_inits.split(",") if init]
     for arch, engine, init in jobs:
         left = deadline - time.time()
-        if left < DEFAULT_START_S[engine] + DEFAULT_POINT_S:
+        if left < START_S[engine] + FIRST_POINT_S:
             log.warning("plan: %.0f s left, not starting %s %s %s", left, engine, arch, init)
             continue
         cmd = [sys.executable, __file__, "run", "--config", a.config, "--engine", engine, "--arch", arch,

@@ -15,7 +15,7 @@ from phase_energy.cli import main
 from phase_energy.config import validate_config
 from phase_energy.engines.vllm import VllmSettings, max_model_len
 from phase_energy.grid import GridPoint
-from phase_energy.measure import group
+from phase_energy.measure import group, job
 from phase_energy.measure.job import job_settings, run_job
 from phase_energy.measure.protocol import forward_positions
 from phase_energy.model.costmodel import cost_model
@@ -76,13 +76,12 @@ def test_vllm_is_not_started_when_the_time_left_cannot_cover_its_start(fake_card
     res = group.measure_group(cfg, points, tmp_path, deadline=100.0, clock=lambda: 0.0)
     assert vllm_args == [] and res.not_started == [p.path for p in points]
     with pytest.raises(EngineStarted):  # with the time, it starts
-        group.shared_vllm_engine(cfg, points)
+        job.vllm_engine(cfg, points)
 
 
 def _fail_batch_3(monkeypatch, message):
     """Native workloads on CPU, except that building the batch-3 point raises ``message``."""
     from phase_energy.engines.native.runner import EngineWorkload
-    from phase_energy.measure import job
 
     def build(cfg, point, settings, backend):
         if point.batch == 3:

@@ -189,6 +189,17 @@ def _stop(proc: subprocess.Popen, grace_s: float) -> None:
         proc.wait()
 
 
+def _wait_or_stop(proc: subprocess.Popen, timeout_s: float, what: str) -> bool:
+    """Wait for ``proc`` at most ``timeout_s`` (1 s at least); past it stop it. Whether it was stopped."""
+    try:
+        proc.wait(max(timeout_s, 1.0))
+        return False
+    except subprocess.TimeoutExpired:
+        log.warning("campaign: time is up inside %s; stopping it", what)
+        _stop(proc, 15.0)
+        return True
+
+
 def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[GridPoint]], cfg: dict,
                measured: Path, into: Path, deadline: float) -> tuple[bool, bool, bool]:
     """Each group in a process of its own, within the time left; copy its points back.
@@ -212,13 +223,8 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
         log.info("campaign: group %s (%.0f s left): %d points in one process", name, left, len(points))
         with open(summary, "w") as fout, open(summary.with_suffix(".log"), "w") as ferr:
             proc = subprocess.Popen(cmd, stdout=fout, stderr=ferr, start_new_session=True)
-            stopped = False
             try:
-                proc.wait(max(left - 10.0, 1.0))
-            except subprocess.TimeoutExpired:
-                log.warning("campaign: time is up inside group %s; stopping it", name)
-                _stop(proc, 15.0)
-                stopped = True
+                stopped = _wait_or_stop(proc, left - 10.0, f"group {name}")
             finally:
                 out.new_points += [str(p) for p in copy_points(measured, into)]
         lines = summary.read_text().splitlines() if summary.exists() else []  # vLLM may print there too
@@ -285,15 +291,12 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         log.info("campaign: chunk %r (%.0f s left): %d points, %s ...", chunk, left, len(targets), " ".join(cmd[:8]))
         proc = subprocess.Popen(cmd, start_new_session=True)
         try:
-            proc.wait(max(left - 20.0, 1.0))
-        except subprocess.TimeoutExpired:
-            log.warning("campaign: time is up inside chunk %r; stopping the workflow", chunk)
-            _stop(proc, 15.0)
-            killed = True
-            out.stopped_in = chunk
-            break
+            killed = _wait_or_stop(proc, left - 20.0, f"chunk {chunk!r} (the workflow)")
         finally:
             out.new_points += [str(p) for p in copy_points(measured, into)]
+        if killed:
+            out.stopped_in = chunk
+            break
         if proc.returncode == 0 and groups_ok:
             out.chunks_done.append(chunk)
         elif proc.returncode == 0:

@@ -116,33 +116,6 @@ def point_log(path: Path | None) -> Iterator[None]:
         handler.close()
 
 
-def shared_vllm_engine(cfg: Mapping[str, Any], points: list[GridPoint]) -> Any:
-    """One vLLM engine for all ``points`` (one preset): the largest ``max_model_len``, every batch captured."""
-    from phase_energy.config import checkpoint_of
-    from phase_energy.engines.vllm import VllmEngine, VllmSettings, max_model_len
-    from phase_energy.measure.protocol import forward_positions
-    from phase_energy.model.costmodel import cost_model
-
-    vs = VllmSettings.from_config(cfg["vllm"])
-    cost = cost_model(get_preset(points[0].arch), engine="vllm")
-    mml = max(max_model_len(p.context, forward_positions(job.job_settings(cfg, p), cost, p.batch, p.context),
-                            p.batch, vs.chunk_tokens) for p in points)
-    return VllmEngine(points[0].arch, max_num_seqs=max(p.batch for p in points), max_model_len=mml,
-                      capture_sizes=[p.batch for p in points], settings=vs, seed=cfg["seed"],
-                      checkpoint=checkpoint_of(cfg, points[0].arch))
-
-
-def _vllm_workload(cfg: Mapping[str, Any], engine: Any, point: GridPoint, settings: Settings) -> Workload:
-    from phase_energy.engines.vllm import VllmWorkload
-    from phase_energy.measure.protocol import forward_positions
-    from phase_energy.model.costmodel import cost_model
-
-    positions = forward_positions(settings, cost_model(get_preset(point.arch), engine="vllm"), point.batch,
-                                  point.context)
-    return VllmWorkload(engine, point.batch, point.context, settings.max_output, seed=cfg["seed"],
-                        positions=positions)
-
-
 def _fail(point: GridPoint, out: Path, err: BaseException, result: GroupResult) -> None:
     """What a failed job leaves: the error at the end of its log, no trace (nothing partial stays)."""
     log.error("job %s failed", point.path, exc_info=err)
@@ -213,7 +186,7 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
         if shared:
             t0 = time.monotonic()
             try:
-                engine = shared_vllm_engine(cfg, runnable)
+                engine = job.vllm_engine(cfg, runnable)
             except Exception as e:  # every point fails as its own job would have, with this error
                 for p in runnable:
                     with point_log(Path(log_dir) / f"{p.path}.log" if log_dir else None):
@@ -268,7 +241,7 @@ def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
             started = utc_now()
             settings = job.job_settings(cfg, p)
             try:
-                workload = _vllm_workload(cfg, engine, p, settings) if engine is not None \
+                workload = job.vllm_workload(cfg, engine, p, settings) if engine is not None \
                     else build(p, settings, backend)
             except DoesNotFit as e:  # the engine is up but cannot hold the point: a record, not a failure
                 job.write_skipped(cfg, p, out, name, str(e))

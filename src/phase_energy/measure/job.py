@@ -168,6 +168,31 @@ def write_skipped(cfg: Mapping[str, Any], point: GridPoint, out_dir: Path, backe
                 {"status": "skipped", "reason": reason})
 
 
+def _vllm_positions(point: GridPoint, settings: Settings) -> int:
+    """The cache positions the protocol steps ``point`` through on vLLM."""
+    return forward_positions(settings, cost_model(get_preset(point.arch), engine="vllm"), point.batch, point.context)
+
+
+def vllm_engine(cfg: Mapping[str, Any], points: list[GridPoint]) -> VllmEngine:
+    """One vLLM engine for ``points`` of one preset (a job's: its one point).
+
+    Sized for all of them: the largest ``max_model_len`` any needs, each batch captured, ``max_num_seqs`` the
+    largest batch.
+    """
+    vs = VllmSettings.from_config(cfg["vllm"])
+    mml = max(max_model_len(p.context, _vllm_positions(p, job_settings(cfg, p)), p.batch, vs.chunk_tokens)
+              for p in points)
+    return VllmEngine(points[0].arch, max_num_seqs=max(p.batch for p in points), max_model_len=mml,
+                      capture_sizes=[p.batch for p in points], settings=vs, seed=cfg["seed"],
+                      checkpoint=checkpoint_of(cfg, points[0].arch))
+
+
+def vllm_workload(cfg: Mapping[str, Any], engine: VllmEngine, point: GridPoint, settings: Settings) -> VllmWorkload:
+    """``point`` on a started vLLM engine (raises :class:`DoesNotFit` when its KV cache cannot hold it)."""
+    return VllmWorkload(engine, point.batch, point.context, settings.max_output, seed=cfg["seed"],
+                        positions=_vllm_positions(point, settings))
+
+
 def build_workload(cfg: Mapping[str, Any], point: GridPoint, settings: Settings, backend: Backend) -> Workload:
     """The point's engine on the backend: its simulation on ``sim``, the native or vLLM engine on GPU 0.
 
@@ -178,15 +203,7 @@ def build_workload(cfg: Mapping[str, Any], point: GridPoint, settings: Settings,
 
         return SimWorkload(backend.device, get_preset(point.arch), point.batch, point.context, engine=point.engine)
     if point.engine == "vllm":
-        vs = VllmSettings.from_config(cfg["vllm"])
-        positions = forward_positions(settings, cost_model(get_preset(point.arch), engine="vllm"), point.batch,
-                                      point.context)
-        engine = VllmEngine(point.arch, max_num_seqs=point.batch,
-                            max_model_len=max_model_len(point.context, positions, point.batch, vs.chunk_tokens),
-                            capture_sizes=[point.batch], settings=vs, seed=cfg["seed"],
-                            checkpoint=checkpoint_of(cfg, point.arch))
-        return VllmWorkload(engine, point.batch, point.context, settings.max_output, seed=cfg["seed"],
-                            positions=positions)
+        return vllm_workload(cfg, vllm_engine(cfg, [point]), point, settings)
     from phase_energy.engines.native.runner import EngineWorkload
 
     return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, seed=cfg["seed"],
