@@ -340,25 +340,32 @@ def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> st
     t0 = time.monotonic()
     # the native engine compiles its decode step: its compiler's modules are imported while the GPU opens
     prefetch = start_compile_prefetch() if name == "nvml" and point.engine == "native" else None
-    with open_backend(cfg, name, point_seed(cfg, point), job=str(out), gpus=get_preset(point.arch).gpus) as backend:
-        started = utc_now()
-        parts.mark("open_backend_s")
-        # the prefetch ends before the probe: nothing imports while the card's bandwidth is timed
-        extra: dict[str, Any] = {"compile_prefetch": prefetch.wait()} if prefetch is not None else {}
-        parts.mark("compile_prefetch_wait_s")
-        gpu = backend.describe(probe=True)
-        settings = job_settings(cfg, point)
-        parts.mark("probe_s")
-        try:
-            workload = build_workload(cfg, point, settings, backend)
-        except DoesNotFit as e:  # the engine started but cannot hold the point: a record, not a failure
-            write_skipped(cfg, point, out, name, str(e))
-            return name
-        parts.mark("build_workload_s")
-        if backend.open_parts:
-            extra["open_backend_parts"] = backend.open_parts
-        measure_point(cfg, point, out, backend, workload, settings, gpu, started, extra=extra or None,
-                      parts=None if backend.simulated else parts)
+    try:
+        with open_backend(cfg, name, point_seed(cfg, point), job=str(out), gpus=get_preset(point.arch).gpus) as backend:
+            started = utc_now()
+            parts.mark("open_backend_s")
+            # the prefetch ends before the probe: nothing imports while the card's bandwidth is timed
+            extra: dict[str, Any] = {"compile_prefetch": prefetch.wait()} if prefetch is not None else {}
+            parts.mark("compile_prefetch_wait_s")
+            gpu = backend.describe(probe=True)
+            settings = job_settings(cfg, point)
+            parts.mark("probe_s")
+            try:
+                workload = build_workload(cfg, point, settings, backend)
+            except DoesNotFit as e:  # the engine started but cannot hold the point: a record, not a failure
+                write_skipped(cfg, point, out, name, str(e))
+                return name
+            parts.mark("build_workload_s")
+            if backend.open_parts:
+                extra["open_backend_parts"] = backend.open_parts
+            measure_point(cfg, point, out, backend, workload, settings, gpu, started, extra=extra or None,
+                          parts=None if backend.simulated else parts)
+    except BaseException:
+        # a job that fails (no NVML, the GPU's lock refused, ...) leaves no thread importing behind: an import
+        # cut off by the interpreter's exit can end the process with another error than the job's own
+        if prefetch is not None:
+            prefetch.wait()
+        raise
     log.info("job %s done in %.1f s (%s)", point.path, time.monotonic() - t0, name)
     return name
 
