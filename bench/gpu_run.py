@@ -83,6 +83,7 @@ def check_attention_kernel(results: dict) -> None:
         "gqa-qwen3": (3, 8, 4, 128, 128, 3000, 2500), "gqa-b1": (1, 8, 4, 128, 128, 2300, 7),
         "mla-minicpm3": (2, 1, 40, 288, 256, 2100, 2049), "mla-transmla": (2, 1, 32, 576, 512, 1500, 1000),
         "gated-qwen3.5": (4, 4, 4, 256, 256, 2400, 2100),
+        "mla-transmla-b128": (128, 1, 32, 576, 512, 2100, 2049),  # the split kernel's batch-128 tiling
     }.items():
         try:
             q = torch.randn(b, h, g, dk, device="cuda", dtype=torch.bfloat16)
@@ -103,14 +104,23 @@ def check_recurrent_kernel(results: dict) -> None:
     from phase_energy.engines.native.recurrent import launch_step_kernel, recurrent_step_reference
 
     rows = []
-    for name, (b, g, hv, kd, vd, delta, sdt) in {
-        "gdn-qwen3.5": (4, 16, 32, 128, 128, True, torch.float32),
-        "mamba2-2.7b": (3, 1, 80, 128, 64, False, torch.float32),
-        "nemotron-h-4b": (2, 8, 112, 128, 64, False, torch.bfloat16),
+    # batch 32 and 128 take the wide tiling (step_tiling); "strided" reads q and k as views of one wider row,
+    # as the engine passes Mamba2's B and C from the convolution's output
+    for name, (b, g, hv, kd, vd, delta, sdt, strided) in {
+        "gdn-qwen3.5": (4, 16, 32, 128, 128, True, torch.float32, False),
+        "gdn-qwen3.5-b32-strided": (32, 16, 32, 128, 128, True, torch.float32, True),
+        "mamba2-2.7b": (3, 1, 80, 128, 64, False, torch.float32, False),
+        "mamba2-2.7b-b128-strided": (128, 1, 80, 128, 64, False, torch.float32, True),
+        "nemotron-h-4b": (2, 8, 112, 128, 64, False, torch.bfloat16, False),
+        "nemotron-h-4b-b32-strided": (32, 8, 112, 128, 64, False, torch.bfloat16, True),
     }.items():
         try:
             st = torch.randn(b, hv, kd, vd, device="cuda").to(sdt)
-            q, k = (torch.randn(b, g, kd, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            if strided:
+                row = torch.randn(b, 3 * g * kd + 64, device="cuda", dtype=torch.bfloat16)
+                q, k = (row[:, 64 + i * g * kd:64 + (i + 1) * g * kd].view(b, g, kd) for i in range(2))
+            else:
+                q, k = (torch.randn(b, g, kd, device="cuda", dtype=torch.bfloat16) for _ in range(2))
             v = torch.randn(b, hv, vd, device="cuda", dtype=torch.bfloat16)
             gg = -torch.rand(b, hv, device="cuda")
             beta = torch.rand(b, hv, device="cuda") if delta else None

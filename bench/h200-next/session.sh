@@ -6,7 +6,8 @@
 #   a .whl .vllm-p1      the compiler prefetch A/B (a warm-up job, then three pairs of qwen3-4b 32 x 2048 jobs,
 #                        prefetch on and off, the order alternating), then native qwen3-4b at the table's points
 #   b .vllm-p2           native mamba2-2.7b and nemotron-h-4b at 32 x 8192, qwen3-4b-transmla at 128 x 2048
-#                        (the MLA kernel's new batch-128 tiling in a whole step); the MLA decode-attention tilings
+#                        (the MLA kernel's new batch-128 tiling in a whole step); the attention and recurrent
+#                        kernels against PyTorch (new tilings, strided q/k), the MLA decode-attention tilings
 #                        and a kernel profile of the qwen3-4b-transmla and qwen3.5-4b decode steps
 #   c .vllm-p3 .vllm-p4  install vLLM from the four parts; vLLM qwen3-4b at the table's points, then
 #                        mamba2-2.7b at 32 x 8192
@@ -50,7 +51,7 @@ b)
   plan native mamba2-2.7b,nemotron-h-4b 32x8192 170 native.log
   # the MLA kernel's batch-128 tiling (new since 2026-12-02) in a whole step; the tilings again below
   plan native qwen3-4b-transmla 128x2048 60 native.log
-  timeout 240 python3 bench/gpu_run.py --out /tmp/s/kernels --steps mla_attn,profile \
+  timeout 240 python3 bench/gpu_run.py --out /tmp/s/kernels --steps attn,recurrent,mla_attn,profile \
       --points qwen3-4b-transmla:32,qwen3-4b-transmla:128,qwen3.5-4b:32,qwen3.5-4b:128,mamba2-2.7b:128 2>&1 | tail -60 | tee "$OUT/kernels.log"
   cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
   ;;
