@@ -49,6 +49,7 @@ def _card_job(tmp_path, monkeypatch, out: Path) -> dict:
 
 def test_a_card_job_records_every_span_to_its_first_window(tmp_path, monkeypatch):
     """The job's spans, in order, add up to its time to the first window; the parts of each are recorded."""
+    monkeypatch.setenv("PHASE_ENERGY_COMPILE_PREFETCH", "1")
     meta = _card_job(tmp_path, monkeypatch, tmp_path / "trace")
     parts = meta["job_parts"]
     assert list(parts) == JOB_PARTS
@@ -71,6 +72,7 @@ def test_gpu_job_time_prints_every_part_of_a_card_job(tmp_path, monkeypatch, cap
     """bench/gpu_job_time.py on a card job's trace: each span, its parts, the prefetch and nothing unaccounted."""
     from bench import gpu_job_time
 
+    monkeypatch.setenv("PHASE_ENERGY_COMPILE_PREFETCH", "1")
     traces = tmp_path / "traces"
     _card_job(tmp_path, monkeypatch, traces / "engine~native/arch~tiny-gqa/bs~2/ctx~16/lever~default/rep~0")
     monkeypatch.setattr(sys, "argv", ["gpu_job_time.py", str(traces), "--out", str(tmp_path / "t.json")])
@@ -94,6 +96,7 @@ def test_a_failed_prefetch_is_logged_and_the_job_goes_on(tmp_path, monkeypatch, 
     """A module that fails to import ends the prefetch with a warning and a record; the job is measured."""
     from phase_energy.engines import compiler
 
+    monkeypatch.setenv("PHASE_ENERGY_COMPILE_PREFETCH", "1")
     (tmp_path / "pe_broken_compiler_module.py").write_text("raise RuntimeError('broken on purpose')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(compiler, "PREFETCH_MODULES", ("json", "pe_broken_compiler_module", "torch._dynamo"))
@@ -135,8 +138,16 @@ def test_the_prefetch_is_off_with_its_switch_and_names_a_bad_value(tmp_path, mon
     meta = _card_job(tmp_path, monkeypatch, tmp_path / "trace")
     assert "compile_prefetch" not in meta and list(meta["job_parts"]) == JOB_PARTS
     monkeypatch.setenv("PHASE_ENERGY_COMPILE_PREFETCH", "yes")
-    with pytest.raises(ValueError, match=r"PHASE_ENERGY_COMPILE_PREFETCH='yes' is not accepted.*1.*0"):
+    with pytest.raises(ValueError, match=r"PHASE_ENERGY_COMPILE_PREFETCH='yes' is not accepted.*0.*1"):
         start_compile_prefetch()
+
+
+def test_the_prefetch_is_off_by_default(tmp_path, monkeypatch):
+    """Unset: a card job imports the compiler when it compiles (the prefetch gained nothing on the H200)."""
+    monkeypatch.delenv("PHASE_ENERGY_COMPILE_PREFETCH", raising=False)
+    meta = _card_job(tmp_path, monkeypatch, tmp_path / "trace")
+    assert "compile_prefetch" not in meta and list(meta["job_parts"]) == JOB_PARTS
+    assert meta["job_parts"]["compile_prefetch_wait_s"] < 0.01  # nothing to wait for
 
 
 def test_a_simulated_job_has_no_prefetch_and_no_parts(tmp_path):
@@ -193,7 +204,7 @@ def test_in_a_fresh_process_the_prefetch_imports_alongside_the_job_and_ends(tmp_
     out = tmp_path / "trace"
     env = dict(os.environ, PHASE_ENERGY_STATE_DIR=str(tmp_path), PHASE_ENERGY_COMPILE_CACHE=str(tmp_path / "cc"),
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
-    env.pop("PHASE_ENERGY_COMPILE_PREFETCH", None)
+    env["PHASE_ENERGY_COMPILE_PREFETCH"] = "1"
     run = subprocess.run([sys.executable, "-c", DRIVER, str(out), json.dumps(MEASUREMENT)], env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
