@@ -96,6 +96,22 @@ def check_attention_kernel(results: dict) -> None:
             rows.append({"case": name, "max_abs_diff": err, "ok": err < 2e-2})
         except Exception as e:
             rows.append({"case": name, "error": f"{type(e).__name__}: {e}"[:300]})
+    # the one-load path (V from the key tile) on MLA latents, bf16 on the GPU
+    from phase_energy.engines.native.attention import SplitConfig, launch_split_kernel
+
+    for name, (b, g, dk, dv) in {"mla-transmla-one-load": (32, 32, 576, 512),
+                                  "mla-minicpm3-one-load": (8, 40, 288, 256)}.items():
+        try:
+            q = torch.randn(b, 1, g, dk, device="cuda", dtype=torch.bfloat16)
+            cache = torch.randn(b, 1, 2100, dk, device="cuda", dtype=torch.bfloat16)
+            n = torch.tensor(2049, device="cuda")
+            cfg = SplitConfig(block_g=32, block_n=32, num_warps=8, one_load=True)
+            o, lse = launch_split_kernel(q, cache, cache[..., :dv], n, dk**-0.5, 0, cfg)
+            out = (o * torch.softmax(lse, -1)[..., None]).sum(3)
+            err = (out - decode_attention_reference(q, cache, cache[..., :dv], n, dk**-0.5).float()).abs().max().item()
+            rows.append({"case": name, "max_abs_diff": err, "ok": err < 2e-2})
+        except Exception as e:
+            rows.append({"case": name, "error": f"{type(e).__name__}: {e}"[:300]})
     results["attention_kernel"] = rows
 
 
@@ -396,7 +412,12 @@ def mla_attention_speed(results: dict, out: Path) -> None:
 
     rows: list[dict] = []  # config as a dict (JSON)
     tilings = [SplitConfig(*x) for x in itertools.product((16, 32), (16, 32, 64), (64, 128), (4, 8), (1, 2, 3))]
-    for arch in ("minicpm3-4b", "qwen3-4b-transmla"):
+    # the one-load path (V from the key tile: each latent byte read once), block_dk unused there
+    tilings += [SplitConfig(g, n, 64, w, st, one_load=True)
+                for g, n, w, st in itertools.product((16, 32), (16, 32, 64), (4, 8), (1, 2))]
+    if MLA_SWEEP == "one_load":  # the default and the one-load tilings only (a shorter sweep)
+        tilings = [x for x in tilings if x.one_load]
+    for arch in MLA_ARCHS:
         c = get_preset(arch)
         g, r, rd = c.n_heads, c.kv_lora_rank, c.qk_rope_head_dim
         for batch in (32, 128, 1):
@@ -440,6 +461,10 @@ def mla_attention_speed(results: dict, out: Path) -> None:
                          best)
             save(out, "engine.json", {**results, "mla_attention": rows})
     results["mla_attention"] = rows
+
+
+MLA_ARCHS: tuple[str, ...] = ("minicpm3-4b", "qwen3-4b-transmla")  # --mla-archs
+MLA_SWEEP = "all"  # --mla-sweep
 
 
 KERNEL_CLASSES = (("attention", ("_split_kernel",)), ("recurrent", ("_step_kernel",)),
@@ -617,9 +642,14 @@ def main() -> None:
     p.add_argument("--points", default="", help="arch:batch,... (instead of archs x batches)")
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--steps", default="attn,fla,recurrent,engine,trace,overhead")
+    p.add_argument("--mla-archs", default="minicpm3-4b,qwen3-4b-transmla", help="the mla_attn step's presets")
+    p.add_argument("--mla-sweep", choices=("all", "one_load"), default="all",
+                   help="the mla_attn step's tilings: all, or the default and the one-load tilings")
     p.add_argument("--inductor", default="", help="torch._inductor.config settings, key=value,... (e.g. "
                    "coordinate_descent_tuning=1)")
     a = p.parse_args()
+    global MLA_ARCHS, MLA_SWEEP
+    MLA_ARCHS, MLA_SWEEP = tuple(a.mla_archs.split(",")), a.mla_sweep
     steps = a.steps.split(",")
     if set(steps) - set(STEPS):
         p.error(f"unknown step(s) {', '.join(sorted(set(steps) - set(STEPS)))}; accepted: {', '.join(STEPS)}")

@@ -134,6 +134,19 @@ def test_grouped_engines_measure_a_presets_missing_points_in_one_process(tmp_pat
         campaign.run("config/test.yaml", [base], ref, time_limit_s=300, group_engines=["vlm"])
 
 
+def test_native_points_can_be_grouped_too(tmp_path, monkeypatch):
+    """--group-engines native: a preset's native points in one process (one import of torch and the compiler
+    for all of them), each written where its own job would write it."""
+    _, ref = _workdir(tmp_path, monkeypatch)
+    chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[native] batch_sizes=[1,8]"
+    path = "engine~native/arch~qwen3-4b/bs~{}/ctx~64/lever~default/rep~0"
+    run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["native"])
+    assert [g["points"] for g in run.groups] == [[path.format(1), path.format(8)]]
+    assert sorted(run.new_points) == sorted(path.format(b) for b in (1, 8)) and run.chunks_done == [chunk]
+    meta = json.loads((ref / path.format(8) / "metadata.json").read_text())
+    assert meta["measured_in_group"] == ["1x64", "8x64"] and meta["engine"] == "native"
+
+
 def test_a_group_process_that_dies_before_reporting_is_a_crash(tmp_path, monkeypatch, caplog):
     """A group that cannot even open its card (the nvml backend on this GPU-less machine) ends without its
     summary: the campaign says it crashed, not that a point failed, and copies nothing."""

@@ -73,6 +73,43 @@ def test_split_attention_kernel_takes_other_tilings(block_g, block_n, block_dk):
         SplitConfig(block_g=24)
 
 
+@pytest.mark.parametrize(("g", "dk", "dv", "block_g", "block_n", "dtype"), [
+    (40, 40, 32, 32, 32, torch.float32),  # MiniCPM3-like: a latent and a narrow RoPE part, 40 heads
+    (32, 72, 64, 16, 16, torch.float16),  # TransMLA-like proportions (512 + 64) at a small size, half precision
+    (8, 32, 32, 16, 64, torch.float32),  # V is all of K: the RoPE load is masked to nothing
+])
+def test_one_load_split_kernel_reads_the_latent_once_and_matches(g, dk, dv, block_g, block_n, dtype):
+    """one_load: V taken from the same tile as K; the same result as the masked reference, and as the chunked path."""
+    gen = torch.Generator().manual_seed(g * dk + dv)
+    q = torch.randn(3, 1, g, dk, generator=gen).to(dtype)
+    cache = torch.randn(3, 1, 170, dk, generator=gen).to(dtype)
+    n = torch.tensor(133)
+    cfg = SplitConfig(block_g=block_g, block_n=block_n, one_load=True)
+    o, lse = launch_split_kernel(q, cache, cache[..., :dv], n, dk**-0.5, 3, cfg)
+    merged = (o * torch.softmax(lse, -1)[..., None]).sum(3)
+    ref = decode_attention_reference(q, cache, cache[..., :dv], n, dk**-0.5).float()
+    tol = 1e-4 if dtype == torch.float32 else 3e-3
+    assert (merged - ref).abs().max().item() < tol
+    chunked, _ = launch_split_kernel(q, cache, cache[..., :dv], n, dk**-0.5, 3,
+                                     SplitConfig(block_g=block_g, block_n=block_n, block_dk=16))
+    assert (o - chunked).abs().max().item() < tol
+    # keys past the length must not matter
+    cache[:, :, 133:] = 1e4
+    o2, _ = launch_split_kernel(q, cache, cache[..., :dv], n, dk**-0.5, 3, cfg)
+    assert torch.equal(o, o2)
+
+
+def test_one_load_refuses_a_v_that_is_not_the_latent_prefix():
+    """A separate V (GQA's own value cache) or a V from K's other columns cannot take the one-load path."""
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 1, 16, 40, generator=gen)
+    cache = torch.randn(1, 1, 64, 40, generator=gen)
+    cfg = SplitConfig(one_load=True)
+    for v in (cache[..., :32].clone(), cache[..., 8:40]):
+        with pytest.raises(ValueError, match=r"one_load reads V from K's first columns: v must be a view of k's"):
+            launch_split_kernel(q, cache, v, torch.tensor(64), 40**-0.5, 1, cfg)
+
+
 def test_split_tiling_reads_mla_latents_fewer_times_where_the_grid_stays_full():
     # MiniCPM3 (40 heads over a 288-wide latent), TransMLA (32 over 576), Qwen3 GQA (4 per KV head)
     s_max = 2048 + 257

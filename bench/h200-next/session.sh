@@ -6,7 +6,8 @@
 #   a .whl .vllm-p1   native mamba2-2.7b and nemotron-h-4b at 32 x 8192 and 128 x 2048 (the vLLM points below, on
 #                     this card), a kernel profile of the Mamba2 step at batch 32 and 128 and of Qwen3.5 at 128
 #   b .vllm-p2        native qwen3.5-4b at 32 and 128 x 2048 (its four input projections as one GEMM, the 64-wide
-#                     state tiling: the whole step on the card of the vLLM points of 2026-12-02 was before them)
+#                     state tiling: the whole step on the card of the vLLM points of 2026-12-02 was before them);
+#                     the MLA kernel's one-load path against its default tiling (TransMLA, batch 32/128/1)
 #   c .vllm-p3        install vLLM from the three parts; vLLM mamba2-2.7b at 32 x 8192 and 128 x 2048
 #   d                 vLLM nemotron-h-4b at the same points, then the vLLM campaign grid in groups for
 #                     CAMPAIGN_S seconds: the start of reference-data/h200-vllm/
@@ -34,6 +35,10 @@ a)
   ;;
 b)
   plan native qwen3.5-4b 32x2048,128x2048 200 native.log
+  # the MLA kernel's one-load path (V from the key tile) against the default tiling, TransMLA at batch 32/128/1
+  timeout 240 python3 bench/gpu_run.py --out /tmp/s/mla --steps attn,mla_attn --mla-archs qwen3-4b-transmla \
+      --mla-sweep one_load 2>&1 | tail -20 | tee "$OUT/mla.log"
+  cp /tmp/s/mla/engine.json "$OUT/mla.json"
   ;;
 c)
   bash /tmp/vllm-parts/install.sh || exit 1

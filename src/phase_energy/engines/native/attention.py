@@ -41,7 +41,8 @@ if triton is not None:
                       sob, soh, sog, sos, sod, slb, slh, slg, sls,
                       H, G, DK, DV, split_len, scale,
                       BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr,
-                      DK_CHUNKS: tl.constexpr, BLOCK_DV: tl.constexpr):
+                      DK_CHUNKS: tl.constexpr, BLOCK_DV: tl.constexpr, ONE_LOAD: tl.constexpr,
+                      BLOCK_TAIL: tl.constexpr):
         pid_bh = tl.program_id(0)
         pid_g = tl.program_id(1)
         pid_s = tl.program_id(2)
@@ -63,22 +64,38 @@ if triton is not None:
         for n0 in range(start, end, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             n_mask = offs_n < end
-            s = tl.zeros([BLOCK_G, BLOCK_N], dtype=tl.float32)
-            for c in tl.static_range(DK_CHUNKS):
-                offs_d = c * BLOCK_DK + tl.arange(0, BLOCK_DK)
-                d_mask = offs_d < DK
-                q = tl.load(qbase + offs_g[:, None] * sqg + offs_d[None, :] * sqd,
-                            mask=g_mask[:, None] & d_mask[None, :], other=0.0)
-                k = tl.load(kbase + offs_n[None, :] * sks + offs_d[:, None] * skd,
-                            mask=n_mask[None, :] & d_mask[:, None], other=0.0)
-                s += tl.dot(q, k)
+            if ONE_LOAD:
+                # V is the first DV columns of K (MLA's latent): one load of the tile serves both products,
+                # the key's remaining columns (the RoPE part) come in a narrow second load
+                v = tl.load(kbase + offs_n[:, None] * sks + offs_dv[None, :] * skd,
+                            mask=n_mask[:, None] & dv_mask[None, :], other=0.0)
+                q = tl.load(qbase + offs_g[:, None] * sqg + offs_dv[None, :] * sqd,
+                            mask=g_mask[:, None] & dv_mask[None, :], other=0.0)
+                s = tl.dot(q, tl.trans(v))
+                offs_t = DV + tl.arange(0, BLOCK_TAIL)
+                t_mask = offs_t < DK
+                q_t = tl.load(qbase + offs_g[:, None] * sqg + offs_t[None, :] * sqd,
+                              mask=g_mask[:, None] & t_mask[None, :], other=0.0)
+                k_t = tl.load(kbase + offs_n[None, :] * sks + offs_t[:, None] * skd,
+                              mask=n_mask[None, :] & t_mask[:, None], other=0.0)
+                s += tl.dot(q_t, k_t)
+            else:
+                s = tl.zeros([BLOCK_G, BLOCK_N], dtype=tl.float32)
+                for c in tl.static_range(DK_CHUNKS):
+                    offs_d = c * BLOCK_DK + tl.arange(0, BLOCK_DK)
+                    d_mask = offs_d < DK
+                    q = tl.load(qbase + offs_g[:, None] * sqg + offs_d[None, :] * sqd,
+                                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+                    k = tl.load(kbase + offs_n[None, :] * sks + offs_d[:, None] * skd,
+                                mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+                    s += tl.dot(q, k)
+                v = tl.load(vbase + offs_n[:, None] * svs + offs_dv[None, :] * svd,
+                            mask=n_mask[:, None] & dv_mask[None, :], other=0.0)
             s = tl.where(n_mask[None, :], s * scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             p = tl.exp(s - m_new[:, None])
             alpha = tl.exp(m_i - m_new)
             l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(vbase + offs_n[:, None] * svs + offs_dv[None, :] * svd,
-                        mask=n_mask[:, None] & dv_mask[None, :], other=0.0)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
         has = l_i > 0
@@ -114,6 +131,10 @@ class SplitConfig:
     block_dk: int = 128
     num_warps: int = 4
     num_stages: int = 2
+    # V is the first Dv columns of K (MLA's latent cache, passed as a view): each key tile is loaded once for
+    # both products instead of K in block_dk chunks and V again (block_dk is then unused). Not a default yet:
+    # bench/gpu_run.py's mla_attn step times it against the tilings above.
+    one_load: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_g", "block_n", "block_dk"):
@@ -154,6 +175,12 @@ def _plan(batch: int, kv_heads: int, groups: int, s_max: int, num_splits: int,
     return math.ceil(s_max / split_len), split_len
 
 
+def is_prefix_view(v: Tensor, k: Tensor) -> bool:
+    """Whether v is k's first v.shape[-1] columns (one storage, the same strides): MLA's latent cache."""
+    return (v.data_ptr() == k.data_ptr() and v.stride() == k.stride() and v.shape[:-1] == k.shape[:-1]
+            and v.shape[-1] <= k.shape[-1])
+
+
 def _uses_kernel(q: Tensor) -> bool:
     return q.device.type == "cuda" and triton is not None
 
@@ -164,6 +191,10 @@ def launch_split_kernel(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: 
     b, h, g, dk = q.shape
     s_max, dv = k.shape[2], v.shape[3]
     cfg = config or default_config(b, h, g, dk, dv, s_max)
+    if cfg.one_load and not is_prefix_view(v, k):
+        raise ValueError(f"one_load reads V from K's first columns: v must be a view of k's first {dv} of {dk} "
+                         f"columns (same storage and strides); got v strides {tuple(v.stride())} at offset "
+                         f"{v.data_ptr() - k.data_ptr()} bytes, k strides {tuple(k.stride())}")
     splits, split_len = _plan(b, h, g, s_max, num_splits, cfg)
     o = torch.empty(b, h, g, splits, dv, device=q.device, dtype=torch.float32)
     lse = torch.empty(b, h, g, splits, device=q.device, dtype=torch.float32)
@@ -173,6 +204,7 @@ def launch_split_kernel(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: 
                         h, g, dk, dv, split_len, scale,
                         BLOCK_G=cfg.block_g, BLOCK_N=cfg.block_n, BLOCK_DK=cfg.block_dk,
                         DK_CHUNKS=math.ceil(dk / cfg.block_dk), BLOCK_DV=next_pow2(dv),
+                        ONE_LOAD=cfg.one_load, BLOCK_TAIL=max(16, next_pow2(dk - dv)),
                         num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return o, lse
 
