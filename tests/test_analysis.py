@@ -254,6 +254,18 @@ def test_tick_timing_survives_a_stalled_sampler():
     assert (1.248 - 0.048) / (midpoint - 0.048) > 1.08
 
 
+def test_tick_timing_without_a_grid_to_fit_keeps_the_midpoints():
+    """Three well-timed ticks close together and two after long stalls: the well-timed ones fall on one point
+    of the counter's grid, so no grid can be fitted (a least-squares fit over one point failed the job); the
+    midpoints of every change are kept."""
+    polls = np.array([0.0, 0.004, 0.008, 0.012, 0.016, 10.0, 20.0])
+    counter = np.array([0.0, 1.0, 2.0, 3.0, 3.0, 4.0, 5.0])
+    s = _samples(polls, np.full(len(polls), 100.0), counter)
+    tick_t, tick_e = counter_ticks(s)
+    assert tick_t == pytest.approx([0.002, 0.006, 0.010, 5.008, 15.0])
+    assert list(tick_e) == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
 def test_stored_summaries_are_used_only_when_this_code_and_these_settings_made_them(tmp_path):
     """A stamped trace keeps its summary (the same as deriving it again); a stale stamp is derived again."""
     from phase_energy.analysis.energy import rederive_windows

@@ -47,7 +47,8 @@ def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     pace), the midpoint times the tick to half a poll. When the sampler stalled, the gap can span several
     ticks and its midpoint lies far before the last of them, the one whose value the new poll shows: then the
     tick is put on the grid fitted to the well-timed ticks, at its last point before the new poll (and after
-    the old one). Without enough well-timed ticks to fit a grid, midpoints are kept.
+    the old one). Without enough well-timed ticks to fit a grid (fewer than three, or all on one point of it),
+    midpoints are kept.
     """
     df = samples.loc[~samples["gap"].astype(bool) & samples["energy_j"].notna(), ["t_s", "energy_j"]]
     t = df["t_s"].to_numpy(dtype=float)
@@ -66,7 +67,11 @@ def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         return mid, e[changed]
     # the grid: t = phase + period * k, least squares over the well-timed ticks
     k = np.round((mid[regular] - mid[regular][0]) / period0)
+    if np.unique(k).size < 2:  # the well-timed ticks fall on one grid point (a sampler that kept pace only briefly)
+        return mid, e[changed]
     period, phase = np.polyfit(k, mid[regular], 1)
+    if not (np.isfinite(period) and np.isfinite(phase) and period > 0):
+        return mid, e[changed]
     last_k = np.floor((after - phase) / period)
     on_grid = phase + period * last_k
     use_grid = ~regular & (on_grid > before)
