@@ -147,6 +147,28 @@ def test_native_points_can_be_grouped_too(tmp_path, monkeypatch):
     assert meta["measured_in_group"] == ["1x64", "8x64"] and meta["engine"] == "native"
 
 
+def test_a_point_left_alone_by_its_group_is_measured_as_its_own_job(tmp_path, monkeypatch):
+    """A group whose shared vLLM engine cannot hold a point reports it as ``alone``; the campaign then measures
+    it through the workflow as a job of its own. Only a shared vLLM engine on a GPU can leave a point alone, so
+    the group's process is a stand-in here that measures nothing and reports the batch-8 point alone; the
+    workflow after it is real (simulator)."""
+    _, ref = _workdir(tmp_path, monkeypatch)
+    chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[vllm] batch_sizes=[1,8]"
+    path = "engine~vllm/arch~qwen3-4b/bs~{}/ctx~64/lever~default/rep~0"
+
+    def groups_leave_batch_8(out, groups, cfg, measured, into, deadline):
+        for points in groups.values():
+            out.groups.append({"group": "stand-in", "points": [p.path for p in points], "returncode": 0,
+                               "crashed": False, "not_started": [], "engine_start_s": None,
+                               "alone": {path.format(8): "memory: the shared engine holds 100 tokens"}})
+        return True, False, False
+
+    monkeypatch.setattr(campaign, "run_groups", groups_leave_batch_8)
+    run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["vllm"])
+    assert run.new_points == [path.format(8)]  # batch 1 was the (stand-in) group's: nothing measured it
+    assert "measured_in_group" not in json.loads((ref / path.format(8) / "metadata.json").read_text())
+
+
 def test_a_group_process_that_dies_before_reporting_is_a_crash(tmp_path, monkeypatch, caplog):
     """A group that cannot even open its card (the nvml backend on this GPU-less machine) ends without its
     summary: the campaign says it crashed, not that a point failed, and copies nothing."""

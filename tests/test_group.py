@@ -70,6 +70,34 @@ def test_one_vllm_engine_is_started_for_the_group_sized_for_all_its_points(fake_
         assert "EngineStarted" in (tmp_path / "logs" / f"{p.path}.log").read_text().splitlines()[-1]
 
 
+def test_a_point_the_shared_engine_cannot_hold_is_left_for_its_own_job(fake_card, tmp_path, monkeypatch):
+    """On an engine shared by several points, a point its KV cache cannot hold gets no record (its own, smaller
+    engine may hold it): the group reports it as ``alone``. On an engine of its own it is skipped with its
+    record, as its job would be. vLLM cannot run here: the started engine is a stand-in object, each point's
+    workload the native engine on CPU, and the batch-8 point raises what vLLM's does when it does not fit."""
+    from phase_energy.engines.native.runner import EngineWorkload
+    from phase_energy.engines.vllm import DoesNotFit
+
+    def workload(cfg, engine, point, settings):
+        if point.batch == 8:
+            raise DoesNotFit("memory: vLLM's KV cache holds 100 tokens, the point needs 200")
+        return EngineWorkload(point.arch, point.batch, point.context, settings.max_output, device="cpu",
+                              dtype=torch.float32, compile=False)
+
+    monkeypatch.setattr(job, "vllm_engine", lambda cfg, points: object())
+    monkeypatch.setattr(job, "vllm_workload", workload)
+    cfg = validate_config({"engines": ["vllm"], "backend": "nvml", "output_lengths": [8], "measurement": FAST})
+    points = _points("tiny-gqa", [(1, 16), (8, 16)], engine="vllm")
+    res = group.measure_group(cfg, points, tmp_path / "shared")
+    assert res.measured == [points[0].path] and res.skipped == {} and res.failed == {}
+    assert list(res.alone) == [points[1].path] and res.alone[points[1].path].startswith("memory:")
+    assert not (tmp_path / "shared" / points[1].path).exists()
+    assert res.summary()["alone"] == res.alone
+    own = group.measure_group(cfg, points[1:], tmp_path / "own")  # an engine for this point alone
+    assert own.alone == {} and list(own.skipped) == [points[1].path]
+    assert json.loads((tmp_path / "own" / points[1].path / "status.json").read_text())["status"] == "skipped"
+
+
 def test_vllm_is_not_started_when_the_time_left_cannot_cover_its_start(fake_card, vllm_args, tmp_path):
     cfg = validate_config({"engines": ["vllm"], "backend": "nvml", "output_lengths": [64], "measurement": FAST})
     points = _points("qwen3-4b", [(1, 512), (8, 512)], engine="vllm")

@@ -233,7 +233,7 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
         # point's failure, which it reports and exits 1 for)
         crashed = not stopped and not done and proc.returncode != 0
         out.groups.append({"group": name, "points": [p.path for p in points], "returncode": proc.returncode,
-                           "crashed": crashed, **{k: done.get(k) for k in ("not_started", "engine_start_s")}})
+                           "crashed": crashed, **{k: done.get(k) for k in ("not_started", "alone", "engine_start_s")}})
         if crashed or proc.returncode not in (0, 1):  # 1 with a summary: a point failed (its log says why)
             log.error("campaign: group %s ended with exit status %s%s (see %s)", name, proc.returncode,
                       " before reporting its points" if crashed else "", summary.with_suffix(".log"))
@@ -276,11 +276,17 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         groups = groups_of(points, group_engines)
         groups_ok = True
         if groups:
+            ran = len(out.groups)
             groups_ok, time_up, killed = run_groups(out, groups, cfg, measured, into, t0 + time_limit_s)
             if time_up:
                 out.stopped_in = chunk
                 break
-            points = [p for p in points if p.engine not in group_engines]
+            # a point its group's shared engine could not hold is measured as a job of its own
+            alone = {path for g in out.groups[ran:] for path in (g.get("alone") or {})}
+            if alone:
+                log.info("campaign: %d points left by their groups go to jobs of their own: %s", len(alone),
+                         ", ".join(sorted(alone)))
+            points = [p for p in points if p.engine not in group_engines or p.path in alone]
         if not points:
             log.info("campaign: chunk %r has nothing left for the workflow", chunk)
             (out.chunks_done if groups_ok else out.chunks_failed).append(chunk)

@@ -8,10 +8,15 @@ batch), and each point runs its own workload on it. A native point builds its ow
 
 Each point is written as its job writes it, under ``<out_root>/<point path>``: its trace, the skipped record of
 a point that cannot run (:func:`~phase_energy.measure.job.point_skip_reason`, or vLLM's
-:class:`~phase_energy.engines.vllm.DoesNotFit`), or, for a point that raises, what a failed job leaves: no
-trace and a log that ends with the error (``<log_dir>/<point path>.log``, where the workflow's job writes its
-log). A failed point never stops the others. A point is started only when the time left covers the longest
-point done so far (a guess for the first); the vLLM engine only when the time left covers its start too.
+:class:`~phase_energy.engines.vllm.DoesNotFit` on an engine of its own), or, for a point that raises, what a
+failed job leaves: no trace and a log that ends with the error (``<log_dir>/<point path>.log``, where the
+workflow's job writes its log). A failed point never stops the others. A point is started only when the
+time left covers the longest point done so far (a guess for the first); the vLLM engine only when the time
+left covers its start too.
+
+A point that an engine shared with other points cannot hold is left without a record (``alone``): the shared
+engine holds a little less than the point's own would (its CUDA graphs cover every batch of the group), so
+its own job may fit; ``phase-energy campaign`` measures such points as jobs of their own.
 
 The traces say so in their metadata: ``measured_in_group`` (the group's points, ``BxC``), and on a shared
 vLLM engine ``engine_shared_by_points`` (the points it was sized for) and ``engine_start_s``.
@@ -72,12 +77,13 @@ class GroupResult:
     skipped: dict[str, str] = field(default_factory=dict)  # point -> reason
     failed: dict[str, str] = field(default_factory=dict)  # point -> the error
     not_started: list[str] = field(default_factory=list)  # left for a later run: the time was up
+    alone: dict[str, str] = field(default_factory=dict)  # point -> why the shared engine cannot hold it
     engine_start_s: float | None = None
 
     def summary(self) -> dict[str, Any]:
         """The JSON line ``phase-energy measure --points`` prints."""
         return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
-                "not_started": self.not_started, "engine_start_s": self.engine_start_s}
+                "not_started": self.not_started, "alone": self.alone, "engine_start_s": self.engine_start_s}
 
 
 def check_group(points: list[GridPoint]) -> None:
@@ -244,6 +250,11 @@ def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
                 workload = job.vllm_workload(cfg, engine, p, settings) if engine is not None \
                     else build(p, settings, backend)
             except DoesNotFit as e:  # the engine is up but cannot hold the point: a record, not a failure
+                if len(meta_extra.get("engine_shared_by_points") or ()) > 1:  # its own engine may hold it
+                    log.warning("group: the engine shared by %s cannot hold %s (%s); left for a job of its own",
+                                ",".join(meta_extra["engine_shared_by_points"]), p.path, e)
+                    result.alone[p.path] = str(e)
+                    return None
                 job.write_skipped(cfg, p, out, name, str(e))
                 result.skipped[p.path] = str(e)
                 return None
