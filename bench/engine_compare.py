@@ -62,6 +62,8 @@ def run_engine(a: argparse.Namespace) -> None:
                         extra={"driver": "bench/engine_compare.py", "weight_init": a.weight_init},
                         workload_for=workload_for, first_point_s=FIRST_POINT_S)
     log.info("%s %s: %s", a.engine, a.arch, json.dumps(res.summary()))
+    if a.summary:  # for the plan: the points the shared engine left for an engine of their own
+        Path(a.summary).write_text(json.dumps(res.summary()))
 
 
 def plan(a: argparse.Namespace) -> None:
@@ -75,25 +77,37 @@ def plan(a: argparse.Namespace) -> None:
     jobs = []
     for arch in a.presets.split(","):
         for engine in a.engines.split(","):
-            jobs.append((arch, engine, "normal"))
+            jobs.append((arch, engine, "normal", a.points))
         if arch == a.init_preset:
-            jobs += [(arch, "native", init) for init in a.weight_inits.split(",") if init]
-    for arch, engine, init in jobs:
+            jobs += [(arch, "native", init, a.init_points) for init in a.weight_inits.split(",") if init]
+    summary = Path(a.out) / "run-summary.json"
+    while jobs:
+        arch, engine, init, points = jobs.pop(0)
         left = deadline - time.time()
         if left < START_S[engine] + FIRST_POINT_S:
             log.warning("plan: %.0f s left, not starting %s %s %s", left, engine, arch, init)
             continue
         cmd = [sys.executable, __file__, "run", "--config", a.config, "--engine", engine, "--arch", arch,
-               "--points", a.points if init == "normal" else a.init_points, "--out", a.out,
-               "--deadline", str(deadline), "--weight-init", init]
+               "--points", points, "--out", a.out, "--deadline", str(deadline), "--weight-init", init,
+               "--summary", str(summary)]
         log.info("plan: %s", " ".join(cmd))
         t0 = time.monotonic()
+        summary.unlink(missing_ok=True)
         try:
             res = subprocess.run(cmd, timeout=max(left + 15, 1), check=False)
             log.info("plan: %s %s %s ended with %d after %.0f s", engine, arch, init, res.returncode,
                      time.monotonic() - t0)
         except subprocess.TimeoutExpired:
             log.error("plan: %s %s past the deadline: stopped", engine, arch)
+        alone = json.loads(summary.read_text()).get("alone", {}) if summary.exists() else {}
+        # a point the shared engine could not hold by a little: next, on an engine of its own
+        jobs[:0] = [(arch, engine, init, _bxc(path)) for path in alone]
+
+
+def _bxc(path: str) -> str:
+    """``BxC`` of a point path (``.../bs~B/ctx~C/...``)."""
+    parts = dict(part.split("~", 1) for part in Path(path).parts if "~" in part)
+    return f"{parts['bs']}x{parts['ctx']}"
 
 
 def table(a: argparse.Namespace) -> None:
@@ -175,6 +189,7 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--deadline", type=float, default=time.time() + 1e6)
     r.add_argument("--weight-init", default="normal")
+    r.add_argument("--summary", help="write the group's summary (JSON) here")
     r.set_defaults(fn=run_engine)
     pl = sub.add_parser("plan")
     pl.add_argument("--config", required=True)

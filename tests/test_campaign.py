@@ -169,6 +169,28 @@ def test_a_point_left_alone_by_its_group_is_measured_as_its_own_job(tmp_path, mo
     assert "measured_in_group" not in json.loads((ref / path.format(8) / "metadata.json").read_text())
 
 
+def test_a_point_left_alone_when_the_time_is_up_is_not_a_failure(tmp_path, monkeypatch):
+    """The time runs out in the groups: a point its group left for a job of its own (with the group's log line
+    saying so, as the real group writes) is left for a later run, not reported as failed. The group process is
+    a stand-in, as above (only a shared vLLM engine on a GPU leaves a point alone)."""
+    _, ref = _workdir(tmp_path, monkeypatch)
+    chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[vllm] batch_sizes=[1,8]"
+    point = "engine~vllm/arch~qwen3-4b/bs~8/ctx~64/lever~default/rep~0"
+
+    def groups_run_out_of_time(out, groups, cfg, measured, into, deadline):
+        log = campaign.measure_logs(cfg) / f"{point}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("group: the engine shared by 1x64,8x64 cannot hold it; left for a job of its own\n")
+        out.groups.append({"group": "stand-in", "points": [point], "returncode": 0, "crashed": False,
+                           "not_started": [], "engine_start_s": None, "alone": {point: "memory: short by 4 %"}})
+        return True, True, False
+
+    monkeypatch.setattr(campaign, "run_groups", groups_run_out_of_time)
+    run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["vllm"])
+    assert run.stopped_in == chunk and run.new_points == []
+    assert run.failed_points == {} and run.interrupted is None
+
+
 def test_a_group_process_that_dies_before_reporting_is_a_crash(tmp_path, monkeypatch, caplog):
     """A group that cannot even open its card (the nvml backend on this GPU-less machine) ends without its
     summary: the campaign says it crashed, not that a point failed, and copies nothing."""

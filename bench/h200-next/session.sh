@@ -2,7 +2,7 @@
 # The next H200 session, prepared: four calls sent back to back on one machine (files under /tmp stay between
 # them), so that every comparison is on one card. Default lever only: nothing here changes a GPU setting.
 #   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
-# STEP, in this order (about 1650 s of device time in all, machine start included):
+# STEP, in this order (about 1750 s of device time in all, machine start included; each call under 600 s):
 #   a .whl .vllm-p1   native mamba2-2.7b and nemotron-h-4b at 32 x 8192 and 128 x 2048 (the vLLM points below, on
 #                     this card), a kernel profile of the Mamba2 step at batch 32 and 128 and of Qwen3.5 at 128
 #   b .vllm-p2        native qwen3.5-4b at 32 and 128 x 2048 (its four input projections as one GEMM, the 64-wide
@@ -28,7 +28,7 @@ plan() {  # engines presets points deadline_s log
 }
 case $STEP in
 a)
-  plan native mamba2-2.7b,nemotron-h-4b 32x8192,128x2048 300 native.log
+  plan native mamba2-2.7b,nemotron-h-4b 32x8192,128x2048 280 native.log
   timeout 150 python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent,profile \
       --points mamba2-2.7b:32,mamba2-2.7b:128,qwen3.5-4b:128 2>&1 | tail -40 | tee "$OUT/kernels.log"
   cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
@@ -36,7 +36,7 @@ a)
 b)
   plan native qwen3.5-4b 32x2048,128x2048 200 native.log
   # the MLA kernel's one-load path (V from the key tile) against the default tiling, TransMLA at batch 32/128/1
-  timeout 240 python3 bench/gpu_run.py --out /tmp/s/mla --steps attn,mla_attn --mla-archs qwen3-4b-transmla \
+  timeout 180 python3 bench/gpu_run.py --out /tmp/s/mla --steps attn,mla_attn --mla-archs qwen3-4b-transmla \
       --mla-sweep one_load 2>&1 | tail -20 | tee "$OUT/mla.log"
   cp /tmp/s/mla/engine.json "$OUT/mla.json"
   ;;
@@ -49,7 +49,7 @@ d)
   # the vLLM campaign grid with the time left, one engine per preset (resumes in later sessions)
   mkdir -p /tmp/s/h200-vllm/traces
   python3 -m phase_energy.cli campaign --configfile config/h200-engines.yaml --into /tmp/s/h200-vllm/traces \
-      --time-limit-s ${CAMPAIGN_S:-200} --group-engines vllm \
+      --time-limit-s ${CAMPAIGN_S:-120} --group-engines vllm \
       --chunk 'engines=[vllm] batch_sizes=[1,8,32,128,256] contexts=[512,2048,8192] results=/tmp/s/campaign' \
       2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee "$OUT/campaign.log"
   (cd /tmp/s && tar czf "$OUT/h200-vllm.tgz" h200-vllm)

@@ -77,8 +77,9 @@ def cmd_measure(a: argparse.Namespace) -> int:
     res = measure_group(_load(a.config), points, Path(a.out_root), deadline=deadline, log_dir=a.log_dir,
                         extra={"driver": "phase-energy measure --points"})
     print(json.dumps(res.summary()))
-    log.info("group done in %.0f s: %d measured, %d skipped, %d failed, %d not started", time.monotonic() -
-             PROCESS_START, len(res.measured), len(res.skipped), len(res.failed), len(res.not_started))
+    log.info("group done in %.0f s: %d measured, %d skipped, %d failed, %d not started, %d left for a job of "
+             "its own", time.monotonic() - PROCESS_START, len(res.measured), len(res.skipped), len(res.failed),
+             len(res.not_started), len(res.alone))
     return 1 if res.failed else 0
 
 

@@ -59,7 +59,14 @@ class VllmUnavailable(RuntimeError):
 
 
 class DoesNotFit(RuntimeError):
-    """The engine's KV cache cannot hold the point's sequences; the message says how much is missing."""
+    """The engine's KV cache cannot hold the point's sequences; the message says how much is missing.
+
+    ``capacity`` and ``need``: the tokens the cache holds and the tokens the point needs, where known.
+    """
+
+    def __init__(self, message: str, capacity: float | None = None, need: int | None = None):
+        super().__init__(message)
+        self.capacity, self.need = capacity, need
 
 
 _V = schema_defaults("vllm")  # the defaults are the config schema's, written nowhere else
@@ -269,7 +276,8 @@ class VllmWorkload:
         need = batch * (self.max_position + 1 + self.skew_bound)
         if capacity is not None and self.cfg.paradigm != "mamba2" and capacity < need:
             raise DoesNotFit(f"memory: vLLM's KV cache holds {capacity:.0f} tokens, the point needs {need} "
-                             f"({batch} sequences x {self.max_position + 1 + self.skew_bound} positions)")
+                             f"({batch} sequences x {self.max_position + 1 + self.skew_bound} positions)",
+                             capacity=capacity, need=need)
         rng = np.random.default_rng(seed + 1)
         # distinct prompts, made once, outside every window (prefix caching is off, so reuse hits no cache)
         self._prompts = [p.tolist() for p in rng.integers(0, self.cfg.vocab, size=(batch, context), dtype=np.int64)]

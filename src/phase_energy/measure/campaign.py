@@ -260,6 +260,7 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     out = CampaignRun()
     folders: dict[Path, Path] = {}  # measured traces -> their logs, of every chunk that ran
     killed = False  # a group or workflow run stopped from outside at the time limit (its running point interrupted)
+    waiting: set[str] = set()  # points their group left for a job of their own, not yet given to the workflow
     for chunk in chunks or [""]:
         left = time_limit_s - (time.monotonic() - t0)
         if left < min_chunk_s:
@@ -278,11 +279,12 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         if groups:
             ran = len(out.groups)
             groups_ok, time_up, killed = run_groups(out, groups, cfg, measured, into, t0 + time_limit_s)
+            # a point its group's shared engine could not hold is measured as a job of its own
+            alone = {path for g in out.groups[ran:] for path in (g.get("alone") or {})}
+            waiting |= alone
             if time_up:
                 out.stopped_in = chunk
                 break
-            # a point its group's shared engine could not hold is measured as a job of its own
-            alone = {path for g in out.groups[ran:] for path in (g.get("alone") or {})}
             if alone:
                 log.info("campaign: %d points left by their groups go to jobs of their own: %s", len(alone),
                          ", ".join(sorted(alone)))
@@ -296,6 +298,7 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         cmd = snakemake_cmd(configfile, chunk, extra or [], targets)
         log.info("campaign: chunk %r (%.0f s left): %d points, %s ...", chunk, left, len(targets), " ".join(cmd[:8]))
         proc = subprocess.Popen(cmd, start_new_session=True)
+        waiting -= {p.path for p in points}
         try:
             killed = _wait_or_stop(proc, left - 20.0, f"chunk {chunk!r} (the workflow)")
         finally:
@@ -312,7 +315,8 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
             out.chunks_failed.append(chunk)
     latest: dict[str, float] = {}  # point -> its log's time
     for measured, logs in folders.items():
-        failed = without_trace(wall0, measured, logs)
+        # a point left by its group whose own job did not run yet has not failed: a later run measures it
+        failed = {k: v for k, v in without_trace(wall0, measured, logs).items() if k not in waiting}
         out.failed_points.update(failed)
         latest.update({p: (logs / f"{p}.log").stat().st_mtime for p in failed})
     # the job the time limit stopped is the newest log (a group that stopped itself for time interrupted none)
@@ -322,6 +326,9 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         del out.failed_points[newest]
     for point, last in out.failed_points.items():
         log.error("campaign: %s failed and left no trace; its log ends: %s", point, last)
+    if waiting:
+        log.info("campaign: left for a job of its own in a later run (its group's engine could not hold it): %s",
+                 ", ".join(sorted(waiting)))
     out.seconds = time.monotonic() - t0
     log.info("campaign: %d new points in %.0f s; chunks done: %s", len(out.new_points), out.seconds,
              out.chunks_done)

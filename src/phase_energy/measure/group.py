@@ -14,9 +14,10 @@ workflow's job writes its log). A failed point never stops the others. A point i
 time left covers the longest point done so far (a guess for the first); the vLLM engine only when the time
 left covers its start too.
 
-A point that an engine shared with other points cannot hold is left without a record (``alone``): the shared
-engine holds a little less than the point's own would (its CUDA graphs cover every batch of the group), so
-its own job may fit; ``phase-energy campaign`` measures such points as jobs of their own.
+A point that an engine shared with other points cannot hold by a small margin is left without a record
+(``alone``): the shared engine holds a little less than the point's own would (its CUDA graphs cover every
+batch of the group), so its own job may fit; ``phase-energy campaign`` measures such points as jobs of their
+own. A point short by more (:data:`NEAR_FIT`) gets its skipped record, as its own job would.
 
 The traces say so in their metadata: ``measured_in_group`` (the group's points, ``BxC``), and on a shared
 vLLM engine ``engine_shared_by_points`` (the points it was sized for) and ``engine_start_s``.
@@ -84,6 +85,16 @@ class GroupResult:
         """The JSON line ``phase-energy measure --points`` prints."""
         return {"measured": self.measured, "skipped": self.skipped, "failed": self.failed,
                 "not_started": self.not_started, "alone": self.alone, "engine_start_s": self.engine_start_s}
+
+
+# A shared engine holds less than a point's own only by its other batches' CUDA graphs: well under 5 % of the
+# KV cache on the H200's presets. A point short by more than this would not fit its own engine either.
+NEAR_FIT = 1.05
+
+
+def near_fit(e: DoesNotFit) -> bool:
+    """Whether a point the shared engine cannot hold might fit an engine of its own (short by < 5 %)."""
+    return e.capacity is not None and e.need is not None and e.need <= NEAR_FIT * e.capacity
 
 
 def check_group(points: list[GridPoint]) -> None:
@@ -250,7 +261,7 @@ def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
                 workload = job.vllm_workload(cfg, engine, p, settings) if engine is not None \
                     else build(p, settings, backend)
             except DoesNotFit as e:  # the engine is up but cannot hold the point: a record, not a failure
-                if len(meta_extra.get("engine_shared_by_points") or ()) > 1:  # its own engine may hold it
+                if len(meta_extra.get("engine_shared_by_points") or ()) > 1 and near_fit(e):  # its own may
                     log.warning("group: the engine shared by %s cannot hold %s (%s); left for a job of its own",
                                 ",".join(meta_extra["engine_shared_by_points"]), p.path, e)
                     result.alone[p.path] = str(e)
