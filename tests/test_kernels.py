@@ -105,7 +105,7 @@ def test_one_load_refuses_a_v_that_is_not_the_latent_prefix():
     q = torch.randn(1, 1, 16, 40, generator=gen)
     cache = torch.randn(1, 1, 64, 40, generator=gen)
     cfg = SplitConfig(one_load=True)
-    for v in (cache[..., :32].clone(), cache[..., 8:40]):
+    for v in (cache[..., :32].clone(), cache[..., 8:40], cache.view(torch.int32)[..., :32]):
         with pytest.raises(ValueError, match=r"one_load reads V from K's first columns: v must be a view of k's"):
             launch_split_kernel(q, cache, v, torch.tensor(64), 40**-0.5, 1, cfg)
 

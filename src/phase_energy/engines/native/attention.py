@@ -177,8 +177,8 @@ def _plan(batch: int, kv_heads: int, groups: int, s_max: int, num_splits: int,
 
 def is_prefix_view(v: Tensor, k: Tensor) -> bool:
     """Whether v is k's first v.shape[-1] columns (one storage, the same strides): MLA's latent cache."""
-    return (v.data_ptr() == k.data_ptr() and v.stride() == k.stride() and v.shape[:-1] == k.shape[:-1]
-            and v.shape[-1] <= k.shape[-1])
+    return (v.data_ptr() == k.data_ptr() and v.dtype == k.dtype and v.stride() == k.stride()
+            and v.shape[:-1] == k.shape[:-1] and v.shape[-1] <= k.shape[-1])
 
 
 def _uses_kernel(q: Tensor) -> bool:
