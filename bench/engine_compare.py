@@ -33,7 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from phase_energy.measure.group import FIRST_POINT_S, VLLM_START_S
+from phase_energy.grid import GridPoint
+from phase_energy.measure.group import FIRST_POINT_S, VLLM_START_S, label
 
 log = logging.getLogger("engine_compare")
 START_S = {"vllm": VLLM_START_S, "native": 5.0}  # an engine's start before its first point, a guess
@@ -42,7 +43,6 @@ START_S = {"vllm": VLLM_START_S, "native": 5.0}  # an engine's start before its 
 def run_engine(a: argparse.Namespace) -> None:
     """One engine, one preset, several points, in this process (:mod:`phase_energy.measure.group`)."""
     from phase_energy.config import load_config
-    from phase_energy.grid import GridPoint
     from phase_energy.measure.group import measure_group, parse_points
 
     cfg = load_config(a.config)
@@ -101,13 +101,7 @@ def plan(a: argparse.Namespace) -> None:
             log.error("plan: %s %s past the deadline: stopped", engine, arch)
         alone = json.loads(summary.read_text()).get("alone", {}) if summary.exists() else {}
         # a point the shared engine could not hold by a little: next, on an engine of its own
-        jobs[:0] = [(arch, engine, init, _bxc(path)) for path in alone]
-
-
-def _bxc(path: str) -> str:
-    """``BxC`` of a point path (``.../bs~B/ctx~C/...``)."""
-    parts = dict(part.split("~", 1) for part in Path(path).parts if "~" in part)
-    return f"{parts['bs']}x{parts['ctx']}"
+        jobs[:0] = [(arch, engine, init, label(GridPoint.from_path(path))) for path in alone]
 
 
 def table(a: argparse.Namespace) -> None:
