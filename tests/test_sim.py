@@ -414,3 +414,62 @@ def test_dropping_the_step_cache_changes_no_trace(tmp_path, monkeypatch):
     assert (a["samples"]["clock_reasons"] & REASON_SW_POWER_CAP).any()  # the cap binds
     pd.testing.assert_frame_equal(a["samples"], b["samples"], check_exact=True)
     pd.testing.assert_frame_equal(a["windows"], b["windows"], check_exact=True)
+
+
+# ----------------------------------------------------------------------------- prefill lead-in
+def test_prefill_lead_in_known_answers():
+    from phase_energy.measure.protocol import prefill_lead_in
+
+    # H200, qwen3-4b 32 x 2048: a measured prefill lasts 1.47 s, the lead-in asks 0.3 s: one piece of 8 prompts
+    assert prefill_lead_in(0.3, 1.47, 32, 8) == (1, 8)
+    assert prefill_lead_in(0.3, 1.47, 32, 1) == (1, 7)  # 6.5 prompts' worth, rounded up to whole prompts
+    assert prefill_lead_in(0.3, 3.0, 32, 5) == (1, 5)  # less than a piece: one whole piece
+    assert prefill_lead_in(0.3, 0.31, 32, 8) == (1, 32)  # nearly the whole prefill: all of it, never more
+    assert prefill_lead_in(0.3, 0.1, 4, 1) == (3, 4)  # shorter than the lead-in: whole prefills, as before
+    assert prefill_lead_in(0.3, 0.3, 4, 4) == (1, 4)
+    assert prefill_lead_in(0.0, 1.47, 32, 8) == (0, 0)
+
+
+class _RecordingWorkload(SimWorkload):
+    """The simulated engine, noting each prefill's sequences and simulated start and end."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.prefills: list[tuple[int, float, float]] = []
+
+    def prefill(self, sequences=None):
+        t0 = self.gpu.t
+        super().prefill(sequences)
+        self.prefills.append((min(sequences or self.batch, self.batch), t0, self.gpu.t))
+
+
+@pytest.mark.parametrize(("batch", "lead_in_s", "lead_seq"), [(32, 0.3, 8), (32, 0.0, 0), (2, 5.0, 2)])
+def test_prefill_window_follows_a_lead_in_of_its_own_work(batch, lead_in_s, lead_seq):
+    from phase_energy.measure.protocol import Settings, run_protocol
+    from phase_energy.measure.sim import SimMeter
+
+    gpu = SimGPU(seed=0)
+    w = _RecordingWorkload(gpu, get_preset("qwen3-4b"), batch, 2048)
+    s = Settings(idle_s=0.2, warmup_runs=1, prefill_trials=3, decode_trials=1, decode_windows=1, max_output=8,
+                 pause_s=0.2, lead_in_s=lead_in_s, prefill_max_tokens=65536)
+    raw = run_protocol(SimMeter(gpu, 0.01), w, s)
+    pre = [r for r in raw if r.phase == "prefill"]
+    assert len(pre) == 3
+    whole = pre[0].end_s - pre[0].start_s
+    for r in pre:
+        inside = [p for p in w.prefills if p[1] >= r.start_s - 1e-9 and p[2] <= r.end_s + 1e-9]
+        assert all(p[0] == batch for p in inside) and r.tokens == batch * 2048 * len(inside)
+        # the lead-in: the prefills that run back to back up to the window's opening
+        chain, t = [], r.start_s
+        for p in sorted((p for p in w.prefills if p[2] <= r.start_s + 1e-9), key=lambda p: -p[2]):
+            if t - p[2] > 1e-3:
+                break
+            chain.append(p)
+            t = p[1]
+        if lead_seq == 0:
+            assert not chain
+            continue
+        assert {p[0] for p in chain} == {lead_seq}  # the same work, of the lead-in's sequences
+        assert r.start_s - chain[-1][1] >= lead_in_s * 0.99  # lasting at least the lead-in
+        if batch == 32:  # one piece, far shorter than a whole measured prefill (1.6 s in the simulator)
+            assert len(chain) == 1 and chain[0][2] - chain[0][1] < 0.5 * whole

@@ -267,6 +267,7 @@ class VllmWorkload:
         chunk = engine.vllm_config.scheduler_config.max_num_batched_tokens
         # requests that finish their prefill early decode while later ones still prefill: they run ahead
         self.skew_bound = prefill_skew_steps(batch, context, chunk)
+        self.prefill_unit = max(1, chunk // max(context, 1))  # whole prompts one engine step's chunk holds
         positions = positions if positions is not None else max_output
         self.max_position = min(engine.max_model_len - 2 - self.skew_bound, context + positions)
         if self.max_position < context:

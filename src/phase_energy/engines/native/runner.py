@@ -68,6 +68,7 @@ class EngineWorkload:
         self.cfg = checkpoint.arch if checkpoint is not None else get_preset(arch)
         self.cost = CostModel(self.cfg)
         self.batch, self.context, self.max_output = batch, context, max_output
+        self.prefill_unit = prefill_group(batch, context)  # prompts one prefill call of the model takes
         self.device = torch.device(device)
         self.use_graphs = use_graphs and self.device.type == "cuda"
         self.checkpoint = checkpoint
