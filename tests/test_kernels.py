@@ -24,6 +24,7 @@ from phase_energy.engines.native.attention import (
     decode_attention_reference,
     default_config,
     launch_split_kernel,
+    wide_latent_two_loads,
 )
 from phase_energy.engines.native.recurrent import (
     launch_step_kernel,
@@ -110,6 +111,20 @@ def test_one_load_refuses_a_v_that_is_not_the_latent_prefix():
             launch_split_kernel(q, cache, v, torch.tensor(64), 40**-0.5, 1, cfg)
 
 
+def test_default_wide_latent_tiling_loads_the_latent_once_and_falls_back_for_a_v_of_its_own():
+    """From batch 32 a 576-wide latent takes the one-load path by default; a separate V takes two loads."""
+    gen = torch.Generator().manual_seed(2)
+    b, s_max = 32, 48
+    q = torch.randn(b, 1, 32, 576, generator=gen)
+    cache = torch.randn(b, 1, s_max, 576, generator=gen)
+    length = torch.tensor(40)
+    assert default_config(b, 1, 32, 576, 512, s_max).one_load
+    for v in (cache[..., :512], cache[..., :512].clone()):  # the latent's prefix view, then a V of its own
+        o, _ = launch_split_kernel(q, cache, v, length, 576**-0.5, 1)
+        ref = decode_attention_reference(q, cache, v, length, 576**-0.5)
+        torch.testing.assert_close(o[..., 0, :], ref.float(), atol=2e-4, rtol=2e-4)
+
+
 def test_split_tiling_reads_mla_latents_fewer_times_where_the_grid_stays_full():
     # MiniCPM3 (40 heads over a 288-wide latent), TransMLA (32 over 576), Qwen3 GQA (4 per KV head)
     s_max = 2048 + 257
@@ -117,10 +132,15 @@ def test_split_tiling_reads_mla_latents_fewer_times_where_the_grid_stays_full():
     assert default_config(1, 1, 40, 288, 256, s_max).block_g == 16  # batch 1: 72 programs at 32 heads, 108 at 16
     wide = default_config(1, 1, 32, 576, 512, s_max)
     assert (wide.block_g, wide.block_n, wide.num_stages) == (32, 64, 2)
-    # batch 128 and more: the sweep's winner there, fewer keys per block in narrower chunks
-    assert default_config(128, 1, 32, 576, 512, s_max) == SplitConfig(block_g=32, block_n=32, block_dk=64,
-                                                                      num_warps=4, num_stages=2)
-    assert default_config(127, 1, 32, 576, 512, s_max) == default_config(32, 1, 32, 576, 512, s_max)
+    assert not wide.one_load  # batch 1: the one-load path was not faster there
+    # from batch 32 the 576-wide latent is loaded once for both products (the H200 sweep's winner at 32 and 128)
+    one = SplitConfig(block_g=32, block_n=64, block_dk=64, num_warps=4, num_stages=2, one_load=True)
+    assert default_config(32, 1, 32, 576, 512, s_max) == default_config(128, 1, 32, 576, 512, s_max) == one
+    assert not default_config(31, 1, 32, 576, 512, s_max).one_load
+    # without the one-load path, batch 128 and more keep the two-load sweep's winner there
+    assert wide_latent_two_loads(128, 576) == SplitConfig(block_g=32, block_n=32, block_dk=64, num_warps=4,
+                                                          num_stages=2)
+    assert wide_latent_two_loads(127, 576) == wide_latent_two_loads(32, 576) == wide
     assert default_config(32, 8, 4, 128, 128, s_max) == SplitConfig(block_n=64, block_dk=128, num_warps=4)
 
 

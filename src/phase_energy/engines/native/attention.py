@@ -132,8 +132,8 @@ class SplitConfig:
     num_warps: int = 4
     num_stages: int = 2
     # V is the first Dv columns of K (MLA's latent cache, passed as a view): each key tile is loaded once for
-    # both products instead of K in block_dk chunks and V again (block_dk is then unused). Not a default yet:
-    # bench/gpu_run.py's mla_attn step times it against the tilings above.
+    # both products instead of K in block_dk chunks and V again (block_dk is then unused). The default for
+    # wide latents from batch 32 (default_config); bench/gpu_run.py's mla_attn step times it.
     one_load: bool = False
 
     def __post_init__(self) -> None:
@@ -152,19 +152,31 @@ def default_config(batch: int, kv_heads: int, groups: int, dk: int, dv: int, s_m
     a 576-wide latent at batch 32-128, 1.2-1.6x for 288; for the 576-wide latent at batch 128 and more, 32
     keys per block in 64-wide chunks with 4 warps (162 against 211 us per layer; batch 33-127 was not swept
     and keeps the batch-32 tiling). For the 288-wide latent at batch 1 the 16-head tiling stays (more
-    programs: 24 against 42 us).
+    programs: 24 against 42 us). From batch 32 a 576-wide latent takes the one-load path, 64 keys per block
+    with 4 warps (bench/h200-2026-12-02c, one card: 54 against 70 us per layer at batch 32, 131 against
+    163 at batch 128; at batch 1 it was not faster, 26 against 23 us, so smaller batches keep the tilings
+    of :func:`wide_latent_two_loads`). The one-load path needs V to be a view of K's first columns; where
+    it is not, :func:`launch_split_kernel` takes the two-load tiling instead.
     """
     block_dv = next_pow2(dv)
     if block_dv > 256:  # wide latents (TransMLA): 32 heads, two stages fit in shared memory
-        if batch >= 128:  # the sweep's batch-128 winner: 162 us per layer against 211 with the batch-32 tiling
-            return SplitConfig(block_g=32, block_n=32, block_dk=min(64, next_pow2(dk)), num_warps=4, num_stages=2)
-        return SplitConfig(block_g=32, block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=8, num_stages=2)
+        if batch >= 32:  # each latent tile loaded once for both products (V is K's first dv columns)
+            return SplitConfig(block_g=32, block_n=64, block_dk=min(64, next_pow2(dk)), num_warps=4, num_stages=2,
+                               one_load=True)
+        return wide_latent_two_loads(batch, dk)
     if groups > 16:
         wide = SplitConfig(block_g=32, block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=4, num_stages=2)
         splits = _plan(batch, kv_heads, groups, s_max, 0, wide)[0]
         if batch * kv_heads * math.ceil(groups / wide.block_g) * splits >= 2 * sms:  # the grid it would launch
             return wide
     return SplitConfig(block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=4 if block_dv <= 128 else 8)
+
+
+def wide_latent_two_loads(batch: int, dk: int) -> SplitConfig:
+    """A wide latent's tiling that loads K in chunks and V again (any V; the sweep's winners before one-load)."""
+    if batch >= 128:  # the sweep's batch-128 winner: 162 us per layer against 211 with the batch-32 tiling
+        return SplitConfig(block_g=32, block_n=32, block_dk=min(64, next_pow2(dk)), num_warps=4, num_stages=2)
+    return SplitConfig(block_g=32, block_n=64, block_dk=min(128, next_pow2(dk)), num_warps=8, num_stages=2)
 
 
 def _plan(batch: int, kv_heads: int, groups: int, s_max: int, num_splits: int,
@@ -191,6 +203,8 @@ def launch_split_kernel(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: 
     b, h, g, dk = q.shape
     s_max, dv = k.shape[2], v.shape[3]
     cfg = config or default_config(b, h, g, dk, dv, s_max)
+    if config is None and cfg.one_load and not is_prefix_view(v, k):  # a wide V of its own: two loads
+        cfg = wide_latent_two_loads(b, dk)
     if cfg.one_load and not is_prefix_view(v, k):
         raise ValueError(f"one_load reads V from K's first columns: v must be a view of k's first {dv} of {dk} "
                          f"columns (same storage and strides); got v strides {tuple(v.stride())} at offset "
