@@ -176,3 +176,38 @@ def test_one_figure_command_draws_several_and_needs_an_out_for_each(sim_run, tmp
 
     for name, out in zip(names, ("a", "b"), strict=True):  # each figure where its --out says, as the run drew it
         assert texts(tmp_path / f"{out}.svg") == texts(sim_run / "figures" / f"{name}.svg"), name
+
+
+def test_pick_point_takes_a_combination_the_grid_holds():
+    from phase_energy.report.figbase import MissingData, pick_point
+
+    d = pd.DataFrame({"batch": [32, 128, 1], "context": [8192, 2048, 512]})
+    assert pick_point(d, batch=32, context=2048) == (32, 8192)  # (32, 2048) is not there; ties: the smallest
+    assert pick_point(d, batch=100, context=2048) == (128, 2048)
+    assert pick_point(d, batch=1, context=2048) == (1, 512)
+    with pytest.raises(MissingData, match="batch, context"):
+        pick_point(d.iloc[:0], batch=32, context=2048)
+
+
+@pytest.mark.parametrize("name", ["fig04_pareto", "fig15_phase_policy"])
+def test_figure_draws_where_the_preferred_batch_lacks_the_preferred_context(sim_run, name):
+    """The batch nearest 32 only at a context far from 2048, the others nearer: the figure still draws a point."""
+    from phase_energy.report.figbase import pick
+
+    t = _tables(sim_run, name)
+    key = "pareto" if name == "fig04_pareto" else "phase_policy"
+    d = t[key].copy()
+    b0 = pick(d["batch"], 32)
+    assert d["batch"].nunique() >= 2
+    d.loc[d["batch"] == b0, "context"] = d["context"] // 4  # picked apart, batch and context name no row
+    assert d[(d["batch"] == b0) & (d["context"] == pick(d["context"], 2048))].empty
+    t[key] = d
+    fig = draw(name, t, sim_run / "results/traces")
+    try:
+        assert "no data to draw" not in " ".join(x.get_text() for x in fig.findobj(plt.Text))
+        assert layout_problems(fig) == []
+        if name == "fig15_phase_policy":
+            m = re.search(r"batch (\d+), context (\d+)", fig._suptitle.get_text())
+            assert m and not d[(d["batch"] == int(m[1])) & (d["context"] == int(m[2]))].empty
+    finally:
+        plt.close(fig)

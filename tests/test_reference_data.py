@@ -150,3 +150,26 @@ def test_engine_comparison_regenerates_per_engine(tmp_path):
     assert not c["evidence"].str.contains(r"\.\.|\bnan\b", regex=True).any()
     assert "SIMULATED" not in (wd / "figures/fig14_engines.svg").read_text()
     assert "no data to draw" not in (wd / "figures/fig14_engines.svg").read_text()
+
+
+def test_vllm_campaign_grid_regenerates_from_its_traces(tmp_path):
+    """The vLLM campaign grid's traces: no measurement, vLLM only, one card, skipped points with their reason."""
+    wd = copy_workflow(tmp_path / "vllm")
+    shutil.copytree(ROOT / "reference-data/h200-vllm", wd / "reference-data/h200-vllm")
+    args = ("--cores", "2", "--configfile", "config/h200-vllm.yaml")
+    dry = run_snakemake(wd, "-n", *args)
+    assert dry.returncode == 0 and not re.search(r"^measure\s+\d+", dry.stdout, re.M), dry.stderr[-2000:]
+    res = run_snakemake(wd, *args)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    metas = [json.loads(s.read_text()) for s in (wd / "reference-data/h200-vllm/traces").rglob("metadata.json")]
+    assert metas and {m["engine"] for m in metas} == {"vllm"}
+    cards = [m["gpu"]["uuid"] for m in metas if "uuid" in (m.get("gpu") or {})]  # the points that ran
+    assert len(cards) >= 13 and len(set(cards)) == 1
+    jobs = pd.read_csv(wd / "results/tables/jobs.csv")
+    skipped = jobs[jobs["status"] == "skipped"]
+    assert (skipped[skipped["arch"] == "minicpm3-4b"]["reason"].str.contains("vLLM 0.26 fails")).all()
+    c = pd.read_csv(wd / "results/claims.csv").set_index("id")
+    assert set(c["engine"]) == {"vllm"}
+    # the grid's finding as measured: decode far above the paper's range, the cap binding at large batch
+    assert c.loc["C1", "verdict"] == "not reproduced" and c.loc["C2", "verdict"] == "not reproduced"
+    assert not c["evidence"].str.contains(r"\.\.|\bnan\b", regex=True).any()

@@ -38,3 +38,21 @@ def pick(values: pd.Series, prefer: int) -> Any:
     """The value of ``values`` nearest ``prefer`` on a log scale (a batch size, a context)."""
     u = sorted(values.unique())
     return min(u, key=lambda v: abs(np.log(v) - np.log(prefer)))
+
+
+def pick_point(d: pd.DataFrame, **prefer: int) -> tuple[Any, ...]:
+    """The combination of the columns ``prefer`` names that ``d`` holds nearest the preferred values.
+
+    Nearest by the summed distances on a log scale, among the combinations present in a row, so a grid that
+    has batch 32 only at context 8192 and context 2048 only at batch 128 gives one of those points, not the
+    pair (32, 2048) it lacks. Ties go to the smallest values.
+    """
+    cols = list(prefer)
+    combos = sorted(d[cols].drop_duplicates().itertuples(index=False, name=None))
+    if not combos:
+        raise MissingData(f"rows with {', '.join(cols)}")
+
+    def distance(c: tuple[Any, ...]) -> float:
+        return float(sum(abs(np.log(v) - np.log(prefer[k])) for k, v in zip(cols, c, strict=True)))
+
+    return min(combos, key=distance)

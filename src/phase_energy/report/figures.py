@@ -31,6 +31,7 @@ from phase_energy.report.figbase import MissingData
 from phase_energy.report.figbase import facet as _facet
 from phase_energy.report.figbase import need as _need
 from phase_energy.report.figbase import pick as _pick
+from phase_energy.report.figbase import pick_point as _pick_point
 from phase_energy.report.headline import fig00_headline  # noqa: F401 (drawn through RENDERERS)
 from phase_energy.report.policy_figure import fig15_phase_policy  # noqa: F401 (drawn through RENDERERS)
 from phase_energy.report.style import LIMIT_COLOUR, Provenance, arch_palette, provenance, set_theme, watermark
@@ -135,8 +136,7 @@ def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
     p = p[p["phase"] == "decode"]
     if p.groupby(["arch", "batch", "context"])["lever"].nunique().max() < 2:
         raise MissingData("two or more levers per point")
-    bs = _pick(p["batch"], 32)
-    ctx = _pick(p["context"], 2048)
+    bs, ctx = _pick_point(p, batch=32, context=2048)
     d = p[(p["batch"] == bs) & (p["context"] == ctx)].copy()
     d["frontier probability"] = d["frontier_probability"]
     g = sns.relplot(data=d, x="j_per_token", y="tokens_per_s", hue="lever_kind", size="frontier probability",
@@ -290,8 +290,7 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     if not (d["lever_kind"] == "powercap").any():
         raise MissingData("powercap levers")
     d["cap (W)"] = np.where(d["lever_kind"] == "default", d["power_limit_w"], d["lever_value"])
-    bs = _pick(d["batch"], 32)
-    ctx = _pick(d["context"], 2048)
+    bs, ctx = _pick_point(d, batch=32, context=2048)
     d = d[(d["batch"] == bs) & (d["context"] == ctx)]
     long = d.melt(id_vars=["arch", "phase", "cap (W)"], value_vars=["power_mean_w", "tokens_per_s", "j_per_token"],
                   var_name="metric", value_name="value")

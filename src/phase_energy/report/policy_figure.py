@@ -18,14 +18,14 @@ import seaborn as sns
 
 from phase_energy.report.figbase import facet as _facet
 from phase_energy.report.figbase import need as _need
-from phase_energy.report.figbase import pick as _pick
+from phase_energy.report.figbase import pick_point as _pick_point
 from phase_energy.report.style import arch_palette
 
 
 def fig15_phase_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
     """The phase policy's saving against the default and the best static lever over the mix share, per paradigm."""
     p = _need(t["phase_policy"], "two or more static levers per point (the phase policy table)")
-    bs, ctx, n = _pick(p["batch"], 32), _pick(p["context"], 2048), _pick(p["output_length"], 512)
+    bs, ctx, n = _pick_point(p, batch=32, context=2048, output_length=512)
     d = p[(p["batch"] == bs) & (p["context"] == ctx) & (p["output_length"] == n)].sort_values("mix_share")
     long = d.melt(id_vars=["arch", "paradigm", "mix_share"], value_vars=["saving_vs_default", "saving_vs_static"],
                   var_name="against", value_name="saving (%)")
