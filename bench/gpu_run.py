@@ -172,31 +172,39 @@ def recurrent_speed(results: dict, out: Path) -> None:
     Each row: microseconds per step of one layer's state update (CUDA events over 200 back-to-back calls)
     and the rate at which it moves the state (read once, written once) and its inputs. The engine's tiling
     is ``step_tiling(batch)`` (64-wide from batch 32, 32-wide below; 32 everywhere before 2026-12-02); the
-    others say whether the Mamba2 decode gap to vLLM lies in this kernel.
+    others say whether the Mamba2 decode gap to vLLM lies in this kernel. With ``--recurrent-sweep split``
+    (a shorter sweep): the engine's tiling against the state's rows split over programs (``block_k``: smaller
+    tiles, more programs, each adding its part of the output), Mamba2 and Nemotron-H at batch 32 and 128.
     """
-    from phase_energy.engines.native.recurrent import launch_step_kernel
+    from phase_energy.engines.native.recurrent import launch_step_kernel, step_tiling
 
     rows = []
-    for name, (g, hv, kd, vd, delta, sdt) in {
+    cases = {
         "mamba2-2.7b": (1, 80, 128, 64, False, torch.bfloat16),
         "nemotron-h-4b": (8, 112, 128, 64, False, torch.bfloat16),
         "gdn-qwen3.5-4b": (16, 32, 128, 128, True, torch.float32),
-    }.items():
-        for b in (1, 32, 128):
+    }
+    if RECURRENT_SWEEP == "split":  # the engine's tiling against the state's rows split over programs
+        cases = {n: c for n, c in cases.items() if not c[4]}
+    for name, (g, hv, kd, vd, delta, sdt) in cases.items():
+        for b in (32, 128) if RECURRENT_SWEEP == "split" else (1, 32, 128):
             st = torch.zeros(b, hv, kd, vd, device="cuda", dtype=sdt)
             q, k = (torch.randn(b, g, kd, device="cuda", dtype=torch.bfloat16) for _ in range(2))
             v = torch.randn(b, hv, vd, device="cuda", dtype=torch.bfloat16)
             gg = -torch.rand(b, hv, device="cuda")
             beta = torch.rand(b, hv, device="cuda") if delta else None
             moved = 2 * st.numel() * st.element_size() + sum(t.numel() * t.element_size() for t in (q, k, v))
-            for block_v in (16, 32, 64, 128):
-                if block_v > vd:
-                    continue
-                for warps in (2, 4, 8):
-                    row = {"case": name, "batch": b, "block_v": block_v, "num_warps": warps}
+            if RECURRENT_SWEEP == "split":  # (block_v, num_warps, block_k); None: all rows, the engine's way
+                tilings = [(*step_tiling(b), None)] + [(bv, w, bk) for bk in (16, 32, 64) for bv in (32, 64)
+                                                       for w in (2, 4)]
+            else:
+                tilings = [(bv, w, None) for bv in (16, 32, 64, 128) if bv <= vd for w in (2, 4, 8)]
+            for block_v, warps, block_k in tilings:
+                if block_v <= vd:
+                    row = {"case": name, "batch": b, "block_v": block_v, "num_warps": warps, "block_k": block_k}
                     try:
                         us = _event_us(functools.partial(launch_step_kernel, st, q, k, v, gg, beta, kd**-0.5,
-                                                         delta, block_v, warps), 200)
+                                                         delta, block_v, warps, block_k), 200)
                         row.update(us=us, gbps=moved / us / 1e3)
                     except Exception as e:
                         row["error"] = f"{type(e).__name__}: {e}"[:300]
@@ -465,6 +473,7 @@ def mla_attention_speed(results: dict, out: Path) -> None:
 
 MLA_ARCHS: tuple[str, ...] = ("minicpm3-4b", "qwen3-4b-transmla")  # --mla-archs
 MLA_SWEEP = "all"  # --mla-sweep
+RECURRENT_SWEEP = "all"  # --recurrent-sweep
 
 
 KERNEL_CLASSES = (("attention", ("_split_kernel",)), ("recurrent", ("_step_kernel",)),
@@ -645,11 +654,14 @@ def main() -> None:
     p.add_argument("--mla-archs", default="minicpm3-4b,qwen3-4b-transmla", help="the mla_attn step's presets")
     p.add_argument("--mla-sweep", choices=("all", "one_load"), default="all",
                    help="the mla_attn step's tilings: all, or the default and the one-load tilings")
+    p.add_argument("--recurrent-sweep", choices=("all", "split"), default="all",
+                   help="the recurrent step's tilings: all value widths, or the engine's tiling against the "
+                        "state's rows split over programs (Mamba2 and Nemotron-H at batch 32 and 128)")
     p.add_argument("--inductor", default="", help="torch._inductor.config settings, key=value,... (e.g. "
                    "coordinate_descent_tuning=1)")
     a = p.parse_args()
-    global MLA_ARCHS, MLA_SWEEP
-    MLA_ARCHS, MLA_SWEEP = tuple(a.mla_archs.split(",")), a.mla_sweep
+    global MLA_ARCHS, MLA_SWEEP, RECURRENT_SWEEP
+    MLA_ARCHS, MLA_SWEEP, RECURRENT_SWEEP = tuple(a.mla_archs.split(",")), a.mla_sweep, a.recurrent_sweep
     steps = a.steps.split(",")
     if set(steps) - set(STEPS):
         p.error(f"unknown step(s) {', '.join(sorted(set(steps) - set(STEPS)))}; accepted: {', '.join(STEPS)}")

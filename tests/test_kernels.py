@@ -357,3 +357,31 @@ def test_recurrent_tiling_widens_from_batch_32():
     o_narrow = launch_step_kernel(s_narrow, q, k, v, g, None, 1.0, False, 32, 4)
     torch.testing.assert_close(o_wide, o_narrow, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(s_wide, s_narrow, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("block_k", "block_v"), [(16, 64), (32, 32), (64, 16)])
+def test_recurrent_kernel_split_over_state_rows_gives_the_same_step(block_k, block_v):
+    """block_k: smaller tiles, each adding its part of the output (Mamba2's plain update, B and C strided)."""
+    gen = torch.Generator().manual_seed(11)
+    conv_out = torch.randn(3, 2 * 128 + 5, generator=gen)
+    c, b = conv_out[:, :128].view(3, 1, 128), conv_out[:, 128:256].view(3, 1, 128)  # one group, 128-wide state
+    state = torch.randn(3, 4, 128, 64, generator=gen).to(torch.bfloat16)
+    v, g = torch.randn(3, 4, 64, generator=gen), -torch.rand(3, 4, generator=gen)
+    s_split, s_whole = state.clone(), state.clone()
+    o_split = launch_step_kernel(s_split, c, b, v, g, None, 1.0, False, block_v, 4, block_k)
+    o_whole = launch_step_kernel(s_whole, c, b, v, g, None, 1.0, False, 64, 4)
+    torch.testing.assert_close(o_split, o_whole, rtol=1e-4, atol=1e-4)
+    assert torch.equal(s_split, s_whole)  # every row written once, by the program that owns it
+    assert not torch.equal(s_split, state)
+
+
+def test_recurrent_kernel_refuses_to_split_the_rows_the_delta_rule_needs():
+    state = torch.zeros(1, 2, 32, 16)
+    q = k = torch.randn(1, 1, 32)
+    v, g, beta = torch.randn(1, 2, 16), -torch.rand(1, 2), torch.rand(1, 2)
+    with pytest.raises(ValueError, match=r"block_k=16 splits the state's 32 rows; the delta rule and l2norm"):
+        launch_step_kernel(state, q, k, v, g, beta, 1.0, True, 16, 4, 16)
+    with pytest.raises(ValueError, match="block_k must be a power of two >= 16, got 24"):
+        launch_step_kernel(state, q, k, v, g, None, 1.0, False, 16, 4, 24)
+    o = launch_step_kernel(state.clone(), q, k, v, g, beta, 1.0, True, 16, 4, 32)  # all rows: accepted
+    assert o.shape == (1, 2, 16)

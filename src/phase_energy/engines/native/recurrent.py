@@ -54,13 +54,16 @@ if triton is not None:
 
     @triton.jit
     def _step_kernel(S, Q, K, V, G, Beta, Out, HV, GROUP, KD, VD, scale, stride_qb, stride_qh, stride_kb, stride_kh,
-                     BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, DELTA: tl.constexpr, L2NORM: tl.constexpr):
+                     BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, DELTA: tl.constexpr, L2NORM: tl.constexpr,
+                     SPLIT_K: tl.constexpr = False):
         pid_bh = tl.program_id(0)  # sequence x value head
         pid_v = tl.program_id(1)
         b = pid_bh // HV
         hv = pid_bh % HV
         hq = hv // GROUP  # the q/k head this value head reads (q and k may be strided views, e.g. Mamba2's B, C)
-        offs_k = tl.arange(0, BLOCK_K)
+        # SPLIT_K: this program updates rows [pid_k * BLOCK_K, ...) of the state only and adds its part of
+        # o = q^T S to Out (zeroed by the launch); only without the delta rule and the norms, which need all of k
+        offs_k = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K) if SPLIT_K else tl.arange(0, BLOCK_K)
         offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
         k_mask = offs_k < KD
         v_mask = offs_v < VD
@@ -78,7 +81,10 @@ if triton is not None:
         if DELTA:
             u = (u - tl.sum(s * k[:, None], 0)) * tl.load(Beta + pid_bh).to(tl.float32)
         s = s + k[:, None] * u[None, :]
-        tl.store(Out + pid_bh * VD + offs_v, tl.sum(s * q[:, None], 0), mask=v_mask)
+        if SPLIT_K:
+            tl.atomic_add(Out + pid_bh * VD + offs_v, tl.sum(s * q[:, None], 0), mask=v_mask)
+        else:
+            tl.store(Out + pid_bh * VD + offs_v, tl.sum(s * q[:, None], 0), mask=v_mask)
         tl.store(s_ptr, s.to(S.dtype.element_ty), mask=s_mask)
 
 
@@ -95,29 +101,38 @@ def step_tiling(batch: int) -> tuple[int, int]:
 
 
 def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
-                       scale: float, l2norm: bool, block_v: int | None = None, num_warps: int | None = None
-                       ) -> Tensor:
+                       scale: float, l2norm: bool, block_v: int | None = None, num_warps: int | None = None,
+                       block_k: int | None = None) -> Tensor:
     """The Triton kernel (any device Triton runs on); same arguments and result as the reference.
 
     ``block_v`` (a power of two, capped at the head's value size) and ``num_warps`` tile the state; by
     default the engine's tiling for the batch (:func:`step_tiling`; bench/gpu_run.py's ``recurrent_speed``
-    step times the others).
+    step times the others). ``block_k`` (a power of two under the key size) also splits the state's rows
+    over programs, smaller tiles and more of them (each adds its part of the output; not for the delta rule
+    or the norms, which need every row); by default each program takes all rows.
     """
     b, hv, kd, vd = state.shape
     default_v, default_warps = step_tiling(b)
     block_v, num_warps = block_v or default_v, num_warps or default_warps
+    split = block_k is not None and block_k < next_pow2(kd)
+    if split and (beta is not None or l2norm):
+        raise ValueError(f"block_k={block_k} splits the state's {kd} rows; the delta rule and l2norm need all of "
+                         f"them (block_k=None or >= {next_pow2(kd)})")
+    if block_k is not None and (block_k < 16 or block_k & (block_k - 1)):
+        raise ValueError(f"block_k must be a power of two >= 16, got {block_k}")
     assert state.is_contiguous(), "the state is updated in place and must be contiguous"
     # q and k are read through their batch and head strides (no copy of a slice, such as Mamba2's B and C of
     # the convolution's output); only their last dimension must be dense
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
     v, g = v.contiguous(), g.float().contiguous()
     beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
-    o = torch.empty(b, hv, vd, device=v.device, dtype=torch.float32)
-    block_k, block_v = next_pow2(kd), min(next_pow2(block_v), next_pow2(vd))
-    grid = (b * hv, math.ceil(vd / block_v))
+    o = (torch.zeros if split else torch.empty)(b, hv, vd, device=v.device, dtype=torch.float32)
+    block_k = block_k if split and block_k is not None else next_pow2(kd)
+    block_v = min(next_pow2(block_v), next_pow2(vd))
+    grid = (b * hv, math.ceil(vd / block_v), math.ceil(kd / block_k))
     _step_kernel[grid](state, q, k, v, g, beta_t, o, hv, hv // q.shape[1], kd, vd, scale,
                        q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-                       BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm,
+                       BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm, SPLIT_K=split,
                        num_warps=num_warps)
     return o
 

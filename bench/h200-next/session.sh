@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The next H200 session, prepared: four calls sent back to back on one machine (files under /tmp stay between
+# them), so that every comparison is on one card. Default lever only: nothing here changes a GPU setting.
+#   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
+# STEP, in this order (about 1,700 s of device time in all, machine start included; each call under 600 s):
+#   a .whl .vllm-p1   the Mamba2 state update with its rows split over programs against the engine's tiling
+#                     (bench/gpu_run.py --recurrent-sweep split), a kernel profile of the native Mamba2 step at
+#                     batch 32; native qwen3-4b-transmla at 1 x 2048 and 32 x 8192 (not measured since the
+#                     one-load MLA path)
+#   b .vllm-p2        native qwen3.5-4b at 1 x 2048, 32 x 2048 and 32 x 8192 (not measured since its fused
+#                     input projections)
+#   c .vllm-p3        install vLLM from the three parts; vLLM qwen3-4b-transmla at the points of call a
+#   d                 vLLM qwen3.5-4b at the points of call b, then the vLLM campaign grid resumed for CAMPAIGN_S
+#                     seconds (reference-data/h200-vllm/, which must travel with the tree: it is what the
+#                     campaign resumes from)
+#   e                 the campaign again for CAMPAIGN_S seconds, if the session has the time left
+set -uo pipefail
+STEP=$1; shift
+export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+export PHASE_ENERGY_GIT_COMMIT=${PHASE_ENERGY_GIT_COMMIT:-unknown} PHASE_ENERGY_COMPILE_CACHE=/tmp/s/cc-bench
+mkdir -p /tmp/vllm-parts /tmp/s
+for part in "$@"; do case $part in .vllm-p*) cp "$part"/* /tmp/vllm-parts/;; esac; done
+if [ ! -d /tmp/pe-site/fla ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/pe-site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/pe-site:/tmp/site:$PWD/src
+nvidia-smi --query-gpu=name,uuid,serial,driver_version,power.limit,clocks.max.sm --format=csv | tee -a "$OUT/nvidia-smi.csv"
+plan() {  # engines presets points deadline_s log
+  python3 bench/engine_compare.py plan --config config/h200-engines.yaml --out /tmp/s/cmp --engines "$1" \
+      --presets "$2" --points "$3" --deadline-s "$4" 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee -a "$OUT/$5"
+}
+campaign() {  # seconds log
+  mkdir -p /tmp/s/h200-vllm/traces
+  # the points measured so far travel with the tree (reference-data/h200-vllm): the campaign skips them
+  [ -d reference-data/h200-vllm/traces ] && cp -rn reference-data/h200-vllm/traces/. /tmp/s/h200-vllm/traces/
+  python3 -m phase_energy.cli campaign --configfile config/h200-engines.yaml --into /tmp/s/h200-vllm/traces \
+      --time-limit-s "$1" --group-engines vllm \
+      --chunk 'engines=[vllm] batch_sizes=[1,8,32,128,256] contexts=[512,2048,8192] results=/tmp/s/campaign' \
+      2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee "$OUT/$2"
+  (cd /tmp/s && tar czf "$OUT/h200-vllm.tgz" h200-vllm)
+}
+case $STEP in
+a)
+  timeout 150 python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent_speed,profile \
+      --recurrent-sweep split --points mamba2-2.7b:32 2>&1 | tail -30 | tee "$OUT/kernels.log"
+  cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
+  plan native qwen3-4b-transmla 1x2048,32x8192 120 native.log
+  ;;
+b)
+  plan native qwen3.5-4b 1x2048,32x2048,32x8192 160 native.log
+  ;;
+c)
+  bash /tmp/vllm-parts/install.sh || exit 1
+  plan vllm qwen3-4b-transmla 1x2048,32x8192 ${DEADLINE_S:-260} vllm.log
+  ;;
+d)
+  plan vllm qwen3.5-4b 1x2048,32x2048,32x8192 ${DEADLINE_S:-300} vllm.log
+  campaign ${CAMPAIGN_S:-250} campaign-d.log
+  ;;
+e)
+  campaign ${CAMPAIGN_S:-400} campaign-e.log
+  ;;
+*)
+  echo "unknown step $STEP; accepted: a b c d e" >&2; exit 2
+  ;;
+esac
+(cd /tmp/s && [ -d cmp ] && tar czf "$OUT/cmp-$STEP.tgz" cmp)
