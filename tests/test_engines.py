@@ -278,3 +278,15 @@ def test_another_attention_backend_lifts_a_known_failure_and_reaches_the_engine(
             VllmEngine("tiny-gqa", max_num_seqs=2, max_model_len=64, capture_sizes=[2], settings=settings,
                        folder=tmp_path / str(len(vllm_args)))
     assert vllm_args[0]["attention_backend"] == "TRITON_ATTN" and "attention_backend" not in vllm_args[1]
+
+
+def test_prefill_unit_is_whole_prompts_of_the_engines_chunk():
+    """A vLLM workload's lead-in piece: the whole prompts one engine step's chunk holds (at least one)."""
+    from phase_energy.measure.protocol import prefill_unit
+
+    gpu = SimGPU(seed=0)
+    engine = FakeVllmEngine(gpu, get_preset("qwen3-4b"), max_num_seqs=8, max_model_len=4096,
+                            max_num_batched_tokens=1024)
+    assert VllmWorkload(engine, batch=8, context=256, max_output=16, seed=0).prefill_unit == 4
+    assert VllmWorkload(engine, batch=8, context=2048, max_output=16, seed=0).prefill_unit == 1  # chunked prompt
+    assert prefill_unit(object()) == 1  # an engine that names none: one prompt

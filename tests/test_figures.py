@@ -179,7 +179,7 @@ def test_one_figure_command_draws_several_and_needs_an_out_for_each(sim_run, tmp
 
 
 def test_pick_point_takes_a_combination_the_grid_holds():
-    from phase_energy.report.figbase import MissingData, pick_point
+    from phase_energy.report.figbase import MissingData, pick, pick_point
 
     d = pd.DataFrame({"batch": [32, 128, 1], "context": [8192, 2048, 512]})
     assert pick_point(d, batch=32, context=2048) == (32, 8192)  # (32, 2048) is not there; ties: the smallest
@@ -187,15 +187,20 @@ def test_pick_point_takes_a_combination_the_grid_holds():
     assert pick_point(d, batch=1, context=2048) == (1, 512)
     with pytest.raises(MissingData, match="batch, context"):
         pick_point(d.iloc[:0], batch=32, context=2048)
+    # an exact tie on a log scale (8 and 128 both a factor 4 from 32): the smaller, whatever the last bit says
+    tie = pd.DataFrame({"batch": [128, 8], "context": [2048, 2048]})
+    assert pick_point(tie, batch=32, context=2048) == (8, 2048)
+    assert pick_point(pd.DataFrame({"batch": [32, 32], "context": [8192, 512]}), batch=32, context=2048) == (32, 512)
+    assert pick(tie["batch"], 32) == 8
 
 
-@pytest.mark.parametrize("name", ["fig04_pareto", "fig15_phase_policy"])
+@pytest.mark.parametrize("name", ["fig04_pareto", "fig09_cap_sweep", "fig15_phase_policy"])
 def test_figure_draws_where_the_preferred_batch_lacks_the_preferred_context(sim_run, name):
     """The batch nearest 32 only at a context far from 2048, the others nearer: the figure still draws a point."""
     from phase_energy.report.figbase import pick
 
     t = _tables(sim_run, name)
-    key = "pareto" if name == "fig04_pareto" else "phase_policy"
+    key = {"fig04_pareto": "pareto", "fig09_cap_sweep": "phase_energy"}.get(name, "phase_policy")
     d = t[key].copy()
     b0 = pick(d["batch"], 32)
     assert d["batch"].nunique() >= 2

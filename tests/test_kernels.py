@@ -18,6 +18,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # pragma: no cover - a GPU develo
 
 from bench.kernels.gemv import gemv, gemv_reference  # an experimental kernel, kept with the benchmarks
 
+from phase_energy.engines.native import attention
 from phase_energy.engines.native.attention import (
     SplitConfig,
     decode_attention,
@@ -111,7 +112,7 @@ def test_one_load_refuses_a_v_that_is_not_the_latent_prefix():
             launch_split_kernel(q, cache, v, torch.tensor(64), 40**-0.5, 1, cfg)
 
 
-def test_default_wide_latent_tiling_loads_the_latent_once_and_falls_back_for_a_v_of_its_own():
+def test_default_wide_latent_tiling_loads_the_latent_once_and_falls_back_for_a_v_of_its_own(monkeypatch):
     """From batch 32 a 576-wide latent takes the one-load path by default; a separate V takes two loads."""
     gen = torch.Generator().manual_seed(2)
     b, s_max = 32, 48
@@ -119,10 +120,24 @@ def test_default_wide_latent_tiling_loads_the_latent_once_and_falls_back_for_a_v
     cache = torch.randn(b, 1, s_max, 576, generator=gen)
     length = torch.tensor(40)
     assert default_config(b, 1, 32, 576, 512, s_max).one_load
+    real, launched = attention._split_kernel, []
+
+    class Recorder:  # the real kernel, noting which path each launch asked for
+        def __getitem__(self, grid):
+            def launch(*args, **kw):
+                launched.append(kw["ONE_LOAD"])
+                return real[grid](*args, **kw)
+            return launch
+
+    monkeypatch.setattr(attention, "_split_kernel", Recorder())
+    monkeypatch.setattr(attention, "TWO_LOAD_FALLBACKS", [])
     for v in (cache[..., :512], cache[..., :512].clone()):  # the latent's prefix view, then a V of its own
         o, _ = launch_split_kernel(q, cache, v, length, 576**-0.5, 1)
         ref = decode_attention_reference(q, cache, v, length, 576**-0.5)
         torch.testing.assert_close(o[..., 0, :], ref.float(), atol=2e-4, rtol=2e-4)
+    assert launched == [True, False]  # one load for the latent's view, two for the copy
+    fallbacks = attention.TWO_LOAD_FALLBACKS
+    assert fallbacks == [(b, 1, s_max, 512)]  # and the fallback is on record
 
 
 def test_split_tiling_reads_mla_latents_fewer_times_where_the_grid_stays_full():

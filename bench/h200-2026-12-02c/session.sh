@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The next H200 session, prepared: four calls sent back to back on one machine (files under /tmp stay between
+# The H200 session of 2026-12-02 (the third that day), as it ran (named bench/h200-next/session.sh then;
+# README.md here lists the calls): four calls sent back to back on one machine (files under /tmp stay between
 # them), so that every comparison is on one card. Default lever only: nothing here changes a GPU setting.
 #   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
 # STEP, in this order (about 1,600 s of device time in all, machine start included; each call under 600 s):

@@ -146,7 +146,7 @@ def prefill_lead_in(lead_in_s: float, t_prefill: float, n_seq: int, unit: int = 
     if t <= lead_in_s:
         return math.ceil(lead_in_s / t), n_seq
     unit = max(1, min(unit, n_seq))
-    pieces = math.ceil(math.ceil(n_seq * lead_in_s / t) / unit)
+    pieces = math.ceil(math.ceil(n_seq * lead_in_s / t - 1e-9) / unit)  # 1e-9: no piece for a rounding error
     return 1, min(n_seq, pieces * unit)
 
 

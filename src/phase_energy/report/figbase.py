@@ -37,7 +37,7 @@ def facet(g: sns.FacetGrid) -> plt.Figure:
 def pick(values: pd.Series, prefer: int) -> Any:
     """The value of ``values`` nearest ``prefer`` on a log scale (a batch size, a context)."""
     u = sorted(values.unique())
-    return min(u, key=lambda v: abs(np.log(v) - np.log(prefer)))
+    return min(u, key=lambda v: (round(abs(np.log(v) - np.log(prefer)), 9), v))  # ties: the smaller value
 
 
 def pick_point(d: pd.DataFrame, **prefer: int) -> tuple[Any, ...]:
@@ -55,4 +55,4 @@ def pick_point(d: pd.DataFrame, **prefer: int) -> tuple[Any, ...]:
     def distance(c: tuple[Any, ...]) -> float:
         return float(sum(abs(np.log(v) - np.log(prefer[k])) for k, v in zip(cols, c, strict=True)))
 
-    return min(combos, key=distance)
+    return min(combos, key=lambda c: (round(distance(c), 9), c))  # equal distances are equal to rounding

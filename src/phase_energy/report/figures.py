@@ -136,7 +136,8 @@ def fig04_pareto(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figur
     p = p[p["phase"] == "decode"]
     if p.groupby(["arch", "batch", "context"])["lever"].nunique().max() < 2:
         raise MissingData("two or more levers per point")
-    bs, ctx = _pick_point(p, batch=32, context=2048)
+    several = p.groupby(["arch", "batch", "context"])["lever"].transform("nunique") >= 2
+    bs, ctx = _pick_point(p[several], batch=32, context=2048)  # a point with levers to compare
     d = p[(p["batch"] == bs) & (p["context"] == ctx)].copy()
     d["frontier probability"] = d["frontier_probability"]
     g = sns.relplot(data=d, x="j_per_token", y="tokens_per_s", hue="lever_kind", size="frontier probability",
@@ -290,7 +291,7 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     if not (d["lever_kind"] == "powercap").any():
         raise MissingData("powercap levers")
     d["cap (W)"] = np.where(d["lever_kind"] == "default", d["power_limit_w"], d["lever_value"])
-    bs, ctx = _pick_point(d, batch=32, context=2048)
+    bs, ctx = _pick_point(d[d["lever_kind"] == "powercap"], batch=32, context=2048)  # a point with caps
     d = d[(d["batch"] == bs) & (d["context"] == ctx)]
     long = d.melt(id_vars=["arch", "phase", "cap (W)"], value_vars=["power_mean_w", "tokens_per_s", "j_per_token"],
                   var_name="metric", value_name="value")

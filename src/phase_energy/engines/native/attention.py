@@ -8,11 +8,14 @@ plain masked attention does the same arithmetic.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 try:  # Triton ships with CUDA builds of torch
     import triton
@@ -151,12 +154,13 @@ def default_config(batch: int, kv_heads: int, groups: int, dk: int, dv: int, s_m
     times; the choice comes from a sweep on the H200 (bench/engine-h200-2026-11-24b): 3.4-3.7x faster for
     a 576-wide latent at batch 32-128, 1.2-1.6x for 288; for the 576-wide latent at batch 128 and more, 32
     keys per block in 64-wide chunks with 4 warps (162 against 211 us per layer; batch 33-127 was not swept
-    and keeps the batch-32 tiling). For the 288-wide latent at batch 1 the 16-head tiling stays (more
-    programs: 24 against 42 us). From batch 32 a 576-wide latent takes the one-load path, 64 keys per block
-    with 4 warps (bench/h200-2026-12-02c, one card: 54 against 70 us per layer at batch 32, 131 against
-    163 at batch 128; at batch 1 it was not faster, 26 against 23 us, so smaller batches keep the tilings
-    of :func:`wide_latent_two_loads`). The one-load path needs V to be a view of K's first columns; where
-    it is not, :func:`launch_split_kernel` takes the two-load tiling instead.
+    and keeps the batch-32 tiling: the two-load path's choice since). For the 288-wide latent at batch 1
+    the 16-head tiling stays (more programs: 24 against 42 us). From batch 32 a 576-wide latent takes the
+    one-load path, 64 keys per block with 4 warps (bench/h200-2026-12-02c, one card: 54 against 70 us per
+    layer at batch 32, 131 against 163 at batch 128; at batch 1 unresolved, 26 us against the default's 41
+    timed first and 23 timed last, so batches under 32, not swept, keep the tilings of
+    :func:`wide_latent_two_loads`). The one-load path needs V to be a view of K's first columns; where it
+    is not, :func:`launch_split_kernel` takes the two-load tiling instead and notes it.
     """
     block_dv = next_pow2(dv)
     if block_dv > 256:  # wide latents (TransMLA): 32 heads, two stages fit in shared memory
@@ -193,6 +197,9 @@ def is_prefix_view(v: Tensor, k: Tensor) -> bool:
             and v.shape[:-1] == k.shape[:-1] and v.shape[-1] <= k.shape[-1])
 
 
+TWO_LOAD_FALLBACKS: list[tuple[int, ...]] = []  # V shapes the one-load default fell back for
+
+
 def _uses_kernel(q: Tensor) -> bool:
     return q.device.type == "cuda" and triton is not None
 
@@ -204,6 +211,10 @@ def launch_split_kernel(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: 
     s_max, dv = k.shape[2], v.shape[3]
     cfg = config or default_config(b, h, g, dk, dv, s_max)
     if config is None and cfg.one_load and not is_prefix_view(v, k):  # a wide V of its own: two loads
+        if not TWO_LOAD_FALLBACKS:
+            log.warning("decode attention: V (%s) is not a view of K's first %d columns; the one-load tiling "
+                        "falls back to two loads (the first of such calls is logged)", tuple(v.shape), dv)
+        TWO_LOAD_FALLBACKS.append(tuple(v.shape))
         cfg = wide_latent_two_loads(b, dk)
     if cfg.one_load and not is_prefix_view(v, k):
         raise ValueError(f"one_load reads V from K's first columns: v must be a view of k's first {dv} of {dk} "

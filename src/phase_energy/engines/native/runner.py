@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from phase_energy.engines.compiler import set_compile_caches
+from phase_energy.engines.native import attention
 from phase_energy.engines.native.hf import build_from_checkpoint
 from phase_energy.engines.native.transformer import Block, Transformer, init_random_, replicate_rows_
 from phase_energy.model.checkpoint import Checkpoint, weights_label
@@ -251,5 +252,7 @@ class EngineWorkload:
                 "graph": self.graph is not None,
                 "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_scope": self.compile_scope,
                 "compile_error": self.compile_error, "warmup_parts": self.warmup_parts,
+                # decode attention calls whose one-load default fell back to two loads (V not the latent's view)
+                "attention_two_load_fallbacks": len(attention.TWO_LOAD_FALLBACKS),
                 "weights": weights_label(self.weights),
                 "weight_bytes": self.cost.weight_bytes}
