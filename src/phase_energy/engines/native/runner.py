@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+import phase_energy.engines.native.attention as attention
 from phase_energy.engines.compiler import set_compile_caches
-from phase_energy.engines.native import attention
 from phase_energy.engines.native.hf import build_from_checkpoint
 from phase_energy.engines.native.transformer import Block, Transformer, init_random_, replicate_rows_
 from phase_energy.model.checkpoint import Checkpoint, weights_label
