@@ -243,3 +243,29 @@ def test_prefill_token_bound_and_cache_fill(tmp_path, monkeypatch):
         assert torch.equal(t[2], t[0]) and torch.equal(t[3], t[1]) and torch.equal(t[4], t[0])
         assert not torch.equal(t[0], t[1])
     assert torch.equal(w.tokens[2:4], w.tokens[0:2])
+
+
+def test_mamba2_fused_step_mode_decodes_as_the_separate_one(monkeypatch):
+    """PHASE_ENERGY_MAMBA2_STEP=fused: the mixer hands the raw time step, x and D to one step op; the decode
+    gives the same states and tokens as the separate elementwise steps (here through the op's PyTorch path;
+    the kernel itself is checked against it in test_kernels.py)."""
+    from phase_energy.engines.native.runner import EngineWorkload
+
+    def run(mode):
+        monkeypatch.setenv("PHASE_ENERGY_MAMBA2_STEP", mode)
+        w = EngineWorkload("tiny-mamba2", batch=3, context=16, max_output=8, seed=4, device="cpu",
+                           dtype=torch.float32)
+        w.fill_cache(3)
+        w.decode(16, 6)
+        mixers = [m for m in w.model.modules() if type(m).__name__ == "Mamba2Mixer"]
+        assert mixers and all(m.fused_step == (mode == "fused") for m in mixers)
+        return w.tokens.clone(), [m.state.clone() for m in mixers]
+
+    tok_sep, st_sep = run("separate")
+    tok_fused, st_fused = run("fused")
+    assert torch.equal(tok_sep, tok_fused)
+    for a, b in zip(st_sep, st_fused, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    monkeypatch.setenv("PHASE_ENERGY_MAMBA2_STEP", "fast")
+    with pytest.raises(ValueError, match="PHASE_ENERGY_MAMBA2_STEP='fast' is not accepted; expected one of separate"):
+        EngineWorkload("tiny-mamba2", batch=1, context=8, max_output=4, device="cpu", dtype=torch.float32)

@@ -28,7 +28,9 @@ from phase_energy.engines.native.attention import (
     wide_latent_two_loads,
 )
 from phase_energy.engines.native.recurrent import (
+    launch_mamba2_step,
     launch_step_kernel,
+    mamba2_step_reference,
     recurrent_step_,
     recurrent_step_reference,
     step_tiling,
@@ -400,3 +402,26 @@ def test_recurrent_kernel_refuses_to_split_the_rows_the_delta_rule_needs():
         launch_step_kernel(state, q, k, v, g, None, 1.0, False, 16, 4, 24)
     o = launch_step_kernel(state.clone(), q, k, v, g, beta, 1.0, True, 16, 4, 32)  # all rows: accepted
     assert o.shape == (1, 2, 16)
+
+
+@pytest.mark.parametrize("block_k", [None, 32])
+def test_mamba2_step_with_its_inputs_in_the_kernel_matches_the_mixers_arithmetic(block_k):
+    """softplus(dt + bias), the decay, dt x and the skip D x inside the kernel, from strided views of the
+    projection's and the convolution's outputs, give the mixer's step (large dt: softplus's linear branch)."""
+    gen = torch.Generator().manual_seed(13)
+    bsz, h, p, n = 3, 4, 16, 32
+    proj = torch.randn(bsz, 2 * h * p + h + 5, generator=gen) * 3  # [..., x (h x p), dt (h), ...] of one row
+    proj[0, 2 * h * p] = 25.0  # past softplus's threshold
+    conv = torch.randn(bsz, h * p + 2 * n + 3, generator=gen)  # [x, B, C, ...]
+    x = conv[:, : h * p].view(bsz, h, p)
+    bm, cm = conv[:, h * p : h * p + n].view(bsz, 1, n), conv[:, h * p + n : h * p + 2 * n].view(bsz, 1, n)
+    dt = proj[:, 2 * h * p : 2 * h * p + h]
+    assert not x.is_contiguous() and not dt.is_contiguous()
+    dt_bias, a_log, d = torch.randn(h, generator=gen), torch.randn(h, generator=gen), torch.randn(h, generator=gen)
+    state = torch.randn(bsz, h, n, p, generator=gen)
+    s_ker, s_ref = state.clone(), state.clone()
+    y_ker = launch_mamba2_step(s_ker, cm, bm, x, dt, dt_bias, a_log, d, None, None, block_k)
+    y_ref = mamba2_step_reference(s_ref, cm, bm, x, dt, dt_bias, a_log, d)
+    torch.testing.assert_close(y_ker, y_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_ker, s_ref, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(s_ker, state)

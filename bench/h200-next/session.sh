@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The next H200 session, prepared: four calls sent back to back on one machine (files under /tmp stay between
+# The next H200 session, prepared: five calls sent back to back on one machine (files under /tmp stay between
 # them), so that every comparison is on one card. Default lever only: nothing here changes a GPU setting.
 #   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
 # STEP, in this order (about 1,700 s of device time in all, machine start included; each call under 600 s):
@@ -8,7 +8,8 @@
 #                     batch 32; native qwen3-4b-transmla at 1 x 2048 and 32 x 8192 (not measured since the
 #                     one-load MLA path)
 #   b .vllm-p2        native qwen3.5-4b at 1 x 2048, 32 x 2048 and 32 x 8192 (not measured since its fused
-#                     input projections)
+#                     input projections); native mamba2-2.7b at 32 x 8192 and 128 x 2048 with
+#                     PHASE_ENERGY_MAMBA2_STEP separate, fused, separate again (the fused inputs' A/B)
 #   c .vllm-p3        install vLLM from the three parts; vLLM qwen3-4b-transmla at the points of call a
 #   d                 vLLM qwen3.5-4b at the points of call b, then the vLLM campaign grid resumed for CAMPAIGN_S
 #                     seconds (reference-data/h200-vllm/, which must travel with the tree: it is what the
@@ -25,8 +26,8 @@ if [ ! -d /tmp/pe-site/fla ]; then
 fi
 export PYTHONPATH=/tmp/pe-site:/tmp/site:$PWD/src
 nvidia-smi --query-gpu=name,uuid,serial,driver_version,power.limit,clocks.max.sm --format=csv | tee -a "$OUT/nvidia-smi.csv"
-plan() {  # engines presets points deadline_s log
-  python3 bench/engine_compare.py plan --config config/h200-engines.yaml --out /tmp/s/cmp --engines "$1" \
+plan() {  # engines presets points deadline_s log (OUT_DIR: where the traces go, /tmp/s/cmp by default)
+  python3 bench/engine_compare.py plan --config config/h200-engines.yaml --out "${OUT_DIR:-/tmp/s/cmp}" --engines "$1" \
       --presets "$2" --points "$3" --deadline-s "$4" 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee -a "$OUT/$5"
 }
 campaign() {  # seconds log
@@ -41,13 +42,19 @@ campaign() {  # seconds log
 }
 case $STEP in
 a)
-  timeout 200 python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent_speed,profile \
+  timeout 180 python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent_speed,profile \
       --recurrent-sweep split --points mamba2-2.7b:32 2>&1 | tail -30 | tee "$OUT/kernels.log"
   cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
   plan native qwen3-4b-transmla 1x2048,32x8192 120 native.log
   ;;
 b)
   plan native qwen3.5-4b 1x2048,32x2048,32x8192 160 native.log
+  # Mamba2's step with its inputs inside the update kernel against the default, one compile cache (the
+  # first run compiles): separate, fused, separate again
+  for m in separate fused separate2; do
+    PHASE_ENERGY_MAMBA2_STEP=${m%2} OUT_DIR=/tmp/s/mamba2-$m plan native mamba2-2.7b 32x8192,128x2048 110 mamba2-ab.log
+  done
+  (cd /tmp/s && tar czf "$OUT/mamba2-ab.tgz" mamba2-*)
   ;;
 c)
   bash /tmp/vllm-parts/install.sh || exit 1

@@ -10,13 +10,14 @@ elsewhere.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phase_energy.engines.native.attention import decode_attention
-from phase_energy.engines.native.recurrent import recurrent_step_
+from phase_energy.engines.native.recurrent import mamba2_step_, recurrent_step_
 from phase_energy.model.presets import ArchConfig
 
 
@@ -340,6 +341,23 @@ def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor) -
     return out.type_as(v), s
 
 
+MAMBA2_STEP_MODES = ("separate", "fused")
+
+
+def mamba2_step_mode() -> str:
+    """How a Mamba2 decode step runs its inputs (``PHASE_ENERGY_MAMBA2_STEP``).
+
+    ``separate`` (the default): the time step, decay, input and skip term as compiled elementwise kernels
+    around the state update; ``fused``: all of them inside the update kernel (one kernel instead of about
+    five per layer; an A/B on a card decides whether it becomes the default).
+    """
+    mode = os.environ.get("PHASE_ENERGY_MAMBA2_STEP") or "separate"
+    if mode not in MAMBA2_STEP_MODES:
+        raise ValueError(f"PHASE_ENERGY_MAMBA2_STEP={mode!r} is not accepted; expected one of "
+                         f"{', '.join(MAMBA2_STEP_MODES)}")
+    return mode
+
+
 class Mamba2Mixer(nn.Module):
     """Mamba2 (SSD) mixer: in_proj -> conv(x, B, C) -> selective scan -> gated group RMSNorm -> out_proj."""
 
@@ -357,6 +375,7 @@ class Mamba2Mixer(nn.Module):
         self.out_proj = nn.Linear(di, cfg.hidden, bias=False)
         self.state: Tensor | None = None  # [B, H, N, P] (fla layout: K = state, V = head dim)
         self.conv_state: Tensor | None = None
+        self.fused_step = mamba2_step_mode() == "fused"
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
         c = self.cfg
@@ -377,16 +396,20 @@ class Mamba2Mixer(nn.Module):
         xs = xs.reshape(b, t, nh, c.ssm_head_dim)
         bm = bm.reshape(b, t, c.ssm_groups, c.ssm_state)  # [B, T, G, N]
         cm = cm.reshape(b, t, c.ssm_groups, c.ssm_state)
-        dt = F.softplus(dt.float() + self.dt_bias.float())  # [B, T, H]
-        a = -self.A_log.float().exp()
-        if decode:  # h <- exp(dt A) h + B (dt x)^T, y = C h: one step, the state updated in place
-            y = recurrent_step_(self.state, cm[:, 0], bm[:, 0], (xs[:, 0].float() * dt[:, 0, :, None]),
-                                dt[:, 0] * a, None, 1.0, False)[:, None]
+        if decode and self.fused_step:  # the time step, decay, input and skip term inside the update kernel
+            y = mamba2_step_(self.state, cm[:, 0], bm[:, 0], xs[:, 0], dt[:, 0], self.dt_bias, self.A_log,
+                             self.D)[:, None]
         else:
-            rep = nh // c.ssm_groups
-            y, final = ssd_scan(xs, dt, a, bm.repeat_interleave(rep, dim=2), cm.repeat_interleave(rep, dim=2))
-            self.state[seq_slice] = final.to(self.state.dtype)
-        y = y + xs.float() * self.D.float()[None, None, :, None]
+            dt = F.softplus(dt.float() + self.dt_bias.float())  # [B, T, H]
+            a = -self.A_log.float().exp()
+            if decode:  # h <- exp(dt A) h + B (dt x)^T, y = C h: one step, the state updated in place
+                y = recurrent_step_(self.state, cm[:, 0], bm[:, 0], (xs[:, 0].float() * dt[:, 0, :, None]),
+                                    dt[:, 0] * a, None, 1.0, False)[:, None]
+            else:
+                rep = nh // c.ssm_groups
+                y, final = ssd_scan(xs, dt, a, bm.repeat_interleave(rep, dim=2), cm.repeat_interleave(rep, dim=2))
+                self.state[seq_slice] = final.to(self.state.dtype)
+            y = y + xs.float() * self.D.float()[None, None, :, None]
         y = y.reshape(b, t, di) * F.silu(z.float())
         g = y.view(b, t, c.ssm_groups, di // c.ssm_groups)
         g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + c.rms_eps)

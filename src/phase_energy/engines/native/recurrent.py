@@ -53,9 +53,10 @@ def recurrent_step_reference(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: 
 if triton is not None:
 
     @triton.jit
-    def _step_kernel(S, Q, K, V, G, Beta, Out, HV, GROUP, KD, VD, scale, stride_qb, stride_qh, stride_kb, stride_kh,
+    def _step_kernel(S, Q, K, V, G, Beta, Out, DtBias, ALog, Dskip, HV, GROUP, KD, VD, scale,
+                     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_gb,
                      BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, DELTA: tl.constexpr, L2NORM: tl.constexpr,
-                     SPLIT_K: tl.constexpr = False):
+                     SPLIT_K: tl.constexpr = False, MAMBA2: tl.constexpr = False):
         pid_bh = tl.program_id(0)  # sequence x value head
         pid_v = tl.program_id(1)
         b = pid_bh // HV
@@ -76,15 +77,26 @@ if triton is not None:
             q = q / tl.sqrt(tl.sum(q * q) + 1e-6)
             k = k / tl.sqrt(tl.sum(k * k) + 1e-6)
         q = q * scale
-        u = tl.load(V + pid_bh * VD + offs_v, mask=v_mask, other=0.0).to(tl.float32)
-        s = s * tl.exp(tl.load(G + pid_bh).to(tl.float32))
+        u = tl.load(V + b.to(tl.int64) * stride_vb + hv * VD + offs_v, mask=v_mask, other=0.0).to(tl.float32)
+        g = tl.load(G + b.to(tl.int64) * stride_gb + hv).to(tl.float32)
+        if MAMBA2:  # V is x and G the raw time step: dt = softplus(G + dt_bias), decay dt A, input dt x
+            x = u
+            dt = g + tl.load(DtBias + hv).to(tl.float32)
+            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))  # torch's softplus
+            u = x * dt
+            g = -dt * tl.exp(tl.load(ALog + hv).to(tl.float32))
+        s = s * tl.exp(g)
         if DELTA:
             u = (u - tl.sum(s * k[:, None], 0)) * tl.load(Beta + pid_bh).to(tl.float32)
         s = s + k[:, None] * u[None, :]
+        o = tl.sum(s * q[:, None], 0)
+        if MAMBA2:  # the skip term D x, once per output (by the first program of a split)
+            first = tl.program_id(2) == 0 if SPLIT_K else True
+            o += tl.where(first, tl.load(Dskip + hv).to(tl.float32), 0.0) * x
         if SPLIT_K:
-            tl.atomic_add(Out + pid_bh * VD + offs_v, tl.sum(s * q[:, None], 0), mask=v_mask)
+            tl.atomic_add(Out + pid_bh * VD + offs_v, o, mask=v_mask)
         else:
-            tl.store(Out + pid_bh * VD + offs_v, tl.sum(s * q[:, None], 0), mask=v_mask)
+            tl.store(Out + pid_bh * VD + offs_v, o, mask=v_mask)
         tl.store(s_ptr, s.to(S.dtype.element_ty), mask=s_mask)
 
 
@@ -111,6 +123,31 @@ def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor
     over programs, smaller tiles and more of them (each adds its part of the output; not for the delta rule
     or the norms, which need every row); by default each program takes all rows.
     """
+    return _launch(state, q, k, v.contiguous(), g.float().contiguous(), beta, scale, l2norm, block_v, num_warps,
+                   block_k)
+
+
+def launch_mamba2_step(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, a_log: Tensor,
+                       d: Tensor, block_v: int | None = None, num_warps: int | None = None,
+                       block_k: int | None = None) -> Tensor:
+    """Mamba2's decode step with its inputs in the kernel: y = C h + D x after h <- exp(dt A) h + B (dt x)^T.
+
+    ``dt`` is the raw time step [B, H] (``dt = softplus(dt + dt_bias)``, ``A = -exp(a_log)``), ``x`` [B, H, P]
+    the convolution's output; both may be strided views (their last dimension dense, x's heads P apart), as
+    B and C [B, G, N]. What :func:`mamba2_step_reference` computes in five elementwise steps around the
+    update, one kernel does.
+    """
+    if x.stride(-1) != 1 or x.stride(1) != x.shape[-1]:
+        x = x.contiguous()
+    if dt.stride(-1) != 1:
+        dt = dt.contiguous()
+    return _launch(state, c, b, x, dt, None, 1.0, False, block_v, num_warps, block_k,
+                   (dt_bias.float().contiguous(), a_log.float().contiguous(), d.float().contiguous()))
+
+
+def _launch(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None, scale: float,
+            l2norm: bool, block_v: int | None, num_warps: int | None, block_k: int | None,
+            mamba2: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     b, hv, kd, vd = state.shape
     default_v, default_warps = step_tiling(b)
     block_v, num_warps = block_v or default_v, num_warps or default_warps
@@ -122,18 +159,18 @@ def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor
         raise ValueError(f"block_k must be a power of two >= 16, got {block_k}")
     assert state.is_contiguous(), "the state is updated in place and must be contiguous"
     # q and k are read through their batch and head strides (no copy of a slice, such as Mamba2's B and C of
-    # the convolution's output); only their last dimension must be dense
+    # the convolution's output); only their last dimension must be dense; v and g through their batch stride
     q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
-    v, g = v.contiguous(), g.float().contiguous()
     beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
+    dt_bias, a_log, d = mamba2 or (g, g, g)  # unused without MAMBA2
     o = (torch.zeros if split else torch.empty)(b, hv, vd, device=v.device, dtype=torch.float32)
     block_k = block_k if split and block_k is not None else next_pow2(kd)
     block_v = min(next_pow2(block_v), next_pow2(vd))
     grid = (b * hv, math.ceil(vd / block_v), math.ceil(kd / block_k))
-    _step_kernel[grid](state, q, k, v, g, beta_t, o, hv, hv // q.shape[1], kd, vd, scale,
-                       q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+    _step_kernel[grid](state, q, k, v, g, beta_t, o, dt_bias, a_log, d, hv, hv // q.shape[1], kd, vd, scale,
+                       q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), g.stride(0),
                        BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm, SPLIT_K=split,
-                       num_warps=num_warps)
+                       MAMBA2=mamba2 is not None, num_warps=num_warps)
     return o
 
 
@@ -150,3 +187,27 @@ def recurrent_step_(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, b
 def _(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
       scale: float, l2norm: bool) -> Tensor:
     return v.new_empty(v.shape, dtype=torch.float32)
+
+
+def mamba2_step_reference(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor,
+                          a_log: Tensor, d: Tensor) -> Tensor:
+    """Mamba2's decode step in PyTorch, as the mixer wrote it around :func:`recurrent_step_`: updates state."""
+    dt = torch.nn.functional.softplus(dt.float() + dt_bias.float())  # [B, H]
+    y = recurrent_step_reference(state, c, b, x.float() * dt[..., None], dt * -a_log.float().exp(), None, 1.0,
+                                 False)
+    return y + x.float() * d.float()[None, :, None]
+
+
+@torch.library.custom_op("phase_energy::mamba2_step_", mutates_args=("state",))
+def mamba2_step_(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, a_log: Tensor,
+                 d: Tensor) -> Tensor:
+    """Mamba2's step in place from its raw inputs: c, b [B, G, N]; x [B, H, P]; dt [B, H] -> y [B, H, P] fp32."""
+    if state.device.type == "cuda" and triton is not None:
+        return launch_mamba2_step(state, c, b, x, dt, dt_bias, a_log, d)
+    return mamba2_step_reference(state, c, b, x, dt, dt_bias, a_log, d)
+
+
+@mamba2_step_.register_fake
+def _(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, a_log: Tensor,
+      d: Tensor) -> Tensor:
+    return x.new_empty(x.shape, dtype=torch.float32)
