@@ -259,6 +259,7 @@ def test_mamba2_fused_step_mode_decodes_as_the_separate_one(monkeypatch):
         w.decode(16, 6)
         mixers = [m for m in w.model.modules() if type(m).__name__ == "Mamba2Mixer"]
         assert mixers and all(m.fused_step == (mode == "fused") for m in mixers)
+        assert w.info()["mamba2_step"] == mode  # the trace's engine_info says which ran
         return w.tokens.clone(), [m.state.clone() for m in mixers]
 
     tok_sep, st_sep = run("separate")

@@ -254,5 +254,8 @@ class EngineWorkload:
                 "compile_error": self.compile_error, "warmup_parts": self.warmup_parts,
                 # decode attention calls whose one-load default fell back to two loads (V not the latent's view)
                 "attention_two_load_fallbacks": len(attention.TWO_LOAD_FALLBACKS),
+                # how a Mamba2 layer's decode step ran its inputs (PHASE_ENERGY_MAMBA2_STEP), where it has one
+                "mamba2_step": next((("fused" if m.fused_step else "separate") for m in self.model.modules()
+                                     if hasattr(m, "fused_step")), None),
                 "weights": weights_label(self.weights),
                 "weight_bytes": self.cost.weight_bytes}
