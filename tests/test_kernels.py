@@ -28,6 +28,8 @@ from phase_energy.engines.native.attention import (
     wide_latent_two_loads,
 )
 from phase_energy.engines.native.recurrent import (
+    conv_update_reference,
+    launch_conv_update,
     launch_mamba2_step,
     launch_step_kernel,
     mamba2_step_reference,
@@ -425,3 +427,21 @@ def test_mamba2_step_with_its_inputs_in_the_kernel_matches_the_mixers_arithmetic
     torch.testing.assert_close(y_ker, y_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(s_ker, s_ref, rtol=1e-4, atol=1e-4)
     assert not torch.equal(s_ker, state)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conv_update_kernel_is_the_short_convolutions_step(dtype):
+    """One kernel for the depthwise causal convolution's decode step + SiLU, x a strided slice of the
+    projection's output; the state shifted by one tap, the new input last (bf16: summed in fp32)."""
+    gen = torch.Generator().manual_seed(17)
+    proj = torch.randn(3, 300 + 7, generator=gen).to(dtype)
+    x = proj[:, 5:305]
+    state = torch.randn(3, 300, 3, generator=gen).to(dtype)
+    w, b = torch.randn(300, 4, generator=gen).to(dtype), torch.randn(300, generator=gen).to(dtype)
+    for bias in (b, None):
+        s_ker, s_ref = state.clone(), state.float().clone()
+        out = launch_conv_update(x, s_ker, w, bias, block_c=128)
+        ref = conv_update_reference(x.float(), s_ref, w.float(), None if bias is None else bias.float())
+        tol = 1e-5 if dtype == torch.float32 else 2e-2
+        torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+        assert torch.equal(s_ker[..., :2], state[..., 1:]) and torch.equal(s_ker[..., 2], x)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from phase_energy.engines.native.attention import decode_attention
-from phase_energy.engines.native.recurrent import mamba2_step_, recurrent_step_
+from phase_energy.engines.native.recurrent import conv_update_, mamba2_step_, recurrent_step_
 from phase_energy.model.presets import ArchConfig
 
 
@@ -347,9 +347,10 @@ MAMBA2_STEP_MODES = ("separate", "fused")
 def mamba2_step_mode() -> str:
     """How a Mamba2 decode step runs its inputs (``PHASE_ENERGY_MAMBA2_STEP``).
 
-    ``separate`` (the default): the time step, decay, input and skip term as compiled elementwise kernels
-    around the state update; ``fused``: all of them inside the update kernel (one kernel instead of about
-    five per layer; an A/B on a card decides whether it becomes the default).
+    ``separate`` (the default): the short convolution, the time step, decay, input and skip term as
+    compiled elementwise kernels around the state update; ``fused``: the convolution's step as one kernel
+    and the rest inside the update kernel (two kernels instead of about eight per layer; an A/B on a card
+    decides whether it becomes the default).
     """
     mode = os.environ.get("PHASE_ENERGY_MAMBA2_STEP") or "separate"
     if mode not in MAMBA2_STEP_MODES:
@@ -390,8 +391,11 @@ class Mamba2Mixer(nn.Module):
         assert self.state is not None and self.conv_state is not None, "call setup_caches first"
         decode = pos is not None
         z, xbc, dt = self.in_proj(x).split([di, self.conv_dim, nh], dim=-1)
-        xbc = _causal_conv(xbc.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, self.conv_state,
-                           seq_slice, decode).transpose(1, 2)
+        if decode and self.fused_step:  # the convolution's step in one kernel, its state shifted in place
+            xbc = conv_update_(xbc[:, 0], self.conv_state, self.conv1d.weight[:, 0], self.conv1d.bias)[:, None]
+        else:
+            xbc = _causal_conv(xbc.transpose(1, 2), self.conv1d.weight[:, 0], self.conv1d.bias, self.conv_state,
+                               seq_slice, decode).transpose(1, 2)
         xs, bm, cm = xbc.split([di, gs, gs], dim=-1)
         xs = xs.reshape(b, t, nh, c.ssm_head_dim)
         bm = bm.reshape(b, t, c.ssm_groups, c.ssm_state)  # [B, T, G, N]

@@ -211,3 +211,63 @@ def mamba2_step_(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_
 def _(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, a_log: Tensor,
       d: Tensor) -> Tensor:
     return x.new_empty(x.shape, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------- the short convolution's step
+def conv_update_reference(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """One decode step of the depthwise causal convolution + SiLU: x [B, C], state [B, C, k-1] (shifted in place)."""
+    full = torch.cat([state, x[..., None]], dim=-1)  # [B, C, k]
+    state.copy_(full[..., 1:])
+    out = (full * weight[None]).sum(-1)
+    if bias is not None:
+        out = out + bias[None]
+    return torch.nn.functional.silu(out)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _conv_update_kernel(X, State, W, Bias, Out, C, stride_xb, KM1: tl.constexpr, BLOCK_C: tl.constexpr,
+                            HAS_BIAS: tl.constexpr):
+        b = tl.program_id(0).to(tl.int64)
+        offs = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        mask = offs < C
+        x = tl.load(X + b * stride_xb + offs, mask=mask, other=0.0).to(tl.float32)
+        acc = x * tl.load(W + offs * (KM1 + 1) + KM1, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            acc += tl.load(Bias + offs, mask=mask, other=0.0).to(tl.float32)
+        st = State + b * C * KM1 + offs * KM1
+        for j in tl.static_range(KM1):  # the older inputs, oldest first; each moves one tap back
+            s = tl.load(st + j, mask=mask, other=0.0)
+            acc += s.to(tl.float32) * tl.load(W + offs * (KM1 + 1) + j, mask=mask, other=0.0).to(tl.float32)
+            if j > 0:
+                tl.store(st + j - 1, s, mask=mask)
+        tl.store(st + KM1 - 1, x.to(State.dtype.element_ty), mask=mask)
+        tl.store(Out + b * C + offs, (acc * tl.sigmoid(acc)).to(Out.dtype.element_ty), mask=mask)
+
+
+def launch_conv_update(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor | None, block_c: int = 256) -> Tensor:
+    """The Triton kernel: the reference's step in one kernel (x may be a strided view, its channels dense)."""
+    bsz, c, km1 = state.shape
+    assert state.is_contiguous(), "the convolution's state is shifted in place and must be contiguous"
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    weight = weight.contiguous()
+    out = torch.empty(bsz, c, device=x.device, dtype=x.dtype)
+    _conv_update_kernel[(bsz, math.ceil(c / block_c))](x, state, weight, bias if bias is not None else weight, out,
+                                                        c, x.stride(0), KM1=km1, BLOCK_C=block_c,
+                                                        HAS_BIAS=bias is not None)
+    return out
+
+
+@torch.library.custom_op("phase_energy::conv_update_", mutates_args=("state",))
+def conv_update_(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The short convolution's decode step: x [B, C] -> silu(conv) [B, C]; state [B, C, k-1] shifted in place."""
+    if state.device.type == "cuda" and triton is not None:
+        return launch_conv_update(x, state, weight, bias)
+    return conv_update_reference(x, state, weight, bias)
+
+
+@conv_update_.register_fake
+def _(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty(x.shape[0], state.shape[1])
