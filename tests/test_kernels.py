@@ -411,7 +411,7 @@ def test_mamba2_step_with_its_inputs_in_the_kernel_matches_the_mixers_arithmetic
     """softplus(dt + bias), the decay, dt x and the skip D x inside the kernel, from strided views of the
     projection's and the convolution's outputs, give the mixer's step (large dt: softplus's linear branch)."""
     gen = torch.Generator().manual_seed(13)
-    bsz, h, p, n = 3, 4, 16, 32
+    bsz, h, p, n = 3, 4, 16, 64  # block_k 32: the state's rows in two programs, the skip term added once
     proj = torch.randn(bsz, 2 * h * p + h + 5, generator=gen) * 3  # [..., x (h x p), dt (h), ...] of one row
     proj[0, 2 * h * p] = 25.0  # past softplus's threshold
     conv = torch.randn(bsz, h * p + 2 * n + 3, generator=gen)  # [x, B, C, ...]
