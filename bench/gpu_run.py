@@ -150,7 +150,63 @@ def check_recurrent_kernel(results: dict) -> None:
                          "ok": err < tol * max(1.0, ref.abs().max().item()) and serr < tol * 4})
         except Exception as e:
             rows.append({"case": name, "error": f"{type(e).__name__}: {e}"[:300]})
+    rows += _check_fused_mamba2()
     results["recurrent_kernel"] = rows
+
+
+def _check_fused_mamba2() -> list[dict]:
+    """The kernels behind PHASE_ENERGY_MAMBA2_STEP=fused and the split update against PyTorch, on the GPU.
+
+    Mamba2-2.7B's and Nemotron-H's shapes at batch 32 and 128, bf16 state as the engine keeps it, inputs as
+    strided views of one projection row and one convolution row; the update also with its rows split over
+    programs (block_k 32).
+    """
+    from phase_energy.engines.native.recurrent import (
+        conv_update_reference,
+        launch_conv_update,
+        launch_mamba2_step,
+        mamba2_step_reference,
+    )
+
+    rows = []
+    for name, (b, g, h, n, p) in {"mamba2-2.7b-b32": (32, 1, 80, 128, 64), "mamba2-2.7b-b128": (128, 1, 80, 128, 64),
+                                  "nemotron-h-4b-b32": (32, 8, 112, 128, 64)}.items():
+        for block_k in (None, 32):
+            case = f"fused-{name}" + (f"-split{block_k}" if block_k else "")
+            try:
+                conv = torch.randn(b, h * p + 2 * g * n + 64, device="cuda", dtype=torch.bfloat16)
+                x = conv[:, : h * p].view(b, h, p)
+                bm = conv[:, h * p: h * p + g * n].view(b, g, n)
+                cm = conv[:, h * p + g * n: h * p + 2 * g * n].view(b, g, n)
+                dt = (torch.randn(b, h + 8, device="cuda", dtype=torch.bfloat16) * 3)[:, :h]
+                params = [torch.randn(h, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+                st = torch.randn(b, h, n, p, device="cuda").to(torch.bfloat16)
+                s1, s2 = st.float(), st.clone()
+                ref = mamba2_step_reference(s1, cm, bm, x, dt, *params)
+                out = launch_mamba2_step(s2, cm, bm, x, dt, *params, block_k=block_k)
+                err = (out - ref).abs().max().item()
+                serr = (s1 - s2.float()).abs().max().item()
+                rows.append({"case": case, "max_abs_diff": err, "state_max_abs_diff": serr,  # bf16: 2 ulps
+                             "ok": err < 2e-2 * max(1.0, ref.abs().max().item())
+                             and serr < 1.6e-2 * max(1.0, s1.abs().max().item())})
+            except Exception as e:
+                rows.append({"case": case, "error": f"{type(e).__name__}: {e}"[:300]})
+        case = f"conv-update-{name}"
+        try:
+            c = h * p + 2 * g * n
+            row = torch.randn(b, 2 * h * p + 2 * g * n + h, device="cuda", dtype=torch.bfloat16)
+            xin = row[:, h * p: h * p + c]  # the projection's x, B, C part
+            st = torch.randn(b, c, 3, device="cuda").to(torch.bfloat16)
+            w, bias = torch.randn(c, 4, device="cuda").to(torch.bfloat16), torch.randn(c, device="cuda")
+            s1, s2 = st.float(), st.clone()
+            ref = conv_update_reference(xin.float(), s1, w.float(), bias)
+            out = launch_conv_update(xin, s2, w, bias.to(torch.bfloat16))
+            err = (out.float() - ref).abs().max().item()
+            rows.append({"case": case, "max_abs_diff": err, "state_max_abs_diff": (s1 - s2.float()).abs().max().item(),
+                         "ok": err < 5e-2 * max(1.0, ref.abs().max().item()) and torch.equal(s2[..., 2], xin)})
+        except Exception as e:
+            rows.append({"case": case, "error": f"{type(e).__name__}: {e}"[:300]})
+    return rows
 
 
 def _event_us(call: Callable[[], object], n: int, warm: int = 5) -> float:
@@ -166,6 +222,25 @@ def _event_us(call: Callable[[], object], n: int, warm: int = 5) -> float:
     return start.elapsed_time(end) * 1e3 / n
 
 
+def _graph_us(call: Callable[[], object], n: int, warm: int = 5) -> float:
+    """Microseconds per call of ``n`` calls captured in one CUDA graph and replayed: kernel time without the
+    host's launch overhead (which, for a state update of tens of microseconds, is as long as the kernel)."""
+    for _ in range(warm):
+        call()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            call()
+    g.replay()  # once untimed
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    g.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) * 1e3 / n
+
+
 def recurrent_speed(results: dict, out: Path) -> None:
     """The recurrent decode step's time per tiling at the presets' shapes, against the copy bandwidth.
 
@@ -174,7 +249,8 @@ def recurrent_speed(results: dict, out: Path) -> None:
     is ``step_tiling(batch)`` (64-wide from batch 32, 32-wide below; 32 everywhere before 2026-12-02); the
     others say whether the Mamba2 decode gap to vLLM lies in this kernel. With ``--recurrent-sweep split``
     (a shorter sweep): the engine's tiling against the state's rows split over programs (``block_k``: smaller
-    tiles, more programs, each adding its part of the output), Mamba2 and Nemotron-H at batch 32 and 128.
+    tiles, more programs, each adding its part of the output), Mamba2 and Nemotron-H at batch 32 and 128,
+    every tiling timed as 200 calls in one CUDA graph (the engine's way: no launch overhead in the figure).
     """
     from phase_energy.engines.native.recurrent import launch_step_kernel, step_tiling
 
@@ -203,8 +279,9 @@ def recurrent_speed(results: dict, out: Path) -> None:
                 if block_v <= vd:
                     row = {"case": name, "batch": b, "block_v": block_v, "num_warps": warps, "block_k": block_k}
                     try:
-                        us = _event_us(functools.partial(launch_step_kernel, st, q, k, v, gg, beta, kd**-0.5,
-                                                         delta, block_v, warps, block_k), 200)
+                        timer = _graph_us if RECURRENT_SWEEP == "split" else _event_us  # split: in a graph
+                        us = timer(functools.partial(launch_step_kernel, st, q, k, v, gg, beta, kd**-0.5,
+                                                     delta, block_v, warps, block_k), 200)
                         row.update(us=us, gbps=moved / us / 1e3)
                     except Exception as e:
                         row["error"] = f"{type(e).__name__}: {e}"[:300]

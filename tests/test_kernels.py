@@ -406,27 +406,49 @@ def test_recurrent_kernel_refuses_to_split_the_rows_the_delta_rule_needs():
     assert o.shape == (1, 2, 16)
 
 
-@pytest.mark.parametrize("block_k", [None, 32])
-def test_mamba2_step_with_its_inputs_in_the_kernel_matches_the_mixers_arithmetic(block_k):
+@pytest.mark.parametrize(("groups", "block_k", "sdtype"), [(1, None, torch.float32), (2, 32, torch.float32),
+                                                       (2, None, torch.bfloat16)])
+def test_mamba2_step_with_its_inputs_in_the_kernel_matches_the_mixers_arithmetic(groups, block_k, sdtype):
     """softplus(dt + bias), the decay, dt x and the skip D x inside the kernel, from strided views of the
-    projection's and the convolution's outputs, give the mixer's step (large dt: softplus's linear branch)."""
-    gen = torch.Generator().manual_seed(13)
-    bsz, h, p, n = 3, 4, 16, 64  # block_k 32: the state's rows in two programs, the skip term added once
+    projection's and the convolution's outputs, give the mixer's step: one or two groups of B and C, two
+    value blocks per head, the state's rows in one or two programs, bf16 state, a large dt (softplus's
+    linear branch) and a very negative one."""
+    gen = torch.Generator().manual_seed(13 + groups)
+    bsz, h, p, n = 3, 4, 64, 64
     proj = torch.randn(bsz, 2 * h * p + h + 5, generator=gen) * 3  # [..., x (h x p), dt (h), ...] of one row
-    proj[0, 2 * h * p] = 25.0  # past softplus's threshold
-    conv = torch.randn(bsz, h * p + 2 * n + 3, generator=gen)  # [x, B, C, ...]
+    proj[0, 2 * h * p], proj[1, 2 * h * p + 1] = 25.0, -40.0  # past softplus's threshold; exp(dt) ~ 1e-8
+    conv = torch.randn(bsz, h * p + 2 * groups * n + 3, generator=gen)  # [x, B, C, ...]
     x = conv[:, : h * p].view(bsz, h, p)
-    bm, cm = conv[:, h * p : h * p + n].view(bsz, 1, n), conv[:, h * p + n : h * p + 2 * n].view(bsz, 1, n)
+    gn = groups * n
+    bm, cm = conv[:, h * p : h * p + gn].view(bsz, groups, n), conv[:, h * p + gn : h * p + 2 * gn].view(bsz, groups, n)
     dt = proj[:, 2 * h * p : 2 * h * p + h]
     assert not x.is_contiguous() and not dt.is_contiguous()
     dt_bias, a_log, d = torch.randn(h, generator=gen), torch.randn(h, generator=gen), torch.randn(h, generator=gen)
-    state = torch.randn(bsz, h, n, p, generator=gen)
-    s_ker, s_ref = state.clone(), state.clone()
-    y_ker = launch_mamba2_step(s_ker, cm, bm, x, dt, dt_bias, a_log, d, None, None, block_k)
+    dt_bias[1] = 23.0  # with dt -40: softplus(-17) ~ 4e-8
+    state = torch.randn(bsz, h, n, p, generator=gen).to(sdtype)
+    s_ker, s_ref = state.clone(), state.float().clone()  # the reference updates an fp32 copy
+    y_ker = launch_mamba2_step(s_ker, cm, bm, x, dt, dt_bias, a_log, d, 32, None, block_k)
     y_ref = mamba2_step_reference(s_ref, cm, bm, x, dt, dt_bias, a_log, d)
-    torch.testing.assert_close(y_ker, y_ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(s_ker, s_ref, rtol=1e-4, atol=1e-4)
+    tol = 1e-4 if sdtype == torch.float32 else 2e-2
+    torch.testing.assert_close(y_ker, y_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(s_ker.float(), s_ref, rtol=tol, atol=tol)
     assert not torch.equal(s_ker, state)
+
+
+def test_the_fused_ops_fake_shapes_and_schemas_hold():
+    """torch.compile sees the ops through their fake implementations: shapes, dtypes and mutation as run."""
+    from phase_energy.engines.native.recurrent import conv_update_, mamba2_step_
+
+    gen = torch.Generator().manual_seed(19)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 40, generator=gen).to(dtype)
+        torch.library.opcheck(conv_update_, (x, torch.randn(2, 40, 3, generator=gen).to(dtype),
+                                             torch.randn(40, 4, generator=gen).to(dtype), None))
+        c, b = (torch.randn(2, 1, 8, generator=gen).to(dtype) for _ in range(2))
+        xs, dt = torch.randn(2, 4, 16, generator=gen).to(dtype), torch.randn(2, 4, generator=gen).to(dtype)
+        params = tuple(torch.randn(4, generator=gen).to(dtype) for _ in range(3))
+        torch.library.opcheck(mamba2_step_, (torch.randn(2, 4, 8, 16, generator=gen).to(dtype), c, b, xs, dt,
+                                             *params))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

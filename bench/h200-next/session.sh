@@ -42,7 +42,9 @@ campaign() {  # seconds log
 }
 case $STEP in
 a)
-  timeout 180 python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent_speed,profile \
+  # the new kernels' correctness on the card first (recurrent: the split update, the fused Mamba2 step and
+  # the convolution's step against PyTorch), then their speed and the Mamba2 step's profile
+  timeout 180 python3 bench/gpu_run.py --out /tmp/s/kernels --steps recurrent,recurrent_speed,profile \
       --recurrent-sweep split --points mamba2-2.7b:32 2>&1 | tail -30 | tee "$OUT/kernels.log"
   cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
   plan native qwen3-4b-transmla 1x2048,32x8192 120 native.log

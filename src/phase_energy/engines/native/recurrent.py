@@ -81,8 +81,8 @@ if triton is not None:
         g = tl.load(G + b.to(tl.int64) * stride_gb + hv).to(tl.float32)
         if MAMBA2:  # V is x and G the raw time step: dt = softplus(G + dt_bias), decay dt A, input dt x
             x = u
-            dt = g + tl.load(DtBias + hv).to(tl.float32)
-            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))  # torch's softplus
+            dt = (g + tl.load(DtBias + hv).to(tl.float32)).to(tl.float64)  # one scalar: fp64 keeps small dt exact
+            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0)))).to(tl.float32)  # softplus
             u = x * dt
             g = -dt * tl.exp(tl.load(ALog + hv).to(tl.float32))
         s = s * tl.exp(g)
@@ -90,11 +90,11 @@ if triton is not None:
             u = (u - tl.sum(s * k[:, None], 0)) * tl.load(Beta + pid_bh).to(tl.float32)
         s = s + k[:, None] * u[None, :]
         o = tl.sum(s * q[:, None], 0)
-        if MAMBA2:  # the skip term D x, once per output (by the first program of a split)
-            first = tl.program_id(2) == 0 if SPLIT_K else True
-            o += tl.where(first, tl.load(Dskip + hv).to(tl.float32), 0.0) * x
-        if SPLIT_K:
-            tl.atomic_add(Out + pid_bh * VD + offs_v, o, mask=v_mask)
+        if MAMBA2:  # noqa: SIM102 (a compile-time branch around a run-time one) the skip term D x, once per output
+            if tl.program_id(2) == 0:
+                o += tl.load(Dskip + hv).to(tl.float32) * x
+        if SPLIT_K:  # only the sum matters: no ordering between the programs' adds
+            tl.atomic_add(Out + pid_bh * VD + offs_v, o, mask=v_mask, sem="relaxed")
         else:
             tl.store(Out + pid_bh * VD + offs_v, o, mask=v_mask)
         tl.store(s_ptr, s.to(S.dtype.element_ty), mask=s_mask)
@@ -137,18 +137,27 @@ def launch_mamba2_step(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tenso
     B and C [B, G, N]. What :func:`mamba2_step_reference` computes in five elementwise steps around the
     update, one kernel does.
     """
+    bsz, h, _, p = state.shape
+    if x.shape != (bsz, h, p) or dt.shape != (bsz, h) or any(t.shape != (h,) for t in (dt_bias, a_log, d)):
+        raise ValueError(f"mamba2 step: state {tuple(state.shape)} needs x [{bsz}, {h}, {p}], dt [{bsz}, {h}] and "
+                         f"dt_bias, a_log, d [{h}]; got x {tuple(x.shape)}, dt {tuple(dt.shape)}, dt_bias "
+                         f"{tuple(dt_bias.shape)}, a_log {tuple(a_log.shape)}, d {tuple(d.shape)}")
     if x.stride(-1) != 1 or x.stride(1) != x.shape[-1]:
         x = x.contiguous()
     if dt.stride(-1) != 1:
         dt = dt.contiguous()
+    # the parameters go as they are (the kernel reads them in fp32): no cast kernels inside the step's graph
     return _launch(state, c, b, x, dt, None, 1.0, False, block_v, num_warps, block_k,
-                   (dt_bias.float().contiguous(), a_log.float().contiguous(), d.float().contiguous()))
+                   tuple(t.contiguous() for t in (dt_bias, a_log, d)))
 
 
 def _launch(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None, scale: float,
             l2norm: bool, block_v: int | None, num_warps: int | None, block_k: int | None,
             mamba2: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     b, hv, kd, vd = state.shape
+    if q.shape[0] != b or k.shape != q.shape or q.shape[-1] != kd or hv % q.shape[1] or v.shape != (b, hv, vd):
+        raise ValueError(f"recurrent step: state {tuple(state.shape)} needs q, k [{b}, G, {kd}] (G dividing {hv}) "
+                         f"and v [{b}, {hv}, {vd}]; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
     default_v, default_warps = step_tiling(b)
     block_v, num_warps = block_v or default_v, num_warps or default_warps
     split = block_k is not None and block_k < next_pow2(kd)
@@ -221,7 +230,7 @@ def conv_update_reference(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor
     out = (full * weight[None]).sum(-1)
     if bias is not None:
         out = out + bias[None]
-    return torch.nn.functional.silu(out)
+    return torch.nn.functional.silu(out).to(x.dtype)
 
 
 if triton is not None:
@@ -249,6 +258,10 @@ if triton is not None:
 def launch_conv_update(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor | None, block_c: int = 256) -> Tensor:
     """The Triton kernel: the reference's step in one kernel (x may be a strided view, its channels dense)."""
     bsz, c, km1 = state.shape
+    if km1 < 1 or x.shape != (bsz, c) or weight.shape != (c, km1 + 1) or (bias is not None and bias.shape != (c,)):
+        raise ValueError(f"conv update: state {tuple(state.shape)} (at least one older input) needs x [{bsz}, {c}], "
+                         f"weight [{c}, {km1 + 1}] and bias [{c}]; got x {tuple(x.shape)}, weight "
+                         f"{tuple(weight.shape)}, bias {None if bias is None else tuple(bias.shape)}")
     assert state.is_contiguous(), "the convolution's state is shifted in place and must be contiguous"
     if x.stride(-1) != 1:
         x = x.contiguous()
