@@ -148,7 +148,7 @@ def launch_mamba2_step(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tenso
         dt = dt.contiguous()
     # the parameters go as they are (the kernel reads them in fp32): no cast kernels inside the step's graph
     return _launch(state, c, b, x, dt, None, 1.0, False, block_v, num_warps, block_k,
-                   tuple(t.contiguous() for t in (dt_bias, a_log, d)))
+                   (dt_bias.contiguous(), a_log.contiguous(), d.contiguous()))
 
 
 def _launch(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None, scale: float,
