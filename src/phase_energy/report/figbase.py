@@ -36,8 +36,7 @@ def facet(g: sns.FacetGrid) -> plt.Figure:
 
 def pick(values: pd.Series, prefer: int) -> Any:
     """The value of ``values`` nearest ``prefer`` on a log scale (a batch size, a context)."""
-    u = sorted(values.unique())
-    return min(u, key=lambda v: (round(abs(np.log(v) - np.log(prefer)), 9), v))  # ties: the smaller value
+    return pick_point(pd.DataFrame({"value": values}), value=prefer)[0]
 
 
 def pick_point(d: pd.DataFrame, **prefer: int) -> tuple[Any, ...]:

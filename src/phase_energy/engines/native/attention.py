@@ -39,6 +39,15 @@ def decode_attention_reference(q: Tensor, k: Tensor, v: Tensor, length: Tensor, 
 if triton is not None:
 
     @triton.jit
+    def _qk_part(qbase, kbase, offs_g, g_mask, offs_n, n_mask, offs_d, d_mask, sqg, sqd, sks, skd):
+        """Scores from the key columns ``offs_d``: q [G, d] against k [d, N], both loaded masked."""
+        q = tl.load(qbase + offs_g[:, None] * sqg + offs_d[None, :] * sqd,
+                    mask=g_mask[:, None] & d_mask[None, :], other=0.0)
+        k = tl.load(kbase + offs_n[None, :] * sks + offs_d[:, None] * skd,
+                    mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+        return tl.dot(q, k)
+
+    @triton.jit
     def _split_kernel(Q, K, V, Out, L, length_ptr,
                       sqb, sqh, sqg, sqd, skb, skh, sks, skd, svb, svh, svs, svd,
                       sob, soh, sog, sos, sod, slb, slh, slg, sls,
@@ -74,24 +83,15 @@ if triton is not None:
                             mask=n_mask[:, None] & dv_mask[None, :], other=0.0)
                 q = tl.load(qbase + offs_g[:, None] * sqg + offs_dv[None, :] * sqd,
                             mask=g_mask[:, None] & dv_mask[None, :], other=0.0)
-                s = tl.dot(q, tl.trans(v))
                 offs_t = DV + tl.arange(0, BLOCK_TAIL)
-                t_mask = offs_t < DK
-                q_t = tl.load(qbase + offs_g[:, None] * sqg + offs_t[None, :] * sqd,
-                              mask=g_mask[:, None] & t_mask[None, :], other=0.0)
-                k_t = tl.load(kbase + offs_n[None, :] * sks + offs_t[:, None] * skd,
-                              mask=n_mask[None, :] & t_mask[:, None], other=0.0)
-                s += tl.dot(q_t, k_t)
+                s = tl.dot(q, tl.trans(v)) + _qk_part(qbase, kbase, offs_g, g_mask, offs_n, n_mask, offs_t,
+                                                      offs_t < DK, sqg, sqd, sks, skd)
             else:
                 s = tl.zeros([BLOCK_G, BLOCK_N], dtype=tl.float32)
                 for c in tl.static_range(DK_CHUNKS):
                     offs_d = c * BLOCK_DK + tl.arange(0, BLOCK_DK)
-                    d_mask = offs_d < DK
-                    q = tl.load(qbase + offs_g[:, None] * sqg + offs_d[None, :] * sqd,
-                                mask=g_mask[:, None] & d_mask[None, :], other=0.0)
-                    k = tl.load(kbase + offs_n[None, :] * sks + offs_d[:, None] * skd,
-                                mask=n_mask[None, :] & d_mask[:, None], other=0.0)
-                    s += tl.dot(q, k)
+                    s += _qk_part(qbase, kbase, offs_g, g_mask, offs_n, n_mask, offs_d, offs_d < DK,
+                                  sqg, sqd, sks, skd)
                 v = tl.load(vbase + offs_n[:, None] * svs + offs_dv[None, :] * svd,
                             mask=n_mask[:, None] & dv_mask[None, :], other=0.0)
             s = tl.where(n_mask[None, :], s * scale, float("-inf"))
@@ -210,13 +210,13 @@ def launch_split_kernel(q: Tensor, k: Tensor, v: Tensor, length: Tensor, scale: 
     b, h, g, dk = q.shape
     s_max, dv = k.shape[2], v.shape[3]
     cfg = config or default_config(b, h, g, dk, dv, s_max)
-    if config is None and cfg.one_load and not is_prefix_view(v, k):  # a wide V of its own: two loads
+    if cfg.one_load and not is_prefix_view(v, k) and config is None:  # the default, a wide V of its own
         if not TWO_LOAD_FALLBACKS:
             log.warning("decode attention: V (%s) is not a view of K's first %d columns; the one-load tiling "
                         "falls back to two loads (the first of such calls is logged)", tuple(v.shape), dv)
         TWO_LOAD_FALLBACKS.append(tuple(v.shape))
         cfg = wide_latent_two_loads(b, dk)
-    if cfg.one_load and not is_prefix_view(v, k):
+    elif cfg.one_load and not is_prefix_view(v, k):  # asked for by the caller: a mistake
         raise ValueError(f"one_load reads V from K's first columns: v must be a view of k's first {dv} of {dk} "
                          f"columns (same storage and strides); got v strides {tuple(v.stride())} at offset "
                          f"{v.data_ptr() - k.data_ptr()} bytes, k strides {tuple(k.stride())}")
