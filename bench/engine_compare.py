@@ -11,7 +11,9 @@ engine's memory and compiled state never meet the other's), and writes every poi
 engine serves all points of a preset (vLLM's start-up costs a minute or more, ``engine_start_s`` in the
 metadata); the native engine builds each point as the workflow's job does. A point is started only when
 the time left covers it. ``--weight-init`` runs the native engine with another random-weight distribution
-(issue of trained-like weights) into ``OUT/init~<name>/...``.
+(issue of trained-like weights) into ``OUT/init~<name>/...``. ``--step-timings warm-up,lead-in,warm-up`` runs
+each vLLM point three times on the one engine (repetitions 0, 1, 2), its decode step timed in a warm-up decode
+trial, in the first trial's lead-in, then in the warm-up again: the lead-in's before-and-after.
 
     python bench/engine_compare.py table --traces OUT [OUT2 ...] --json bench/engine-compare-h200.json
 
@@ -37,6 +39,8 @@ from phase_energy.grid import GridPoint
 from phase_energy.measure.group import FIRST_POINT_S, VLLM_START_S, label
 
 log = logging.getLogger("engine_compare")
+STEP_TIMINGS_HELP = ("vLLM: each point once per entry, as repetition 0, 1, ..., where the decode step that sizes "
+                     "the windows is timed (e.g. warm-up,lead-in,warm-up: a before-and-after on one engine)")
 START_S = {"vllm": VLLM_START_S, "native": 5.0}  # an engine's start before its first point, a guess
 
 
@@ -46,10 +50,26 @@ def run_engine(a: argparse.Namespace) -> None:
     from phase_energy.measure.group import measure_group, parse_points
 
     cfg = load_config(a.config)
+    timings = a.step_timings.split(",") if a.step_timings else [""]
     try:
-        points = [GridPoint(a.arch, b, c, "default", 0, a.engine) for b, c in parse_points(a.points)]
+        points = [GridPoint(a.arch, b, c, "default", rep, a.engine)
+                  for rep in range(len(timings)) for b, c in parse_points(a.points)]
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    if a.step_timings:  # a before-and-after on one engine: repetition r runs with the r-th step timing
+        from phase_energy.engines import vllm as vllm_engine
+        from phase_energy.measure import job
+
+        for mode in timings:
+            if mode not in vllm_engine.STEP_TIMINGS:
+                raise SystemExit(f"--step-timings: {mode!r} is not accepted; expected one of "
+                                 f"{', '.join(vllm_engine.STEP_TIMINGS)}")
+        build_vllm = job.vllm_workload
+
+        def timed_as_rep(cfg: Any, engine: Any, p: GridPoint, settings: Any) -> Any:
+            os.environ["PHASE_ENERGY_VLLM_STEP_TIMING"] = timings[p.rep]
+            return build_vllm(cfg, engine, p, settings)
+        job.vllm_workload = timed_as_rep  # type: ignore[assignment]
     out_root = Path(a.out) / (f"init~{a.weight_init}" if a.weight_init != "normal" else "")
     workload_for = None
     if a.weight_init != "normal":  # the native engine with another random-weight distribution
@@ -60,7 +80,7 @@ def run_engine(a: argparse.Namespace) -> None:
                                   weight_init=a.weight_init)
     res = measure_group(cfg, points, out_root, backend="nvml", deadline=time.monotonic() + a.deadline - time.time(),
                         extra={"driver": "bench/engine_compare.py", "weight_init": a.weight_init},
-                        workload_for=workload_for, first_point_s=FIRST_POINT_S)
+                        workload_for=workload_for, first_point_s=FIRST_POINT_S, reps=bool(a.step_timings))
     log.info("%s %s: %s", a.engine, a.arch, json.dumps(res.summary()))
     if a.summary:  # for the plan: the points the shared engine left for an engine of their own
         Path(a.summary).write_text(json.dumps(res.summary()))
@@ -90,6 +110,8 @@ def plan(a: argparse.Namespace) -> None:
         cmd = [sys.executable, __file__, "run", "--config", a.config, "--engine", engine, "--arch", arch,
                "--points", points, "--out", a.out, "--deadline", str(deadline), "--weight-init", init,
                "--summary", str(summary)]
+        if engine == "vllm" and a.step_timings:
+            cmd += ["--step-timings", a.step_timings]
         log.info("plan: %s", " ".join(cmd))
         t0 = time.monotonic()
         summary.unlink(missing_ok=True)
@@ -138,7 +160,8 @@ def table(a: argparse.Namespace) -> None:
                 start = info["build_s"] + info.get("capture_s", 0.0)
             rows.append({
                 "engine": meta["engine"], "weights": info.get("weights"), "arch": meta["arch"],
-                "batch": meta["batch"], "context": meta["context"], "card_uuid": meta["gpu"].get("uuid"),
+                "batch": meta["batch"], "context": meta["context"], "rep": meta.get("rep", 0),
+                "decode_step_timing": info.get("decode_step_timing"), "card_uuid": meta["gpu"].get("uuid"),
                 "decode_step_ms": float(step_ms.median()), "decode_step_ms_min": float(step_ms.min()),
                 "decode_step_ms_max": float(step_ms.max()), "timed_windows": len(timed),
                 "floor_fraction": float(dec["floor_fraction"].median()),
@@ -159,7 +182,8 @@ def table(a: argparse.Namespace) -> None:
     df = pd.DataFrame(rows).sort_values(["arch", "batch", "context", "engine"], kind="stable")
     pd.set_option("display.width", 200)
     df["card"] = df["card_uuid"].str[4:12]
-    cols = [c for c in ("card", "engine", "vllm_async_scheduling", "weights", "arch", "batch", "context",
+    cols = [c for c in ("card", "engine", "vllm_async_scheduling", "weights", "arch", "batch", "context", "rep",
+                        "decode_step_timing",
                         "decode_step_ms", "decode_step_ms_min", "decode_step_ms_max", "floor_fraction",
                         "decode_power_w", "decode_j_per_token", "prefill_tflops", "engine_start_s", "skipped")
             if c in df]
@@ -184,6 +208,7 @@ def main() -> None:
     r.add_argument("--deadline", type=float, default=time.time() + 1e6)
     r.add_argument("--weight-init", default="normal")
     r.add_argument("--summary", help="write the group's summary (JSON) here")
+    r.add_argument("--step-timings", default="", help=STEP_TIMINGS_HELP)
     r.set_defaults(fn=run_engine)
     pl = sub.add_parser("plan")
     pl.add_argument("--config", required=True)
@@ -195,6 +220,7 @@ def main() -> None:
     pl.add_argument("--weight-inits", default="", help="e.g. heavy-tailed,trained-like,uniform-1e-3 (native engine)")
     pl.add_argument("--init-points", default="1x2048,32x2048")
     pl.add_argument("--deadline-s", type=float, default=540.0)
+    pl.add_argument("--step-timings", default="", help=STEP_TIMINGS_HELP)
     pl.set_defaults(fn=plan)
     t = sub.add_parser("table")
     t.add_argument("--traces", nargs="+", required=True)

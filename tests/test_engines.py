@@ -156,7 +156,10 @@ def test_forward_plan_known_answers():
     assert forward_decode_plan([(0, 32), (224, 32)], 100, 50, 180) == [(50, 50, 100)]
 
 
-def _vllm_run(tmp_path, capacity=None, report_capacity=True, batch=8, async_scheduling=False):
+def _vllm_run(tmp_path, capacity=None, report_capacity=True, batch=8, async_scheduling=False, step_timing=None,
+              monkeypatch=None):
+    if step_timing is not None:
+        monkeypatch.setenv("PHASE_ENERGY_VLLM_STEP_TIMING", step_timing)
     gpu = SimGPU(seed=0)
     engine = FakeVllmEngine(gpu, get_preset("qwen3-4b"), max_num_seqs=batch, max_model_len=2048,
                             max_num_batched_tokens=1024, kv_capacity_tokens=capacity,
@@ -177,9 +180,11 @@ def _inside(steps, w):
     return steps[(steps["start_s"] >= w.start_s - 1e-12) & (steps["end_s"] <= w.end_s + 1e-12)]
 
 
+@pytest.mark.parametrize("step_timing", ["lead-in", "warm-up"])
 @pytest.mark.parametrize("async_scheduling", [False, True], ids=["one batch per step", "asynchronous"])
-def test_vllm_windows_hold_only_their_phase(tmp_path, async_scheduling):
-    raw, windows, steps, w = _vllm_run(tmp_path, async_scheduling=async_scheduling)
+def test_vllm_windows_hold_only_their_phase(tmp_path, async_scheduling, step_timing, monkeypatch):
+    raw, windows, steps, w = _vllm_run(tmp_path, async_scheduling=async_scheduling, step_timing=step_timing,
+                                       monkeypatch=monkeypatch)
     dec = [r for r in raw if r.phase == "decode"]
     pre = [r for r in raw if r.phase == "prefill"]
     assert len(dec) == 4 and len(pre) == 2
@@ -197,6 +202,76 @@ def test_vllm_windows_hold_only_their_phase(tmp_path, async_scheduling):
         assert t[0].context_start > 256 and t[0].context_end <= t[1].context_start <= t[1].context_end <= 1256
     assert (windows[windows["phase"] == "decode"]["flags"] == "").all()
     assert w.info()["irregular_steps"] == 0
+
+
+def _fills(steps):
+    """Start times of the steps that began a whole-batch prefill (a step prefilling after a decode-free gap)."""
+    pre = steps["prefill_tokens"] > 0
+    return steps[pre & ~pre.shift(fill_value=False)]["start_s"].tolist()
+
+
+def test_step_timed_in_the_lead_in_spares_the_warm_ups_whole_batch_prefill(tmp_path, monkeypatch):
+    """Timed in the first decode trial's lead-in, the step needs no warm-up decode trial: one whole-batch
+    prefill (batch x context tokens) less, and every decode window still follows at least decode_lead_in_s of
+    decode steps after its trial's prefill, sized from a step time within 5 % of the steps the windows ran."""
+    runs = {m: _vllm_run(tmp_path, step_timing=m, monkeypatch=monkeypatch) for m in ("lead-in", "warm-up")}
+    tokens = {m: int(r[2]["prefill_tokens"].sum()) for m, r in runs.items()}
+    assert tokens["warm-up"] - tokens["lead-in"] == 8 * 256
+    raw, _, steps, w = runs["lead-in"]
+    assert w.info()["decode_step_timing"] == "lead-in" and runs["warm-up"][3].info()["decode_step_timing"] == "warm-up"
+    for r in (r for r in raw if r.phase == "decode"):
+        before = steps[steps["end_s"] <= r.start_s + 1e-12]
+        last_fill = before[before["prefill_tokens"] > 0]["end_s"].max()
+        lead = before[before["start_s"] >= last_fill - 1e-12]
+        assert (lead["prefill_tokens"] == 0).all()
+        if r.context_start == min(x.context_start for x in raw if x.phase == "decode" and x.trial == r.trial):
+            assert r.start_s - last_fill >= 1.0 * 0.999  # decode_lead_in_s of decode steps before the first
+    dec = [r for r in raw if r.phase == "decode"]
+    per_step = sum(r.end_s - r.start_s for r in dec) / sum(r.steps for r in dec)
+    first = dec[0]
+    assert first.end_s - first.start_s == pytest.approx(max(0.5, 32 * per_step), rel=0.05)
+
+
+def test_timed_lead_in_known_answers():
+    """A stand-in whose steps take 10 ms: the lead-in runs 1 s of them after two untimed steps and gives 10 ms;
+    short of positions it stops at the last one, or where the windows' reserve begins; with fewer than three
+    positions it says so."""
+    from phase_energy.measure.protocol import timed_lead_in
+
+    class Steps:
+        t, position = 0.0, 100
+
+        def now(self):
+            return self.t
+
+        def synchronize(self):
+            pass
+
+        def next_position(self):
+            return self.position
+
+        def decode(self, position, steps):
+            assert position == self.position
+            self.position += steps
+            self.t += 0.01 * steps
+
+    w = Steps()
+    ran, t_step = timed_lead_in(w, w, 1.0, 10_000)
+    assert t_step == pytest.approx(0.01) and 102 <= ran <= 104 and w.position == 100 + ran
+    w = Steps()
+    assert timed_lead_in(w, w, 1.0, 50)[0] == 50 and w.position == 150
+    w = Steps()  # 0.5 s of the 100 positions stay free for the windows: 50 steps at 10 ms
+    assert timed_lead_in(w, w, 1.0, 100, reserve_s=0.5) == (50, pytest.approx(0.01))
+    with pytest.raises(ValueError, match="needs at least 3 decode positions, 2 are left"):
+        timed_lead_in(Steps(), Steps(), 1.0, 2)
+
+
+def test_a_bad_step_timing_is_named(monkeypatch):
+    from phase_energy.engines.vllm import decode_step_timing
+
+    monkeypatch.setenv("PHASE_ENERGY_VLLM_STEP_TIMING", "later")
+    with pytest.raises(ValueError, match="'later' is not accepted; expected one of lead-in, warm-up"):
+        decode_step_timing()
 
 
 def test_vllm_preemption_flags_the_window_and_counts_real_tokens(tmp_path):

@@ -182,6 +182,12 @@ def test_bad_measure_arguments_are_named(tmp_path, args, words, caplog):
 def test_a_group_is_one_engine_preset_lever_and_repetition():
     with pytest.raises(ValueError, match="a group is one arch"):
         group.check_group(_points("qwen3-4b", [(1, 64)]) + _points("mamba2-2.7b", [(1, 64)]))
+    two_reps = [GridPoint("qwen3-4b", 1, 64, "default", rep) for rep in (0, 1)]
+    with pytest.raises(ValueError, match="a group is one rep"):
+        group.check_group(two_reps)
+    group.check_group(two_reps, reps=True)  # a before-and-after on one engine may hold repetitions
+    with pytest.raises(ValueError, match="names a point twice"):
+        group.check_group(two_reps + two_reps[:1], reps=True)
 
 
 def test_the_deadline_stops_before_a_point_that_would_not_end_in_time(tmp_path):

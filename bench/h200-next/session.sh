@@ -2,7 +2,8 @@
 # The next H200 session, prepared: five calls sent back to back on one machine (files under /tmp stay between
 # them), so that every comparison is on one card. Default lever only: nothing here changes a GPU setting.
 #   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
-# STEP, in this order (about 1,700 s of device time in all, machine start included; each call under 600 s):
+# STEP, in this order (about 1,800 s of device time in all, machine start included; each call under 600 s;
+# d's campaign takes what the session has left, CAMPAIGN_S):
 #   a .whl .vllm-p1   the Mamba2 state update with its rows split over programs against the engine's tiling
 #                     (bench/gpu_run.py --recurrent-sweep split), a kernel profile of the native Mamba2 step at
 #                     batch 32; native qwen3-4b-transmla at 1 x 2048 and 32 x 8192 (not measured since the
@@ -10,7 +11,9 @@
 #   b .vllm-p2        native qwen3.5-4b at 1 x 2048, 32 x 2048 and 32 x 8192 (not measured since its fused
 #                     input projections); native mamba2-2.7b at 32 x 8192 and 128 x 2048 with
 #                     PHASE_ENERGY_MAMBA2_STEP separate, fused, separate again (the fused inputs' A/B)
-#   c .vllm-p3        install vLLM from the three parts; vLLM qwen3-4b-transmla at the points of call a
+#   c .vllm-p3        install vLLM from the three parts; vLLM qwen3-4b-transmla at the points of call a, each
+#                     three times on one engine: the decode step timed in the warm-up, in the first decode
+#                     trial's lead-in, in the warm-up again (the lead-in's before-and-after)
 #   d                 vLLM qwen3.5-4b at the points of call b, then the vLLM campaign grid resumed for CAMPAIGN_S
 #                     seconds (reference-data/h200-vllm/, which must travel with the tree: it is what the
 #                     campaign resumes from)
@@ -26,9 +29,10 @@ if [ ! -d /tmp/pe-site/fla ]; then
 fi
 export PYTHONPATH=/tmp/pe-site:/tmp/site:$PWD/src
 nvidia-smi --query-gpu=name,uuid,serial,driver_version,power.limit,clocks.max.sm --format=csv | tee -a "$OUT/nvidia-smi.csv"
-plan() {  # engines presets points deadline_s log (OUT_DIR: where the traces go, /tmp/s/cmp by default)
+plan() {  # engines presets points deadline_s log (OUT_DIR: where the traces go, /tmp/s/cmp by default;
+  # STEP_TIMINGS: vLLM's points once per entry, as repetitions 0, 1, ...)
   python3 bench/engine_compare.py plan --config config/h200-engines.yaml --out "${OUT_DIR:-/tmp/s/cmp}" --engines "$1" \
-      --presets "$2" --points "$3" --deadline-s "$4" 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee -a "$OUT/$5"
+      --presets "$2" --points "$3" --deadline-s "$4" ${STEP_TIMINGS:+--step-timings $STEP_TIMINGS} 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee -a "$OUT/$5"
 }
 campaign() {  # seconds log
   mkdir -p /tmp/s/h200-vllm/traces
@@ -60,7 +64,9 @@ b)
   ;;
 c)
   bash /tmp/vllm-parts/install.sh || exit 1
-  plan vllm qwen3-4b-transmla 1x2048,32x8192 ${DEADLINE_S:-260} vllm.log
+  # three times each on one engine: the decode step timed in the warm-up (as before), in the first trial's
+  # lead-in (the new default: no whole-batch prefill of the warm-up's own), in the warm-up again
+  STEP_TIMINGS=warm-up,lead-in,warm-up plan vllm qwen3-4b-transmla 1x2048,32x8192 ${DEADLINE_S:-380} vllm.log
   ;;
 d)
   plan vllm qwen3.5-4b 1x2048,32x2048,32x8192 ${DEADLINE_S:-300} vllm.log

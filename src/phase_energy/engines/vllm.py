@@ -107,6 +107,23 @@ def max_model_len(context: int, positions: int, batch: int, chunk_tokens: int) -
     return context + positions + prefill_skew_steps(batch, context, chunk_tokens) + 2
 
 
+STEP_TIMINGS = ("lead-in", "warm-up")
+
+
+def decode_step_timing() -> str:
+    """Where the decode step that sizes the windows is timed (``PHASE_ENERGY_VLLM_STEP_TIMING``).
+
+    "lead-in" (the default): in the first decode trial's lead-in. "warm-up": in a decode trial of the warm-up
+    of its own, which prefills the whole batch once more (how points were measured up to 2026-12-02; kept
+    for the before-and-after on a card).
+    """
+    mode = os.environ.get("PHASE_ENERGY_VLLM_STEP_TIMING") or "lead-in"
+    if mode not in STEP_TIMINGS:
+        raise ValueError(f"PHASE_ENERGY_VLLM_STEP_TIMING={mode!r} is not accepted; expected one of "
+                         f"{', '.join(STEP_TIMINGS)}")
+    return mode
+
+
 def _register_missing_configs() -> None:
     """Give transformers a config class for MiniCPM3 when its version has none (vLLM needs only the fields)."""
     from transformers import AutoConfig, PretrainedConfig
@@ -289,6 +306,7 @@ class VllmWorkload:
         self._irregular = 0
         self._decoded = 0
         self.skew_seen = 0
+        self.step_timing = decode_step_timing()
 
     # ------------------------------------------------------------------ requests
     def _add(self, max_tokens: int) -> str:
@@ -376,14 +394,20 @@ class VllmWorkload:
             self.engine.step()
         raise RuntimeError("vllm: requests still unfinished after the trial was aborted")
 
-    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
-        """Untimed prefills and one short decode trial; return (prefill s of ``prefill_sequences``, step s)."""
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float | None]:
+        """Untimed prefills, and with ``step_timing`` "warm-up" one short decode trial.
+
+        Returns (prefill s of ``prefill_sequences``, decode step s); the step is ``None`` with "lead-in": the
+        protocol times it in the first decode trial's lead-in, so the warm-up needs no whole-batch prefill.
+        """
         t_prefill = 0.0
         for _ in range(max(runs, 1)):
             t0 = self.vllm.clock()
             self.prefill(prefill_sequences)
             self.synchronize()
             t_prefill = self.vllm.clock() - t0
+        if self.step_timing == "lead-in":
+            return t_prefill, None
         self.fill_cache(self.batch)
         pos = self.context if self._position is None else self._position
         warm = max(0, min(2, self.max_position - pos))
@@ -424,4 +448,4 @@ class VllmWorkload:
     def info(self) -> dict[str, Any]:
         """Facts for the trace metadata."""
         return {**self.vllm.info(), "prefill_skew_steps_max": self.skew_seen, "irregular_steps": self._irregular,
-                "max_position": self.max_position}
+                "max_position": self.max_position, "decode_step_timing": self.step_timing}

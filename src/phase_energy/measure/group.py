@@ -97,13 +97,17 @@ def near_fit(e: DoesNotFit) -> bool:
     return e.capacity is not None and e.need is not None and e.need <= NEAR_FIT * e.capacity
 
 
-def check_group(points: list[GridPoint]) -> None:
-    """A group is one engine, one preset, one lever and one repetition; each point once."""
+def check_group(points: list[GridPoint], reps: bool = False) -> None:
+    """A group is one engine, one preset, one lever and one repetition; each point once.
+
+    With ``reps`` the repetitions may differ (a before-and-after on one engine, ``bench/engine_compare.py
+    --step-timings``): the workflow never groups them, so that a rerun's variation stays between processes.
+    """
     if not points:
         raise ValueError("a group needs at least one point")
     first = points[0]
     for p in points[1:]:
-        for name in ("engine", "arch", "lever", "rep"):
+        for name in ("engine", "arch", "lever") + (() if reps else ("rep",)):
             if getattr(p, name) != getattr(first, name):
                 raise ValueError(f"a group is one {name}: {p.path} has {name} {getattr(p, name)!r}, the group "
                                  f"{getattr(first, name)!r}; accepted: points that differ in batch and context only")
@@ -153,15 +157,17 @@ def leaves_device_broken(err: BaseException) -> bool:
 def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str | Path,
                   backend: str | None = None, deadline: float | None = None, log_dir: str | Path | None = None,
                   extra: Mapping[str, Any] | None = None, workload_for: WorkloadFactory | None = None,
-                  clock: Callable[[], float] = time.monotonic, first_point_s: float | None = None) -> GroupResult:
+                  clock: Callable[[], float] = time.monotonic, first_point_s: float | None = None,
+                  reps: bool = False) -> GroupResult:
     """Measure ``points`` (one engine, preset, lever, repetition) in this process; see the module's docstring.
 
     ``deadline``: on ``clock``'s scale (``time.monotonic``), the time by which the group must have ended.
     ``backend``: ``sim`` or ``nvml`` (default: the config's, resolved). ``workload_for`` builds a point's
     workload where no vLLM engine is shared (default: the job's own build). ``extra`` goes into every
-    trace's metadata. On the simulator each point gets its own simulated card, seeded as its job's.
+    trace's metadata. On the simulator each point gets its own simulated card, seeded as its job's. ``reps``:
+    see :func:`check_group`.
     """
-    check_group(points)
+    check_group(points, reps)
     out_root = Path(out_root)
     name = resolve_backend(backend or cfg["backend"])
     result = GroupResult()

@@ -82,8 +82,12 @@ class Workload(Protocol):
     rewinds: bool
     max_position: int  # the last cache position a decode step may reach
 
-    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float]:
-        """Compile, capture and run untimed; return estimated (prefill s of ``prefill_sequences``, decode step s)."""
+    def warmup(self, runs: int, prefill_sequences: int | None = None) -> tuple[float, float | None]:
+        """Compile, capture and run untimed; return estimated (prefill s of ``prefill_sequences``, decode step s).
+
+        A forward-only workload may return ``None`` for the decode step: the protocol then times it in the first
+        decode trial's lead-in, which spares the warm-up a whole-batch prefill of its own.
+        """
         ...
 
     def prefill(self, sequences: int | None = None) -> None:
@@ -340,10 +344,12 @@ def _prefill_windows(meter: Meter, workload: Workload, s: Settings, n_seq: int, 
     return windows
 
 
-def _decode_trial_rewinding(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float
-                            ) -> list[Window]:
+def _decode_trial_rewinding(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float | None
+                            ) -> tuple[list[Window], float]:
     """Windows at fixed positions, repeated in place until each lasts long enough (static cache)."""
     b, ctx = workload.batch, workload.context
+    if t_step is None:
+        raise ValueError("a rewinding workload's warm-up must time its decode step")
     windows = []
     for i, (offset, steps) in enumerate(decode_spans(s)):
         start = ctx + offset
@@ -360,18 +366,62 @@ def _decode_trial_rewinding(meter: Meter, workload: Workload, s: Settings, trial
         t0, t1, e, reps = filled_window(meter, workload, _decode, rep_s, s.min_window_s)
         windows.append(Window("decode", trial, t0, t1, e, tokens=b * steps * reps, repetitions=reps,
                               steps=steps, context_start=start, context_end=start + steps))
-    return windows
+    return windows, t_step
 
 
-def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float
-                          ) -> list[Window]:
-    """Windows of consecutive steps whose positions only move forward (a serving engine's requests)."""
+UNTIMED_LEAD_STEPS = 2  # a timed lead-in's first steps: the decode graph's first replays, not timed
+
+
+def timed_lead_in(meter: Meter, workload: Workload, lead_s: float, max_steps: int, reserve_s: float = 0.0
+                  ) -> tuple[int, float]:
+    """Decode steps for at least ``lead_s`` from the next position; return (steps run, seconds per step).
+
+    The first decode trial's lead-in when the warm-up did not time a decode step: the card runs the window's
+    own steps just as long as a lead-in counted from a timed step would, and the steps after the first
+    ``UNTIMED_LEAD_STEPS`` give the step time the windows are sized with. Of the ``max_steps`` positions it
+    leaves ``reserve_s`` worth at the pace so far (the windows'): short of positions, the lead-in gives way.
+    """
+    if max_steps < UNTIMED_LEAD_STEPS + 1:
+        raise ValueError(f"a timed lead-in needs at least {UNTIMED_LEAD_STEPS + 1} decode positions, "
+                         f"{max_steps} are left")
+    pos = workload.next_position()
+    workload.decode(pos, UNTIMED_LEAD_STEPS)
+    pos += UNTIMED_LEAD_STEPS
+    workload.synchronize()
+    t0 = meter.now()
+    timed, chunk, cap = 0, 1, max_steps - UNTIMED_LEAD_STEPS
+    while True:
+        workload.decode(pos, chunk)
+        pos, timed = pos + chunk, timed + chunk
+        workload.synchronize()
+        elapsed = meter.now() - t0
+        pace = elapsed / timed
+        cap = min(cap, max_steps - UNTIMED_LEAD_STEPS - math.ceil(reserve_s / max(pace, 1e-9) - 1e-6))
+        if elapsed >= lead_s or timed >= cap:
+            return UNTIMED_LEAD_STEPS + timed, pace
+        # the next chunk: what is left of the lead-in at the pace so far, at most twice the steps run
+        chunk = min(cap - timed, 2 * timed, math.ceil((lead_s - elapsed) / max(pace, 1e-9)))
+
+
+def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: int, t_step: float | None
+                          ) -> tuple[list[Window], float]:
+    """Windows of consecutive steps whose positions only move forward (a serving engine's requests).
+
+    Without ``t_step`` (the warm-up did not time a decode step) the lead-in times it; returns the windows and
+    the step time the trial used.
+    """
     ctx = workload.context
     windows = []
+    max_steps = workload.max_position - ctx + 1
+    ran = 0
+    if t_step is None:  # the windows' positions stay free
+        reserve_s = len(decode_spans(s)) * s.min_window_s
+        ran, t_step = timed_lead_in(meter, workload, s.decode_lead_in_s, max_steps, reserve_s)
+        log.info("decode step %.5f s, timed in the lead-in (%d steps)", t_step, ran)
     n_min = math.ceil(s.min_window_s / max(t_step, 1e-9))
     lead = math.ceil(s.decode_lead_in_s / max(t_step, 1e-9)) if s.decode_lead_in_s > 0 else 0
-    max_steps = workload.max_position - ctx + 1
     pos = workload.next_position()  # the context, or one step on when a batch was already in flight
+    lead = max(0, lead - ran)  # the steps a timed lead-in ran count
     for _, offset, n in forward_decode_plan(decode_spans(s), n_min, lead, max_steps):
         # the plan assumed each earlier window ran n steps; one that was filled up to its minimum ran more
         start = max(ctx + offset, pos)
@@ -393,7 +443,7 @@ def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: 
             w.extra_flags = "irregular_steps"
         windows.append(w)
         pos = start + done
-    return windows
+    return windows, t_step
 
 
 def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch | None = None,
@@ -418,7 +468,8 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch |
     t_prefill, t_step = workload.warmup(s.warmup_runs, n_seq)
     if marks is not None:
         marks["warmup_end_s"] = meter.now()
-    log.info("warm-up done: prefill %.4f s (%d of %d sequences), decode step %.5f s", t_prefill, n_seq, b, t_step)
+    log.info("warm-up done: prefill %.4f s (%d of %d sequences), decode step %s", t_prefill, n_seq, b,
+             "timed in the first decode trial's lead-in" if t_step is None else f"{t_step:.5f} s")
     windows += _prefill_windows(meter, workload, s, n_seq, t_prefill)
 
     def decode_step() -> int:
@@ -436,7 +487,7 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch |
         try:
             if switch is not None:  # the phase boundary: decode starts under its own setting
                 windows.append(switch.window(meter, workload, "decode", trial, decode_step))
-            new = trial_fn(meter, workload, s, trial, t_step)
+            new, t_step = trial_fn(meter, workload, s, trial, t_step)
         finally:
             workload.end_decode()
         windows += new
