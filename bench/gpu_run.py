@@ -171,8 +171,8 @@ def _check_fused_mamba2() -> list[dict]:
     rows = []
     for name, (b, g, h, n, p) in {"mamba2-2.7b-b32": (32, 1, 80, 128, 64), "mamba2-2.7b-b128": (128, 1, 80, 128, 64),
                                   "nemotron-h-4b-b32": (32, 8, 112, 128, 64)}.items():
-        for block_k in (None, 32):
-            case = f"fused-{name}" + (f"-split{block_k}" if block_k else "")
+        for block_k in (n, 32):  # all rows in one program, then split
+            case = f"fused-{name}" + (f"-split{block_k}" if block_k < n else "")
             try:
                 conv = torch.randn(b, h * p + 2 * g * n + 64, device="cuda", dtype=torch.bfloat16)
                 x = conv[:, : h * p].view(b, h, p)
@@ -246,10 +246,12 @@ def recurrent_speed(results: dict, out: Path) -> None:
 
     Each row: microseconds per step of one layer's state update (CUDA events over 200 back-to-back calls)
     and the rate at which it moves the state (read once, written once) and its inputs. The engine's tiling
-    is ``step_tiling(batch)`` (64-wide from batch 32, 32-wide below; 32 everywhere before 2026-12-02); the
-    others say whether the Mamba2 decode gap to vLLM lies in this kernel. With ``--recurrent-sweep split``
-    (a shorter sweep): the engine's tiling against the state's rows split over programs (``block_k``: smaller
-    tiles, more programs, each adding its part of the output), Mamba2 and Nemotron-H at batch 32 and 128,
+    was ``step_tiling(batch)`` (64-wide from batch 32, 32-wide below; 32 everywhere before 2026-12-02; from
+    2026-12-02d the rows split over programs where they may be), timed here with all rows in one program
+    (``block_k`` = the key size); the others say whether the Mamba2 decode gap to vLLM lies in this kernel.
+    With ``--recurrent-sweep split`` (a shorter sweep): all rows against the state's rows split over programs
+    (``block_k``: smaller tiles, more programs, each adding its part of the output), Mamba2 and Nemotron-H at
+    batch 32 and 128,
     every tiling timed as 200 calls in one CUDA graph (the engine's way: no launch overhead in the figure).
     """
     from phase_energy.engines.native.recurrent import launch_step_kernel, step_tiling
@@ -270,11 +272,11 @@ def recurrent_speed(results: dict, out: Path) -> None:
             gg = -torch.rand(b, hv, device="cuda")
             beta = torch.rand(b, hv, device="cuda") if delta else None
             moved = 2 * st.numel() * st.element_size() + sum(t.numel() * t.element_size() for t in (q, k, v))
-            if RECURRENT_SWEEP == "split":  # (block_v, num_warps, block_k); None: all rows, the engine's way
-                tilings = [(*step_tiling(b), None)] + [(bv, w, bk) for bk in (16, 32, 64) for bv in (32, 64)
-                                                       for w in (2, 4)]
+            if RECURRENT_SWEEP == "split":  # (block_v, num_warps, block_k); kd: all rows in one program
+                tilings = [(*step_tiling(b)[:2], kd)] + [(bv, w, bk) for bk in (16, 32, 64) for bv in (32, 64)
+                                                         for w in (2, 4)]
             else:
-                tilings = [(bv, w, None) for bv in (16, 32, 64, 128) if bv <= vd for w in (2, 4, 8)]
+                tilings = [(bv, w, kd) for bv in (16, 32, 64, 128) if bv <= vd for w in (2, 4, 8)]
             for block_v, warps, block_k in tilings:
                 if block_v <= vd:
                     row = {"case": name, "batch": b, "block_v": block_v, "num_warps": warps, "block_k": block_k}

@@ -364,18 +364,22 @@ def test_recurrent_kernel_reads_strided_q_and_k_without_a_copy(monkeypatch):
 
 
 def test_recurrent_tiling_widens_from_batch_32():
-    """64-wide value blocks where the H200 timed them fastest (batch 32 and 128), 32-wide below."""
-    assert step_tiling(1) == (32, 4) and step_tiling(31) == (32, 4)
-    assert step_tiling(32) == (64, 4) and step_tiling(128) == (64, 4)
+    """64-wide value blocks where the H200 timed them fastest (batch 32 and 128), 32-wide below; from batch 32
+    a plain update (Mamba2's) splits its rows 32 per program, the delta rule keeps them in one."""
+    assert step_tiling(1) == (32, 4, None) and step_tiling(31, split_ok=True) == (32, 4, None)
+    assert step_tiling(32) == (64, 4, None) and step_tiling(128) == (64, 4, None)
+    assert step_tiling(32, split_ok=True) == (64, 2, 32) == step_tiling(128, split_ok=True)
     gen = torch.Generator().manual_seed(3)
-    state = torch.randn(32, 2, 16, 128, generator=gen)  # batch 32: the wide default, two value blocks per head
-    q, k = torch.randn(32, 1, 16, generator=gen), torch.randn(32, 1, 16, generator=gen)
+    state = torch.randn(32, 2, 64, 128, generator=gen)  # batch 32: the wide default, two value blocks per head
+    q, k = torch.randn(32, 1, 64, generator=gen), torch.randn(32, 1, 64, generator=gen)
     v, g = torch.randn(32, 2, 128, generator=gen), -torch.rand(32, 2, generator=gen)
-    s_wide, s_narrow = state.clone(), state.clone()
-    o_wide = launch_step_kernel(s_wide, q, k, v, g, None, 1.0, False)
-    o_narrow = launch_step_kernel(s_narrow, q, k, v, g, None, 1.0, False, 32, 4)
-    torch.testing.assert_close(o_wide, o_narrow, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(s_wide, s_narrow, rtol=1e-5, atol=1e-5)
+    s_default, s_narrow = state.clone(), state.clone()
+    o_default = launch_step_kernel(s_default, q, k, v, g, None, 1.0, False)  # 64-wide, rows split in two
+    o_narrow = launch_step_kernel(s_narrow, q, k, v, g, None, 1.0, False, 32, 4, 64)  # 32-wide, all rows
+    torch.testing.assert_close(o_default, o_narrow, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s_default, s_narrow, rtol=1e-5, atol=1e-5)
+    beta = torch.rand(32, 2, generator=gen)  # the delta rule with the norms at batch 32: all rows, no error
+    assert launch_step_kernel(state.clone(), q, k, v, g, beta, 1.0, True).shape == (32, 2, 128)
 
 
 @pytest.mark.parametrize(("block_k", "block_v"), [(16, 64), (32, 32), (64, 16)])

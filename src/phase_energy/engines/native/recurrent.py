@@ -100,16 +100,22 @@ if triton is not None:
         tl.store(s_ptr, s.to(S.dtype.element_ty), mask=s_mask)
 
 
-def step_tiling(batch: int) -> tuple[int, int]:
-    """(block_v, num_warps) of the state update at this batch.
+def step_tiling(batch: int, split_ok: bool = False) -> tuple[int, int, int | None]:
+    """(block_v, num_warps, block_k) of the state update at this batch; ``block_k`` None: all rows per program.
 
     From the H200 (bench/kernels-mamba2-h200.json, ``recurrent_speed``): at batch 32 and 128, 64-wide value
     blocks with 4 warps were the fastest or within 1 % of it for Mamba2-2.7B, Nemotron-H and Qwen3.5's
-    Gated DeltaNet (Mamba2 at batch 128: 109 against 118 us per layer with 32-wide blocks). Below batch 32
-    the 32-wide blocks stay: at batch 1 the kernel takes a few microseconds inside the step's graph, the
-    micro-benchmark there timed its launches rather than the kernel, and batch 2-31 was not timed.
+    Gated DeltaNet (Mamba2 at batch 128: 109 against 118 us per layer with 32-wide blocks). Where the rows
+    may be split (``split_ok``: no delta rule, no norms, as in Mamba2 and Nemotron-H), 32 rows per program
+    with 2 warps were faster still on card GPU-f019b024 (bench/h200-2026-12-02d/kernels.json, in a CUDA
+    graph): Mamba2 21.5 against 24.9 us per layer at batch 32, 93.4 against 104.0 at 128; Nemotron-H 33.7
+    against 40.1 and 129.5 against 146.2. Below batch 32 the 32-wide blocks stay, all rows per program: at
+    batch 1 the kernel takes a few microseconds inside the step's graph, the micro-benchmark there timed its
+    launches rather than the kernel, and batch 2-31 was not timed.
     """
-    return (64, 4) if batch >= 32 else (32, 4)
+    if batch < 32:
+        return 32, 4, None
+    return (64, 2, 32) if split_ok else (64, 4, None)
 
 
 def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
@@ -121,7 +127,8 @@ def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor
     default the engine's tiling for the batch (:func:`step_tiling`; bench/gpu_run.py's ``recurrent_speed``
     step times the others). ``block_k`` (a power of two under the key size) also splits the state's rows
     over programs, smaller tiles and more of them (each adds its part of the output; not for the delta rule
-    or the norms, which need every row); by default each program takes all rows.
+    or the norms, which need every row); ``block_k`` at or above the key size keeps all rows in one program;
+    by default the engine's choice (:func:`step_tiling`).
     """
     return _launch(state, q, k, v.contiguous(), g.float().contiguous(), beta, scale, l2norm, block_v, num_warps,
                    block_k)
@@ -158,8 +165,9 @@ def _launch(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Ten
     if q.shape[0] != b or k.shape != q.shape or q.shape[-1] != kd or hv % q.shape[1] or v.shape != (b, hv, vd):
         raise ValueError(f"recurrent step: state {tuple(state.shape)} needs q, k [{b}, G, {kd}] (G dividing {hv}) "
                          f"and v [{b}, {hv}, {vd}]; got q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    default_v, default_warps = step_tiling(b)
+    default_v, default_warps, default_k = step_tiling(b, beta is None and not l2norm)
     block_v, num_warps = block_v or default_v, num_warps or default_warps
+    block_k = block_k or default_k
     split = block_k is not None and block_k < next_pow2(kd)
     if split and (beta is not None or l2norm):
         raise ValueError(f"block_k={block_k} splits the state's {kd} rows; the delta rule and l2norm need all of "

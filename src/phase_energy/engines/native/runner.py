@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 import phase_energy.engines.native.attention as attention
+import phase_energy.engines.native.recurrent as recurrent
 from phase_energy.engines.compiler import set_compile_caches
 from phase_energy.engines.native.hf import build_from_checkpoint
 from phase_energy.engines.native.transformer import Block, Transformer, init_random_, replicate_rows_
@@ -257,5 +258,8 @@ class EngineWorkload:
                 # how a Mamba2 layer's decode step ran its inputs (PHASE_ENERGY_MAMBA2_STEP), where it has one
                 "mamba2_step": next((("fused" if m.fused_step else "separate") for m in self.model.modules()
                                      if hasattr(m, "fused_step")), None),
+                # the state update's (block_v, num_warps, block_k) at this batch for a plain (Mamba2) update
+                "recurrent_step_tiling": list(recurrent.step_tiling(self.batch, split_ok=True))
+                if self.cfg.paradigm == "mamba2" else None,
                 "weights": weights_label(self.weights),
                 "weight_bytes": self.cost.weight_bytes}
