@@ -382,6 +382,14 @@ def test_recurrent_tiling_widens_from_batch_32():
     assert launch_step_kernel(state.clone(), q, k, v, g, beta, 1.0, True).shape == (32, 2, 128)
 
 
+def test_recurrent_rows_switch_keeps_the_whole_rows_and_names_a_bad_value(monkeypatch):
+    monkeypatch.setenv("PHASE_ENERGY_RECURRENT_ROWS", "whole")
+    assert step_tiling(32, split_ok=True) == (64, 4, None)
+    monkeypatch.setenv("PHASE_ENERGY_RECURRENT_ROWS", "halves")
+    with pytest.raises(ValueError, match="'halves' is not accepted; expected one of split, whole"):
+        step_tiling(32, split_ok=True)
+
+
 @pytest.mark.parametrize(("block_k", "block_v"), [(16, 64), (32, 32), (64, 16)])
 def test_recurrent_kernel_split_over_state_rows_gives_the_same_step(block_k, block_v):
     """block_k: smaller tiles, each adding its part of the output (Mamba2's plain update, B and C strided)."""

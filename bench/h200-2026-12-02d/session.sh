@@ -68,6 +68,13 @@ c)
   # lead-in (the new default: no whole-batch prefill of the warm-up's own), in the warm-up again
   STEP_TIMINGS=warm-up,lead-in,warm-up plan vllm qwen3-4b-transmla 1x2048,32x8192 ${DEADLINE_S:-380} vllm.log
   ;;
+d2)
+  # what call b's deadlines left: native qwen3.5-4b at 32 x 2048 and 32 x 8192, Mamba2 fused at 128 x 2048
+  plan native qwen3.5-4b 32x2048,32x8192 200 native.log
+  PHASE_ENERGY_MAMBA2_STEP=fused OUT_DIR=/tmp/s/mamba2-fused2 plan native mamba2-2.7b 128x2048 90 mamba2-ab.log
+  (cd /tmp/s && tar czf "$OUT/mamba2-ab.tgz" mamba2-*)
+  plan vllm qwen3.5-4b 1x2048,32x2048,32x8192 ${DEADLINE_S:-300} vllm.log
+  ;;
 d)
   plan vllm qwen3.5-4b 1x2048,32x2048,32x8192 ${DEADLINE_S:-300} vllm.log
   campaign ${CAMPAIGN_S:-250} campaign-d.log
@@ -76,7 +83,7 @@ e)
   campaign ${CAMPAIGN_S:-400} campaign-e.log
   ;;
 *)
-  echo "unknown step $STEP; accepted: a b c d e" >&2; exit 2
+  echo "unknown step $STEP; accepted: a b c d d2 e" >&2; exit 2
   ;;
 esac
 (cd /tmp/s && [ -d cmp ] && tar czf "$OUT/cmp-$STEP.tgz" cmp)

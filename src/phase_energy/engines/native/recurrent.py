@@ -18,6 +18,7 @@ step in one graph around it.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import Tensor
@@ -115,7 +116,23 @@ def step_tiling(batch: int, split_ok: bool = False) -> tuple[int, int, int | Non
     """
     if batch < 32:
         return 32, 4, None
-    return (64, 2, 32) if split_ok else (64, 4, None)
+    return (64, 2, 32) if split_ok and recurrent_rows() == "split" else (64, 4, None)
+
+
+RECURRENT_ROWS = ("split", "whole")
+
+
+def recurrent_rows() -> str:
+    """Whether the update may split the state's rows over programs (``PHASE_ENERGY_RECURRENT_ROWS``).
+
+    ``split`` (the default): as :func:`step_tiling` says; ``whole``: every program takes all rows (the tiling
+    before 2026-12-02d, kept for the whole step's before-and-after on a card).
+    """
+    mode = os.environ.get("PHASE_ENERGY_RECURRENT_ROWS") or "split"
+    if mode not in RECURRENT_ROWS:
+        raise ValueError(f"PHASE_ENERGY_RECURRENT_ROWS={mode!r} is not accepted; expected one of "
+                         f"{', '.join(RECURRENT_ROWS)}")
+    return mode
 
 
 def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The next H200 session, prepared: five calls sent back to back on one machine (files under /tmp stay between
+# them), so that every comparison is on one card. Default lever only: nothing here changes a GPU setting.
+#   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
+# STEP, in this order (about 1,750 s of device time in all, machine start included; each call under 600 s;
+# the campaign calls take what the session has left, CAMPAIGN_S):
+#   a .whl .vllm-p1   native mamba2-2.7b at 32 x 8192 and 128 x 2048 with the update's rows whole, split (the
+#                     default since 2026-12-02d), whole again (PHASE_ENERGY_RECURRENT_ROWS; the fused inputs,
+#                     the default, in all three); native nemotron-h-4b at the same points with the defaults
+#   b .vllm-p2        the Mamba2 step's kernel profile at batch 128 with the defaults (what is left of the
+#                     gap); native qwen3-4b-transmla at 32 x 8192 and 128 x 2048 profiled the same way
+#   c .vllm-p3        install vLLM from the three parts; vLLM mamba2-2.7b and nemotron-h-4b at the points of
+#                     call a (each preset's engine starts in 130-180 s)
+#   d                 the vLLM campaign grid resumed for CAMPAIGN_S seconds (reference-data/h200-vllm, which must
+#                     travel with the tree: it is what the campaign resumes from)
+#   e                 the campaign again for CAMPAIGN_S seconds, if the session has the time left
+set -uo pipefail
+STEP=$1; shift
+export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
+export PHASE_ENERGY_GIT_COMMIT=${PHASE_ENERGY_GIT_COMMIT:-unknown} PHASE_ENERGY_COMPILE_CACHE=/tmp/s/cc-bench
+mkdir -p /tmp/vllm-parts /tmp/s
+for part in "$@"; do case $part in .vllm-p*) cp "$part"/* /tmp/vllm-parts/;; esac; done
+if [ ! -d /tmp/pe-site/fla ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/pe-site .whl/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/pe-site:/tmp/site:$PWD/src
+nvidia-smi --query-gpu=name,uuid,serial,driver_version,power.limit,clocks.max.sm --format=csv | tee -a "$OUT/nvidia-smi.csv"
+plan() {  # engines presets points deadline_s log (OUT_DIR: where the traces go, /tmp/s/cmp by default;
+  # STEP_TIMINGS: vLLM's points once per entry, as repetitions 0, 1, ...)
+  python3 bench/engine_compare.py plan --config config/h200-engines.yaml --out "${OUT_DIR:-/tmp/s/cmp}" --engines "$1" \
+      --presets "$2" --points "$3" --deadline-s "$4" ${STEP_TIMINGS:+--step-timings $STEP_TIMINGS} 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee -a "$OUT/$5"
+}
+campaign() {  # seconds log
+  mkdir -p /tmp/s/h200-vllm/traces
+  # the points measured so far travel with the tree (reference-data/h200-vllm): the campaign skips them
+  [ -d reference-data/h200-vllm/traces ] && cp -rn reference-data/h200-vllm/traces/. /tmp/s/h200-vllm/traces/
+  python3 -m phase_energy.cli campaign --configfile config/h200-engines.yaml --into /tmp/s/h200-vllm/traces \
+      --time-limit-s "$1" --group-engines vllm \
+      --chunk 'engines=[vllm] batch_sizes=[1,8,32,128,256] contexts=[512,2048,8192] results=/tmp/s/campaign' \
+      2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee "$OUT/$2"
+  (cd /tmp/s && tar czf "$OUT/h200-vllm.tgz" h200-vllm)
+}
+case $STEP in
+a)
+  for m in whole split whole2; do
+    PHASE_ENERGY_RECURRENT_ROWS=${m%2} OUT_DIR=/tmp/s/rows-$m plan native mamba2-2.7b 32x8192,128x2048 150 rows-ab.log
+  done
+  (cd /tmp/s && tar czf "$OUT/rows-ab.tgz" rows-*)
+  plan native nemotron-h-4b 32x8192,128x2048 120 native.log
+  ;;
+b)
+  timeout 200 python3 bench/gpu_run.py --out /tmp/s/kernels --steps profile \
+      --points mamba2-2.7b:128,qwen3-4b-transmla:32,qwen3-4b-transmla:128 2>&1 | tail -20 | tee "$OUT/kernels.log"
+  cp /tmp/s/kernels/engine.json "$OUT/kernels.json"
+  ;;
+c)
+  bash /tmp/vllm-parts/install.sh || exit 1
+  plan vllm mamba2-2.7b,nemotron-h-4b 32x8192,128x2048 ${DEADLINE_S:-480} vllm.log
+  ;;
+d)
+  campaign ${CAMPAIGN_S:-500} campaign-d.log
+  ;;
+e)
+  campaign ${CAMPAIGN_S:-300} campaign-e.log
+  ;;
+*)
+  echo "unknown step $STEP; accepted: a b c d e" >&2; exit 2
+  ;;
+esac
+(cd /tmp/s && [ -d cmp ] && tar czf "$OUT/cmp-$STEP.tgz" cmp)
