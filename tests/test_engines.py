@@ -157,7 +157,7 @@ def test_forward_plan_known_answers():
 
 
 def _vllm_run(tmp_path, capacity=None, report_capacity=True, batch=8, async_scheduling=False, step_timing=None,
-              monkeypatch=None):
+              monkeypatch=None, positions=1000):
     if step_timing is not None:
         monkeypatch.setenv("PHASE_ENERGY_VLLM_STEP_TIMING", step_timing)
     gpu = SimGPU(seed=0)
@@ -168,7 +168,7 @@ def _vllm_run(tmp_path, capacity=None, report_capacity=True, batch=8, async_sche
         engine._capacity = None
     s = Settings(idle_s=0.5, warmup_runs=1, min_counter_ticks=5, prefill_trials=2, decode_trials=2,
                  decode_windows=2, decode_window_steps=32, max_output=256, pause_s=0.1)
-    w = VllmWorkload(engine, batch=batch, context=256, max_output=256, seed=0, positions=1000)
+    w = VllmWorkload(engine, batch=batch, context=256, max_output=256, seed=0, positions=positions)
     meter = SimMeter(gpu, 0.01)
     raw = run_protocol(meter, w, s)
     windows = summarise_windows(meter.samples(), raw, s)
@@ -230,6 +230,21 @@ def test_step_timed_in_the_lead_in_spares_the_warm_ups_whole_batch_prefill(tmp_p
     per_step = sum(r.end_s - r.start_s for r in dec) / sum(r.steps for r in dec)
     first = dec[0]
     assert first.end_s - first.start_s == pytest.approx(max(0.5, 32 * per_step), rel=0.05)
+
+
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["one batch per step", "asynchronous"])
+def test_a_timed_lead_in_short_of_positions_gives_way_to_the_windows(tmp_path, monkeypatch, async_scheduling):
+    """500 positions after the context hold the two windows' 0.5 s each but not a whole 1 s lead-in as well:
+    the lead-in stops early, the windows keep their positions, and no step passes the last position (the
+    workload raises if one would), with a batch in flight or without."""
+    raw, _, steps, w = _vllm_run(tmp_path, step_timing="lead-in", monkeypatch=monkeypatch, positions=500,
+                                 async_scheduling=async_scheduling)
+    dec = sorted((r for r in raw if r.phase == "decode" and r.trial == 0), key=lambda r: r.context_start)
+    assert len(dec) == 2 and dec[-1].context_end <= w.max_position + 1
+    before = steps[steps["end_s"] <= dec[0].start_s + 1e-12]
+    last_fill = before[before["prefill_tokens"] > 0]["end_s"].max()
+    assert 0.2 < dec[0].start_s - last_fill < 1.0  # a lead-in, cut short
+    assert all(r.end_s - r.start_s >= 0.5 * 0.95 for r in dec)
 
 
 def test_timed_lead_in_known_answers():

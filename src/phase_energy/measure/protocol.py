@@ -413,15 +413,17 @@ def _decode_trial_forward(meter: Meter, workload: Workload, s: Settings, trial: 
     ctx = workload.context
     windows = []
     max_steps = workload.max_position - ctx + 1
-    ran = 0
-    if t_step is None:  # the windows' positions stay free
+    timed = t_step is None
+    if t_step is None:  # from the next position (one on when a batch is in flight); the windows' stay free
         reserve_s = len(decode_spans(s)) * s.min_window_s
-        ran, t_step = timed_lead_in(meter, workload, s.decode_lead_in_s, max_steps, reserve_s)
+        left = max_steps - (workload.next_position() - ctx)
+        ran, t_step = timed_lead_in(meter, workload, s.decode_lead_in_s, left, reserve_s)
         log.info("decode step %.5f s, timed in the lead-in (%d steps)", t_step, ran)
     n_min = math.ceil(s.min_window_s / max(t_step, 1e-9))
     lead = math.ceil(s.decode_lead_in_s / max(t_step, 1e-9)) if s.decode_lead_in_s > 0 else 0
     pos = workload.next_position()  # the context, or one step on when a batch was already in flight
-    lead = max(0, lead - ran)  # the steps a timed lead-in ran count
+    if timed:  # the lead-in ran: the plan starts where it ended, its positions used
+        lead = pos - ctx
     for _, offset, n in forward_decode_plan(decode_spans(s), n_min, lead, max_steps):
         # the plan assumed each earlier window ran n steps; one that was filled up to its minimum ran more
         start = max(ctx + offset, pos)
