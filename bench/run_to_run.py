@@ -1,11 +1,15 @@
 """The spread between runs of one point, from the points the committed traces hold twice.
 
-Two sets: five qwen3-4b-transmla points of the reference campaign measured in runs 10 and 11 (two machines,
-49 minutes apart), and qwen3-4b at batch 1 and 32 measured by the native engine on the two cards of the
-engine comparison. Decode J/token is the mean over a job's trials. A run (or card) moves all its points
-together, so each pair of runs gives one difference: the mean of its points' relative differences. The
-spread of one run's value is that difference over sqrt(2); the largest of the pairs is what
-``analysis.run_to_run_sd`` takes (config default), a conservative choice from two pairs of runs.
+Pairs of runs that measured the same points with the same engine and settings: five qwen3-4b-transmla points
+of the reference campaign measured in runs 10 and 11 (two machines, 49 minutes apart); qwen3-4b at batch 1
+and 32 measured by the native engine on the two cards of the first engine comparison (one session, one
+commit); and vLLM 0.26 (asynchronous scheduling, the same version and attention backends on both sides) on
+three pairs of cards, each pair measured in two sessions. Only points whose engine settings agree count (for
+vLLM: version, scheduling, attention backends; the native engine changed its kernels between the other
+sessions, so its points there are not pairs of runs). Decode J/token is the mean over a job's trials. A
+run (or card) moves all its points together, so each pair of runs gives one difference: the mean of its
+points' relative differences. The spread of one run's value is that difference over sqrt(2); the largest
+of the pairs is what ``analysis.run_to_run_sd`` takes (config default), a conservative choice.
 
     python bench/run_to_run.py          # prints the pairs, writes bench/run-to-run.json
 """
@@ -23,7 +27,21 @@ PAIRS = {
     "engine comparison cards GPU-2fe7af5a and GPU-d4fa298c (qwen3-4b native, context 2048)": (
         ROOT / "reference-data/h200-engines/card-2fe7af5a/traces/engine~native",
         ROOT / "reference-data/h200-engines/card-d4fa298c/traces/engine~native"),
+    **{f"vLLM 0.26 on cards GPU-{a} and GPU-{b} ({what})": (
+        ROOT / f"reference-data/h200-engines/card-{a}/traces/engine~vllm",
+        ROOT / f"reference-data/h200-engines/card-{b}/traces/engine~vllm")
+       for a, b, what in (("d4fa298c", "9a0794a0", "qwen3-4b, context 2048"),
+                          ("bd829914", "69640ece", "mamba2-2.7b and nemotron-h-4b, 128 x 2048"),
+                          ("33a90a04", "f019b024", "qwen3-4b-transmla and qwen3.5-4b"))},
 }
+# what must agree between the two runs of a point for them to count as a pair
+SETTINGS = ("vllm_version", "async_scheduling", "attention_backends")
+
+
+def settings(point: Path) -> tuple:
+    """The engine settings a pair must share (empty for the native engine: its pairs are listed by hand)."""
+    info = json.loads((point / "metadata.json").read_text()).get("engine_info") or {}
+    return tuple(str(info.get(k)) for k in SETTINGS) if "vllm_version" in info else ()
 
 
 def decode_j_per_token(point: Path) -> float:
@@ -40,6 +58,12 @@ def main() -> None:
         for status in sorted(a_root.rglob("status.json")):
             rel = status.parent.relative_to(a_root)
             if not (b_root / rel / "status.json").exists():
+                continue
+            pair = (status.parent, b_root / rel)
+            if any(json.loads((d / "status.json").read_text())["status"] != "ok" for d in pair):
+                continue
+            if settings(status.parent) != settings(b_root / rel):
+                print(f"  {rel}: engine settings differ, not a pair")
                 continue
             a, b = decode_j_per_token(status.parent), decode_j_per_token(b_root / rel)
             diffs.append({"point": str(rel), "first": a, "second": b, "relative_difference": b / a - 1})

@@ -51,6 +51,14 @@ def test_defaults_are_filled_from_schema():
     assert cfg["levers"] == ["default"]
 
 
+def test_run_to_run_default_is_the_measured_spread():
+    """The intervals' run-to-run spread is what bench/run_to_run.py measured (rounded to 0.1 %), not a guess."""
+    import json
+
+    measured = json.loads((ROOT / "bench/run-to-run.json").read_text())["run_to_run_sd"]
+    assert validate_config({})["analysis"]["run_to_run_sd"] == pytest.approx(measured, abs=0.0005)
+
+
 def test_default_config_is_the_paper_grid():
     cfg = validate_config(yaml.safe_load((ROOT / "config/config.yaml").read_text()))
     assert cfg["allow_gpu_settings"] is False
