@@ -212,6 +212,28 @@ def test_c9_says_why_a_low_ratio_is_not_enough():
     assert "mamba2 lowest 0.47 [0.38, 0.62]" in evidence
 
 
+@pytest.mark.parametrize(("cards", "note"), [
+    (("GPU-aaaaaaaa-1", "GPU-aaaaaaaa-1"), None),
+    (("GPU-aaaaaaaa-1", "GPU-bbbbbbbb-2"), "The models ran on 2 recorded cards (GPU-aaaaaaaa: qwen3-4b; "
+                                           "GPU-bbbbbbbb: mamba2-2.7b)"),
+    (("GPU-aaaaaaaa-1", ""), "The models ran on 1 recorded card (GPU-aaaaaaaa: qwen3-4b; 1 point did not "
+                             "record its card)"),
+    (("", ""), None),
+], ids=["one card", "two cards", "one recorded", "none recorded"])
+def test_c9_names_the_cards_the_compared_models_ran_on(cards, note):
+    """Models compared across cards: the evidence says which card each ran on (the ratio then holds the cards'
+    difference); on one card, or with no card recorded at all, it says nothing of cards."""
+    rows = [*_prefill_pair(), {}, {"arch": "mamba2-2.7b", "paradigm": "mamba2"}]
+    s = pd.DataFrame([point(**r) for r in rows])
+    s["cards"] = [cards[0], cards[1], cards[0], cards[1]]
+    t = tables(phase_energy=s, request_energy=_request(0.47, 0.38, 0.62))
+    evidence = evaluate_tables(t, CFG).set_index("id").loc["C9", "evidence"]
+    if note is None:
+        assert "recorded cards" not in evidence
+    else:
+        assert note in evidence and "include what separates the cards" in evidence
+
+
 def test_p1_is_marked_as_the_projects_own_finding_and_counts_only_mix_share_0():
     claims = evaluate_tables(CASES["P1"][1], CFG).set_index("id")
     assert claims.loc["P1", "source"] == "project" and "not a paper claim" in claims.loc["P1", "claim"]

@@ -148,6 +148,7 @@ def test_engine_comparison_regenerates_per_engine(tmp_path):
     assert c2.loc["native", "verdict"] == "reproduced" and c2.loc["vllm", "verdict"] == "not reproduced"
     assert "native 0 of 10, vllm 2 of 10" in c2.loc["vllm", "evidence"]
     assert not c["evidence"].str.contains(r"\.\.|\bnan\b", regex=True).any()
+    assert not c["evidence"].str.contains("recorded card").any()  # one card: nothing to say of cards
     assert "SIMULATED" not in (wd / "figures/fig14_engines.svg").read_text()
     assert "no data to draw" not in (wd / "figures/fig14_engines.svg").read_text()
 
@@ -182,3 +183,9 @@ def test_vllm_campaign_grid_regenerates_from_its_traces(tmp_path):
     # the grid's finding as measured: decode far above the paper's range, the cap binding at large batch
     assert c.loc["C1", "verdict"] == "not reproduced" and c.loc["C2", "verdict"] == "not reproduced"
     assert not c["evidence"].str.contains(r"\.\.|\bnan\b", regex=True).any()
+    # the presets compared ran on different cards: C9 says which (the ratio holds the cards' difference)
+    archs_on: dict[str, list[str]] = {}
+    for arch, uuids in sorted(cards.items()):
+        archs_on.setdefault(next(iter(uuids)), []).append(arch)
+    on = "; ".join(f"{u[:12]}: {', '.join(a)}" for u, a in sorted(archs_on.items()))
+    assert f"The models ran on {len(archs_on)} recorded cards ({on})" in c.loc["C9", "evidence"]

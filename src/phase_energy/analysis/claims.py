@@ -456,6 +456,32 @@ def interval_note(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> str:
             f"{cfg['analysis']['run_to_run_sd']:.1%} measured on repeated points.")
 
 
+BETWEEN_MODELS = ("C9", "C10")  # claims that compare models, which may have run on different cards
+
+
+def card_note(t: Mapping[str, pd.DataFrame]) -> str:
+    """Which cards the models ran on, when more than one: ratios between them then include the cards' difference."""
+    s = t["phase_energy"]
+    if s.empty or "cards" not in s:
+        return ""
+    archs_on: dict[str, set[str]] = {}
+    for arch, cards in zip(s["arch"], s["cards"].fillna(""), strict=True):
+        for card in str(cards).split(","):
+            if card:
+                archs_on.setdefault(card, set()).add(str(arch))
+    real = s[s["backend"] != "sim"] if "backend" in s else s
+    unrecorded = real[real["cards"].fillna("") == ""][["arch", "batch", "context"]].drop_duplicates()
+    if len(archs_on) + (len(unrecorded) > 0) < 2:
+        return ""
+    where = "; ".join(f"{card[:12]}: {', '.join(sorted(archs))}" for card, archs in sorted(archs_on.items()))
+    n = len(unrecorded)
+    unknown = (f"{n} point did not record its card" if n == 1 else f"{n} points did not record theirs") if n else ""
+    cards = f"{len(archs_on)} recorded card" + ("s" if len(archs_on) != 1 else "")
+    return (f"The models ran on {cards} ({'; '.join(x for x in (where, unknown) if x)}): "
+            "comparisons between them include what separates the cards, which the run-to-run spread covers as far "
+            "as the pairs of cards it was measured on")
+
+
 def _sentences(*parts: str) -> str:
     """Sentences joined by one space, each ending with a full stop (none doubled, empty ones left out)."""
     kept = [p.strip() for p in parts if p and p.strip()]
@@ -500,6 +526,8 @@ def evaluate_tables(t: Mapping[str, pd.DataFrame], cfg: Mapping[str, Any]) -> pd
             verdict, evidence, reason = fn(te, cfg)  # a predicate that fails stops the stage, never "not testable"
             if verdict != NOT_TESTABLE and cid in WITH_INTERVALS:
                 evidence = _sentences(evidence, interval_note(te, cfg))
+            if verdict != NOT_TESTABLE and cid in BETWEEN_MODELS:
+                evidence = _sentences(evidence, card_note(te))
             if len(engines) > 1 and cid in COMPARED:
                 evidence = _sentences(evidence, engine_comparison(cid, t, engines))
             evidence = _sentences(evidence)

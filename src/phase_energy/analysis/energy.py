@@ -161,8 +161,9 @@ def trial_table(w: pd.DataFrame) -> pd.DataFrame:
     w["_clock_t"] = w["sm_clock_mhz"] * w["duration_s"]
     w["_steady_t"] = w["duration_s"] - w["cap_hold_excluded_s"].fillna(0.0)
     w["_flags"] = w["flags"].fillna("")
-    keys = [*POINT, *LABELS, "job", "lever_kind", "lever_value", "power_limit_w", "locked_sm_clock_mhz", "phase",
-            "trial"]
+    w["gpu_uuid"] = w["gpu_uuid"].fillna("") if "gpu_uuid" in w else ""  # one card per job: not a point's key
+    keys = [*POINT, *LABELS, "job", "gpu_uuid", "lever_kind", "lever_value", "power_limit_w", "locked_sm_clock_mhz",
+            "phase", "trial"]
     g = w.groupby(keys, dropna=False)
     t = g.agg(
         energy_j=("energy_j", "sum"), energy_above_idle_j=("energy_above_idle_j", "sum"),
@@ -202,7 +203,8 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
 
     Every metric is the mean over the point's jobs of each job's mean over its trials; the intervals of
     ``CI_METRICS`` come from :func:`hierarchical_means`. ``jobs`` counts the jobs; ``interval_basis`` says
-    whether the interval rests on several jobs or on one job's trials widened by the run-to-run spread.
+    whether the interval rests on several jobs or on one job's trials widened by the run-to-run spread;
+    ``cards`` lists the UUIDs of the cards its jobs ran on (empty when simulated).
     """
     rng = np.random.default_rng(seed)
     trials = with_labels(trials)
@@ -211,6 +213,7 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
     ci_values = trials[list(CI_METRICS)].to_numpy(dtype=float)
     power_limit, locked = trials["power_limit_w"].to_numpy(), trials["locked_sm_clock_mhz"].to_numpy()
     idle, trapz, flags = trials["idle_power_w"], trials["trapz_mismatch"].abs(), trials["flags"].to_numpy()
+    cards = (trials["gpu_uuid"] if "gpu_uuid" in trials else pd.Series("", index=trials.index)).fillna("").to_numpy()
     rows = []
     for k, pos in groups(trials, SUMMARY_KEYS, dropna=False):
         row: dict[str, Any] = dict(zip(SUMMARY_KEYS, k, strict=True))
@@ -233,6 +236,7 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
         row["idle_power_w"] = float(idle.iloc[pos].mean())
         row["trapz_mismatch_max"] = float(trapz.iloc[pos].max())
         row["flags"] = ",".join(sorted({f for x in flags[pos] for f in str(x).split(",") if f}))
+        row["cards"] = ",".join(sorted({str(c) for c in cards[pos] if c}))  # the point's jobs' cards
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -231,6 +231,13 @@ def gpu_name_of(meta: Mapping[str, Any]) -> str:
     return str((meta.get("gpu") or {}).get("name") or "")
 
 
+def gpu_uuid_of(meta: Mapping[str, Any]) -> str:
+    """The card's UUID from a trace's metadata; empty for a simulated trace or one that did not record it."""
+    if meta.get("backend") == "sim":
+        return ""
+    return str((meta.get("gpu") or {}).get("uuid") or "")
+
+
 def weights_of(meta: Mapping[str, Any]) -> str:
     """The weights a trace ran with, as tables show them (``random (normal)``, ``checkpoint Qwen3-4B``).
 
@@ -273,6 +280,7 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
                          "locked_sm_clock_mhz": enforced.get("locked_sm_clock_mhz"),
                          "bandwidth_bps": meta["gpu"].get("bandwidth_bps"),
                          "matmul_flops": meta["gpu"].get("matmul_flops"), "gpu_name": gpu_name_of(meta),
+                         "gpu_uuid": gpu_uuid_of(meta),
                          "weights": weights_of(meta),
                          # the code and settings its windows were summarised with
                          "summary_stamp": status.get("summary")})
