@@ -2,11 +2,12 @@
 
 Pairs of runs that measured the same points with the same engine and settings: five qwen3-4b-transmla points
 of the reference campaign measured in runs 10 and 11 (two machines, 49 minutes apart); qwen3-4b at batch 1
-and 32 measured by the native engine on the two cards of the first engine comparison (one session, one
-commit); and vLLM 0.26 (asynchronous scheduling, the same version and attention backends on both sides) on
-three pairs of cards, each pair measured in two sessions. Only points whose engine settings agree count (for
-vLLM: version, scheduling, attention backends; the native engine changed its kernels between the other
-sessions, so its points there are not pairs of runs). Decode J/token is the mean over a job's trials. A
+and 32 measured by the native engine on the two cards of the first engine comparison (one session); and
+vLLM 0.26 on three pairs of cards, each pair measured in two sessions. A vLLM point counts only where its
+version, scheduling and attention backends agree on both sides (its other settings, such as max_num_seqs
+and the CUDA-graph sizes, follow each session's points and are not compared; the native engine changed
+its kernels between the other sessions, so its points there are not pairs of runs). Decode J/token is the
+mean over a job's trials of its windows that the analysis keeps (``analysis.exclude_flags``). A
 run (or card) moves all its points together, so each pair of runs gives one difference: the mean of its
 points' relative differences. The spread of one run's value is that difference over sqrt(2); the largest
 of the pairs is what ``analysis.run_to_run_sd`` takes (config default), a conservative choice.
@@ -19,6 +20,8 @@ import math
 from pathlib import Path
 
 import pandas as pd
+
+from phase_energy.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = {
@@ -44,10 +47,15 @@ def settings(point: Path) -> tuple:
     return tuple(str(info.get(k)) for k in SETTINGS) if "vllm_version" in info else ()
 
 
+EXCLUDED = set(validate_config({})["analysis"]["exclude_flags"])  # the windows the analysis leaves out
+
+
 def decode_j_per_token(point: Path) -> float:
-    """Mean over trials of a job's decode energy per token (J)."""
+    """Mean over trials of a job's decode energy per token (J), as the analysis takes it: without the windows
+    whose validity flags ``analysis.exclude_flags`` names."""
     w = pd.read_parquet(point / "windows.parquet")
-    g = w[w["phase"] == "decode"].groupby("trial")[["energy_j", "tokens"]].sum()
+    kept = w["flags"].fillna("").map(lambda f: not EXCLUDED & set(filter(None, f.split(","))))
+    g = w[(w["phase"] == "decode") & kept].groupby("trial")[["energy_j", "tokens"]].sum()
     return float((g["energy_j"] / g["tokens"]).mean())
 
 

@@ -218,7 +218,7 @@ def test_c9_says_why_a_low_ratio_is_not_enough():
                                            "GPU-bbbbbbbb: mamba2-2.7b)"),
     (("GPU-aaaaaaaa-1", ""), "The models ran on 1 recorded card (GPU-aaaaaaaa: qwen3-4b; 1 point did not "
                              "record its card)"),
-    (("", ""), None),
+    (("", ""), "The traces did not record their cards"),
 ], ids=["one card", "two cards", "one recorded", "none recorded"])
 def test_c9_names_the_cards_the_compared_models_ran_on(cards, note):
     """Models compared across cards: the evidence says which card each ran on (the ratio then holds the cards'
@@ -229,7 +229,7 @@ def test_c9_names_the_cards_the_compared_models_ran_on(cards, note):
     t = tables(phase_energy=s, request_energy=_request(0.47, 0.38, 0.62))
     evidence = evaluate_tables(t, CFG).set_index("id").loc["C9", "evidence"]
     if note is None:
-        assert "recorded cards" not in evidence
+        assert "separates the cards" not in evidence
     else:
         assert note in evidence and "include what separates the cards" in evidence
 

@@ -269,3 +269,14 @@ def test_multi_meter_sums_the_counters_on_one_clock():
     samples = meter.stop()
     assert per[0] > per[1] > 0 and total == pytest.approx(sum(per), rel=0.02)
     assert samples.groupby("gpu")["t_s"].min().max() < 0.1  # both samplers on the shared origin
+
+
+def test_a_multi_gpu_trace_names_every_card_it_ran_on():
+    """The analysis's card of a job (phase_energy's ``cards``) is each of its cards, not the first one only."""
+    from phase_energy.measure.trace import gpu_uuid_of
+
+    two = {"backend": "nvml", "gpu": {"uuid": "GPU-A", "gpus": [{"uuid": "GPU-A"}, {"uuid": "GPU-B"}]}}
+    assert gpu_uuid_of(two) == "GPU-A,GPU-B"
+    assert gpu_uuid_of({"backend": "nvml", "gpu": {"uuid": "GPU-A"}}) == "GPU-A"
+    assert gpu_uuid_of({"backend": "nvml", "gpu": {}}) == ""  # a trace from before cards were recorded
+    assert gpu_uuid_of({"backend": "sim", "gpu": {"uuid": "GPU-sim"}}) == ""

@@ -471,6 +471,10 @@ def card_note(t: Mapping[str, pd.DataFrame]) -> str:
                 archs_on.setdefault(card, set()).add(str(arch))
     real = s[s["backend"] != "sim"] if "backend" in s else s
     unrecorded = real[real["cards"].fillna("") == ""][["arch", "batch", "context"]].drop_duplicates()
+    if not archs_on and len(unrecorded):  # measured, but no trace says on which card
+        return ("The traces did not record their cards: comparisons between models measured in other runs include "
+                "what separates the cards, which the run-to-run spread covers as far as the pairs of cards it was "
+                "measured on")
     if len(archs_on) + (len(unrecorded) > 0) < 2:
         return ""
     where = "; ".join(f"{card[:12]}: {', '.join(sorted(archs))}" for card, archs in sorted(archs_on.items()))

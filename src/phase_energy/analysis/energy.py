@@ -236,7 +236,7 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
         row["idle_power_w"] = float(idle.iloc[pos].mean())
         row["trapz_mismatch_max"] = float(trapz.iloc[pos].max())
         row["flags"] = ",".join(sorted({f for x in flags[pos] for f in str(x).split(",") if f}))
-        row["cards"] = ",".join(sorted({str(c) for c in cards[pos] if c}))  # the point's jobs' cards
+        row["cards"] = ",".join(sorted({u for c in cards[pos] for u in str(c).split(",") if u}))  # its jobs' cards
         rows.append(row)
     return pd.DataFrame(rows)
 

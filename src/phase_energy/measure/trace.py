@@ -232,10 +232,15 @@ def gpu_name_of(meta: Mapping[str, Any]) -> str:
 
 
 def gpu_uuid_of(meta: Mapping[str, Any]) -> str:
-    """The card's UUID from a trace's metadata; empty for a simulated trace or one that did not record it."""
+    """The cards' UUIDs from a trace's metadata, comma-separated: a multi-GPU job's every card (``gpu.gpus``).
+
+    Empty for a simulated trace or one that did not record them.
+    """
     if meta.get("backend") == "sim":
         return ""
-    return str((meta.get("gpu") or {}).get("uuid") or "")
+    gpu = meta.get("gpu") or {}
+    uuids = [str(g.get("uuid")) for g in gpu.get("gpus") or [] if g.get("uuid")] or [str(gpu.get("uuid") or "")]
+    return ",".join(u for u in uuids if u)
 
 
 def weights_of(meta: Mapping[str, Any]) -> str:
