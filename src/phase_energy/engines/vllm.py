@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from phase_energy.config import schema_defaults
+from phase_energy.engines import env_choice
 from phase_energy.model.checkpoint import Checkpoint, weights_label
 from phase_energy.model.hfconfig import VLLM_ARCHITECTURES, write_model_folder
 from phase_energy.model.presets import ArchConfig, get_preset
@@ -117,11 +118,7 @@ def decode_step_timing() -> str:
     of its own, which prefills the whole batch once more (how points were measured up to 2026-12-02; kept
     for the before-and-after on a card).
     """
-    mode = os.environ.get("PHASE_ENERGY_VLLM_STEP_TIMING") or "lead-in"
-    if mode not in STEP_TIMINGS:
-        raise ValueError(f"PHASE_ENERGY_VLLM_STEP_TIMING={mode!r} is not accepted; expected one of "
-                         f"{', '.join(STEP_TIMINGS)}")
-    return mode
+    return env_choice("PHASE_ENERGY_VLLM_STEP_TIMING", STEP_TIMINGS, "lead-in")
 
 
 def _register_missing_configs() -> None:

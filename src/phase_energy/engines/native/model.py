@@ -10,12 +10,12 @@ elsewhere.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from phase_energy.engines import env_choice
 from phase_energy.engines.native.attention import decode_attention
 from phase_energy.engines.native.recurrent import conv_update_, mamba2_step_, recurrent_step_
 from phase_energy.model.presets import ArchConfig
@@ -353,11 +353,7 @@ def mamba2_step_mode() -> str:
     Mamba2-2.7B step took 4.95 ms at batch 32 x 8192 against 5.38-5.39 ms separate (before and after), at
     0.069 against 0.070 J/token; 10.51 against 10.80 ms at 128 x 2048.
     """
-    mode = os.environ.get("PHASE_ENERGY_MAMBA2_STEP") or "fused"
-    if mode not in MAMBA2_STEP_MODES:
-        raise ValueError(f"PHASE_ENERGY_MAMBA2_STEP={mode!r} is not accepted; expected one of "
-                         f"{', '.join(MAMBA2_STEP_MODES)}")
-    return mode
+    return env_choice("PHASE_ENERGY_MAMBA2_STEP", MAMBA2_STEP_MODES, "fused")
 
 
 class Mamba2Mixer(nn.Module):

@@ -18,11 +18,11 @@ step in one graph around it.
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import Tensor
 
+from phase_energy.engines import env_choice
 from phase_energy.engines.native.attention import next_pow2
 
 try:  # Triton ships with CUDA builds of torch
@@ -128,11 +128,7 @@ def recurrent_rows() -> str:
     ``split`` (the default): as :func:`step_tiling` says; ``whole``: every program takes all rows (the tiling
     before 2026-12-02d, kept for the whole step's before-and-after on a card).
     """
-    mode = os.environ.get("PHASE_ENERGY_RECURRENT_ROWS") or "split"
-    if mode not in RECURRENT_ROWS:
-        raise ValueError(f"PHASE_ENERGY_RECURRENT_ROWS={mode!r} is not accepted; expected one of "
-                         f"{', '.join(RECURRENT_ROWS)}")
-    return mode
+    return env_choice("PHASE_ENERGY_RECURRENT_ROWS", RECURRENT_ROWS, "split")
 
 
 def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,

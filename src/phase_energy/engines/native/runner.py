@@ -18,6 +18,7 @@ import torch
 
 import phase_energy.engines.native.attention as attention
 import phase_energy.engines.native.recurrent as recurrent
+from phase_energy.engines import env_choice
 from phase_energy.engines.compiler import set_compile_caches
 from phase_energy.engines.native.hf import build_from_checkpoint
 from phase_energy.engines.native.transformer import Block, Transformer, init_random_, replicate_rows_
@@ -111,10 +112,7 @@ class EngineWorkload:
         # block of a kind (one compile per kind instead of the whole unrolled stack; fusion stops at block
         # boundaries); ``step`` compiles the whole decode step as one graph. On the H200 (Qwen3-4B, batch 32)
         # the first compiled step took 10.7 s per block against 61.4 s per step, at the same step time
-        self.compile_scope = os.environ.get("PHASE_ENERGY_COMPILE_SCOPE") or "block"
-        if self.compile_scope not in COMPILE_SCOPES:
-            raise ValueError(f"PHASE_ENERGY_COMPILE_SCOPE={self.compile_scope!r} is not accepted; expected one of "
-                             f"{', '.join(COMPILE_SCOPES)}")
+        self.compile_scope = env_choice("PHASE_ENERGY_COMPILE_SCOPE", COMPILE_SCOPES, "block")
         self._decode_fn = self.model.decode_step
         if self.compiled and self.compile_scope == "step":
             self._decode_fn = torch.compile(self.model.decode_step, dynamic=False, mode=self.compile_mode)
