@@ -16,30 +16,7 @@
 #   e                 the campaign again for CAMPAIGN_S seconds, if the session has the time left
 set -uo pipefail
 STEP=$1; shift
-export PYTHONUNBUFFERED=1 VLLM_USE_FLASHINFER_SAMPLER=0 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1
-export PHASE_ENERGY_GIT_COMMIT=${PHASE_ENERGY_GIT_COMMIT:-unknown} PHASE_ENERGY_COMPILE_CACHE=/tmp/s/cc-bench
-mkdir -p /tmp/vllm-parts /tmp/s
-for part in "$@"; do case $part in .vllm-p*) cp "$part"/* /tmp/vllm-parts/;; esac; done
-if [ ! -d /tmp/pe-site/fla ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/pe-site .whl/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/pe-site:/tmp/site:$PWD/src
-nvidia-smi --query-gpu=name,uuid,serial,driver_version,power.limit,clocks.max.sm --format=csv | tee -a "$OUT/nvidia-smi.csv"
-plan() {  # engines presets points deadline_s log (OUT_DIR: where the traces go, /tmp/s/cmp by default;
-  # STEP_TIMINGS: vLLM's points once per entry, as repetitions 0, 1, ...)
-  python3 bench/engine_compare.py plan --config config/h200-engines.yaml --out "${OUT_DIR:-/tmp/s/cmp}" --engines "$1" \
-      --presets "$2" --points "$3" --deadline-s "$4" ${STEP_TIMINGS:+--step-timings $STEP_TIMINGS} 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee -a "$OUT/$5"
-}
-campaign() {  # seconds log
-  mkdir -p /tmp/s/h200-vllm/traces
-  # the points measured so far travel with the tree (reference-data/h200-vllm): the campaign skips them
-  [ -d reference-data/h200-vllm/traces ] && cp -rn reference-data/h200-vllm/traces/. /tmp/s/h200-vllm/traces/
-  python3 -m phase_energy.cli campaign --configfile config/h200-engines.yaml --into /tmp/s/h200-vllm/traces \
-      --time-limit-s "$1" --group-engines vllm \
-      --chunk 'engines=[vllm] batch_sizes=[1,8,32,128,256] contexts=[512,2048,8192] results=/tmp/s/campaign' \
-      2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee "$OUT/$2"
-  (cd /tmp/s && tar czf "$OUT/h200-vllm.tgz" h200-vllm)
-}
+source bench/h200-session.sh "$@" || exit 1
 case $STEP in
 a)
   for m in whole split whole2; do
