@@ -17,13 +17,13 @@ plan() {  # engines presets points deadline_s log (OUT_DIR: where the traces go,
   python3 bench/engine_compare.py plan --config config/h200-engines.yaml --out "${OUT_DIR:-/tmp/s/cmp}" --engines "$1" \
       --presets "$2" --points "$3" --deadline-s "$4" ${STEP_TIMINGS:+--step-timings $STEP_TIMINGS} 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee -a "$OUT/$5"
 }
-campaign() {  # seconds log
+campaign() {  # seconds log [config overrides of the chunk, e.g. 'architectures=[mamba2-2.7b] batch_sizes=[1,8]']
   mkdir -p /tmp/s/h200-vllm/traces
   # the points measured so far travel with the tree (reference-data/h200-vllm): the campaign skips them
   [ -d reference-data/h200-vllm/traces ] && cp -rn reference-data/h200-vllm/traces/. /tmp/s/h200-vllm/traces/
   python3 -m phase_energy.cli campaign --configfile config/h200-engines.yaml --into /tmp/s/h200-vllm/traces \
       --time-limit-s "$1" --group-engines vllm \
-      --chunk 'engines=[vllm] batch_sizes=[1,8,32,128,256] contexts=[512,2048,8192] results=/tmp/s/campaign' \
+      --chunk "engines=[vllm] batch_sizes=[1,8,32,128,256] contexts=[512,2048,8192] results=/tmp/s/campaign ${3:-}" \
       2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tee "$OUT/$2"
   (cd /tmp/s && tar czf "$OUT/h200-vllm.tgz" h200-vllm)
 }
