@@ -150,6 +150,7 @@ def table(a: argparse.Namespace) -> None:
                 continue
             dec = g[(g["phase"] == "decode") & (g["flags"].fillna("") == "")]
             pre = g[(g["phase"] == "prefill") & (g["flags"].fillna("") == "")]
+            fill = g[(g["phase"] == "fill") & (g["flags"].fillna("") == "")]  # a serving engine's batch prefill
             # step time from every decode window whose step count is sure: a flag on a window's energy (say a
             # counter/trapezoid mismatch) does not make its clock wrong, and dropping it can leave one window
             timed = g[(g["phase"] == "decode") & ~g["flags"].fillna("").str.contains("|".join(WORKLOAD_FLAGS))]
@@ -170,6 +171,9 @@ def table(a: argparse.Namespace) -> None:
                 "sw_power_cap_share": float(dec["sw_power_cap_share"].median()),
                 "prefill_tflops": float((pre["achieved_flops"]).median() / 1e12),
                 "prefill_power_w": float(pre["power_mean_w"].median()),
+                "prefill_j_per_token": float(pre["j_per_token"].median()),
+                "fill_j_per_token": float(fill["j_per_token"].median()) if len(fill) else None,
+                "fill_power_w": float(fill["power_mean_w"].median()) if len(fill) else None,
                 "vllm_async_scheduling": info.get("async_scheduling"), "git_commit": meta.get("git_commit"),
                 "folder": str(Path(job).relative_to(folder)) if Path(job).is_relative_to(folder) else job,
                 "engine_start_s": start, "decode_windows": len(dec), "prefill_windows": len(pre),

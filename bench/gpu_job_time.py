@@ -5,7 +5,8 @@
 
 Per trace: ``time_to_first_window_s`` (from the job's process start, recorded by the job), the process time
 up to the end of its last window (that plus the span of its windows), the seconds inside measured windows
-(idle baseline, prefill and decode) and their share of that time, and the engine's build and
+(idle baseline, prefill, decode and a serving engine's fill windows) and their share of that time, the same
+share without the fill windows, and the engine's build and
 warm-up/capture time (``engine_info``). Printed and written: medians per engine and architecture, and the
 pooled share, and the median of each part before the first window the traces recorded (``job_parts``, which
 add up to the time to the first window, and ``unaccounted_s``, what that time has beyond their sum;
@@ -43,6 +44,9 @@ def job_times(trace: Path) -> dict | None:
             "batch": meta["batch"], "context": meta["context"], "gpu_uuid": (meta.get("gpu") or {}).get("uuid"),
             "time_to_first_window_s": float(t_first), "process_to_last_window_s": until_last,
             "in_windows_s": float(w["duration_s"].sum()), "share_in_windows": float(w["duration_s"].sum()) / until_last,
+            # the same without the fill windows (a serving engine's whole-batch prefill before each decode
+            # trial, measured since 2026-12-02; before, that time was outside every window)
+            "share_in_windows_without_fill": float(w[w["phase"] != "fill"]["duration_s"].sum()) / until_last,
             "build_s": info.get("build_s"), "warmup_capture_s": info.get("capture_s"),
             # the parts before the first window, where the job recorded them: the job's consecutive spans
             # (process start, backend, compile prefetch wait, probe, engine build, lever and sampler, idle window,
@@ -66,6 +70,7 @@ def summary(rows: list[dict]) -> dict:
 
     return {"jobs": len(rows), "median_time_to_first_window_s": med("time_to_first_window_s"),
             "median_share_in_windows": med("share_in_windows"),
+            "median_share_in_windows_without_fill": med("share_in_windows_without_fill"),
             "pooled_share_in_windows": round(sum(r["in_windows_s"] for r in rows)
                                              / sum(r["process_to_last_window_s"] for r in rows), 3),
             "median_warmup_capture_s": med("warmup_capture_s"), "median_build_s": med("build_s"),
@@ -115,7 +120,8 @@ def main() -> None:
     for name, s in [("all", result["all"]), *result["by_engine"].items()]:
         print(f"{name}: {s['jobs']} jobs, time to first window median {s['median_time_to_first_window_s']} s, "
               f"in windows {s['median_share_in_windows']:.0%} (median) / {s['pooled_share_in_windows']:.0%} "
-              f"(pooled), warm-up and capture median {s['median_warmup_capture_s']} s")
+              f"(pooled), {s['median_share_in_windows_without_fill']:.0%} without fill windows (median), "
+              f"warm-up and capture median {s['median_warmup_capture_s']} s")
         for part, secs in s.get("median_parts_s", {}).items():
             print(f"  {'  ' if '.' in part else ''}{part}: {secs} s")
     if a.out:

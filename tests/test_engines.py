@@ -232,6 +232,33 @@ def test_step_timed_in_the_lead_in_spares_the_warm_ups_whole_batch_prefill(tmp_p
     assert first.end_s - first.start_s == pytest.approx(max(0.5, 32 * per_step), rel=0.05)
 
 
+@pytest.mark.parametrize("step_timing", ["lead-in", "warm-up"])
+def test_the_batchs_fill_is_a_window_and_the_other_windows_stay_as_they_were(tmp_path, monkeypatch, step_timing):
+    """Each decode trial's fill (the whole batch prefilled to its first tokens) is a ``fill`` window of its own:
+    it holds exactly the fill's steps (all batch x context prompt tokens, and only the early requests' decode
+    tokens besides), between the trial's last earlier window and its decode lead-in. Measured or not, the
+    engine runs the same steps, and the prefill and decode windows hold the same steps and tokens."""
+    raw, windows, steps, _ = _vllm_run(tmp_path, step_timing=step_timing, monkeypatch=monkeypatch)
+    monkeypatch.setattr(VllmWorkload, "fill_is_prefill", False)
+    raw0, _, steps0, _ = _vllm_run(tmp_path, step_timing=step_timing, monkeypatch=monkeypatch)
+    fills = [r for r in raw if r.phase == "fill"]
+    assert [r.trial for r in fills] == [0, 1] and not [r for r in raw0 if r.phase == "fill"]
+    for r in fills:
+        inside = _inside(steps, r)
+        assert inside["prefill_tokens"].sum() == 8 * 256 == r.tokens  # the whole batch's prompts, once
+        assert inside["decode_tokens"].sum() < 8 * len(inside)  # early requests' decode steps only
+        dec = [x for x in raw if x.phase == "decode" and x.trial == r.trial]
+        assert all(x.start_s - r.end_s >= 1.0 * 0.999 for x in dec)  # the decode lead-in still follows it
+        assert all(x.end_s <= r.start_s for x in raw if x.phase == "prefill")
+    assert steps[["prefill_tokens", "decode_tokens"]].equals(steps0[["prefill_tokens", "decode_tokens"]])
+    keys = [(r.phase, r.trial, r.tokens, r.steps, r.repetitions, r.context_start, r.context_end) for r in raw0]
+    assert [(r.phase, r.trial, r.tokens, r.steps, r.repetitions, r.context_start, r.context_end)
+            for r in raw if r.phase != "fill"] == keys
+    for a, b in zip([r for r in raw if r.phase != "fill"], raw0, strict=True):
+        assert a.end_s - a.start_s == pytest.approx(b.end_s - b.start_s, rel=0.02)
+    assert (windows[windows["phase"] == "fill"]["energy_j"] > 0).all()
+
+
 @pytest.mark.parametrize("async_scheduling", [False, True], ids=["one batch per step", "asynchronous"])
 def test_a_timed_lead_in_short_of_positions_gives_way_to_the_windows(tmp_path, monkeypatch, async_scheduling):
     """500 positions after the context hold the two windows' 0.5 s each but not a whole 1 s lead-in as well:
@@ -314,6 +341,8 @@ def test_simulated_vllm_job_decodes_forward_and_says_so(tmp_path):
     dec = w[w["phase"] == "decode"].sort_values(["trial", "context_start"])
     assert (dec["repetitions"] == 1).all() and (dec["steps"] > 64).all()  # consecutive steps, not repeats
     assert (dec["context_start"] > 256).all()  # after the lead-in
+    fill = w[w["phase"] == "fill"]  # each decode trial's whole-batch prefill, measured
+    assert list(fill["trial"]) == [0, 1] and (fill["tokens"] == 8 * 256).all()
 
 
 def test_a_window_that_ends_short_is_filled_up_to_its_minimum():

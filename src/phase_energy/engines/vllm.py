@@ -269,6 +269,9 @@ class VllmWorkload:
     """Prefill and decode of one preset at one batch and context through a :class:`VllmEngine`."""
 
     rewinds = False
+    # fill_cache is the batch's prefill as the engine serves it (its requests added, stepped to their first
+    # tokens): the protocol measures it as a ``fill`` window (protocol.measures_fill)
+    fill_is_prefill = True
 
     def __init__(self, engine: VllmEngine, batch: int, context: int, max_output: int, seed: int = 0,
                  positions: int | None = None):

@@ -136,6 +136,17 @@ def prefill_unit(workload: Any) -> int:
     return max(1, int(getattr(workload, "prefill_unit", 1) or 1))
 
 
+def measures_fill(workload: Any) -> bool:
+    """Whether the cache fill before each decode trial is measured as a ``fill`` window of its own.
+
+    Where the fill is the whole batch's prefill as the engine serves it (``fill_is_prefill``: a serving engine
+    adds the batch's requests and steps until each has its first token), its energy is a measurement of that
+    prefill; where it is not (the native engine prefills one group and copies its rows), it stays unmeasured.
+    The work is the same either way: the window only reads the counter around it.
+    """
+    return bool(getattr(workload, "fill_is_prefill", False))
+
+
 def prefill_lead_in(lead_in_s: float, t_prefill: float, n_seq: int, unit: int = 1) -> tuple[int, int]:
     """(prefills, sequences each) to run before a prefill window: at least ``lead_in_s`` of the same work.
 
@@ -452,6 +463,9 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch |
                  marks: dict[str, float] | None = None) -> list[Window]:
     """Idle baseline, warm-up, prefill trials and decode trials; return the raw windows.
 
+    A decode trial's cache fill is a ``fill`` window where :func:`measures_fill` says so (a serving engine's
+    whole-batch prefill); the prefill and decode windows are the same with it or without.
+
     With ``switch`` (a phase lever), each decode trial switches to the decode setting after its cache-filling
     prefill and back to the prefill setting after its decode windows, each switch a window of its own.
     With ``marks``, the meter's time at the warm-up's start and end goes there (``warmup_start_s``,
@@ -485,7 +499,12 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch |
 
     trial_fn = _decode_trial_rewinding if workload.rewinds else _decode_trial_forward
     for trial in range(s.decode_trials):
-        workload.fill_cache(n_seq)  # outside every window
+        if measures_fill(workload):  # the batch's prefill as the engine serves it: a window of its own
+            t0, t1, e = measured_span(meter, workload, lambda: workload.fill_cache(n_seq))
+            windows.append(Window("fill", trial, t0, t1, e, tokens=b * ctx, repetitions=1, steps=1,
+                                  context_start=0, context_end=ctx))
+        else:
+            workload.fill_cache(n_seq)  # outside every window
         try:
             if switch is not None:  # the phase boundary: decode starts under its own setting
                 windows.append(switch.window(meter, workload, "decode", trial, decode_step))

@@ -36,6 +36,7 @@ class SimWorkload:
         self.context = context
         self.engine = engine
         self.rewinds = engine == "native"
+        self.fill_is_prefill = not self.rewinds  # a serving engine's fill is the batch's prefill: measured
         self.prefill_unit = prefill_group(batch, context)  # prompts the engine prefills in one piece
         self.max_position = max_position if max_position is not None else context + 1_000_000
         self._position: int | None = None  # forward-only: the next decode position of the open requests

@@ -53,7 +53,7 @@ THROTTLE_COLUMNS = [c for c in SAMPLE_COLUMNS if c.startswith("thr_")]
 
 #: Columns of windows.parquet.
 WINDOW_COLUMNS: dict[str, str] = {
-    "phase": "string",  # idle | prefill | decode | switch_decode | switch_prefill (a phase lever)
+    "phase": "string",  # idle | prefill | decode | fill (a serving engine) | switch_decode | switch_prefill
     "trial": "int64",
     "start_s": "float64",
     "end_s": "float64",

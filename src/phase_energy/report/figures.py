@@ -58,7 +58,7 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     s, w, m = chosen["samples"], chosen["windows"], chosen["metadata"]
     fig, ax = plt.subplots(figsize=(11, 4.5))
     sns.lineplot(data=s, x="t_s", y="power_instant_w", ax=ax, lw=0.6, color="C0", label="instant power")
-    colors = {"idle": "0.85", "prefill": "C1", "decode": "C2"}
+    colors = {"idle": "0.85", "prefill": "C1", "decode": "C2", "fill": "C4"}
     for ph, g in w.groupby("phase"):
         for i, r in enumerate(g.itertuples()):
             ax.axvspan(r.start_s, r.end_s, color=colors.get(str(ph), "0.9"), alpha=0.25,
