@@ -15,7 +15,8 @@ the time left covers it. ``--weight-init`` runs the native engine with another r
 each vLLM point three times on the one engine (repetitions 0, 1, 2), its decode step timed in a warm-up decode
 trial, in the first trial's lead-in, then in the warm-up again: the lead-in's before-and-after.
 
-    python bench/engine_compare.py table --traces OUT [OUT2 ...] --json bench/engine-compare-h200.json
+    python bench/engine_compare.py table --traces OUT [OUT2 ...] --json bench/engine-compare-h200.json \\
+        [--points 1x2048,32x2048,128x2048,32x8192]
 
 prints and writes the comparison: per engine, preset, batch and context the decode step time, fraction of
 the bandwidth floor, decode power, J/token, prefill TFLOP/s and engine start-up, each with the card's UUID.
@@ -36,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from phase_energy.grid import GridPoint
-from phase_energy.measure.group import FIRST_POINT_S, VLLM_START_S, label
+from phase_energy.measure.group import FIRST_POINT_S, VLLM_START_S, label, parse_points
 
 log = logging.getLogger("engine_compare")
 STEP_TIMINGS_HELP = ("vLLM: each point once per entry, as repetition 0, 1, ..., where the decode step that sizes "
@@ -47,7 +48,7 @@ START_S = {"vllm": VLLM_START_S, "native": 5.0}  # an engine's start before its 
 def run_engine(a: argparse.Namespace) -> None:
     """One engine, one preset, several points, in this process (:mod:`phase_energy.measure.group`)."""
     from phase_energy.config import load_config
-    from phase_energy.measure.group import measure_group, parse_points
+    from phase_energy.measure.group import measure_group
 
     cfg = load_config(a.config)
     timings = a.step_timings.split(",") if a.step_timings else [""]
@@ -137,6 +138,10 @@ def table(a: argparse.Namespace) -> None:
     from phase_energy.measure.trace import collect_windows
 
     cfg = load_config(a.config)  # the measurement settings the traces were taken with
+    try:
+        only = set(parse_points(a.points)) if a.points else None
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     rows = []
     for folder in a.traces:
         dirs = [d for d in job_dirs(folder)]
@@ -146,11 +151,13 @@ def table(a: argparse.Namespace) -> None:
         w = add_window_metrics(rederive_windows(windows, cfg))  # summaries by the current code
         for job, g in w.groupby("job"):
             meta = json.loads((Path(job) / "metadata.json").read_text())
-            if meta["lever_requested"] != "default":
+            if meta["lever_requested"] != "default" or (only and (meta["batch"], meta["context"]) not in only):
                 continue
             dec = g[(g["phase"] == "decode") & (g["flags"].fillna("") == "")]
             pre = g[(g["phase"] == "prefill") & (g["flags"].fillna("") == "")]
-            fill = g[(g["phase"] == "fill") & (g["flags"].fillna("") == "")]  # a serving engine's batch prefill
+            # a serving engine's whole-batch prefill, one run from idle: kept unless too short for the counter
+            # (a ramp from idle often flags it counter_trapz_mismatch or temperature_drift: fill_flags says so)
+            fill = g[(g["phase"] == "fill") & ~g["flags"].fillna("").str.contains("short_window")]
             # step time from every decode window whose step count is sure: a flag on a window's energy (say a
             # counter/trapezoid mismatch) does not make its clock wrong, and dropping it can leave one window
             timed = g[(g["phase"] == "decode") & ~g["flags"].fillna("").str.contains("|".join(WORKLOAD_FLAGS))]
@@ -174,10 +181,11 @@ def table(a: argparse.Namespace) -> None:
                 "prefill_j_per_token": float(pre["j_per_token"].median()),
                 "fill_j_per_token": float(fill["j_per_token"].median()) if len(fill) else None,
                 "fill_power_w": float(fill["power_mean_w"].median()) if len(fill) else None,
+                "fill_flags": ",".join(sorted({f for x in fill["flags"].fillna("") for f in x.split(",") if f})),
                 "vllm_async_scheduling": info.get("async_scheduling"), "git_commit": meta.get("git_commit"),
                 "folder": str(Path(job).relative_to(folder)) if Path(job).is_relative_to(folder) else job,
                 "engine_start_s": start, "decode_windows": len(dec), "prefill_windows": len(pre),
-                "flagged_windows": int((g["flags"].fillna("") != "").sum()),
+                "flagged_windows": int((g["phase"].isin(["prefill", "decode"]) & (g["flags"].fillna("") != "")).sum()),
                 "attention_backends": info.get("attention_backends"),
             })
         for _, j in jobs[jobs["status"] != "ok"].iterrows():
@@ -230,6 +238,7 @@ def main() -> None:
     t.add_argument("--traces", nargs="+", required=True)
     t.add_argument("--json")
     t.add_argument("--config", default="config/h200-engines.yaml", help="the config the traces were measured with")
+    t.add_argument("--points", default="", help="only these BATCHxCONTEXT points (e.g. 1x2048,32x8192; default: all)")
     t.set_defaults(fn=table)
     a = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

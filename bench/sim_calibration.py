@@ -135,7 +135,7 @@ def simulate(params: SimParams, p: Point, settings: Settings | None = None) -> d
             rows["prefill_power_w"].append(power)
             rows["prefill_tokens_per_s"].append(w.tokens / (w.end_s - w.start_s))
             rows["prefill_sm_clock_mhz"].append(_mean(clock_time, w.start_s, w.end_s))
-        else:
+        elif w.phase == "decode":
             rows["decode_power_w"].append(power)
             rows["decode_step_ms"].append((w.end_s - w.start_s) / (w.steps * w.repetitions) * 1e3)
     return {k: float(np.median(v)) for k, v in rows.items()}

@@ -232,23 +232,31 @@ def test_step_timed_in_the_lead_in_spares_the_warm_ups_whole_batch_prefill(tmp_p
     assert first.end_s - first.start_s == pytest.approx(max(0.5, 32 * per_step), rel=0.05)
 
 
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["one batch per step", "asynchronous"])
 @pytest.mark.parametrize("step_timing", ["lead-in", "warm-up"])
-def test_the_batchs_fill_is_a_window_and_the_other_windows_stay_as_they_were(tmp_path, monkeypatch, step_timing):
+def test_the_batchs_fill_is_a_window_and_the_other_windows_stay_as_they_were(tmp_path, monkeypatch, step_timing,
+                                                                              async_scheduling):
     """Each decode trial's fill (the whole batch prefilled to its first tokens) is a ``fill`` window of its own:
-    it holds exactly the fill's steps (all batch x context prompt tokens, and only the early requests' decode
-    tokens besides), between the trial's last earlier window and its decode lead-in. Measured or not, the
-    engine runs the same steps, and the prefill and decode windows hold the same steps and tokens."""
-    raw, windows, steps, _ = _vllm_run(tmp_path, step_timing=step_timing, monkeypatch=monkeypatch)
+    it holds exactly the fill's steps (all batch x context prompt tokens, the early requests' decode tokens
+    besides, and with asynchronous scheduling the one whole-batch decode step in flight when the last first
+    token came), between the trial's last earlier window and its decode lead-in. Measured or not, the engine
+    runs the same steps, and the prefill and decode windows hold the same steps and tokens."""
+    kw = {"step_timing": step_timing, "monkeypatch": monkeypatch, "async_scheduling": async_scheduling}
+    raw, windows, steps, _ = _vllm_run(tmp_path, **kw)
     monkeypatch.setattr(VllmWorkload, "fill_is_prefill", False)
-    raw0, _, steps0, _ = _vllm_run(tmp_path, step_timing=step_timing, monkeypatch=monkeypatch)
+    raw0, _, steps0, _ = _vllm_run(tmp_path, **kw)
     fills = [r for r in raw if r.phase == "fill"]
     assert [r.trial for r in fills] == [0, 1] and not [r for r in raw0 if r.phase == "fill"]
     for r in fills:
         inside = _inside(steps, r)
-        assert inside["prefill_tokens"].sum() == 8 * 256 == r.tokens  # the whole batch's prompts, once
-        assert inside["decode_tokens"].sum() < 8 * len(inside)  # early requests' decode steps only
+        assert inside["prefill_tokens"].sum() == 8 * 256  # the whole batch's prompts, each once
+        after = steps[steps["start_s"] >= r.end_s - 1e-12]
+        assert after["prefill_tokens"].iloc[0] == 0  # the window ends with the fill's last prefill step
+        whole_batch_decode = (inside["prefill_tokens"] == 0) & (inside["decode_tokens"] == 8)
+        assert whole_batch_decode.sum() == (1 if async_scheduling else 0)
         dec = [x for x in raw if x.phase == "decode" and x.trial == r.trial]
-        assert all(x.start_s - r.end_s >= 1.0 * 0.999 for x in dec)  # the decode lead-in still follows it
+        last_prefill = inside[inside["prefill_tokens"] > 0]["end_s"].max()
+        assert all(x.start_s - last_prefill >= 1.0 * 0.999 for x in dec)  # the decode lead-in still follows it
         assert all(x.end_s <= r.start_s for x in raw if x.phase == "prefill")
     assert steps[["prefill_tokens", "decode_tokens"]].equals(steps0[["prefill_tokens", "decode_tokens"]])
     keys = [(r.phase, r.trial, r.tokens, r.steps, r.repetitions, r.context_start, r.context_end) for r in raw0]
@@ -343,6 +351,26 @@ def test_simulated_vllm_job_decodes_forward_and_says_so(tmp_path):
     assert (dec["context_start"] > 256).all()  # after the lead-in
     fill = w[w["phase"] == "fill"]  # each decode trial's whole-batch prefill, measured
     assert list(fill["trial"]) == [0, 1] and (fill["tokens"] == 8 * 256).all()
+
+
+def test_fill_windows_enter_no_estimate(tmp_path):
+    """A simulated vLLM point's fill windows are in its trace and in no trial and no derivation's view of the
+    windows: they change no estimate."""
+    from phase_energy.analysis.energy import add_window_metrics, trial_table
+    from phase_energy.analysis.stages import reads
+    from phase_energy.measure.trace import collect_windows
+
+    cfg = validate_config({"engines": ["vllm"], "backend": "sim", "output_lengths": [64],
+                           "measurement": {"idle_s": 0.5, "min_counter_ticks": 3, "prefill_trials": 2,
+                                           "decode_trials": 2, "decode_windows": 2, "pause_s": 0.1}})
+    p = GridPoint("qwen3-4b", 8, 256, "default", engine="vllm")
+    run_job(cfg, p, tmp_path / p.path)
+    windows, _ = collect_windows([tmp_path / p.path])
+    w = add_window_metrics(windows, ("short_window",))
+    assert (w["phase"] == "fill").sum() == 2
+    assert set(trial_table(w)["phase"]) == {"prefill", "decode"}
+    _, view = reads("crossover", trial_table(w), w)
+    assert view is not None and set(view["phase"]) == {"prefill", "decode"}
 
 
 def test_a_window_that_ends_short_is_filled_up_to_its_minimum():

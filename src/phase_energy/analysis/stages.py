@@ -161,11 +161,15 @@ DERIVED = {"pareto": ("dominance",), "classes": ("dvfs_classes", "clock_policy",
            "phase_policy": ("phase_pairs", "phase_policy")}
 
 
+UNREAD_PHASES = ("idle", "fill")
+
+
 def reads(name: str, trials: pd.DataFrame, windows: pd.DataFrame | None = None
           ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """The trials and windows (idle ones left out) that derivation ``name`` reads, only the columns in READS."""
+    """The trials and windows (not idle or fill ones) that derivation ``name`` reads, only the columns in READS."""
     tcols, wcols = READS[name]
-    view = windows[windows["phase"] != "idle"][list(wcols)] if windows is not None and wcols else None
+    # no derivation reads the idle windows or a serving engine's fill windows (the batch's prefill from idle)
+    view = windows[~windows["phase"].isin(UNREAD_PHASES)][list(wcols)] if windows is not None and wcols else None
     return trials[list(tcols)] if len(trials) else trials, view
 
 
@@ -237,7 +241,7 @@ def claims(cfg: Mapping[str, Any], inputs: Paths, outputs: Paths, traces: Sequen
     verdicts = evaluate_tables(t, cfg)
     write_table("claims", verdicts, outputs["claims"])
     windows = read_table("windows", inputs["windows"])
-    if windows["excluded"].astype(bool).any():
+    if (windows["excluded"].astype(bool) & (windows["phase"] != "fill")).any():  # a fill window changes no table
         trials = read_table("phase_trials", inputs["phase_trials"])
         everything = evaluate_tables({**t, **derived_tables(windows, cfg, (), (windows, trials, t))}, cfg)
     else:  # no window was left out: every window counted gives the same tables, hence the same verdicts

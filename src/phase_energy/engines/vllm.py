@@ -13,10 +13,10 @@ and returns the previous one's tokens: a window then holds the GPU work of the b
 lag one step behind the launches; positions account for the batch in flight.
 
 A serving engine cannot rewind its requests, so decode positions only move forward (``rewinds = False``):
-``fill_cache`` adds one request per sequence and steps until each has its first token (the prefill, outside
-every window); every later step is a decode step of all of them, and the protocol cuts its windows out of
-those steps. A step that does not advance every sequence by one token (a preemption, a request that ended)
-is counted and flags its window ``irregular_steps``.
+``fill_cache`` adds one request per sequence and steps until each has its first token (the batch's prefill,
+measured as a ``fill`` window that no estimate uses); every later step is a decode step of all of them, and
+the protocol cuts its windows out of those steps. A step that does not advance every sequence by one token
+(a preemption, a request that ended) is counted and flags its window ``irregular_steps``.
 
 vLLM is an optional extra (``pip install 'phase-energy[vllm]'``); nothing here imports it before a workload
 is built.

@@ -95,7 +95,7 @@ class Workload(Protocol):
         ...
 
     def fill_cache(self, sequences: int) -> None:
-        """Make every one of the ``batch`` sequences ready to decode from position ``context`` (outside windows)."""
+        """Make every one of the ``batch`` sequences ready to decode from position ``context`` (see measures_fill)."""
         ...
 
     def decode(self, position: int, steps: int) -> None:
