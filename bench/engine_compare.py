@@ -185,7 +185,8 @@ def table(a: argparse.Namespace) -> None:
                 "vllm_async_scheduling": info.get("async_scheduling"), "git_commit": meta.get("git_commit"),
                 "folder": str(Path(job).relative_to(folder)) if Path(job).is_relative_to(folder) else job,
                 "engine_start_s": start, "decode_windows": len(dec), "prefill_windows": len(pre),
-                "flagged_windows": int((g["phase"].isin(["prefill", "decode"]) & (g["flags"].fillna("") != "")).sum()),
+                # flagged fill windows are in fill_flags
+                "flagged_windows": int(((g["phase"] != "fill") & (g["flags"].fillna("") != "")).sum()),
                 "attention_backends": info.get("attention_backends"),
             })
         for _, j in jobs[jobs["status"] != "ok"].iterrows():

@@ -73,6 +73,9 @@ def summary(rows: list[dict]) -> dict:
             "median_share_in_windows_without_fill": med("share_in_windows_without_fill"),
             "pooled_share_in_windows": round(sum(r["in_windows_s"] for r in rows)
                                              / sum(r["process_to_last_window_s"] for r in rows), 3),
+            "pooled_share_in_windows_without_fill": round(
+                sum(r["share_in_windows_without_fill"] * r["process_to_last_window_s"] for r in rows)
+                / sum(r["process_to_last_window_s"] for r in rows), 3),
             "median_warmup_capture_s": med("warmup_capture_s"), "median_build_s": med("build_s"),
             **({"median_parts_s": parts} if (parts := median_parts(rows)) else {})}
 
