@@ -26,6 +26,7 @@ T_START = time.monotonic()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.kernels
 
+from bench.kernel_classes import kernel_table  # noqa: E402
 from phase_energy.config import validate_config  # noqa: E402
 from phase_energy.engines.native.runner import EngineWorkload  # noqa: E402
 from phase_energy.measure.backend import measure_bandwidth_and_matmul  # noqa: E402
@@ -36,8 +37,8 @@ from phase_energy.model.presets import PRESETS, get_preset  # noqa: E402
 
 log = logging.getLogger("gpu_run")
 # in the order they run
-STEPS = ("attn", "fla", "recurrent", "recurrent_speed", "gemv", "mla_attn", "chain", "profile", "trace", "overhead",
-         "engine")
+STEPS = ("attn", "fla", "recurrent", "recurrent_speed", "gemv", "mla_attn", "chain", "profile", "vllm_profile", "trace",
+         "overhead", "engine")
 
 
 def save(out: Path, name: str, obj: object) -> None:
@@ -555,9 +556,6 @@ MLA_SWEEP = "all"  # --mla-sweep
 RECURRENT_SWEEP = "all"  # --recurrent-sweep
 
 
-KERNEL_CLASSES = (("attention", ("_split_kernel",)), ("recurrent", ("_step_kernel",)),
-                  ("gemm", ("gemm", "gemv", "cutlass", "nvjet", "sm90_", "cublas", "splitk")),
-                  ("fused (inductor)", ("triton_",)))
 
 
 def _device_us(event) -> float:
@@ -586,18 +584,7 @@ def profile_decode(points: list[tuple[str, int]], context: int, results: dict, o
                     w.decode(context, steps)
                     w.synchronize()
                 w.graph = graph
-            kernels = []
-            for e in prof.key_averages():
-                us = _device_us(e)
-                if us > 0:
-                    kernels.append({"name": e.key[:160], "calls_per_step": e.count / steps, "us_per_step": us / steps})
-            kernels.sort(key=lambda r: -r["us_per_step"])
-            by_class: dict = {}
-            for k in kernels:
-                cls = next((c for c, keys in KERNEL_CLASSES if any(x in k["name"] for x in keys)), "other")
-                agg = by_class.setdefault(cls, {"us_per_step": 0.0, "calls_per_step": 0.0})
-                agg["us_per_step"] += k["us_per_step"]
-                agg["calls_per_step"] += k["calls_per_step"]
+            kernels, by_class = kernel_table([(e.key, e.count, _device_us(e)) for e in prof.key_averages()], steps)
             busy = sum(k["us_per_step"] for k in kernels)
             row.update(step_us=t_step * 1e6, kernel_us_per_step=busy, kernels_per_step=sum(
                 k["calls_per_step"] for k in kernels), by_class=by_class, top=kernels[:25])
@@ -607,6 +594,63 @@ def profile_decode(points: list[tuple[str, int]], context: int, results: dict, o
         torch.cuda.empty_cache()
         rows.append(row)
         log.info("profile %s b%d step %.0f us, kernels %.0f us, %s", arch, batch, row.get("step_us", 0),
+                 row.get("kernel_us_per_step", 0), {k: round(v["us_per_step"]) for k, v in
+                                                    row.get("by_class", {}).items()})
+        save(out, "engine.json", results)
+
+
+VLLM_PROFILE_CONFIG = "config/h200-engines.yaml"  # the engine comparison's vLLM settings
+
+
+def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: dict, out: Path) -> None:
+    """vLLM's decode step by kernel, as ``profile`` does for the native engine: one preset's engine (started as
+    the engine comparison starts it, all the points' batches captured), per batch a decode trial's requests
+    filled, warm steps, ``steps`` timed steps, then ``steps`` steps under torch.profiler (vLLM runs in this
+    process, VLLM_ENABLE_V1_MULTIPROCESSING=0). The kernel sum against the step shows the GPU's idle time
+    between steps (the host scheduling the next)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from phase_energy.config import load_config
+    from phase_energy.grid import GridPoint
+    from phase_energy.measure.job import job_settings, vllm_engine, vllm_workload
+
+    archs = sorted({arch for arch, _ in points})
+    if len(archs) != 1:  # a started vLLM engine does not give its memory back to a second one in one process
+        raise ValueError(f"vllm_profile: one preset per run, {archs} given (--points arch:batch,arch:batch)")
+    cfg = load_config(VLLM_PROFILE_CONFIG)
+    gps = [GridPoint(archs[0], b, context, "default", engine="vllm") for _, b in points]
+    engine = vllm_engine(cfg, gps)
+    rows = results.setdefault("vllm_profile", [])
+    for p in gps:
+        row: dict = {"arch": p.arch, "batch": p.batch, "context": context, "engine": engine.info()}
+        try:
+            w = vllm_workload(cfg, engine, p, job_settings(cfg, p))
+            w.fill_cache(p.batch)
+            pos = w.next_position()
+            steps = max(4, min(32, (w.max_position - pos - 4) // 2))
+            w.decode(pos, 4)  # the decode graph's first replays
+            pos += 4
+            w.synchronize()
+            t0 = time.perf_counter()
+            w.decode(pos, steps)
+            w.synchronize()
+            t_step = (time.perf_counter() - t0) / steps
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                w.decode(pos + steps, steps)
+                w.synchronize()
+            w.end_decode()
+            kernels, by_class = kernel_table([(e.key, e.count, _device_us(e)) for e in prof.key_averages()], steps)
+            busy = sum(k["us_per_step"] for k in kernels)
+            if busy < 0.1 * t_step * 1e6:  # CUDA graph replays not traced: the kernels are not all there
+                row["graph_kernels_not_traced"] = True
+            row.update(step_us=t_step * 1e6, kernel_us_per_step=busy, gpu_idle_us_per_step=t_step * 1e6 - busy,
+                       kernels_per_step=sum(k["calls_per_step"] for k in kernels), by_class=by_class,
+                       top=kernels[:25])
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {e}"
+            log.error("vllm profile %s b%d: %s\n%s", p.arch, p.batch, e, traceback.format_exc())
+        rows.append(row)
+        log.info("vllm profile %s b%d step %.0f us, kernels %.0f us, %s", p.arch, p.batch, row.get("step_us", 0),
                  row.get("kernel_us_per_step", 0), {k: round(v["us_per_step"]) for k, v in
                                                     row.get("by_class", {}).items()})
         save(out, "engine.json", results)
@@ -775,6 +819,7 @@ def main() -> None:
               ("mla_attn", lambda: mla_attention_speed(results, out)),
               ("chain", lambda: chain_speed(results, out)),
               ("profile", lambda: profile_decode(points, a.context, results, out)),
+              ("vllm_profile", lambda: profile_vllm_decode(points, a.context, results, out)),
               ("trace", lambda: real_trace(out, results)),
               ("overhead", lambda: sampler_overhead(out, results)),
               ("engine", lambda: engine_speed(gpu, results["ceilings"], points, a.context, results, out)))

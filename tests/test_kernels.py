@@ -479,3 +479,26 @@ def test_conv_update_kernel_is_the_short_convolutions_step(dtype):
         tol = 1e-5 if dtype == torch.float32 else 2e-2
         torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
         assert torch.equal(s_ker[..., :2], state[..., 1:]) and torch.equal(s_ker[..., 2], x)
+
+
+def test_profiled_kernels_fall_in_their_class():
+    """Kernel names as the H200 profiles recorded them (native, bench/h200-2026-12-02e/kernels-*.json) and as
+    vLLM 0.26 names its kernels: each in its class, FlashAttention's CUTLASS kernels as attention, not gemm;
+    the per-step table sums each class."""
+    from bench.kernel_classes import kernel_class, kernel_table
+
+    known = {"_split_kernel": "attention", "_step_kernel": "recurrent",
+             "void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<": "attention",
+             "kernel_unified_attention": "attention", "_fwd_grouped_kernel_stage1": "attention",
+             "_selective_scan_update_kernel": "recurrent",
+             "_causal_conv1d_update_kernel": "convolution", "_conv_update_kernel": "convolution",
+             "nvjet_sm90_tst_192x32_64x7_4x1_v_bz_TNT": "gemm",
+             "void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16": "gemm",
+             "triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0": "fused (inductor)",
+             "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>": "other"}
+    assert {name: kernel_class(name) for name in known} == known
+    kernels, by_class = kernel_table([("_step_kernel", 64, 6400.0), ("nvjet_sm90_a", 32, 320.0),
+                                      ("nvjet_sm90_b", 32, 160.0), ("idle", 1, 0.0)], steps=32)
+    assert [k["name"] for k in kernels] == ["_step_kernel", "nvjet_sm90_a", "nvjet_sm90_b"]  # longest first
+    assert by_class == {"recurrent": {"us_per_step": 200.0, "calls_per_step": 2.0},
+                        "gemm": {"us_per_step": 15.0, "calls_per_step": 2.0}}
