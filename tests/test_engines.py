@@ -437,3 +437,33 @@ def test_prefill_unit_is_whole_prompts_of_the_engines_chunk():
     assert VllmWorkload(engine, batch=8, context=256, max_output=16, seed=0).prefill_unit == 4
     assert VllmWorkload(engine, batch=8, context=2048, max_output=16, seed=0).prefill_unit == 1  # chunked prompt
     assert prefill_unit(object()) == 1  # an engine that names none: one prompt
+
+
+def test_vllm_profile_runs_its_steps_within_the_points_positions(tmp_path, monkeypatch):
+    """bench/gpu_run.py's vllm_profile over the recording stand-in of vLLM's step API (vLLM cannot run on these
+    CPUs; the profiler finds no CUDA kernels here, which the row says): per batch one decode trial's requests,
+    warm, timed and profiled steps all inside the point's positions, the trial ended; one preset per run."""
+    import sys
+    from pathlib import Path
+
+    import phase_energy.measure.job as job
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.gpu_run import profile_vllm_decode
+
+    started = []
+
+    def stand_in(cfg, points):
+        started.append([p.batch for p in points])
+        return FakeVllmEngine(SimGPU(seed=0), get_preset(points[0].arch), max_num_seqs=max(p.batch for p in points),
+                              max_model_len=4096, max_num_batched_tokens=1024)
+    monkeypatch.setattr(job, "vllm_engine", stand_in)
+    results: dict = {}
+    profile_vllm_decode([("qwen3-4b", 8), ("qwen3-4b", 16)], 256, results, tmp_path)
+    assert started == [[8, 16]]  # one engine for the preset's batches
+    rows = results["vllm_profile"]
+    assert [(r["batch"], r.get("error")) for r in rows] == [(8, None), (16, None)]
+    assert all(r["step_us"] > 0 and r["graph_kernels_not_traced"] for r in rows)
+    assert json.loads((tmp_path / "engine.json").read_text())["vllm_profile"][1]["batch"] == 16
+    with pytest.raises(ValueError, match="one preset per run"):
+        profile_vllm_decode([("qwen3-4b", 8), ("mamba2-2.7b", 8)], 256, {}, tmp_path)
