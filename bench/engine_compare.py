@@ -198,7 +198,8 @@ def table(a: argparse.Namespace) -> None:
     cols = [c for c in ("card", "engine", "vllm_async_scheduling", "weights", "arch", "batch", "context", "rep",
                         "decode_step_timing",
                         "decode_step_ms", "decode_step_ms_min", "decode_step_ms_max", "floor_fraction",
-                        "decode_power_w", "decode_j_per_token", "prefill_tflops", "engine_start_s", "skipped")
+                        "decode_power_w", "decode_j_per_token", "prefill_tflops", "prefill_j_per_token",
+                        "fill_j_per_token", "engine_start_s", "skipped")
             if c in df]
     print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if a.json:
