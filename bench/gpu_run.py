@@ -26,7 +26,7 @@ T_START = time.monotonic()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.kernels
 
-from bench.kernel_classes import kernel_table  # noqa: E402
+from bench.kernel_classes import kernel_class, kernel_table  # noqa: E402
 from phase_energy.config import validate_config  # noqa: E402
 from phase_energy.engines.native.runner import EngineWorkload  # noqa: E402
 from phase_energy.measure.backend import measure_bandwidth_and_matmul  # noqa: E402
@@ -627,8 +627,8 @@ def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: di
         activities = [ProfilerActivity.CUDA if torch.cuda.is_available() else ProfilerActivity.CPU]
         try:
             w = vllm_workload(cfg, engine, p, job_settings(cfg, p))
-            w.fill_cache(p.batch)
             try:
+                w.fill_cache(p.batch)
                 pos = w.next_position()
                 steps = max(4, min(32, (w.max_position - pos - 4) // 2))
                 w.decode(pos, 4)  # the decode graph's first replays
@@ -645,10 +645,13 @@ def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: di
                 w.end_decode()
             kernels, by_class = kernel_table([(e.key, e.count, _device_us(e)) for e in prof.key_averages()
                                               if activities[0] == ProfilerActivity.CUDA], steps)
-            busy = sum(k["us_per_step"] for k in kernels)
+            # copies overlap kernels: the GPU's busy time (one stream) is the kernels' without them
+            busy = sum(k["us_per_step"] for k in kernels if kernel_class(k["name"]) != "copy")
             if busy < 0.1 * t_step * 1e6:  # CUDA graph replays not traced: the kernels are not all there
                 row["graph_kernels_not_traced"] = True
             row.update(step_us=t_step * 1e6, kernel_us_per_step=busy, gpu_idle_us_per_step=t_step * 1e6 - busy,
+                       # the point's decode steps: 4 warm, the timed and the profiled (steps each)
+                       profiled_steps=steps, irregular_steps=w.irregular_steps(), decoded_tokens=w.decoded_tokens(),
                        kernels_per_step=sum(k["calls_per_step"] for k in kernels), by_class=by_class,
                        top=kernels[:25])
         except Exception as e:

@@ -3,19 +3,24 @@
 
 The native engine's decode attention is ``_split_kernel`` and its state update ``_step_kernel``; vLLM's are
 FlashAttention (its MLA backend too) or Triton attention kernels (``kernel_unified_attention``,
-``_fwd_kernel_stage1``), ``_selective_scan_update_kernel`` (Mamba) and
-``_causal_conv1d_update_kernel`` (the short convolution). Attention comes before gemm: FlashAttention 3's
-kernels are CUTLASS kernels.
+``_fwd_kernel_stage1``), ``_selective_scan_update_kernel`` (Mamba) and ``_causal_conv1d_update_kernel`` (the
+short convolution). The order matters: Inductor's fused kernels first (their names list the ops they fuse,
+``..._decode_attention_splits...`` among them), copies, vLLM's cache writes, the state updates, convolutions
+and norms before attention (``fused_recurrent_gated_delta_rule_fwd_kernel``, ``layer_norm_fwd_kernel`` are
+not attention), attention before gemm (FlashAttention 3's kernels are CUTLASS kernels).
 """
 
 from __future__ import annotations
 
-KERNEL_CLASSES = (("attention", ("_split_kernel", "flash", "mla", "attn", "attention", "_fwd_kernel",
-                                "_fwd_grouped_kernel")),
-                  ("recurrent", ("_step_kernel", "selective_scan_update", "delta_rule")),
+KERNEL_CLASSES = (("fused (inductor)", ("triton_poi_", "triton_per_", "triton_red_", "triton_tem_")),
+                  ("copy", ("memcpy", "memset")),
+                  ("cache write", ("concat_and_cache", "reshape_and_cache")),
+                  ("recurrent", ("_step_kernel", "selective_scan_update", "delta_rule", "fused_recurrent")),
                   ("convolution", ("conv_update", "causal_conv1d")),
-                  ("gemm", ("gemm", "gemv", "cutlass", "nvjet", "sm90_", "cublas", "splitk")),
-                  ("fused (inductor)", ("triton_",)))
+                  ("norm", ("layer_norm", "rms_norm", "l2norm")),
+                  ("attention", ("_split_kernel", "flash", "mla", "attn", "attention", "_fwd_kernel_stage",
+                                 "_fwd_grouped_kernel", "reduce_segments")),
+                  ("gemm", ("gemm", "gemv", "cutlass", "nvjet", "sm90_", "cublas", "splitk")))
 
 
 def kernel_class(name: str) -> str:

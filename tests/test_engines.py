@@ -439,7 +439,8 @@ def test_prefill_unit_is_whole_prompts_of_the_engines_chunk():
     assert prefill_unit(object()) == 1  # an engine that names none: one prompt
 
 
-def test_vllm_profile_runs_its_steps_within_the_points_positions(tmp_path, monkeypatch):
+@pytest.mark.parametrize("async_scheduling", [False, True], ids=["one batch per step", "asynchronous"])
+def test_vllm_profile_runs_its_steps_within_the_points_positions(tmp_path, monkeypatch, async_scheduling):
     """bench/gpu_run.py's vllm_profile over the recording stand-in of vLLM's step API (vLLM cannot run on these
     CPUs; the profiler finds no CUDA kernels here, which the row says): per batch one decode trial's requests,
     warm, timed and profiled steps all inside the point's positions, the trial ended; one preset per run."""
@@ -456,7 +457,7 @@ def test_vllm_profile_runs_its_steps_within_the_points_positions(tmp_path, monke
     def stand_in(cfg, points):
         started.append([p.batch for p in points])
         return FakeVllmEngine(SimGPU(seed=0), get_preset(points[0].arch), max_num_seqs=max(p.batch for p in points),
-                              max_model_len=4096, max_num_batched_tokens=1024)
+                              max_model_len=4096, max_num_batched_tokens=1024, async_scheduling=async_scheduling)
     monkeypatch.setattr(job, "vllm_engine", stand_in)
     results: dict = {}
     profile_vllm_decode([("qwen3-4b", 8), ("qwen3-4b", 16)], 256, results, tmp_path)
@@ -464,6 +465,8 @@ def test_vllm_profile_runs_its_steps_within_the_points_positions(tmp_path, monke
     rows = results["vllm_profile"]
     assert [(r["batch"], r.get("error")) for r in rows] == [(8, None), (16, None)]
     assert all(r["step_us"] > 0 and r["graph_kernels_not_traced"] for r in rows)
+    for r in rows:  # every step gave each of the batch's requests one token
+        assert r["irregular_steps"] == 0 and r["decoded_tokens"] == r["batch"] * (4 + 2 * r["profiled_steps"])
     assert json.loads((tmp_path / "engine.json").read_text())["vllm_profile"][1]["batch"] == 16
     with pytest.raises(ValueError, match="one preset per run"):
         profile_vllm_decode([("qwen3-4b", 8), ("mamba2-2.7b", 8)], 256, {}, tmp_path)

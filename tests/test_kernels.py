@@ -495,6 +495,13 @@ def test_profiled_kernels_fall_in_their_class():
              "nvjet_sm90_tst_192x32_64x7_4x1_v_bz_TNT": "gemm",
              "void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16": "gemm",
              "triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0": "fused (inductor)",
+             "triton_per_fused_decode_attention_splits_3": "fused (inductor)",
+             "triton_poi_fused__unsafe_view_conv_update__select_1": "fused (inductor)",
+             "fused_recurrent_gated_delta_rule_fwd_kernel": "recurrent", "layer_norm_fwd_kernel": "norm",
+             "_layer_norm_fwd_1pass_kernel": "norm", "l2norm_fwd_kernel1": "norm",
+             "_causal_conv1d_fwd_kernel": "convolution", "concat_and_cache_mla_kernel": "cache write",
+             "reshape_and_cache_flash_kernel": "cache write", "reduce_segments": "attention",
+             "Memcpy DtoH (Device -> Pinned)": "copy",
              "void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>": "other"}
     assert {name: kernel_class(name) for name in known} == known
     kernels, by_class = kernel_table([("_step_kernel", 64, 6400.0), ("nvjet_sm90_a", 32, 320.0),

@@ -26,9 +26,11 @@ c)
   timeout 210 python3 bench/gpu_run.py --out /tmp/s/vprof-mla --steps vllm_profile --context 8192 \
       --points qwen3-4b-transmla:32 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tail -20 | tee "$OUT/vllm-profile.log"
   cp /tmp/s/vprof-mla/engine.json "$OUT/vllm-profile-transmla-32x8192.json"
+  cp /tmp/s/vprof-mla/log.txt "$OUT/vllm-profile-transmla-32x8192.log"  # a traceback, if any, is there
   timeout 230 python3 bench/gpu_run.py --out /tmp/s/vprof-mamba2 --steps vllm_profile \
       --points mamba2-2.7b:128 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tail -20 | tee -a "$OUT/vllm-profile.log"
   cp /tmp/s/vprof-mamba2/engine.json "$OUT/vllm-profile-mamba2-128x2048.json"
+  cp /tmp/s/vprof-mamba2/log.txt "$OUT/vllm-profile-mamba2-128x2048.log"
   ;;
 d)
   campaign ${CAMPAIGN_S:-550} campaign-d.log 'architectures=[qwen3.5-4b]'
