@@ -558,6 +558,11 @@ RECURRENT_SWEEP = "all"  # --recurrent-sweep
 
 
 
+def profiled_kernels(prof, steps: int) -> tuple[list[dict], dict]:
+    """The kernels a torch.profiler run recorded, per step and per class (bench/kernel_classes.py)."""
+    return kernel_table([(e.key, e.count, _device_us(e)) for e in prof.key_averages()], steps)
+
+
 def _device_us(event) -> float:
     """Device time of a profiler event (the attribute was renamed across torch versions)."""
     return getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)
@@ -584,7 +589,7 @@ def profile_decode(points: list[tuple[str, int]], context: int, results: dict, o
                     w.decode(context, steps)
                     w.synchronize()
                 w.graph = graph
-            kernels, by_class = kernel_table([(e.key, e.count, _device_us(e)) for e in prof.key_averages()], steps)
+            kernels, by_class = profiled_kernels(prof, steps)
             busy = sum(k["us_per_step"] for k in kernels)
             row.update(step_us=t_step * 1e6, kernel_us_per_step=busy, kernels_per_step=sum(
                 k["calls_per_step"] for k in kernels), by_class=by_class, top=kernels[:25])
@@ -643,8 +648,8 @@ def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: di
                     w.synchronize()
             finally:  # the next point's requests start on an engine with none left open
                 w.end_decode()
-            kernels, by_class = kernel_table([(e.key, e.count, _device_us(e)) for e in prof.key_averages()
-                                              if activities[0] == ProfilerActivity.CUDA], steps)
+            # the CPU's events (no GPU) are no kernels
+            kernels, by_class = profiled_kernels(prof, steps) if torch.cuda.is_available() else ([], {})
             # copies overlap kernels: the GPU's busy time (one stream) is the kernels' without them
             busy = sum(k["us_per_step"] for k in kernels if kernel_class(k["name"]) != "copy")
             if busy < 0.1 * t_step * 1e6:  # CUDA graph replays not traced: the kernels are not all there
