@@ -607,12 +607,15 @@ def profile_decode(points: list[tuple[str, int]], context: int, results: dict, o
 VLLM_PROFILE_CONFIG = "config/h200-engines.yaml"  # the engine comparison's vLLM settings
 
 
-def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: dict, out: Path) -> None:
+def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: dict, out: Path,
+                        contexts: dict[int, int] | None = None) -> None:
     """vLLM's decode step by kernel, as ``profile`` does for the native engine: one preset's engine (started as
-    the engine comparison starts it, all the points' batches captured), per batch a decode trial's requests
-    filled, warm steps, ``steps`` timed steps, then ``steps`` steps under torch.profiler (vLLM runs in this
-    process, VLLM_ENABLE_V1_MULTIPROCESSING=0). The kernel sum against the step shows the GPU's idle time
-    between steps (the host scheduling the next)."""
+    the engine comparison starts it, all the points' batches captured, sized for the longest context), per
+    point a decode trial's requests filled, warm steps, ``steps`` timed steps, then ``steps`` steps under
+    torch.profiler (vLLM runs in this process, VLLM_ENABLE_V1_MULTIPROCESSING=0). The kernel sum against the
+    step shows the GPU's idle time between steps (the host scheduling the next). ``contexts`` gives a point
+    (by its index in ``points``) a context of its own instead of ``context`` (``--points arch:batch:context``):
+    one engine start, which takes minutes, serves points at different contexts."""
     from torch.profiler import ProfilerActivity, profile
 
     from phase_energy.config import load_config
@@ -623,11 +626,12 @@ def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: di
     if len(archs) != 1:  # a started vLLM engine does not give its memory back to a second one in one process
         raise ValueError(f"vllm_profile: one preset per run, {archs} given (--points arch:batch,arch:batch)")
     cfg = load_config(VLLM_PROFILE_CONFIG)
-    gps = [GridPoint(archs[0], b, context, "default", engine="vllm") for _, b in points]
+    gps = [GridPoint(archs[0], b, (contexts or {}).get(i, context), "default", engine="vllm")
+           for i, (_, b) in enumerate(points)]
     engine = vllm_engine(cfg, gps)
     rows = results.setdefault("vllm_profile", [])
     for p in gps:
-        row: dict = {"arch": p.arch, "batch": p.batch, "context": context, "engine": engine.info()}
+        row: dict = {"arch": p.arch, "batch": p.batch, "context": p.context, "engine": engine.info()}
         # the CPU where no GPU is (the tests): the flow runs, no kernel is found
         activities = [ProfilerActivity.CUDA if torch.cuda.is_available() else ProfilerActivity.CPU]
         try:
@@ -779,12 +783,29 @@ def sampler_overhead(out: Path, results: dict) -> None:
                                    "runs": rates}
 
 
+def parse_points(text: str) -> tuple[list[tuple[str, int]], dict[int, int]]:
+    """``--points``: arch:batch or arch:batch:context, comma-separated -> the (arch, batch) points and, by
+    index, the contexts given with them."""
+    points: list[tuple[str, int]] = []
+    contexts: dict[int, int] = {}
+    for i, item in enumerate(text.split(",")):
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or not all(x.strip().isdigit() and int(x) > 0 for x in parts[1:]):
+            raise ValueError(f"--points: {item!r} is not arch:batch or arch:batch:context with positive whole "
+                             "numbers (e.g. qwen3-4b:32 or qwen3-4b:32:8192)")
+        points.append((parts[0], int(parts[1])))
+        if len(parts) == 3:
+            contexts[i] = int(parts[2])
+    return points, contexts
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--archs", default=",".join(PRESETS))
     p.add_argument("--batches", default="1,32,128")
-    p.add_argument("--points", default="", help="arch:batch,... (instead of archs x batches)")
+    p.add_argument("--points", default="", help="arch:batch,... (instead of archs x batches); vllm_profile also "
+                   "takes arch:batch:context, a point's own context instead of --context")
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--steps", default="attn,fla,recurrent,engine,trace,overhead")
     p.add_argument("--mla-archs", default="minicpm3-4b,qwen3-4b-transmla", help="the mla_attn step's presets")
@@ -801,6 +822,18 @@ def main() -> None:
     steps = a.steps.split(",")
     if set(steps) - set(STEPS):
         p.error(f"unknown step(s) {', '.join(sorted(set(steps) - set(STEPS)))}; accepted: {', '.join(STEPS)}")
+    contexts: dict[int, int] = {}  # a point's own context (vllm_profile)
+    if a.points:
+        try:
+            points, contexts = parse_points(a.points)
+        except ValueError as e:
+            p.error(str(e))
+        if contexts and steps != ["vllm_profile"]:
+            p.error(f"--points {a.points}: a point's own context (arch:batch:context) is read by the "
+                    f"vllm_profile step only, not by {', '.join(s for s in steps if s != 'vllm_profile')}; give "
+                    "those steps --context")
+    else:
+        points = [(arch, int(b)) for arch in a.archs.split(",") for b in a.batches.split(",")]
     import torch._inductor.config as inductor_config
 
     for kv in filter(None, a.inductor.split(",")):
@@ -817,10 +850,6 @@ def main() -> None:
     gpu = GPU(0)
     results: dict = {"gpu": gpu.describe(), "torch": torch.__version__, "command": " ".join(sys.argv),
                      "inductor": a.inductor}
-    if a.points:
-        points = [(p.split(":")[0], int(p.split(":")[1])) for p in a.points.split(",")]
-    else:
-        points = [(arch, int(b)) for arch in a.archs.split(",") for b in a.batches.split(",")]
     results["ceilings"] = measure_bandwidth_and_matmul()
     log.info("ceilings %s", results["ceilings"])
     save(out, "engine.json", results)
@@ -832,7 +861,7 @@ def main() -> None:
               ("mla_attn", lambda: mla_attention_speed(results, out)),
               ("chain", lambda: chain_speed(results, out)),
               ("profile", lambda: profile_decode(points, a.context, results, out)),
-              ("vllm_profile", lambda: profile_vllm_decode(points, a.context, results, out)),
+              ("vllm_profile", lambda: profile_vllm_decode(points, a.context, results, out, contexts)),
               ("trace", lambda: real_trace(out, results)),
               ("overhead", lambda: sampler_overhead(out, results)),
               ("engine", lambda: engine_speed(gpu, results["ceilings"], points, a.context, results, out)))

@@ -470,3 +470,32 @@ def test_vllm_profile_runs_its_steps_within_the_points_positions(tmp_path, monke
     assert json.loads((tmp_path / "engine.json").read_text())["vllm_profile"][1]["batch"] == 16
     with pytest.raises(ValueError, match="one preset per run"):
         profile_vllm_decode([("qwen3-4b", 8), ("mamba2-2.7b", 8)], 256, {}, tmp_path)
+    # a point's own context: one engine for both, each point filled to its own context
+    started.clear()
+    results = {}
+    profile_vllm_decode([("qwen3-4b", 8), ("qwen3-4b", 16)], 256, results, tmp_path, contexts={1: 512})
+    assert started == [[8, 16]]
+    assert [(r["batch"], r["context"], r.get("error")) for r in results["vllm_profile"]] == [(8, 256, None),
+                                                                                          (16, 512, None)]
+
+
+def test_gpu_run_points_take_a_context_for_vllm_profile_only(tmp_path):
+    """``--points``: arch:batch or arch:batch:context; a bad item is named with the forms accepted, and a
+    point's own context is refused for the steps that read --context only."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from bench.gpu_run import parse_points
+
+    assert parse_points("qwen3.5-4b:32:8192,qwen3.5-4b:256:512,qwen3-4b:8") == (
+        [("qwen3.5-4b", 32), ("qwen3.5-4b", 256), ("qwen3-4b", 8)], {0: 8192, 1: 512})
+    for bad in ("qwen3-4b", "qwen3-4b:0", "qwen3-4b:32:x", "qwen3-4b:32:8192:1"):
+        with pytest.raises(ValueError, match=f"{bad!r} is not arch:batch or arch:batch:context"):
+            parse_points(bad)
+    res = subprocess.run([sys.executable, "bench/gpu_run.py", "--out", str(tmp_path / "out"), "--steps", "profile",
+                          "--points", "qwen3-4b:32:8192"], cwd=root, capture_output=True, text=True)
+    assert res.returncode == 2 and "read by the vllm_profile step only, not by profile" in res.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything is written

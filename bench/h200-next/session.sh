@@ -3,11 +3,13 @@
 # them). Default lever only: nothing here changes a GPU setting.
 #   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
 # STEP, in this order (about 1,650 s of device time in all, machine start included; each call under 600 s):
-#   a .whl .vllm-p1   native qwen3.5-4b at 32 x 8192 (the one Qwen3.5 point where vLLM's step was shorter, by
-#                     2.6 % on card GPU-f019b024) and the native decode step's kernel profile there
+#   a .whl .vllm-p1   native qwen3.5-4b at 32 x 2048 and 32 x 8192 (the Qwen3.5 points where vLLM's step was
+#                     shorter, by 1.7 and 2.5 % on card GPU-f019b024) and the native decode step's kernel
+#                     profile at both
 #   b .vllm-p2        nothing but the part (a short call: the machine stays warm)
-#   c .vllm-p3        install vLLM from the three parts; vLLM's decode step by kernel at the same point
-#                     (bench/gpu_run.py --steps vllm_profile), so both engines' steps are profiled on one card
+#   c .vllm-p3        install vLLM from the three parts; vLLM's decode step by kernel at the same points
+#                     (bench/gpu_run.py --steps vllm_profile), so both engines' steps are profiled on one card,
+#                     and at 256 x 512, where vLLM's steps varied 18-24 ms at 453-607 W (card GPU-14b1be71)
 #   d                 the vLLM campaign's batch-256 points of nemotron-h-4b, CAMPAIGN_S seconds
 #   e                 the campaign's last point, qwen3.5-4b at 256 x 8192, CAMPAIGN_S seconds
 set -uo pipefail
@@ -15,19 +17,23 @@ STEP=$1; shift
 source bench/h200-session.sh "$@" || exit 1
 case $STEP in
 a)
-  plan native qwen3.5-4b 32x8192 ${DEADLINE_A1:-110} native.log
-  timeout 120 python3 bench/gpu_run.py --out /tmp/s/kernels-gdn --steps profile --context 8192 \
-      --points qwen3.5-4b:32 2>&1 | tail -20 | tee "$OUT/kernels.log"
-  cp /tmp/s/kernels-gdn/engine.json "$OUT/kernels-qwen3.5-32x8192.json"
+  plan native qwen3.5-4b 32x2048,32x8192 ${DEADLINE_A1:-170} native.log
+  for ctx in 8192 2048; do
+    timeout 100 python3 bench/gpu_run.py --out /tmp/s/kernels-gdn-$ctx --steps profile --context $ctx \
+        --points qwen3.5-4b:32 2>&1 | tail -20 | tee -a "$OUT/kernels.log"
+    cp /tmp/s/kernels-gdn-$ctx/engine.json "$OUT/kernels-qwen3.5-32x$ctx.json"
+  done
   ;;
 b)
   ;;
 c)
   bash /tmp/vllm-parts/install.sh || exit 1
-  timeout 280 python3 bench/gpu_run.py --out /tmp/s/vprof-gdn --steps vllm_profile --context 8192 \
-      --points qwen3.5-4b:32 2>&1 | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tail -20 | tee "$OUT/vllm-profile.log"
-  cp /tmp/s/vprof-gdn/engine.json "$OUT/vllm-profile-qwen3.5-32x8192.json"
-  cp /tmp/s/vprof-gdn/log.txt "$OUT/vllm-profile-qwen3.5-32x8192.log"  # a traceback, if any, is there
+  # one engine for the three points, each at its own context (arch:batch:context)
+  timeout 320 python3 bench/gpu_run.py --out /tmp/s/vprof-gdn --steps vllm_profile \
+      --points qwen3.5-4b:32:8192,qwen3.5-4b:32:2048,qwen3.5-4b:256:512 2>&1 \
+      | grep -v "^INFO\|^WARNING\|^(EngineCore\|^\[" | tail -20 | tee "$OUT/vllm-profile.log"
+  cp /tmp/s/vprof-gdn/engine.json "$OUT/vllm-profile-qwen3.5.json"
+  cp /tmp/s/vprof-gdn/log.txt "$OUT/vllm-profile-qwen3.5.log"  # a traceback, if any, is there
   ;;
 d)
   campaign ${CAMPAIGN_S:-550} campaign-d.log 'architectures=[nemotron-h-4b] batch_sizes=[256]'
