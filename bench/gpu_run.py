@@ -498,6 +498,9 @@ def mla_attention_speed(results: dict, out: Path) -> None:
         launch_split_kernel,
     )
 
+    if MLA_SWEEP == "splits":
+        mla_split_sweep(results, out)
+        return
     rows: list[dict] = []  # config as a dict (JSON)
     tilings = [SplitConfig(*x) for x in itertools.product((16, 32), (16, 32, 64), (64, 128), (4, 8), (1, 2, 3))]
     # the one-load path (V from the key tile: each latent byte read once), block_dk unused there
@@ -551,7 +554,79 @@ def mla_attention_speed(results: dict, out: Path) -> None:
     results["mla_attention"] = rows
 
 
+def mla_split_sweep(results: dict, out: Path) -> None:
+    """How many splits over the keys the MLA decode attention should take: the engine's tiling, the kernel and
+    the merge of its splits timed apart and together, over split counts, at the engine comparison's shapes.
+
+    Each split writes an fp32 partial output per query head (``heads x latent`` values per sequence and
+    split), which the merge reads again: at TransMLA's 32 x 8192 the planner's 16 splits write 34 MB per
+    layer. Fewer splits move fewer partials but launch fewer programs. The merge is compiled as the engine
+    compiles it (softmax of the log-sum-exps, the weighted sum), so it is one fused kernel here too.
+    """
+    from phase_energy.engines.native.attention import (
+        _plan,
+        decode_attention_reference,
+        default_config,
+        launch_split_kernel,
+    )
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU: the tests, with Triton's interpreter
+    dtype = torch.bfloat16 if dev == "cuda" else torch.float16  # the interpreter computes no bf16 dot
+    if dev == "cuda":
+        from triton.testing import do_bench
+    else:
+        def do_bench(fn, warmup: int, rep: int) -> float:  # ms, as triton's
+            fn()
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
+
+    def merge(o: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+        return (o * torch.softmax(lse, dim=-1)[..., None]).sum(dim=3).to(dtype)
+
+    # the engine's merge is compiled; on the CPU (the tests) it runs eagerly: only its result is checked there
+    merge_c = torch.compile(merge, dynamic=False) if dev == "cuda" else merge
+    rows: list[dict] = []
+    for arch in MLA_ARCHS:
+        c = get_preset(arch)
+        g, r, rd = c.n_heads, c.kv_lora_rank, c.qk_rope_head_dim
+        scale = (c.qk_nope_head_dim + rd) ** -0.5
+        for batch, context in MLA_SPLIT_SHAPES:
+            s_max, length = context + 257, context + 128
+            cfg = default_config(batch, 1, g, r + rd, r, s_max)
+            planned = _plan(batch, 1, g, s_max, 0, cfg)[0]
+            cache = torch.randn(batch, 1, s_max, r + rd, device=dev, dtype=dtype)
+            q = torch.randn(batch, 1, g, r + rd, device=dev, dtype=dtype)
+            n = torch.tensor(length, device=dev)
+            ref = decode_attention_reference(q, cache, cache[..., :r], n, scale).float()
+            nbytes = batch * length * (r + rd) * 2
+            for splits in sorted({planned, *MLA_SPLIT_COUNTS}):
+                row: dict = {"arch": arch, "batch": batch, "context": context, "config": vars(cfg),
+                             "splits_asked": splits, "planned": splits == planned}
+                try:
+                    o, lse = launch_split_kernel(q, cache, cache[..., :r], n, scale, splits, cfg)
+                    row["splits"] = o.shape[3]
+                    row["partials_mb"] = (o.numel() + lse.numel()) * 4 / 1e6
+                    row["max_abs_diff"] = (merge_c(o, lse).float() - ref).abs().max().item()
+                    kernel = do_bench(lambda: launch_split_kernel(q, cache, cache[..., :r], n, scale,  # noqa: B023
+                                                                  splits, cfg), warmup=5, rep=30)  # noqa: B023
+                    merged = do_bench(lambda: merge_c(o, lse), warmup=5, rep=30)  # noqa: B023
+                    both = do_bench(lambda: merge_c(*launch_split_kernel(
+                        q, cache, cache[..., :r], n, scale, splits, cfg)), warmup=5, rep=30)  # noqa: B023
+                    row.update(kernel_us=kernel * 1e3, merge_us=merged * 1e3, both_us=both * 1e3,
+                               cache_tbps=nbytes / (kernel * 1e-3) / 1e12)
+                except Exception as e:  # a split count the kernel or the compiler rejects
+                    row["error"] = f"{type(e).__name__}: {e}"[:200]
+                rows.append(row)
+                log.info("mla splits %s b%d x %d: %s", arch, batch, context,
+                         {k: row.get(k) for k in ("splits", "kernel_us", "merge_us", "both_us", "error")})
+            save(out, "engine.json", {**results, "mla_splits": rows})
+    results["mla_splits"] = rows
+
+
 MLA_ARCHS: tuple[str, ...] = ("minicpm3-4b", "qwen3-4b-transmla")  # --mla-archs
+MLA_SPLIT_SHAPES = ((32, 8192), (32, 2048), (128, 2048))  # --mla-sweep splits: (batch, context)
+MLA_SPLIT_COUNTS = (2, 4, 8, 16, 32)  # and the planner's own
 MLA_SWEEP = "all"  # --mla-sweep
 RECURRENT_SWEEP = "all"  # --recurrent-sweep
 
@@ -809,8 +884,9 @@ def main() -> None:
     p.add_argument("--context", type=int, default=2048)
     p.add_argument("--steps", default="attn,fla,recurrent,engine,trace,overhead")
     p.add_argument("--mla-archs", default="minicpm3-4b,qwen3-4b-transmla", help="the mla_attn step's presets")
-    p.add_argument("--mla-sweep", choices=("all", "one_load"), default="all",
-                   help="the mla_attn step's tilings: all, or the default and the one-load tilings")
+    p.add_argument("--mla-sweep", choices=("all", "one_load", "splits"), default="all",
+                   help="the mla_attn step's tilings: all, or the default and the one-load tilings; or, with "
+                        "splits, the engine's tiling over split counts, its kernel and merge timed")
     p.add_argument("--recurrent-sweep", choices=("all", "split"), default="all",
                    help="the recurrent step's tilings: all value widths, or the engine's tiling against the "
                         "state's rows split over programs (Mamba2 and Nemotron-H at batch 32 and 128)")

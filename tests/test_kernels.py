@@ -4,6 +4,7 @@ The interpreter runs the same kernel source as the GPU on CPU tensors (conftest 
 it handles fp32 and fp16 (bf16 matmuls are checked on the GPU by bench/gpu_run.py).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -509,3 +510,28 @@ def test_profiled_kernels_fall_in_their_class():
     assert [k["name"] for k in kernels] == ["_step_kernel", "nvjet_sm90_a", "nvjet_sm90_b"]  # longest first
     assert by_class == {"recurrent": {"us_per_step": 200.0, "calls_per_step": 2.0},
                         "gemm": {"us_per_step": 15.0, "calls_per_step": 2.0}}
+
+
+def test_mla_split_sweep_times_each_split_count_and_checks_its_result(tmp_path, monkeypatch):
+    """bench/gpu_run.py's ``--mla-sweep splits`` on the interpreter (a GPU times it; here the same code runs
+    the kernel at every split count, merges the splits as the engine does, eagerly where a GPU compiles the
+    merge, and checks the result against the masked reference): one row per split count actually launched,
+    the planner's marked, the partials' size growing with the count."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import bench.gpu_run as gpu_run
+
+    monkeypatch.setattr(gpu_run, "MLA_ARCHS", ("minicpm3-4b",))
+    monkeypatch.setattr(gpu_run, "MLA_SPLIT_SHAPES", ((1, 16),))
+    monkeypatch.setattr(gpu_run, "MLA_SPLIT_COUNTS", (2, 3))
+    results: dict = {}
+    gpu_run.mla_split_sweep(results, tmp_path)
+    rows = results["mla_splits"]
+    assert [r.get("error") for r in rows] == [None] * len(rows) and len(rows) >= 2
+    assert sum(r["planned"] for r in rows) == 1 and {2, 3} <= {r["splits"] for r in rows}
+    assert all(r["max_abs_diff"] < 5e-3 and r["kernel_us"] > 0 and r["both_us"] > 0 for r in rows)
+    by_count = sorted(rows, key=lambda r: r["splits"])
+    assert [r["partials_mb"] for r in by_count] == sorted(r["partials_mb"] for r in by_count)
+    assert json.loads((tmp_path / "engine.json").read_text())["mla_splits"][0]["arch"] == "minicpm3-4b"

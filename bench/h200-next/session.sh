@@ -5,7 +5,9 @@
 # STEP, in this order (about 1,650 s of device time in all, machine start included; each call under 600 s):
 #   a .whl .vllm-p1   native qwen3.5-4b at 32 x 2048 and 32 x 8192 (the Qwen3.5 points where vLLM's step was
 #                     shorter, by 1.7 and 2.5 % on card GPU-f019b024) and the native decode step's kernel
-#                     profile at both
+#                     profile at both; the MLA decode attention's kernel and merge over split counts
+#                     (bench/gpu_run.py --steps mla_attn --mla-sweep splits: TransMLA's merge of 16 splits took
+#                     0.54 ms of its 32 x 8192 step, vLLM's combine 0.20)
 #   b .vllm-p2        nothing but the part (a short call: the machine stays warm)
 #   c .vllm-p3        install vLLM from the three parts; vLLM's decode step by kernel at the same points
 #                     (bench/gpu_run.py --steps vllm_profile), so both engines' steps are profiled on one card,
@@ -23,6 +25,9 @@ a)
         --points qwen3.5-4b:32 2>&1 | tail -20 | tee -a "$OUT/kernels.log"
     cp /tmp/s/kernels-gdn-$ctx/engine.json "$OUT/kernels-qwen3.5-32x$ctx.json"
   done
+  timeout 150 python3 bench/gpu_run.py --out /tmp/s/mla-splits --steps mla_attn --mla-sweep splits \
+      --mla-archs qwen3-4b-transmla 2>&1 | grep "mla splits\|Error" | tail -20 | tee "$OUT/mla-splits.log"
+  cp /tmp/s/mla-splits/engine.json "$OUT/mla-splits.json"
   ;;
 b)
   ;;
