@@ -2,13 +2,16 @@
 # The next H200 session, prepared: five calls sent back to back on one machine (files under /tmp stay between
 # them). Default lever only: nothing here changes a GPU setting.
 #   PHASE_ENERGY_GIT_COMMIT=<commit> bash bench/h200-next/session.sh STEP [vllm part folder ...]
-# STEP, in this order (about 1,650 s of device time in all, machine start included; each call under 600 s):
+# STEP, in this order (about 1,800 s of device time in all, machine start included; each call under 600 s;
+# e takes what is left):
 #   a .whl .vllm-p1   native qwen3.5-4b at 32 x 2048 and 32 x 8192 (the Qwen3.5 points where vLLM's step was
 #                     shorter, by 1.7 and 2.5 % on card GPU-f019b024) and the native decode step's kernel
 #                     profile at both; the MLA decode attention's kernel and merge over split counts
 #                     (bench/gpu_run.py --steps mla_attn --mla-sweep splits: TransMLA's merge of 16 splits took
 #                     0.54 ms of its 32 x 8192 step, vLLM's combine 0.20)
-#   b .vllm-p2        nothing but the part (a short call: the machine stays warm)
+#   b .vllm-p2        the native Mamba2 step's profile at 128 x 2048 again, with the code Inductor generated for
+#                     it (TORCH_LOGS=output_code): which of the step's ops become the four small kernels per layer
+#                     that vLLM's step has not (0.39 ms; on the CPU Inductor passes the custom ops views, no copies)
 #   c .vllm-p3        install vLLM from the three parts; vLLM's decode step by kernel at the same points
 #                     (bench/gpu_run.py --steps vllm_profile), so both engines' steps are profiled on one card,
 #                     and at 256 x 512, where vLLM's steps varied 18-24 ms at 453-607 W (card GPU-14b1be71)
@@ -30,6 +33,11 @@ a)
   cp /tmp/s/mla-splits/engine.json "$OUT/mla-splits.json"
   ;;
 b)
+  TORCH_LOGS=output_code timeout 150 python3 bench/gpu_run.py --out /tmp/s/kernels-mamba2 --steps profile \
+      --points mamba2-2.7b:128 > /tmp/s/mamba2-code.log 2>&1
+  grep "gpu_run profile\|Error" /tmp/s/mamba2-code.log | tail -5 | tee "$OUT/kernels-mamba2.log"
+  gzip -c /tmp/s/mamba2-code.log > "$OUT/mamba2-128x2048-inductor-code.log.gz"
+  cp /tmp/s/kernels-mamba2/engine.json "$OUT/kernels-mamba2-128x2048.json"
   ;;
 c)
   bash /tmp/vllm-parts/install.sh || exit 1
