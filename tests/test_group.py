@@ -110,6 +110,33 @@ def test_vllm_is_not_started_when_the_time_left_cannot_cover_its_start(fake_card
         job.vllm_engine(cfg, points)
 
 
+def test_the_time_to_start_vllm_is_the_presets_recorded_start(fake_card, vllm_args, tmp_path):
+    """With 170 s left, the guess (120 s and a point's 40) would start vLLM; where the preset's traces recorded
+    a 177 s start, the group leaves its points for a later run instead, and a trace that cannot be read or a
+    start of another preset does not count. vLLM cannot run here (the ``vllm_args`` stand-in records each
+    engine start and stops there, so the started group's point fails as its job would)."""
+    cfg = validate_config({"engines": ["vllm"], "backend": "nvml", "output_lengths": [64], "measurement": FAST})
+    points = _points("qwen3.5-4b", [(256, 512)], engine="vllm")
+    out = tmp_path / "traces"
+    done = out / "engine~vllm/arch~qwen3.5-4b/bs~1/ctx~512/lever~default/rep~0"
+    other = out / "engine~vllm/arch~qwen3-4b/bs~1/ctx~512/lever~default/rep~0"
+    damaged = out / "engine~vllm/arch~qwen3.5-4b/bs~8/ctx~512/lever~default/rep~0"
+    for folder, text in ((other, json.dumps({"engine_start_s": 300.0})), (damaged, '{"engine_start_s": 4')):
+        folder.mkdir(parents=True)
+        (folder / "metadata.json").write_text(text)
+    assert group.vllm_start_estimate(out, "qwen3.5-4b") == (group.VLLM_START_S,
+                                                            "a guess: no trace of it recorded one")
+    res = group.measure_group(cfg, points, out, deadline=170.0, clock=lambda: 0.0)
+    assert len(vllm_args) == 1 and res.not_started == []  # the guess: 170 s cover 120 s and a point
+    done.mkdir(parents=True)
+    (done / "metadata.json").write_text(json.dumps({"engine_start_s": 177.0}))
+    assert group.vllm_start_estimate(out, "qwen3.5-4b")[0] == 177.0
+    res = group.measure_group(cfg, points, out, deadline=170.0, clock=lambda: 0.0)
+    assert len(vllm_args) == 1 and res.not_started == [points[0].path] and res.failed == {}
+    res = group.measure_group(cfg, points, out, deadline=230.0, clock=lambda: 0.0)
+    assert len(vllm_args) == 2 and res.not_started == []  # with the recorded start's time, it starts
+
+
 def _fail_batch_3(monkeypatch, message):
     """Native workloads on CPU, except that building the batch-3 point raises ``message``."""
     from phase_energy.engines.native.runner import EngineWorkload

@@ -1,6 +1,6 @@
 """Several points of one engine and one preset measured in one process, on one engine where it can be shared.
 
-Each workflow job measures one point in a process of its own, so every vLLM point pays vLLM's start (98-169 s
+Each workflow job measures one point in a process of its own, so every vLLM point pays vLLM's start (70-184 s
 on an H200, ``engine_start_s`` in the metadata) before a measurement of 12-30 s. A group runs the points of
 one preset, lever and repetition in one process instead: one vLLM engine is started for all of them (its
 ``max_model_len`` the largest any point needs, a CUDA graph for each batch, ``max_num_seqs`` the largest
@@ -12,7 +12,9 @@ a point that cannot run (:func:`~phase_energy.measure.job.point_skip_reason`, or
 failed job leaves: no trace and a log that ends with the error (``<log_dir>/<point path>.log``, where the
 workflow's job writes its log). A failed point never stops the others. A point is started only when the
 time left covers the longest point done so far (a guess for the first); the vLLM engine only when the time
-left covers its start too.
+left covers its start too: the longest start of the preset's engine that its traces under ``out_root``
+recorded (:func:`vllm_start_estimate`), so that a session's last minutes are not spent starting an engine
+that has no time left to measure.
 
 A point that an engine shared with other points cannot hold by a small margin is left without a record
 (``alone``): the shared engine holds a little less than the point's own would (its CUDA graphs cover every
@@ -25,6 +27,7 @@ vLLM engine ``engine_shared_by_points`` (the points it was sized for) and ``engi
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -45,10 +48,30 @@ from phase_energy.model.presets import get_preset
 log = logging.getLogger(__name__)
 
 FIRST_POINT_S = 40.0  # a guess for the first point of a process on a real card (warm-up and protocol)
-VLLM_START_S = 120.0  # a guess for vLLM's start (98-169 s on an H200)
+VLLM_START_S = 120.0  # a guess for vLLM's start where no trace recorded one (70-184 s on an H200)
 MARGIN = 1.2  # a point is started when the time left is at least this many times the longest point done
 
 WorkloadFactory = Callable[[GridPoint, Settings, Backend], Workload]
+
+
+def vllm_start_estimate(out_root: Path, arch: str) -> tuple[float, str]:
+    """How long a vLLM engine of ``arch`` takes to start, and whence.
+
+    The longest start that its traces in ``out_root`` recorded (``engine_start_s``; on an H200 one preset's
+    starts differed by up to a third, the presets' between 70 and 184 s), else :data:`VLLM_START_S`. A trace
+    that cannot be read is passed over.
+    """
+    starts = []
+    for meta in sorted((out_root / "engine~vllm" / f"arch~{arch}").rglob("metadata.json")):
+        try:
+            value = json.loads(meta.read_text()).get("engine_start_s")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            starts.append(float(value))
+    if starts:
+        return max(starts), f"the longest of {len(starts)} recorded in its traces"
+    return VLLM_START_S, "a guess: no trace of it recorded one"
 
 
 def parse_points(text: str) -> list[tuple[int, int]]:
@@ -192,11 +215,13 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
     def left() -> float:
         return float("inf") if deadline is None else deadline - clock()
 
-    if shared and left() < VLLM_START_S + first:
-        log.warning("group %s: %.0f s left, not starting vLLM (about %.0f s) and a point", runnable[0].arch,
-                    left(), VLLM_START_S)
-        result.not_started = [p.path for p in runnable]
-        return result
+    if shared:
+        start_s, whence = vllm_start_estimate(out_root, runnable[0].arch)
+        if left() < start_s + first:
+            log.warning("group %s: %.0f s left, not starting vLLM (about %.0f s, %s) and a point (about %.0f s)",
+                        runnable[0].arch, left(), start_s, whence, first)
+            result.not_started = [p.path for p in runnable]
+            return result
     with ExitStack() as stack:
         opened: Backend | None = None
         desc: dict[str, Any] | None = None
