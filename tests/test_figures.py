@@ -216,3 +216,23 @@ def test_figure_draws_where_the_preferred_batch_lacks_the_preferred_context(sim_
             assert m and not d[(d["batch"] == int(m[1])) & (d["context"] == int(m[2]))].empty
     finally:
         plt.close(fig)
+
+
+def test_request_energy_legend_names_every_architecture_any_panel_draws(sim_run):
+    """An architecture missing at the first batch (its windows all flagged there, say) still has its legend
+    entry, and the title says where it has no estimate. A third architecture is made from the simulator's
+    Mamba2 rows at the larger batch only."""
+    t = _tables(sim_run, "fig07_request_energy")
+    r = t["request_energy"]
+    big = r["batch"].max()
+    extra = r[(r["arch"] == "mamba2-2.7b") & (r["batch"] == big)].assign(arch="nemotron-h-4b")
+    t["request_energy"] = pd.concat([r, extra], ignore_index=True)
+    fig = draw("fig07_request_energy", t, sim_run / "results/traces")
+    try:
+        labels = [x.get_text() for lg in fig.legends for x in lg.get_texts()]
+        assert {"qwen3-4b", "mamba2-2.7b", "nemotron-h-4b"} <= set(labels)
+        small = r["batch"].min()
+        assert f"no estimate for nemotron-h-4b at batch {small}" in fig._suptitle.get_text().replace("\n", " ")
+        assert layout_problems(fig) == []
+    finally:
+        plt.close(fig)

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 
 from phase_energy.analysis.tables import TableError, read_tables
 from phase_energy.report.catalog import FIGURES, figure
@@ -227,7 +228,7 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         ax = fig.add_subplot(grid[k // ncol, k % ncol], sharey=first)
         first = first or ax
         sns.lineplot(data=d[d["batch"] == b], x="output_length", y="ratio_vs_gqa", hue="arch", ax=ax,
-                     palette=palette, legend=k == 0)
+                     palette=palette, legend=False)
         ax.axhline(1.0, color="0.3", lw=1)
         for r_ in xs[xs["batch"] == b].itertuples() if "batch" in xs else ():
             ax.axvline(r_.crossover, color=palette.get(r_.arch, "0.5"), ls=":", lw=1)
@@ -235,12 +236,10 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
                 ax.axvspan(r_.ci_low, r_.ci_high, color="0.5", alpha=0.08)
         ax.set(xscale="log", title=f"batch {b}", xlabel="output length (tokens)" if k // ncol == nrow - 1 else "",
                ylabel="request energy / GQA's" if k % ncol == 0 else "")
-        if k == 0:
-            handles, labels = ax.get_legend_handles_labels()
-            if ax.get_legend() is not None:
-                ax.get_legend().remove()  # type: ignore[union-attr]
-            fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), frameon=False,
-                       fontsize=9)
+    # one legend for every architecture any panel draws (a batch can lack one: its prefill windows all flagged)
+    shown = sorted(d[d["batch"].isin(batches)].dropna(subset=["ratio_vs_gqa"])["arch"].unique())
+    fig.legend([Line2D([], [], color=palette[a]) for a in shown], shown, loc="outside lower center",
+               ncol=min(len(shown), 6), frameon=False, fontsize=9)
     split_ax = fig.add_subplot(grid[:, ncol])
     axes = [split_ax, split_ax]
     bs = _pick(d["batch"], 32)
@@ -255,8 +254,13 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     sns.move_legend(axes[1], "upper right", ncol=2, title=None)
     axes[1].tick_params(axis="x", rotation=90)
     nx = int(x["crossover"].notna().sum()) if len(x) else 0
+    drawn_at = d.dropna(subset=["ratio_vs_gqa"]).groupby("batch")["arch"].unique()
+    missing = [f"{a} at batch {b}" for b in batches for a in shown if a not in set(drawn_at.get(b, []))]
+    absent = (f"; no estimate for {', '.join(missing)} (not measured, or every window of a phase flagged)"
+              if missing else "")
     return fig, (f"Request energy vs GQA: crossovers over output length at context {ctx}: {len(xs)} "
-                 f"(dotted, with 95 % CI); {nx} over output length and context in all (crossovers table)")
+                 f"(dotted, with 95 % CI); {nx} over output length and context in all (crossovers table)"
+                 f"{absent}")
 
 
 def fig08_clocks_throttle(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
