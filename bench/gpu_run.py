@@ -559,9 +559,11 @@ def mla_split_sweep(results: dict, out: Path) -> None:
     the merge of its splits timed apart and together, over split counts, at the engine comparison's shapes.
 
     Each split writes an fp32 partial output per query head (``heads x latent`` values per sequence and
-    split), which the merge reads again: at TransMLA's 32 x 8192 the planner's 16 splits write 34 MB per
+    split), which the merge reads again: at TransMLA's 32 x 8192 the planner's 15 splits write 31 MB per
     layer. Fewer splits move fewer partials but launch fewer programs. The merge is compiled as the engine
-    compiles it (softmax of the log-sum-exps, the weighted sum), so it is one fused kernel here too.
+    compiles it (softmax of the log-sum-exps, the weighted sum), so it is one fused kernel here too: compiled
+    afresh for each shape (torch's limit on recompiles of one function would otherwise leave the later shapes
+    eager). A split count is asked for as the planner takes it (rounded to whole key blocks), each count once.
     """
     from phase_energy.engines.native.attention import (
         _plan,
@@ -584,8 +586,6 @@ def mla_split_sweep(results: dict, out: Path) -> None:
     def merge(o: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
         return (o * torch.softmax(lse, dim=-1)[..., None]).sum(dim=3).to(dtype)
 
-    # the engine's merge is compiled; on the CPU (the tests) it runs eagerly: only its result is checked there
-    merge_c = torch.compile(merge, dynamic=False) if dev == "cuda" else merge
     rows: list[dict] = []
     for arch in MLA_ARCHS:
         c = get_preset(arch)
@@ -600,9 +600,16 @@ def mla_split_sweep(results: dict, out: Path) -> None:
             n = torch.tensor(length, device=dev)
             ref = decode_attention_reference(q, cache, cache[..., :r], n, scale).float()
             nbytes = batch * length * (r + rd) * 2
-            for splits in sorted({planned, *MLA_SPLIT_COUNTS}):
+            # each count of splits the kernel launches, once, with what to ask for it (0: the planner's own)
+            counts = {_plan(batch, 1, g, s_max, k, cfg)[0]: k for k in MLA_SPLIT_COUNTS} | {planned: 0}
+            for n_splits, splits in sorted(counts.items()):
                 row: dict = {"arch": arch, "batch": batch, "context": context, "config": vars(cfg),
-                             "splits_asked": splits, "planned": splits == planned}
+                             "splits_asked": splits or n_splits, "planned": splits == 0}
+                if dev == "cuda":  # the engine's merge is compiled, afresh for this shape
+                    torch._dynamo.reset()
+                    merge_c = torch.compile(merge, dynamic=False)
+                else:  # the CPU (the tests): eager, only its result is checked there
+                    merge_c = merge
                 try:
                     o, lse = launch_split_kernel(q, cache, cache[..., :r], n, scale, splits, cfg)
                     row["splits"] = o.shape[3]
@@ -611,7 +618,7 @@ def mla_split_sweep(results: dict, out: Path) -> None:
                     kernel = do_bench(lambda: launch_split_kernel(q, cache, cache[..., :r], n, scale,  # noqa: B023
                                                                   splits, cfg), warmup=5, rep=30)  # noqa: B023
                     merged = do_bench(lambda: merge_c(o, lse), warmup=5, rep=30)  # noqa: B023
-                    both = do_bench(lambda: merge_c(*launch_split_kernel(
+                    both = do_bench(lambda: merge_c(*launch_split_kernel(  # noqa: B023
                         q, cache, cache[..., :r], n, scale, splits, cfg)), warmup=5, rep=30)  # noqa: B023
                     row.update(kernel_us=kernel * 1e3, merge_us=merged * 1e3, both_us=both * 1e3,
                                cache_tbps=nbytes / (kernel * 1e-3) / 1e12)
@@ -740,9 +747,10 @@ def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: di
                        top=kernels[:25])
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {e}"
-            log.error("vllm profile %s b%d: %s\n%s", p.arch, p.batch, e, traceback.format_exc())
+            log.error("vllm profile %s b%d x %d: %s\n%s", p.arch, p.batch, p.context, e, traceback.format_exc())
         rows.append(row)
-        log.info("vllm profile %s b%d step %.0f us, kernels %.0f us, %s", p.arch, p.batch, row.get("step_us", 0),
+        log.info("vllm profile %s b%d x %d step %.0f us, kernels %.0f us, %s", p.arch, p.batch, p.context,
+                 row.get("step_us", 0),
                  row.get("kernel_us_per_step", 0), {k: round(v["us_per_step"]) for k, v in
                                                     row.get("by_class", {}).items()})
         save(out, "engine.json", results)
@@ -865,7 +873,7 @@ def parse_points(text: str) -> tuple[list[tuple[str, int]], dict[int, int]]:
     contexts: dict[int, int] = {}
     for i, item in enumerate(text.split(",")):
         parts = item.split(":")
-        if len(parts) not in (2, 3) or not all(x.strip().isdigit() and int(x) > 0 for x in parts[1:]):
+        if len(parts) not in (2, 3) or not parts[0] or not all(x.isdecimal() and int(x) > 0 for x in parts[1:]):
             raise ValueError(f"--points: {item!r} is not arch:batch or arch:batch:context with positive whole "
                              "numbers (e.g. qwen3-4b:32 or qwen3-4b:32:8192)")
         points.append((parts[0], int(parts[1])))

@@ -479,7 +479,7 @@ def test_vllm_profile_runs_its_steps_within_the_points_positions(tmp_path, monke
                                                                                           (16, 512, None)]
 
 
-def test_gpu_run_points_take_a_context_for_vllm_profile_only(tmp_path):
+def test_gpu_run_points_take_a_context_for_vllm_profile_only(tmp_path, monkeypatch):
     """``--points``: arch:batch or arch:batch:context; a bad item is named with the forms accepted, and a
     point's own context is refused for the steps that read --context only."""
     import subprocess
@@ -487,12 +487,12 @@ def test_gpu_run_points_take_a_context_for_vllm_profile_only(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root))
+    monkeypatch.syspath_prepend(str(root))
     from bench.gpu_run import parse_points
 
     assert parse_points("qwen3.5-4b:32:8192,qwen3.5-4b:256:512,qwen3-4b:8") == (
         [("qwen3.5-4b", 32), ("qwen3.5-4b", 256), ("qwen3-4b", 8)], {0: 8192, 1: 512})
-    for bad in ("qwen3-4b", "qwen3-4b:0", "qwen3-4b:32:x", "qwen3-4b:32:8192:1"):
+    for bad in ("qwen3-4b", "qwen3-4b:0", "qwen3-4b:32:x", "qwen3-4b:32:8192:1", ":32", "qwen3-4b:3\u00b2"):
         with pytest.raises(ValueError, match=f"{bad!r} is not arch:batch or arch:batch:context"):
             parse_points(bad)
     res = subprocess.run([sys.executable, "bench/gpu_run.py", "--out", str(tmp_path / "out"), "--steps", "profile",

@@ -121,15 +121,17 @@ def test_the_time_to_start_vllm_is_the_presets_recorded_start(fake_card, vllm_ar
     done = out / "engine~vllm/arch~qwen3.5-4b/bs~1/ctx~512/lever~default/rep~0"
     other = out / "engine~vllm/arch~qwen3-4b/bs~1/ctx~512/lever~default/rep~0"
     damaged = out / "engine~vllm/arch~qwen3.5-4b/bs~8/ctx~512/lever~default/rep~0"
-    for folder, text in ((other, json.dumps({"engine_start_s": 300.0})), (damaged, '{"engine_start_s": 4')):
+    endless = out / "engine~vllm/arch~qwen3.5-4b/bs~32/ctx~512/lever~default/rep~0"
+    for folder, text in ((other, json.dumps({"engine_start_s": 300.0})), (damaged, '{"engine_start_s": 4'),
+                         (endless, '{"engine_start_s": Infinity}')):
         folder.mkdir(parents=True)
         (folder / "metadata.json").write_text(text)
     assert group.vllm_start_estimate(out, "qwen3.5-4b") == (group.VLLM_START_S,
                                                             "a guess: no trace of it recorded one")
     res = group.measure_group(cfg, points, out, deadline=170.0, clock=lambda: 0.0)
     assert len(vllm_args) == 1 and res.not_started == []  # the guess: 170 s cover 120 s and a point
-    done.mkdir(parents=True)
-    (done / "metadata.json").write_text(json.dumps({"engine_start_s": 177.0}))
+    done.mkdir(parents=True)  # a workflow job's own trace: the start in engine_info
+    (done / "metadata.json").write_text(json.dumps({"engine_info": {"engine_start_s": 177.0}}))
     assert group.vllm_start_estimate(out, "qwen3.5-4b")[0] == 177.0
     res = group.measure_group(cfg, points, out, deadline=170.0, clock=lambda: 0.0)
     assert len(vllm_args) == 1 and res.not_started == [points[0].path] and res.failed == {}

@@ -7,7 +7,7 @@
 #   a .whl .vllm-p1   native qwen3.5-4b at 32 x 2048 and 32 x 8192 (the Qwen3.5 points where vLLM's step was
 #                     shorter, by 1.7 and 2.5 % on card GPU-f019b024) and the native decode step's kernel
 #                     profile at both; the MLA decode attention's kernel and merge over split counts
-#                     (bench/gpu_run.py --steps mla_attn --mla-sweep splits: TransMLA's merge of 16 splits took
+#                     (bench/gpu_run.py --steps mla_attn --mla-sweep splits: TransMLA's merge of 15 splits took
 #                     0.54 ms of its 32 x 8192 step, vLLM's combine 0.20)
 #   b .vllm-p2        the native Mamba2 step's profile at 128 x 2048 again, with the code Inductor generated for
 #                     it (TORCH_LOGS=output_code): which of the step's ops become the four small kernels per layer

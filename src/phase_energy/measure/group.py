@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -57,17 +58,20 @@ WorkloadFactory = Callable[[GridPoint, Settings, Backend], Workload]
 def vllm_start_estimate(out_root: Path, arch: str) -> tuple[float, str]:
     """How long a vLLM engine of ``arch`` takes to start, and whence.
 
-    The longest start that its traces in ``out_root`` recorded (``engine_start_s``; on an H200 one preset's
-    starts differed by up to a third, the presets' between 70 and 184 s), else :data:`VLLM_START_S`. A trace
-    that cannot be read is passed over.
+    The longest start that its traces in ``out_root`` recorded (``engine_start_s``: a group's traces carry it
+    at the top, a job's own in ``engine_info``; on an H200 one preset's starts differed by up to a third, the
+    presets' between 70 and 184 s), else :data:`VLLM_START_S`. A trace that cannot be read, or a start that
+    is not a finite positive number of seconds, is passed over. Only ``out_root``'s traces count: a run into
+    an empty folder (``bench/engine_compare.py``'s) guesses.
     """
     starts = []
     for meta in sorted((out_root / "engine~vllm" / f"arch~{arch}").rglob("metadata.json")):
         try:
-            value = json.loads(meta.read_text()).get("engine_start_s")
+            m = json.loads(meta.read_text())
+            value = m.get("engine_start_s", (m.get("engine_info") or {}).get("engine_start_s"))
         except (OSError, ValueError, AttributeError):
             continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf:
             starts.append(float(value))
     if starts:
         return max(starts), f"the longest of {len(starts)} recorded in its traces"
