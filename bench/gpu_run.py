@@ -487,6 +487,9 @@ def mla_attention_speed(results: dict, out: Path) -> None:
     One shared KV head, so the cache is read ceil(heads / block_g) times; TB/s counts it once (the floor's
     view). V is a view of the same cache, as in the engine. Correctness against the masked reference.
     """
+    if MLA_SWEEP == "splits":  # the engine's tiling over split counts instead
+        mla_split_sweep(results, out)
+        return
     import itertools
 
     from triton.testing import do_bench
@@ -498,9 +501,6 @@ def mla_attention_speed(results: dict, out: Path) -> None:
         launch_split_kernel,
     )
 
-    if MLA_SWEEP == "splits":
-        mla_split_sweep(results, out)
-        return
     rows: list[dict] = []  # config as a dict (JSON)
     tilings = [SplitConfig(*x) for x in itertools.product((16, 32), (16, 32, 64), (64, 128), (4, 8), (1, 2, 3))]
     # the one-load path (V from the key tile: each latent byte read once), block_dk unused there
@@ -638,8 +638,6 @@ MLA_SWEEP = "all"  # --mla-sweep
 RECURRENT_SWEEP = "all"  # --recurrent-sweep
 
 
-
-
 def profiled_kernels(prof, steps: int) -> tuple[list[dict], dict]:
     """The kernels a torch.profiler run recorded, per step and per class (bench/kernel_classes.py)."""
     return kernel_table([(e.key, e.count, _device_us(e)) for e in prof.key_averages()], steps)
@@ -750,9 +748,8 @@ def profile_vllm_decode(points: list[tuple[str, int]], context: int, results: di
             log.error("vllm profile %s b%d x %d: %s\n%s", p.arch, p.batch, p.context, e, traceback.format_exc())
         rows.append(row)
         log.info("vllm profile %s b%d x %d step %.0f us, kernels %.0f us, %s", p.arch, p.batch, p.context,
-                 row.get("step_us", 0),
-                 row.get("kernel_us_per_step", 0), {k: round(v["us_per_step"]) for k, v in
-                                                    row.get("by_class", {}).items()})
+                 row.get("step_us", 0), row.get("kernel_us_per_step", 0),
+                 {k: round(v["us_per_step"]) for k, v in row.get("by_class", {}).items()})
         save(out, "engine.json", results)
 
 

@@ -209,8 +209,8 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         raise MissingData("a GQA architecture and another paradigm at the default lever")
     ctx = _pick(r["context"], 2048)
     d = r[(r["context"] == ctx)]
-    drawn = d.dropna(subset=["ratio_vs_gqa"]).groupby("batch")["arch"].nunique()
-    batches = sorted(drawn[drawn > 1].index)  # a batch with GQA alone has nothing to compare
+    drawn_at = d.dropna(subset=["ratio_vs_gqa"]).groupby("batch")["arch"].unique()  # batch -> archs drawn
+    batches = sorted(b for b, archs in drawn_at.items() if len(archs) > 1)  # GQA alone: nothing to compare
     if not batches:
         raise MissingData("a GQA architecture and another paradigm at the same batch size")
     ncol = min(len(batches), 3)
@@ -237,7 +237,7 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         ax.set(xscale="log", title=f"batch {b}", xlabel="output length (tokens)" if k // ncol == nrow - 1 else "",
                ylabel="request energy / GQA's" if k % ncol == 0 else "")
     # one legend for every architecture any panel draws (a batch can lack one: its prefill windows all flagged)
-    shown = sorted(d[d["batch"].isin(batches)].dropna(subset=["ratio_vs_gqa"])["arch"].unique())
+    shown = sorted({a for b in batches for a in drawn_at[b]})
     fig.legend([Line2D([], [], color=palette[a]) for a in shown], shown, loc="outside lower center",
                ncol=min(len(shown), 6), frameon=False, fontsize=9)
     split_ax = fig.add_subplot(grid[:, ncol])
@@ -254,8 +254,7 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     sns.move_legend(axes[1], "upper right", ncol=2, title=None)
     axes[1].tick_params(axis="x", rotation=90)
     nx = int(x["crossover"].notna().sum()) if len(x) else 0
-    drawn_at = d.dropna(subset=["ratio_vs_gqa"]).groupby("batch")["arch"].unique()
-    missing = [f"{a} at batch {b}" for b in batches for a in shown if a not in set(drawn_at.get(b, []))]
+    missing = [f"{a} at batch {b}" for b in batches for a in shown if a not in set(drawn_at[b])]
     absent = (f"; no estimate for {', '.join(missing)} (not measured, or every window of a phase flagged)"
               if missing else "")
     return fig, (f"Request energy vs GQA: crossovers over output length at context {ctx}: {len(xs)} "
