@@ -6,7 +6,8 @@
 Per trace: ``time_to_first_window_s`` (from the job's process start, recorded by the job), the process time
 up to the end of its last window (that plus the span of its windows), the seconds inside measured windows
 (idle baseline, prefill, decode and a serving engine's fill windows) and their share of that time, the same
-share without the fill windows, and the engine's build and
+share without the fill windows, the seconds of each phase's windows, before the first measured window and
+between the windows (summed over the jobs as ``pooled_seconds``), and the engine's build and
 warm-up/capture time (``engine_info``). Printed and written: medians per engine and architecture, and the
 pooled share, and the median of each part before the first window the traces recorded (``job_parts``, which
 add up to the time to the first window, and ``unaccounted_s``, what that time has beyond their sum;
@@ -47,6 +48,11 @@ def job_times(trace: Path) -> dict | None:
             # the same without the fill windows (a serving engine's whole-batch prefill before each decode
             # trial, measured since 2026-12-02; before, that time was outside every window)
             "share_in_windows_without_fill": float(w[w["phase"] != "fill"]["duration_s"].sum()) / until_last,
+            # where the time up to the last window went: each phase's windows (the idle windows lie before the
+            # first measured one, inside the time to it) and what lies between the measured windows
+            "seconds": {**{f"{k}_windows": float(v) for k, v in w.groupby("phase")["duration_s"].sum().items()},
+                        "before_first_window": float(t_first),
+                        "between_windows": last - first - float(measured["duration_s"].sum())},
             "build_s": info.get("build_s"), "warmup_capture_s": info.get("capture_s"),
             # the parts before the first window, where the job recorded them: the job's consecutive spans
             # (process start, backend, compile prefetch wait, probe, engine build, lever and sampler, idle window,
@@ -76,6 +82,8 @@ def summary(rows: list[dict]) -> dict:
             "pooled_share_in_windows_without_fill": round(
                 sum(r["share_in_windows_without_fill"] * r["process_to_last_window_s"] for r in rows)
                 / sum(r["process_to_last_window_s"] for r in rows), 3),
+            "pooled_seconds": {k: round(sum(r["seconds"].get(k, 0.0) for r in rows), 1)
+                               for k in sorted({k for r in rows for k in r["seconds"]})},
             "median_warmup_capture_s": med("warmup_capture_s"), "median_build_s": med("build_s"),
             **({"median_parts_s": parts} if (parts := median_parts(rows)) else {})}
 
@@ -119,7 +127,10 @@ def main() -> None:
     result = {"what": "GPU measurement jobs: time to the first window and share of time inside windows",
               "sources": a.traces, "all": summary(rows),
               "by_engine": {k: summary(v) for k, v in sorted(by_engine.items())},
-              "by_engine_and_arch": {k: summary(v) for k, v in sorted(by_arch.items())}}
+              "by_engine_and_arch": {k: summary(v) for k, v in sorted(by_arch.items())},
+              # the jobs that took longest, with where their time went
+              "longest_jobs": [{k: r[k] for k in ("trace", "process_to_last_window_s", "seconds")}
+                               for r in sorted(rows, key=lambda r: -r["process_to_last_window_s"])[:5]]}
     for name, s in [("all", result["all"]), *result["by_engine"].items()]:
         print(f"{name}: {s['jobs']} jobs, time to first window median {s['median_time_to_first_window_s']} s, "
               f"in windows {s['median_share_in_windows']:.0%} (median) / {s['pooled_share_in_windows']:.0%} "

@@ -88,8 +88,14 @@ def test_gpu_job_time_prints_every_part_of_a_card_job(tmp_path, monkeypatch, cap
     assert shown.index("open_backend.import_torch_s") == shown.index("open_backend_s") + 1
     assert shown.index("warmup.fill_cache_s") == shown.index("warmup_s") + 1
     assert shown.index("prefetch.import_s") == shown.index("compile_prefetch_wait_s") + 1
-    medians = json.loads((tmp_path / "t.json").read_text())["all"]["median_parts_s"]
-    assert medians["unaccounted_s"] == 0.0
+    result = json.loads((tmp_path / "t.json").read_text())
+    assert result["all"]["median_parts_s"]["unaccounted_s"] == 0.0
+    # where the time went adds up to the job's time: the idle windows lie inside the time to the first window
+    job = result["longest_jobs"][0]
+    spent = {k: v for k, v in job["seconds"].items() if k != "idle_windows"}
+    assert {"prefill_windows", "decode_windows", "before_first_window", "between_windows"} <= set(spent)
+    assert sum(spent.values()) == pytest.approx(job["process_to_last_window_s"])
+    assert result["all"]["pooled_seconds"]["decode_windows"] == round(job["seconds"]["decode_windows"], 1)
 
 
 def test_a_failed_prefetch_is_logged_and_the_job_goes_on(tmp_path, monkeypatch, caplog):
@@ -256,3 +262,27 @@ def test_the_prefetch_imports_touch_no_cuda(tmp_path):
                          check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(run.stdout.strip().splitlines()[-1]) == []
+
+
+def test_window_flags_counts_a_flag_per_phase_and_the_cells_it_empties(tmp_path, monkeypatch):
+    """bench/window_flags.py on a card job's trace: every window counted once per phase; a flag set on all of a
+    phase's windows of the trace shows as a 100 % share and names the trace, one on none as 0 %."""
+    import pandas as pd
+    from bench import window_flags
+
+    trace = tmp_path / "traces/engine~native/arch~tiny-gqa/bs~2/ctx~16/lever~default/rep~0"
+    _card_job(tmp_path, monkeypatch, trace)
+    w = pd.read_parquet(trace / "windows.parquet")
+    w["flags"] = ["made_up" if ph == "prefill" else "" for ph in w["phase"]]
+    w.to_parquet(trace / "windows.parquet")
+    out = tmp_path / "flags.json"
+    monkeypatch.setattr(sys, "argv", ["window_flags.py", str(tmp_path / "traces"), "--flag", "made_up",
+                                      "--out", str(out)])
+    window_flags.main()
+    phases = json.loads(out.read_text())["phases"]
+    assert {k: v["windows"] for k, v in phases.items()} == w["phase"].value_counts().to_dict()
+    assert phases["prefill"]["flagged_share"] == 1.0 and phases["prefill"]["traces_with_every_window_flagged"] == [
+        str(trace)]
+    assert phases["decode"]["flagged_share"] == 0.0 and phases["decode"]["traces_with_every_window_flagged"] == []
+    low, high = phases["prefill"]["widest_flagged_window"]["power_instant_w"]
+    assert 0 < low <= high
