@@ -225,6 +225,64 @@ def test_recurrent_kernel_updates_state_in_place_like_the_reference(b, groups, h
     assert (s_ker.float() - s_ref.float()).abs().max().item() < tol * max(1.0, s_ref.abs().max().item())
 
 
+def test_recurrent_kernel_reads_slices_of_a_projection_as_they_are(monkeypatch):
+    """Gated DeltaNet's inputs as the compiled step hands them over on the GPU: q, k, v, g and beta slices of
+    one wider row (a GEMM's output with its row padded; the padding NaN, so a wrong stride shows), beta in
+    half precision: the kernel reads them through their strides, with no copy and no cast before it."""
+    gen = torch.Generator().manual_seed(23)
+    b, groups, hv, kd, vd = 3, 2, 4, 16, 8
+    widths = [groups * kd, groups * kd, hv * vd, hv, hv]
+    row = torch.full((b, sum(widths) + 24), float("nan"))  # 24 columns of padding at the end of each row
+    row[:, :sum(widths)] = torch.randn(b, sum(widths), generator=gen)
+    row[:, sum(widths[:3]):sum(widths[:4])] = -row[:, sum(widths[:3]):sum(widths[:4])].abs()  # g: log decay
+    q, k, v, g, beta_raw = row[:, :sum(widths)].split(widths, dim=-1)
+    q, k, v = q.view(b, groups, kd), k.view(b, groups, kd), v.view(b, hv, vd)
+    beta = torch.full((b, hv + 5), float("nan"), dtype=torch.float16)[:, :hv]  # batch stride hv + 5
+    beta.copy_(beta_raw.sigmoid())
+    assert not any(t.is_contiguous() for t in (q, k, v, g, beta))
+    state = torch.randn(b, hv, kd, vd, generator=gen)
+    s_ref, s_ker = state.clone(), state.clone()
+    o_ref = recurrent_step_reference(s_ref, q.contiguous(), k.contiguous(), v.contiguous(), g.contiguous(),
+                                     beta.float().contiguous(), kd**-0.5, True)
+    copied = []  # the tensors the launch copies or casts
+    contiguous, to_float = torch.Tensor.contiguous, torch.Tensor.float
+    monkeypatch.setattr(torch.Tensor, "contiguous", lambda t, *a, **kw: copied.append(t) or contiguous(t, *a, **kw))
+    monkeypatch.setattr(torch.Tensor, "float", lambda t, *a, **kw: copied.append(t) or to_float(t, *a, **kw))
+    o_ker = launch_step_kernel(s_ker, q, k, v, g, beta, kd**-0.5, True)
+    monkeypatch.undo()
+    assert not any(t is u for t in copied for u in (q, k, v, g, beta)), "an input was copied before the kernel"
+    torch.testing.assert_close(o_ker, o_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_ker, s_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_recurrent_kernel_copies_what_it_cannot_index():
+    """A layout the kernel cannot read by strides (v's heads not adjacent, g and beta with a strided last
+    dimension, q with a strided last dimension) is copied first: the step is the reference's either way."""
+    gen = torch.Generator().manual_seed(29)
+    b, groups, hv, kd, vd = 2, 2, 4, 16, 8
+    v = torch.randn(hv, b, vd, generator=gen).transpose(0, 1)  # [B, HV, V], heads b * vd apart
+    g = (-torch.rand(b, 2 * hv, generator=gen))[:, ::2]  # last stride 2
+    beta = torch.rand(b, 2 * hv, generator=gen)[:, 1::2]
+    q = torch.randn(b, groups, 2 * kd, generator=gen)[..., ::2]
+    k = torch.randn(b, groups, kd, generator=gen)
+    assert v.stride(1) != vd and g.stride(-1) == beta.stride(-1) == q.stride(-1) == 2
+    state = torch.randn(b, hv, kd, vd, generator=gen)
+    s_ref, s_ker = state.clone(), state.clone()
+    o_ref = recurrent_step_reference(s_ref, q.contiguous(), k, v.contiguous(), g.contiguous(), beta.contiguous(),
+                                     kd**-0.5, True)
+    o_ker = launch_step_kernel(s_ker, q, k, v, g, beta, kd**-0.5, True)
+    torch.testing.assert_close(o_ker, o_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(s_ker, s_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_the_recurrent_ops_take_any_layout_from_the_compiler():
+    """Inductor would otherwise copy each strided input to eager's strides before the op (on the GPU, where
+    it pads GEMM outputs): a copy kernel per input and layer."""
+    for op in (torch.ops.phase_energy.recurrent_step_, torch.ops.phase_energy.mamba2_step_,
+               torch.ops.phase_energy.conv_update_):
+        assert torch.Tag.flexible_layout in op.default.tags, op
+
+
 def test_recurrent_reference_is_the_delta_rule_and_the_ssm_step():
     """One hand-sized step: decay, delta update and read-out of a 1-head, 2x2 state."""
     s = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])

@@ -174,6 +174,9 @@ def test_vllm_campaign_grid_regenerates_from_its_traces(tmp_path):
     assert all(m["gpu"].get("uuid", "").startswith("GPU-") for m in ran)
     assert len(set().union(*cards.values())) >= 2, cards
     jobs = pd.read_csv(wd / "results/tables/jobs.csv")
+    # the grid is complete: each of its 6 x 5 x 3 points measured or skipped with a reason, none missing
+    assert len(jobs) == 90 and sorted(set(jobs["status"])) == ["ok", "skipped"], jobs["status"].value_counts()
+    assert (jobs["status"] == "ok").sum() == len(ran) == 73
     skipped = jobs[jobs["status"] == "skipped"]
     minicpm3 = skipped[skipped["arch"] == "minicpm3-4b"]
     assert len(minicpm3) == 15 and minicpm3["reason"].str.contains("vLLM 0.26 fails").all()

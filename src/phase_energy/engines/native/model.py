@@ -291,8 +291,11 @@ class GatedDeltaNet(nn.Module):
         assert self.state is not None and self.conv_state is not None, "call setup_caches first"
         decode = pos is not None
         qkv_in, z_in, b_in, a_in = self._project(x)
-        qkv = _causal_conv(qkv_in.transpose(1, 2), self.conv1d.weight[:, 0], None, self.conv_state,
-                           seq_slice, decode).transpose(1, 2)
+        if decode:  # the convolution's step as one op (one kernel on CUDA), its state shifted in place
+            qkv = conv_update_(qkv_in[:, 0], self.conv_state, self.conv1d.weight[:, 0], None)[:, None]
+        else:
+            qkv = _causal_conv(qkv_in.transpose(1, 2), self.conv1d.weight[:, 0], None, self.conv_state,
+                               seq_slice, decode).transpose(1, 2)
         q, k, v = qkv.split([self.kd, self.kd, self.vd], dim=-1)
         q = q.reshape(b, t, c.lin_k_heads, c.lin_k_dim)
         k = k.reshape(b, t, c.lin_k_heads, c.lin_k_dim)

@@ -55,7 +55,7 @@ if triton is not None:
 
     @triton.jit
     def _step_kernel(S, Q, K, V, G, Beta, Out, DtBias, ALog, Dskip, HV, GROUP, KD, VD, scale,
-                     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_gb,
+                     stride_qb, stride_qh, stride_kb, stride_kh, stride_vb, stride_gb, stride_betab,
                      BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr, DELTA: tl.constexpr, L2NORM: tl.constexpr,
                      SPLIT_K: tl.constexpr = False, MAMBA2: tl.constexpr = False):
         pid_bh = tl.program_id(0)  # sequence x value head
@@ -88,7 +88,7 @@ if triton is not None:
             g = -dt * tl.exp(tl.load(ALog + hv).to(tl.float32))
         s = s * tl.exp(g)
         if DELTA:
-            u = (u - tl.sum(s * k[:, None], 0)) * tl.load(Beta + pid_bh).to(tl.float32)
+            u = (u - tl.sum(s * k[:, None], 0)) * tl.load(Beta + b.to(tl.int64) * stride_betab + hv).to(tl.float32)
         s = s + k[:, None] * u[None, :]
         o = tl.sum(s * q[:, None], 0)
         if MAMBA2:  # noqa: SIM102 (a compile-time branch around a run-time one) the skip term D x, once per output
@@ -143,8 +143,7 @@ def launch_step_kernel(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor
     or the norms, which need every row); ``block_k`` at or above the key size keeps all rows in one program;
     by default the engine's choice (:func:`step_tiling`).
     """
-    return _launch(state, q, k, v.contiguous(), g.float().contiguous(), beta, scale, l2norm, block_v, num_warps,
-                   block_k)
+    return _launch(state, q, k, v, g, beta, scale, l2norm, block_v, num_warps, block_k)
 
 
 def launch_mamba2_step(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, a_log: Tensor,
@@ -162,10 +161,6 @@ def launch_mamba2_step(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tenso
         raise ValueError(f"mamba2 step: state {tuple(state.shape)} needs x [{bsz}, {h}, {p}], dt [{bsz}, {h}] and "
                          f"dt_bias, a_log, d [{h}]; got x {tuple(x.shape)}, dt {tuple(dt.shape)}, dt_bias "
                          f"{tuple(dt_bias.shape)}, a_log {tuple(a_log.shape)}, d {tuple(d.shape)}")
-    if x.stride(-1) != 1 or x.stride(1) != x.shape[-1]:
-        x = x.contiguous()
-    if dt.stride(-1) != 1:
-        dt = dt.contiguous()
     # the parameters go as they are (the kernel reads them in fp32): no cast kernels inside the step's graph
     return _launch(state, c, b, x, dt, None, 1.0, False, block_v, num_warps, block_k,
                    (dt_bias.contiguous(), a_log.contiguous(), d.contiguous()))
@@ -188,23 +183,38 @@ def _launch(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Ten
     if block_k is not None and (block_k < 16 or block_k & (block_k - 1)):
         raise ValueError(f"block_k must be a power of two >= 16, got {block_k}")
     assert state.is_contiguous(), "the state is updated in place and must be contiguous"
-    # q and k are read through their batch and head strides (no copy of a slice, such as Mamba2's B and C of
-    # the convolution's output); only their last dimension must be dense; v and g through their batch stride
-    q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
-    beta_t = g if beta is None else beta.float().contiguous()  # unused when DELTA is off
+    # Every input is read in its own dtype through its strides, so that slices of a projection's output (q, k,
+    # v of Gated DeltaNet, Mamba2's B, C, x and dt) go to the kernel as they are: q and k through their batch
+    # and head strides, v through its batch stride (its heads dense), g and beta through their batch stride.
+    # Only a layout the kernel cannot index is copied here.
+    q, k, g = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, g))
+    if v.stride(-1) != 1 or v.stride(1) != vd:
+        v = v.contiguous()
+    beta_t = g if beta is None else beta if beta.stride(-1) == 1 else beta.contiguous()  # unused without DELTA
     dt_bias, a_log, d = mamba2 or (g, g, g)  # unused without MAMBA2
     o = (torch.zeros if split else torch.empty)(b, hv, vd, device=v.device, dtype=torch.float32)
     block_k = block_k if split and block_k is not None else next_pow2(kd)
     block_v = min(next_pow2(block_v), next_pow2(vd))
     grid = (b * hv, math.ceil(vd / block_v), math.ceil(kd / block_k))
     _step_kernel[grid](state, q, k, v, g, beta_t, o, dt_bias, a_log, d, hv, hv // q.shape[1], kd, vd, scale,
-                       q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), g.stride(0),
+                       q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), g.stride(0), beta_t.stride(0),
                        BLOCK_K=block_k, BLOCK_V=block_v, DELTA=beta is not None, L2NORM=l2norm, SPLIT_K=split,
                        MAMBA2=mamba2 is not None, num_warps=num_warps)
     return o
 
 
-@torch.library.custom_op("phase_energy::recurrent_step_", mutates_args=("state",))
+# The ops take their inputs in whatever layout the compiled step has them. Their kernels read the per-step
+# inputs (q, k, v, g, beta; Mamba2's B, C, x and dt; the convolution's x) through their batch and head strides
+# and copy only what they cannot index (a last dimension that is not dense, v's heads not adjacent); the
+# state, updated in place, must be contiguous (asserted). Without the tag Inductor gives a custom op the
+# strides eager mode would, and on the GPU its GEMM outputs are padded (a row of Mamba2-2.7B's projection is
+# 10,624 wide, not 10,576): every slice of a projection went through a copy kernel before the op, two per
+# Mamba2 layer and three per Gated DeltaNet layer on the H200 (bench/h200-2026-12-02g/: the generated code of
+# a Mamba2 layer shows its two, the profiles before and after the tag Gated DeltaNet's).
+_ANY_LAYOUT = (torch.Tag.flexible_layout,)
+
+
+@torch.library.custom_op("phase_energy::recurrent_step_", mutates_args=("state",), tags=_ANY_LAYOUT)
 def recurrent_step_(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor | None,
                     scale: float, l2norm: bool) -> Tensor:
     """One step in place: q, k [B, G, K]; v [B, HV, V]; g, beta [B, HV]; state [B, HV, K, V] -> o [B, HV, V]."""
@@ -228,7 +238,7 @@ def mamba2_step_reference(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Te
     return y + x.float() * d.float()[None, :, None]
 
 
-@torch.library.custom_op("phase_energy::mamba2_step_", mutates_args=("state",))
+@torch.library.custom_op("phase_energy::mamba2_step_", mutates_args=("state",), tags=_ANY_LAYOUT)
 def mamba2_step_(state: Tensor, c: Tensor, b: Tensor, x: Tensor, dt: Tensor, dt_bias: Tensor, a_log: Tensor,
                  d: Tensor) -> Tensor:
     """Mamba2's step in place from its raw inputs: c, b [B, G, N]; x [B, H, P]; dt [B, H] -> y [B, H, P] fp32."""
@@ -294,7 +304,7 @@ def launch_conv_update(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor | 
     return out
 
 
-@torch.library.custom_op("phase_energy::conv_update_", mutates_args=("state",))
+@torch.library.custom_op("phase_energy::conv_update_", mutates_args=("state",), tags=_ANY_LAYOUT)
 def conv_update_(x: Tensor, state: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """The short convolution's decode step: x [B, C] -> silu(conv) [B, C]; state [B, C, k-1] shifted in place."""
     if state.device.type == "cuda" and triton is not None:
