@@ -11,7 +11,7 @@
 #                            nothing on a fresh machine); then the GPU check of the strided GDN kernel and of the
 #                            small models' compiled step against eager mode
 #   b .vllm-p2               native qwen3.5-4b at 32 x 2048 and 32 x 8192 and mamba2-2.7b at 128 x 2048, traces
-#   c .vllm-p3               vLLM installed; vLLM at the same three points, traces: both engines on one card
+#   c .vllm-p3               vLLM installed; vLLM at the two Qwen3.5 points, traces: both engines on one card
 set -uo pipefail
 STEP=$1; shift
 source bench/h200-session.sh "$@" || exit 1
