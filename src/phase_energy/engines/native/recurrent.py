@@ -183,14 +183,11 @@ def _launch(state: Tensor, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Ten
     if block_k is not None and (block_k < 16 or block_k & (block_k - 1)):
         raise ValueError(f"block_k must be a power of two >= 16, got {block_k}")
     assert state.is_contiguous(), "the state is updated in place and must be contiguous"
-    # Every input is read in its own dtype through its strides, so that slices of a projection's output (q, k,
-    # v of Gated DeltaNet, Mamba2's B, C, x and dt) go to the kernel as they are: q and k through their batch
-    # and head strides, v through its batch stride (its heads dense), g and beta through their batch stride.
-    # Only a layout the kernel cannot index is copied here.
+    # the inputs go as they are, in their dtype (see _ANY_LAYOUT); only a layout the kernel cannot index is copied
     q, k, g = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, g))
     if v.stride(-1) != 1 or v.stride(1) != vd:
         v = v.contiguous()
-    beta_t = g if beta is None else beta if beta.stride(-1) == 1 else beta.contiguous()  # unused without DELTA
+    beta_t = g if beta is None else (beta if beta.stride(-1) == 1 else beta.contiguous())  # unused without DELTA
     dt_bias, a_log, d = mamba2 or (g, g, g)  # unused without MAMBA2
     o = (torch.zeros if split else torch.empty)(b, hv, vd, device=v.device, dtype=torch.float32)
     block_k = block_k if split and block_k is not None else next_pow2(kd)
