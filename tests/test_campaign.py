@@ -135,16 +135,22 @@ def test_grouped_engines_measure_a_presets_missing_points_in_one_process(tmp_pat
 
 
 def test_native_points_can_be_grouped_too(tmp_path, monkeypatch):
-    """--group-engines native: a preset's native points in one process (one import of torch and the compiler
-    for all of them), each written where its own job would write it."""
+    """--group-engines native: the native points of every preset in one process (one import of torch and the
+    compiler for all of them), each written where its own job would write it."""
     _, ref = _workdir(tmp_path, monkeypatch)
-    chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[native] batch_sizes=[1,8]"
-    path = "engine~native/arch~qwen3-4b/bs~{}/ctx~64/lever~default/rep~0"
+    chunk = ("levers=[default] contexts=[64] architectures=[qwen3-4b,mamba2-2.7b] engines=[native] "
+             "batch_sizes=[1,8]")
+    path = "engine~native/arch~{}/bs~{}/ctx~64/lever~default/rep~0"
+    want = [path.format(a, b) for a in ("qwen3-4b", "mamba2-2.7b") for b in (1, 8)]
     run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["native"])
-    assert [g["points"] for g in run.groups] == [[path.format(1), path.format(8)]]
-    assert sorted(run.new_points) == sorted(path.format(b) for b in (1, 8)) and run.chunks_done == [chunk]
-    meta = json.loads((ref / path.format(8) / "metadata.json").read_text())
-    assert meta["measured_in_group"] == ["1x64", "8x64"] and meta["engine"] == "native"
+    assert len(run.groups) == 1 and sorted(run.groups[0]["points"]) == sorted(want)
+    assert run.groups[0]["group"] == "engine~native-arch~qwen3-4b+mamba2-2.7b-lever~default-rep~0" or \
+        run.groups[0]["group"] == "engine~native-arch~mamba2-2.7b+qwen3-4b-lever~default-rep~0"
+    assert sorted(run.new_points) == sorted(want) and run.chunks_done == [chunk]
+    meta = json.loads((ref / path.format("qwen3-4b", 8) / "metadata.json").read_text())
+    assert sorted(meta["measured_in_group"]) == sorted(f"{a}:{b}x64" for a in ("qwen3-4b", "mamba2-2.7b")
+                                                       for b in (1, 8))
+    assert meta["engine"] == "native"
 
 
 def test_a_point_left_alone_by_its_group_is_measured_as_its_own_job(tmp_path, monkeypatch):

@@ -55,3 +55,26 @@ def test_the_build_records_each_part_and_they_add_up_to_the_build():
     assert all(v >= 0 for v in parts.values())
     # every part lies inside the build, and the parts leave out only the set-up before the first
     assert sum(parts.values()) <= w.build_s
+
+
+def test_the_warm_up_times_the_prefill_from_one_piece_of_each_shape():
+    """The warm-up's prefill time comes from one group of prompts and the smaller rest (the two shapes a
+    measured prefill runs), scaled by how often each runs, not from a whole measured prefill (CPU engine)."""
+    from phase_energy.engines.native.runner import EngineWorkload
+
+    w = EngineWorkload("tiny-gqa", 10, 2048, 4, device="cpu", compile=False, dtype=torch.float32)
+    assert w.prefill_unit == 8  # 16384 tokens' worth of 2048-token prompts
+    sizes = []
+    real = w._prefill_fn
+
+    def spy(tokens, sl):
+        sizes.append(tokens.shape[0])
+        return real(tokens, sl)
+    w._prefill_fn = spy
+    for n, want in ((10, [8, 2]), (8, [8]), (3, [3])):
+        sizes.clear()
+        assert w._timed_prefill(n) > 0
+        assert sizes == want
+    sizes.clear()
+    w.prefill(10)  # what it stands for: one group and the rest
+    assert sizes == [8, 2]

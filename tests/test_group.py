@@ -195,8 +195,10 @@ def test_a_cuda_error_stops_the_group_and_leaves_the_rest_for_a_later_run(fake_c
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--points", "8x", "--out-root", "o"], "'8x' is not accepted; expected BATCHxCONTEXT"),
+    (["--points", "8x", "--out-root", "o"], "'8x' is not accepted; expected BATCHxCONTEXT or ARCH:BATCHxCONTEXT"),
+    (["--points", "qwen3-4b:8", "--out-root", "o"], "'qwen3-4b:8' is not accepted"),
     (["--points", "1x64,1x64", "--out-root", "o"], "given twice"),
+    (["--points", "1x64,qwen3-4b:1x64", "--out-root", "o"], "given twice"),
     (["--points", "1x64"], "--out-root"),
     (["--points", "1x64", "--out-root", "o", "--batch", "1"], "not --batch"),
     (["--batch", "1", "--context", "64"], "--out"),
@@ -208,9 +210,13 @@ def test_bad_measure_arguments_are_named(tmp_path, args, words, caplog):
     assert words in caplog.text
 
 
-def test_a_group_is_one_engine_preset_lever_and_repetition():
-    with pytest.raises(ValueError, match="a group is one arch"):
-        group.check_group(_points("qwen3-4b", [(1, 64)]) + _points("mamba2-2.7b", [(1, 64)]))
+def test_a_group_is_one_engine_lever_and_repetition_and_for_vllm_one_preset():
+    with pytest.raises(ValueError, match="a group is one arch"):  # one vLLM engine serves one preset
+        group.check_group(_points("qwen3-4b", [(1, 64)], "vllm") + _points("mamba2-2.7b", [(1, 64)], "vllm"))
+    # each native point builds its own engine: several presets share the process
+    group.check_group(_points("qwen3-4b", [(1, 64)]) + _points("mamba2-2.7b", [(1, 64)]))
+    with pytest.raises(ValueError, match="a group is one engine"):
+        group.check_group(_points("qwen3-4b", [(1, 64)]) + _points("qwen3-4b", [(2, 64)], "vllm"))
     two_reps = [GridPoint("qwen3-4b", 1, 64, "default", rep) for rep in (0, 1)]
     with pytest.raises(ValueError, match="a group is one rep"):
         group.check_group(two_reps)
@@ -240,3 +246,32 @@ def test_a_simulated_group_point_is_the_trace_its_job_writes(tmp_path):
     a = pd.read_parquet(tmp_path / "group" / points[1].path / "windows.parquet")
     b = pd.read_parquet(tmp_path / "job" / "windows.parquet")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_points_may_name_their_preset():
+    assert group.parse_arch_points("32x2048,mamba2-2.7b:1x512", "qwen3-4b") == [("qwen3-4b", 32, 2048),
+                                                                              ("mamba2-2.7b", 1, 512)]
+    assert group.parse_arch_points("tiny-gqa:2x16", None) == [("tiny-gqa", 2, 16)]
+    with pytest.raises(ValueError, match="'2x16' names no preset; give --arch or write ARCH:2x16"):
+        group.parse_arch_points("tiny-gqa:1x16,2x16", None)
+
+
+def test_a_native_group_measures_several_presets_in_one_process(tmp_path, caplog):
+    """``measure --points`` without --arch, each item naming its preset (simulator): every point gets its trace
+    under its own preset's path, and each records the whole group, presets named."""
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"backend": "sim", "output_lengths": [8], "measurement": FAST}))
+    out = tmp_path / "out"
+    assert main(["measure", "--config", str(config), "--lever", "default", "--points",
+                 "qwen3-4b:2x64,mamba2-2.7b:1x64,qwen3-4b:1x64", "--out-root", str(out)]) == 0
+    want = ["qwen3-4b:2x64", "mamba2-2.7b:1x64", "qwen3-4b:1x64"]
+    for item in want:
+        arch, _, shape = item.partition(":")
+        b, c = shape.split("x")
+        trace = out / GridPoint(arch, int(b), int(c), "default").path
+        assert json.loads((trace / "status.json").read_text())["status"] == "ok"
+        meta = json.loads((trace / "metadata.json").read_text())
+        assert meta["arch"] == arch and meta["measured_in_group"] == want
+    assert main(["measure", "--config", str(config), "--lever", "default", "--batch", "1", "--context", "64",
+                 "--out", str(tmp_path / "one")]) == 2
+    assert "one point takes --arch" in caplog.text

@@ -473,3 +473,63 @@ def test_prefill_window_follows_a_lead_in_of_its_own_work(batch, lead_in_s, lead
         assert r.start_s - chain[-1][1] >= lead_in_s * 0.99  # lasting at least the lead-in
         if batch == 32:  # one piece, far shorter than a whole measured prefill (1.6 s in the simulator)
             assert len(chain) == 1 and chain[0][2] - chain[0][1] < 0.5 * whole
+
+
+class _FillRecordingWorkload(SimWorkload):
+    """The simulated engine, recording when each cache fill and each decode call ran (the simulator's clock)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.fills, self.decodes = [], []
+
+    def fill_cache(self, sequences):
+        t0 = self.gpu.t
+        super().fill_cache(sequences)
+        self.fills.append((t0, self.gpu.t))
+
+    def decode(self, position, steps):
+        t0 = self.gpu.t
+        super().decode(position, steps)
+        self.decodes.append((t0, self.gpu.t))
+
+
+@pytest.mark.parametrize(("engine", "refill", "fills"), [("native", False, 1), ("native", True, 3),
+                                                         ("vllm", False, 3)])
+def test_a_static_cache_is_filled_once_and_every_trial_still_has_its_decode_lead_in(engine, refill, fills):
+    """The native engine's later decode trials decode the cache the first trial filled (a refill would write the
+    same prompts' keys and values); measurement.refill_static_cache fills it for every trial, and a serving
+    engine's requests always need their own fill. Either way every trial's first decode window follows
+    decode_lead_in_s of decode steps, and the later trials' windows are as many and as long."""
+    from phase_energy.measure.protocol import Settings, run_protocol
+    from phase_energy.measure.sim import SimMeter
+
+    gpu = SimGPU(seed=0)
+    w = _FillRecordingWorkload(gpu, get_preset("qwen3-4b"), 32, 2048, engine=engine)
+    s = Settings(idle_s=0.2, warmup_runs=1, prefill_trials=1, decode_trials=3, decode_windows=2, max_output=64,
+                 decode_window_steps=8, pause_s=0.2, refill_static_cache=refill, prefill_max_tokens=65536)
+    raw = run_protocol(SimMeter(gpu, 0.01), w, s)
+    assert len(w.fills) == fills
+    dec = [r for r in raw if r.phase == "decode"]
+    assert sorted({r.trial for r in dec}) == [0, 1, 2] and len(dec) == 6
+    for trial in range(3):
+        first = min((r for r in dec if r.trial == trial), key=lambda r: r.start_s)
+        # the decode steps that ran back to back up to the window's opening: at least the decode lead-in
+        t = first.start_s
+        for d0, d1 in sorted((d for d in w.decodes if d[1] <= first.start_s + 1e-9), key=lambda d: -d[1]):
+            if t - d1 > 1e-3:
+                break
+            t = d0
+        assert first.start_s - t >= s.decode_lead_in_s * 0.99
+    if engine == "native" and not refill:  # nothing fills between the first trial's windows and the later ones
+        assert all(f[0] < min(r.start_s for r in dec) for f in w.fills)
+
+
+def test_a_phase_lever_refills_the_static_cache_for_every_trial():
+    """With a phase lever each decode trial is a request (prefill, switch to the decode setting, decode, switch
+    back): its fill stays, whatever refill_static_cache says."""
+    from phase_energy.measure.protocol import Settings, refills
+
+    w = SimWorkload(SimGPU(seed=0), get_preset("qwen3-4b"), 8, 512)
+    s = Settings()
+    assert [refills(w, s, t, switching=False) for t in range(3)] == [True, False, False]
+    assert [refills(w, s, t, switching=True) for t in range(3)] == [True, True, True]

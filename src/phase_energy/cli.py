@@ -57,6 +57,9 @@ def cmd_measure(a: argparse.Namespace) -> int:
         if None in single or a.out_root is not None or a.log_dir is not None or a.time_limit_s is not None:
             raise ConfigError("measure: one point takes --batch, --context and --out; several take --points "
                               "BxC,BxC,... and --out-root DIR (optionally --log-dir, --time-limit-s), not both")
+        if a.arch is None:
+            raise ConfigError("measure: one point takes --arch (the preset); --arch is left out only where "
+                              "every item of --points is ARCH:BxC")
         from phase_energy.measure.job import run_job
 
         run_job(_load(a.config), GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine), a.out)
@@ -66,11 +69,11 @@ def cmd_measure(a: argparse.Namespace) -> int:
                           "point written under DIR/<point path>), not --batch, --context or --out")
     import time
 
-    from phase_energy.measure.group import measure_group, parse_points
+    from phase_energy.measure.group import measure_group, parse_arch_points
     from phase_energy.measure.job import PROCESS_START
 
     try:
-        points = [GridPoint(a.arch, b, c, a.lever, a.rep, a.engine) for b, c in parse_points(a.points)]
+        points = [GridPoint(arch, b, c, a.lever, a.rep, a.engine) for arch, b, c in parse_arch_points(a.points, a.arch)]
     except ValueError as e:
         raise ConfigError(str(e)) from None
     deadline = None if a.time_limit_s is None else PROCESS_START + a.time_limit_s
@@ -216,17 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     m = sub.add_parser("measure", help="measure one grid point into a trace folder (or several points of one "
-                       "engine and preset in one process: --points)")
+                       "engine in one process: --points)")
     m.add_argument("--config", required=True)
     m.add_argument("--engine", default="native", choices=list(ENGINES))
-    m.add_argument("--arch", required=True)
+    m.add_argument("--arch", help="the preset (with --points: of the items that name none)")
     m.add_argument("--batch", type=int)
     m.add_argument("--context", type=int)
     m.add_argument("--lever", required=True)
     m.add_argument("--rep", type=int, default=0)
     m.add_argument("--out", help="the point's trace folder (one point)")
-    m.add_argument("--points", metavar="BxC,BxC,...", help="several points of this engine, preset, lever and "
-                   "repetition, measured in this process (vLLM: on one engine)")
+    m.add_argument("--points", metavar="[ARCH:]BxC,...", help="several points of this engine, lever and "
+                   "repetition, measured in this process (vLLM: of one preset, on one engine; native: ARCH:BxC "
+                   "items may name several presets)")
     m.add_argument("--out-root", help="with --points: each point is written under OUT_ROOT/<point path>")
     m.add_argument("--log-dir", help="with --points: each point's log goes to LOG_DIR/<point path>.log")
     m.add_argument("--time-limit-s", type=float, help="with --points: seconds this process may run; a point "
@@ -292,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--time-limit-s", type=float, default=540.0)
     cp.add_argument("--snakemake-args", default="", help="more snakemake arguments, quoted")
     cp.add_argument("--group-engines", metavar="ENGINE[,ENGINE]", help="measure these engines' points in groups, "
-                    "one process per preset, lever and repetition (vllm: one engine start per preset, not per "
-                    f"point); accepted: {', '.join(ENGINES)}")
+                    "one process per lever and repetition, and for vllm per preset (one engine start per preset, "
+                    f"not per point); accepted: {', '.join(ENGINES)}")
     cp.set_defaults(fn=cmd_campaign)
 
     mt = sub.add_parser("migrate-traces", help="move traces written before engines were a grid axis "

@@ -10,10 +10,10 @@ time budget is spent, and copies back every point whose ``status.json`` exists (
 status is written).
 
 With ``group_engines`` (``phase-energy campaign --group-engines vllm``), the missing points of those engines
-are measured in groups instead: one ``phase-energy measure --points ...`` process per preset, lever and
-repetition (:mod:`phase_energy.measure.group`: one vLLM engine for all of them, instead of one engine start
-per point), with the time left as its limit, into the same measured folder and logs; the other points go
-through the workflow as before.
+are measured in groups instead: one ``phase-energy measure --points ...`` process per lever and repetition,
+and for vLLM per preset (:mod:`phase_energy.measure.group`: one vLLM engine for a preset's points, instead of
+one engine start per point; one import of torch and its compiler for all native points), with the time left
+as its limit, into the same measured folder and logs; the other points go through the workflow as before.
 """
 
 from __future__ import annotations
@@ -140,11 +140,15 @@ def run_targets(cfg: dict, measured: set[Path]) -> list[str]:
 
 
 def groups_of(points: list[GridPoint], engines: Sequence[str]) -> dict[tuple[str, str, str, int], list[GridPoint]]:
-    """The points of ``engines``, by (engine, arch, lever, rep): each group one process, in the grid's order."""
+    """The points of ``engines``, by (engine, arch, lever, rep): each group one process, in the grid's order.
+
+    A vLLM group is one preset (one engine serves it); the native engine builds each point's own, so its
+    group holds every preset (arch ``""`` in the key) and the process imports torch and the compiler once.
+    """
     out: dict[tuple[str, str, str, int], list[GridPoint]] = {}
     for p in points:
         if p.engine in engines:
-            out.setdefault((p.engine, p.arch, p.lever, p.rep), []).append(p)
+            out.setdefault((p.engine, "" if p.engine == "native" else p.arch, p.lever, p.rep), []).append(p)
     return out
 
 
@@ -163,10 +167,12 @@ def group_config_file(cfg: dict) -> Path:
 
 def group_cmd(config: Path, points: list[GridPoint], measured: Path, logs: Path, time_limit_s: float) -> list[str]:
     """The ``phase-energy measure --points`` process of one group."""
+    from phase_energy.measure.group import labels
+
     p = points[0]
     return [sys.executable, "-m", "phase_energy.cli", "measure", "--config", str(config), "--engine", p.engine,
             "--arch", p.arch, "--lever", p.lever, "--rep", str(p.rep),
-            "--points", ",".join(f"{q.batch}x{q.context}" for q in points), "--out-root", str(measured),
+            "--points", ",".join(labels(points)), "--out-root", str(measured),
             "--log-dir", str(logs), "--time-limit-s", f"{time_limit_s:.0f}"]
 
 
@@ -216,7 +222,8 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
     ok = True
     for (engine, arch, _, rep), points in groups.items():
         left = deadline - time.monotonic()
-        name = f"engine~{engine}-arch~{arch}-lever~{points[0].setting.slug}-rep~{rep}"
+        presets = arch or "+".join(dict.fromkeys(p.arch for p in points))  # a native group's presets
+        name = f"engine~{engine}-arch~{presets}-lever~{points[0].setting.slug}-rep~{rep}"
         summary = logs.parent / "campaign" / f"{name}.json"
         summary.parent.mkdir(parents=True, exist_ok=True)
         cmd = group_cmd(config, points, measured, logs, left - 20.0)
@@ -247,8 +254,8 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         extra: list[str] | None = None, group_engines: Sequence[str] = ()) -> CampaignRun:
     """Seed, run the chunks in order within ``time_limit_s``, copy finished points into ``into``.
 
-    The missing points of ``group_engines`` are measured in groups (one process per preset, lever and
-    repetition) before the chunk's workflow run measures the others.
+    The missing points of ``group_engines`` are measured in groups (one process per lever and repetition, and
+    for vLLM per preset) before the chunk's workflow run measures the others.
     """
     bad = [e for e in group_engines if e not in ENGINES]
     if bad:

@@ -1,10 +1,12 @@
-"""Several points of one engine and one preset measured in one process, on one engine where it can be shared.
+"""Several points of one engine measured in one process, on one engine where it can be shared.
 
 Each workflow job measures one point in a process of its own, so every vLLM point pays vLLM's start (70-184 s
-on an H200, ``engine_start_s`` in the metadata) before a measurement of 12-30 s. A group runs the points of
-one preset, lever and repetition in one process instead: one vLLM engine is started for all of them (its
-``max_model_len`` the largest any point needs, a CUDA graph for each batch, ``max_num_seqs`` the largest
-batch), and each point runs its own workload on it. A native point builds its own engine, as its job does.
+on an H200, ``engine_start_s`` in the metadata) before a measurement of 12-30 s, and every native point the
+import of torch and its compiler (about 13 s on an H200 node). A group runs several points of one engine,
+lever and repetition in one process instead. A vLLM group is one preset: one vLLM engine is started for all
+of its points (its ``max_model_len`` the largest any point needs, a CUDA graph for each batch,
+``max_num_seqs`` the largest batch), and each point runs its own workload on it. A native point builds its own
+engine, as its job does, so a native group may hold several presets.
 
 Each point is written as its job writes it, under ``<out_root>/<point path>``: its trace, the skipped record of
 a point that cannot run (:func:`~phase_energy.measure.job.point_skip_reason`, or vLLM's
@@ -92,9 +94,40 @@ def parse_points(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def parse_arch_points(text: str, arch: str | None) -> list[tuple[str, int, int]]:
+    """``"32x2048,mamba2-2.7b:1x512"`` -> ``[(arch, 32, 2048), ("mamba2-2.7b", 1, 512)]``.
+
+    An item without a preset is ``arch``'s; a bad item is named with the forms accepted.
+    """
+    out: list[tuple[str, int, int]] = []
+    for part in text.split(","):
+        name, sep, shape = part.strip().rpartition(":")
+        if not sep:
+            name = arch or ""
+        try:
+            ((b, c),) = parse_points(shape)
+        except ValueError:
+            raise ValueError(f"--points: {part.strip()!r} is not accepted; expected BATCHxCONTEXT or "
+                             "ARCH:BATCHxCONTEXT with positive integers, comma-separated (e.g. "
+                             "1x2048,mamba2-2.7b:32x2048)") from None
+        if not name:
+            raise ValueError(f"--points: {part.strip()!r} names no preset; give --arch or write ARCH:{shape}")
+        if (name, b, c) in out:
+            raise ValueError(f"--points: {part.strip()!r} is given twice; give each point once")
+        out.append((name, b, c))
+    return out
+
+
 def label(point: GridPoint) -> str:
     """``BxC`` of a point."""
     return f"{point.batch}x{point.context}"
+
+
+def labels(points: list[GridPoint]) -> list[str]:
+    """Each point's ``BxC``, or ``ARCH:BxC`` where the points are of several presets (a native group)."""
+    if len({p.arch for p in points}) > 1:
+        return [f"{p.arch}:{label(p)}" for p in points]
+    return [label(p) for p in points]
 
 
 @dataclass
@@ -125,19 +158,24 @@ def near_fit(e: DoesNotFit) -> bool:
 
 
 def check_group(points: list[GridPoint], reps: bool = False) -> None:
-    """A group is one engine, one preset, one lever and one repetition; each point once.
+    """A group is one engine, one lever and one repetition, and for vLLM one preset; each point once.
 
-    With ``reps`` the repetitions may differ (a before-and-after on one engine, ``bench/engine_compare.py
+    A vLLM group shares one engine, so one preset; the native engine builds each point's own, so a native
+    group may hold several presets (the process imports torch and the compiler once for all of them). With
+    ``reps`` the repetitions may differ (a before-and-after on one engine, ``bench/engine_compare.py
     --step-timings``): the workflow never groups them, so that a rerun's variation stays between processes.
     """
     if not points:
         raise ValueError("a group needs at least one point")
     first = points[0]
+    several_presets = first.engine == "native"
+    names = ("engine", "lever") + (() if several_presets else ("arch",)) + (() if reps else ("rep",))
     for p in points[1:]:
-        for name in ("engine", "arch", "lever") + (() if reps else ("rep",)):
+        for name in names:
             if getattr(p, name) != getattr(first, name):
                 raise ValueError(f"a group is one {name}: {p.path} has {name} {getattr(p, name)!r}, the group "
-                                 f"{getattr(first, name)!r}; accepted: points that differ in batch and context only")
+                                 f"{getattr(first, name)!r}; accepted: points that differ in batch and context "
+                                 "only (and in preset, for the native engine)")
     if len({p.path for p in points}) < len(points):
         raise ValueError(f"a group names a point twice: {[p.path for p in points]}")
 
@@ -186,7 +224,7 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
                   extra: Mapping[str, Any] | None = None, workload_for: WorkloadFactory | None = None,
                   clock: Callable[[], float] = time.monotonic, first_point_s: float | None = None,
                   reps: bool = False) -> GroupResult:
-    """Measure ``points`` (one engine, preset, lever, repetition) in this process; see the module's docstring.
+    """Measure ``points`` (one engine, lever, repetition; see :func:`check_group`) in this process.
 
     ``deadline``: on ``clock``'s scale (``time.monotonic``), the time by which the group must have ended.
     ``backend``: ``sim`` or ``nvml`` (default: the config's, resolved). ``workload_for`` builds a point's
@@ -198,7 +236,7 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
     out_root = Path(out_root)
     name = resolve_backend(backend or cfg["backend"])
     result = GroupResult()
-    group = [label(p) for p in points]
+    group = labels(points)
     runnable = []
     for p in points:
         why = job.point_skip_reason(cfg, p, name)
@@ -231,8 +269,8 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
         desc: dict[str, Any] | None = None
         if name != "sim":  # one real card (or the preset's cards), locked for the whole group
             opened = stack.enter_context(open_backend(cfg, name, job.point_seed(cfg, runnable[0]),
-                                                      job=f"group {runnable[0].arch} {','.join(group)}",
-                                                      gpus=get_preset(runnable[0].arch).gpus))
+                                                      job=f"group {runnable[0].engine} {','.join(group)}",
+                                                      gpus=max(get_preset(p.arch).gpus for p in runnable)))
             desc = opened.describe(probe=True)
         engine, meta_extra = None, {"measured_in_group": group, **(extra or {})}
         if shared:

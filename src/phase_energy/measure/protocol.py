@@ -147,6 +147,22 @@ def measures_fill(workload: Any) -> bool:
     return bool(getattr(workload, "fill_is_prefill", False))
 
 
+def refills(workload: Any, s: Settings, trial: int, switching: bool) -> bool:
+    """Whether decode trial ``trial`` fills the cache first (outside every window).
+
+    A serving engine's requests end with their trial, so each trial fills (its ``fill`` window). A static
+    cache (the native engine, ``rewinds``) needs no refill: its prompts are the same each time, so a refill
+    writes the keys and values the first fill wrote, and the decode windows only rewrite their own
+    positions; a recurrent state goes on from where the last window left it, as it already does from one
+    repetition of a window to the next. A decode step reads and writes the same bytes either way. So only
+    the first trial fills, unless ``measurement.refill_static_cache`` asks for every trial (the protocol
+    before that setting existed) or a phase lever switches around each trial (there the trial is a request:
+    prefill, switch, decode). A trial that does not fill still waits ``decode_lead_in_s`` of decode steps
+    before its first window.
+    """
+    return trial == 0 or not workload.rewinds or s.refill_static_cache or switching
+
+
 def prefill_lead_in(lead_in_s: float, t_prefill: float, n_seq: int, unit: int = 1) -> tuple[int, int]:
     """(prefills, sequences each) to run before a prefill window: at least ``lead_in_s`` of the same work.
 
@@ -208,6 +224,7 @@ class Settings:
     pause_s: float = _M["pause_s"]
     lead_in_s: float = _M["lead_in_s"]
     decode_lead_in_s: float = _M["decode_lead_in_s"]
+    refill_static_cache: bool = _M["refill_static_cache"]
     prefill_max_tokens: int | None = _M["prefill_max_tokens"]
     decode_window_steps: int | None = _M["decode_window_steps"]
     switch_timeout_s: float = _M["switch_timeout_s"]
@@ -503,7 +520,7 @@ def run_protocol(meter: Meter, workload: Workload, s: Settings, switch: Switch |
             t0, t1, e = measured_span(meter, workload, lambda: workload.fill_cache(n_seq))
             windows.append(Window("fill", trial, t0, t1, e, tokens=b * ctx, repetitions=1, steps=1,
                                   context_start=0, context_end=ctx))
-        else:
+        elif refills(workload, s, trial, switch is not None):
             workload.fill_cache(n_seq)  # outside every window
         try:
             if switch is not None:  # the phase boundary: decode starts under its own setting
