@@ -31,6 +31,7 @@ group() {  # run tree commit points...: one `phase-energy measure --points` proc
         --lever default "${arch[@]}" --points "$pts" --out-root "/tmp/s/ab/$run" --log-dir "/tmp/s/ab/logs-$run" \
         > "/tmp/s/ab/$run-$(date +%s%N).out" 2>&1
     echo "$run $tree ${arch[*]} $pts: exit $? $(date -u +%T)" | tee -a "$OUT/ab.log"
+    (cd /tmp/s && tar czf "$OUT/ab.tgz" ab)  # after each process: a call stopped at its limit keeps the rest
   done
 }
 campaign_native() {  # name seconds
@@ -51,7 +52,6 @@ ab)
   group after-1 src "$PHASE_ENERGY_GIT_COMMIT" "$AB_POINTS"
   group before .ab-proto/src ab600ed qwen3-4b:32x2048,128x2048,32x8192 qwen3.5-4b:32x2048 mamba2-2.7b:32x2048
   group after-2 src "$PHASE_ENERGY_GIT_COMMIT" "$AB_POINTS"
-  (cd /tmp/s && tar czf "$OUT/ab.tgz" ab)
   ;;
 camp1) campaign_native camp1 540 ;;
 camp2) campaign_native camp2 540 ;;
