@@ -1,5 +1,6 @@
 """The decode step compiled per block: one compiled graph per kind of block, the same logits as eager (CPU)."""
 
+import pytest
 import torch
 
 from phase_energy.engines.native.transformer import Block, Transformer, init_random_
@@ -78,3 +79,23 @@ def test_the_warm_up_times_the_prefill_from_one_piece_of_each_shape():
     sizes.clear()
     w.prefill(10)  # what it stands for: one group and the rest
     assert sizes == [8, 2]
+
+
+def test_the_timed_prefill_counts_each_piece_as_often_as_the_prefill_runs_it(monkeypatch):
+    """Known answer on a clock that a prefill advances by one second per prompt (a stand-in for the card's
+    time, which varies on this machine): the pieces' times scaled by how often each runs make the whole."""
+    from phase_energy.engines.native import runner
+    from phase_energy.engines.native.runner import EngineWorkload
+
+    w = EngineWorkload("tiny-gqa", 20, 2048, 4, device="cpu", compile=False, dtype=torch.float32)
+    clock = [0.0]
+    real = w._prefill_fn
+
+    def prefill(tokens, sl):
+        clock[0] += tokens.shape[0]
+        return real(tokens, sl)
+    w._prefill_fn = prefill
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: clock[0])
+    for n in (20, 16, 8, 5):  # two groups and a rest of 4; two groups; one group; a rest alone
+        assert w._timed_prefill(n) == pytest.approx(n)
+    assert w._timed_prefill(50) == pytest.approx(20)  # never more than the batch

@@ -1,4 +1,4 @@
-"""Several points of one engine and preset in one process (``phase-energy measure --points``).
+"""Several points of one engine in one process (``phase-energy measure --points``).
 
 No GPU here: the real-card path runs behind the fake NVML (``phase_energy.testing.fake_nvml``; NVML settings
 cannot be touched on this machine), with the native engine on CPU. vLLM cannot run on these CPUs: its engine
@@ -199,6 +199,8 @@ def test_a_cuda_error_stops_the_group_and_leaves_the_rest_for_a_later_run(fake_c
     (["--points", "qwen3-4b:8", "--out-root", "o"], "'qwen3-4b:8' is not accepted"),
     (["--points", "1x64,1x64", "--out-root", "o"], "given twice"),
     (["--points", "1x64,qwen3-4b:1x64", "--out-root", "o"], "given twice"),
+    (["--points", " :1x64", "--out-root", "o"], "nothing before ':'"),
+    (["--engine", "vllm", "--points", "1x64,mamba2-2.7b:1x64", "--out-root", "o"], "a group is one arch"),
     (["--points", "1x64"], "--out-root"),
     (["--points", "1x64", "--out-root", "o", "--batch", "1"], "not --batch"),
     (["--batch", "1", "--context", "64"], "--out"),
@@ -237,6 +239,20 @@ def test_the_deadline_stops_before_a_point_that_would_not_end_in_time(tmp_path):
     assert not (tmp_path / points[2].path).exists()
 
 
+def test_a_new_presets_first_point_needs_the_first_points_guess(tmp_path):
+    """In a native group of two presets a point takes 10 s (the counter clock) and the first point's guess is
+    30 s: after two qwen3-4b points 30 s are left, enough for a third point of qwen3-4b (10 s) but not for
+    mamba2-2.7b's first, which compiles its own blocks (30 s, with the margin 36)."""
+    cfg = validate_config({"backend": "sim", "output_lengths": [32], "measurement": FAST})
+    for second, started in (("qwen3-4b", 3), ("mamba2-2.7b", 2)):
+        ticks = iter(range(0, 1000, 10))
+        points = _points("qwen3-4b", [(1, 64), (2, 64)]) + _points(second, [(4, 64)])
+        res = group.measure_group(cfg, points, tmp_path / second, deadline=50.0,
+                                  clock=lambda ticks=ticks: float(next(ticks)), first_point_s=30.0)
+        assert res.measured == [p.path for p in points[:started]]
+        assert res.not_started == [p.path for p in points[started:]]
+
+
 def test_a_simulated_group_point_is_the_trace_its_job_writes(tmp_path):
     """On the simulator each point of a group gets its own card, seeded as its job's: the same windows."""
     cfg = validate_config({"engines": ["vllm"], "backend": "sim", "output_lengths": [64], "measurement": FAST})
@@ -254,6 +270,7 @@ def test_points_may_name_their_preset():
     assert group.parse_arch_points("tiny-gqa:2x16", None) == [("tiny-gqa", 2, 16)]
     with pytest.raises(ValueError, match="'2x16' names no preset; give --arch or write ARCH:2x16"):
         group.parse_arch_points("tiny-gqa:1x16,2x16", None)
+    assert group.parse_arch_points(" tiny-gqa : 2x16", None) == [("tiny-gqa", 2, 16)]
 
 
 def test_a_native_group_measures_several_presets_in_one_process(tmp_path, caplog):
@@ -272,6 +289,7 @@ def test_a_native_group_measures_several_presets_in_one_process(tmp_path, caplog
         assert json.loads((trace / "status.json").read_text())["status"] == "ok"
         meta = json.loads((trace / "metadata.json").read_text())
         assert meta["arch"] == arch and meta["measured_in_group"] == want
+        assert meta["measurement"]["refill_static_cache"] is True and meta["measurement"]["idle_s"] == 0.01
     assert main(["measure", "--config", str(config), "--lever", "default", "--batch", "1", "--context", "64",
                  "--out", str(tmp_path / "one")]) == 2
     assert "one point takes --arch" in caplog.text

@@ -286,3 +286,45 @@ def test_window_flags_counts_a_flag_per_phase_and_the_cells_it_empties(tmp_path,
     assert phases["decode"]["flagged_share"] == 0.0 and phases["decode"]["traces_with_every_window_flagged"] == []
     low, high = phases["prefill"]["widest_flagged_window"]["power_instant_w"]
     assert 0 < low <= high
+
+
+def test_protocol_ab_compares_a_points_windows_and_times_between_labels(tmp_path, monkeypatch, capsys):
+    """bench/protocol_ab.py on two runs of one card job (fake NVML, CPU engine): each label's medians of the
+    unflagged windows and the job's times, and after / before as their ratio; a flagged window counts in
+    neither median."""
+    import shutil
+
+    import pandas as pd
+    from bench import protocol_ab
+
+    point = "engine~native/arch~tiny-gqa/bs~2/ctx~16/lever~default/rep~0"
+    _card_job(tmp_path, monkeypatch, tmp_path / "before" / point)
+    w = pd.read_parquet(tmp_path / "before" / point / "windows.parquet")
+    (dec,) = w.index[w["phase"] == "decode"]
+    pre = w.index[w["phase"] == "prefill"]
+    w.loc[[dec, *pre], "flags"] = ""  # a loaded test machine may flag the fake card's short windows
+    w.to_parquet(tmp_path / "before" / point / "windows.parquet")
+    shutil.copytree(tmp_path / "before" / point, tmp_path / "after" / point)  # the same job, one window changed
+    w.loc[dec, "energy_j"] *= 1.1  # after: 10 % more energy per decode token
+    bad = w.loc[[dec]].copy()
+    bad["energy_j"] *= 100  # and a window far off, flagged: it must not move the median
+    bad["flags"] = "counter_trapz_mismatch"
+    pd.concat([w, bad], ignore_index=True).to_parquet(tmp_path / "after" / point / "windows.parquet")
+    monkeypatch.setattr(sys, "argv", ["protocol_ab.py", f"before={tmp_path / 'before'}",
+                                      f"after={tmp_path / 'after'}", "--out", str(tmp_path / "ab.json")])
+    protocol_ab.main()
+    assert "tiny-gqa:2x16" in capsys.readouterr().out
+    (row,) = json.loads((tmp_path / "ab.json").read_text())["points"]
+    for label in ("before", "after"):
+        assert row[f"{label}.decode_windows"] == 1 and row[f"{label}.runs"] == [str(tmp_path / label)]
+        assert 0 < row[f"{label}.share_in_windows"] < 1
+    before = pd.read_parquet(tmp_path / "before" / point / "windows.parquet").loc[dec]
+    assert row["before.decode_mj_per_token"] == pytest.approx(1e3 * before["energy_j"] / before["tokens"], abs=1e-4)
+    assert row["after_over_before.decode_mj_per_token"] == pytest.approx(1.1, abs=1e-3)
+    assert row["after_over_before.prefill_mj_per_token"] == 1.0
+    with pytest.raises(SystemExit, match="no ok trace of a real card"):
+        monkeypatch.setattr(sys, "argv", ["protocol_ab.py", f"before={tmp_path / 'nothing'}"])
+        protocol_ab.main()
+    with pytest.raises(SystemExit, match="not accepted"):
+        monkeypatch.setattr(sys, "argv", ["protocol_ab.py", f"during={tmp_path / 'after'}"])
+        protocol_ab.main()

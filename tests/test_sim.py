@@ -496,10 +496,10 @@ class _FillRecordingWorkload(SimWorkload):
 @pytest.mark.parametrize(("engine", "refill", "fills"), [("native", False, 1), ("native", True, 3),
                                                          ("vllm", False, 3)])
 def test_a_static_cache_is_filled_once_and_every_trial_still_has_its_decode_lead_in(engine, refill, fills):
-    """The native engine's later decode trials decode the cache the first trial filled (a refill would write the
-    same prompts' keys and values); measurement.refill_static_cache fills it for every trial, and a serving
-    engine's requests always need their own fill. Either way every trial's first decode window follows
-    decode_lead_in_s of decode steps, and the later trials' windows are as many and as long."""
+    """With measurement.refill_static_cache: false the native engine's later decode trials decode the cache the
+    first trial filled (a refill would write the same prompts' keys and values); true (the default) fills it
+    for every trial, and a serving engine's requests always need their own fill. Either way every trial's
+    first decode window follows decode_lead_in_s of decode steps, and every trial has its windows."""
     from phase_energy.measure.protocol import Settings, run_protocol
     from phase_energy.measure.sim import SimMeter
 
@@ -530,6 +530,7 @@ def test_a_phase_lever_refills_the_static_cache_for_every_trial():
     from phase_energy.measure.protocol import Settings, refills
 
     w = SimWorkload(SimGPU(seed=0), get_preset("qwen3-4b"), 8, 512)
-    s = Settings()
+    assert Settings().refill_static_cache  # every trial fills by default
+    s = Settings(refill_static_cache=False)
     assert [refills(w, s, t, switching=False) for t in range(3)] == [True, False, False]
     assert [refills(w, s, t, switching=True) for t in range(3)] == [True, True, True]

@@ -56,7 +56,7 @@ def cmd_measure(a: argparse.Namespace) -> int:
     if a.points is None:
         if None in single or a.out_root is not None or a.log_dir is not None or a.time_limit_s is not None:
             raise ConfigError("measure: one point takes --batch, --context and --out; several take --points "
-                              "BxC,BxC,... and --out-root DIR (optionally --log-dir, --time-limit-s), not both")
+                              "[ARCH:]BxC,... and --out-root DIR (optionally --log-dir, --time-limit-s), not both")
         if a.arch is None:
             raise ConfigError("measure: one point takes --arch (the preset); --arch is left out only where "
                               "every item of --points is ARCH:BxC")
@@ -65,15 +65,16 @@ def cmd_measure(a: argparse.Namespace) -> int:
         run_job(_load(a.config), GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine), a.out)
         return 0
     if None in group or any(v is not None for v in single):
-        raise ConfigError("measure --points: several points take --points BxC,BxC,... and --out-root DIR (each "
+        raise ConfigError("measure --points: several points take --points [ARCH:]BxC,... and --out-root DIR (each "
                           "point written under DIR/<point path>), not --batch, --context or --out")
     import time
 
-    from phase_energy.measure.group import measure_group, parse_arch_points
+    from phase_energy.measure.group import check_group, measure_group, parse_arch_points
     from phase_energy.measure.job import PROCESS_START
 
     try:
         points = [GridPoint(arch, b, c, a.lever, a.rep, a.engine) for arch, b, c in parse_arch_points(a.points, a.arch)]
+        check_group(points)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     deadline = None if a.time_limit_s is None else PROCESS_START + a.time_limit_s

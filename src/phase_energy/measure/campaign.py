@@ -223,6 +223,8 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
     for (engine, arch, _, rep), points in groups.items():
         left = deadline - time.monotonic()
         presets = arch or "+".join(dict.fromkeys(p.arch for p in points))  # a native group's presets
+        if len(presets) > 120:  # a file name stays short
+            presets = f"{len(set(p.arch for p in points))}-presets"
         name = f"engine~{engine}-arch~{presets}-lever~{points[0].setting.slug}-rep~{rep}"
         summary = logs.parent / "campaign" / f"{name}.json"
         summary.parent.mkdir(parents=True, exist_ok=True)

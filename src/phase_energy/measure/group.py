@@ -23,7 +23,8 @@ A point that an engine shared with other points cannot hold by a small margin is
 batch of the group), so its own job may fit; ``phase-energy campaign`` measures such points as jobs of their
 own. A point short by more (:data:`NEAR_FIT`) gets its skipped record, as its own job would.
 
-The traces say so in their metadata: ``measured_in_group`` (the group's points, ``BxC``), and on a shared
+The traces say so in their metadata: ``measured_in_group`` (the group's points, ``BxC``, or
+``ARCH:BxC`` where the group holds several presets), and on a shared
 vLLM engine ``engine_shared_by_points`` (the points it was sized for) and ``engine_start_s``.
 """
 
@@ -102,8 +103,10 @@ def parse_arch_points(text: str, arch: str | None) -> list[tuple[str, int, int]]
     out: list[tuple[str, int, int]] = []
     for part in text.split(","):
         name, sep, shape = part.strip().rpartition(":")
-        if not sep:
-            name = arch or ""
+        name = name.strip() if sep else (arch or "")
+        if sep and not name:
+            raise ValueError(f"--points: {part.strip()!r} has nothing before ':'; write ARCH:{shape.strip()} or "
+                             f"{shape.strip()} with --arch")
         try:
             ((b, c),) = parse_points(shape)
         except ValueError:
@@ -289,8 +292,13 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
                               engine_start_s=result.engine_start_s)
         spent: list[float] = []
         now = clock()
+        presets: set[str] = set()
         for i, p in enumerate(runnable):
+            # a preset's first point compiles its own blocks: at least the first point's guess
             need = max(spent) if spent else first
+            if p.arch not in presets:
+                need = max(need, first)
+            presets.add(p.arch)
             if deadline is not None and deadline - now < need * MARGIN:
                 log.warning("group: stopping before %s: %.0f s left, a point takes about %.0f s", p.path,
                             deadline - now, need)

@@ -154,6 +154,7 @@ def metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mappin
         "finished_at": utc_now(),
         "seed": cfg["seed"],
         "weights": weights,
+        "measurement": dict(cfg["measurement"]),  # the protocol's settings, defaults filled in
         **({"gpus": arch.gpus} if arch.gpus > 1 else {}),  # a one-GPU trace's metadata stays as it was
         **(extra or {}),
     }

@@ -151,14 +151,16 @@ def refills(workload: Any, s: Settings, trial: int, switching: bool) -> bool:
     """Whether decode trial ``trial`` fills the cache first (outside every window).
 
     A serving engine's requests end with their trial, so each trial fills (its ``fill`` window). A static
-    cache (the native engine, ``rewinds``) needs no refill: its prompts are the same each time, so a refill
-    writes the keys and values the first fill wrote, and the decode windows only rewrite their own
-    positions; a recurrent state goes on from where the last window left it, as it already does from one
-    repetition of a window to the next. A decode step reads and writes the same bytes either way. So only
-    the first trial fills, unless ``measurement.refill_static_cache`` asks for every trial (the protocol
-    before that setting existed) or a phase lever switches around each trial (there the trial is a request:
-    prefill, switch, decode). A trial that does not fill still waits ``decode_lead_in_s`` of decode steps
-    before its first window.
+    cache (the native engine, ``rewinds``) needs no refill for its bytes: its prompts are the same each
+    time, so a refill writes the keys and values the first fill wrote, and the decode windows only rewrite
+    their own positions; a recurrent state goes on from where the last window left it, as it already does
+    from one repetition of a window to the next. ``measurement.refill_static_cache: false`` therefore fills
+    only before the first trial. It is not the default: on an H200 the later trials' decode windows then
+    measured 0.3-1.0 % less energy per token than with their refill (which runs at the power limit just
+    before the lead-in; whether that is the cause was not measured), where the first trial's moved by -0.5
+    to +0.7 % (docs/benchmarks.md). With a phase lever every
+    trial fills whatever the setting (there the trial is a request: prefill, switch, decode). A trial that
+    does not fill still waits ``decode_lead_in_s`` of decode steps before its first window.
     """
     return trial == 0 or not workload.rewinds or s.refill_static_cache or switching
 

@@ -67,6 +67,12 @@ class EngineWorkload:
                  device: str = "cuda", dtype: torch.dtype = torch.bfloat16, use_graphs: bool = True,
                  compile: bool = True, weight_init: str = "normal", checkpoint: Checkpoint | None = None):
         set_compile_caches()
+        if compile and torch.device(device).type == "cuda":
+            # compiled as in a process of its own (from the disk caches): the graphs of the engines built
+            # before this one in the process (a group's earlier points, of any preset) are dropped before this
+            # one's memory is taken, so that a group never reaches Dynamo's recompile limit, past which the
+            # block would run eagerly
+            torch._dynamo.reset()
         t0 = time.monotonic()
         self.cfg = checkpoint.arch if checkpoint is not None else get_preset(arch)
         self.cost = CostModel(self.cfg)
@@ -114,11 +120,6 @@ class EngineWorkload:
         # the first compiled step took 10.7 s per block against 61.4 s per step, at the same step time
         self.compile_scope = env_choice("PHASE_ENERGY_COMPILE_SCOPE", COMPILE_SCOPES, "block")
         self._decode_fn = self.model.decode_step
-        if self.compiled:
-            # compiled as in a process of its own (from the disk caches): the graphs of the engines built
-            # before this one in the process (a group's earlier points, of any preset) are dropped, so that a
-            # group never reaches Dynamo's recompile limit, past which the block would run eagerly
-            torch._dynamo.reset()
         if self.compiled and self.compile_scope == "step":
             self._decode_fn = torch.compile(self.model.decode_step, dynamic=False, mode=self.compile_mode)
         elif self.compiled:
@@ -234,7 +235,8 @@ class EngineWorkload:
             self.decode(self.context, n)
             self.synchronize()
             t_step = (time.perf_counter() - t1) / n
-        # the warm-up runs (config measurement.warmup_runs): a prefill and decode steps each, which time them
+        # the warm-up runs (config measurement.warmup_runs): the prefill's pieces and decode steps each, which
+        # time them
         self.warmup_parts["runs_s"] = time.monotonic() - t_runs
         return t_prefill, t_step
 
@@ -273,6 +275,8 @@ class EngineWorkload:
                 "graph": self.graph is not None,
                 "compiled": self.compiled, "compile_mode": self.compile_mode, "compile_scope": self.compile_scope,
                 "compile_error": self.compile_error, "warmup_parts": self.warmup_parts,
+                # the warm-up's prefill time: from one piece of each shape (since 2026-12-02; a whole prefill before)
+                "warmup_prefill_timing": "pieces",
                 # decode attention calls whose one-load default fell back to two loads (V not the latent's view)
                 "attention_two_load_fallbacks": len(attention.TWO_LOAD_FALLBACKS),
                 # how a Mamba2 layer's decode step ran its inputs (PHASE_ENERGY_MAMBA2_STEP), where it has one
