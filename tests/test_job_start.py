@@ -328,3 +328,28 @@ def test_protocol_ab_compares_a_points_windows_and_times_between_labels(tmp_path
     with pytest.raises(SystemExit, match="not accepted"):
         monkeypatch.setattr(sys, "argv", ["protocol_ab.py", f"during={tmp_path / 'after'}"])
         protocol_ab.main()
+
+
+def test_a_forked_job_writes_the_trace_a_fresh_process_writes(tmp_path):
+    """bench/job_loop.py --fork: a job forked from a parent that imported torch is its own process with the
+    same trace (the simulator, seeded: the windows are equal) and the same exit status as a new process."""
+    import pandas as pd
+    from bench.job_loop import preload, run_forked
+
+    assert "torch" in preload(("torch", "no_such_module_here"))  # a module not installed is skipped
+    env = dict(os.environ)
+    argv = ["measure", "--config", "config/test.yaml", "--arch", "qwen3-4b", "--batch", "1", "--context", "512",
+            "--lever", "default"]
+    forked, fresh = tmp_path / "forked", tmp_path / "fresh"
+    assert run_forked([*argv, "--out", str(forked)], env, tmp_path / "forked.log", 120.0) == 0
+    subprocess.run([sys.executable, "-m", "phase_energy.cli", *argv, "--out", str(fresh)], env=env, check=True,
+                   capture_output=True)
+    a, b = pd.read_parquet(forked / "windows.parquet"), pd.read_parquet(fresh / "windows.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert json.loads((forked / "status.json").read_text())["status"] == "ok"
+
+    bad = run_forked(["measure", "--config", "config/test.yaml", "--arch", "no-such-arch", "--batch", "1",
+                      "--context", "512", "--lever", "default", "--out", str(tmp_path / "bad")], env,
+                     tmp_path / "bad.log", 60.0)
+    assert bad != 0
+    assert "no-such-arch" in (tmp_path / "bad.log").read_text()

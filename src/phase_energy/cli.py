@@ -50,6 +50,17 @@ def _setup_logging(log_file: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _known_presets(names: list[str]) -> None:
+    """A preset name that is neither built in nor a configured checkpoint's is a ConfigError naming the accepted."""
+    from phase_energy.model.presets import get_preset
+
+    for name in dict.fromkeys(names):
+        try:
+            get_preset(name)
+        except KeyError as e:
+            raise ConfigError(f"measure --arch: {e.args[0]}") from None
+
+
 def cmd_measure(a: argparse.Namespace) -> int:
     """Measure one grid point (--batch, --context, --out), or several of one engine (--points, --out-root)."""
     single, group = (a.batch, a.context, a.out), (a.points, a.out_root)
@@ -62,7 +73,9 @@ def cmd_measure(a: argparse.Namespace) -> int:
                               "every item of --points is ARCH:BxC")
         from phase_energy.measure.job import run_job
 
-        run_job(_load(a.config), GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine), a.out)
+        cfg = _load(a.config)
+        _known_presets([a.arch])
+        run_job(cfg, GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine), a.out)
         return 0
     if None in group or any(v is not None for v in single):
         raise ConfigError("measure --points: several points take --points [ARCH:]BxC,... and --out-root DIR (each "
@@ -77,8 +90,10 @@ def cmd_measure(a: argparse.Namespace) -> int:
         check_group(points)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    cfg = _load(a.config)
+    _known_presets([p.arch for p in points])
     deadline = None if a.time_limit_s is None else PROCESS_START + a.time_limit_s
-    res = measure_group(_load(a.config), points, Path(a.out_root), deadline=deadline, log_dir=a.log_dir,
+    res = measure_group(cfg, points, Path(a.out_root), deadline=deadline, log_dir=a.log_dir,
                         extra={"driver": "phase-energy measure --points"})
     print(json.dumps(res.summary()))
     log.info("group done in %.0f s: %d measured, %d skipped, %d failed, %d not started, %d left for a job of "
