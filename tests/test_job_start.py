@@ -353,3 +353,89 @@ def test_a_forked_job_writes_the_trace_a_fresh_process_writes(tmp_path):
                      tmp_path / "bad.log", 60.0)
     assert bad != 0
     assert "no-such-arch" in (tmp_path / "bad.log").read_text()
+
+
+REPO = Path(__file__).resolve().parents[1]
+BYTECODE = textwrap.dedent('''
+    import json, sys
+    from phase_energy.engines.compiler import use_bytecode_cache
+
+    folder = use_bytecode_cache()
+    sys.path.insert(0, sys.argv[1])
+    import pe_bytecode_probe
+    print(json.dumps({"folder": folder, "prefix": sys.pycache_prefix, "dont_write": sys.dont_write_bytecode}))
+''')
+
+
+def _bytecode_run(tmp_path: Path, **env_changes: str | None) -> tuple[dict, Path, Path]:
+    """A fresh process that calls use_bytecode_cache() and imports a module of its own; what it printed, the
+    module's folder and the compile cache."""
+    src, cache = tmp_path / "src", tmp_path / "cc"
+    src.mkdir()
+    (src / "pe_bytecode_probe.py").write_text("VALUE = 1\n")
+    env = dict(os.environ, PHASE_ENERGY_COMPILE_CACHE=str(cache),
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PHASE_ENERGY_PYCACHE"):
+        env.pop(k, None)
+    for k, v in env_changes.items():
+        if v is not None:
+            env[k] = v
+    run = subprocess.run([sys.executable, "-c", BYTECODE, str(src)], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1]), src, cache
+
+
+def test_the_bytecode_cache_writes_into_the_compile_cache_only(tmp_path):
+    """PYTHONDONTWRITEBYTECODE=1: a module imported afterwards has its .pyc under <cache>/pycache, none beside it."""
+    out, src, cache = _bytecode_run(tmp_path, PYTHONDONTWRITEBYTECODE="1")
+    assert out == {"folder": str(cache / "pycache"), "prefix": str(cache / "pycache"), "dont_write": False}
+    assert [p.name for p in (cache / "pycache").rglob("pe_bytecode_probe*.pyc")] != []
+    assert list(src.rglob("*.pyc")) == [] and not (src / "__pycache__").exists()
+
+
+def test_the_bytecode_cache_is_off_with_its_switch(tmp_path):
+    """PHASE_ENERGY_PYCACHE=0: the interpreter's setting holds; nothing is written, here or beside the module."""
+    out, src, cache = _bytecode_run(tmp_path, PYTHONDONTWRITEBYTECODE="1", PHASE_ENERGY_PYCACHE="0")
+    assert out == {"folder": None, "prefix": None, "dont_write": True}
+    assert not (cache / "pycache").exists() and list(src.rglob("*.pyc")) == []
+
+
+def test_the_bytecode_cache_is_a_no_op_where_bytecode_is_written(tmp_path):
+    """Without PYTHONDONTWRITEBYTECODE the interpreter writes bytecode as it does; nothing is changed."""
+    out, src, cache = _bytecode_run(tmp_path)
+    assert out == {"folder": None, "prefix": None, "dont_write": False}
+    assert not (cache / "pycache").exists()
+    assert [p.name for p in (src / "__pycache__").glob("pe_bytecode_probe*.pyc")] != []
+
+
+def test_the_bytecode_cache_names_a_bad_switch_value(monkeypatch, caplog):
+    """PHASE_ENERGY_PYCACHE accepts 0 or 1; any other value is refused by name, in the function and the command."""
+    from phase_energy.cli import main
+    from phase_energy.engines.compiler import use_bytecode_cache
+
+    monkeypatch.setenv("PHASE_ENERGY_PYCACHE", "yes")
+    with pytest.raises(ValueError, match=r"PHASE_ENERGY_PYCACHE='yes' is not accepted.*0.*1"):
+        use_bytecode_cache()
+    assert main(["measure", "--config", "config/test.yaml", "--arch", "qwen3-4b", "--batch", "1", "--context",
+                 "512", "--lever", "default", "--out", "/nonexistent/never-written"]) == 2
+    assert any("PHASE_ENERGY_PYCACHE='yes'" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+
+
+def test_a_measure_command_caches_its_bytecode(tmp_path):
+    """`phase-energy measure` (a simulated job) with PYTHONDONTWRITEBYTECODE=1 writes the bytecode of what it
+    imports (pandas, the job's modules) under the compile cache's pycache folder and says so in its log."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PHASE_ENERGY_COMPILE_CACHE=str(tmp_path / "cc"),
+               PHASE_ENERGY_STATE_DIR=str(tmp_path))
+    for k in ("PYTHONPYCACHEPREFIX", "PHASE_ENERGY_PYCACHE"):
+        env.pop(k, None)
+    run = subprocess.run([sys.executable, "-m", "phase_energy.cli", "measure", "--config", "config/test.yaml",
+                          "--arch", "qwen3-4b", "--batch", "1", "--context", "512", "--lever", "default",
+                          "--out", str(tmp_path / "trace")], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "trace" / "status.json").read_text())["status"] == "ok"
+    assert f"bytecode cache: {tmp_path / 'cc' / 'pycache'}" in run.stderr
+    cache = tmp_path / "cc" / "pycache"
+    written = [p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")]
+    assert any("/pandas/" in p for p in written) and any("/phase_energy/measure/" in p for p in written)

@@ -10,7 +10,8 @@
 #             native group process, every shape cached: time to the first window and share in windows
 #   jobs      jobs in processes of their own (the workflow's measure rule), caches warm, jobs.yaml here:
 #             qwen3.5-4b at 32 x 2048 with fla-core alone and with flash-linear-attention too, alternating
-#             (after one job that compiles what is left); then qwen3-4b's and qwen3.5-4b's jobs forked
+#             (after one job that compiles what is left), and with the bytecode cache off
+#             (PHASE_ENERGY_PYCACHE=0); then qwen3-4b's and qwen3.5-4b's jobs forked
 #             from a parent that imported torch and its compiler (bench/job_loop.py --fork)
 #   ref2      the reference campaign's settings, qwen3.5-4b at batch 1, 32, 128, one group process
 set -uo pipefail
@@ -32,13 +33,14 @@ campaign_native() {  # name seconds chunk
   cp /tmp/s/results-$1/logs/campaign/*.log "$OUT/" 2>/dev/null
   (cd /tmp/s && tar czf "$OUT/$1.tgz" "$1")
 }
-imports() {  # name pythonpath statement: its wall time, twice (the second finds what the first cached)
+imports() {  # name pythonpath statement [VAR=value ...]: its wall time, twice (the second finds what the first cached)
+  local name=$1 path=$2 stmt=$3; shift 3
   for i in 1 2; do
     local t0; t0=$(date +%s%N)
-    PYTHONPATH=$2 python3 -X importtime -c "$3" 2> "/tmp/s/importtime-$1-$i.txt"
-    echo "$1 run $i: $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$OUT/imports.log"
+    env PYTHONPATH=$path "$@" python3 -X importtime -c "$stmt" 2> "/tmp/s/importtime-$name-$i.txt"
+    echo "$name run $i: $(( ($(date +%s%N) - t0) / 1000000 )) ms" | tee -a "$OUT/imports.log"
   done
-  cp "/tmp/s/importtime-$1-1.txt" "$OUT/"
+  cp "/tmp/s/importtime-$name-1.txt" "$OUT/"
 }
 case $STEP in
 cold)
@@ -64,13 +66,19 @@ jobs)
   CFG=bench/h200-2026-12-03/jobs.yaml
   loop() {  # name pythonpath points [--fork]
     PYTHONPATH=$2 python3 bench/job_loop.py --config $CFG --out "/tmp/s/jobs/$1" --cache /tmp/s/cc-bench \
-        --points "$3" --deadline-s 150 ${4:-} 2>&1 | tee -a "$OUT/jobs.log"
+        --points "$3" --deadline-s 200 ${4:-} 2>&1 | tee -a "$OUT/jobs.log"
   }
-  loop core-0 "$CORE" qwen3.5-4b:32x2048   # whatever the cold pass left uncompiled: not compared
+  # bytecode: the image sets PYTHONDONTWRITEBYTECODE and ships no .pyc; with a prefix and writing allowed,
+  # the first run writes, the second reads
+  imports pyc "$CORE" "import torch, triton, torch._dynamo, torch._inductor.compile_fx" \
+      PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=/tmp/s/pyc
+  loop core-0 "$CORE" qwen3.5-4b:32x2048   # compiles the shape and writes the bytecode cache: not compared
   loop full-1 "$FULL" qwen3.5-4b:32x2048
   loop core-1 "$CORE" qwen3.5-4b:32x2048
+  PHASE_ENERGY_PYCACHE=0 loop nopyc-1 "$CORE" qwen3.5-4b:32x2048
   loop full-2 "$FULL" qwen3.5-4b:32x2048
   loop core-2 "$CORE" qwen3.5-4b:32x2048
+  PHASE_ENERGY_PYCACHE=0 loop nopyc-2 "$CORE" qwen3.5-4b:32x2048
   loop fork "$CORE" qwen3-4b:32x2048,qwen3.5-4b:32x2048,qwen3-4b:32x2048,qwen3.5-4b:32x2048 --fork
   (cd /tmp/s && tar czf "$OUT/jobs.tgz" jobs)
   ;;

@@ -327,7 +327,21 @@ def main(argv: list[str] | None = None) -> int:
     pr.set_defaults(fn=cmd_presets)
 
     a = p.parse_args(argv)
+    bytecode_cache = None
+    bytecode_error = None
+    if a.cmd in ("measure", "clear"):  # before anything imports torch: its imports compile from source otherwise
+        from phase_energy.engines.compiler import use_bytecode_cache
+
+        try:
+            bytecode_cache = use_bytecode_cache()
+        except ValueError as e:
+            bytecode_error = ConfigError(str(e))
     _setup_logging(a.log, a.verbose)
+    if bytecode_error is not None:
+        log.error("%s", bytecode_error)
+        return 2
+    if bytecode_cache is not None:
+        log.info("bytecode cache: %s (the interpreter writes no bytecode next to its sources)", bytecode_cache)
     try:
         rc = a.fn(a)
     except ConfigError as e:

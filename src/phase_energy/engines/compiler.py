@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -31,11 +32,45 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 PREFETCH_ENV = "PHASE_ENERGY_COMPILE_PREFETCH"
+PYCACHE_ENV = "PHASE_ENERGY_PYCACHE"
 WAIT_S = 120.0  # the imports take seconds; a job holding its GPU never waits on a hung one for longer
 # what torch.compile (the wrapper) and the first compiled call import, in import order; triton only where it
 # is installed (CUDA builds of torch ship it)
 PREFETCH_MODULES = ("torch", "triton", "triton.language", "torch._dynamo", "torch._inductor.compiler_bisector",
                     "torch._inductor.async_compile", "torch._inductor.compile_fx")
+
+
+def compile_cache_root(root: str | None = None) -> str:
+    """The compile cache's folder, absolute: ``root``, else ``PHASE_ENERGY_COMPILE_CACHE``, else ``.compile-cache``."""
+    return os.path.abspath(root or os.environ.get("PHASE_ENERGY_COMPILE_CACHE", ".compile-cache"))
+
+
+def use_bytecode_cache() -> str | None:
+    """Where the interpreter writes no bytecode, write it into the compile cache's ``pycache`` folder; that folder.
+
+    A Python image may set ``PYTHONDONTWRITEBYTECODE=1`` and ship torch without ``__pycache__`` files: then every
+    new process compiles the sources of torch, Triton and torch's compiler again, and the imports of a GPU job
+    (torch, torch._dynamo, torch._inductor.compile_fx) took 9-15 s per process on such an image. Here
+    ``sys.pycache_prefix`` is set to ``<compile cache>/pycache`` and ``sys.dont_write_bytecode`` to False:
+    bytecode is written only into that folder, nothing next to the sources. ``PYTHONPYCACHEPREFIX`` is set to
+    the same folder, so that child processes read what this one wrote. Call before the imports it should
+    speed up.
+
+    A no-op (None) where the interpreter writes bytecode normally (``sys.dont_write_bytecode`` False), where
+    a bytecode folder is set already (``sys.pycache_prefix``), or with ``PHASE_ENERGY_PYCACHE=0``.
+    """
+    raw = os.environ.get(PYCACHE_ENV, "1")
+    if raw not in ("0", "1"):
+        raise ValueError(f"{PYCACHE_ENV}={raw!r} is not accepted; expected 0 (leave the interpreter's setting) "
+                         "or 1 (where the interpreter writes no bytecode, write it into the compile cache's pycache "
+                         "folder, the default)")
+    if raw == "0" or not sys.dont_write_bytecode or sys.pycache_prefix is not None:
+        return None
+    folder = os.path.join(compile_cache_root(), "pycache")
+    sys.pycache_prefix = folder
+    sys.dont_write_bytecode = False
+    os.environ["PYTHONPYCACHEPREFIX"] = folder
+    return folder
 
 
 def set_compile_caches(root: str | None = None) -> None:
@@ -45,7 +80,7 @@ def set_compile_caches(root: str | None = None) -> None:
     first use, which costs tens of seconds per job otherwise) are reused across jobs and, when the folder
     is kept, across runs. Environment settings take precedence. Call before the kernels are imported.
     """
-    base = os.path.abspath(root or os.environ.get("PHASE_ENERGY_COMPILE_CACHE", ".compile-cache"))
+    base = compile_cache_root(root)
     os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(base, "triton"))
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(base, "inductor"))
     os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
