@@ -14,8 +14,9 @@ Python process, the command the workflow runs; its wall time goes to ``OUT/jobs.
 
 gives the time to the first window and the share of job time inside windows from the traces.
 
-With ``--fork`` the loop itself imports what a native job imports first (torch, Triton, torch's compiler,
-flash-linear-attention's kernels where installed; nothing that starts CUDA) and forks a child per job,
+With ``--fork`` the loop itself imports what a native job imports first (torch, Triton, torch's compiler;
+nothing that starts CUDA: fla's kernels are left to the job, since importing ``fla.ops`` asks the GPU for its
+name and capability, which starts CUDA) and forks a child per job,
 which runs the same command in-process (``phase_energy.cli.main``) and exits: each job still has a process
 of its own (its own CUDA context, GPU lock, lever and exit status), but starts with those modules imported.
 It measures what a job would gain from a pre-importing parent (a fork server), before any is built. The
@@ -51,8 +52,10 @@ def parse_points(text: str) -> list[tuple[str, int, int]]:
 
 
 # What a native job imports before its first window, outside the project: imported once by the --fork parent.
-# torch.cuda is never initialised here (a CUDA context does not survive a fork), which the parent checks.
-PRELOAD = ("torch", "triton", "triton.language", "torch._dynamo", "torch._inductor.compile_fx", "fla.ops")
+# torch.cuda is never initialised here (a CUDA context does not survive a fork), which the parent checks after
+# each import. Not fla.ops: its import reads the GPU's name and capability (fla.utils), which starts CUDA; on
+# the H200 of 2026-12-03 a parent that imported it could not fork a job.
+PRELOAD = ("torch", "triton", "triton.language", "torch._dynamo", "torch._inductor.compile_fx")
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> dict[str, float]:
@@ -68,9 +71,10 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> dict[str, float]:
         t0 = time.monotonic()
         importlib.import_module(name)
         took[name] = round(time.monotonic() - t0, 3)
-    torch: Any = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_initialized():
-        raise SystemExit("--fork: CUDA was initialised while importing; a forked job could not use the GPU")
+        torch: Any = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            raise SystemExit(f"--fork: importing {name} initialised CUDA; a job forked after it could not use "
+                             f"the GPU (imported before it: {', '.join(took) or 'nothing'})")
     return took
 
 
@@ -151,11 +155,12 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.fork:
-        from phase_energy.engines.compiler import set_compile_caches
+        from phase_energy.engines.compiler import set_compile_caches, use_bytecode_cache
 
         # the caches' settings before the kernels are imported: an autotuner reads TRITON_CACHE_AUTOTUNING then
         os.environ.update(env)
         set_compile_caches()
+        use_bytecode_cache()  # the parent's imports read the bytecode a job of its own writes, as a job would
         env = dict(os.environ)
         os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # the parent only: no CUDA driver start
         print(json.dumps({"preload_s": preload()}), flush=True)

@@ -355,6 +355,19 @@ def test_a_forked_job_writes_the_trace_a_fresh_process_writes(tmp_path):
     assert "no-such-arch" in (tmp_path / "bad.log").read_text()
 
 
+def test_the_fork_parent_names_the_import_that_started_cuda(tmp_path):
+    """No CUDA here: a module of this test stands in for fla.ops, whose import starts CUDA on a GPU node (it
+    asks the device for its name). The parent stops and names it, not a job that would fail on the GPU."""
+    (tmp_path / "starts_cuda.py").write_text("import torch\ntorch.cuda.is_initialized = lambda: True\n")
+    code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+            "from bench.job_loop import preload\n"
+            "preload(('torch', 'starts_cuda', 'triton'))\n")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(REPO)], capture_output=True, text=True,
+                         check=False, timeout=300)
+    assert res.returncode != 0
+    assert "importing starts_cuda initialised CUDA" in res.stderr and "before it: torch" in res.stderr, res.stderr
+
+
 REPO = Path(__file__).resolve().parents[1]
 BYTECODE = textwrap.dedent('''
     import json, sys

@@ -14,7 +14,8 @@ def test_requirements_follow_the_extras():
     core = requirements([], with_torch=False)
     gpu = requirements(["gpu"], with_torch=False)
     assert any(r.startswith("pandas") for r in core)
-    assert any(r.startswith("nvidia-ml-py") for r in gpu) and any(r.startswith("flash-linear") for r in gpu)
+    assert any(r.startswith("nvidia-ml-py") for r in gpu) and any(r.startswith("fla-core") for r in gpu)
+    assert not any(r.startswith("flash-linear-attention") for r in gpu)  # its models import transformers
     assert not any(r.startswith("torch") for r in gpu)
     assert any(r.startswith("torch") for r in requirements(["gpu"], with_torch=True))
     assert any(r.startswith("vllm") for r in requirements(["gpu", "vllm"], with_torch=False))
