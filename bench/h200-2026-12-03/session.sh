@@ -15,7 +15,7 @@
 #             from a parent that imported torch and its compiler (bench/job_loop.py --fork)
 #   ref2      the reference campaign's settings, qwen3.5-4b at batch 1, 32, 128, one group process
 #   warm      one call that holds both halves (the machine of one call is not the next call's): qwen3-4b at
-#             batch 1, 8, 32, 128 and context 2048 compiled with the short protocol, then measured with the
+#             batch 1, 32, 128 and context 2048 compiled with the short protocol, then measured with the
 #             reference campaign's settings in one group process, every shape cached; then qwen3-4b at
 #             32 x 2048 in jobs of their own, twice, and forked from a parent that imported torch and its
 #             compiler (not fla.ops, whose import starts CUDA), twice
@@ -88,13 +88,13 @@ jobs)
   (cd /tmp/s && tar czf "$OUT/jobs.tgz" jobs)
   ;;
 warm)
-  POINTS="architectures=[qwen3-4b] batch_sizes=[1,8,32,128] contexts=[2048]"
-  campaign_native warm0 120 "$POINTS $SHORT"
-  campaign_native warm 200 "$POINTS"
+  POINTS="architectures=[qwen3-4b] batch_sizes=[1,32,128] contexts=[2048]"
+  campaign_native warm0 90 "$POINTS $SHORT"
+  campaign_native warm 150 "$POINTS"
   CFG=bench/h200-2026-12-03/jobs.yaml
   for mode in own fork; do
     python3 bench/job_loop.py --config $CFG --out "/tmp/s/warmjobs/$mode" --cache /tmp/s/cc-bench \
-        --points qwen3-4b:32x2048,qwen3-4b:32x2048 --deadline-s 45 $([ $mode = fork ] && echo --fork) \
+        --points qwen3-4b:32x2048,qwen3-4b:32x2048 --deadline-s 55 $([ $mode = fork ] && echo --fork) \
         2>&1 | tee -a "$OUT/warmjobs.log"
   done
   (cd /tmp/s && tar czf "$OUT/warmjobs.tgz" warmjobs)
