@@ -4,6 +4,10 @@ import os
 
 # the engine's Triton kernels run in Triton's interpreter on CPU tensors (set before they are defined)
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# a measure or clear command run in-process would otherwise move the whole test worker's bytecode (and its
+# children's) into a compile cache's pycache folder where PYTHONDONTWRITEBYTECODE is set; the tests of that
+# cache (test_job_start.py) run their own processes with their own setting
+os.environ.setdefault("PHASE_ENERGY_PYCACHE", "0")
 
 import shutil
 import subprocess

@@ -108,6 +108,22 @@ def test_repetitions_of_a_point_land_in_different_runs(tmp_path, monkeypatch):
     assert third.new_points == [] and third.chunks_done == [chunk]
     with pytest.raises(ValueError, match="not key=value"):
         campaign.chunk_config("config/test.yaml", "contexts")
+    with pytest.raises(ValueError, match=r"value of 'measurement' is not valid YAML.*warmup_runs: 1"):
+        campaign.chunk_config("config/test.yaml", "'measurement={warmup_runs: 1'")
+    with pytest.raises(ValueError, match="No closing quotation"):
+        campaign.chunk_config("config/test.yaml", "'measurement={warmup_runs: 1}")
+
+
+def test_a_bad_later_chunk_stops_the_campaign_before_it_measures(tmp_path, monkeypatch):
+    """The CLI: a damaged override in the second chunk is named at once (exit 2), nothing is measured."""
+    from phase_energy.cli import main
+
+    _, ref = _workdir(tmp_path, monkeypatch)
+    good = "levers=[default] contexts=[64] batch_sizes=[1] architectures=[qwen3-4b]"
+    rc = main(["campaign", "--configfile", "config/test.yaml", "--into", str(ref), "--chunk", good,
+               "--chunk", "contexts=[64"])
+    assert rc == 2
+    assert not list(ref.rglob("status.json"))
 
 
 def test_grouped_engines_measure_a_presets_missing_points_in_one_process(tmp_path, monkeypatch):

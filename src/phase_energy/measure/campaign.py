@@ -108,11 +108,20 @@ def chunk_config(configfile: str, chunk: str) -> dict:
     from phase_energy.config import validate_config
 
     raw = yaml.safe_load(Path(configfile).read_text()) or {}
-    for item in shlex.split(chunk):
+    try:
+        items = shlex.split(chunk)
+    except ValueError as e:  # an unbalanced quote
+        raise ValueError(f"campaign chunk {chunk!r}: {e}; each override is key=value, one quoted where its value "
+                         "holds spaces (e.g. \"'measurement={pause_s: 0.5}'\")") from None
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"campaign chunk {chunk!r}: {item!r} is not key=value (e.g. 'contexts=[2048]')")
-        raw[key] = yaml.safe_load(value)
+        try:
+            raw[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"campaign chunk {chunk!r}: the value of {key!r} is not valid YAML "
+                             f"({getattr(e, 'problem', None) or e}): {value!r}; e.g. 'contexts=[512,2048]'") from None
     return validate_config(raw)
 
 
@@ -270,6 +279,8 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     folders: dict[Path, Path] = {}  # measured traces -> their logs, of every chunk that ran
     killed = False  # a group or workflow run stopped from outside at the time limit (its running point interrupted)
     waiting: set[str] = set()  # points their group left for a job of their own, not yet given to the workflow
+    for chunk in chunks:  # every chunk's overrides checked before anything runs, not hours later
+        chunk_config(configfile, chunk)
     for chunk in chunks or [""]:
         left = time_limit_s - (time.monotonic() - t0)
         if left < min_chunk_s:
