@@ -171,7 +171,7 @@ def main() -> None:
         seen[(arch, batch, context)] += 1
         point = GridPoint(arch, batch, context, "default", rep, a.engine)
         left = deadline - time.time()
-        if left < 1.2 * max(longest, 30.0):
+        if left < 1.2 * (longest or 30.0):  # 30 s before any job has run, then the longest job seen
             print(f"stopping before {point.path}: {left:.0f} s left, a job took up to {longest:.0f} s", flush=True)
             break
         argv = ["measure", "--config", a.config, "--engine", a.engine, "--arch", arch, "--batch", str(batch),
