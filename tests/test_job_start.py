@@ -20,6 +20,8 @@ import torch
 from phase_energy.config import validate_config
 from phase_energy.grid import GridPoint
 
+from .conftest import ROOT
+
 MEASUREMENT = {"idle_s": 0.01, "warmup_runs": 1, "min_counter_ticks": 1, "prefill_trials": 1, "decode_trials": 1,
                "decode_windows": 1, "pause_s": 0.0, "lead_in_s": 0.01, "decode_lead_in_s": 0.0}
 # the job's consecutive spans, in order: their sum is the time to the first window
@@ -362,13 +364,12 @@ def test_the_fork_parent_names_the_import_that_started_cuda(tmp_path):
     code = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
             "from bench.job_loop import preload\n"
             "preload(('torch', 'starts_cuda', 'triton'))\n")
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(REPO)], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(ROOT)], capture_output=True, text=True,
                          check=False, timeout=300)
     assert res.returncode != 0
     assert "importing starts_cuda initialised CUDA" in res.stderr and "before it: torch" in res.stderr, res.stderr
 
 
-REPO = Path(__file__).resolve().parents[1]
 BYTECODE = textwrap.dedent('''
     import json, sys
     from phase_energy.engines.compiler import use_bytecode_cache
@@ -387,13 +388,13 @@ def _bytecode_run(tmp_path: Path, **env_changes: str | None) -> tuple[dict, Path
     src.mkdir()
     (src / "pe_bytecode_probe.py").write_text("VALUE = 1\n")
     env = dict(os.environ, PHASE_ENERGY_COMPILE_CACHE=str(cache),
-               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     for k in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "PHASE_ENERGY_PYCACHE"):
         env.pop(k, None)
     for k, v in env_changes.items():
         if v is not None:
             env[k] = v
-    run = subprocess.run([sys.executable, "-c", BYTECODE, str(src)], env=env, cwd=REPO, capture_output=True,
+    run = subprocess.run([sys.executable, "-c", BYTECODE, str(src)], env=env, cwd=ROOT, capture_output=True,
                          text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1]), src, cache
@@ -444,7 +445,7 @@ def test_a_measure_command_caches_its_bytecode(tmp_path):
         env.pop(k, None)
     run = subprocess.run([sys.executable, "-m", "phase_energy.cli", "measure", "--config", "config/test.yaml",
                           "--arch", "qwen3-4b", "--batch", "1", "--context", "512", "--lever", "default",
-                          "--out", str(tmp_path / "trace")], env=env, cwd=REPO, capture_output=True, text=True,
+                          "--out", str(tmp_path / "trace")], env=env, cwd=ROOT, capture_output=True, text=True,
                          timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "trace" / "status.json").read_text())["status"] == "ok"

@@ -50,6 +50,18 @@ def _setup_logging(log_file: str | None, verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _bytecode_cache() -> None:
+    """The compile cache's bytecode folder where the interpreter writes none (a bad switch is a ConfigError)."""
+    from phase_energy.engines.compiler import use_bytecode_cache
+
+    try:
+        folder = use_bytecode_cache()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if folder is not None:
+        log.info("bytecode cache: %s (the interpreter writes no bytecode next to its sources)", folder)
+
+
 def _known_presets(names: list[str]) -> None:
     """A preset name that is neither built in nor a configured checkpoint's is a ConfigError naming the accepted."""
     from phase_energy.model.presets import get_preset
@@ -327,22 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     pr.set_defaults(fn=cmd_presets)
 
     a = p.parse_args(argv)
-    bytecode_cache = None
-    bytecode_error = None
-    if a.cmd in ("measure", "clear"):  # before anything imports torch: its imports compile from source otherwise
-        from phase_energy.engines.compiler import use_bytecode_cache
-
-        try:
-            bytecode_cache = use_bytecode_cache()
-        except ValueError as e:
-            bytecode_error = ConfigError(str(e))
     _setup_logging(a.log, a.verbose)
-    if bytecode_error is not None:
-        log.error("%s", bytecode_error)
-        return 2
-    if bytecode_cache is not None:
-        log.info("bytecode cache: %s (the interpreter writes no bytecode next to its sources)", bytecode_cache)
     try:
+        if a.cmd in ("measure", "clear"):  # before anything imports torch: its imports compile from source otherwise
+            _bytecode_cache()
         rc = a.fn(a)
     except ConfigError as e:
         log.error("%s", e)

@@ -279,15 +279,14 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     folders: dict[Path, Path] = {}  # measured traces -> their logs, of every chunk that ran
     killed = False  # a group or workflow run stopped from outside at the time limit (its running point interrupted)
     waiting: set[str] = set()  # points their group left for a job of their own, not yet given to the workflow
-    for chunk in chunks:  # every chunk's overrides checked before anything runs, not hours later
-        chunk_config(configfile, chunk)
-    for chunk in chunks or [""]:
+    # every chunk's overrides checked before anything runs, not hours later
+    configs = [chunk_config(configfile, chunk) for chunk in chunks or [""]]
+    for chunk, cfg in zip(chunks or [""], configs, strict=True):
         left = time_limit_s - (time.monotonic() - t0)
         if left < min_chunk_s:
             out.stopped_in = chunk
             log.info("campaign: %.0f s left, stopping before chunk %r", left, chunk)
             break
-        cfg = chunk_config(configfile, chunk)
         measured = measured_folder(cfg)
         if measured not in folders:  # seed it: points the reference folder holds are not measured again
             measured.mkdir(parents=True, exist_ok=True)
