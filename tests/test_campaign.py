@@ -126,6 +126,40 @@ def test_a_bad_later_chunk_stops_the_campaign_before_it_measures(tmp_path, monke
     assert not list(ref.rglob("status.json"))
 
 
+def test_the_cli_groups_by_default_and_none_gives_each_point_a_workflow_job(tmp_path, monkeypatch, capsys, caplog):
+    """`phase-energy campaign` groups the native and vLLM points unless told `--group-engines none`, which
+    measures each point as a workflow job; a bad engine name is refused by name before anything runs."""
+    from phase_energy.cli import main
+
+    _, ref = _workdir(tmp_path, monkeypatch)
+    chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[native] batch_sizes"
+    path = "engine~native/arch~qwen3-4b/bs~{}/ctx~64/lever~default/rep~0"
+
+    def campaign_cli(batch, *more):
+        caplog.clear()
+        rc = main(["campaign", "--configfile", "config/test.yaml", "--into", str(ref), "--chunk",
+                   f"{chunk}=[{batch}]", *more])
+        out = capsys.readouterr().out
+        return rc, out.strip().splitlines()[-1] if rc == 0 else caplog.text  # errors go to the CLI's log
+
+    def metadata(batch):
+        return json.loads((ref / path.format(batch) / "metadata.json").read_text())
+
+    rc, line = campaign_cli(1)
+    assert rc == 0 and [g["points"] for g in json.loads(line)["groups"]] == [[path.format(1)]]
+    assert metadata(1)["driver"] == "phase-energy measure --points"
+    rc, line = campaign_cli(8, "--group-engines", "none")
+    assert rc == 0 and json.loads(line)["groups"] == [] and json.loads(line)["new_points"] == 1
+    assert metadata(8).get("driver") != "phase-energy measure --points" and "measured_in_group" not in metadata(8)
+    for bad, named in (("vlm", "'vlm'"), ("native,none", "'none'"), ("", "''")):
+        rc, err = campaign_cli(32, "--group-engines", bad)
+        assert rc == 2 and named in err and "accepted: engines from native, vllm" in err and "or none" in err
+    # groups run here: with jobs sent to a profile, the default is not assumed
+    rc, err = campaign_cli(32, "--snakemake-args", "--profile profiles/slurm")
+    assert rc == 2 and "names --profile" in err and "--group-engines none" in err
+    assert not (ref / path.format(32)).exists()
+
+
 def test_grouped_engines_measure_a_presets_missing_points_in_one_process(tmp_path, monkeypatch):
     """--group-engines vllm: the vLLM points a run misses go to one `phase-energy measure --points` process per
     preset (simulator here), the native ones through the workflow; all are copied into the reference folder."""

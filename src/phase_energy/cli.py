@@ -206,13 +206,43 @@ def cmd_wheelhouse(a: argparse.Namespace) -> None:
           f"  pip install --no-index --find-links {a.dest} '{spec}'")
 
 
+GROUP_ENGINES_DEFAULT = "native,vllm"
+ELSEWHERE_FLAGS = ("--executor", "-e", "--profile", "--workflow-profile")  # snakemake flags that send jobs away
+
+
+def _group_engines(value: str | None, snakemake_args: list[str]) -> list[str]:
+    """``--group-engines``: engines by name, comma-separated, or ``none`` (every point a workflow job).
+
+    Groups run on this machine. Left unsaid, it is ``native,vllm``, unless the snakemake arguments name a
+    profile or executor: then the user meant the jobs to go there, and must say which way.
+    """
+    if value is None:
+        away = [a for a in snakemake_args if a.split("=")[0] in ELSEWHERE_FLAGS]
+        if away:
+            raise ConfigError(f"campaign: --snakemake-args names {' '.join(away)}, but by default the points are "
+                              "measured in groups on this machine, not through it; say --group-engines none to "
+                              f"send every point through the workflow, or --group-engines {GROUP_ENGINES_DEFAULT} "
+                              "to measure them here")
+        value = GROUP_ENGINES_DEFAULT
+    names = [e.strip() for e in value.split(",")]
+    if names == ["none"]:
+        return []
+    bad = [e for e in names if e not in ENGINES]
+    if bad:
+        raise ConfigError(f"--group-engines {value!r}: {', '.join(repr(e) for e in bad)} not accepted; accepted: "
+                          f"engines from {', '.join(ENGINES)}, comma-separated (default {GROUP_ENGINES_DEFAULT}), "
+                          "or none")
+    return names
+
+
 def cmd_campaign(a: argparse.Namespace) -> None:
     """One time-limited run of a campaign: measure missing points chunk by chunk, copy them into a folder."""
     from phase_energy.measure.campaign import run
 
-    engines = [e for e in (a.group_engines or "").split(",") if e]
+    extra = a.snakemake_args.split()
+    engines = _group_engines(a.group_engines, extra)
     try:
-        res = run(a.configfile, a.chunk or [], Path(a.into), a.time_limit_s, extra=a.snakemake_args.split(),
+        res = run(a.configfile, a.chunk or [], Path(a.into), a.time_limit_s, extra=extra,
                   group_engines=engines)
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -323,9 +353,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="config overrides of one chunk, run in the order given, e.g. 'contexts=[2048]'")
     cp.add_argument("--time-limit-s", type=float, default=540.0)
     cp.add_argument("--snakemake-args", default="", help="more snakemake arguments, quoted")
-    cp.add_argument("--group-engines", metavar="ENGINE[,ENGINE]", help="measure these engines' points in groups, "
-                    "one process per lever and repetition, and for vllm per preset (one engine start per preset, "
-                    f"not per point); accepted: {', '.join(ENGINES)}")
+    cp.add_argument("--group-engines", metavar="ENGINE[,ENGINE]",
+                    help="measure these engines' points in groups, one process per lever and repetition, and for "
+                    "vllm per preset (torch and its compiler imported once, one vLLM engine start per preset, "
+                    f"not per point); accepted: {', '.join(ENGINES)}, or none for a workflow job per point "
+                    f"(default {GROUP_ENGINES_DEFAULT}; with a profile or executor in --snakemake-args, say which)")
     cp.set_defaults(fn=cmd_campaign)
 
     mt = sub.add_parser("migrate-traces", help="move traces written before engines were a grid axis "

@@ -9,11 +9,12 @@ reference folder already holds (so those points are not measured again), runs th
 time budget is spent, and copies back every point whose ``status.json`` exists (a trace is complete once its
 status is written).
 
-With ``group_engines`` (``phase-energy campaign --group-engines vllm``), the missing points of those engines
-are measured in groups instead: one ``phase-energy measure --points ...`` process per lever and repetition,
-and for vLLM per preset (:mod:`phase_energy.measure.group`: one vLLM engine for a preset's points, instead of
-one engine start per point; one import of torch and its compiler for all native points), with the time left
-as its limit, into the same measured folder and logs; the other points go through the workflow as before.
+With ``group_engines`` (the CLI's ``--group-engines``, ``native,vllm`` by default, ``none`` for no groups),
+the missing points of those engines are measured in groups instead: one ``phase-energy measure --points ...``
+process per lever and repetition, and for vLLM per preset (:mod:`phase_energy.measure.group`: one vLLM engine
+for a preset's points, instead of one engine start per point; one import of torch and its compiler for all
+native points), with the time left as its limit, into the same measured folder and logs; the other points go
+through the workflow as before.
 """
 
 from __future__ import annotations
