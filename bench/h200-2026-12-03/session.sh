@@ -29,15 +29,6 @@ fi
 CORE=/tmp/pe-core:$PWD/src
 FULL=/tmp/pe-site:$PWD/src
 export PYTHONPATH=$CORE
-REF=config/h200-reference.yaml
-SHORT="'measurement={warmup_runs: 1, idle_s: 0, min_counter_ticks: 1, prefill_trials: 1, decode_trials: 1, decode_windows: 1, decode_window_steps: 32, pause_s: 0, lead_in_s: 0.1, decode_lead_in_s: 0.1, prefill_max_tokens: 65536}'"
-campaign_native() {  # name seconds chunk
-  python3 -m phase_energy.cli campaign --configfile $REF --into "/tmp/s/$1/traces" --time-limit-s "$2" \
-      --group-engines native --chunk "engines=[native] results=/tmp/s/results-$1 $3" \
-      2>&1 | grep -v "^INFO\|^WARNING" | tee "$OUT/$1.log"
-  cp /tmp/s/results-$1/logs/campaign/*.log "$OUT/" 2>/dev/null
-  (cd /tmp/s && tar czf "$OUT/$1.tgz" "$1")
-}
 imports() {  # name pythonpath statement [VAR=value ...]: its wall time, twice (the second finds what the first cached)
   local name=$1 path=$2 stmt=$3; shift 3
   for i in 1 2; do

@@ -13,15 +13,6 @@
 set -uo pipefail
 STEP=$1; shift
 source bench/h200-session.sh "$@" || exit 1
-REF=config/h200-reference.yaml
-SHORT="'measurement={warmup_runs: 1, idle_s: 0, min_counter_ticks: 1, prefill_trials: 1, decode_trials: 1, decode_windows: 1, decode_window_steps: 32, pause_s: 0, lead_in_s: 0.1, decode_lead_in_s: 0.1, prefill_max_tokens: 65536}'"
-campaign_native() {  # name seconds chunk
-  python3 -m phase_energy.cli campaign --configfile $REF --into "/tmp/s/$1/traces" --time-limit-s "$2" \
-      --group-engines native --chunk "engines=[native] results=/tmp/s/results-$1 $3" \
-      2>&1 | grep -v "^INFO\|^WARNING" | tee "$OUT/$1.log"
-  cp /tmp/s/results-$1/logs/campaign/*.log "$OUT/" 2>/dev/null
-  (cd /tmp/s && tar czf "$OUT/$1.tgz" "$1")
-}
 cache_state() {  # what the compile cache holds when the step starts
   echo "compile cache $PHASE_ENERGY_COMPILE_CACHE: $(find "$PHASE_ENERGY_COMPILE_CACHE" -type f 2>/dev/null | wc -l) files, $(du -sh "$PHASE_ENERGY_COMPILE_CACHE" 2>/dev/null | cut -f1)" | tee -a "$OUT/cache.log"
 }
