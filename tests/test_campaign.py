@@ -154,9 +154,15 @@ def test_the_cli_groups_by_default_and_none_gives_each_point_a_workflow_job(tmp_
     for bad, named in (("vlm", "'vlm'"), ("native,none", "'none'"), ("", "''")):
         rc, err = campaign_cli(32, "--group-engines", bad)
         assert rc == 2 and named in err and "accepted: engines from native, vllm" in err and "or none" in err
-    # groups run here: with jobs sent to a profile, the default is not assumed
-    rc, err = campaign_cli(32, "--snakemake-args", "--profile profiles/slurm")
-    assert rc == 2 and "names --profile" in err and "--group-engines none" in err
+    # groups run here: with jobs sent to a profile or executor, the default is not assumed
+    for args, named in (("--profile profiles/slurm", "--profile"), ("--prof=profiles/slurm", "--prof="),
+                        ("-eslurm", "-eslurm"), ("--executor slurm", "--executor")):
+        rc, err = campaign_cli(32, f"--snakemake-args={args}")
+        assert rc == 2 and f"given {named}" in err and "--group-engines none" in err
+    monkeypatch.setenv("SNAKEMAKE_PROFILE", "profiles/slurm")
+    rc, err = campaign_cli(32)
+    assert rc == 2 and "SNAKEMAKE_PROFILE=profiles/slurm" in err
+    monkeypatch.delenv("SNAKEMAKE_PROFILE")
     assert not (ref / path.format(32)).exists()
 
 
@@ -249,11 +255,15 @@ def test_a_point_left_alone_when_the_time_is_up_is_not_a_failure(tmp_path, monke
 
 def test_a_group_process_that_dies_before_reporting_is_a_crash(tmp_path, monkeypatch, caplog):
     """A group that cannot even open its card (the nvml backend on this GPU-less machine) ends without its
-    summary: the campaign says it crashed, not that a point failed, and copies nothing."""
+    summary: the campaign says it crashed and copies nothing, and gives its points to the workflow in the
+    same run (here they fail there too, each with its own log line), so no point is silently left out."""
     _, ref = _workdir(tmp_path, monkeypatch)
     chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[vllm] batch_sizes=[1,8] backend=nvml"
     with caplog.at_level("ERROR"):
         run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["vllm"])
     assert [g["crashed"] for g in run.groups] == [True] and run.groups[0]["returncode"] != 0
+    point = "engine~vllm/arch~qwen3-4b/bs~{}/ctx~64/lever~default/rep~0"
+    assert sorted(run.groups[0]["alone"]) == [point.format(1), point.format(8)]
     assert run.new_points == [] and run.chunks_failed == [chunk]
     assert "before reporting its points" in caplog.text
+    assert sorted(run.failed_points) == [point.format(1), point.format(8)]  # the workflow's jobs ran them

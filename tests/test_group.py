@@ -181,15 +181,17 @@ def test_native_group_end_to_end_keeps_going_past_a_failed_point(fake_card, tmp_
     assert fake_card.cards[0].locked is None  # nothing left set on the card
 
 
-def test_a_cuda_error_stops_the_group_and_leaves_the_rest_for_a_later_run(fake_card, tmp_path, monkeypatch):
-    """A CUDA error is sticky in its process: the points after it are not started (a later run takes them),
-    rather than each failing the same way. The error is injected (a card's fault cannot happen here)."""
+def test_a_cuda_error_stops_the_group_and_leaves_the_rest_to_jobs_of_their_own(fake_card, tmp_path, monkeypatch):
+    """A CUDA error is sticky in its process: the points after it are not started there but left for jobs of
+    their own (``alone``, which a campaign gives to the workflow in the same run), rather than each failing the
+    same way. The error is injected (a card's fault cannot happen here)."""
     _fail_batch_3(monkeypatch, "CUDA error: an illegal memory access was encountered")
     cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": FAST})
     points = _points("tiny-gqa", [(2, 16), (3, 16), (4, 16)])
     res = group.measure_group(cfg, points, tmp_path / "out")
     assert res.measured == [points[0].path] and list(res.failed) == [points[1].path]
-    assert res.not_started == [points[2].path] and not (tmp_path / "out" / points[2].path).exists()
+    assert res.not_started == [] and not (tmp_path / "out" / points[2].path).exists()
+    assert res.alone == {points[2].path: f"{points[1].path} left the GPU unusable in its group's process"}
     assert group.leaves_device_broken(RuntimeError("CUDA error: misaligned address"))
     assert not group.leaves_device_broken(RuntimeError("out of resource: shared memory"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -207,7 +208,20 @@ def cmd_wheelhouse(a: argparse.Namespace) -> None:
 
 
 GROUP_ENGINES_DEFAULT = "native,vllm"
-ELSEWHERE_FLAGS = ("--executor", "-e", "--profile", "--workflow-profile")  # snakemake flags that send jobs away
+ELSEWHERE_FLAGS = ("--executor", "--profile", "--workflow-profile")  # snakemake's flags that can send jobs away
+
+
+def _sends_jobs_away(snakemake_args: list[str]) -> list[str]:
+    """What in the snakemake arguments (or the environment) may send the workflow's jobs to another machine."""
+    away = []
+    for arg in snakemake_args:
+        name = arg.split("=")[0]
+        long = name.startswith("--") and len(name) >= 5 and any(f.startswith(name) for f in ELSEWHERE_FLAGS)
+        if long or (arg.startswith("-e") and not arg.startswith("--")):  # also abbreviated, or -eslurm
+            away.append(arg)
+    if os.environ.get("SNAKEMAKE_PROFILE"):
+        away.append(f"SNAKEMAKE_PROFILE={os.environ['SNAKEMAKE_PROFILE']} (environment)")
+    return away
 
 
 def _group_engines(value: str | None, snakemake_args: list[str]) -> list[str]:
@@ -217,9 +231,9 @@ def _group_engines(value: str | None, snakemake_args: list[str]) -> list[str]:
     profile or executor: then the user meant the jobs to go there, and must say which way.
     """
     if value is None:
-        away = [a for a in snakemake_args if a.split("=")[0] in ELSEWHERE_FLAGS]
+        away = _sends_jobs_away(snakemake_args)
         if away:
-            raise ConfigError(f"campaign: --snakemake-args names {' '.join(away)}, but by default the points are "
+            raise ConfigError(f"campaign: the workflow is given {', '.join(away)}, but by default the points are "
                               "measured in groups on this machine, not through it; say --group-engines none to "
                               f"send every point through the workflow, or --group-engines {GROUP_ENGINES_DEFAULT} "
                               "to measure them here")

@@ -3,11 +3,11 @@
 Each run measures the points still missing, in a chosen order, and stops cleanly before its time is up;
 finished traces are copied into a reference-data folder.
 
-Every run is the workflow itself (``snakemake --cores 1 --resources gpu=1 ... traces``); this module only
-seeds the run's measured traces (``<results>/traces``, ``results`` the config's folder) with what the
-reference folder already holds (so those points are not measured again), runs the chunks in order until the
-time budget is spent, and copies back every point whose ``status.json`` exists (a trace is complete once its
-status is written).
+Every run is the workflow itself (``snakemake --cores 1 --resources gpu=1 ... traces``) for the points not
+measured in groups (below); this module only seeds the run's measured traces (``<results>/traces``,
+``results`` the config's folder) with what the reference folder already holds (so those points are not
+measured again), runs the chunks in order until the time budget is spent, and copies back every point whose
+``status.json`` exists (a trace is complete once its status is written).
 
 With ``group_engines`` (the CLI's ``--group-engines``, ``native,vllm`` by default, ``none`` for no groups),
 the missing points of those engines are measured in groups instead: one ``phase-energy measure --points ...``
@@ -220,7 +220,10 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
                measured: Path, into: Path, deadline: float) -> tuple[bool, bool, bool]:
     """Each group in a process of its own, within the time left; copy its points back.
 
-    Returns (ok, time up, a group stopped from outside: its running point was interrupted).
+    Returns (ok, time up, a group stopped from outside: its running point was interrupted). The points a
+    group leaves for jobs of their own (``alone``: its shared engine cannot hold them, an earlier point left
+    the GPU unusable in its process, or the process ended before reporting) are in its record, for the
+    workflow.
 
     A group stops itself before a point it cannot finish in time (its ``--time-limit-s``); past the time left
     it is stopped as the workflow is.
@@ -251,8 +254,12 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
         # no summary line: the process itself ended early (an error before or around its points, not one
         # point's failure, which it reports and exits 1 for)
         crashed = not stopped and not done and proc.returncode != 0
-        out.groups.append({"group": name, "points": [p.path for p in points], "returncode": proc.returncode,
-                           "crashed": crashed, **{k: done.get(k) for k in ("not_started", "alone", "engine_start_s")}})
+        record = {"group": name, "points": [p.path for p in points], "returncode": proc.returncode,
+                  "crashed": crashed, **{k: done.get(k) for k in ("not_started", "alone", "engine_start_s")}}
+        if crashed:  # its points without a trace are not lost for this run: each gets a job of its own
+            record["alone"] = {p.path: f"its group {name} ended before reporting its points" for p in points
+                               if not (measured / p.path / "status.json").exists()}
+        out.groups.append(record)
         if crashed or proc.returncode not in (0, 1):  # 1 with a summary: a point failed (its log says why)
             log.error("campaign: group %s ended with exit status %s%s (see %s)", name, proc.returncode,
                       " before reporting its points" if crashed else "", summary.with_suffix(".log"))
@@ -299,7 +306,8 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         if groups:
             ran = len(out.groups)
             groups_ok, time_up, killed = run_groups(out, groups, cfg, measured, into, t0 + time_limit_s)
-            # a point its group's shared engine could not hold is measured as a job of its own
+            # a point its group left (its shared engine could not hold it, the GPU or the process broke) is
+            # measured as a job of its own
             alone = {path for g in out.groups[ran:] for path in (g.get("alone") or {})}
             waiting |= alone
             if time_up:

@@ -141,7 +141,8 @@ class GroupResult:
     skipped: dict[str, str] = field(default_factory=dict)  # point -> reason
     failed: dict[str, str] = field(default_factory=dict)  # point -> the error
     not_started: list[str] = field(default_factory=list)  # left for a later run: the time was up
-    alone: dict[str, str] = field(default_factory=dict)  # point -> why the shared engine cannot hold it
+    alone: dict[str, str] = field(default_factory=dict)  # point -> why it needs a process of its own (the shared
+    # engine cannot hold it, or an earlier point left the GPU unusable in this process)
     engine_start_s: float | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -309,8 +310,9 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
                 err = _measure_one(cfg, p, out, name, (opened, desc), engine, build, meta_extra, result)
             if err is not None and leaves_device_broken(err):
                 log.error("group: %s left the GPU unusable in this process (%s); the later points are left for "
-                          "a later run", p.path, result.failed[p.path])
-                result.not_started = [q.path for q in runnable[i + 1:]]
+                          "jobs of their own", p.path, result.failed[p.path])
+                result.alone.update({q.path: f"{p.path} left the GPU unusable in its group's process"
+                                     for q in runnable[i + 1:]})
                 break
             end = clock()
             spent.append(end - now)
