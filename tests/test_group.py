@@ -295,3 +295,22 @@ def test_a_native_group_measures_several_presets_in_one_process(tmp_path, caplog
     assert main(["measure", "--config", str(config), "--lever", "default", "--batch", "1", "--context", "64",
                  "--out", str(tmp_path / "one")]) == 2
     assert "one point takes --arch" in caplog.text
+
+
+def test_a_clock_slurm_was_to_lock_that_did_not_hold_fails_the_job(fake_card, tmp_path, monkeypatch):
+    """``cluster.gpu_freq_for_smclock``: SLURM locks the clock and the job only records it. Where nothing locked
+    it (a campaign's group or a local run; the fake card runs at its top clock), the job fails and says so
+    instead of writing an unlocked trace under the lock's name; locked as SLURM would (the fake card's lock
+    set beforehand), it measures and records SLURM as what applied it. NVML settings cannot be touched here."""
+    _fail_batch_3(monkeypatch, "not used: batch 2 only")  # native workloads on CPU
+    cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": FAST,
+                           "cluster": {"gpu_freq_for_smclock": True}})
+    point = GridPoint("tiny-gqa", 2, 16, "smclock:1410", 0, "native")
+    with pytest.raises(RuntimeError, match=r"SM clock ran at \d+ MHz, above the 1410 MHz lock: nothing locked it"):
+        run_job(cfg, point, tmp_path / "unlocked")
+    assert not (tmp_path / "unlocked" / "status.json").exists()
+    fake_card.cards[0].locked = (1410, 1410)  # what slurmstepd's --gpu-freq does before the job starts
+    run_job(cfg, point, tmp_path / "locked")
+    meta = json.loads((tmp_path / "locked" / "metadata.json").read_text())
+    assert meta["lever_enforced"]["applied_by"] == "slurm --gpu-freq"
+    assert fake_card.cards[0].locked == (1410, 1410)  # the job left SLURM's lock alone

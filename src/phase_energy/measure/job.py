@@ -28,7 +28,7 @@ from phase_energy.measure.backend import Backend, open_backend, resolve_backend
 from phase_energy.measure.levers import Applied, LeverControl, MultiLeverControl
 from phase_energy.measure.phase_switch import PhaseSwitch
 from phase_energy.measure.protocol import Settings, Window, Workload, forward_positions, run_protocol
-from phase_energy.measure.summary import summarise_windows, summary_stamp
+from phase_energy.measure.summary import CLOCK_TOLERANCE, summarise_windows, summary_stamp
 from phase_energy.measure.trace import SAMPLE_COLUMNS, WINDOW_COLUMNS, empty_frame, provenance, utc_now, write_trace
 from phase_energy.model.checkpoint import vllm_cannot_load
 from phase_energy.model.costmodel import cost_model
@@ -122,6 +122,26 @@ def point_skip_reason(cfg: Mapping[str, Any], point: GridPoint, backend: str) ->
 def slurm_sets_clock(cfg: Mapping[str, Any], point: GridPoint) -> bool:
     """True when the cluster applies the point's SM clock (``sbatch --gpu-freq``) and the job only records it."""
     return point.setting.kind == "smclock" and bool(cfg["cluster"]["gpu_freq_for_smclock"])
+
+
+def check_slurm_clock(point: GridPoint, windows: pd.DataFrame) -> None:
+    """Raise if the clock SLURM was to lock did not hold: the windows' SM clock above the point's lock.
+
+    A lock caps the clock; a clock above it means nothing set it (the job did not run as a SLURM step with
+    ``--gpu-freq``: a campaign's group, a local run), and the trace would be a default-lever one under the
+    point's name.
+    """
+    lock = point.setting.value
+    measured = windows[windows["phase"].isin(("prefill", "decode"))]["sm_clock_mhz"]
+    if lock is None or measured.empty:
+        return
+    sm = float(measured.median())
+    if sm > lock * (1 + CLOCK_TOLERANCE):
+        raise RuntimeError(
+            f"{point.lever}: cluster.gpu_freq_for_smclock says SLURM locks this clock (sbatch --gpu-freq), but the "
+            f"SM clock ran at {sm:.0f} MHz, above the {lock} MHz lock: nothing locked it. Measure this point as a "
+            "SLURM job (snakemake --profile profiles/slurm), or set cluster.gpu_freq_for_smclock: false with "
+            "allow_gpu_settings: true to lock it here; no trace was written")
 
 
 def metadata(cfg: Mapping[str, Any], point: GridPoint, backend: str, gpu: Mapping[str, Any],
@@ -295,6 +315,8 @@ def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: 
     allow = backend.simulated or cfg["allow_gpu_settings"]  # a simulated card may always be reconfigured
     samples, windows, per_gpu, applied_all, t_first = measure_on_gpus(backend, lever, allow, workload, settings,
                                                                       origin=origin, parts=parts)
+    if applied_by == "slurm --gpu-freq":
+        check_slurm_clock(point, windows)
     if parts is not None:
         extra = {**(extra or {}), "job_parts": parts.spans}
     applied = applied_all[0]
