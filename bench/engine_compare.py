@@ -123,7 +123,8 @@ def plan(a: argparse.Namespace) -> None:
         except subprocess.TimeoutExpired:
             log.error("plan: %s %s past the deadline: stopped", engine, arch)
         alone = json.loads(summary.read_text()).get("alone", {}) if summary.exists() else {}
-        # a point the shared engine could not hold by a little: next, on an engine of its own
+        # a point the shared engine could not hold by a little, or one after a CUDA error in the group's
+        # process: next, in a process (and on an engine) of its own
         jobs[:0] = [(arch, engine, init, label(GridPoint.from_path(path))) for path in alone]
 
 

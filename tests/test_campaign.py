@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import pytest
 
@@ -131,6 +132,7 @@ def test_the_cli_groups_by_default_and_none_gives_each_point_a_workflow_job(tmp_
     measures each point as a workflow job; a bad engine name is refused by name before anything runs."""
     from phase_energy.cli import main
 
+    monkeypatch.delenv("SNAKEMAKE_PROFILE", raising=False)
     _, ref = _workdir(tmp_path, monkeypatch)
     chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[native] batch_sizes"
     path = "engine~native/arch~qwen3-4b/bs~{}/ctx~64/lever~default/rep~0"
@@ -229,6 +231,40 @@ def test_a_point_left_alone_by_its_group_is_measured_as_its_own_job(tmp_path, mo
     run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["vllm"])
     assert run.new_points == [path.format(8)]  # batch 1 was the (stand-in) group's: nothing measured it
     assert "measured_in_group" not in json.loads((ref / path.format(8) / "metadata.json").read_text())
+
+
+def test_points_left_alone_wait_for_a_later_run_when_too_little_time_is_left(tmp_path, monkeypatch):
+    """The groups leave a point for a job of its own but use up the time: the workflow is not started for it
+    with less than a chunk's minimum left; the point is neither failed nor interrupted. The group process is
+    a stand-in, as above."""
+    _, ref = _workdir(tmp_path, monkeypatch)
+    chunk = "levers=[default] contexts=[64] architectures=[qwen3-4b] engines=[vllm] batch_sizes=[8]"
+    point = "engine~vllm/arch~qwen3-4b/bs~8/ctx~64/lever~default/rep~0"
+
+    def groups_leave_it_late(out, groups, cfg, measured, into, deadline):
+        time.sleep(1.5)
+        out.groups.append({"group": "stand-in", "points": [point], "returncode": 0, "crashed": False,
+                           "not_started": [], "engine_start_s": None, "alone": {point: "memory: short by 4 %"}})
+        return True, False, False
+
+    monkeypatch.setattr(campaign, "run_groups", groups_leave_it_late)
+    run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=3.0, min_chunk_s=2.0, group_engines=["vllm"])
+    assert run.stopped_in == chunk and run.new_points == []
+    assert run.failed_points == {} and run.interrupted is None
+    assert not (campaign.measure_logs(campaign.chunk_config("config/test.yaml", chunk)) / f"{point}.log").exists()
+
+
+def test_a_clock_slurm_locks_is_never_measured_in_a_group(tmp_path, monkeypatch):
+    """With ``cluster.gpu_freq_for_smclock``, SLURM sets an smclock point's clock for a workflow job only: the
+    campaign groups the default lever's point and gives the smclock point to the workflow (simulator here)."""
+    _, ref = _workdir(tmp_path, monkeypatch)
+    chunk = ("levers=[default,smclock:1410] contexts=[64] architectures=[qwen3-4b] engines=[native] "
+             "batch_sizes=[1] 'cluster={gpu_freq_for_smclock: true}'")
+    path = "engine~native/arch~qwen3-4b/bs~1/ctx~64/lever~{}/rep~0"
+    run = campaign.run("config/test.yaml", [chunk], ref, time_limit_s=300, group_engines=["native"])
+    assert [g["points"] for g in run.groups] == [[path.format("default")]]
+    assert sorted(run.new_points) == sorted(path.format(lev) for lev in ("default", "smclock-1410"))
+    assert "measured_in_group" not in json.loads((ref / path.format("smclock-1410") / "metadata.json").read_text())
 
 
 def test_a_point_left_alone_when_the_time_is_up_is_not_a_failure(tmp_path, monkeypatch):

@@ -186,6 +186,11 @@ def test_a_cuda_error_stops_the_group_and_leaves_the_rest_to_jobs_of_their_own(f
     their own (``alone``, which a campaign gives to the workflow in the same run), rather than each failing the
     same way. The error is injected (a card's fault cannot happen here)."""
     _fail_batch_3(monkeypatch, "CUDA error: an illegal memory access was encountered")
+    # and freeing the cached memory after it raises the same error, as on a card (a stand-in: no CUDA here)
+    def free_gpu_cache():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(group, "free_gpu_cache", free_gpu_cache)
     cfg = validate_config({"backend": "nvml", "output_lengths": [8], "measurement": FAST})
     points = _points("tiny-gqa", [(2, 16), (3, 16), (4, 16)])
     res = group.measure_group(cfg, points, tmp_path / "out")
@@ -314,3 +319,6 @@ def test_a_clock_slurm_was_to_lock_that_did_not_hold_fails_the_job(fake_card, tm
     meta = json.loads((tmp_path / "locked" / "metadata.json").read_text())
     assert meta["lever_enforced"]["applied_by"] == "slurm --gpu-freq"
     assert fake_card.cards[0].locked == (1410, 1410)  # the job left SLURM's lock alone
+    # a request between two supported clocks: SLURM rounds it up to the next one, which is not a failure
+    run_job(cfg, GridPoint("tiny-gqa", 2, 16, "smclock:1400", 0, "native"), tmp_path / "rounded")
+    assert (tmp_path / "rounded" / "status.json").exists()

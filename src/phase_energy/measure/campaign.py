@@ -19,6 +19,7 @@ through the workflow as before.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -257,6 +258,8 @@ def run_groups(out: CampaignRun, groups: dict[tuple[str, str, str, int], list[Gr
         record = {"group": name, "points": [p.path for p in points], "returncode": proc.returncode,
                   "crashed": crashed, **{k: done.get(k) for k in ("not_started", "alone", "engine_start_s")}}
         if crashed:  # its points without a trace are not lost for this run: each gets a job of its own
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # and what it started (vLLM's
+                os.killpg(proc.pid, signal.SIGKILL)  # engine process, say) lets go of the GPU first
             record["alone"] = {p.path: f"its group {name} ended before reporting its points" for p in points
                                if not (measured / p.path / "status.json").exists()}
         out.groups.append(record)
@@ -276,6 +279,8 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     The missing points of ``group_engines`` are measured in groups (one process per lever and repetition, and
     for vLLM per preset) before the chunk's workflow run measures the others.
     """
+    from phase_energy.measure.job import slurm_sets_clock
+
     bad = [e for e in group_engines if e not in ENGINES]
     if bad:
         raise ValueError(f"campaign: group engines {bad} are not accepted; accepted: {', '.join(ENGINES)}")
@@ -286,6 +291,7 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
     out = CampaignRun()
     folders: dict[Path, Path] = {}  # measured traces -> their logs, of every chunk that ran
     killed = False  # a group or workflow run stopped from outside at the time limit (its running point interrupted)
+    since = wall0  # when the last group or workflow run started (wall-clock, as log times)
     waiting: set[str] = set()  # points their group left for a job of their own, not yet given to the workflow
     # every chunk's overrides checked before anything runs, not hours later
     configs = [chunk_config(configfile, chunk) for chunk in chunks or [""]]
@@ -301,10 +307,13 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
             copy_points(into, measured)
             folders[measured] = measure_logs(cfg)
         points = run_points(cfg, set(point_dirs(into)))
-        groups = groups_of(points, group_engines)
+        # a clock that SLURM is to lock (sbatch --gpu-freq) is set for a workflow job only, never in a group
+        groups = groups_of([p for p in points if not slurm_sets_clock(cfg, p)], group_engines)
+        grouped = {p.path for ps in groups.values() for p in ps}
         groups_ok = True
         if groups:
             ran = len(out.groups)
+            since = time.time() - 1.0  # a point this stops from outside has a newer log
             groups_ok, time_up, killed = run_groups(out, groups, cfg, measured, into, t0 + time_limit_s)
             # a point its group left (its shared engine could not hold it, the GPU or the process broke) is
             # measured as a job of its own
@@ -316,15 +325,21 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
             if alone:
                 log.info("campaign: %d points left by their groups go to jobs of their own: %s", len(alone),
                          ", ".join(sorted(alone)))
-            points = [p for p in points if p.engine not in group_engines or p.path in alone]
+            points = [p for p in points if p.path not in grouped or p.path in alone]
         if not points:
             log.info("campaign: chunk %r has nothing left for the workflow", chunk)
             (out.chunks_done if groups_ok else out.chunks_failed).append(chunk)
             continue
         targets = [f"{measured}/{p.path}/status.json" for p in points]
         left = time_limit_s - (time.monotonic() - t0)
+        if left < min_chunk_s:  # the points left by their groups wait for a later run (they have not failed)
+            out.stopped_in = chunk
+            log.info("campaign: %.0f s left, stopping before the workflow's %d points of chunk %r", left,
+                     len(points), chunk)
+            break
         cmd = snakemake_cmd(configfile, chunk, extra or [], targets)
         log.info("campaign: chunk %r (%.0f s left): %d points, %s ...", chunk, left, len(targets), " ".join(cmd[:8]))
+        since = time.time() - 1.0
         proc = subprocess.Popen(cmd, start_new_session=True)
         waiting -= {p.path for p in points}
         try:
@@ -347,15 +362,17 @@ def run(configfile: str, chunks: list[str], into: Path, time_limit_s: float, min
         failed = {k: v for k, v in without_trace(wall0, measured, logs).items() if k not in waiting}
         out.failed_points.update(failed)
         latest.update({p: (logs / f"{p}.log").stat().st_mtime for p in failed})
-    # the job the time limit stopped is the newest log (a group that stopped itself for time interrupted none)
-    if killed and out.failed_points:
-        newest = max(out.failed_points, key=latest.__getitem__)
+    # the job the time limit stopped is the newest log of the process stopped (a group that stopped itself for
+    # time interrupted none); a point that failed before that process started is not it
+    stopped_ones = [p for p in out.failed_points if latest[p] >= since]
+    if killed and stopped_ones:
+        newest = max(stopped_ones, key=latest.__getitem__)
         out.interrupted = newest
         del out.failed_points[newest]
     for point, last in out.failed_points.items():
         log.error("campaign: %s failed and left no trace; its log ends: %s", point, last)
     if waiting:
-        log.info("campaign: left for a job of its own in a later run (its group's engine could not hold it): %s",
+        log.info("campaign: left by their groups for jobs of their own, in a later run: %s",
                  ", ".join(sorted(waiting)))
     out.seconds = time.monotonic() - t0
     log.info("campaign: %d new points in %.0f s; chunks done: %s", len(out.new_points), out.seconds,

@@ -321,6 +321,14 @@ def measure_group(cfg: Mapping[str, Any], points: list[GridPoint], out_root: str
     return result
 
 
+def free_gpu_cache() -> None:
+    """Give the memory torch's allocator keeps back to the GPU (between a group's points)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
                  opened: tuple[Backend | None, dict[str, Any] | None], engine: Any, build: WorkloadFactory,
                  meta_extra: Mapping[str, Any], result: GroupResult) -> BaseException | None:
@@ -362,7 +370,7 @@ def _measure_one(cfg: Mapping[str, Any], p: GridPoint, out: Path, name: str,
     finally:
         workload = None
         if name != "sim":
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            try:
+                free_gpu_cache()
+            except Exception as e:  # after a sticky CUDA error this raises it again: the caller has it
+                log.warning("group: freeing the cached GPU memory after %s failed: %s", p.path, e)

@@ -124,19 +124,28 @@ def slurm_sets_clock(cfg: Mapping[str, Any], point: GridPoint) -> bool:
     return point.setting.kind == "smclock" and bool(cfg["cluster"]["gpu_freq_for_smclock"])
 
 
-def check_slurm_clock(point: GridPoint, windows: pd.DataFrame) -> None:
+CLOCK_STEP_MHZ = 15  # the SM clocks an H100/H200 supports lie 15 MHz apart; SLURM rounds a request up to one
+
+
+def check_slurm_clock(point: GridPoint, windows: pd.DataFrame, per_gpu: pd.DataFrame | None = None) -> None:
     """Raise if the clock SLURM was to lock did not hold: the windows' SM clock above the point's lock.
 
-    A lock caps the clock; a clock above it means nothing set it (the job did not run as a SLURM step with
-    ``--gpu-freq``: a campaign's group, a local run), and the trace would be a default-lever one under the
-    point's name.
+    A lock caps the clock; a clock above it (by more than the 2 % tolerance and the one step SLURM may round
+    a request up) means nothing set it (the job did not run as a SLURM step with ``--gpu-freq``: a campaign's
+    group, a local run), and the trace would be an unlocked one under the point's name. With several GPUs
+    (``per_gpu``), each GPU's clock.
     """
     lock = point.setting.value
-    measured = windows[windows["phase"].isin(("prefill", "decode"))]["sm_clock_mhz"]
+    table = windows if per_gpu is None else per_gpu
+    measured = table[table["phase"].isin(("prefill", "decode"))]
     if lock is None or measured.empty:
         return
-    sm = float(measured.median())
-    if sm > lock * (1 + CLOCK_TOLERANCE):
+    by_gpu = measured.groupby("gpu")["sm_clock_mhz"].median() if "gpu" in measured else \
+        pd.Series([measured["sm_clock_mhz"].median()])
+    if by_gpu.isna().any():
+        log.warning("%s: the SM clock was not read in its windows; SLURM's lock cannot be checked", point.lever)
+    sm = float(by_gpu.max())
+    if sm > lock * (1 + CLOCK_TOLERANCE) + CLOCK_STEP_MHZ:
         raise RuntimeError(
             f"{point.lever}: cluster.gpu_freq_for_smclock says SLURM locks this clock (sbatch --gpu-freq), but the "
             f"SM clock ran at {sm:.0f} MHz, above the {lock} MHz lock: nothing locked it. Measure this point as a "
@@ -316,7 +325,7 @@ def measure_point(cfg: Mapping[str, Any], point: GridPoint, out: Path, backend: 
     samples, windows, per_gpu, applied_all, t_first = measure_on_gpus(backend, lever, allow, workload, settings,
                                                                       origin=origin, parts=parts)
     if applied_by == "slurm --gpu-freq":
-        check_slurm_clock(point, windows)
+        check_slurm_clock(point, windows, per_gpu)
     if parts is not None:
         extra = {**(extra or {}), "job_parts": parts.spans}
     applied = applied_all[0]
