@@ -14,7 +14,7 @@ from phase_energy.config import ConfigError, validate_config
 from phase_energy.grid import GridPoint
 from phase_energy.measure.job import run_job
 from phase_energy.measure.layout import TraceError, select_points, verify_trace
-from phase_energy.measure.trace import collect_windows
+from phase_energy.measure.trace import collect_windows, conform, frame_from_rows
 
 from .conftest import copy_workflow, run_snakemake
 
@@ -168,6 +168,59 @@ def test_workflow_measures_a_damaged_trace_again_and_quotes_hostile_paths(tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (wd / "PWNED").exists() and (wd / "results-cached/figures/fig01_power_timeline.svg").exists()
     assert pd.read_csv(wd / "results-cached/tables/jobs.csv")["status"].tolist() == ["ok"]
+
+
+def test_a_simulated_trace_without_its_status_or_missing_a_table_is_measured_again(tmp_path):
+    """A simulated measure job declares status.json alone (written last, with each other file's checksum).
+
+    So Snakemake does not see the tables: a job that died before its status.json leaves stale tables behind,
+    and a table can go missing after the job. Both points must be measured again, whole.
+    """
+    wd = copy_workflow(tmp_path / "wf")
+    args = ["traces", "--cores", "1", "--configfile", "config/test.yaml", "--config", "architectures=[qwen3-4b]",
+            "batch_sizes=[1,8]", "levers=[default]"]
+    res = run_snakemake(wd, *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    root = wd / "results/traces"
+    lost, died = (GridPoint("qwen3-4b", b, 256, "default") for b in (1, 8))
+    tables = ("samples.parquet", "windows.parquet")  # metadata.json holds the job's times
+    before = {p: {n: json.loads((root / p.path / "status.json").read_text())["files"][n] for n in tables}
+              for p in (lost, died)}
+    (root / lost.path / "samples.parquet").unlink()
+    (root / died.path / "status.json").unlink()  # as a job killed between its tables and its status leaves it
+    _truncate(root / died.path / "windows.parquet")
+    res = run_snakemake(wd, *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "measured again" in res.stderr  # the trace missing a table, moved aside by the workflow's own check
+    for p in (lost, died):
+        status, _ = verify_trace(root / p.path, p, deep=True)  # every file whole, with its recorded checksum
+        assert status["status"] == "ok"
+        assert {n: status["files"][n] for n in tables} == before[p]  # seeded: the same tables again
+
+
+def test_a_table_built_from_rows_is_the_one_conform_makes_and_fails_as_it_does():
+    cols = {"phase": "string", "trial": "int64", "energy_j": "float64"}
+    rows = [{"phase": "decode", "trial": 0, "energy_j": 1.5}, {"phase": None, "trial": 1},  # energy_j missing
+            {"trial": 2, "energy_j": float("nan"), "phase": "fill", "other": "x"}]  # another order, a key more
+    made = frame_from_rows(rows, cols)
+    pd.testing.assert_frame_equal(made, conform(pd.DataFrame(rows), cols), check_exact=True)
+    assert made["phase"].isna().tolist() == [False, True, False] and made["energy_j"].isna().tolist()[1:] == [True] * 2
+    with pytest.raises(ValueError, match=r"lacks columns \['trial'\]"):  # a column no row has
+        frame_from_rows([{"phase": "a", "energy_j": 1.0}], cols)
+    with pytest.raises((ValueError, TypeError)):  # an integer column with a hole
+        frame_from_rows([{"phase": "a", "trial": 1, "energy_j": 1.0}, {"phase": "b", "energy_j": 2.0}], cols)
+    with pytest.raises(ValueError, match="lacks columns"):  # no rows: no columns, as conform finds it
+        frame_from_rows([], cols)
+
+
+def test_conform_returns_a_conforming_table_itself_and_converts_any_other():
+    cols = {"phase": "string", "trial": "int64"}
+    ok = pd.DataFrame({"phase": pd.array(["a"], dtype="string"), "trial": [1]})
+    assert conform(ok, cols) is ok
+    for other in (ok[["trial", "phase"]], ok.assign(trial=[1.0]), ok.assign(more=2)):  # order, type, extra
+        out = conform(other, cols)
+        assert out is not other and list(out.columns) == list(cols)
+        assert [str(t) for t in out.dtypes] == list(cols.values())
 
 
 # ---------------------------------------------------------------------------------------------- config values

@@ -47,7 +47,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     from phase_energy.measure.multigpu import job_summary_rows, multi_summary_stamp
     from phase_energy.measure.protocol import Settings, Window
     from phase_energy.measure.summary import summary_stamp
-    from phase_energy.measure.trace import WINDOW_COLUMNS, conform, read_tables_of
+    from phase_energy.measure.trace import WINDOW_COLUMNS, conform, frame_from_rows, read_tables_of
 
     if windows.empty:
         return windows.drop(columns=["summary_stamp"], errors="ignore")
@@ -74,7 +74,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
         spans[job] = (start, len(rows))
     log.info("windows: %d jobs summarised again from their samples, %d as stored by the same code",
              len(stale), len(jobs) - len(stale))
-    fresh = conform(pd.DataFrame(rows), WINDOW_COLUMNS) if rows else None  # one table for every stale job
+    fresh = frame_from_rows(rows, WINDOW_COLUMNS) if rows else None  # one table for every stale job
     if len(stale) == len(jobs):
         summaries = fresh
     elif not stale:
@@ -198,6 +198,18 @@ def with_labels(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**missing) if missing else df
 
 
+def _nan_mean(x: np.ndarray) -> float:
+    """The mean with NaN left out (NaN when none is left), summed as pandas sums it: NaN as zero, in place."""
+    n = int((~np.isnan(x)).sum())
+    return float(np.where(np.isnan(x), 0.0, x).sum() / n) if n else float("nan")
+
+
+def _nan_max(x: np.ndarray) -> float:
+    """The largest value, NaN left out (NaN when none is left), as pandas takes it."""
+    kept = x[~np.isnan(x)]
+    return float(kept.max()) if len(kept) else float("nan")
+
+
 def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0, seed: int = 0) -> pd.DataFrame:
     """Per point and phase (repetitions pooled): estimates and 95 % intervals that include rerun variation.
 
@@ -212,7 +224,8 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
     values = trials[METRICS].to_numpy(dtype=float)
     ci_values = trials[list(CI_METRICS)].to_numpy(dtype=float)
     power_limit, locked = trials["power_limit_w"].to_numpy(), trials["locked_sm_clock_mhz"].to_numpy()
-    idle, trapz, flags = trials["idle_power_w"], trials["trapz_mismatch"].abs(), trials["flags"].to_numpy()
+    idle = trials["idle_power_w"].to_numpy(dtype=float)
+    trapz, flags = trials["trapz_mismatch"].abs().to_numpy(dtype=float), trials["flags"].to_numpy()
     cards = (trials["gpu_uuid"] if "gpu_uuid" in trials else pd.Series("", index=trials.index)).fillna("").to_numpy()
     rows = []
     for k, pos in groups(trials, SUMMARY_KEYS, dropna=False):
@@ -228,13 +241,13 @@ def summarise_trials(trials: pd.DataFrame, n_resamples: int, run_sd: float = 0.0
         finite = [g for g in finite if len(g)]
         if finite:
             boot = hierarchical_means(finite, n_resamples, rng, run_sd)
+            low, high = np.percentile(boot, [2.5, 97.5], axis=0)  # every metric's bounds at once
             for i, m in enumerate(CI_METRICS):
-                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = (float(np.percentile(boot[:, i], 2.5)),
-                                                           float(np.percentile(boot[:, i], 97.5)))
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(low[i]), float(high[i])
         row["interval_basis"] = (f"{row['jobs']} jobs" if row["jobs"] > 1 else
                                  f"1 job: its trials, widened by the run-to-run spread ({run_sd:.1%})")
-        row["idle_power_w"] = float(idle.iloc[pos].mean())
-        row["trapz_mismatch_max"] = float(trapz.iloc[pos].max())
+        row["idle_power_w"] = _nan_mean(idle[pos])
+        row["trapz_mismatch_max"] = _nan_max(trapz[pos])
         row["flags"] = ",".join(sorted({f for x in flags[pos] for f in str(x).split(",") if f}))
         row["cards"] = ",".join(sorted({u for c in cards[pos] for u in str(c).split(",") if u}))  # its jobs' cards
         rows.append(row)

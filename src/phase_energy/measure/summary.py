@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from phase_energy.measure.protocol import Settings, Window
-from phase_energy.measure.trace import THROTTLE_COLUMNS, WINDOW_COLUMNS, conform
+from phase_energy.measure.trace import THROTTLE_COLUMNS, WINDOW_COLUMNS, frame_from_rows
 
 MISMATCH_TOLERANCE = 0.02
 # The firmware keeps its power-cap state this long after a prefill at the limit (99th percentile over the
@@ -223,7 +223,7 @@ def summarise_windows(samples: pd.DataFrame, windows: list[Window], s: Settings)
     rows = summary_rows(samples, windows, s)
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WINDOW_COLUMNS.items()})
-    return conform(pd.DataFrame(rows), WINDOW_COLUMNS)
+    return frame_from_rows(rows, WINDOW_COLUMNS)
 
 
 def summary_rows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import logging
 import os
 import platform
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -88,13 +88,32 @@ def empty_frame(columns: Mapping[str, str]) -> pd.DataFrame:
 
 
 def conform(df: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
-    """Order and type the columns of a table as the format prescribes (missing ones raise)."""
+    """Order and type the columns of a table as the format prescribes (missing ones raise).
+
+    A table that already has exactly these columns, in this order and of these types, is returned as it is
+    (every caller only reads or writes the result); otherwise a new frame.
+    """
+    names = list(columns)
+    if list(df.columns) == names and all(str(t) == columns[c] for c, t in df.dtypes.items()):
+        return df
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"trace table lacks columns {missing}; required: {list(columns)}")
-    out = df[list(columns)]  # a new frame (selecting columns by a list never aliases the caller's for writes)
+        raise ValueError(f"trace table lacks columns {missing}; required: {names}")
+    out = df[names]  # a new frame (selecting columns by a list never aliases the caller's for writes)
     change = {c: t for c, t in columns.items() if str(out[c].dtype) != t}  # astype only where the type differs
     return out.astype(change) if change else out
+
+
+def frame_from_rows(rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+    """``conform(pd.DataFrame(rows), columns)``, built a column at a time from the rows' values.
+
+    The same table (a key that some rows lack is missing there, one that every row lacks raises), without
+    first making a frame of Python objects and converting it: a job makes one of these per trace.
+    """
+    absent = [c for c in columns if not any(c in r for r in rows)]
+    if not rows or absent:
+        return conform(pd.DataFrame(rows), columns)  # the error, or the empty table, as conform gives them
+    return pd.DataFrame({c: pd.array([r.get(c) for r in rows], dtype=t) for c, t in columns.items()})
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -149,7 +168,6 @@ def write_trace(
     a one-GPU job passes neither, and its files are as they always were.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     validate_metadata(metadata)
     multi = "gpu" in samples.columns
     if multi != (gpu_windows is not None):

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.layout_engine import PlaceHolderLayoutEngine
 from matplotlib.lines import Line2D
 
 from phase_energy.analysis.tables import TableError, read_tables
@@ -619,6 +620,11 @@ def render(name: str, tables: Mapping[str, Path], out: Path, cfg: Mapping[str, A
     t = label_engines(read_tables({n: tables[n] for n in spec.tables}))
     fig = draw(name, t, Path(traces or cfg["traces"]))
     out.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        # laid out once already (tight_layout leaves this engine behind, which does nothing): without an
+        # engine, each savefig draws the figure once instead of twice; the constrained layouts keep theirs
+        with plt.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)  # None under these settings: no engine at all ("none" keeps a placeholder)
     fig.savefig(out.with_suffix(".png"))
     fig.savefig(out.with_suffix(".svg"))
     plt.close(fig)
