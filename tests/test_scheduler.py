@@ -1,0 +1,79 @@
+"""The local profile's scheduler plugin (``--scheduler phase-energy``), run by the real Snakemake."""
+
+from itertools import pairwise
+from pathlib import Path
+
+from .conftest import ROOT, run_snakemake
+
+# each job writes its start and end times; priorities and core counts differ
+SNAKEFILE = """
+import time
+
+JOBS = {"low": (0, 1), "high": (9, 2), "mid_a": (5, 1), "mid_b": (5, 1), "top_one": (20, 1)}
+
+rule all:
+    input:
+        expand("done/{name}", name=JOBS),
+
+rule job:
+    output:
+        "done/{name}",
+    priority: lambda wildcards: JOBS[wildcards.name][0]
+    threads: lambda wildcards: JOBS[wildcards.name][1]
+    run:
+        start = time.time()
+        time.sleep(0.4)
+        Path(output[0]).write_text(f"{start} {time.time()} {threads}")
+"""
+
+
+def _spans(wd: Path) -> dict[str, tuple[float, float, int]]:
+    out = {}
+    for f in (wd / "done").iterdir():
+        start, end, threads = f.read_text().split()
+        out[f.name] = (float(start), float(end), int(threads))
+    return out
+
+
+def _run(tmp_path: Path, cores: int) -> dict[str, tuple[float, float, int]]:
+    wd = tmp_path / f"cores{cores}"
+    wd.mkdir()
+    (wd / "Snakefile").write_text("from pathlib import Path\n" + SNAKEFILE)
+    res = run_snakemake(wd, "--cores", str(cores), "--scheduler", "phase-energy", "--force-use-threads",
+                        "--max-jobs-per-second", "1000", "-q")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return _spans(wd)
+
+
+def test_one_core_runs_the_jobs_by_priority(tmp_path):
+    spans = _run(tmp_path, 1)
+    order = sorted(spans, key=lambda n: spans[n][0])
+    # the two-thread job is scaled down to the one core Snakemake has; ties keep their relative order free
+    assert order[0] == "top_one" and order[1] == "high" and set(order[2:4]) == {"mid_a", "mid_b"}
+    assert order[4] == "low"
+    for a, b in pairwise(order):  # one at a time
+        assert spans[a][1] <= spans[b][0] + 1e-3
+
+
+def test_jobs_never_take_more_cores_than_there_are(tmp_path):
+    spans = _run(tmp_path, 2)
+    events = sorted({t for s, e, _ in spans.values() for t in (s, e)})
+    for t0, t1 in pairwise(events):
+        mid = (t0 + t1) / 2
+        busy = sum(n for s, e, n in spans.values() if s < mid < e)
+        assert busy <= 2, (mid, spans)
+    # the first round: the top job, then the next by priority that fits in the core left (not the two-core
+    # job, not the lowest); later rounds start as single cores free up, so the two-core job runs alone
+    first = sorted(spans, key=lambda n: spans[n][0])[:2]
+    assert first[0] == "top_one" or spans[first[1]][0] - spans[first[0]][0] < 0.05
+    assert "top_one" in first and set(first) - {"top_one"} <= {"mid_a", "mid_b"}
+    high_s, high_e, _ = spans["high"]
+    assert not any(s < high_e and e > high_s for n, (s, e, _) in spans.items() if n != "high")
+
+
+def test_the_local_profile_uses_it_and_snakemake_finds_it():
+    import yaml
+    from snakemake_interface_scheduler_plugins.registry import SchedulerPluginRegistry
+
+    profile = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())
+    assert profile["scheduler"] == "phase-energy" and "phase-energy" in SchedulerPluginRegistry().plugins
