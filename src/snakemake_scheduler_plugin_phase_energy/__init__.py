@@ -8,7 +8,8 @@ Snakemake's own time in a profile of the main job. This workflow has no temporar
 ask for the same kinds of resources (cores, a GPU), so there is nothing for the heuristic to weigh. This
 scheduler takes the ready jobs in order of priority (highest first; where priorities tie, in the order
 Snakemake lists them), starts each one that fits in the resources left, and stops once no core or job slot
-is left. The local profile (``profiles/default``) uses it; a cluster profile keeps Snakemake's default.
+is left. The workflow's own profile (``profiles/default``) names it, so every run of the workflow uses it,
+a cluster profile's too (there a job slot, ``_nodes``, is one more resource each job takes).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from snakemake_interface_scheduler_plugins.base import SchedulerBase
 from snakemake_interface_scheduler_plugins.interfaces.jobs import JobSchedulerInterface
 
 # resources whose exhaustion ends a round: a job always takes at least one of each
-_EVERY_JOB_TAKES = ("_cores", "_job_count")
+_EVERY_JOB_TAKES = ("_cores", "_nodes", "_job_count")
 
 
 class Scheduler(SchedulerBase):
