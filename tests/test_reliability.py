@@ -189,9 +189,11 @@ def test_a_simulated_trace_without_its_status_or_missing_a_table_is_measured_aga
     (root / lost.path / "samples.parquet").unlink()
     (root / died.path / "status.json").unlink()  # as a job killed between its tables and its status leaves it
     _truncate(root / died.path / "windows.parquet")
+    (root / died.path / "gpu_windows.parquet").write_bytes(b"left by an earlier job")  # a file this job never writes
     res = run_snakemake(wd, *args)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "measured again" in res.stderr  # the trace missing a table, moved aside by the workflow's own check
+    assert not (root / died.path / "gpu_windows.parquet").exists()  # the folder was emptied before the job
     for p in (lost, died):
         status, _ = verify_trace(root / p.path, p, deep=True)  # every file whole, with its recorded checksum
         assert status["status"] == "ok"

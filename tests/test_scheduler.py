@@ -1,7 +1,19 @@
-"""The local profile's scheduler plugin (``--scheduler phase-energy``), run by the real Snakemake."""
+"""The workflow's scheduler plugin (``--scheduler phase-energy``): run by the real Snakemake, and called directly.
 
+The direct calls use the plugin interface's own test doubles (``snakemake_interface_scheduler_plugins.tests``:
+its harness and ``DummyJob``), because Snakemake's job objects exist only inside a built DAG. Only they can
+show that the plugin itself chose: a plugin that returned None would make Snakemake fall back to its greedy
+scheduler, and the runs above would still pass.
+"""
+
+import logging
+from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
+
+from snakemake_interface_scheduler_plugins.tests import DummyJob, TestSchedulerBase
+
+from snakemake_scheduler_plugin_phase_energy import Scheduler
 
 from .conftest import ROOT, run_snakemake
 
@@ -77,3 +89,56 @@ def test_the_local_profile_uses_it_and_snakemake_finds_it():
 
     profile = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())
     assert profile["scheduler"] == "phase-energy" and "phase-energy" in SchedulerPluginRegistry().plugins
+
+
+class TestTheInterfaceHarness(TestSchedulerBase):
+    """The scheduler plugin interface's own test (selects within resources, over its dummy DAG)."""
+
+    __test__ = True
+
+    def get_scheduler_cls(self):
+        return Scheduler
+
+    def get_scheduler_settings(self):
+        return None
+
+
+class _Job(DummyJob):
+    def __init__(self, name: str, priority: int = 0, **resources: int) -> None:
+        super().__init__(input=[], output=[], resources={"_cores": 1, "_nodes": 1, "_job_count": 1, **resources})
+        self.name, self._priority = name, priority
+
+    @property
+    def priority(self) -> int:
+        return self._priority
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _select(jobs, **available):
+    chosen = Scheduler(None, None, logging.getLogger("test")).select_jobs(jobs, jobs, available, defaultdict(int))
+    assert chosen is not None  # never the fallback to greedy
+    return [j.name for j in chosen]
+
+
+def test_selects_by_priority_and_takes_the_next_that_fits():
+    jobs = [_Job("a", 0), _Job("b", 5, _cores=2), _Job("c", 5), _Job("d", 9)]
+    # d first; b needs two cores where one is left, c fits; a would not fit after c
+    assert _select(jobs, _cores=2) == ["d", "c"]
+    assert _select(jobs, _cores=10) == ["d", "b", "c", "a"]  # ties keep the order given
+    assert _select([_Job("x"), _Job("y")], _cores=1) == ["x"]
+
+
+def test_a_job_slot_a_rate_limit_or_a_gpu_ends_the_selection():
+    jobs = [_Job(n, gpu=1) for n in "abcd"]
+    big = 2**63 - 1  # Snakemake's "unlimited"
+    assert _select(jobs, _cores=big, _nodes=2, _job_count=big, gpu=4) == ["a", "b"]  # a cluster's job slots
+    assert _select(jobs, _cores=big, _nodes=big, _job_count=3, gpu=4) == ["a", "b", "c"]  # the rate limiter
+    assert _select(jobs, _cores=4, _nodes=big, _job_count=big, gpu=1) == ["a"]  # one GPU
+    assert _select(jobs, _cores=4, _nodes=big, _job_count=big, gpu=0) == []  # none: nothing starts
+    assert _select([_Job("s", mem_mb=100)], _cores=1, gpu=1) == ["s"]  # a resource not limited here
+
+
+def test_string_or_missing_limits_do_not_block():
+    assert _select([_Job("a", partition=1)], _cores=1, partition="gpu") == ["a"]

@@ -3,9 +3,11 @@
 # more in a pool of worker processes): the same code as `phase-energy measure`, without starting Python
 # for each of thousands of points. A simulated job declares status.json alone: the job writes it last, with
 # the size and checksum of each other file of the trace, and every later rule reads the trace through it.
-# Snakemake keeps records for each declared output (incomplete marks, metadata, existence checks): with all
-# four declared, about 30 s of the main job's 232 s on a 2-core machine (docs/benchmarks.md). A trace that
-# lost a table is moved aside and measured again by the workflow's own check of status.json's sizes.
+# Snakemake keeps records for each declared output (incomplete marks, metadata, existence checks), a large
+# part of its own time on thousands of simulated points (docs/benchmarks.md). The job empties the point's
+# folder before it writes; a trace that lost a table is moved aside and measured again by the workflow's own
+# check of status.json's sizes. So a table is no target of its own, and `--delete-all-output` removes a
+# simulated trace's status.json only (delete results/traces for the rest).
 
 if SIMULATED:
 

@@ -201,7 +201,8 @@ def with_labels(df: pd.DataFrame) -> pd.DataFrame:
 def _nan_mean(x: np.ndarray) -> float:
     """The mean with NaN left out (NaN when none is left), summed as pandas sums it: NaN as zero, in place."""
     n = int((~np.isnan(x)).sum())
-    return float(np.where(np.isnan(x), 0.0, x).sum() / n) if n else float("nan")
+    with np.errstate(invalid="ignore"):  # inf - inf is NaN, quietly, as pandas gives it
+        return float(np.where(np.isnan(x), 0.0, x).sum() / n) if n else float("nan")
 
 
 def _nan_max(x: np.ndarray) -> float:
