@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -116,23 +117,16 @@ _POOL: WorkerPool | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def clear_files(folder: Path) -> None:
-    """Remove the files directly in ``folder`` (a point's own trace folder), if it exists."""
-    if folder.is_dir():
-        for f in folder.iterdir():
-            if f.is_file() or f.is_symlink():
-                f.unlink()
-
-
 def run_simulated(config: str | Path, point: GridPoint, out: str | Path, log: str | Path, cores: int,
                   logs: str | Path = WORKER_LOGS) -> None:
     """A simulated job for the workflow: in this thread with one core, in a worker process with more.
 
     ``logs``: the workers' own log folder (the run's logs folder's ``workers``), fixed by the first call.
-    The point's folder is emptied of files first: the rule declares only ``status.json`` (written last),
-    so Snakemake removes nothing else, and a table of an earlier, unfinished job must not stay behind.
+    The point's folder is removed first, as a group removes a failed point's: the rule declares only
+    ``status.json`` (written last), so Snakemake removes nothing else, and a table of an earlier, unfinished
+    job must not stay behind.
     """
-    clear_files(Path(out))
+    shutil.rmtree(out, ignore_errors=True)
     if cores <= 1:
         from phase_energy.measure.job import run_job_in_process
 
