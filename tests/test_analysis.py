@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phase_energy.analysis.crossover import first_crossing, request_energy_curve
-from phase_energy.analysis.dvfs import classify_curve, clock_policy
+from phase_energy.analysis.crossover import first_crossing, first_crossings, request_energy_curve
+from phase_energy.analysis.dvfs import _best_lock, _best_locks, classify_curve, classify_curves, clock_policy
 from phase_energy.analysis.energy import summarise_trials, trial_table
 from phase_energy.analysis.pareto import dominance_table, nondominated, pareto_table
 from phase_energy.analysis.stats import hierarchical_means
@@ -50,6 +50,45 @@ def test_flat_curve_is_classed_flat_and_others_by_shape():
     assert classify_curve(clocks, [1.0, 0.8, 0.9, 1.0], [0.5, 0.8, 0.95, 1.0], 0.03, 0.05) == "interior-optimum"
     assert classify_curve(clocks, [0.7, 0.8, 0.9, 1.0], [0.98, 0.99, 1, 1], 0.03, 0.05) == "lower-clock-saves"
     assert classify_curve(clocks, [1.4, 1.2, 1.1, 1.0], [0.4, 0.6, 0.8, 1], 0.03, 0.05) == "higher-clock-saves"
+
+
+def test_curves_are_classed_at_once_as_each_alone():
+    """The bootstrap classes every resample at once; each row gets the class it gets alone, NaN as Python's min."""
+    e = [[1.0, 1.005, 0.998, 1.0], [1.0, 0.8, 0.9, 1.0], [0.7, 0.8, 0.9, 1.0], [1.4, 1.2, 1.1, 1.0],
+         [1.0, 0.8, 0.9, np.nan],  # min(first, NaN) is first: the interior beats it
+         [np.nan, 0.8, 0.9, 1.0]]  # min(NaN, last) is NaN: nothing beats it, and neither end the other
+    t = [[1.0, 1.0, 1.0, 1.0], [0.5, 0.8, 0.95, 1.0], [0.98, 0.99, 1, 1], [0.4, 0.6, 0.8, 1], [0.5, 0.8, 0.95, 1.0],
+         [0.5, 0.8, 0.95, 1.0]]
+    classes = classify_curves(np.array(e), np.array(t), 0.03, 0.05)
+    assert classes == ["flat", "interior-optimum", "lower-clock-saves", "higher-clock-saves", "interior-optimum",
+                       "flat"]
+    assert classes == [classify_curve(np.arange(4), a, b, 0.03, 0.05) for a, b in zip(e, t, strict=True)]
+    with pytest.raises(ValueError):  # no energy at all: no class
+        classify_curves(np.full((2, 4), np.nan), np.ones((2, 4)), 0.03, 0.05)
+
+
+def test_the_lock_is_chosen_in_every_resample_at_once_as_in_each_alone():
+    rng = np.random.default_rng(3)
+    boot = np.round(rng.normal(1.0, 0.05, size=(400, 5, 3)), 2)  # rounded: ties between locks occur
+    boot[:, :, 2] *= 500
+    boot[:50, 1:, 1] = 0.5  # no lock within the throughput bound: the default is kept
+    boot[50:60, 2, 0] = np.nan  # a lock without an energy: taken one by one
+    boot[60:70, 0, 2] = np.nan  # the default's power unknown
+    want = np.array([_best_lock(b, 0, [1, 2, 3, 4], 0.05)[1:4:2] for b in boot])
+    got = _best_locks(boot, 0, [1, 2, 3, 4], 0.05)
+    np.testing.assert_array_equal(got, want)
+    assert (got[:50] == 0).all() and (got[:, 0] > 0).any() and np.isnan(got[60:70, 1]).any()
+
+
+def test_crossings_of_many_curves_at_once_equal_each_alone():
+    x = np.array([1, 10, 100, 1000, 10000], dtype=float)
+    rng = np.random.default_rng(0)
+    diffs = np.vstack([np.log10(x) - rng.uniform(0.5, 3.5, size=(50, 1)), np.ones((3, 5)), -np.ones((2, 5)),
+                       [[0.0, 0.0, 1.0, -1.0, 2.0]]])
+    got = first_crossings(x, diffs, log_x=True)
+    want = [first_crossing(x, d, log_x=True) for d in diffs]
+    assert [None if np.isnan(g) else float(g) for g in got] == want
+    assert np.isnan(got[50:55]).all() and not np.isnan(got[:50]).any()
 
 
 def test_crossover_at_a_known_point():

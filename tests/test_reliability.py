@@ -58,6 +58,14 @@ def _drop_checksums_and_windows(d: Path) -> None:
     (d / "status.json").write_text(json.dumps(status))
 
 
+def _drop_checksums_and_truncate_samples(d: Path) -> None:
+    """A trace of the time before checksums whose samples lost their end: only the footer can tell."""
+    status = json.loads((d / "status.json").read_text())
+    status.pop("files")
+    (d / "status.json").write_text(json.dumps(status))
+    _truncate(d / "samples.parquet")
+
+
 def _windows_of_another_point(d: Path) -> None:
     shutil.copy(Path(str(d).replace("/bs~1/", "/bs~8/")) / "windows.parquet", d / "windows.parquet")
 
@@ -84,6 +92,7 @@ CORRUPTIONS = [
     ("samples deleted", lambda d: (d / "samples.parquet").unlink(), ["samples.parquet", "no file"]),
     ("windows of another point", _windows_of_another_point, ["windows.parquet"]),
     ("window count without checksums", _drop_checksums_and_windows, ["windows.parquet", "windows where"]),
+    ("samples unreadable without checksums", _drop_checksums_and_truncate_samples, ["unreadable"]),
     ("bit flip in metadata", lambda d: _flip_a_byte(d / "metadata.json"), ["metadata.json"]),
 ]
 
@@ -223,6 +232,26 @@ def test_conform_returns_a_conforming_table_itself_and_converts_any_other():
         out = conform(other, cols)
         assert out is not other and list(out.columns) == list(cols)
         assert [str(t) for t in out.dtypes] == list(cols.values())
+
+
+def test_windows_of_many_jobs_read_at_once_equal_each_read_alone(tmp_path, good_trace):
+    """collect_windows converts all jobs' Arrow tables at once: the frame is that of each read and concatenated;
+    a job whose table is typed otherwise (an older trace) is reconciled by pandas as before."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phase_energy.measure.trace import tables_to_frame
+
+    files = sorted(good_trace.rglob("windows.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    alone = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    pd.testing.assert_frame_equal(tables_to_frame(tables), alone, check_exact=True)
+    older = pd.read_parquet(files[0]).assign(trial=lambda w: w["trial"].astype("float64"))
+    mixed = [pa.Table.from_pandas(older), tables[1]]
+    pd.testing.assert_frame_equal(tables_to_frame(mixed), pd.concat([older, alone.iloc[len(older):]],
+                                                                    ignore_index=True), check_exact=True)
+    windows, _ = collect_windows([f.parent for f in files])
+    pd.testing.assert_frame_equal(windows[alone.columns], alone, check_exact=True)
 
 
 # ---------------------------------------------------------------------------------------------- config values

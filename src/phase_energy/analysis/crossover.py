@@ -65,14 +65,24 @@ def request_resamples(jobs: list[tuple[np.ndarray, np.ndarray]], context: int, n
 
 def first_crossing(x: np.ndarray, diff: np.ndarray, log_x: bool = False) -> float | None:
     """First x where ``diff`` changes sign, linearly interpolated (in log x when asked); None if none."""
-    s = np.sign(diff)
-    idx = np.flatnonzero((s[:-1] != s[1:]) & (s[:-1] != 0))
-    if len(idx) == 0:
-        return None
-    i = int(idx[0])
-    xa, xb = (np.log(x[i]), np.log(x[i + 1])) if log_x else (x[i], x[i + 1])
-    xc = xa + (xb - xa) * diff[i] / (diff[i] - diff[i + 1])
-    return float(np.exp(xc) if log_x else xc)
+    found = first_crossings(x, np.asarray(diff, dtype=float)[None], log_x)[0]
+    return None if np.isnan(found) else float(found)
+
+
+def first_crossings(x: np.ndarray, diffs: np.ndarray, log_x: bool = False) -> np.ndarray:
+    """:func:`first_crossing` of each row of ``diffs`` at once; NaN where a row does not change sign."""
+    x = np.asarray(x, dtype=float)
+    s = np.sign(diffs)
+    change = (s[:, :-1] != s[:, 1:]) & (s[:, :-1] != 0)
+    has = change.any(axis=1)
+    i = np.argmax(change, axis=1)  # the first change of each row (0 where none: masked below)
+    rows = np.arange(len(diffs))
+    xs = np.log(x) if log_x else x
+    xa, xb = xs[i], xs[i + 1]
+    da, db = diffs[rows, i], diffs[rows, i + 1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # rows without a change: their values are dropped
+        xc = xa + (xb - xa) * da / (da - db)
+    return np.where(has, np.exp(xc) if log_x else xc, np.nan)
 
 
 def crossing_with_ci(x: np.ndarray, diffs: np.ndarray) -> dict[str, Any]:
@@ -80,8 +90,8 @@ def crossing_with_ci(x: np.ndarray, diffs: np.ndarray) -> dict[str, Any]:
 
     Also the share of resamples without a sign change and on which side the architecture ends up cheaper.
     """
-    boots = [first_crossing(x, row, log_x=True) for row in diffs]
-    found = np.array([b for b in boots if b is not None])
+    boots = first_crossings(x, diffs, log_x=True)
+    found = boots[~np.isnan(boots)]
     return {"crossover": first_crossing(x, np.median(diffs, axis=0), log_x=True),
             "ci_low": float(np.percentile(found, 2.5)) if len(found) else None,
             "ci_high": float(np.percentile(found, 97.5)) if len(found) else None,
@@ -141,12 +151,12 @@ def _crossover_tables_one(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapp
         curves[(arch, batch, ctx)] = (pre_bs, dec_bs)
         p_est = float(np.mean([p.mean() for p, _ in jobs])) * ctx
         d_est = np.mean([d.mean(axis=0) for _, d in jobs], axis=0)
+        low, high = np.percentile(pre_bs + dec_bs, [2.5, 97.5], axis=0)  # each output length's interval
         for k, n in enumerate(grid):
-            tot = pre_bs[:, k] + dec_bs[:, k]
             rows.append({"arch": arch, "paradigm": get_preset(arch).paradigm, "batch": batch, "context": ctx,
                          "output_length": int(n), "prefill_j": p_est, "decode_j": float(d_est[k]),
-                         "total_j": p_est + float(d_est[k]), "total_ci_low": float(np.percentile(tot, 2.5)),
-                         "total_ci_high": float(np.percentile(tot, 97.5)), "jobs": len(jobs),
+                         "total_j": p_est + float(d_est[k]), "total_ci_low": float(low[k]),
+                         "total_ci_high": float(high[k]), "jobs": len(jobs),
                          "in_output_grid": int(n) in set(cfg["output_lengths"])})
     request = pd.DataFrame(rows)
     ref = _reference_arch(trials, cfg)
@@ -156,8 +166,8 @@ def _crossover_tables_one(windows: pd.DataFrame, trials: pd.DataFrame, cfg: Mapp
             request = request.assign(ratio_vs_gqa=np.nan, ratio_ci_low=np.nan, ratio_ci_high=np.nan)
         return request, pd.DataFrame(columns=CROSSOVER_COLUMNS)
     ref_tot = request[request["arch"] == ref].set_index(["batch", "context", "output_length"])["total_j"]
-    request["ratio_vs_gqa"] = request.apply(
-        lambda r: r["total_j"] / ref_tot.get((r["batch"], r["context"], r["output_length"]), np.nan), axis=1)
+    at = pd.MultiIndex.from_frame(request[["batch", "context", "output_length"]])
+    request["ratio_vs_gqa"] = request["total_j"].to_numpy() / ref_tot.reindex(at).to_numpy()
     request["ratio_ci_low"] = np.nan
     request["ratio_ci_high"] = np.nan
     for (arch, batch, ctx), (p, d) in curves.items():

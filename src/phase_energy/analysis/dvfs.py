@@ -23,20 +23,29 @@ def classify_curve(clocks: np.ndarray, energy: np.ndarray, throughput: np.ndarra
     interior-optimum: the lowest energy lies strictly inside the clock range and beats both ends by
     ``flat``; lower-/higher-clock-saves: the lowest energy is at that end and beats the other by ``flat``.
     """
+    return classify_curves(np.asarray(energy, dtype=float)[None], np.asarray(throughput, dtype=float)[None],
+                           flat, sensitivity)[0]
+
+
+def classify_curves(energy: np.ndarray, throughput: np.ndarray, flat: float, sensitivity: float) -> list[str]:
+    """:func:`classify_curve` of each row of ``energy`` and ``throughput`` (curves x clocks), at once.
+
+    NaN values are left out of each curve's range and minimum; a curve of NaN energies only is an error.
+    """
     e = np.asarray(energy, dtype=float)
     t = np.asarray(throughput, dtype=float)
-    e_rel = e / np.nanmax(e)
-    t_rel = t / np.nanmax(t)
-    if np.nanmax(e_rel) - np.nanmin(e_rel) < flat and np.nanmax(t_rel) - np.nanmin(t_rel) < sensitivity:
-        return "flat"
-    i = int(np.nanargmin(e))
-    if 0 < i < len(e) - 1 and e_rel[i] < min(e_rel[0], e_rel[-1]) - flat:
-        return "interior-optimum"
-    if e_rel[0] < e_rel[-1] - flat:
-        return "lower-clock-saves"
-    if e_rel[-1] < e_rel[0] - flat:
-        return "higher-clock-saves"
-    return "flat"
+    e_rel = e / np.nanmax(e, axis=1, keepdims=True)
+    t_rel = t / np.nanmax(t, axis=1, keepdims=True)
+    is_flat = ((np.nanmax(e_rel, axis=1) - np.nanmin(e_rel, axis=1) < flat)
+               & (np.nanmax(t_rel, axis=1) - np.nanmin(t_rel, axis=1) < sensitivity))
+    lowest = np.nanargmin(e, axis=1)
+    first, last = e_rel[:, 0], e_rel[:, -1]
+    lower_end = np.where(last < first, last, first)  # min(first, last) as Python's min takes it (NaN: first)
+    at_lowest = np.take_along_axis(e_rel, lowest[:, None], axis=1)[:, 0]
+    interior = (lowest > 0) & (lowest < e.shape[1] - 1) & (at_lowest < lower_end - flat)
+    classes = np.select([is_flat, interior, first < last - flat, last < first - flat],
+                        ["flat", "interior-optimum", "lower-clock-saves", "higher-clock-saves"], default="flat")
+    return [str(c) for c in classes]
 
 
 def dvfs_curves(trials: pd.DataFrame) -> pd.DataFrame:
@@ -73,8 +82,7 @@ def dvfs_classes(trials: pd.DataFrame, flat: float, sensitivity: float, n_resamp
         est, boot = est[order], boot[:, order]
         e_est, t_est = est[:, 0], est[:, 1]
         point = classify_curve(clocks, e_est, t_est, flat, sensitivity)
-        labels = [classify_curve(clocks, boot[i, :, 0], boot[i, :, 1], flat, sensitivity)
-                  for i in range(n_resamples)]
+        labels = classify_curves(boot[:, :, 0], boot[:, :, 1], flat, sensitivity)
         counts = pd.Series(labels).value_counts()
         share = float(counts.iloc[0]) / n_resamples
         label = str(counts.index[0]) if share >= min_agreement else "indeterminate"
@@ -105,6 +113,27 @@ def _best_lock(est: np.ndarray, default: int, locks: list[int], bound: float) ->
     if saving <= 0:
         return best, 0.0, 1 - est[best, 1] / est[default, 1], 0.0
     return best, saving, 1 - est[best, 1] / est[default, 1], max(est[default, 2] - est[best, 2], 0.0)
+
+
+def _best_locks(boot: np.ndarray, default: int, locks: list[int], bound: float) -> np.ndarray:
+    """(saving, power saved) of :func:`_best_lock` for each resample of ``boot`` (resamples x levers x metrics).
+
+    At once for all resamples; resamples with a non-finite energy take :func:`_best_lock` one by one.
+    """
+    e, t, p = boot[:, :, 0], boot[:, :, 1], boot[:, :, 2]
+    at = np.asarray(locks)
+    ok = t[:, at] >= (1 - bound) * t[:, [default]]
+    finite = np.isfinite(e[:, at]).all(axis=1)
+    rows = np.arange(len(boot))
+    best = at[np.argmin(np.where(ok, e[:, at], np.inf), axis=1)]  # the first of the lowest, as min() takes it
+    saving = 1 - e[rows, best] / e[:, default]
+    diff = p[:, default] - p[rows, best]
+    saved = np.where(diff < 0.0, 0.0, diff)  # max(diff, 0.0) as Python takes it (NaN stays)
+    keeps_default = ~ok.any(axis=1) | (saving <= 0)
+    out = np.stack([np.where(keeps_default, 0.0, saving), np.where(keeps_default, 0.0, saved)], axis=1)
+    for r in np.flatnonzero(~finite):
+        out[r] = _best_lock(boot[r], default, locks, bound)[1:4:2]
+    return out
 
 
 def _cross_fitted_saving(g: pd.DataFrame, levers: list[str], metrics: list[str], default: int, locks: list[int],
@@ -155,7 +184,7 @@ def policy_resamples(trials: pd.DataFrame, loss_bound: float, n_resamples: int, 
         locks = [i for i, lv in enumerate(levers) if lv != "default"]
         best, _, loss, saved = _best_lock(est, default, locks, loss_bound)
         saving = _cross_fitted_saving(g, levers, metrics, default, locks, loss_bound)
-        draws = np.array([_best_lock(boot[r], default, locks, loss_bound)[1:4:2] for r in range(n_resamples)])
+        draws = _best_locks(boot, default, locks, loss_bound)
         row = {**dict(zip(GROUP, key, strict=True)),
                "best_clock_mhz": Lever.parse(levers[best]).value if best is not None else None,
                "energy_saving": saving, "throughput_loss": loss, "power_saved_w": saved,

@@ -52,16 +52,29 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     if windows.empty:
         return windows.drop(columns=["summary_stamp"], errors="ignore")
     point_cols = [c for c in windows.columns if c not in WINDOW_COLUMNS and c != "summary_stamp"]
-    stamps = windows["summary_stamp"] if "summary_stamp" in windows else pd.Series(None, index=windows.index)
-    jobs = list(windows.groupby("job", sort=False))
+    stamps = (windows["summary_stamp"] if "summary_stamp" in windows else pd.Series(None, index=windows.index)
+              ).to_numpy()
+    # each job's row positions, jobs in the order they first appear (as groupby(sort=False) gives them)
+    codes, names = pd.factorize(windows["job"])
+    order = np.argsort(codes, kind="stable")
+    positions = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    locks = windows["locked_sm_clock_mhz"].to_numpy()
+
+    def settings_of(locked: Any) -> Settings:
+        return Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]),
+                                    locked_sm_clock_mhz=None if pd.isna(locked) else int(locked))
+
+    current: dict[Any, tuple[str, str]] = {}  # the stamps of this code, by lock (settings differ only in it)
     settings, stale = {}, []
-    for job, w in jobs:
-        locked = w["locked_sm_clock_mhz"].iloc[0]
-        settings[job] = Settings.from_config(cfg["measurement"], max_output=max(cfg["output_lengths"]),
-                                             locked_sm_clock_mhz=None if pd.isna(locked) else int(locked))
-        if stamps.loc[w.index[0]] not in (summary_stamp(settings[job]), multi_summary_stamp(settings[job])):
+    for job, pos in zip(names, positions, strict=True):
+        lock = None if pd.isna(locks[pos[0]]) else int(locks[pos[0]])
+        if lock not in current:
+            s = settings_of(lock)
+            current[lock] = (summary_stamp(s), multi_summary_stamp(s))
+        if stamps[pos[0]] not in current[lock]:
+            settings[job] = settings_of(lock)
             stale.append(job)
-    by_job = dict(jobs)
+    by_job = {job: windows.iloc[pos] for job, pos in zip(names, positions, strict=True) if job in settings}
     rows: list[dict[str, Any]] = []
     spans: dict[str, tuple[int, int]] = {}  # a stale job's rows in ``rows``
     for job, samples in zip(stale, read_tables_of(stale, "samples.parquet"), strict=True):
@@ -73,17 +86,18 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
         rows += job_summary_rows(samples, raw, settings[job])  # on one GPU or, summed, on several
         spans[job] = (start, len(rows))
     log.info("windows: %d jobs summarised again from their samples, %d as stored by the same code",
-             len(stale), len(jobs) - len(stale))
+             len(stale), len(names) - len(stale))
     fresh = frame_from_rows(rows, WINDOW_COLUMNS) if rows else None  # one table for every stale job
-    if len(stale) == len(jobs):
+    if len(stale) == len(names):
         summaries = fresh
     elif not stale:
-        summaries = conform(windows, WINDOW_COLUMNS).reset_index(drop=True)
+        summaries = conform(windows.iloc[np.concatenate(positions)], WINDOW_COLUMNS).reset_index(drop=True)
     else:
         assert fresh is not None
         summaries = pd.concat([fresh.iloc[spans[job][0]:spans[job][1]] if job in spans
-                               else conform(w, WINDOW_COLUMNS) for job, w in jobs], ignore_index=True)
-    rowwise = windows.loc[np.concatenate([w.index.to_numpy() for _, w in jobs])]
+                               else conform(windows.iloc[pos], WINDOW_COLUMNS)
+                               for job, pos in zip(names, positions, strict=True)], ignore_index=True)
+    rowwise = windows.iloc[np.concatenate(positions)]
     return pd.concat([summaries, pd.DataFrame({c: rowwise[c].to_numpy() for c in point_cols})], axis=1)
 
 
@@ -106,23 +120,23 @@ def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = (
     w["sw_power_cap_share"] = (w["thr_sw_power_s"] / w["duration_s"]).clip(0, 1)
     steady = (w["duration_s"] - w["cap_hold_excluded_s"].fillna(0.0)).where(lambda x: x > 0)
     w["sw_power_cap_share_steady"] = (w["thr_sw_power_steady_s"] / steady).clip(0, 1)
-    w["lever_kind"] = w["lever"].map(lambda s: Lever.parse(s).kind)
-    w["lever_value"] = w["lever"].map(lambda s: Lever.parse(s).value).astype(float)
+    levers = {lv: Lever.parse(lv) for lv in w["lever"].unique()}
+    w["lever_kind"] = w["lever"].map(lambda s: levers[s].kind)
+    w["lever_value"] = w["lever"].map(lambda s: levers[s].value).astype(float)
     nbytes = np.zeros(len(w))
     flops = np.zeros(len(w))
     # the bytes of a step depend on how the engine lays out its cache (docs/engines.md)
     pairs = w[["arch", "engine"]].drop_duplicates().itertuples(index=False)
     models = {(a, e): cost_model(get_preset(a), engine=e) for a, e in pairs}  # bytes per GPU on several
+    done: dict[tuple[Any, ...], tuple[float, float]] = {}  # windows of the same shape: one model call
     for i, r in enumerate(w.itertuples(index=False)):
-        m = models[(r.arch, r.engine)]
-        if r.phase == "prefill":  # the sequences one repetition prefilled (prefill_max_tokens may bound them)
-            seqs = r.tokens / max(r.context * r.repetitions, 1)
-            nbytes[i] = r.repetitions * m.prefill_bytes(seqs, r.context)
-            flops[i] = r.repetitions * m.prefill_flops(seqs, r.context)
-        elif r.phase == "decode":
-            mid = (r.context_start + r.context_end - 1) / 2.0  # both are affine in the position
-            nbytes[i] = r.repetitions * r.steps * m.decode_bytes(r.batch, mid)
-            flops[i] = r.repetitions * r.steps * m.decode_flops(r.batch, mid)
+        if r.phase not in ("prefill", "decode"):
+            continue
+        shape = (r.arch, r.engine, r.phase, r.tokens, r.context, r.repetitions, r.steps, r.batch, r.context_start,
+                 r.context_end)
+        if shape not in done:
+            done[shape] = _window_work(models[(r.arch, r.engine)], r)
+        nbytes[i], flops[i] = done[shape]
     w["bytes"] = nbytes
     w["flops"] = flops
     w["achieved_bw_bps"] = w["bytes"] / w["duration_s"]
@@ -132,6 +146,16 @@ def add_window_metrics(windows: pd.DataFrame, exclude_flags: tuple[str, ...] = (
     w["tpot_s"] = np.where(w["phase"] == "decode",
                            w["duration_s"] / (w["steps"] * w["repetitions"]).where(w["steps"] > 0), np.nan)
     return count_windows(w, exclude_flags)
+
+
+def _window_work(m: Any, r: Any) -> tuple[float, float]:
+    """(bytes, FLOPs) of one prefill or decode window ``r`` by the cost model ``m``."""
+    if r.phase == "prefill":  # the sequences one repetition prefilled (prefill_max_tokens may bound them)
+        seqs = r.tokens / max(r.context * r.repetitions, 1)
+        return r.repetitions * m.prefill_bytes(seqs, r.context), r.repetitions * m.prefill_flops(seqs, r.context)
+    mid = (r.context_start + r.context_end - 1) / 2.0  # both are affine in the position
+    return r.repetitions * r.steps * m.decode_bytes(r.batch, mid), r.repetitions * r.steps * m.decode_flops(r.batch,
+                                                                                                          mid)
 
 
 def count_windows(w: pd.DataFrame, exclude_flags: tuple[str, ...]) -> pd.DataFrame:
@@ -173,8 +197,13 @@ def trial_table(w: pd.DataFrame) -> pd.DataFrame:
         thr_thermal_s=("thr_hw_thermal_s", "sum"), bytes=("bytes", "sum"), flops=("flops", "sum"),
         clock_t=("_clock_t", "sum"), bandwidth_bps=("bandwidth_bps", "first"),
         matmul_flops=("matmul_flops", "first"), idle_power_w=("idle_power_w", "first"),
-        flags=("_flags", lambda s: ",".join(sorted({f for x in s for f in x.split(",") if f}))),
     ).reset_index()
+    # each trial's flags, the union of its windows' (sorted): only windows with flags need looking at
+    union: list[set[str]] = [set() for _ in range(len(t))]
+    for trial, f in zip(g.ngroup().to_numpy(), w["_flags"].to_numpy(), strict=True):
+        if f:
+            union[trial].update(x for x in f.split(",") if x)
+    t["flags"] = pd.array([",".join(sorted(u)) for u in union], dtype=w["_flags"].dtype)  # typed as the windows'
     t["j_per_token"] = t["energy_j"] / t["tokens"]
     t["j_per_token_above_idle"] = t["energy_above_idle_j"] / t["tokens"]
     t["tokens_per_s"] = t["tokens"] / t["duration_s"]

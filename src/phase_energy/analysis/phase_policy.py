@@ -142,6 +142,7 @@ def saving_intervals(policy: pd.DataFrame, boot: Mapping[tuple[Any, ...], np.nda
     meta = policy[["output_length", "mix_share", "prefill_lever", "decode_lever", "best_static_lever"]].to_numpy(
         dtype=object)
     sw: dict[tuple[Any, ...], float] = {}
+    savings: list[tuple[int, int, np.ndarray]] = []  # (row, first column, the saving on each resample)
     for i, (key, (n, m, p, d, s)) in enumerate(zip(map(tuple, keys), meta, strict=True)):
         if key not in sw:
             sw[key] = _switch_cost(costs, key)[0]
@@ -149,10 +150,15 @@ def saving_intervals(policy: pd.DataFrame, boot: Mapping[tuple[Any, ...], np.nda
                                  for pre, dec in ((p, d), ("default", "default"), (s, s)))
         if best is None:
             continue
-        if default is not None:
-            out[i, :2] = np.nanpercentile(1 - best / default, q)
-        if static is not None:
-            out[i, 2:] = np.nanpercentile(1 - best / static, q)
+        savings += [(i, col, 1 - best / other) for col, other in ((0, default), (2, static)) if other is not None]
+    # the savings without NaN in one percentile call (as each alone: the same values), the others one by one
+    whole = [k for k, (_, _, v) in enumerate(savings) if not np.isnan(v).any()]
+    if whole:
+        bounds = np.percentile(np.stack([savings[k][2] for k in whole]), q, axis=1).T
+        for k, b in zip(whole, bounds, strict=True):
+            out[savings[k][0], savings[k][1]:savings[k][1] + 2] = b
+    for i, col, v in (savings[k] for k in sorted(set(range(len(savings))) - set(whole))):
+        out[i, col:col + 2] = np.nanpercentile(v, q)
     return pd.DataFrame(out, columns=cols, index=policy.index)
 
 
@@ -211,16 +217,19 @@ def pair_table(rates: pd.DataFrame, costs: pd.DataFrame, outputs: Iterable[int],
     keys, parts = [], []  # each point's key and the columns of its rows
     names: dict[str, int] = {}  # every lever's number: the lever columns are built as numbers, named at the end
     outputs, mixes = list(outputs), list(mixes)
-    for key, g in rates.groupby(GROUP):
-        r = g.set_index(["lever", "phase"])[["j_per_token", "tokens_per_s"]]
-        levers = sorted({lv for lv, ph in r.index if (lv, "prefill") in r.index and (lv, "decode") in r.index},
-                        key=lambda lv: (Lever.parse(lv).kind != "default", lv))
+    lever_col, phase_col = rates["lever"].to_numpy(), rates["phase"].to_numpy()
+    values = rates[["j_per_token", "tokens_per_s"]].to_numpy(dtype=float)
+    kinds = {lv: Lever.parse(lv).kind for lv in set(lever_col)}
+    for key, pos in groups(rates, GROUP):  # points in rates.groupby(GROUP)'s order
+        at = {(lv, ph): i for lv, ph, i in zip(lever_col[pos], phase_col[pos], pos, strict=True)}  # one row each
+        levers = sorted({lv for lv, _ in at if (lv, "prefill") in at and (lv, "decode") in at},
+                        key=lambda lv: (kinds[lv] != "default", lv))
         if "default" not in levers:
             continue
         e_sw, t_sw, _ = _switch_cost(costs, key)
         b, c = float(key[3]), float(key[4])
-        pre = r.xs("prefill", level="phase").loc[levers].to_numpy(dtype=float)
-        dec = r.xs("decode", level="phase").loc[levers].to_numpy(dtype=float)
+        pre = values[[at[(lv, "prefill")] for lv in levers]]
+        dec = values[[at[(lv, "decode")] for lv in levers]]
         jp, tp, jd, td = pre[:, 0], pre[:, 1], dec[:, 0], dec[:, 1]
         k = len(levers)
         same = np.eye(k, dtype=bool)  # [prefill lever, decode lever]

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import numpy as np
@@ -23,6 +23,9 @@ from phase_energy.config import load_schema
 from phase_energy.grid import GridPoint
 from phase_energy.measure.layout import engine_of, file_digest, verify_trace
 from phase_energy.model.checkpoint import weights_label
+
+if TYPE_CHECKING:  # pyarrow is imported where a table is read or written: a GPU job's start does not wait for it
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -228,12 +231,32 @@ POINT_KEYS = ("engine", "arch", "paradigm", "batch", "context", "lever_requested
 READ_THREADS = 4  # traces read at once by the analysis
 
 
-def _read_for_collect(d: Path) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame | None] | None:
-    """A trace's status, metadata and (when ok) windows, verified against its folder's point; None if absent."""
+def _read_for_collect(d: Path) -> tuple[dict[str, Any], dict[str, Any], pa.Table | None] | None:
+    """A trace's status, metadata and (when ok) windows, verified against its folder's point; None if absent.
+
+    The windows come as an Arrow table: :func:`collect_windows` converts all jobs' tables to pandas at once.
+    """
+    import pyarrow.parquet as pq
+
     if not (d / "status.json").exists():
         return None
     status, meta = verify_trace(d, GridPoint.from_path(d))
-    return status, meta, pd.read_parquet(d / "windows.parquet") if status["status"] == "ok" else None
+    return status, meta, pq.ParquetFile(d / "windows.parquet").read() if status["status"] == "ok" else None
+
+
+def tables_to_frame(tables: Sequence[pa.Table]) -> pd.DataFrame:
+    """Arrow tables (one per job) as one DataFrame, as ``pd.concat`` of each converted alone would give.
+
+    Converting once is what makes reading thousands of small tables fast. Tables whose schemas differ
+    (traces written by older code, a column typed otherwise) are converted one by one and concatenated by
+    pandas, which reconciles their types as it always did.
+    """
+    import pyarrow as pa
+
+    first = tables[0].schema
+    if all(t.schema.equals(first) for t in tables[1:]):
+        return pa.concat_tables(tables).to_pandas()
+    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 
 
 def read_tables_of(folders: Iterable[str | Path], name: str) -> Iterator[pd.DataFrame]:
@@ -275,7 +298,7 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
     Every trace is verified first (:func:`verify_trace`, against the point its folder names); only ``ok``
     traces contribute windows, ``skipped`` ones a status row with their reason.
     """
-    frames: list[pd.DataFrame] = []
+    frames: list[pa.Table] = []
     jobs: list[dict[str, Any]] = []
     statuses = []
     folders = [Path(d) for d in dirs]
@@ -297,7 +320,7 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
         statuses.append({**point, "status": status["status"], "reason": status.get("reason", "")})
         if w is None:  # not ok: no windows
             continue
-        if len(w):
+        if w.num_rows:
             enforced = meta.get("lever_enforced") or {}
             jobs.append({**point, "power_limit_w": enforced.get("power_limit_w"),
                          "locked_sm_clock_mhz": enforced.get("locked_sm_clock_mhz"),
@@ -310,9 +333,9 @@ def collect_windows(dirs: Iterable[str | Path]) -> tuple[pd.DataFrame, pd.DataFr
             frames.append(w)
     if not frames:
         return empty_frame(WINDOW_COLUMNS), pd.DataFrame(statuses)
-    windows = pd.concat(frames, ignore_index=True)
+    windows = tables_to_frame(frames)
     # each job's columns, one value per job, repeated over its windows (one column at a time, not one per job)
-    rows = np.repeat(np.arange(len(frames)), [len(w) for w in frames])
+    rows = np.repeat(np.arange(len(frames)), [w.num_rows for w in frames])
     cols = {k: _job_column([j[k] for j in jobs]).take(rows).reset_index(drop=True) for k in jobs[0]}
     return pd.concat([windows, pd.DataFrame(cols)], axis=1), pd.DataFrame(statuses)
 
