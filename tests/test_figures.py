@@ -236,3 +236,95 @@ def test_request_energy_legend_names_every_architecture_any_panel_draws(sim_run)
         assert layout_problems(fig) == []
     finally:
         plt.close(fig)
+
+
+def _counting(monkeypatch) -> dict[str, int]:
+    """How often, from now on, a figure is drawn in full and laid out (tight or constrained layout)."""
+    from collections import Counter
+
+    from matplotlib.figure import Figure
+    from matplotlib.layout_engine import ConstrainedLayoutEngine, TightLayoutEngine
+
+    counts: Counter[str] = Counter()
+
+    def count(owner, attr, key):
+        original = getattr(owner, attr)
+
+        def counted(self, *args, **kwargs):
+            counts[key] += 1
+            return original(self, *args, **kwargs)
+        monkeypatch.setattr(owner, attr, counted)
+
+    count(Figure, "draw", "draws")
+    count(TightLayoutEngine, "execute", "layouts")
+    count(ConstrainedLayoutEngine, "execute", "layouts")
+    return counts
+
+
+@pytest.mark.parametrize("name,layouts", [("fig00_headline", 1), ("fig02_power_vs_batch", 2), ("fig05_roofline", 1),
+                                          ("fig07_request_energy", 1)])
+def test_a_figure_is_laid_out_once_and_drawn_once_per_file(sim_run, tmp_path, monkeypatch, name, layouts):
+    """Constrained layout (fig00, fig07), tight layout (fig05): each laid out once; a seaborn grid (fig02) once when
+    made and once drawn; then drawn once for the PNG and once for the SVG: savefig lays nothing out again."""
+    from phase_energy.report.figures import render
+
+    counts = _counting(monkeypatch)
+    render(name, {n: sim_run / "results" / TABLES[n].path for n in figure(name).tables}, tmp_path / name, {},
+           sim_run / "results/traces")
+    assert "no data to draw" not in (tmp_path / f"{name}.svg").read_text()  # the figure itself, not a placeholder
+    assert dict(counts) == {"layouts": layouts, "draws": 2}
+
+
+def test_seaborn_grids_and_heatmaps_come_out_the_same_without_being_drawn(monkeypatch):
+    """Under lean_seaborn a relplot is laid out as often as without it, but its legend measured without a draw
+    (the figure widened for it as much); a heatmap's overlapping tick labels are turned without a draw, as with
+    one."""
+    import numpy as np
+    import seaborn as sns
+
+    from phase_energy.report.figbase import lean_seaborn
+
+    d = pd.DataFrame({"x": [1, 2, 3] * 4, "y": range(12), "kind": ["a", "a", "a", "b", "b", "b"] * 2,
+                      "panel": ["left"] * 6 + ["right"] * 6})
+    cells = pd.DataFrame(np.arange(20 * 4).reshape(4, 20), columns=[f"a long column name {i}" for i in range(20)])
+
+    def grid():
+        return sns.relplot(data=d, x="x", y="y", hue="kind", col="panel", kind="line", height=2).figure
+
+    def heatmap():
+        fig, ax = plt.subplots(figsize=(4, 3))
+        sns.heatmap(cells, ax=ax, xticklabels=True, yticklabels=True)
+        return fig, [t.get_rotation() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+
+    counts = _counting(monkeypatch)
+    plain = grid()
+    plain_counts = dict(counts)
+    assert plain_counts["draws"] >= 2  # seaborn's measuring draws, without the context
+    plain_map, plain_turns = heatmap()
+    counts.clear()
+    with lean_seaborn():
+        lean = grid()
+        assert dict(counts) == {"layouts": plain_counts["layouts"]}  # the same layouts, no draw
+        lean_map, lean_turns = heatmap()
+        assert dict(counts) == {"layouts": plain_counts["layouts"]}
+    try:
+        assert tuple(lean.get_size_inches()) == tuple(plain.get_size_inches())  # widened by the same legend width
+        assert lean.subplotpars.right == plain.subplotpars.right
+        assert lean_turns == plain_turns and 90 in lean_turns  # the long column names turned upright
+    finally:
+        for f in (plain, lean, plain_map, lean_map):
+            plt.close(f)
+
+
+def test_the_figure_jobs_import_seaborn_without_scipy():
+    """seaborn imports SciPy's stats and cluster for nothing a figure draws; a figure job starts without them, and
+    SciPy stays importable for whatever needs it later."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import phase_energy.report.figures; "
+            "print(sorted(m for m in sys.modules if m in ('scipy.stats', 'scipy.cluster'))); "
+            "import scipy.stats; print(scipy.stats.norm.cdf(0))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["[]", "0.5"]

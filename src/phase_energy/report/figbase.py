@@ -6,6 +6,9 @@ Kept apart from :mod:`phase_energy.report.figures` so that figures in other modu
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import matplotlib
@@ -14,7 +17,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
+
+
+@contextmanager
+def _scipy_unimportable() -> Iterator[None]:
+    """SciPy's ``stats`` and ``cluster`` unimportable for a while, where nothing has imported them yet.
+
+    seaborn imports them when it is imported, for what no figure here draws (kernel densities, which without them
+    use seaborn's own copy of SciPy's KDE, and clustered heatmaps); they are about half the start of a figure job.
+    """
+    hidden = [m for m in ("scipy.stats", "scipy.cluster") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # None in sys.modules: an import of it fails
+    try:
+        yield
+    finally:
+        for m in hidden:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]  # importable again, by whatever needs it later
+
+
+with _scipy_unimportable():  # figures.py takes sns from here: the first import of seaborn in a figure job
+    import seaborn as sns
 
 
 class MissingData(Exception):
@@ -26,6 +50,43 @@ def need(df: pd.DataFrame, what: str) -> pd.DataFrame:
     if df is None or df.empty:
         raise MissingData(what)
     return df
+
+
+def _place_ticks(fig: plt.Figure) -> None:
+    """What seaborn's full draw of a figure is for in a heatmap: each axis's ticks and tick labels placed."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.get_tightbbox()  # places them to measure them
+
+
+def _skip(fig: plt.Figure) -> None:
+    """No draw at all."""
+
+
+@contextmanager
+def lean_seaborn() -> Iterator[None]:
+    """Seaborn's plotting functions without the full draws of a figure that come to nothing.
+
+    ``FacetGrid.add_legend`` (every ``relplot`` with a legend) draws the whole figure twice, before and after
+    widening it, to measure its legend, which measures itself (``Legend.get_window_extent`` takes the figure's
+    renderer): those draws are left out. ``heatmap`` draws the whole figure to see whether its tick labels
+    overlap, which needs them placed: they are placed without drawing. The figure comes out the same (pixel for
+    pixel), drawn once per saved file only. This replaces seaborn's private helper ``_draw_figure`` in the two
+    modules that call it (seaborn 0.13); where a seaborn has no such helper, nothing is replaced.
+    """
+    import seaborn.axisgrid
+    import seaborn.matrix
+
+    patched = [(m, draw) for m, draw in ((seaborn.axisgrid, _skip), (seaborn.matrix, _place_ticks))
+               if hasattr(m, "_draw_figure")]  # seaborn's helper (seaborn.utils), imported by each module
+    saved = [(m, m._draw_figure) for m, _ in patched]
+    for m, draw in patched:
+        m._draw_figure = draw
+    try:
+        yield
+    finally:
+        for m, draw in saved:
+            m._draw_figure = draw
 
 
 def facet(g: sns.FacetGrid) -> plt.Figure:

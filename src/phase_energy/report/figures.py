@@ -23,13 +23,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.layout_engine import PlaceHolderLayoutEngine
+from matplotlib.layout_engine import ConstrainedLayoutEngine, PlaceHolderLayoutEngine
 from matplotlib.lines import Line2D
 
 from phase_energy.analysis.tables import TableError, read_tables
 from phase_energy.report.catalog import FIGURES, figure
-from phase_energy.report.figbase import MissingData
+from phase_energy.report.figbase import MissingData, lean_seaborn, sns  # sns: without SciPy
 from phase_energy.report.figbase import facet as _facet
 from phase_energy.report.figbase import need as _need
 from phase_energy.report.figbase import pick as _pick
@@ -586,7 +585,8 @@ def draw(name: str, t: Mapping[str, pd.DataFrame], traces: Path) -> plt.Figure:
     has_gpu_name = any(len(df) and "gpu_name" in df for df in t.values())
     prov = provenance(t, () if has_gpu_name else trace_gpus(traces))
     try:
-        fig, title = RENDERERS[name](t, traces)
+        with lean_seaborn():
+            fig, title = RENDERERS[name](t, traces)
     except MissingData as e:
         log.warning("%s: data missing (%s), drawing a placeholder", name, e)
         fig = placeholder(name, spec.needs, prov)
@@ -620,9 +620,20 @@ def render(name: str, tables: Mapping[str, Path], out: Path, cfg: Mapping[str, A
     t = label_engines(read_tables({n: tables[n] for n in spec.tables}))
     fig = draw(name, t, Path(traces or cfg["traces"]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
-        # laid out once already (tight_layout leaves this engine behind, which does nothing): without an
-        # engine, each savefig draws the figure once instead of twice; the constrained layouts keep theirs
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        # laid out once here, as savefig would lay it out for the PNG (at its resolution), for both files (the SVG
+        # takes the PNG's layout, as a tight layout's): savefig would lay it out for each, drawing it once more to do so
+        dpi = fig.dpi
+        if plt.rcParams["savefig.dpi"] != "figure":
+            fig.dpi = plt.rcParams["savefig.dpi"]
+        try:
+            engine.execute(fig)
+        finally:
+            fig.dpi = dpi
+    if isinstance(engine, (PlaceHolderLayoutEngine, ConstrainedLayoutEngine)):
+        # laid out once already (tight_layout leaves a placeholder engine behind, which does nothing): without an
+        # engine, each savefig draws the figure once instead of twice
         with plt.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
             fig.set_layout_engine(None)  # None under these settings: no engine at all ("none" keeps a placeholder)
     fig.savefig(out.with_suffix(".png"))
