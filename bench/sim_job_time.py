@@ -2,6 +2,7 @@
 
     python bench/sim_job_time.py --out /tmp/sim-jobs            # ms per job over 20 points of the default grid
     python bench/sim_job_time.py --out /tmp/after --compare /tmp/before   # and every trace equal to the bit
+    python bench/sim_job_time.py --out /tmp/sim-jobs --parts    # and the ms per job of each of its parts
 
 The points span the default grid (config/config.yaml): every architecture, batch 1 and a large batch, short
 and long contexts, the default lever, power caps (one that binds, one that does not), clock locks, and a
@@ -102,6 +103,36 @@ def compare(out: Path, ref: Path) -> int:
     return bad
 
 
+PARTS = [  # (module, function): the parts of a simulated job that --parts times
+    ("phase_energy.measure.job", "measure_with_lever"),  # the protocol on the simulator, and the window summaries
+    ("phase_energy.measure.job", "summarise_windows"),
+    ("phase_energy.measure.job", "write_trace"),  # the trace written: the parquet tables, metadata and status
+    ("phase_energy.measure.trace", "_atomic_parquet"),
+    ("phase_energy.measure.trace", "validate_metadata"),
+    ("phase_energy.measure.trace", "conform"),
+    ("phase_energy.measure.trace", "file_digest"),
+]
+
+
+def time_parts() -> dict[str, float]:
+    """Wrap each of PARTS with a timer; the returned dict sums each one's seconds from now on."""
+    import importlib
+
+    spent: dict[str, float] = {}
+    for module, name in PARTS:
+        mod = importlib.import_module(module)
+        inner = getattr(mod, name)
+
+        def timed(*a, _inner=inner, _name=name, **k):
+            t = time.perf_counter()
+            try:
+                return _inner(*a, **k)
+            finally:
+                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - t
+        setattr(mod, name, timed)
+    return spent
+
+
 def main() -> None:
     """Entry point."""
     from phase_energy.config import load_config
@@ -112,6 +143,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is printed")
     p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     p.add_argument("--json", help="also write the figure here, with the commit and the machine")
+    p.add_argument("--parts", action="store_true",
+                   help="also print the ms per job of each part (timers around them, over every timed pass)")
     args = p.parse_args()
     cfg = load_config(args.config, {"backend": "sim"})
     out = Path(args.out)
@@ -122,6 +155,7 @@ def main() -> None:
 
     run_job(cfg, GridPoint(*run_job_once), warm)  # imports, schema validators, config caches
     shutil.rmtree(warm)
+    spent = time_parts() if args.parts else {}
     best = float("inf")
     for _ in range(max(1, args.repeat)):
         for d in out.glob("engine~*"):
@@ -129,6 +163,8 @@ def main() -> None:
         best = min(best, run_points(cfg, out))
     ms = 1000 * best / len(POINTS)
     print(f"{len(POINTS)} simulated jobs: {ms:.1f} ms/job (best of {args.repeat})")
+    for name, seconds in spent.items():  # nested: measure_with_lever holds summarise_windows, write_trace the rest
+        print(f"  {name}: {1000 * seconds / (len(POINTS) * max(1, args.repeat)):.1f} ms/job (mean of every pass)")
     if args.json:
         import os
         import platform

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phase_energy.analysis.crossover import first_crossing, first_crossings, request_energy_curve
+from phase_energy.analysis.crossover import crossing_with_ci, first_crossing, first_crossings, request_energy_curve
 from phase_energy.analysis.dvfs import _best_lock, _best_locks, classify_curve, classify_curves, clock_policy
 from phase_energy.analysis.energy import summarise_trials, trial_table
 from phase_energy.analysis.pareto import dominance_table, nondominated, pareto_table
@@ -80,15 +80,41 @@ def test_the_lock_is_chosen_in_every_resample_at_once_as_in_each_alone():
     assert (got[:50] == 0).all() and (got[:, 0] > 0).any() and np.isnan(got[60:70, 1]).any()
 
 
+def _first_crossing_per_row(x, diff, log_x):
+    """The crossing as the code before the batched one found it, a row at a time (the oracle of the test below)."""
+    s = np.sign(diff)
+    idx = np.flatnonzero((s[:-1] != s[1:]) & (s[:-1] != 0))
+    if len(idx) == 0:
+        return None
+    i = int(idx[0])
+    xa, xb = (np.log(x[i]), np.log(x[i + 1])) if log_x else (x[i], x[i + 1])
+    xc = xa + (xb - xa) * diff[i] / (diff[i] - diff[i + 1])
+    return float(np.exp(xc) if log_x else xc)
+
+
 def test_crossings_of_many_curves_at_once_equal_each_alone():
-    x = np.array([1, 10, 100, 1000, 10000], dtype=float)
+    x = np.array([1, 10, 100, 1000, 10000])
     rng = np.random.default_rng(0)
     diffs = np.vstack([np.log10(x) - rng.uniform(0.5, 3.5, size=(50, 1)), np.ones((3, 5)), -np.ones((2, 5)),
-                       [[0.0, 0.0, 1.0, -1.0, 2.0]]])
-    got = first_crossings(x, diffs, log_x=True)
-    want = [first_crossing(x, d, log_x=True) for d in diffs]
-    assert [None if np.isnan(g) else float(g) for g in got] == want
-    assert np.isnan(got[50:55]).all() and not np.isnan(got[:50]).any()
+                       [[0.0, 0.0, 1.0, -1.0, 2.0]], [[1.0, np.nan, -1.0, -2.0, -3.0]], [[np.nan] * 5]])
+    for log_x in (True, False):
+        at, found = first_crossings(x, diffs, log_x=log_x)
+        want = [_first_crossing_per_row(x, d, log_x) for d in diffs]
+        assert found.tolist() == [w is not None for w in want]
+        np.testing.assert_array_equal(at[found], np.array([w for w in want if w is not None], dtype=float))
+        assert [first_crossing(x, d, log_x=log_x) for d in diffs[:56]] == want[:56]
+    assert np.isnan(first_crossing(x, diffs[56], log_x=True))  # a NaN next to a value: a crossing, not found
+
+
+def test_a_resample_with_a_nan_curve_makes_the_crossover_interval_nan_and_one_point_has_none():
+    rows = np.array([[1.0, 0.5, -1.0, -2.0, -3.0]] * 8 + [[1.0, np.nan, -1.0, -2.0, -3.0]] * 2)
+    x = np.array([1.0, 10, 100, 1000, 10000])
+    got = crossing_with_ci(x, rows)
+    assert np.isnan(got["ci_low"]) and np.isnan(got["ci_high"]) and got["share_none"] == 0.0
+    clean = crossing_with_ci(x, rows[:8])
+    assert clean["ci_low"] == pytest.approx(clean["crossover"]) and clean["share_none"] == 0.0
+    one = crossing_with_ci(np.array([1.0]), np.ones((4, 1)))  # an output grid of one length: nothing crosses
+    assert one["crossover"] is None and one["ci_low"] is None and one["share_none"] == 1.0
 
 
 def test_crossover_at_a_known_point():

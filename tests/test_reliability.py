@@ -250,6 +250,13 @@ def test_windows_of_many_jobs_read_at_once_equal_each_read_alone(tmp_path, good_
     mixed = [pa.Table.from_pandas(older), tables[1]]
     pd.testing.assert_frame_equal(tables_to_frame(mixed), pd.concat([older, alone.iloc[len(older):]],
                                                                     ignore_index=True), check_exact=True)
+    # the same Arrow types, other pandas types in the metadata (object against string): converted one by one
+    a = pa.Table.from_pandas(pd.DataFrame({"flags": pd.Series(["x"], dtype=object)}), preserve_index=False)
+    b = pa.Table.from_pandas(pd.DataFrame({"flags": pd.array(["y"], dtype=pd.StringDtype("python"))}),
+                             preserve_index=False)
+    assert a.schema.equals(b.schema) and not a.schema.equals(b.schema, check_metadata=True)
+    pd.testing.assert_frame_equal(tables_to_frame([a, b]), pd.concat([a.to_pandas(), b.to_pandas()],
+                                                                     ignore_index=True), check_exact=True)
     windows, _ = collect_windows([f.parent for f in files])
     pd.testing.assert_frame_equal(windows[alone.columns], alone, check_exact=True)
 

@@ -64,16 +64,25 @@ def request_resamples(jobs: list[tuple[np.ndarray, np.ndarray]], context: int, n
 
 
 def first_crossing(x: np.ndarray, diff: np.ndarray, log_x: bool = False) -> float | None:
-    """First x where ``diff`` changes sign, linearly interpolated (in log x when asked); None if none."""
-    found = first_crossings(x, np.asarray(diff, dtype=float)[None], log_x)[0]
-    return None if np.isnan(found) else float(found)
+    """First x where ``diff`` changes sign, linearly interpolated (in log x when asked); None if none.
+
+    A NaN next to a value counts as a change of sign: the crossing there is NaN (not None).
+    """
+    at, found = first_crossings(x, np.asarray(diff, dtype=float)[None], log_x)
+    return float(at[0]) if found[0] else None
 
 
-def first_crossings(x: np.ndarray, diffs: np.ndarray, log_x: bool = False) -> np.ndarray:
-    """:func:`first_crossing` of each row of ``diffs`` at once; NaN where a row does not change sign."""
+def first_crossings(x: np.ndarray, diffs: np.ndarray, log_x: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_crossing` of each row of ``diffs`` at once: (the crossings, whether each row has one).
+
+    A row without a change of sign has NaN and False; a row whose first change involves a NaN has NaN and True.
+    """
     x = np.asarray(x, dtype=float)
+    diffs = np.asarray(diffs, dtype=float)
+    if diffs.shape[1] < 2:  # one point: nothing can change
+        return np.full(len(diffs), np.nan), np.zeros(len(diffs), dtype=bool)
     s = np.sign(diffs)
-    change = (s[:, :-1] != s[:, 1:]) & (s[:, :-1] != 0)
+    change = (s[:, :-1] != s[:, 1:]) & (s[:, :-1] != 0)  # NaN differs from everything: a change
     has = change.any(axis=1)
     i = np.argmax(change, axis=1)  # the first change of each row (0 where none: masked below)
     rows = np.arange(len(diffs))
@@ -82,16 +91,17 @@ def first_crossings(x: np.ndarray, diffs: np.ndarray, log_x: bool = False) -> np
     da, db = diffs[rows, i], diffs[rows, i + 1]
     with np.errstate(divide="ignore", invalid="ignore"):  # rows without a change: their values are dropped
         xc = xa + (xb - xa) * da / (da - db)
-    return np.where(has, np.exp(xc) if log_x else xc, np.nan)
+    return np.where(has, np.exp(xc) if log_x else xc, np.nan), has
 
 
 def crossing_with_ci(x: np.ndarray, diffs: np.ndarray) -> dict[str, Any]:
     """Crossover of the median difference curve with its percentile CI over resamples (rows of ``diffs``).
 
     Also the share of resamples without a sign change and on which side the architecture ends up cheaper.
+    A resample whose crossing is NaN (a NaN in its curve) has one: the interval is then NaN.
     """
-    boots = first_crossings(x, diffs, log_x=True)
-    found = boots[~np.isnan(boots)]
+    boots, has = first_crossings(x, diffs, log_x=True)
+    found = boots[has]
     return {"crossover": first_crossing(x, np.median(diffs, axis=0), log_x=True),
             "ci_low": float(np.percentile(found, 2.5)) if len(found) else None,
             "ci_high": float(np.percentile(found, 97.5)) if len(found) else None,

@@ -247,14 +247,14 @@ def _read_for_collect(d: Path) -> tuple[dict[str, Any], dict[str, Any], pa.Table
 def tables_to_frame(tables: Sequence[pa.Table]) -> pd.DataFrame:
     """Arrow tables (one per job) as one DataFrame, as ``pd.concat`` of each converted alone would give.
 
-    Converting once is what makes reading thousands of small tables fast. Tables whose schemas differ
-    (traces written by older code, a column typed otherwise) are converted one by one and concatenated by
-    pandas, which reconciles their types as it always did.
+    Converting once is what makes reading thousands of small tables fast. Tables whose schemas differ, in
+    their types or in the pandas metadata that tells each column's type and the index (traces written by
+    older code), are converted one by one and concatenated by pandas, which reconciles them as it always did.
     """
     import pyarrow as pa
 
     first = tables[0].schema
-    if all(t.schema.equals(first) for t in tables[1:]):
+    if all(t.schema.equals(first, check_metadata=True) for t in tables[1:]):
         return pa.concat_tables(tables).to_pandas()
     return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
 

@@ -52,15 +52,20 @@ def need(df: pd.DataFrame, what: str) -> pd.DataFrame:
     return df
 
 
-def _place_ticks(fig: plt.Figure) -> None:
-    """What seaborn's full draw of a figure is for in a heatmap: each axis's ticks and tick labels placed."""
-    for ax in fig.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.get_tightbbox()  # places them to measure them
+def _draw_unrendered(fig: plt.Figure) -> None:
+    """Seaborn's full draw without rendering a pixel: layout, aspect and ticks placed as a draw places them."""
+    fig.draw_without_rendering()
 
 
-def _skip(fig: plt.Figure) -> None:
-    """No draw at all."""
+def _draw_if_laid_out(fig: plt.Figure) -> None:
+    """No draw where no engine lays the figure out when drawn (a grid's legend measures itself); else one unrendered.
+
+    ``tight_layout`` leaves a placeholder engine behind, which lays out nothing.
+    """
+    from matplotlib.layout_engine import PlaceHolderLayoutEngine
+
+    if not isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine | None):
+        fig.draw_without_rendering()
 
 
 @contextmanager
@@ -69,15 +74,18 @@ def lean_seaborn() -> Iterator[None]:
 
     ``FacetGrid.add_legend`` (every ``relplot`` with a legend) draws the whole figure twice, before and after
     widening it, to measure its legend, which measures itself (``Legend.get_window_extent`` takes the figure's
-    renderer): those draws are left out. ``heatmap`` draws the whole figure to see whether its tick labels
-    overlap, which needs them placed: they are placed without drawing. The figure comes out the same (pixel for
-    pixel), drawn once per saved file only. This replaces seaborn's private helper ``_draw_figure`` in the two
-    modules that call it (seaborn 0.13); where a seaborn has no such helper, nothing is replaced.
+    renderer): those draws are left out where no layout engine acts when the figure is drawn (a grid's own
+    figure), else the figure is drawn without rendering. ``heatmap`` draws the whole figure to see whether its
+    tick labels overlap, which needs the figure laid out and its ticks placed: it is drawn without rendering.
+    The figure comes out the same (pixel for pixel; ``tests/test_figures.py`` compares the files), drawn once
+    per saved file only. This replaces seaborn's private helper ``_draw_figure`` in the two modules that call it
+    (seaborn 0.13); where a seaborn has no such helper, nothing is replaced. One figure at a time: the
+    helper is the module's, for every thread.
     """
     import seaborn.axisgrid
     import seaborn.matrix
 
-    patched = [(m, draw) for m, draw in ((seaborn.axisgrid, _skip), (seaborn.matrix, _place_ticks))
+    patched = [(m, draw) for m, draw in ((seaborn.axisgrid, _draw_if_laid_out), (seaborn.matrix, _draw_unrendered))
                if hasattr(m, "_draw_figure")]  # seaborn's helper (seaborn.utils), imported by each module
     saved = [(m, m._draw_figure) for m, _ in patched]
     for m, draw in patched:
