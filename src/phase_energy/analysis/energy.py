@@ -54,10 +54,9 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     point_cols = [c for c in windows.columns if c not in WINDOW_COLUMNS and c != "summary_stamp"]
     stamps = (windows["summary_stamp"] if "summary_stamp" in windows else pd.Series(None, index=windows.index)
               ).to_numpy()
-    # each job's row positions, jobs in the order they first appear (as groupby(sort=False) gives them)
-    codes, names = pd.factorize(windows["job"])
-    order = np.argsort(codes, kind="stable")
-    positions = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
+    # each job's row positions, jobs in the order they first appear
+    jobs = [(job, pos) for (job,), pos in groups(windows, ["job"], sort=False)]
+    by_jobs = np.concatenate([pos for _, pos in jobs])  # every row, grouped by job
     locks = windows["locked_sm_clock_mhz"].to_numpy()
 
     def settings_of(locked: Any) -> Settings:
@@ -66,7 +65,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
 
     current: dict[Any, tuple[str, str]] = {}  # the stamps of this code, by lock (settings differ only in it)
     settings, stale = {}, []
-    for job, pos in zip(names, positions, strict=True):
+    for job, pos in jobs:
         lock = None if pd.isna(locks[pos[0]]) else int(locks[pos[0]])
         if lock not in current:
             s = settings_of(lock)
@@ -74,7 +73,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
         if stamps[pos[0]] not in current[lock]:
             settings[job] = settings_of(lock)
             stale.append(job)
-    by_job = {job: windows.iloc[pos] for job, pos in zip(names, positions, strict=True) if job in settings}
+    by_job = {job: windows.iloc[pos] for job, pos in jobs if job in settings}
     rows: list[dict[str, Any]] = []
     spans: dict[str, tuple[int, int]] = {}  # a stale job's rows in ``rows``
     for job, samples in zip(stale, read_tables_of(stale, "samples.parquet"), strict=True):
@@ -86,18 +85,18 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
         rows += job_summary_rows(samples, raw, settings[job])  # on one GPU or, summed, on several
         spans[job] = (start, len(rows))
     log.info("windows: %d jobs summarised again from their samples, %d as stored by the same code",
-             len(stale), len(names) - len(stale))
+             len(stale), len(jobs) - len(stale))
     fresh = frame_from_rows(rows, WINDOW_COLUMNS) if rows else None  # one table for every stale job
-    if len(stale) == len(names):
+    if len(stale) == len(jobs):
         summaries = fresh
     elif not stale:
-        summaries = conform(windows.iloc[np.concatenate(positions)], WINDOW_COLUMNS).reset_index(drop=True)
+        summaries = conform(windows.iloc[by_jobs], WINDOW_COLUMNS).reset_index(drop=True)
     else:
         assert fresh is not None
         summaries = pd.concat([fresh.iloc[spans[job][0]:spans[job][1]] if job in spans
                                else conform(windows.iloc[pos], WINDOW_COLUMNS)
-                               for job, pos in zip(names, positions, strict=True)], ignore_index=True)
-    rowwise = windows.iloc[np.concatenate(positions)]
+                               for job, pos in jobs], ignore_index=True)
+    rowwise = windows.iloc[by_jobs]
     return pd.concat([summaries, pd.DataFrame({c: rowwise[c].to_numpy() for c in point_cols})], axis=1)
 
 

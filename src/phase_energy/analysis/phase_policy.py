@@ -152,13 +152,14 @@ def saving_intervals(policy: pd.DataFrame, boot: Mapping[tuple[Any, ...], np.nda
             continue
         savings += [(i, col, 1 - best / other) for col, other in ((0, default), (2, static)) if other is not None]
     # the savings without NaN in one percentile call (as each alone: the same values), the others one by one
-    whole = [k for k, (_, _, v) in enumerate(savings) if not np.isnan(v).any()]
+    whole = [(i, col, v) for i, col, v in savings if not np.isnan(v).any()]
     if whole:
-        bounds = np.percentile(np.stack([savings[k][2] for k in whole]), q, axis=1).T
-        for k, b in zip(whole, bounds, strict=True):
-            out[savings[k][0], savings[k][1]:savings[k][1] + 2] = b
-    for i, col, v in (savings[k] for k in sorted(set(range(len(savings))) - set(whole))):
-        out[i, col:col + 2] = np.nanpercentile(v, q)
+        bounds = np.percentile(np.stack([v for _, _, v in whole]), q, axis=1).T
+        for (i, col, _), b in zip(whole, bounds, strict=True):
+            out[i, col:col + 2] = b
+    for i, col, v in savings:
+        if np.isnan(v).any():
+            out[i, col:col + 2] = np.nanpercentile(v, q)
     return pd.DataFrame(out, columns=cols, index=policy.index)
 
 

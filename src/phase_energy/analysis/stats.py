@@ -22,16 +22,18 @@ def split_jobs(jobs: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
     return [values[jobs == j] for j in sorted(set(jobs))]
 
 
-def groups(df: pd.DataFrame, keys: list[str], dropna: bool = True) -> list[tuple[tuple, np.ndarray]]:
+def groups(df: pd.DataFrame, keys: list[str], dropna: bool = True, sort: bool = True
+           ) -> list[tuple[tuple, np.ndarray]]:
     """``(key, row positions)`` of each group of ``df`` by ``keys``, in the order ``df.groupby(keys)`` gives.
 
-    Keys sorted, rows in their order; rows with a missing key value left out (``dropna``) or a group. Iterating over
+    Keys sorted (``sort``; else in the order they first appear), rows in their order; rows with a missing key
+    value left out (``dropna``) or a group. Iterating over
     positions into arrays taken from ``df`` once is what a loop over thousands of points needs: slicing a
     frame per group costs more than the work done on it.
     """
     if df.empty:
         return []
-    codes = df.groupby(keys, dropna=dropna, sort=True).ngroup().to_numpy(dtype=float, na_value=-1)
+    codes = df.groupby(keys, dropna=dropna, sort=sort).ngroup().to_numpy(dtype=float, na_value=-1)
     kept = np.flatnonzero(codes >= 0)
     order = kept[np.argsort(codes[kept], kind="stable")]
     parts = np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)

@@ -52,11 +52,6 @@ def need(df: pd.DataFrame, what: str) -> pd.DataFrame:
     return df
 
 
-def _draw_unrendered(fig: plt.Figure) -> None:
-    """Seaborn's full draw without rendering a pixel: layout, aspect and ticks placed as a draw places them."""
-    fig.draw_without_rendering()
-
-
 def _draw_if_laid_out(fig: plt.Figure) -> None:
     """No draw where no engine lays the figure out when drawn (a grid's legend measures itself); else one unrendered.
 
@@ -85,7 +80,8 @@ def lean_seaborn() -> Iterator[None]:
     import seaborn.axisgrid
     import seaborn.matrix
 
-    patched = [(m, draw) for m, draw in ((seaborn.axisgrid, _draw_if_laid_out), (seaborn.matrix, _draw_unrendered))
+    replace = ((seaborn.axisgrid, _draw_if_laid_out), (seaborn.matrix, plt.Figure.draw_without_rendering))
+    patched = [(m, draw) for m, draw in replace
                if hasattr(m, "_draw_figure")]  # seaborn's helper (seaborn.utils), imported by each module
     saved = [(m, m._draw_figure) for m, _ in patched]
     for m, draw in patched:
