@@ -300,6 +300,25 @@ def test_window_polls_found_by_bisection_equal_those_found_by_a_mask():
                                                  counter_ticks(s))["flags"]
 
 
+def test_counter_ticks_leave_out_failed_polls_and_missing_counters_from_a_frame_or_its_arrays():
+    """The ticks are those of the polls that read the counter: a poll flagged as a gap, or whose counter is
+    NaN, is left out (as if it had never happened), whether the samples come as a table or as its arrays."""
+    rng = np.random.default_rng(5)
+    t = np.arange(0, 4, 0.01)
+    power = 300.0 + 50.0 * rng.random(len(t))
+    counter = np.floor(np.cumsum(power) * 0.01 / 30.0) * 30.0  # a coarse counter: ticks every ~100 ms
+    s = _samples(t, power, counter)
+    s.loc[rng.random(len(t)) < 0.1, "gap"] = True
+    s.loc[rng.random(len(t)) < 0.05, "energy_j"] = np.nan
+    s.loc[s["gap"], "energy_j"] = counter[s["gap"].to_numpy()] + 1e6  # a gap's value would move every tick
+    kept = s[~s["gap"] & s["energy_j"].notna()].assign(gap=False).reset_index(drop=True)
+    for got in (counter_ticks(s), counter_ticks(SampleArrays(s))):
+        want = counter_ticks(kept)
+        assert len(want[0]) > 20
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_tick_timing_survives_a_stalled_sampler():
     """The sampler stalls for 300 ms: the counter's new value covers three ticks, the last one 50 ms before
     the poll that sees it. Timing that tick at the middle of the stall (the old rule) overstates the

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -222,6 +223,53 @@ def test_a_table_built_from_rows_is_the_one_conform_makes_and_fails_as_it_does()
         frame_from_rows([{"phase": "a", "trial": 1, "energy_j": 1.0}, {"phase": "b", "energy_j": 2.0}], cols)
     with pytest.raises(ValueError, match="lacks columns"):  # no rows: no columns, as conform finds it
         frame_from_rows([], cols)
+
+
+def test_numeric_columns_from_rows_are_those_pandas_makes_and_odd_values_go_through_pandas():
+    """frame_from_rows takes NumPy's array where NumPy infers the column's own type (the fast path); any
+    other values (a bool, a float in an integer column, a string) are converted, or refused, by pandas."""
+    cols = {"n": "int64", "x": "float64"}
+    for rows in ([{"n": 1, "x": 1}, {"n": np.int64(2), "x": 2.5}],  # an int among the floats
+                 [{"n": 3, "x": 0}, {"n": 4, "x": 1}],  # only ints in a float column: NumPy says int64
+                 [{"n": True, "x": np.float64(0.25)}, {"n": False, "x": float("inf")}]):  # bools as integers
+        made = frame_from_rows(rows, cols)
+        want = pd.DataFrame({c: pd.array([r[c] for r in rows], dtype=t) for c, t in cols.items()})
+        pd.testing.assert_frame_equal(made, want, check_exact=True)
+        assert [str(t) for t in made.dtypes] == ["int64", "float64"]
+    for odd in ({"n": 1.5, "x": "2.5"}, {"n": "7", "x": None}):  # a fraction, strings, a None: pandas's way
+        want = pd.DataFrame({c: pd.array([odd[c]], dtype=t) for c, t in cols.items()})
+        pd.testing.assert_frame_equal(frame_from_rows([odd], cols), want, check_exact=True)
+
+
+def test_tables_convert_to_arrow_as_pyarrow_converts_them_and_write_the_same_bytes(tmp_path):
+    """to_arrow keeps each names-and-dtypes' schema and converts later tables' columns to it: the table, its
+    schema with the pandas metadata and the parquet file are those of pyarrow's own conversion."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phase_energy.measure import trace
+
+    def frame(n: int, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=n)
+        x[::3] = np.nan  # pyarrow makes NaN in a float column null
+        return pd.DataFrame({"t_s": np.arange(n, dtype=float), "x": x, "n": rng.integers(0, 9, n),
+                             "gap": rng.random(n) < 0.5,
+                             "phase": pd.array(rng.choice(["prefill", "decode", None], n), dtype="string")})
+
+    kinds = [frame(50, 0), frame(7, 1), frame(0, 2), frame(9, 3).astype({"n": "float64"}),  # another dtype
+             frame(5, 4).astype({"phase": object})]  # an object column: pyarrow infers its type every time
+    for i, df in enumerate(kinds * 2):  # the second round takes the kept schemas
+        ours, theirs = trace.to_arrow(df), pa.Table.from_pandas(df, preserve_index=False)
+        assert ours.equals(theirs) and ours.schema.equals(theirs.schema, check_metadata=True)
+        a, b = tmp_path / f"ours{i}.parquet", tmp_path / f"theirs{i}.parquet"
+        trace._atomic_parquet(df, a)
+        pq.write_table(theirs, b, compression="zstd", use_dictionary=False)
+        assert a.read_bytes() == b.read_bytes()
+        pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), check_exact=True)
+        assert pd.read_parquet(a)["x"].isna().sum() == df["x"].isna().sum()  # NaN read back as NaN
+    kept = [k for k in trace._SCHEMAS if [c for c, _ in k] == list(kinds[0].columns)]
+    assert len(kept) == 2  # float or integer n; the object column's table was not kept
 
 
 def test_conform_returns_a_conforming_table_itself_and_converts_any_other():

@@ -107,7 +107,8 @@ def gpu_summary_rows(samples: pd.DataFrame, windows: list[Window], s: Settings) 
     rows = []
     for gpu, part in samples.groupby("gpu", sort=True):
         own = part.drop(columns="gpu").reset_index(drop=True)
-        arrays, ticks = SampleArrays(own), counter_ticks(own)
+        arrays = SampleArrays(own)
+        ticks = counter_ticks(arrays)
         for w in windows:
             mine = replace(w, energy_j=_gpu_raw_energy(arrays, w.start_s, w.end_s))
             rows.append({"gpu": int(gpu), **summarise_window(arrays, mine, s, ticks, heads.get(id(w), 0.0))})

@@ -39,7 +39,7 @@ def _trapz(t: np.ndarray, y: np.ndarray) -> float:
 REGULAR_POLL_SHARE = 0.3  # a tick is timed well when the polls around it are closer than this share of a period
 
 
-def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def counter_ticks(samples: pd.DataFrame | SampleArrays) -> tuple[np.ndarray, np.ndarray]:
     """Tick times and values of the energy counter, from the polls that saw it change.
 
     The counter updates on a regular grid (about every 100 ms). A tick happened between the last poll that
@@ -50,9 +50,9 @@ def counter_ticks(samples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     the old one). Without enough well-timed ticks to fit a grid (fewer than three, or all on one point of it),
     midpoints are kept.
     """
-    df = samples.loc[~samples["gap"].astype(bool) & samples["energy_j"].notna(), ["t_s", "energy_j"]]
-    t = df["t_s"].to_numpy(dtype=float)
-    e = df["energy_j"].to_numpy(dtype=float)
+    a = samples if isinstance(samples, SampleArrays) else SampleArrays(samples)
+    polled = ~a.gap & ~np.isnan(a.energy)
+    t, e = a.t[polled], a.energy[polled]
     if len(t) < 2:
         return t[:0], e[:0]
     changed = np.flatnonzero(np.diff(e) != 0) + 1
@@ -141,11 +141,9 @@ class SampleArrays:
 def summarise_window(samples: pd.DataFrame | SampleArrays, w: Window, s: Settings,
                      ticks: tuple[np.ndarray, np.ndarray] | None = None, hold_s: float = 0.0) -> dict[str, Any]:
     """Cross-check, clocks, throttle times and validity flags of one window from the samples."""
-    if isinstance(samples, pd.DataFrame):
-        if ticks is None:
-            ticks = counter_ticks(samples)
-        samples = SampleArrays(samples)
-    a = samples
+    a = SampleArrays(samples) if isinstance(samples, pd.DataFrame) else samples
+    if ticks is None:
+        ticks = counter_ticks(a)
     inside = a.inside(w.start_s, w.end_s)
     duration = w.end_s - w.start_s
     # trapezoid over instant power, with the ends interpolated onto the window's edges
@@ -228,12 +226,12 @@ def summarise_windows(samples: pd.DataFrame, windows: list[Window], s: Settings)
 
 def summary_rows(samples: pd.DataFrame, windows: list[Window], s: Settings) -> list[dict[str, Any]]:
     """The windows table's rows, as dicts (many jobs' rows make one table at once)."""
-    ticks = counter_ticks(samples)
+    arrays = SampleArrays(samples)
+    ticks = counter_ticks(arrays)
     # the first decode window of each trial follows the cache-filling prefill after the decode lead-in only
     firsts: dict[int, Window] = {}
     for w in windows:
         if w.phase == "decode" and (w.trial not in firsts or w.start_s < firsts[w.trial].start_s):
             firsts[w.trial] = w
     heads = {id(w): max(0.0, CAP_HOLD_S - s.decode_lead_in_s) for w in firsts.values()}
-    arrays = SampleArrays(samples)
     return [summarise_window(arrays, w, s, ticks, heads.get(id(w), 0.0)) for w in windows]
