@@ -469,10 +469,11 @@ class SimGPU:
         ends = tl["start"] + tl["dur"]
         idx = np.clip(np.searchsorted(ends, times, side="right"), 0, max(len(ends) - 1, 0))
         e_true = lambda x: self._true_energy_at(np.clip(x, 0.0, t_end))  # noqa: E731
+        e_now = e_true(times)
         w_i = self.p.instant_window_s
-        instant = (e_true(times) - e_true(times - w_i)) / np.where(times >= w_i, w_i, np.maximum(times, 1e-9))
+        instant = (e_now - e_true(times - w_i)) / np.where(times >= w_i, w_i, np.maximum(times, 1e-9))
         w_a = self.p.average_window_s
-        avg = (e_true(times) - e_true(times - w_a)) / np.where(times >= w_a, w_a, np.maximum(times, 1e-9))
+        avg = (e_now - e_true(times - w_a)) / np.where(times >= w_a, w_a, np.maximum(times, 1e-9))
         noise = self.rng.normal(0.0, self.p.power_noise, size=len(times))
         held, thr = self._cap_reason_at(times)
         reasons = tl["reasons"][idx].astype(np.int64) if len(idx) else np.zeros(len(times), dtype=np.int64)

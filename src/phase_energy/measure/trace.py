@@ -172,11 +172,20 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
         if simple:
             _SCHEMAS[key] = table.schema
         return table
-    # from_pandas: NaN in a float column becomes null, as pyarrow's own conversion of a pandas column makes it
-    arrays = [pa.array(col.to_numpy() if isinstance(col.dtype, np.dtype) else col.array, type=field.type,
-                       from_pandas=True)
-              for (_, col), field in zip(df.items(), schema, strict=True)]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays([_to_arrow_array(col, field.type) for (_, col), field in
+                                 zip(df.items(), schema, strict=True)], schema=schema)
+
+
+def _to_arrow_array(col: pd.Series, typ: pa.DataType) -> pa.Array:
+    """One column as pyarrow converts a pandas column: NaN in a float column becomes null."""
+    import pyarrow as pa
+
+    if not isinstance(col.dtype, np.dtype):
+        return pa.array(col.array, type=typ, from_pandas=True)
+    values = col.to_numpy()
+    # looking for NaN while converting is slow in pyarrow; a column without any converts the same without
+    nan = values.dtype.kind == "f" and bool(np.isnan(values).any())
+    return pa.array(values, type=typ, from_pandas=nan)
 
 
 def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
