@@ -302,7 +302,8 @@ def test_window_polls_found_by_bisection_equal_those_found_by_a_mask():
 
 def test_counter_ticks_leave_out_failed_polls_and_missing_counters_from_a_frame_or_its_arrays():
     """The ticks are those of the polls that read the counter: a poll flagged as a gap, or whose counter is
-    NaN, is left out (as if it had never happened), whether the samples come as a table or as its arrays."""
+    NaN, is left out (as if it had never happened), whether the samples come as a table (of which only these
+    three columns are needed) or as its arrays."""
     rng = np.random.default_rng(5)
     t = np.arange(0, 4, 0.01)
     power = 300.0 + 50.0 * rng.random(len(t))
@@ -312,7 +313,7 @@ def test_counter_ticks_leave_out_failed_polls_and_missing_counters_from_a_frame_
     s.loc[rng.random(len(t)) < 0.05, "energy_j"] = np.nan
     s.loc[s["gap"], "energy_j"] = counter[s["gap"].to_numpy()] + 1e6  # a gap's value would move every tick
     kept = s[~s["gap"] & s["energy_j"].notna()].assign(gap=False).reset_index(drop=True)
-    for got in (counter_ticks(s), counter_ticks(SampleArrays(s))):
+    for got in (counter_ticks(s), counter_ticks(SampleArrays(s)), counter_ticks(s[["t_s", "energy_j", "gap"]])):
         want = counter_ticks(kept)
         assert len(want[0]) > 20
         np.testing.assert_array_equal(got[0], want[0])

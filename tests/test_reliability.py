@@ -231,6 +231,7 @@ def test_numeric_columns_from_rows_are_those_pandas_makes_and_odd_values_go_thro
     cols = {"n": "int64", "x": "float64"}
     for rows in ([{"n": 1, "x": 1}, {"n": np.int64(2), "x": 2.5}],  # an int among the floats
                  [{"n": 3, "x": 0}, {"n": 4, "x": 1}],  # only ints in a float column: NumPy says int64
+                 [{"n": 5, "x": np.float32(0.1)}],  # float32 values: NumPy says float32, pandas makes float64
                  [{"n": True, "x": np.float64(0.25)}, {"n": False, "x": float("inf")}]):  # bools as integers
         made = frame_from_rows(rows, cols)
         want = pd.DataFrame({c: pd.array([r[c] for r in rows], dtype=t) for c, t in cols.items()})
@@ -254,11 +255,16 @@ def test_tables_convert_to_arrow_as_pyarrow_converts_them_and_write_the_same_byt
         x = rng.normal(size=n)
         x[::3] = np.nan  # pyarrow makes NaN in a float column null
         return pd.DataFrame({"t_s": np.arange(n, dtype=float), "x": x, "n": rng.integers(0, 9, n),
+                             "u": rng.integers(0, 9, n).astype("uint8"), "f": x.astype("float32"),
                              "gap": rng.random(n) < 0.5,
-                             "phase": pd.array(rng.choice(["prefill", "decode", None], n), dtype="string")})
+                             "phase": pd.array(rng.choice(["prefill", "decode", None], n), dtype="string"),
+                             "kind": pd.Series(rng.choice(["a", "b"], n), dtype="str")})  # pandas' default
 
+    with_attrs = frame(6, 5)
+    with_attrs.attrs["run"] = "A"  # pyarrow writes attrs into the pandas metadata
     kinds = [frame(50, 0), frame(7, 1), frame(0, 2), frame(9, 3).astype({"n": "float64"}),  # another dtype
-             frame(5, 4).astype({"phase": object})]  # an object column: pyarrow infers its type every time
+             frame(5, 4).astype({"phase": object}),  # an object column: pyarrow infers its type every time
+             with_attrs, frame(4, 6)]  # the same names and dtypes as the first, without attrs
     for i, df in enumerate(kinds * 2):  # the second round takes the kept schemas
         ours, theirs = trace.to_arrow(df), pa.Table.from_pandas(df, preserve_index=False)
         assert ours.equals(theirs) and ours.schema.equals(theirs.schema, check_metadata=True)
@@ -269,7 +275,15 @@ def test_tables_convert_to_arrow_as_pyarrow_converts_them_and_write_the_same_byt
         pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), check_exact=True)
         assert pd.read_parquet(a)["x"].isna().sum() == df["x"].isna().sum()  # NaN read back as NaN
     kept = [k for k in trace._SCHEMAS if [c for c, _ in k] == list(kinds[0].columns)]
-    assert len(kept) == 2  # float or integer n; the object column's table was not kept
+    assert len(kept) == 2  # float or integer n; neither the object column's table nor the attrs' was kept
+    # a later table of the same names and dtypes takes the kept schema (here marked) instead of pyarrow's
+    key = tuple(zip(kinds[0].columns, kinds[0].dtypes, strict=True))
+    schema = trace._SCHEMAS[key]
+    trace._SCHEMAS[key] = schema.with_metadata({**schema.metadata, b"kept": b"yes"})
+    try:
+        assert trace.to_arrow(frame(3, 7)).schema.metadata[b"kept"] == b"yes"
+    finally:
+        trace._SCHEMAS[key] = schema
 
 
 def test_conform_returns_a_conforming_table_itself_and_converts_any_other():

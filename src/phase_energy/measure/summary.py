@@ -50,9 +50,13 @@ def counter_ticks(samples: pd.DataFrame | SampleArrays) -> tuple[np.ndarray, np.
     the old one). Without enough well-timed ticks to fit a grid (fewer than three, or all on one point of it),
     midpoints are kept.
     """
-    a = samples if isinstance(samples, SampleArrays) else SampleArrays(samples)
-    polled = ~a.gap & ~np.isnan(a.energy)
-    t, e = a.t[polled], a.energy[polled]
+    if isinstance(samples, SampleArrays):
+        t, e, gap = samples.t, samples.energy, samples.gap
+    else:  # a table needs only these three columns
+        t, e = (samples[c].to_numpy(dtype=float) for c in ("t_s", "energy_j"))
+        gap = samples["gap"].to_numpy(dtype=bool)
+    polled = ~gap & ~np.isnan(e)
+    t, e = t[polled], e[polled]
     if len(t) < 2:
         return t[:0], e[:0]
     changed = np.flatnonzero(np.diff(e) != 0) + 1
@@ -160,7 +164,6 @@ def summarise_window(samples: pd.DataFrame | SampleArrays, w: Window, s: Setting
         sm = float(np.sum(clock[good] * dt[good]) / max(np.sum(dt[good]), 1e-12))
     else:
         sm = float(np.nanmean(clock)) if len(clock) else float("nan")
-    assert ticks is not None
     aligned = tick_aligned_energy(ticks, w.start_s, w.end_s)
     energy = aligned if np.isfinite(aligned) else w.energy_j
     e_inside = a.energy[inside]

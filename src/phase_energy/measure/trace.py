@@ -159,12 +159,13 @@ def to_arrow(df: pd.DataFrame) -> pa.Table:
     milliseconds a table; a job writes two. The first table with given column names and dtypes is converted
     so and its schema kept; later ones with the same names and dtypes (every job of a workflow's process)
     convert each column's values to that schema's type. Only where each dtype fixes the Arrow type (see
-    :func:`_fixed_dtype`); any other table is converted by pyarrow each time.
+    :func:`_fixed_dtype`) and the frame has no ``attrs``; any other table is converted by pyarrow each time.
     """
     import pyarrow as pa
 
     key = tuple(zip(df.columns, df.dtypes, strict=True))
-    simple = all(isinstance(c, str) for c in df.columns) and df.columns.is_unique and all(
+    # a frame's attrs go into the pandas metadata: a table that has any is converted by pyarrow
+    simple = all(isinstance(c, str) for c in df.columns) and df.columns.is_unique and not df.attrs and all(
         _fixed_dtype(t) for t in df.dtypes)
     schema = _SCHEMAS.get(key) if simple else None
     if schema is None:
