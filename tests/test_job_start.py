@@ -453,3 +453,41 @@ def test_a_measure_command_caches_its_bytecode(tmp_path):
     cache = tmp_path / "cc" / "pycache"
     written = [p.relative_to(cache).as_posix() for p in cache.rglob("*.pyc")]
     assert any("/pandas/" in p for p in written) and any("/phase_energy/measure/" in p for p in written)
+
+
+def _recorded_trace(folder: Path, engine: str, windows: list[tuple[str, int, float, float]]) -> None:
+    """A trace as a card job records it, but only the files and fields bench/gpu_job_time.py reads."""
+    import pandas as pd
+
+    folder.mkdir(parents=True)
+    (folder / "status.json").write_text(json.dumps({"status": "ok"}))
+    (folder / "metadata.json").write_text(json.dumps({
+        "backend": "nvml", "engine": engine, "arch": "tiny-gqa", "batch": 8, "context": 512,
+        "time_to_first_window_s": 2.0, "gpu": {"uuid": "GPU-test"}}))
+    pd.DataFrame([{"phase": p, "trial": k, "start_s": a, "end_s": b, "duration_s": b - a} for p, k, a, b in windows]
+                 ).to_parquet(folder / "windows.parquet")
+
+
+def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
+    """bench/vllm_fill_options.py on a point whose time is known: 29 s from the process's start to its last
+    window, 6 s in the windows the estimates use, two 10 s fills; a native trace and a vLLM trace without fill
+    windows are left out."""
+    from bench import vllm_fill_options
+
+    traces = tmp_path / "traces"
+    windows = [("idle", 0, 0.0, 1.0), ("prefill", 0, 2.0, 3.0), ("fill", 0, 3.0, 13.0), ("decode", 0, 14.0, 16.0),
+               ("fill", 1, 16.0, 26.0), ("decode", 1, 27.0, 29.0)]
+    _recorded_trace(traces / "a", "vllm 0.26.0", windows)
+    _recorded_trace(traces / "b", "native", windows)
+    _recorded_trace(traces / "c", "vllm 0.26.0", [w for w in windows if w[0] != "fill"])
+    monkeypatch.setattr(sys, "argv", ["vllm_fill_options.py", str(traces), "--out", str(tmp_path / "o.json")])
+    vllm_fill_options.main()
+    result = json.loads((tmp_path / "o.json").read_text())
+    (point,) = result["points"]
+    assert point["trace"].endswith("a") and point["seconds"] == 29.0 and point["used_s"] == 6.0
+    assert point["now"] == round(6 / 29, 3) and point["fill_counted"] == round(26 / 29, 3)
+    assert point["one_fill"] == round(6 / 19, 3) and point["one_fill_counted"] == round(16 / 19, 3)
+    # 14.25 s more decode per trial: (6 + 2 x 14.25) / (29 + 2 x 14.25) = 0.6
+    assert point["decode_s_for_60"] == 16.25
+    assert result["all"]["decode_windows_factor_for_60_pooled"] == 8.1  # 4 s of decode windows, 8.125 times
+    assert result["all"]["pooled"]["now"] == round(6 / 29, 3)

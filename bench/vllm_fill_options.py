@@ -1,0 +1,107 @@
+"""What each way of treating a serving engine's cache fill would make of its campaign's share of time in windows.
+
+    python bench/vllm_fill_options.py reference-data/h200-vllm/traces --out bench/vllm-fill-options.json
+
+vLLM cannot rewind its requests: before each decode trial it prefills the whole batch (the ``fill`` window),
+which at large batch x context takes most of a point's time. Which of these ways, if any, would bring the
+share of a campaign's GPU time inside the windows that the estimates use to the 60 % target? From the time
+each trace recorded (the same figures as ``bench/gpu_job_time.py``), per point and pooled over the points:
+
+- ``now``: the windows the estimates use (idle, prefill, decode), the fill windows not counted;
+- ``fill_counted``: the fill windows counted as measured time as they are;
+- ``one_fill``: one fill shared by a point's decode trials: the later trials' fill windows taken out of its
+  time (what the card would do before those trials' decode lead-in changes: a measurement change);
+- ``one_fill_counted``: that, and the one fill counted;
+- ``decode_s_for_60``: the decode-window seconds per decode trial that would bring the point to 60 % with
+  its fills as they are and not counted (now: the trial's decode windows' seconds), and pooled, the factor
+  by which every point's decode windows would have to grow.
+
+Arithmetic on the recorded times, not a measurement of a changed protocol: a fill shared or more decode
+windows would also change what the card does before and inside the windows, which only a run on a card can
+show. Traces without fill windows (measured before the fill was a window of its own) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_job_time import job_times
+
+TARGET = 0.6
+
+
+def point(trace: Path) -> dict | None:
+    """The options' figures for one vLLM trace with fill windows, else None."""
+    t = job_times(trace)
+    if t is None or t["engine"] != "vllm":
+        return None
+    w = pd.read_parquet(trace / "windows.parquet", columns=["phase", "trial", "duration_s"])
+    fills = w[w["phase"] == "fill"].sort_values("trial")["duration_s"].to_numpy()
+    if not len(fills):
+        return None
+    total = t["process_to_last_window_s"]
+    used = float(w[w["phase"] != "fill"]["duration_s"].sum())
+    decode = w[w["phase"] == "decode"]
+    trials = int(decode["trial"].nunique())
+    later = float(fills[1:].sum())  # the fills a shared one would spare
+    # decode seconds x added per trial so that (used + trials x) / (total + trials x) = TARGET
+    extra = max(0.0, (TARGET * total - used) / ((1 - TARGET) * trials)) if trials else float("nan")
+    return {"trace": t["trace"], "arch": t["arch"], "batch": t["batch"], "context": t["context"],
+            "seconds": total, "used_s": used, "fill_s": float(fills.sum()), "later_fills_s": later,
+            "decode_s_per_trial": float(decode["duration_s"].sum()) / max(trials, 1), "decode_trials": trials,
+            "now": used / total, "fill_counted": (used + float(fills.sum())) / total,
+            "one_fill": used / (total - later), "one_fill_counted": (used + float(fills[0])) / (total - later),
+            "decode_s_for_60": float(decode["duration_s"].sum()) / max(trials, 1) + extra}
+
+
+def pooled(rows: list[dict]) -> dict:
+    """The options pooled over the points (seconds summed), the medians, and the decode growth for 60 %."""
+    total, used = sum(r["seconds"] for r in rows), sum(r["used_s"] for r in rows)
+    fill, later = sum(r["fill_s"] for r in rows), sum(r["later_fills_s"] for r in rows)
+    first = fill - later
+    decode = sum(r["decode_s_per_trial"] * r["decode_trials"] for r in rows)
+    # every point's decode windows k times as long: (used + (k-1) decode) / (total + (k-1) decode) = TARGET
+    k = 1 + max(0.0, (TARGET * total - used) / ((1 - TARGET) * decode))
+    return {"points": len(rows), "seconds": round(total, 1), "fill_seconds": round(fill, 1),
+            "pooled": {"now": round(used / total, 3), "fill_counted": round((used + fill) / total, 3),
+                       "one_fill": round(used / (total - later), 3),
+                       "one_fill_counted": round((used + first) / (total - later), 3)},
+            "median": {k_: round(statistics.median(r[k_] for r in rows), 3)
+                       for k_ in ("now", "fill_counted", "one_fill", "one_fill_counted")},
+            "decode_windows_factor_for_60_pooled": round(k, 1)}
+
+
+def main() -> None:
+    """Entry point."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("traces", nargs="+", help="trace folders (searched for status.json)")
+    p.add_argument("--out", help="write the figures here as JSON")
+    a = p.parse_args()
+    rows = [r for d in a.traces for s in sorted(Path(d).rglob("status.json")) if (r := point(s.parent))]
+    if not rows:
+        raise SystemExit("no vLLM trace with fill windows under " + ", ".join(a.traces))
+    res = {"what": "a serving engine's campaign: share of time in the windows the estimates use, per way of "
+                   "treating the cache fill (arithmetic on the recorded times)",
+           "sources": a.traces, "target": TARGET, "all": pooled(rows),
+           "by_arch": {arch: pooled([r for r in rows if r["arch"] == arch])
+                       for arch in sorted({r["arch"] for r in rows})},
+           "points": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+    s = res["all"]
+    print(f"{s['points']} vLLM points with fill windows, {s['seconds']} s, {s['fill_seconds']} s of it in fills")
+    for name, share in s["pooled"].items():
+        print(f"  {name:18s} pooled {share:.0%}, median point {s['median'][name]:.0%}")
+    print(f"  decode windows {s['decode_windows_factor_for_60_pooled']}x as long (fills kept, not counted) "
+          f"for {TARGET:.0%} pooled")
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
