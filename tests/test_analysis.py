@@ -231,6 +231,35 @@ def test_intervals_contain_the_spread_between_jobs():
     assert tight[1] - tight[0] < 0.01
 
 
+def _slot_means(groups, n, rng, run_sd=0.0):
+    """The resampling as :func:`hierarchical_means` documents it, for any number of jobs: jobs drawn into
+    slots, each slot's trials drawn, the slots averaged (the reference its one-job shortcut must equal)."""
+    n_jobs = len(groups)
+    pick = rng.integers(0, n_jobs, size=(n, n_jobs))
+    slot_means = np.empty((n, n_jobs, groups[0].shape[1]))
+    for j, v in enumerate(groups):
+        draws = v[rng.integers(0, len(v), size=(n, n_jobs, len(v)))].mean(axis=2)
+        slot_means[pick == j] = draws[pick == j]
+    out = slot_means.mean(axis=1)
+    return out * (1.0 + rng.normal(0.0, run_sd, size=(n, 1))) if n_jobs == 1 and run_sd > 0 else out
+
+
+@pytest.mark.parametrize("trials, cols, run_sd", [(1, 1, 0.0), (3, 2, 0.0), (5, 6, 0.02), (4, 3, 0.0)])
+def test_resamples_of_a_one_job_point_are_those_of_the_slot_means_to_the_bit(trials, cols, run_sd):
+    """A point with one job takes a shortcut (its one slot is its resampled mean); the numbers, and the
+    random draws left for what comes after, are those of the general resampling."""
+    v = np.random.default_rng(1).normal(1.0, 0.1, size=(trials, cols))
+    v[0, 0] = np.nan if cols > 2 else v[0, 0]  # a NaN stays where it falls
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    got, want = hierarchical_means([v], 500, a, run_sd), _slot_means([v], 500, b, run_sd)
+    assert got.shape == want.shape == (500, cols)
+    np.testing.assert_array_equal(got, want)
+    assert a.random() == b.random()  # the same draws consumed
+    two = [v, v + 1.0]  # and with two jobs the same code as ever
+    np.testing.assert_array_equal(hierarchical_means(two, 300, np.random.default_rng(3), run_sd),
+                                  _slot_means(two, 300, np.random.default_rng(3), run_sd))
+
+
 def test_summary_uses_one_statistic_and_names_its_basis():
     t = _lever_trials([("default", 100.0, 1.0, 400.0)], jobs=("a", "b"), trials=5)
     t.loc[t["job"].str.startswith("b"), "j_per_token"] = 1.2

@@ -194,6 +194,73 @@ def test_simulated_jobs_ran_in_the_workflow_process_as_the_cli_would(sim_run, tm
     assert a["status"]["summary"] == b["status"]["summary"]
 
 
+def _sweetspot_argv(run, out):
+    """`phase-energy analyse sweetspot` on a finished run's request energy, its tables written under ``out``."""
+    from phase_energy.analysis.tables import TABLES
+
+    config = next((run / "results" / "config").glob("analysis-*.json"))
+    return ["analyse", "sweetspot", "--config", str(config),
+            "--in", f"request_energy={run / 'results' / TABLES['request_energy'].path}",
+            "--out", f"sweetspot_cells={out / 'cells.parquet'}", "--out", f"sweetspot_fit={out / 'fit.csv'}"]
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """The workers' pool of this test alone (its processes ended afterwards)."""
+    from phase_energy.measure import workers
+
+    monkeypatch.setattr(workers, "_POOL", None)
+    yield
+    if workers._POOL is not None:
+        workers._POOL.close()
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_an_analysis_job_runs_in_the_workflow_process_as_the_cli_would(sim_run, tmp_path, cores, fresh_pool):
+    """With one core in this thread, with more in a worker: the tables the command line writes, the records
+    in the job's log."""
+    import subprocess
+    import sys
+
+    from phase_energy.measure.workers import run_command
+
+    run_command(_sweetspot_argv(sim_run, tmp_path / "job"), tmp_path / "job.log", cores, tmp_path / "workers")
+    cli = subprocess.run([sys.executable, "-m", "phase_energy.cli", *_sweetspot_argv(sim_run, tmp_path / "cli")],
+                         check=True, capture_output=True, text=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "job/cells.parquet"),
+                                  pd.read_parquet(tmp_path / "cli/cells.parquet"))
+    assert (tmp_path / "job/fit.csv").read_text() == (tmp_path / "cli/fit.csv").read_text()
+
+    def records(text):  # the records without their times
+        return [line.split(" ", 2)[2] for line in text.splitlines() if " phase_energy" in line]
+
+    assert records(cli.stderr) and records((tmp_path / "job.log").read_text()) == records(cli.stderr)
+    assert (tmp_path / "workers").exists() == (cores > 1)
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_a_failed_analysis_job_names_its_log_and_the_log_says_why(sim_run, tmp_path, cores, fresh_pool):
+    from phase_energy.measure.workers import WorkerError, run_command
+
+    argv = _sweetspot_argv(sim_run, tmp_path / "job")
+    argv[argv.index("--in") + 1] = f"request_energy={tmp_path / 'absent.parquet'}"
+    with pytest.raises(WorkerError, match=r"job\.log") as err:
+        run_command(argv, tmp_path / "job.log", cores, tmp_path / "workers")
+    assert "absent.parquet" in str(err.value)
+    assert "absent.parquet" in (tmp_path / "job.log").read_text()
+    assert not (tmp_path / "job/fit.csv").exists()
+
+
+def test_only_analysis_and_figure_commands_run_in_the_workflow_process(tmp_path):
+    from phase_energy.cli import CommandError, run_in_process
+
+    with pytest.raises(CommandError, match="accepted: analyse, figure"):
+        run_in_process(["measure", "--config", "x.yaml", "--lever", "default"], tmp_path / "job.log")
+    with pytest.raises(CommandError, match="bad arguments"):
+        run_in_process(["analyse"], tmp_path / "job.log")
+    assert "bad arguments" in (tmp_path / "job.log").read_text()
+
+
 def test_the_console_shows_progress_and_a_summary(sim_run):
     console = (sim_run / "console.txt").read_text()
     assert "phase-energy: backend sim (set in the config) - 12 of 12 points to measure; traces in results/traces" \

@@ -283,8 +283,8 @@ def cmd_presets(a: argparse.Namespace) -> None:
         print(json.dumps(CostModel(cfg).summary()))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point."""
+def _parser() -> argparse.ArgumentParser:
+    """The command line's parser, every command with its arguments."""
     p = argparse.ArgumentParser(prog="phase-energy", description=__doc__)
     p.add_argument("--log", help="also write the log to this file")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -383,8 +383,12 @@ def main(argv: list[str] | None = None) -> int:
 
     pr = sub.add_parser("presets", help="list architecture presets")
     pr.set_defaults(fn=cmd_presets)
+    return p
 
-    a = p.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    a = _parser().parse_args(argv)
     _setup_logging(a.log, a.verbose)
     try:
         if a.cmd in ("measure", "clear"):  # before anything imports torch: its imports compile from source otherwise
@@ -394,6 +398,46 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 2
     return rc or 0
+
+
+#: the commands a workflow rule may run inside the workflow's process or its workers (no GPU, no process state)
+IN_PROCESS_COMMANDS = ("analyse", "figure")
+
+
+class CommandError(RuntimeError):
+    """A command run in this process failed; the message says why (its log has the records)."""
+
+
+def run_in_process(argv: list[str], log_path: str | Path) -> None:
+    """``phase-energy ARGV`` in this thread, its log records to ``log_path``; raise CommandError if it fails.
+
+    For the workflow's analysis and figure jobs (:data:`IN_PROCESS_COMMANDS`), which it runs inside its own
+    process or its workers (``measure.workers``) to spare each job a Python start and the imports of pandas
+    and matplotlib: the same command as on the command line, with its records in the job's log instead of
+    on the console.
+    """
+    from phase_energy.measure.job import job_log
+
+    if not argv or argv[0] not in IN_PROCESS_COMMANDS:
+        raise CommandError(f"phase-energy {' '.join(argv[:1]) or '(no command)'}: not run in the workflow's "
+                           f"process (accepted: {', '.join(IN_PROCESS_COMMANDS)})")
+    with job_log(log_path):
+        try:
+            a = _parser().parse_args(argv)
+        except SystemExit:  # argparse said what is wrong on stderr
+            log.error("phase-energy %s: bad arguments", " ".join(argv))
+            raise CommandError(f"phase-energy {argv[0]}: bad arguments ({' '.join(argv)})") from None
+        try:
+            rc = a.fn(a)
+        except ConfigError as e:
+            log.error("%s", e)
+            raise CommandError(str(e)) from None
+        except Exception:
+            log.exception("phase-energy %s failed", " ".join(argv[:2]))
+            raise
+        if rc:
+            log.error("phase-energy %s ended with exit code %s", " ".join(argv[:2]), rc)
+            raise CommandError(f"phase-energy {' '.join(argv[:2])}: exit code {rc}")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,5 @@ rule claims:
         ),
     log:
         f"{LOGS}/analysis/claims.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        tables=get_table_args,
-    shell:
-        "phase-energy analyse claims --config {input.config:q} {params.tables} > {log:q} 2>&1"
+    run:
+        analyse("claims", input, output, log)

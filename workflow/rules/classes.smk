@@ -12,9 +12,5 @@ rule classes:
         fleet=get_table("fleet"),
     log:
         f"{LOGS}/analysis/classes.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        tables=get_table_args,
-    shell:
-        "phase-energy analyse classes --config {input.config:q} {params.tables} > {log:q} 2>&1"
+    run:
+        analyse("classes", input, output, log)

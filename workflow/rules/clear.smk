@@ -35,11 +35,7 @@ rule clear_components:
         clear_coverage=get_table("clear_coverage"),
     log:
         f"{LOGS}/analysis/clear.log",
-    conda:
-        "../../envs/analysis.yaml"
     params:
-        tables=get_table_args,
         traces=CLEAR_PRESENT,
-    shell:
-        "phase-energy analyse clear --config {input.config:q} {params.tables} --traces {params.traces:q}"
-        " > {log:q} 2>&1"
+    run:
+        analyse("clear", input, output, log, params.traces)

@@ -3,7 +3,6 @@
 # written by rule config_file (below), the figures' tables come from a light catalog.
 import json
 import os
-import shlex
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -29,6 +28,23 @@ def run_simulated(*args):
     from phase_energy.measure.workers import run_simulated as run
 
     return run(*args)
+
+
+def run_phase_energy(argv, log):
+    """`phase-energy ARGV` (an analysis or figure job) in this process or its workers, its records to log.
+
+    The same command as on the command line, without a Python start and the imports of pandas and
+    matplotlib for each job (phase_energy.measure.workers); on a cluster, in the job's own Snakemake process.
+    """
+    from phase_energy.measure.workers import run_command
+
+    run_command(argv, log, workflow.cores, f"{LOGS}/workers")
+
+
+def analyse(stage, input, output, log, traces=()):
+    """Run one analysis stage with its rule's tables and config (phase-energy analyse STAGE)."""
+    argv = ["analyse", stage, "--config", input.config, *table_args(input, output)]
+    run_phase_energy(argv + (["--traces", *traces] if traces else []), log[0])
 
 
 from phase_energy.report.catalog import FIGURES
@@ -199,13 +215,12 @@ def get_table(name):
     return f"{RESULTS}/{TABLES[name].path}"
 
 
-def get_table_args(wildcards, input, output):
-    """--in NAME=PATH for every table a rule reads and --out NAME=PATH for every table it writes, quoted."""
-    args = [f"--in {shlex.quote(f'{k}={v}')}" for k, v in input.items() if k in TABLES]
-    args += [
-        f"--out {shlex.quote(f'{k}={v}')}" for k, v in output.items() if k in TABLES
+def table_args(input, output):
+    """--in NAME=PATH for every table a rule reads and --out NAME=PATH for every table it writes."""
+    args = [a for k, v in input.items() if k in TABLES for a in ("--in", f"{k}={v}")]
+    return args + [
+        a for k, v in output.items() if k in TABLES for a in ("--out", f"{k}={v}")
     ]
-    return " ".join(args)
 
 
 def get_figure_inputs(names):
@@ -260,11 +275,13 @@ def get_figure_job_outputs(names):
     return out
 
 
-def get_figure_args(wildcards, output):
-    """The figures a job draws and, for each, --out PATH (without extension), quoted."""
+def draw_figures(input, output, log):
+    """Draw a figure job's figures (phase-energy figure NAME... --out PATH...) from its tables."""
     names = [k.removesuffix("_svg") for k in output.keys() if k.endswith("_svg")]
     outs = [getattr(output, f"{n}_svg").removesuffix(".svg") for n in names]
-    return " ".join(names + [f"--out {shlex.quote(o)}" for o in outs])
+    argv = ["figure", *names, *[a for o in outs for a in ("--out", o)]]
+    argv += ["--config", input.config, *table_args(input, output), "--traces", TRACES]
+    run_phase_energy(argv, log[0])
 
 
 def get_figure_outputs():

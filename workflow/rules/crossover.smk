@@ -11,9 +11,5 @@ rule crossover:
         crossovers=get_table("crossovers"),
     log:
         f"{LOGS}/analysis/crossover.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        tables=get_table_args,
-    shell:
-        "phase-energy analyse crossover --config {input.config:q} {params.tables} > {log:q} 2>&1"
+    run:
+        analyse("crossover", input, output, log)

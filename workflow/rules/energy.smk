@@ -21,11 +21,7 @@ rule energy:
         ),
     log:
         f"{LOGS}/analysis/energy.log",
-    conda:
-        "../../envs/analysis.yaml"
     params:
-        tables=get_table_args,
         traces=get_trace_folders(),
-    shell:
-        "phase-energy analyse energy --config {input.config:q} {params.tables} --traces {params.traces:q}"
-        " > {log:q} 2>&1"
+    run:
+        analyse("energy", input, output, log, params.traces)

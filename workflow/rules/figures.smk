@@ -1,5 +1,5 @@
 # Every figure, from the tables it draws only; a change to the plotting code re-runs only the plots. The figures
-# are drawn in three jobs (one Python start each), each as soon as its tables exist.
+# are drawn in three jobs, each as soon as its tables exist, inside the workflow's process or its workers.
 from phase_energy.report.catalog import figure_batches, run_mark
 
 # what the traces are (SIMULATED, or MEASURED on which card with which engine), for the report's landing text
@@ -22,12 +22,5 @@ for _job, _names in figure_batches().items():
             **get_figure_job_outputs(_names),
         log:
             f"{LOGS}/figures/{_job}.log",
-        conda:
-            "../../envs/analysis.yaml"
-        params:
-            tables=get_table_args,
-            figures=get_figure_args,
-            traces=TRACES,
-        shell:
-            "phase-energy figure {params.figures} --config {input.config:q} {params.tables}"
-            " --traces {params.traces:q} > {log:q} 2>&1"
+        run:
+            draw_figures(input, output, log)

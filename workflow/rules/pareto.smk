@@ -10,9 +10,5 @@ rule pareto:
         dominance=get_table("dominance"),
     log:
         f"{LOGS}/analysis/pareto.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        tables=get_table_args,
-    shell:
-        "phase-energy analyse pareto --config {input.config:q} {params.tables} > {log:q} 2>&1"
+    run:
+        analyse("pareto", input, output, log)

@@ -11,9 +11,5 @@ rule phase_policy:
         phase_policy=get_table("phase_policy"),
     log:
         f"{LOGS}/analysis/phase_policy.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        tables=get_table_args,
-    shell:
-        "phase-energy analyse phase_policy --config {input.config:q} {params.tables} > {log:q} 2>&1"
+    run:
+        analyse("phase_policy", input, output, log)

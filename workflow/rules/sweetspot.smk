@@ -14,9 +14,5 @@ rule sweetspot:
         ),
     log:
         f"{LOGS}/analysis/sweetspot.log",
-    conda:
-        "../../envs/analysis.yaml"
-    params:
-        tables=get_table_args,
-    shell:
-        "phase-energy analyse sweetspot --config {input.config:q} {params.tables} > {log:q} 2>&1"
+    run:
+        analyse("sweetspot", input, output, log)

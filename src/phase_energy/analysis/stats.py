@@ -51,7 +51,11 @@ def hierarchical_means(groups: list[np.ndarray], n: int, rng: np.random.Generato
     """
     n_jobs = len(groups)
     cols = groups[0].shape[1]
-    pick = rng.integers(0, n_jobs, size=(n, n_jobs))
+    pick = rng.integers(0, n_jobs, size=(n, n_jobs))  # drawn with one job too: the later draws stay the same
+    if n_jobs == 1:  # most points: every slot holds the one job; a mean over one slot is that slot, exactly
+        v = groups[0]
+        out = v[rng.integers(0, len(v), size=(n, 1, len(v)))].mean(axis=2)[:, 0]
+        return out * (1.0 + rng.normal(0.0, run_sd, size=(n, 1))) if run_sd > 0 else out
     slot_means = np.empty((n, n_jobs, cols))
     for j, v in enumerate(groups):
         idx = rng.integers(0, len(v), size=(n, n_jobs, len(v)))

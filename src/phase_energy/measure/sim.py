@@ -373,11 +373,10 @@ class SimGPU:
         a = 1.0 - np.exp(-dur / self.p.thermal_tau_s)
         target = self.p.ambient_c + self.p.thermal_resistance_c_per_w * power
         cur = float(self.temperature)
-        steps = []
-        for ai, ti in zip(a.tolist(), target.tolist(), strict=True):  # Python floats: the same IEEE operations
-            cur = cur + ai * (ti - cur)
-            steps.append(cur)
-        temp = np.array(steps, dtype=float)
+        # sequential, in Python floats: the same IEEE operations in the same order as ever (a comprehension
+        # is the fastest loop Python has for it)
+        temp = np.array([cur := cur + ai * (ti - cur) for ai, ti in zip(a.tolist(), target.tolist(), strict=True)],
+                        dtype=float)
         self.temperature = cur
         for k, v in zip(("start", "dur", "power", "clock", "reasons", "util", "temp"),
                         (start, dur, power, clock, reasons, util, temp), strict=True):

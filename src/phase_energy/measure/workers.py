@@ -1,13 +1,16 @@
-"""Simulated jobs run for the workflow by a few long-lived Python processes (``--cores`` 2 and more).
+"""Simulated jobs, analyses and figures run for the workflow by a few long-lived Python processes.
 
 A simulated measurement takes some 50 ms; starting Python and importing pandas for each would take 20
 times that. So the workflow runs simulated jobs inside its own process: with one core in its job thread,
 with more in a pool of worker processes, one per core, that each import the package once and then run
 one job after another (a thread would share the interpreter's lock with the workflow and the other
 jobs). Each job still is one Snakemake job with its own outputs and log. A GPU job never comes here.
+The analysis and figure jobs (``phase-energy analyse`` and ``figure``) run the same way, whatever the
+backend: each would otherwise spend a second or two starting Python and importing pandas and matplotlib.
 
-Worker protocol: one JSON line per job on the worker's stdin (config, point, out, log), one JSON line
-back on its stdout (``{"ok": true}`` or the error). A worker's own stderr goes to a file in ``logs/``.
+Worker protocol: one JSON line per job on the worker's stdin (a simulated job's config, point, out and
+log; or a command's ``argv`` and log), one JSON line back on its stdout (``{"ok": true}`` or the error). A
+worker's own stderr goes to a file in ``logs/``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ class _Worker:
         else:
             cause = None
         if not line:
-            raise WorkerError(f"the worker process running {request['point']['arch']} ended (exit code "
+            raise WorkerError(f"the worker process running {_what(request)} ended (exit code "
                               f"{self.proc.poll()}); its messages: {self.stderr_path}") from cause
         reply = json.loads(line)
         if not reply.get("ok"):
@@ -67,6 +70,13 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.stderr.close()
+
+
+def _what(request: Mapping[str, Any]) -> str:
+    """A request's job in a few words: the simulated point's folder, or the command."""
+    if "argv" in request:
+        return "phase-energy " + " ".join(request["argv"][:2])
+    return GridPoint(**request["point"]).path
 
 
 class WorkerPool:
@@ -117,6 +127,34 @@ _POOL: WorkerPool | None = None
 _POOL_LOCK = threading.Lock()
 
 
+def _pool(cores: int, logs: str | Path) -> WorkerPool:
+    """The process's worker pool, started by the first job that needs it (``logs`` fixed then)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = WorkerPool(cores, Path(logs))
+            atexit.register(_POOL.close)
+        return _POOL
+
+
+def run_command(argv: list[str], log: str | Path, cores: int, logs: str | Path = WORKER_LOGS) -> None:
+    """``phase-energy ARGV`` (an analysis or figure job) for the workflow: in this thread or in a worker.
+
+    With one core in this thread, with more in a worker process (two jobs drawing figures in threads of one
+    process would share matplotlib's state). Raises when it fails, naming the job's log, which holds its
+    records and any traceback.
+    """
+    if cores <= 1:
+        from phase_energy.cli import run_in_process
+
+        try:
+            run_in_process(argv, log)
+        except Exception as e:  # as a worker reports it
+            raise WorkerError(f"{type(e).__name__}: {e} (the job's log: {log})") from e
+        return
+    _pool(cores, logs).run({"argv": [str(a) for a in argv], "log": str(log)})
+
+
 def run_simulated(config: str | Path, point: GridPoint, out: str | Path, log: str | Path, cores: int,
                   logs: str | Path = WORKER_LOGS) -> None:
     """A simulated job for the workflow: in this thread with one core, in a worker process with more.
@@ -132,23 +170,22 @@ def run_simulated(config: str | Path, point: GridPoint, out: str | Path, log: st
 
         run_job_in_process(config, point, out, log)
         return
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = WorkerPool(cores, Path(logs))
-            atexit.register(_POOL.close)
-    _POOL.run({"config": str(config), "point": asdict(point), "out": str(out), "log": str(log)})
+    _pool(cores, logs).run({"config": str(config), "point": asdict(point), "out": str(out), "log": str(log)})
 
 
 def main() -> None:
     """A worker: run the jobs that arrive on stdin, one reply line each on stdout."""
+    from phase_energy.cli import run_in_process
     from phase_energy.measure.job import run_job_in_process
 
     replies, sys.stdout = sys.stdout, sys.stderr  # stdout carries the replies only: anything printed goes aside
     for line in sys.stdin:
         req = json.loads(line)
         try:
-            run_job_in_process(req["config"], GridPoint(**req["point"]), req["out"], req["log"])
+            if "argv" in req:
+                run_in_process(req["argv"], req["log"])
+            else:
+                run_job_in_process(req["config"], GridPoint(**req["point"]), req["out"], req["log"])
             reply: dict[str, Any] = {"ok": True}
         except Exception as e:  # the job's log has the traceback; the workflow gets the message
             reply = {"ok": False, "error": f"{type(e).__name__}: {e}"}
