@@ -6,7 +6,8 @@
 
 For a change meant to leave the results alone (a speed-up). Traces: samples.parquet and windows.parquet
 equal value for value (and their SHA-256 in status.json equal: the same bytes); metadata.json equal but
-for the job's times and the code's commit. Tables under results/tables and results/claims*.csv: parquet
+for the job's times and the code's commit (``--values-only``: the tables value for value only, for a change
+of how they are encoded). Tables under results/tables and results/claims*.csv: parquet
 equal value for value, CSV byte for byte. Figures: PNG byte for byte; SVG after the ids and the date that
 matplotlib draws at random or from the clock. Prints each file that differs and a count per kind; exits
 1 when any differs.
@@ -39,8 +40,11 @@ def _same_frames(a: Path, b: Path) -> bool:
     return True
 
 
-def compare(a: Path, b: Path) -> dict[str, list[str]]:
-    """Per kind, the files under ``a`` that differ from (or are missing in) ``b``; and the counts compared."""
+def compare(a: Path, b: Path, values_only: bool = False) -> dict[str, list[str]]:
+    """Per kind, the files under ``a`` that differ from (or are missing in) ``b``; and the counts compared.
+
+    ``values_only``: the traces' tables compared value for value only (a change of how they are encoded).
+    """
     out: dict[str, list[str]] = {"traces": [], "tables": [], "figures": [], "compared": []}
     statuses = sorted((a / "results/traces").rglob("status.json"))
     for sa in statuses:
@@ -52,7 +56,8 @@ def compare(a: Path, b: Path) -> dict[str, list[str]]:
         ja, jb = (json.loads((d / "status.json").read_text()) for d in (da, db))
         for name in ("samples.parquet", "windows.parquet"):
             digests = [j.get("files", {}).get(name, {}).get("sha256") for j in (ja, jb)]
-            if (da / name).exists() and (digests[0] != digests[1] or not _same_frames(da / name, db / name)):
+            bytes_differ = digests[0] != digests[1] and not values_only
+            if (da / name).exists() and (bytes_differ or not _same_frames(da / name, db / name)):
                 out["traces"].append(f"{rel}/{name}")
         ma, mb = (json.loads((d / "metadata.json").read_text()) for d in (da, db))
         for k in TIMES:
@@ -85,8 +90,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="a run's folder (holding results/ and figures/)")
     p.add_argument("b", help="the other run's folder")
+    p.add_argument("--values-only", action="store_true",
+                   help="the traces' tables value for value only, not byte for byte (a change of their encoding)")
     args = p.parse_args()
-    res = compare(Path(args.a), Path(args.b))
+    res = compare(Path(args.a), Path(args.b), args.values_only)
     for kind in ("traces", "tables", "figures"):
         for f in res[kind]:
             print(f"DIFFERS {f}")

@@ -2,6 +2,7 @@
 
     python bench/sim_job_time.py --out /tmp/sim-jobs            # ms per job over 20 points of the default grid
     python bench/sim_job_time.py --out /tmp/after --compare /tmp/before   # and every trace equal to the bit
+    python bench/sim_job_time.py --out /tmp/after --compare /tmp/before --values-only   # another encoding
     python bench/sim_job_time.py --out /tmp/sim-jobs --parts    # and the ms per job of each of its parts
 
 The points span the default grid (config/config.yaml): every architecture, batch 1 and a large batch, short
@@ -65,8 +66,11 @@ def run_points(cfg: dict, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def compare(out: Path, ref: Path) -> int:
-    """Traces under ``out`` against those under ``ref``: the number that differ (each difference printed)."""
+def compare(out: Path, ref: Path, values_only: bool = False) -> int:
+    """Traces under ``out`` against those under ``ref``: the number that differ (each difference printed).
+
+    ``values_only``: the tables value for value, not byte for byte (a change of how they are encoded).
+    """
     bad = restamped = 0
     metas = sorted(ref.rglob("metadata.json"))
     for meta in metas:
@@ -88,8 +92,9 @@ def compare(out: Path, ref: Path) -> int:
                 raise AssertionError(f"metadata differs in {diff}")
             # status records each file's digest: the parquet files equal byte for byte, metadata.json has the times
             sa, sb = (json.loads((d / rel / "status.json").read_text()) for d in (ref, out))
-            sa["files"].pop("metadata.json", None)
-            sb["files"].pop("metadata.json", None)
+            for name in ("metadata.json", *(("samples.parquet", "windows.parquet") if values_only else ())):
+                sa["files"].pop(name, None)
+                sb["files"].pop(name, None)
             # the summary stamp names the summary code's version: a change to that code changes it alone
             restamped += sa.pop("summary", None) != sb.pop("summary", None)
             if sa != sb:
@@ -140,6 +145,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for the traces (emptied first)")
     p.add_argument("--compare", help="a folder of traces from another run of this script")
+    p.add_argument("--values-only", action="store_true",
+                   help="with --compare: the tables value for value only, not byte for byte (a change of encoding)")
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is printed")
     p.add_argument("--config", default=str(ROOT / "config" / "config.yaml"))
     p.add_argument("--json", help="also write the figure here, with the commit and the machine")
@@ -176,7 +183,7 @@ def main() -> None:
             "command": "python " + " ".join(sys.argv), "git_commit": commit.stdout.strip() or None,
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
             "jobs": len(POINTS), "repeat": args.repeat, "ms_per_job": round(ms, 1)}, indent=1) + "\n")
-    if args.compare and compare(out, Path(args.compare)):
+    if args.compare and compare(out, Path(args.compare), args.values_only):
         raise SystemExit(1)
 
 

@@ -4,6 +4,7 @@ docs/reliability.md lists every case with the test that covers it.
 """
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -270,7 +271,7 @@ def test_tables_convert_to_arrow_as_pyarrow_converts_them_and_write_the_same_byt
         assert ours.equals(theirs) and ours.schema.equals(theirs.schema, check_metadata=True)
         a, b = tmp_path / f"ours{i}.parquet", tmp_path / f"theirs{i}.parquet"
         trace._atomic_parquet(df, a)
-        pq.write_table(theirs, b, compression="zstd", use_dictionary=False)
+        pq.write_table(theirs, b, **trace.parquet_options(theirs.schema))
         assert a.read_bytes() == b.read_bytes()
         pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), check_exact=True)
         assert pd.read_parquet(a)["x"].isna().sum() == df["x"].isna().sum()  # NaN read back as NaN
@@ -284,6 +285,32 @@ def test_tables_convert_to_arrow_as_pyarrow_converts_them_and_write_the_same_byt
         assert trace.to_arrow(frame(3, 7)).schema.metadata[b"kept"] == b"yes"
     finally:
         trace._SCHEMAS[key] = schema
+
+
+def test_trace_tables_keep_every_float_to_the_bit_in_their_encoding(tmp_path):
+    """Floats in the byte-stream-split encoding, LZ4 compressed: every value read back as written, to the bit
+    (signed zeros, infinities, the smallest numbers, NaN as pandas writes it), and the file says so."""
+    import pyarrow.parquet as pq
+
+    from phase_energy.measure import trace
+
+    special = [0.0, -0.0, np.inf, -np.inf, 5e-324, -2.2250738585072014e-308, 1.7976931348623157e308, np.nan]
+    x = np.concatenate([special, np.random.default_rng(0).normal(400.0, 50.0, 1000)])
+    with np.errstate(over="ignore"):  # the largest double is infinite as a float32
+        f = x.astype("float32")
+    df = pd.DataFrame({"x": x, "f": f, "n": np.arange(len(x)), "gap": x > 400})
+    trace._atomic_parquet(df, tmp_path / "t.parquet")
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    for c in ("x", "f"):  # the bits of every value but NaN's (pyarrow writes NaN as null: read back as NaN)
+        finite = ~np.isnan(df[c].to_numpy())
+        assert np.array_equal(back[c].to_numpy()[finite].view(np.uint8), df[c].to_numpy()[finite].view(np.uint8))
+        assert back[c].isna().sum() == 1
+    pd.testing.assert_frame_equal(back, df, check_exact=True)
+    meta = pq.ParquetFile(tmp_path / "t.parquet").metadata.row_group(0)
+    cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert {c.compression for c in cols.values()} <= {"LZ4", "LZ4_RAW"}
+    assert all("BYTE_STREAM_SPLIT" in cols[c].encodings for c in ("x", "f"))
+    assert "BYTE_STREAM_SPLIT" not in cols["n"].encodings
 
 
 def test_conform_returns_a_conforming_table_itself_and_converts_any_other():
@@ -395,6 +422,30 @@ def test_check_config_names_the_file_of_a_broken_yaml(tmp_path, text, words, cap
     assert main(["check-config", str(tmp_path / "bad.yaml")]) == 2
     for w in words:
         assert w in caplog.text, caplog.text
+
+
+def test_a_command_in_the_workflow_process_logs_its_warnings_to_its_job_log_once_per_place(tmp_path, monkeypatch,
+                                                                                               capfd):
+    """Python's warnings of an analysis run in the workflow's process go to the job's log, not to the console of
+    the person running it. The stage here is a stand-in that warns (no real stage warns on purpose)."""
+    import warnings
+
+    from phase_energy import cli
+
+    def stage(a):
+        for _ in range(3):
+            warnings.warn("overflow in a row that is dropped", RuntimeWarning, stacklevel=1)
+        warnings.warn("another place", UserWarning, stacklevel=1)
+        log = logging.getLogger("phase_energy.analysis.stages")
+        log.info("stage %s done", a.stage)
+
+    monkeypatch.setattr(cli, "cmd_analyse", stage)
+    cli.run_in_process(["analyse", "pareto", "--config", "x.json"], tmp_path / "job.log")
+    text = (tmp_path / "job.log").read_text()
+    assert text.count("RuntimeWarning: overflow in a row that is dropped") == 1
+    assert text.count("UserWarning: another place") == 1 and "stage pareto done" in text
+    out, err = capfd.readouterr()
+    assert "overflow" not in out + err and "another place" not in out + err
 
 
 def test_a_worker_process_runs_a_job_and_keeps_its_own_log_where_told(tmp_path):

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -334,7 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     an.set_defaults(fn=cmd_analyse)
 
     f = sub.add_parser("figure", help="render figures (PNG and SVG) from explicit table paths")
-    f.add_argument("name", nargs="+", help="the figures to draw (one Python start for all of them)")
+    f.add_argument("name", nargs="+", help="the figures to draw (one after another, in one process)")
     f.add_argument("--config", required=True)
     f.add_argument("--in", dest="inputs", action="append", metavar="NAME=PATH",
                    help="a table the figure draws (repeat for each)")
@@ -421,23 +422,35 @@ def run_in_process(argv: list[str], log_path: str | Path) -> None:
     if not argv or argv[0] not in IN_PROCESS_COMMANDS:
         raise CommandError(f"phase-energy {' '.join(argv[:1]) or '(no command)'}: not run in the workflow's "
                            f"process (accepted: {', '.join(IN_PROCESS_COMMANDS)})")
-    with job_log(log_path):
+    # Python's warnings (numpy's, pandas') go to the job's log too, once per place, as Python would show them on
+    # the console (one job runs at a time in a thread or worker: the warnings' filters are the process's)
+    with job_log(log_path), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            a = _parser().parse_args(argv)
-        except SystemExit:  # argparse said what is wrong on stderr
-            log.error("phase-energy %s: bad arguments", " ".join(argv))
-            raise CommandError(f"phase-energy {argv[0]}: bad arguments ({' '.join(argv)})") from None
-        try:
-            rc = a.fn(a)
-        except ConfigError as e:
-            log.error("%s", e)
-            raise CommandError(str(e)) from None
-        except Exception:
-            log.exception("phase-energy %s failed", " ".join(argv[:2]))
-            raise
-        if rc:
-            log.error("phase-energy %s ended with exit code %s", " ".join(argv[:2]), rc)
-            raise CommandError(f"phase-energy {' '.join(argv[:2])}: exit code {rc}")
+            _run_parsed(argv)
+        finally:
+            for place in dict.fromkeys((w.filename, w.lineno, w.category.__name__, str(w.message)) for w in caught):
+                log.warning("%s:%s: %s: %s", *place)
+
+
+def _run_parsed(argv: list[str]) -> None:
+    """:func:`run_in_process`'s command, parsed and run; its errors logged and raised as CommandError."""
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit:  # argparse said what is wrong on stderr
+        log.error("phase-energy %s: bad arguments", " ".join(argv))
+        raise CommandError(f"phase-energy {argv[0]}: bad arguments ({' '.join(argv)})") from None
+    try:
+        rc = a.fn(a)
+    except ConfigError as e:
+        log.error("%s", e)
+        raise CommandError(str(e)) from None
+    except Exception:
+        log.exception("phase-energy %s failed", " ".join(argv[:2]))
+        raise
+    if rc:
+        log.error("phase-energy %s ended with exit code %s", " ".join(argv[:2]), rc)
+        raise CommandError(f"phase-energy {' '.join(argv[:2])}: exit code {rc}")
 
 
 if __name__ == "__main__":

@@ -89,9 +89,9 @@ def first_crossings(x: np.ndarray, diffs: np.ndarray, log_x: bool = False) -> tu
     xs = np.log(x) if log_x else x
     xa, xb = xs[i], xs[i + 1]
     da, db = diffs[rows, i], diffs[rows, i + 1]
-    with np.errstate(divide="ignore", invalid="ignore"):  # rows without a change: their values are dropped
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # rows without a change: values dropped
         xc = xa + (xb - xa) * da / (da - db)
-    return np.where(has, np.exp(xc) if log_x else xc, np.nan), has
+        return np.where(has, np.exp(xc) if log_x else xc, np.nan), has
 
 
 def crossing_with_ci(x: np.ndarray, diffs: np.ndarray) -> dict[str, Any]:

@@ -54,7 +54,7 @@ FIGURES: dict[str, Figure] = {
 }
 
 
-# The figures are drawn in a few jobs (one Python start each, not one per figure), each as soon as its tables
+# The figures are drawn in a few jobs (several figures each, not one job per figure), each as soon as its tables
 # exist: those of the energy stage's tables, those of the later stages' and the claims' figure.
 ENERGY_TABLES = frozenset({"phase_energy", "windows"})
 
