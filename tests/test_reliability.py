@@ -424,6 +424,32 @@ def test_check_config_names_the_file_of_a_broken_yaml(tmp_path, text, words, cap
         assert w in caplog.text, caplog.text
 
 
+def test_a_dead_worker_fails_its_job_naming_its_log_and_the_next_job_gets_a_new_one(tmp_path):
+    from dataclasses import asdict
+
+    from phase_energy.measure.workers import WorkerError, WorkerPool
+
+    config = Path(__file__).parents[1] / "config" / "test.yaml"
+
+    def job(name: str) -> dict:
+        return {"config": str(config), "point": asdict(GridPoint("qwen3-4b", 1, 64, "default")),
+                "out": str(tmp_path / name), "log": str(tmp_path / f"{name}.log")}
+
+    pool = WorkerPool(1, tmp_path / "workers")
+    try:
+        pool.run(job("first"))
+        first = pool._started[0]
+        first.proc.kill()  # as the kernel's out-of-memory killer would
+        first.proc.wait()
+        with pytest.raises(WorkerError, match=r"ended \(exit code -9\).*worker-0\.log"):
+            pool.run(job("second"))
+        pool.run(job("third"))
+        assert pool._started and pool._started[0] is not first
+    finally:
+        pool.close()
+    assert json.loads((tmp_path / "third/status.json").read_text())["status"] == "ok"
+
+
 def test_a_command_in_the_workflow_process_logs_its_warnings_to_its_job_log_once_per_place(tmp_path, monkeypatch,
                                                                                                capfd):
     """Python's warnings of an analysis run in the workflow's process go to the job's log, not to the console of

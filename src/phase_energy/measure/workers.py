@@ -16,6 +16,7 @@ worker's own stderr goes to a file in ``logs/``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import queue
 import shutil
@@ -64,7 +65,8 @@ class _Worker:
 
     def close(self) -> None:
         if self.proc.stdin is not None:
-            self.proc.stdin.close()
+            with contextlib.suppress(OSError):  # a dead worker (BrokenPipeError): what it was sent cannot be flushed
+                self.proc.stdin.close()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
