@@ -466,7 +466,10 @@ def test_a_command_in_the_workflow_process_logs_its_warnings_to_its_job_log_once
         log.info("stage %s done", a.stage)
 
     monkeypatch.setattr(cli, "cmd_analyse", stage)
+    pkg = logging.getLogger("phase_energy")
+    before = (pkg.level, pkg.propagate)
     cli.run_in_process(["analyse", "pareto", "--config", "x.json"], tmp_path / "job.log")
+    assert (pkg.level, pkg.propagate) == before  # the package's records reach the process's handlers again
     text = (tmp_path / "job.log").read_text()
     assert text.count("RuntimeWarning: overflow in a row that is dropped") == 1
     assert text.count("UserWarning: another place") == 1 and "stage pareto done" in text

@@ -404,6 +404,8 @@ def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> st
 
 # ----------------------------------------------------------------------------- in the workflow's process
 _LOG_LOCK = threading.Lock()
+_LOG_SAVED: list[tuple[int, bool]] = []  # the package logger's level and propagation while any job logs
+_LOG_JOBS = 0  # jobs logging now
 
 
 @contextmanager
@@ -411,22 +413,31 @@ def job_log(path: str | Path) -> Iterator[None]:
     """Send the package's log records of the calling thread to ``path`` (a job inside the workflow's process).
 
     The workflow runs simulated jobs in threads of its own process; each job's records go to its own log
-    file, and none to the workflow's console.
+    file, and none to the workflow's console. When the last job running ends, the package's logger is as it
+    was before the first (its level, and its records passed on to the process's own handlers).
     """
+    global _LOG_JOBS
     me = threading.get_ident()
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(lambda record: record.thread == me)
     pkg = logging.getLogger("phase_energy")
     with _LOG_LOCK:
-        pkg.setLevel(logging.INFO)
-        pkg.propagate = False
+        if _LOG_JOBS == 0:
+            _LOG_SAVED[:] = [(pkg.level, pkg.propagate)]
+            pkg.setLevel(logging.INFO)
+            pkg.propagate = False
+        _LOG_JOBS += 1
         pkg.addHandler(handler)
     try:
         yield
     finally:
         with _LOG_LOCK:
             pkg.removeHandler(handler)
+            _LOG_JOBS -= 1
+            if _LOG_JOBS == 0:
+                pkg.setLevel(_LOG_SAVED[0][0])
+                pkg.propagate = _LOG_SAVED[0][1]
         handler.close()
 
 
