@@ -308,7 +308,7 @@ def test_trace_tables_keep_every_float_to_the_bit_in_their_encoding(tmp_path):
     pd.testing.assert_frame_equal(back, df, check_exact=True)
     meta = pq.ParquetFile(tmp_path / "t.parquet").metadata.row_group(0)
     cols = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
-    assert {c.compression for c in cols.values()} <= {"LZ4", "LZ4_RAW"}
+    assert {c.compression for c in cols.values()} == {"LZ4"}  # pyarrow's name of its raw LZ4 (lz4_raw)
     assert all("BYTE_STREAM_SPLIT" in cols[c].encodings for c in ("x", "f"))
     assert "BYTE_STREAM_SPLIT" not in cols["n"].encodings
 
@@ -453,26 +453,40 @@ def test_a_dead_worker_fails_its_job_naming_its_log_and_the_next_job_gets_a_new_
 def test_a_command_in_the_workflow_process_logs_its_warnings_to_its_job_log_once_per_place(tmp_path, monkeypatch,
                                                                                                capfd):
     """Python's warnings of an analysis run in the workflow's process go to the job's log, not to the console of
-    the person running it. The stage here is a stand-in that warns (no real stage warns on purpose)."""
+    the person running it, as the process's filters let them through, and before the error of a failed job
+    (whose log's last line the console shows). The stage here is a stand-in that warns and, as "classes",
+    fails (no real stage warns or fails on purpose)."""
     import warnings
 
     from phase_energy import cli
+    from phase_energy.report.progress import last_line
 
     def stage(a):
         for _ in range(3):
             warnings.warn("overflow in a row that is dropped", RuntimeWarning, stacklevel=1)
         warnings.warn("another place", UserWarning, stacklevel=1)
+        warnings.warn("noise the process filters out", UserWarning, stacklevel=1)
         log = logging.getLogger("phase_energy.analysis.stages")
         log.info("stage %s done", a.stage)
+        if a.stage == "classes":
+            raise ValueError("the stage broke")
 
     monkeypatch.setattr(cli, "cmd_analyse", stage)
     pkg = logging.getLogger("phase_energy")
     before = (pkg.level, pkg.propagate)
-    cli.run_in_process(["analyse", "pareto", "--config", "x.json"], tmp_path / "job.log")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="noise the process")
+        cli.run_in_process(["analyse", "pareto", "--config", "x.json"], tmp_path / "job.log")
+        with pytest.raises(ValueError, match="the stage broke"):
+            cli.run_in_process(["analyse", "classes", "--config", "x.json"], tmp_path / "failed.log")
     assert (pkg.level, pkg.propagate) == before  # the package's records reach the process's handlers again
     text = (tmp_path / "job.log").read_text()
     assert text.count("RuntimeWarning: overflow in a row that is dropped") == 1
     assert text.count("UserWarning: another place") == 1 and "stage pareto done" in text
+    assert "noise" not in text
+    failed = (tmp_path / "failed.log").read_text()
+    assert "UserWarning: another place" in failed
+    assert last_line(tmp_path / "failed.log") == "ValueError: the stage broke"  # what the console shows
     out, err = capfd.readouterr()
     assert "overflow" not in out + err and "another place" not in out + err
 

@@ -248,7 +248,6 @@ def test_a_failed_analysis_job_names_its_log_and_the_log_says_why(sim_run, tmp_p
         run_command(argv, tmp_path / "job.log", cores, tmp_path / "workers")
     assert "absent.parquet" in str(err.value)
     assert "absent.parquet" in (tmp_path / "job.log").read_text()
-    assert not (tmp_path / "job/fit.csv").exists()
 
 
 def test_only_analysis_and_figure_commands_run_in_the_workflow_process(tmp_path):

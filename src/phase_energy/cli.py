@@ -414,43 +414,43 @@ def run_in_process(argv: list[str], log_path: str | Path) -> None:
 
     For the workflow's analysis and figure jobs (:data:`IN_PROCESS_COMMANDS`), which it runs inside its own
     process or its workers (``measure.workers``) to spare each job a Python start and the imports of pandas
-    and matplotlib: the same command as on the command line, with its records in the job's log instead of
-    on the console.
+    and matplotlib: the same command as on the command line, with the package's records of this thread in the
+    job's log instead of on the console (other libraries' records, and those of a stage's helper threads,
+    are not written there). Python's warnings go to the log too, as the process's warning filters let them
+    through (once per place), before the error that ends a failed job: a log's last line says why it failed.
     """
     from phase_energy.measure.job import job_log
 
     if not argv or argv[0] not in IN_PROCESS_COMMANDS:
         raise CommandError(f"phase-energy {' '.join(argv[:1]) or '(no command)'}: not run in the workflow's "
                            f"process (accepted: {', '.join(IN_PROCESS_COMMANDS)})")
-    # Python's warnings (numpy's, pandas') go to the job's log too, once per place, as Python would show them on
-    # the console (one job runs at a time in a thread or worker: the warnings' filters are the process's)
+    # one job runs at a time in a thread or worker: the warnings' filters, and their record here, are the process's
     with job_log(log_path), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
         try:
-            _run_parsed(argv)
-        finally:
-            for place in dict.fromkeys((w.filename, w.lineno, w.category.__name__, str(w.message)) for w in caught):
-                log.warning("%s:%s: %s: %s", *place)
+            a = _parser().parse_args(argv)
+            rc = a.fn(a)
+        except SystemExit:  # argparse said what is wrong on stderr
+            _log_warnings(caught)
+            log.error("phase-energy %s: bad arguments", " ".join(argv))
+            raise CommandError(f"phase-energy {argv[0]}: bad arguments ({' '.join(argv)})") from None
+        except ConfigError as e:
+            _log_warnings(caught)
+            log.error("%s", e)
+            raise CommandError(str(e)) from None
+        except Exception:
+            _log_warnings(caught)
+            log.exception("phase-energy %s failed", " ".join(argv[:2]))
+            raise
+        _log_warnings(caught)
+        if rc:
+            log.error("phase-energy %s ended with exit code %s", " ".join(argv[:2]), rc)
+            raise CommandError(f"phase-energy {' '.join(argv[:2])}: exit code {rc}")
 
 
-def _run_parsed(argv: list[str]) -> None:
-    """:func:`run_in_process`'s command, parsed and run; its errors logged and raised as CommandError."""
-    try:
-        a = _parser().parse_args(argv)
-    except SystemExit:  # argparse said what is wrong on stderr
-        log.error("phase-energy %s: bad arguments", " ".join(argv))
-        raise CommandError(f"phase-energy {argv[0]}: bad arguments ({' '.join(argv)})") from None
-    try:
-        rc = a.fn(a)
-    except ConfigError as e:
-        log.error("%s", e)
-        raise CommandError(str(e)) from None
-    except Exception:
-        log.exception("phase-energy %s failed", " ".join(argv[:2]))
-        raise
-    if rc:
-        log.error("phase-energy %s ended with exit code %s", " ".join(argv[:2]), rc)
-        raise CommandError(f"phase-energy {' '.join(argv[:2])}: exit code {rc}")
+def _log_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """The warnings a command raised, to its log: each place's once, as Python shows them."""
+    for place in dict.fromkeys((w.filename, w.lineno, w.category.__name__, str(w.message)) for w in caught):
+        log.warning("%s:%s: %s: %s", *place)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,13 @@ def run_phase_energy(argv, log):
     """`phase-energy ARGV` (an analysis or figure job) in this process or its workers, its records to log.
 
     The same command as on the command line, without a Python start and the imports of pandas and
-    matplotlib for each job (phase_energy.measure.workers); on a cluster, in the job's own Snakemake process.
+    matplotlib for each job (phase_energy.measure.workers); on a cluster, in the thread of the job's own
+    Snakemake process on its node (which may count the node's every core: no pool of workers there).
     """
     from phase_energy.measure.workers import run_command
 
-    run_command(argv, log, workflow.cores, f"{LOGS}/workers")
+    alone = workflow.remote_exec or workflow.subprocess_exec
+    run_command(argv, log, 1 if alone else workflow.cores, f"{LOGS}/workers")
 
 
 def analyse(stage, input, output, log, traces=()):
