@@ -424,27 +424,35 @@ def run_in_process(argv: list[str], log_path: str | Path) -> None:
     if not argv or argv[0] not in IN_PROCESS_COMMANDS:
         raise CommandError(f"phase-energy {' '.join(argv[:1]) or '(no command)'}: not run in the workflow's "
                            f"process (accepted: {', '.join(IN_PROCESS_COMMANDS)})")
-    # one job runs at a time in a thread or worker: the warnings' filters, and their record here, are the process's
-    with job_log(log_path), warnings.catch_warnings(record=True) as caught:
+    with job_log(log_path):
         try:
-            a = _parser().parse_args(argv)
-            rc = a.fn(a)
+            rc = _run_logging_warnings(argv)
         except SystemExit:  # argparse said what is wrong on stderr
-            _log_warnings(caught)
             log.error("phase-energy %s: bad arguments", " ".join(argv))
             raise CommandError(f"phase-energy {argv[0]}: bad arguments ({' '.join(argv)})") from None
         except ConfigError as e:
-            _log_warnings(caught)
             log.error("%s", e)
             raise CommandError(str(e)) from None
         except Exception:
-            _log_warnings(caught)
             log.exception("phase-energy %s failed", " ".join(argv[:2]))
             raise
-        _log_warnings(caught)
         if rc:
             log.error("phase-energy %s ended with exit code %s", " ".join(argv[:2]), rc)
             raise CommandError(f"phase-energy {' '.join(argv[:2])}: exit code {rc}")
+
+
+def _run_logging_warnings(argv: list[str]) -> int | None:
+    """The command parsed and run; the warnings it raised logged as it ends, before any error of it is.
+
+    One job runs at a time in a thread or worker: the warnings' filters, and their record here, are the
+    process's.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            a = _parser().parse_args(argv)
+            return a.fn(a)
+        finally:
+            _log_warnings(caught)
 
 
 def _log_warnings(caught: list[warnings.WarningMessage]) -> None:

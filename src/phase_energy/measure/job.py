@@ -404,7 +404,7 @@ def run_job(cfg: Mapping[str, Any], point: GridPoint, out_dir: str | Path) -> st
 
 # ----------------------------------------------------------------------------- in the workflow's process
 _LOG_LOCK = threading.Lock()
-_LOG_SAVED: list[tuple[int, bool]] = []  # the package logger's level and propagation while any job logs
+_LOG_SAVED = (logging.NOTSET, True)  # the package logger's level and propagation while any job logs
 _LOG_JOBS = 0  # jobs logging now
 
 
@@ -416,7 +416,7 @@ def job_log(path: str | Path) -> Iterator[None]:
     file, and none to the workflow's console. When the last job running ends, the package's logger is as it
     was before the first (its level, and its records passed on to the process's own handlers).
     """
-    global _LOG_JOBS
+    global _LOG_JOBS, _LOG_SAVED
     me = threading.get_ident()
     handler = logging.FileHandler(path, mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -424,7 +424,7 @@ def job_log(path: str | Path) -> Iterator[None]:
     pkg = logging.getLogger("phase_energy")
     with _LOG_LOCK:
         if _LOG_JOBS == 0:
-            _LOG_SAVED[:] = [(pkg.level, pkg.propagate)]
+            _LOG_SAVED = (pkg.level, pkg.propagate)
             pkg.setLevel(logging.INFO)
             pkg.propagate = False
         _LOG_JOBS += 1
@@ -436,8 +436,8 @@ def job_log(path: str | Path) -> Iterator[None]:
             pkg.removeHandler(handler)
             _LOG_JOBS -= 1
             if _LOG_JOBS == 0:
-                pkg.setLevel(_LOG_SAVED[0][0])
-                pkg.propagate = _LOG_SAVED[0][1]
+                pkg.setLevel(_LOG_SAVED[0])
+                pkg.propagate = _LOG_SAVED[1]
         handler.close()
 
 
