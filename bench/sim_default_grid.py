@@ -7,8 +7,8 @@ For each ``--cores``, the workflow is copied into a fresh folder (with a snapsho
 not disturb it) and ``snakemake --cores N --resources gpu=1`` runs there, as a new user would run it
 (``backend: auto`` falls back to the simulator; the local profile applies). Printed and written: the wall
 time end to end (traces, tables, claims and every figure), when the last measurement finished, the jobs,
-the seconds each rule's jobs took together (from the start and end times Snakemake records for every job
-in ``.snakemake/metadata``), and the machine.
+the size of ``results/``, the seconds each rule's jobs took together (from the start and end times
+Snakemake records for every job in ``.snakemake/metadata``), and the machine.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def run_once(cores: int, workdir: Path, root: Path = ROOT) -> dict:
         "backends": sorted(backends),
         "figures": len(figures),
         "claims": (workdir / "results" / "claims.csv").exists(),
+        # what the run left under results/ (traces, tables, claims), in MB
+        "results_mb": round(sum(f.stat().st_size for f in (workdir / "results").rglob("*") if f.is_file()) / 1e6, 1),
         "rule_seconds": rule_seconds(workdir),
     }
 
