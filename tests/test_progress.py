@@ -50,6 +50,32 @@ def test_progress_counts_points_skips_and_time_left(tmp_path, monkeypatch):
     assert fresh.finished(0).splitlines() == ["the jobs measure a real GPU (NVML)", "measured 1/100 points"]
 
 
+def test_tables_and_figures_jobs_are_counted_once_the_measurements_are_done(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    clock = Clock()
+    p = Progress(clock=clock)
+    banner = p.plan({"measure": 1, "config_file": 1, "energy": 1, "figure_after_energy": 1, "all": 1, "total": 5})
+    assert "then 3 analysis and figure jobs" in banner  # the target rule 'all' does no work of its own
+    p.started(1, "config_file", ["results/config/measure.json"], [])
+    clock.t += 0.5
+    assert p.finished(1) is None  # before the measurements: their progress lines say enough
+    p.started(2, "measure", _trace(tmp_path, "a", "ok"), [])
+    clock.t += 1.0
+    p.finished(2)
+    p.started(3, "energy", ["results/tables/windows.parquet"], [])
+    clock.t += 7.2
+    assert p.finished(3) == "tables and figures: 2/3 jobs done (energy, 7 s)"
+    p.started(4, "figure_after_energy", ["figures/fig01.png"], [])
+    clock.t += 65.0
+    assert p.finished(4) == "tables and figures: 3/3 jobs done (figure_after_energy, 1 min 5 s)"
+    p.started(5, "all", [], [])
+    assert p.finished(5) is None
+    cached = Progress(clock=clock)  # a run on cached traces measures nothing: every job is counted as it ends
+    cached.plan({"config_file": 1, "energy": 1, "all": 1})
+    cached.started(1, "config_file", ["results/config/analysis.json"], [])
+    assert cached.finished(1) == "tables and figures: 1/2 jobs done (config_file, under 1 s)"
+
+
 def test_a_failed_job_is_named_with_the_last_line_of_its_log(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     log = tmp_path / "logs" / "m.log"

@@ -266,5 +266,9 @@ def test_the_console_shows_progress_and_a_summary(sim_run):
         in console  # the banner, once, before the jobs
     assert "phase-energy: 12 measurement jobs to run" in console
     assert "measured 12/12 points" in console and "measurements done" in console
+    # after the measurements, each table and figure job as it ends; the last one completes the count
+    counts = re.findall(r"^tables and figures: (\d+)/(\d+) jobs done \(\w+, ", console, re.M)
+    assert counts and counts[-1][0] == counts[-1][1] and int(counts[-1][1]) >= 10
+    assert console.index("measurements done") < console.index("tables and figures:")
     assert "points: 12 measured, 0 skipped, 0 failed" in console and "SIMULATED" in console
     assert "Finished jobid" not in console  # no block per job

@@ -1,8 +1,9 @@
 """Snakemake logger plugin ``phase-energy``: a console a person can follow (``snakemake --logger phase-energy``).
 
 Instead of a block of text per job, the console shows a banner, a line of progress every few seconds
-(points measured of the total, skipped, failed, the rate and the time left), each failure with the last
-line of its log, Snakemake's warnings and errors, and a summary at the end. The local profile turns it on.
+(points measured of the total, skipped, failed, the rate and the time left), then a line for each table and
+figure job as it ends (done of the total, how long it took), each failure with the last line of its log,
+Snakemake's warnings and errors, and a summary at the end. The local profile turns it on.
 The counting lives in :mod:`phase_energy.report.progress`; this module only adapts Snakemake's events.
 """
 

@@ -1,4 +1,4 @@
-"""What a person running the workflow sees: points done of the total, skipped and why, time left, a summary.
+"""What a person running the workflow sees: points done, skipped and why, time left, table and figure jobs, a summary.
 
 :class:`Progress` follows the jobs Snakemake starts, finishes and loses, and reads each finished
 measurement's ``status.json``; the logger plugin (``snakemake --logger phase-energy``, on in the local
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MEASURE_RULES = ("measure", "clear_measure")
+TARGET_RULES = ("all", "traces", "figures")  # the workflow's targets: no outputs, no work of their own
 ETA_AFTER = 5  # points done before a rate and a time left are given
 BACKEND_NEWS = {"sim": "the jobs run on the SIMULATED backend (no GPU here): every result says so",
                 "nvml": "the jobs measure a real GPU (NVML)"}
@@ -112,6 +113,11 @@ class Progress:
         return sum(self.planned[r] for r in MEASURE_RULES)
 
     @property
+    def other_jobs(self) -> int:
+        """The run's analysis and figure jobs (every job but the measurements and the targets)."""
+        return sum(n for r, n in self.planned.items() if r not in MEASURE_RULES and r not in TARGET_RULES)
+
+    @property
     def points_done(self) -> int:
         """Measurement jobs ended so far (measured, skipped or failed)."""
         return self.measured + sum(self.skipped.values()) + self.failed_points
@@ -120,9 +126,8 @@ class Progress:
         """The run's jobs per rule (Snakemake's job stats); a one-line banner."""
         self.planned = Counter({k: int(v) for k, v in counts.items() if k != "total"})
         self.t0 = self.clock()
-        other = sum(self.planned.values()) - self.points
-        return (f"phase-energy: {self.points} measurement jobs to run, then {other} analysis and figure jobs; "
-                "progress every few seconds, a summary at the end")
+        return (f"phase-energy: {self.points} measurement jobs to run, then {self.other_jobs} analysis and figure "
+                "jobs; progress every few seconds, a summary at the end")
 
     def started(self, jobid: int, rule: str, output: Iterable[str], log: Iterable[str]) -> None:
         """A job started."""
@@ -145,7 +150,7 @@ class Progress:
             return None
         self.done_rules[job.rule] += 1
         if job.rule not in MEASURE_RULES:
-            return None
+            return self._table_line(job)
         status_file = next((o for o in job.output if o.endswith("status.json")), None)
         status: dict = {}
         news = ""
@@ -164,6 +169,15 @@ class Progress:
             self.measured += 1
         line = self.progress_line()
         return news + line if line else news.strip() or None
+
+    def _table_line(self, job: _Job) -> str | None:
+        """``tables and figures: 4/11 jobs done (pareto, 2 s)`` for a job that ends after every measurement."""
+        if job.rule in TARGET_RULES or self.points_done < self.points:
+            return None
+        done = sum(n for r, n in self.done_rules.items() if r not in MEASURE_RULES and r not in TARGET_RULES)
+        took = self.clock() - job.started
+        return (f"tables and figures: {done}/{self.other_jobs} jobs done "
+                f"({job.rule}, {duration(took) if took >= 0.5 else 'under 1 s'})")
 
     def error(self, jobid: int, rule: str | None = None, log: Iterable[str] = ()) -> str:
         """A job failed; a line naming it and the last line of its log."""
