@@ -19,6 +19,11 @@ each trace recorded (the same figures as ``bench/gpu_job_time.py``), per point a
 Arithmetic on the recorded times, not a measurement of a changed protocol: a fill shared or more decode
 windows would also change what the card does before and inside the windows, which only a run on a card can
 show. Traces without fill windows (measured before the fill was a window of its own) are left out.
+
+Whether a fill could stand in for a prefill trial (``fill_against_prefill``): each point's energy per token
+in its fill windows against its prefill windows without a flag (medians; a point's fills of at least
+``LONG_FILL_S``, 30 ticks of the energy counter, and only points with such prefill windows): the ratio, and
+whether every fill lay above every prefill window of its point.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_job_time import job_times
 
 TARGET = 0.6
+LONG_FILL_S = 3.0  # fills compared with the prefill windows: at least 30 ticks of the ~100 ms energy counter
 
 
 def point(trace: Path) -> dict | None:
@@ -42,10 +48,14 @@ def point(trace: Path) -> dict | None:
     t = job_times(trace)
     if t is None or t["engine"] != "vllm":
         return None
-    w = pd.read_parquet(trace / "windows.parquet", columns=["phase", "trial", "duration_s"])
+    w = pd.read_parquet(trace / "windows.parquet", columns=["phase", "trial", "duration_s", "energy_j", "tokens",
+                                                             "flags"])
     fills = w[w["phase"] == "fill"].sort_values("trial")["duration_s"].to_numpy()
     if not len(fills):
         return None
+    per_token = w["energy_j"] / w["tokens"]
+    fill_jpt = per_token[w["phase"] == "fill"]
+    prefill_jpt = per_token[(w["phase"] == "prefill") & (w["flags"].fillna("") == "")]
     total = t["process_to_last_window_s"]
     used = float(w[w["phase"] != "fill"]["duration_s"].sum())
     decode = w[w["phase"] == "decode"]
@@ -58,7 +68,21 @@ def point(trace: Path) -> dict | None:
             "decode_s_per_trial": float(decode["duration_s"].sum()) / max(trials, 1), "decode_trials": trials,
             "now": used / total, "fill_counted": (used + float(fills.sum())) / total,
             "one_fill": used / (total - later), "one_fill_counted": (used + float(fills[0])) / (total - later),
-            "decode_s_for_60": float(decode["duration_s"].sum()) / max(trials, 1) + extra}
+            "decode_s_for_60": float(decode["duration_s"].sum()) / max(trials, 1) + extra,
+            "shortest_fill_s": float(fills.min()), "fill_j_per_token": float(fill_jpt.median()),
+            "prefill_j_per_token": float(prefill_jpt.median()) if len(prefill_jpt) else None,
+            "fill_over_prefill": float(fill_jpt.median() / prefill_jpt.median()) if len(prefill_jpt) else None,
+            "fill_above_every_prefill": bool(fill_jpt.min() > prefill_jpt.max()) if len(prefill_jpt) else None}
+
+
+def fill_against_prefill(rows: list[dict]) -> dict:
+    """Fill against prefill energy per token over the points whose fills all last ``LONG_FILL_S`` or more."""
+    long = [r for r in rows if r["shortest_fill_s"] >= LONG_FILL_S and r["fill_over_prefill"] is not None]
+    ratios = [r["fill_over_prefill"] for r in long]
+    return {"points": len(long), "min_fill_s": LONG_FILL_S,
+            "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
+            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
+            "points_every_fill_above_every_prefill_window": sum(r["fill_above_every_prefill"] for r in long)}
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -75,7 +99,7 @@ def pooled(rows: list[dict]) -> dict:
                        "one_fill_counted": round((used + first) / (total - later), 3)},
             "median": {k_: round(statistics.median(r[k_] for r in rows), 3)
                        for k_ in ("now", "fill_counted", "one_fill", "one_fill_counted")},
-            "decode_windows_factor_for_60_pooled": round(k, 1)}
+            "decode_windows_factor_for_60_pooled": round(k, 1), "fill_against_prefill": fill_against_prefill(rows)}
 
 
 def main() -> None:
@@ -99,6 +123,11 @@ def main() -> None:
         print(f"  {name:18s} pooled {share:.0%}, median point {s['median'][name]:.0%}")
     print(f"  decode windows {s['decode_windows_factor_for_60_pooled']}x as long (fills kept, not counted) "
           f"for {TARGET:.0%} pooled")
+    f = s["fill_against_prefill"]
+    if f["points"]:
+        print(f"  fill against prefill energy per token ({f['points']} points with fills of {LONG_FILL_S:.0f} s or "
+              f"more): median {f['ratio_median']}, {f['ratio_range'][0]}-{f['ratio_range'][1]}; every fill above "
+              f"every prefill window at {f['points_every_fill_above_every_prefill_window']} of them")
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
 

@@ -455,17 +455,25 @@ def test_a_measure_command_caches_its_bytecode(tmp_path):
     assert any("/pandas/" in p for p in written) and any("/phase_energy/measure/" in p for p in written)
 
 
-def _recorded_trace(folder: Path, engine: str, windows: list[tuple[str, int, float, float]]) -> None:
-    """A trace as a card job records it, but only the files and fields bench/gpu_job_time.py reads."""
+def _recorded_trace(folder: Path, engine: str, windows: list[tuple[str, int, float, float]],
+                    energy: dict[tuple[str, int], tuple[float, str]] | None = None) -> None:
+    """A trace as a card job records it, but only the files and fields bench/gpu_job_time.py reads.
+
+    ``energy``: (phase, trial) -> (joules per token, flags) of those windows (1000 tokens each); 1 J, no flag
+    elsewhere.
+    """
     import pandas as pd
+
+    energy = energy or {}
 
     folder.mkdir(parents=True)
     (folder / "status.json").write_text(json.dumps({"status": "ok"}))
     (folder / "metadata.json").write_text(json.dumps({
         "backend": "nvml", "engine": engine, "arch": "tiny-gqa", "batch": 8, "context": 512,
         "time_to_first_window_s": 2.0, "gpu": {"uuid": "GPU-test"}}))
-    pd.DataFrame([{"phase": p, "trial": k, "start_s": a, "end_s": b, "duration_s": b - a} for p, k, a, b in windows]
-                 ).to_parquet(folder / "windows.parquet")
+    pd.DataFrame([{"phase": p, "trial": k, "start_s": a, "end_s": b, "duration_s": b - a, "tokens": 1000,
+                   "energy_j": 1000 * energy.get((p, k), (1.0, ""))[0], "flags": energy.get((p, k), (1.0, ""))[1]}
+                  for p, k, a, b in windows]).to_parquet(folder / "windows.parquet")
 
 
 def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
@@ -477,7 +485,11 @@ def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
     traces = tmp_path / "traces"
     windows = [("idle", 0, 0.0, 1.0), ("prefill", 0, 2.0, 3.0), ("fill", 0, 3.0, 13.0), ("decode", 0, 14.0, 16.0),
                ("fill", 1, 16.0, 26.0), ("decode", 1, 27.0, 29.0)]
-    _recorded_trace(traces / "a", "vllm 0.26.0", windows)
+    # fills at 7.35 and 7.56 J per token, the prefill window at 7.0 (a flagged one at 9.0 is not compared)
+    windows.insert(2, ("prefill", 1, 3.0, 3.0))
+    energy = {("prefill", 0): (7.0, ""), ("prefill", 1): (9.0, "short_window"), ("fill", 0): (7.35, "temperature_drift"),
+              ("fill", 1): (7.56, "")}
+    _recorded_trace(traces / "a", "vllm 0.26.0", windows, energy)
     _recorded_trace(traces / "b", "native", windows)
     _recorded_trace(traces / "c", "vllm 0.26.0", [w for w in windows if w[0] != "fill"])
     monkeypatch.setattr(sys, "argv", ["vllm_fill_options.py", str(traces), "--out", str(tmp_path / "o.json")])
@@ -491,3 +503,17 @@ def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
     assert point["decode_s_for_60"] == 16.25
     assert result["all"]["decode_windows_factor_for_60_pooled"] == 8.1  # 4 s of decode windows, 8.125 times
     assert result["all"]["pooled"]["now"] == round(6 / 29, 3)
+    # the fills' median, 7.455 J per token, against the unflagged prefill window's 7.0; both fills above it
+    assert point["fill_over_prefill"] == round(7.455 / 7.0, 3) and point["fill_above_every_prefill"] is True
+    assert result["all"]["fill_against_prefill"] == {
+        "points": 1, "min_fill_s": 3.0, "ratio_median": 1.065, "ratio_range": [1.065, 1.065],
+        "points_every_fill_above_every_prefill_window": 1}
+    # a fill below a prefill window at its point, and fills too short to compare
+    _recorded_trace(traces / "d", "vllm 0.26.0", windows, {**energy, ("fill", 1): (6.9, "")})
+    short = [(p, k, a, min(b, a + 2.0) if p == "fill" else b) for p, k, a, b in windows]
+    _recorded_trace(traces / "e", "vllm 0.26.0", short, energy)
+    vllm_fill_options.main()
+    result = json.loads((tmp_path / "o.json").read_text())
+    assert [p["fill_above_every_prefill"] for p in result["points"]] == [True, False, True]
+    assert result["all"]["fill_against_prefill"]["points"] == 2  # e's fills last 2 s
+    assert result["all"]["fill_against_prefill"]["points_every_fill_above_every_prefill_window"] == 1
