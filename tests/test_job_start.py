@@ -487,8 +487,8 @@ def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
                ("fill", 1, 16.0, 26.0), ("decode", 1, 27.0, 29.0)]
     # fills at 7.35 and 7.56 J per token, the prefill window at 7.0 (a flagged one at 9.0 is not compared)
     windows.insert(2, ("prefill", 1, 3.0, 3.0))
-    energy = {("prefill", 0): (7.0, ""), ("prefill", 1): (9.0, "short_window"), ("fill", 0): (7.35, "temperature_drift"),
-              ("fill", 1): (7.56, "")}
+    energy = {("prefill", 0): (7.0, ""), ("prefill", 1): (9.0, "short_window"),
+              ("fill", 0): (7.35, "temperature_drift"), ("fill", 1): (7.56, "")}
     _recorded_trace(traces / "a", "vllm 0.26.0", windows, energy)
     _recorded_trace(traces / "b", "native", windows)
     _recorded_trace(traces / "c", "vllm 0.26.0", [w for w in windows if w[0] != "fill"])

@@ -132,6 +132,13 @@ def test_the_banner_says_what_runs_and_what_is_skipped_by_kind():
     assert text == ("phase-energy: backend nvml (a real GPU) - 2 of 5 points to measure, 3 skipped (memory: 2, "
                     "lever not permitted: 1); traces in results/traces")
     assert "skipped" not in run_banner(2, "sim", "set in the config", [None, None], "results/traces", "results/traces")
+    # a run after another: the points whose trace is there already are kept, not measured again
+    again = run_banner(5, "nvml", "a real GPU", reasons, "results/traces", "results/traces", traced=5)
+    assert again == ("phase-energy: backend nvml (a real GPU) - 2 of 5 points measured, 3 skipped (memory: 2, "
+                     "lever not permitted: 1): all 5 traces are there already; traces in results/traces")
+    part = run_banner(5, "nvml", "a real GPU", reasons, "results/traces", "results/traces", traced=3)
+    assert part.endswith("2 of 5 points to measure, 3 skipped (memory: 2, lever not permitted: 1): 3 traces are "
+                         "there already (kept), 2 to come; traces in results/traces")
     cached = run_banner(7, "sim", "x", [], "reference-data/h200-default/traces", "results/traces")
     assert cached == ("phase-energy: 7 points read from reference-data/h200-default/traces (cached traces); "
                       "nothing is measured")

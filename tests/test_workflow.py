@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib import image as mpimg
 
-from phase_energy.report.catalog import FIGURES
+from phase_energy.report.catalog import FIGURES, figure_batches
 
 from .conftest import copy_workflow, run_snakemake
 
@@ -162,6 +162,15 @@ def test_one_architecture_default_lever_only_runs_every_rule(tmp_path):
     assert claims.loc["C6", "verdict"].startswith("not testable")
     assert claims.loc["C10", "verdict"].startswith("not testable")
     assert "no data to draw" in (wd / "figures/fig04_pareto.svg").read_text()
+    # a trace measured again redraws the figure that reads a trace (fig01), whose job does not list the traces
+    # as inputs: it draws the energy table, which the energy job makes from every trace
+    (wd / "results/traces/engine~native/arch~qwen3-4b/bs~1/ctx~256/lever~default/rep~0/status.json").unlink()
+    dry = run_snakemake(wd, "-n", "--cores", "1", "--configfile", "config/test.yaml", "--config",
+                        "architectures=[qwen3-4b]", "levers=[default]", "batch_sizes=[1]")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = dict(re.findall(r"^(\S+)\s+(\d+)$", dry.stdout, re.M))
+    (fig01_job,) = [f"figure_{j}" for j, names in figure_batches().items() if "fig01_power_timeline" in names]
+    assert jobs.get("measure") == "1" and jobs.get("energy") == "1" and jobs.get(fig01_job) == "1", jobs
 
 
 def test_slurm_profile_groups_every_analysis_rule(tmp_path):
@@ -272,3 +281,11 @@ def test_the_console_shows_progress_and_a_summary(sim_run):
     assert console.index("measurements done") < console.index("tables and figures:")
     assert "points: 12 measured, 0 skipped, 0 failed" in console and "SIMULATED" in console
     assert "Finished jobid" not in console  # no block per job
+
+
+def test_a_second_run_says_its_traces_are_there_already(sim_run):
+    (sim_run / "figures" / "fig10_claims.png").unlink()  # something to do: this run draws it again
+    res = run_snakemake(sim_run, "--cores", "1", "--configfile", "config/test.yaml")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "12 of 12 points measured: all 12 traces are there already" in res.stderr
+    assert "to measure" not in res.stderr

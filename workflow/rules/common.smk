@@ -226,15 +226,19 @@ def table_args(input, output):
 
 
 def get_figure_inputs(names):
-    """The input function of a figure job: the tables its figures draw, their code and (fig01) the traces."""
+    """The input function of a figure job: the tables its figures draw, their code and config.
+
+    A figure that reads a trace too (fig01) is not given the traces' status files as inputs: like every
+    figure it draws the energy table, which the energy job makes from every trace, so a trace measured again
+    makes the figure again. Thousands of inputs would cost Snakemake seconds of its own (it checksums every input
+    once per output when the job ends, 16 outputs here).
+    """
     specs = [FIGURES[n] for n in names]
 
     def inputs(wildcards):
         out = {t: get_table(t) for spec in specs for t in spec.tables}
         out["code"] = FIGURE_CODE
         out["config"] = ANALYSIS_CONFIG
-        if any(spec.reads_traces for spec in specs):
-            out["traces"] = get_trace_status_files()
         return out
 
     return inputs
@@ -261,7 +265,10 @@ def get_run_banner():
         if TRACES == MEASURED_TRACES
         else []
     )
-    return run_banner(len(GRID), backend, why, reasons, TRACES, MEASURED_TRACES)
+    traced = sum(
+        os.path.exists(f"{MEASURED_TRACES}/{p.path}/status.json") for p in GRID
+    )
+    return run_banner(len(GRID), backend, why, reasons, TRACES, MEASURED_TRACES, traced)
 
 
 def get_figure_job_outputs(names):

@@ -54,19 +54,25 @@ def skip_kind(reason: str) -> str:
 
 
 def run_banner(points: int, backend: str, why: str, reasons: Iterable[str | None], traces: str,
-               measured: str) -> str:
+               measured: str, traced: int = 0) -> str:
     """The line a run prints when it starts: what it will do, with which backend, and what it skips.
 
     ``reasons`` holds each grid point's skip reason (None for a point that runs). Cached traces (``traces`` is
-    not the ``measured`` folder) are read, never measured.
+    not the ``measured`` folder) are read, never measured. ``traced``: the points whose trace is there
+    already (an earlier run's), which this run keeps.
     """
     if traces != measured:
         return f"phase-energy: {points} points read from {traces} (cached traces); nothing is measured"
     kinds = Counter(skip_kind(r) for r in reasons if r)
     skipped = sum(kinds.values())
-    text = f"phase-energy: backend {backend} ({why}) - {points - skipped} of {points} points to measure"
+    verb = "measured" if traced >= points else "to measure"
+    text = f"phase-energy: backend {backend} ({why}) - {points - skipped} of {points} points {verb}"
     if skipped:
         text += f", {skipped} skipped (" + ", ".join(f"{k}: {n}" for k, n in kinds.most_common()) + ")"
+    if traced >= points:
+        text += f": all {points} traces are there already"
+    elif traced:
+        text += f": {traced} traces are there already (kept), {points - traced} to come"
     return text + f"; traces in {measured}"
 
 
