@@ -8,7 +8,8 @@ not disturb it) and ``snakemake --cores N --resources gpu=1`` runs there, as a n
 (``backend: auto`` falls back to the simulator; the local profile applies). Printed and written: the wall
 time end to end (traces, tables, claims and every figure), when the last measurement finished, the jobs,
 the size of ``results/``, the seconds each rule's jobs took together (from the start and end times
-Snakemake records for every job in ``.snakemake/metadata``), and the machine.
+Snakemake records for every job in ``.snakemake/metadata``), the seconds after the last measurement that no
+job spans (Snakemake's own work between the analysis and figure jobs), and the machine.
 """
 
 from __future__ import annotations
@@ -39,6 +40,33 @@ def rule_seconds(workdir: Path) -> dict[str, float]:
     for (rule, _), s in jobs.items():
         total[rule] = total.get(rule, 0.0) + s
     return {rule: round(s, 1) for rule, s in sorted(total.items())}
+
+
+def between_jobs_after_measurements(workdir: Path) -> float:
+    """Seconds from the last measurement's end to the last job's end that no analysis or figure job spans.
+
+    What Snakemake spent of its own between the jobs after the measurements (preparing each job, its records
+    when it ends), from the start and end times it records for every job's outputs.
+    """
+    spans = set()
+    for f in (workdir / ".snakemake" / "metadata").glob("*"):
+        rec = json.loads(f.read_text())
+        if rec.get("starttime") and rec.get("endtime"):
+            spans.add((rec["rule"], rec["job_hash"], rec["starttime"], rec["endtime"]))
+    jobs: dict[tuple[str, int], tuple[float, float]] = {}
+    for rule, h, start, end in spans:  # a job's outputs end at slightly different times: its latest
+        s0, e0 = jobs.get((rule, h), (start, end))
+        jobs[(rule, h)] = (min(s0, start), max(e0, end))
+    last_measure = max((e for (rule, _), (_, e) in jobs.items() if rule == "measure"), default=None)
+    if last_measure is None:
+        return float("nan")
+    after = sorted((s, e) for (rule, _), (s, e) in jobs.items() if rule != "measure" and e > last_measure)
+    covered, t = 0.0, last_measure
+    for s, e in after:  # the union of the spans past the last measurement
+        s = max(s, t)
+        if e > s:
+            covered, t = covered + e - s, e
+    return round(max(t - last_measure - covered, 0.0), 2)
 
 
 def run_once(cores: int, workdir: Path, root: Path = ROOT) -> dict:
@@ -75,6 +103,7 @@ def run_once(cores: int, workdir: Path, root: Path = ROOT) -> dict:
         # what the run left under results/ (traces, tables, claims), in MB
         "results_mb": round(sum(f.stat().st_size for f in (workdir / "results").rglob("*") if f.is_file()) / 1e6, 1),
         "rule_seconds": rule_seconds(workdir),
+        "between_jobs_after_measurements_s": between_jobs_after_measurements(workdir),
     }
 
 

@@ -19,7 +19,9 @@ if SIMULATED:
         log:
             f"{LOGS}/measure/{POINT}.log",
         resources:
-            gpu=get_gpu_count,
+            # no GPU on the simulator (get_gpu_count's answer there), as a constant: a function resource is
+            # evaluated for every job, thousands of times
+            gpu=0,
         run:
             run_simulated(
                 input.config,
