@@ -21,9 +21,11 @@ windows would also change what the card does before and inside the windows, whic
 show. Traces without fill windows (measured before the fill was a window of its own) are left out.
 
 Whether a fill could stand in for a prefill trial (``fill_against_prefill``): each point's energy per token
-in its fill windows against its prefill windows without a flag (medians; a point's fills of at least
-``LONG_FILL_S``, 30 ticks of the energy counter, and only points with such prefill windows): the ratio, and
-whether every fill lay above every prefill window of its point.
+in its fill windows (whatever their flags) against its prefill windows without a flag (medians; points whose
+fills all last ``LONG_FILL_S`` or more, 30 ticks of the energy counter, and that have such prefill windows):
+the ratio by the energy counter and by the trapezoid of instant power, whether every fill lay above every
+prefill window of its point, and the medians of what else differs (power, SM clock, temperature at the
+start, tokens per second).
 """
 
 from __future__ import annotations
@@ -48,14 +50,22 @@ def point(trace: Path) -> dict | None:
     t = job_times(trace)
     if t is None or t["engine"] != "vllm":
         return None
-    w = pd.read_parquet(trace / "windows.parquet", columns=["phase", "trial", "duration_s", "energy_j", "tokens",
-                                                             "flags"])
+    w = pd.read_parquet(trace / "windows.parquet")
     fills = w[w["phase"] == "fill"].sort_values("trial")["duration_s"].to_numpy()
     if not len(fills):
         return None
     per_token = w["energy_j"] / w["tokens"]
-    fill_jpt = per_token[w["phase"] == "fill"]
-    prefill_jpt = per_token[(w["phase"] == "prefill") & (w["flags"].fillna("") == "")]
+    is_fill = w["phase"] == "fill"
+    is_prefill = (w["phase"] == "prefill") & (w["flags"].fillna("") == "")
+    fill_jpt, prefill_jpt = per_token[is_fill], per_token[is_prefill]
+    trapz = w["energy_trapz_j"] / w["tokens"] if "energy_trapz_j" in w else per_token * float("nan")
+    # what else the two kinds of window differ in, medians over each (power, clock, temperature at the start, rate)
+    both = {kind: w[mask] for kind, mask in (("fill", is_fill), ("prefill", is_prefill))}
+    measures = (("power_w", lambda d: d["power_mean_w"]), ("sm_clock_mhz", lambda d: d["sm_clock_mhz"]),
+                ("temperature_start_c", lambda d: d["temperature_start_c"]),
+                ("tokens_per_s", lambda d: d["tokens"] / d["duration_s"]))
+    conditions = {f"{kind}_{name}": (float(f(d).median()) if len(d) else None) for kind, d in both.items()
+                  for name, f in measures}
     total = t["process_to_last_window_s"]
     used = float(w[w["phase"] != "fill"]["duration_s"].sum())
     decode = w[w["phase"] == "decode"]
@@ -72,17 +82,42 @@ def point(trace: Path) -> dict | None:
             "shortest_fill_s": float(fills.min()), "fill_j_per_token": float(fill_jpt.median()),
             "prefill_j_per_token": float(prefill_jpt.median()) if len(prefill_jpt) else None,
             "fill_over_prefill": float(fill_jpt.median() / prefill_jpt.median()) if len(prefill_jpt) else None,
-            "fill_above_every_prefill": bool(fill_jpt.min() > prefill_jpt.max()) if len(prefill_jpt) else None}
+            "fill_above_every_prefill": bool(fill_jpt.min() > prefill_jpt.max()) if len(prefill_jpt) else None,
+            # the same from the trapezoid of instant power instead of the energy counter
+            "fill_over_prefill_trapz": float(trapz[is_fill].median() / trapz[is_prefill].median())
+            if len(prefill_jpt) else None,
+            "fill_above_every_prefill_trapz": bool(trapz[is_fill].min() > trapz[is_prefill].max())
+            if len(prefill_jpt) else None,
+            "prefill_windows_compared": int(is_prefill.sum()), **conditions,
+            "fill_rate_over_prefill": conditions["fill_tokens_per_s"] / conditions["prefill_tokens_per_s"]
+            if conditions["prefill_tokens_per_s"] else None}
 
 
 def fill_against_prefill(rows: list[dict]) -> dict:
     """Fill against prefill energy per token over the points whose fills all last ``LONG_FILL_S`` or more."""
-    long = [r for r in rows if r["shortest_fill_s"] >= LONG_FILL_S and r["fill_over_prefill"] is not None]
+    long_fills = [r for r in rows if r["shortest_fill_s"] >= LONG_FILL_S]
+    long = [r for r in long_fills if r["fill_over_prefill"] is not None]
+
+    def spread(key: str) -> dict:
+        values = [r[key] for r in long if r[key] is not None and r[key] == r[key]]
+        if not values:
+            return {"median": None, "range": None}
+        return {"median": round(statistics.median(values), 3), "range": [round(min(values), 3), round(max(values), 3)]}
+
     ratios = [r["fill_over_prefill"] for r in long]
     return {"points": len(long), "min_fill_s": LONG_FILL_S,
+            # points with fills that long whose every prefill window is flagged: nothing to compare with
+            "points_without_unflagged_prefill": len(long_fills) - len(long),
             "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
             "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
-            "points_every_fill_above_every_prefill_window": sum(r["fill_above_every_prefill"] for r in long)}
+            "points_every_fill_above_every_prefill_window": sum(r["fill_above_every_prefill"] for r in long),
+            "trapz_ratio": spread("fill_over_prefill_trapz"),
+            "trapz_points_every_fill_above_every_prefill_window": sum(bool(r["fill_above_every_prefill_trapz"])
+                                                                      for r in long),
+            "prefill_windows_compared": spread("prefill_windows_compared"),
+            **{k: spread(k) for k in ("fill_power_w", "prefill_power_w", "fill_sm_clock_mhz", "prefill_sm_clock_mhz",
+                                      "fill_temperature_start_c", "prefill_temperature_start_c", "fill_tokens_per_s",
+                                      "prefill_tokens_per_s", "fill_rate_over_prefill")}}
 
 
 def pooled(rows: list[dict]) -> dict:

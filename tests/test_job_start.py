@@ -471,9 +471,14 @@ def _recorded_trace(folder: Path, engine: str, windows: list[tuple[str, int, flo
     (folder / "metadata.json").write_text(json.dumps({
         "backend": "nvml", "engine": engine, "arch": "tiny-gqa", "batch": 8, "context": 512,
         "time_to_first_window_s": 2.0, "gpu": {"uuid": "GPU-test"}}))
-    pd.DataFrame([{"phase": p, "trial": k, "start_s": a, "end_s": b, "duration_s": b - a, "tokens": 1000,
-                   "energy_j": 1000 * energy.get((p, k), (1.0, ""))[0], "flags": energy.get((p, k), (1.0, ""))[1]}
-                  for p, k, a, b in windows]).to_parquet(folder / "windows.parquet")
+    rows = []
+    for p, k, a, b in windows:
+        j, flags = energy.get((p, k), (1.0, ""))
+        rows.append({"phase": p, "trial": k, "start_s": a, "end_s": b, "duration_s": b - a, "tokens": 1000,
+                     "energy_j": 1000 * j, "energy_trapz_j": 1000 * j * (1.01 if p == "fill" else 1.0),
+                     "flags": flags, "power_mean_w": 1000 * j / (b - a) if b > a else float("nan"),
+                     "sm_clock_mhz": 1600.0, "temperature_start_c": 45.0 if p == "fill" else 55.0})
+    pd.DataFrame(rows).to_parquet(folder / "windows.parquet")
 
 
 def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
@@ -505,9 +510,17 @@ def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
     assert result["all"]["pooled"]["now"] == round(6 / 29, 3)
     # the fills' median, 7.455 J per token, against the unflagged prefill window's 7.0; both fills above it
     assert point["fill_over_prefill"] == round(7.455 / 7.0, 3) and point["fill_above_every_prefill"] is True
-    assert result["all"]["fill_against_prefill"] == {
+    # by the trapezoid (1 % more on the fills here), and what else differs: 1000 tokens in 10 s against 1 s
+    assert point["fill_over_prefill_trapz"] == round(7.455 * 1.01 / 7.0, 3)
+    assert point["fill_rate_over_prefill"] == 0.1 and point["prefill_windows_compared"] == 1
+    assert point["fill_temperature_start_c"] == 45.0 and point["prefill_temperature_start_c"] == 55.0
+    against = result["all"]["fill_against_prefill"]
+    assert {k: against[k] for k in ("points", "min_fill_s", "ratio_median", "ratio_range",
+                                    "points_every_fill_above_every_prefill_window", "points_without_unflagged_prefill",
+                                    "trapz_points_every_fill_above_every_prefill_window")} == {
         "points": 1, "min_fill_s": 3.0, "ratio_median": 1.065, "ratio_range": [1.065, 1.065],
-        "points_every_fill_above_every_prefill_window": 1}
+        "points_every_fill_above_every_prefill_window": 1, "points_without_unflagged_prefill": 0,
+        "trapz_points_every_fill_above_every_prefill_window": 1}
     # a fill below a prefill window at its point, and fills too short to compare
     _recorded_trace(traces / "d", "vllm 0.26.0", windows, {**energy, ("fill", 1): (6.9, "")})
     short = [(p, k, a, min(b, a + 2.0) if p == "fill" else b) for p, k, a, b in windows]
@@ -517,3 +530,9 @@ def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
     assert [p["fill_above_every_prefill"] for p in result["points"]] == [True, False, True]
     assert result["all"]["fill_against_prefill"]["points"] == 2  # e's fills last 2 s
     assert result["all"]["fill_against_prefill"]["points_every_fill_above_every_prefill_window"] == 1
+    # a point whose every prefill window is flagged: counted apart, not compared
+    _recorded_trace(traces / "f", "vllm 0.26.0", windows, {**energy, ("prefill", 0): (7.0, "counter_trapz_mismatch")})
+    vllm_fill_options.main()
+    result = json.loads((tmp_path / "o.json").read_text())
+    assert result["all"]["fill_against_prefill"]["points"] == 2
+    assert result["all"]["fill_against_prefill"]["points_without_unflagged_prefill"] == 1

@@ -287,5 +287,6 @@ def test_a_second_run_says_its_traces_are_there_already(sim_run):
     (sim_run / "figures" / "fig10_claims.png").unlink()  # something to do: this run draws it again
     res = run_snakemake(sim_run, "--cores", "1", "--configfile", "config/test.yaml")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "12 of 12 points measured: all 12 traces are there already" in res.stderr
-    assert "to measure" not in res.stderr
+    assert "a grid of 12 points, 12 measured on it and 0 skipped; 12 of their traces are in results/traces already" \
+        in res.stderr
+    assert "to measure" not in res.stderr and "phase-energy: 0 measurement jobs to run" in res.stderr

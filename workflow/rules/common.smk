@@ -231,7 +231,7 @@ def get_figure_inputs(names):
     A figure that reads a trace too (fig01) is not given the traces' status files as inputs: like every
     figure it draws the energy table, which the energy job makes from every trace, so a trace measured again
     makes the figure again. Thousands of inputs would cost Snakemake seconds of its own (it checksums every input
-    once per output when the job ends, 16 outputs here).
+    once per output when the job ends, 18 outputs here).
     """
     specs = [FIGURES[n] for n in names]
 
@@ -265,8 +265,10 @@ def get_run_banner():
         if TRACES == MEASURED_TRACES
         else []
     )
-    traced = sum(
-        os.path.exists(f"{MEASURED_TRACES}/{p.path}/status.json") for p in GRID
+    traced = (
+        sum(os.path.exists(f"{MEASURED_TRACES}/{p.path}/status.json") for p in GRID)
+        if TRACES == MEASURED_TRACES
+        else 0
     )
     return run_banner(len(GRID), backend, why, reasons, TRACES, MEASURED_TRACES, traced)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 MEASURE_RULES = ("measure", "clear_measure")
 TARGET_RULES = ("all", "traces", "figures")  # the workflow's targets: no outputs, no work of their own
+SETUP_RULES = ("config_file",)  # each run's config parts, written before any measurement
 ETA_AFTER = 5  # points done before a rate and a time left are given
 BACKEND_NEWS = {"sim": "the jobs run on the SIMULATED backend (no GPU here): every result says so",
                 "nvml": "the jobs measure a real GPU (NVML)"}
@@ -53,6 +54,11 @@ def skip_kind(reason: str) -> str:
     return reason.split(":", 1)[0].strip() or "unknown"
 
 
+def _counted(rule: str) -> bool:
+    """Whether a rule's jobs are the analysis and figure jobs the console counts."""
+    return rule not in MEASURE_RULES and rule not in TARGET_RULES and rule not in SETUP_RULES
+
+
 def run_banner(points: int, backend: str, why: str, reasons: Iterable[str | None], traces: str,
                measured: str, traced: int = 0) -> str:
     """The line a run prints when it starts: what it will do, with which backend, and what it skips.
@@ -65,14 +71,14 @@ def run_banner(points: int, backend: str, why: str, reasons: Iterable[str | None
         return f"phase-energy: {points} points read from {traces} (cached traces); nothing is measured"
     kinds = Counter(skip_kind(r) for r in reasons if r)
     skipped = sum(kinds.values())
-    verb = "measured" if traced >= points else "to measure"
-    text = f"phase-energy: backend {backend} ({why}) - {points - skipped} of {points} points {verb}"
+    why_skipped = " (" + ", ".join(f"{k}: {n}" for k, n in kinds.most_common()) + ")" if skipped else ""
+    if traced:  # what runs now is Snakemake's to say (the jobs counted above): a changed config measures again
+        return (f"phase-energy: backend {backend} ({why}) - a grid of {points} points, {points - skipped} measured "
+                f"on it and {skipped} skipped{why_skipped}; {traced} of their traces are in {measured} already "
+                "(the measurement jobs counted above are those that run now)")
+    text = f"phase-energy: backend {backend} ({why}) - {points - skipped} of {points} points to measure"
     if skipped:
-        text += f", {skipped} skipped (" + ", ".join(f"{k}: {n}" for k, n in kinds.most_common()) + ")"
-    if traced >= points:
-        text += f": all {points} traces are there already"
-    elif traced:
-        text += f": {traced} traces are there already (kept), {points - traced} to come"
+        text += f", {skipped} skipped{why_skipped}"
     return text + f"; traces in {measured}"
 
 
@@ -120,8 +126,8 @@ class Progress:
 
     @property
     def other_jobs(self) -> int:
-        """The run's analysis and figure jobs (every job but the measurements and the targets)."""
-        return sum(n for r, n in self.planned.items() if r not in MEASURE_RULES and r not in TARGET_RULES)
+        """The run's analysis and figure jobs (every job but the measurements, the config parts and the targets)."""
+        return sum(n for r, n in self.planned.items() if _counted(r))
 
     @property
     def points_done(self) -> int:
@@ -178,12 +184,12 @@ class Progress:
 
     def _table_line(self, job: _Job) -> str | None:
         """``tables and figures: 4/11 jobs done (pareto, 2 s)`` for a job that ends after every measurement."""
-        if job.rule in TARGET_RULES or self.points_done < self.points:
+        if not _counted(job.rule) or self.points_done < self.points:
             return None
-        done = sum(n for r, n in self.done_rules.items() if r not in MEASURE_RULES and r not in TARGET_RULES)
+        done = sum(n for r, n in self.done_rules.items() if _counted(r))
         took = self.clock() - job.started
         return (f"tables and figures: {done}/{self.other_jobs} jobs done "
-                f"({job.rule}, {duration(took) if took >= 0.5 else 'under 1 s'})")
+                f"({job.rule}, {duration(took) if took >= 1 else 'under 1 s'})")
 
     def error(self, jobid: int, rule: str | None = None, log: Iterable[str] = ()) -> str:
         """A job failed; a line naming it and the last line of its log."""
