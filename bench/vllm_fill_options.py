@@ -54,11 +54,20 @@ def point(trace: Path) -> dict | None:
     fills = w[w["phase"] == "fill"].sort_values("trial")["duration_s"].to_numpy()
     if not len(fills):
         return None
-    per_token = w["energy_j"] / w["tokens"]
     is_fill = w["phase"] == "fill"
     is_prefill = (w["phase"] == "prefill") & (w["flags"].fillna("") == "")
-    fill_jpt, prefill_jpt = per_token[is_fill], per_token[is_prefill]
-    trapz = w["energy_trapz_j"] / w["tokens"] if "energy_trapz_j" in w else per_token * float("nan")
+
+    def against(energy: pd.Series) -> tuple[float | None, bool | None]:
+        """Fill over prefill energy per token (medians), and whether every fill lay above every prefill window."""
+        jpt = energy / w["tokens"]
+        if not is_prefill.any():
+            return None, None
+        return float(jpt[is_fill].median() / jpt[is_prefill].median()), bool(jpt[is_fill].min() > jpt[is_prefill].max())
+
+    jpt = w["energy_j"] / w["tokens"]
+    ratio, above = against(w["energy_j"])
+    # the same from the trapezoid of instant power instead of the energy counter
+    ratio_trapz, above_trapz = against(w["energy_trapz_j"] if "energy_trapz_j" in w else w["energy_j"] * float("nan"))
     # what else the two kinds of window differ in, medians over each (power, clock, temperature at the start, rate)
     both = {kind: w[mask] for kind, mask in (("fill", is_fill), ("prefill", is_prefill))}
     measures = (("power_w", lambda d: d["power_mean_w"]), ("sm_clock_mhz", lambda d: d["sm_clock_mhz"]),
@@ -79,15 +88,11 @@ def point(trace: Path) -> dict | None:
             "now": used / total, "fill_counted": (used + float(fills.sum())) / total,
             "one_fill": used / (total - later), "one_fill_counted": (used + float(fills[0])) / (total - later),
             "decode_s_for_60": float(decode["duration_s"].sum()) / max(trials, 1) + extra,
-            "shortest_fill_s": float(fills.min()), "fill_j_per_token": float(fill_jpt.median()),
-            "prefill_j_per_token": float(prefill_jpt.median()) if len(prefill_jpt) else None,
-            "fill_over_prefill": float(fill_jpt.median() / prefill_jpt.median()) if len(prefill_jpt) else None,
-            "fill_above_every_prefill": bool(fill_jpt.min() > prefill_jpt.max()) if len(prefill_jpt) else None,
-            # the same from the trapezoid of instant power instead of the energy counter
-            "fill_over_prefill_trapz": float(trapz[is_fill].median() / trapz[is_prefill].median())
-            if len(prefill_jpt) else None,
-            "fill_above_every_prefill_trapz": bool(trapz[is_fill].min() > trapz[is_prefill].max())
-            if len(prefill_jpt) else None,
+            "shortest_fill_s": float(fills.min()),
+            "fill_j_per_token": float(jpt[is_fill].median()),
+            "prefill_j_per_token": float(jpt[is_prefill].median()) if ratio is not None else None,
+            "fill_over_prefill": ratio, "fill_above_every_prefill": above,
+            "fill_over_prefill_trapz": ratio_trapz, "fill_above_every_prefill_trapz": above_trapz,
             "prefill_windows_compared": int(is_prefill.sum()), **conditions,
             "fill_rate_over_prefill": conditions["fill_tokens_per_s"] / conditions["prefill_tokens_per_s"]
             if conditions["prefill_tokens_per_s"] else None}
@@ -104,12 +109,11 @@ def fill_against_prefill(rows: list[dict]) -> dict:
             return {"median": None, "range": None}
         return {"median": round(statistics.median(values), 3), "range": [round(min(values), 3), round(max(values), 3)]}
 
-    ratios = [r["fill_over_prefill"] for r in long]
+    ratio = spread("fill_over_prefill")
     return {"points": len(long), "min_fill_s": LONG_FILL_S,
             # points with fills that long whose every prefill window is flagged: nothing to compare with
             "points_without_unflagged_prefill": len(long_fills) - len(long),
-            "ratio_median": round(statistics.median(ratios), 3) if ratios else None,
-            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
+            "ratio_median": ratio["median"], "ratio_range": ratio["range"],
             "points_every_fill_above_every_prefill_window": sum(r["fill_above_every_prefill"] for r in long),
             "trapz_ratio": spread("fill_over_prefill_trapz"),
             "trapz_points_every_fill_above_every_prefill_window": sum(bool(r["fill_above_every_prefill_trapz"])

@@ -260,15 +260,11 @@ def get_run_banner():
             if config["backend"] == "nvml"
             else "NVIDIA GPU visible or on the cluster"
         )
-    reasons = (
-        [point_skip_reason(config, p, backend) for p in GRID]
-        if TRACES == MEASURED_TRACES
-        else []
-    )
-    traced = (
-        sum(os.path.exists(f"{MEASURED_TRACES}/{p.path}/status.json") for p in GRID)
-        if TRACES == MEASURED_TRACES
-        else 0
+    if TRACES != MEASURED_TRACES:  # cached traces: read, never measured
+        return run_banner(len(GRID), backend, why, [], TRACES, MEASURED_TRACES)
+    reasons = [point_skip_reason(config, p, backend) for p in GRID]
+    traced = sum(
+        os.path.exists(f"{MEASURED_TRACES}/{p.path}/status.json") for p in GRID
     )
     return run_banner(len(GRID), backend, why, reasons, TRACES, MEASURED_TRACES, traced)
 

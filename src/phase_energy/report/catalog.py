@@ -19,16 +19,15 @@ class Figure:
     category: str
     needs: str  # what the data must hold, said on the placeholder drawn without it
     tables: tuple[str, ...]  # names of phase_energy.analysis.tables (phase_energy always: engines, SIMULATED)
-    reads_traces: bool = False  # draws from a trace's samples too
 
 
-def _fig(category: str, needs: str, *tables: str, reads_traces: bool = False) -> Figure:
-    return Figure(category, needs, ("phase_energy", *tables), reads_traces)
+def _fig(category: str, needs: str, *tables: str) -> Figure:
+    return Figure(category, needs, ("phase_energy", *tables))
 
 
 FIGURES: dict[str, Figure] = {
     "fig00_headline": _fig("Headline", "decode at the default lever, power caps or SM clock locks"),
-    "fig01_power_timeline": _fig("Power", "one trace at the default lever", reads_traces=True),
+    "fig01_power_timeline": _fig("Power", "one trace at the default lever"),
     "fig02_power_vs_batch": _fig("Power", "prefill and decode at the default lever"),
     "fig03_clock_policy": _fig("Levers", "smclock levers and the default"),
     "fig04_pareto": _fig("Levers", "two or more levers per point", "pareto"),
