@@ -356,3 +356,65 @@ def test_the_figure_jobs_import_seaborn_without_scipy():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split() == ["[]", "0.5"]
+
+
+def test_a_figure_comes_out_the_same_whatever_the_global_random_state(sim_run, tmp_path):
+    """Every figure drawn twice, NumPy's global random state set differently before each: the same PNG bytes.
+
+    Seaborn draws from that state where it bootstraps an interval over a table's rows (which no figure asks
+    for) or jitters a strip plot (fig12, a placeholder on this grid: tests/test_sweetspot.py draws it).
+    """
+    import numpy as np
+
+    from phase_energy.report.figures import render
+
+    drawn = {}
+    for seed in (1, 2):
+        np.random.seed(seed)
+        for name in FIGURES:
+            render(name, {n: sim_run / "results" / TABLES[n].path for n in figure(name).tables},
+                   tmp_path / str(seed) / name, {}, sim_run / "results/traces")
+        drawn[seed] = {name: (tmp_path / str(seed) / f"{name}.png").read_bytes() for name in FIGURES}
+    assert [n for n in FIGURES if drawn[1][n] != drawn[2][n]] == []
+
+
+def test_fixed_jitter_seeds_the_global_state_and_gives_it_back():
+    import numpy as np
+
+    from phase_energy.report.figbase import fixed_jitter
+
+    np.random.seed(7)
+    expected = np.random.uniform(size=3)
+    np.random.seed(7)
+    with fixed_jitter(3):
+        inside = np.random.uniform(size=3)
+    after = np.random.uniform(size=3)
+    np.random.seed(3)
+    assert (inside == np.random.uniform(size=3)).all()  # drawn from the seeded state
+    assert (after == expected).all()  # the state outside as if nothing had drawn from it
+
+
+def test_cap_sweep_draws_one_estimate_per_cap_the_cap_lever_before_the_default(sim_run):
+    """A cap lever at the card's limit and the default (which the sweep places at the limit) differ here by 10 %:
+    the line at the limit shows the cap lever's estimate, not a mean of the two, and no band is drawn."""
+    from matplotlib.collections import PolyCollection
+
+    t = _tables(sim_run, "fig09_cap_sweep")
+    pe = t["phase_energy"]
+    limit = float(pe["power_limit_w"].max())
+    at_limit = pe[pe["lever"] == "powercap:300"].assign(lever=f"powercap:{limit:g}", lever_value=limit)
+    at_limit["tokens_per_s"] *= 1.1
+    t["phase_energy"] = pd.concat([pe, at_limit], ignore_index=True)
+    row = at_limit[(at_limit["arch"] == "qwen3-4b") & (at_limit["phase"] == "decode") & (at_limit["batch"] == 8)]
+    fig = draw("fig09_cap_sweep", t, sim_run / "results/traces")
+    try:
+        ax = next(ax for ax in fig.axes if ax.get_title() == "throughput (tokens/s) | decode")
+        ys = [float(y) for ln in ax.get_lines() for x, y in zip(ln.get_xdata(), ln.get_ydata(), strict=True)
+              if x == limit]
+        assert float(row["tokens_per_s"].iloc[0]) in ys
+        default = pe[(pe["arch"] == "qwen3-4b") & (pe["phase"] == "decode") & (pe["batch"] == 8)
+                     & (pe["lever"] == "default")]["tokens_per_s"].iloc[0]
+        assert float(default) not in ys and (float(default) + float(row["tokens_per_s"].iloc[0])) / 2 not in ys
+        assert not [c for a in fig.axes for c in a.collections if isinstance(c, PolyCollection)]
+    finally:
+        plt.close(fig)

@@ -93,6 +93,22 @@ def lean_seaborn() -> Iterator[None]:
             m._draw_figure = draw
 
 
+@contextmanager
+def fixed_jitter(seed: int = 0) -> Iterator[None]:
+    """NumPy's global random state seeded for a while, then restored as it was.
+
+    Seaborn's strip plot jitters its points with draws from that state: seeded, a figure that jitters
+    comes out the same in every run (as every other figure does), and whatever else draws from the state
+    afterwards gets what it would have got. One figure at a time: the state is the process's.
+    """
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def facet(g: sns.FacetGrid) -> plt.Figure:
     """The figure of a seaborn grid, marked so that the frame keeps its legend outside the panels."""
     g.figure._phase_energy_facet = True  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 
 from phase_energy.analysis.tables import TableError, read_tables
 from phase_energy.report.catalog import FIGURES, figure
-from phase_energy.report.figbase import MissingData, lean_seaborn, sns  # sns: without SciPy
+from phase_energy.report.figbase import MissingData, fixed_jitter, lean_seaborn, sns  # sns: without SciPy
 from phase_energy.report.figbase import facet as _facet
 from phase_energy.report.figbase import need as _need
 from phase_energy.report.figbase import pick as _pick
@@ -91,7 +91,7 @@ def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     g = sns.relplot(data=d, x="batch", y="power_mean_w", hue="arch", style="arch", col="phase", **rows,
                     palette=arch_palette(d["arch"]),
                     kind="line", markers=True, height=4 if not rows else 3, aspect=1.2 if not rows else 1.6,
-                    facet_kws={"sharey": True})
+                    errorbar=None, facet_kws={"sharey": True})
     g.set(xscale="log", xlabel="batch size (sequences)", ylabel="mean power (W)")
     g.set_titles("{row_var} {row_name}, {col_name}" if rows else "{col_name}")
     limit = d["power_limit_w"].dropna().max() if "power_limit_w" in d else None
@@ -228,7 +228,7 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         ax = fig.add_subplot(grid[k // ncol, k % ncol], sharey=first)
         first = first or ax
         sns.lineplot(data=d[d["batch"] == b], x="output_length", y="ratio_vs_gqa", hue="arch", ax=ax,
-                     palette=palette, legend=False)
+                     palette=palette, legend=False, errorbar=None)
         ax.axhline(1.0, color="0.3", lw=1)
         for r_ in xs[xs["batch"] == b].itertuples() if "batch" in xs else ():
             ax.axvline(r_.crossover, color=palette.get(r_.arch, "0.5"), ls=":", lw=1)
@@ -248,7 +248,7 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         id_vars=["arch"], value_vars=["prefill_j", "decode_j"], var_name="phase", value_name="energy (J)")
     split["phase"] = split["phase"].str.replace("_j", "")
     sns.barplot(data=split, x="arch", y="energy (J)", hue="phase", ax=axes[1],
-                palette={"prefill": "C1", "decode": "C2"})
+                palette={"prefill": "C1", "decode": "C2"}, errorbar=None)
     axes[1].set(xlabel="", ylabel="energy per request (J)", title=f"split at batch {bs}, {n} output tokens",
                 ylim=(0, 1.25 * split["energy (J)"].max()))  # room for the legend above the bars
     sns.move_legend(axes[1], "upper right", ncol=2, title=None)
@@ -296,13 +296,17 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     d["cap (W)"] = np.where(d["lever_kind"] == "default", d["power_limit_w"], d["lever_value"])
     bs, ctx = _pick_point(d[d["lever_kind"] == "powercap"], batch=32, context=2048)  # a point with caps
     d = d[(d["batch"] == bs) & (d["context"] == ctx)]
+    # one estimate per cap: the default stands for the card's limit only where no cap lever was measured there
+    # (else a line would draw the mean of two levers' rows)
+    d = d.sort_values("lever_kind", key=lambda k: k.eq("default"), kind="stable").drop_duplicates(
+        ["arch", "phase", "cap (W)"])
     long = d.melt(id_vars=["arch", "phase", "cap (W)"], value_vars=["power_mean_w", "tokens_per_s", "j_per_token"],
                   var_name="metric", value_name="value")
     long["metric"] = long["metric"].map({"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
                                          "j_per_token": "energy (J/token)"})
     g = sns.relplot(data=long, x="cap (W)", y="value", hue="arch", style="phase", row="metric", col="phase",
                     palette=arch_palette(long["arch"]),
-                    kind="line", markers=True, height=2.8, aspect=1.6, facet_kws={"sharey": False})
+                    kind="line", markers=True, height=2.8, aspect=1.6, errorbar=None, facet_kws={"sharey": False})
     g.set_titles("{row_name} | {col_name}")
     g.set(xlabel="power cap (W)", ylabel="")
     dec = d[d["phase"] == "decode"]
@@ -423,8 +427,10 @@ def fig12_sweetspot_residuals(t: Mapping[str, pd.DataFrame], traces: Path) -> tu
     for k, arch in enumerate(archs):  # one panel per architecture, batch on x: few ticks each
         ax = fig.add_subplot(grid[0, k], sharey=first)
         first = first or ax
-        sns.stripplot(data=d[d["arch"] == arch], x="batch", y="residual_pct", hue="cell", dodge=True, ax=ax,
-                      palette={"fitted": "0.55", "held out": "C3"}, hue_order=["fitted", "held out"], legend=k == 0)
+        with fixed_jitter(k):  # the same jitter in every run
+            sns.stripplot(data=d[d["arch"] == arch], x="batch", y="residual_pct", hue="cell", dodge=True, ax=ax,
+                          palette={"fitted": "0.55", "held out": "C3"}, hue_order=["fitted", "held out"],
+                          legend=k == 0)
         ax.axhline(0, color="0.3", lw=1)
         ax.set(xlabel="batch size", ylabel="model - measured (%)" if k == 0 else "", title=arch)
         if k:
@@ -479,8 +485,10 @@ def fig13_clear(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure
                 ax.legend(fontsize=7, loc="upper left", ncol=4, markerscale=0.3)
         ax2 = axes[-1, j]
         e = c[(c["phase"] == phase) & c["component"].isin(comps) & c["j_per_flop"].notna()]
+        # one row per component and bar (a CLEAR point has one context): no interval of seaborn's over rows
         sns.barplot(e.assign(pj_per_flop=e["j_per_flop"] * 1e12), x="component", y="pj_per_flop", hue="label",
-                    order=[k for k in comps if k in set(e["component"])], ax=ax2, palette="colorblind")
+                    order=[k for k in comps if k in set(e["component"])], ax=ax2, palette="colorblind",
+                    errorbar=None)
         ax2.set(yscale="log", ylabel="energy per FLOP (pJ)", xlabel="", title=f"{phase}: energy per FLOP")
         ax2.legend(fontsize=7, title=None, ncol=2)
     title = "CLEAR: components in isolation vs the whole model (black marks)"
@@ -505,7 +513,7 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
     long["metric"] = long["metric"].map({"power_mean_w": "decode power (W)",
                                          "j_per_token": "decode energy (J/token, log)"})
     g = sns.relplot(data=long, x="batch", y="value", hue="engine", style="model", row="metric", col="paradigm",
-                    kind="line", markers=True, height=3.0, aspect=1.15, facet_kws={"sharey": "row"})
+                    kind="line", markers=True, height=3.0, aspect=1.15, errorbar=None, facet_kws={"sharey": "row"})
     g.set(xscale="log")
     g.set_titles("{col_name} | {row_name}")
     for (metric, _), ax in g.axes_dict.items():

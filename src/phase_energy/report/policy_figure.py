@@ -35,7 +35,7 @@ def fig15_phase_policy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt
     n_par = long["paradigm"].nunique()
     g = sns.relplot(data=long, x="mix_share", y="saving (%)", hue="arch", style="against", col="paradigm",
                     col_wrap=2 if n_par == 4 else min(3, n_par), kind="line", markers=True, height=3.4, aspect=1.3,
-                    palette=palette, facet_kws={"sharey": True})
+                    palette=palette, errorbar=None, facet_kws={"sharey": True})
     g.set(xlabel="mix share (steps carrying prefill tokens)", ylabel="saving per request (%)")
     g.set_titles("{col_name}")
     stops = {}
