@@ -280,3 +280,39 @@ def test_a_multi_gpu_trace_names_every_card_it_ran_on():
     assert gpu_uuid_of({"backend": "nvml", "gpu": {"uuid": "GPU-A"}}) == "GPU-A"
     assert gpu_uuid_of({"backend": "nvml", "gpu": {}}) == ""  # a trace from before cards were recorded
     assert gpu_uuid_of({"backend": "sim", "gpu": {"uuid": "GPU-sim"}}) == ""
+
+
+def test_power_timeline_draws_each_gpu_of_a_two_gpu_job(tmp_path):
+    """The power timeline of a job on two GPUs: one power and one clock line per GPU, each that GPU's own
+    samples, no line of their mean and no band over them (the fake NVML's two cards draw different power)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from phase_energy.report.figures import fig01_power_timeline
+
+    fake, backend = two_gpus()
+    s = Settings(**SETTINGS)
+    samples, windows, per_gpu, _, _ = measure_on_gpus(backend, "powercap:250", True, TwoGpuWorkload(fake), s,
+                                                      journal_dir=tmp_path)
+    meta = {"format_version": 1, "arch": "tiny-gqa-tp2", "paradigm": "gqa", "batch": 1, "context": 16,
+            "max_output": 8, "lever_requested": "default", "lever_enforced": {}, "backend": "nvml",
+            "engine": "vllm", "gpu": backend.describe(), "versions": {}, "git_commit": None, "config_hash": "x",
+            "started_at": "", "finished_at": "", "seed": 0, "gpus": 2}
+    write_trace(tmp_path / "traces" / "t", samples, windows, meta,
+                {"status": "ok", "windows": len(windows), "summary": multi_summary_stamp(s)}, gpu_windows=per_gpu)
+    fig, _ = fig01_power_timeline({}, tmp_path / "traces")
+    try:
+        power_ax, clock_ax = fig.axes
+        power = [ln for ln in power_ax.get_lines() if len(ln.get_xdata()) > 2]
+        clock = [ln for ln in clock_ax.get_lines() if len(ln.get_xdata()) > 2]
+        assert len(power) == len(clock) == 2
+        for g, (p, c) in enumerate(zip(power, clock, strict=True)):
+            own = samples[samples["gpu"] == g].sort_values("t_s")
+            np.testing.assert_array_equal(np.asarray(p.get_ydata(), float), own["power_instant_w"].to_numpy(float))
+            np.testing.assert_array_equal(np.asarray(c.get_ydata(), float), own["sm_clock_mhz"].to_numpy(float))
+        assert abs(np.mean(power[0].get_ydata()) - np.mean(power[1].get_ydata())) > 5  # two cards, two lines
+        assert not [c for c in power_ax.collections if isinstance(c, PolyCollection)]
+        legend = [t.get_text() for t in power_ax.get_legend().get_texts()]
+        assert legend.count("instant power, each GPU") == 1 and legend.count("SM clock, each GPU (right axis)") == 1
+    finally:
+        plt.close(fig)

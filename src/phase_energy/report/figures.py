@@ -58,7 +58,16 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     chosen = read_trace(found[1])
     s, w, m = chosen["samples"], chosen["windows"], chosen["metadata"]
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    sns.lineplot(data=s, x="t_s", y="power_instant_w", ax=ax, lw=0.6, color="C0", label="instant power")
+    # a job on several GPUs samples each: one line per GPU, not one through all their samples (nor their mean)
+    cards = [g.sort_values("t_s") for _, g in s.groupby("gpu", sort=True)] \
+        if "gpu" in s and s["gpu"].nunique() > 1 else [s]
+    if len(cards) > 1:
+        for i, card in enumerate(cards):
+            ax.plot(card["t_s"], card["power_instant_w"], lw=0.6, color="C0",
+                    label=None if i else "instant power, each GPU")
+    else:
+        sns.lineplot(data=s, x="t_s", y="power_instant_w", ax=ax, lw=0.6, color="C0", errorbar=None,
+                     label="instant power")
     colors = {"idle": "0.85", "prefill": "C1", "decode": "C2", "fill": "C4"}
     for ph, g in w.groupby("phase"):
         for i, r in enumerate(g.itertuples()):
@@ -68,7 +77,9 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     if limit:
         ax.axhline(limit, color=LIMIT_COLOUR, ls="--", lw=1.2, label=f"power limit {limit:.0f} W (red dashed)")
     ax2 = ax.twinx()
-    ax2.plot(s["t_s"], s["sm_clock_mhz"], color="0.3", lw=0.7, label="SM clock (right axis)")
+    for i, card in enumerate(cards):
+        ax2.plot(card["t_s"], card["sm_clock_mhz"], color="0.3", lw=0.7,
+                 label=None if i else ("SM clock, each GPU" if len(cards) > 1 else "SM clock") + " (right axis)")
     ax2.set_ylabel("SM clock (MHz)")
     ax2.grid(False)
     ax.set(xlabel="time since job start (s)", ylabel="power (W)")
@@ -299,7 +310,7 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     # one estimate per cap: the default stands for the card's limit only where no cap lever was measured there
     # (else a line would draw the mean of two levers' rows)
     d = d.sort_values("lever_kind", key=lambda k: k.eq("default"), kind="stable").drop_duplicates(
-        ["arch", "phase", "cap (W)"])
+        [c for c in ("engine", "arch", "phase", "cap (W)") if c in d])
     long = d.melt(id_vars=["arch", "phase", "cap (W)"], value_vars=["power_mean_w", "tokens_per_s", "j_per_token"],
                   var_name="metric", value_name="value")
     long["metric"] = long["metric"].map({"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
