@@ -232,7 +232,9 @@ def test_a_gpu_that_refuses_the_lever_leaves_every_gpu_as_it_was(tmp_path):
     assert not list(tmp_path.glob("*.json"))
 
 
-def test_two_gpu_trace_is_written_read_and_summarised_again_the_same(tmp_path):
+def _two_gpu_default_job(tmp_path):
+    """A job at the default lever on the fake NVML's two cards: the cards, its settings, samples, windows,
+    per-GPU windows and the metadata its trace records."""
     fake, backend = two_gpus()
     s = Settings(**SETTINGS)
     samples, windows, per_gpu, _, _ = measure_on_gpus(backend, "default", False, TwoGpuWorkload(fake), s,
@@ -241,6 +243,11 @@ def test_two_gpu_trace_is_written_read_and_summarised_again_the_same(tmp_path):
             "max_output": 8, "lever_requested": "default", "lever_enforced": {}, "backend": "nvml",
             "engine": "vllm", "gpu": backend.describe(), "versions": {}, "git_commit": None, "config_hash": "x",
             "started_at": "", "finished_at": "", "seed": 0, "gpus": 2}
+    return fake, s, samples, windows, per_gpu, meta
+
+
+def test_two_gpu_trace_is_written_read_and_summarised_again_the_same(tmp_path):
+    fake, s, samples, windows, per_gpu, meta = _two_gpu_default_job(tmp_path)
     assert [g["uuid"] for g in meta["gpu"]["gpus"]] == [c.uuid for c in fake.cards]
     with pytest.raises(ValueError, match="gpu_windows"):
         write_trace(tmp_path / "t", samples, windows, meta, {"status": "ok"})
@@ -290,14 +297,7 @@ def test_power_timeline_draws_each_gpu_of_a_two_gpu_job(tmp_path):
 
     from phase_energy.report.figures import fig01_power_timeline
 
-    fake, backend = two_gpus()
-    s = Settings(**SETTINGS)
-    samples, windows, per_gpu, _, _ = measure_on_gpus(backend, "powercap:250", True, TwoGpuWorkload(fake), s,
-                                                      journal_dir=tmp_path)
-    meta = {"format_version": 1, "arch": "tiny-gqa-tp2", "paradigm": "gqa", "batch": 1, "context": 16,
-            "max_output": 8, "lever_requested": "default", "lever_enforced": {}, "backend": "nvml",
-            "engine": "vllm", "gpu": backend.describe(), "versions": {}, "git_commit": None, "config_hash": "x",
-            "started_at": "", "finished_at": "", "seed": 0, "gpus": 2}
+    _, s, samples, windows, per_gpu, meta = _two_gpu_default_job(tmp_path)
     write_trace(tmp_path / "traces" / "t", samples, windows, meta,
                 {"status": "ok", "windows": len(windows), "summary": multi_summary_stamp(s)}, gpu_windows=per_gpu)
     fig, _ = fig01_power_timeline({}, tmp_path / "traces")
