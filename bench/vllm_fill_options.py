@@ -57,17 +57,17 @@ def point(trace: Path) -> dict | None:
     is_fill = w["phase"] == "fill"
     is_prefill = (w["phase"] == "prefill") & (w["flags"].fillna("") == "")
 
-    def against(energy: pd.Series) -> tuple[float | None, bool | None]:
+    def against(jpt: pd.Series) -> tuple[float | None, bool | None]:
         """Fill over prefill energy per token (medians), and whether every fill lay above every prefill window."""
-        jpt = energy / w["tokens"]
         if not is_prefill.any():
             return None, None
         return float(jpt[is_fill].median() / jpt[is_prefill].median()), bool(jpt[is_fill].min() > jpt[is_prefill].max())
 
     jpt = w["energy_j"] / w["tokens"]
-    ratio, above = against(w["energy_j"])
+    ratio, above = against(jpt)
     # the same from the trapezoid of instant power instead of the energy counter
-    ratio_trapz, above_trapz = against(w["energy_trapz_j"] if "energy_trapz_j" in w else w["energy_j"] * float("nan"))
+    trapz = w["energy_trapz_j"] / w["tokens"] if "energy_trapz_j" in w else jpt * float("nan")
+    ratio_trapz, above_trapz = against(trapz)
     # what else the two kinds of window differ in, medians over each (power, clock, temperature at the start, rate)
     both = {kind: w[mask] for kind, mask in (("fill", is_fill), ("prefill", is_prefill))}
     measures = (("power_w", lambda d: d["power_mean_w"]), ("sm_clock_mhz", lambda d: d["sm_clock_mhz"]),
