@@ -12,6 +12,10 @@ each trace recorded (the same figures as ``bench/gpu_job_time.py``), per point a
 - ``one_fill``: one fill shared by a point's decode trials: the later trials' fill windows taken out of its
   time (what the card would do before those trials' decode lead-in changes: a measurement change);
 - ``one_fill_counted``: that, and the one fill counted;
+- ``no_overhead``: the most that work on everything outside the windows and fills could give: the point's
+  time as its windows and fills alone (every fill kept, not counted), every other second (start, lead-ins,
+  pauses, the time between windows) taken out;
+- ``one_fill_no_overhead``: that, with one fill shared by the decode trials;
 - ``decode_s_for_60``: the decode-window seconds per decode trial that would bring the point to 60 % with
   its fills as they are and not counted (now: the trial's decode windows' seconds), and pooled, the factor
   by which every point's decode windows would have to grow.
@@ -87,6 +91,7 @@ def point(trace: Path) -> dict | None:
             "decode_s_per_trial": float(decode["duration_s"].sum()) / max(trials, 1), "decode_trials": trials,
             "now": used / total, "fill_counted": (used + float(fills.sum())) / total,
             "one_fill": used / (total - later), "one_fill_counted": (used + float(fills[0])) / (total - later),
+            "no_overhead": used / (used + float(fills.sum())), "one_fill_no_overhead": used / (used + float(fills[0])),
             "decode_s_for_60": float(decode["duration_s"].sum()) / max(trials, 1) + extra,
             "shortest_fill_s": float(fills.min()),
             "fill_j_per_token": float(jpt[is_fill].median()),
@@ -135,9 +140,12 @@ def pooled(rows: list[dict]) -> dict:
     return {"points": len(rows), "seconds": round(total, 1), "fill_seconds": round(fill, 1),
             "pooled": {"now": round(used / total, 3), "fill_counted": round((used + fill) / total, 3),
                        "one_fill": round(used / (total - later), 3),
-                       "one_fill_counted": round((used + first) / (total - later), 3)},
+                       "one_fill_counted": round((used + first) / (total - later), 3),
+                       "no_overhead": round(used / (used + fill), 3),
+                       "one_fill_no_overhead": round(used / (used + first), 3)},
             "median": {k_: round(statistics.median(r[k_] for r in rows), 3)
-                       for k_ in ("now", "fill_counted", "one_fill", "one_fill_counted")},
+                       for k_ in ("now", "fill_counted", "one_fill", "one_fill_counted", "no_overhead",
+                                  "one_fill_no_overhead")},
             "decode_windows_factor_for_60_pooled": round(k, 1), "fill_against_prefill": fill_against_prefill(rows)}
 
 

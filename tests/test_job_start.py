@@ -504,10 +504,14 @@ def test_vllm_fill_options_known_answers(tmp_path, monkeypatch):
     assert point["trace"].endswith("a") and point["seconds"] == 29.0 and point["used_s"] == 6.0
     assert point["now"] == round(6 / 29, 3) and point["fill_counted"] == round(26 / 29, 3)
     assert point["one_fill"] == round(6 / 19, 3) and point["one_fill_counted"] == round(16 / 19, 3)
+    # every second outside the windows and fills taken out (3 s here: 1-2, 13-14 and 26-27 s)
+    assert point["no_overhead"] == round(6 / 26, 3) and point["one_fill_no_overhead"] == round(6 / 16, 3)
     # 14.25 s more decode per trial: (6 + 2 x 14.25) / (29 + 2 x 14.25) = 0.6
     assert point["decode_s_for_60"] == 16.25
     assert result["all"]["decode_windows_factor_for_60_pooled"] == 8.1  # 4 s of decode windows, 8.125 times
     assert result["all"]["pooled"]["now"] == round(6 / 29, 3)
+    assert result["all"]["pooled"]["no_overhead"] == round(6 / 26, 3)
+    assert result["all"]["median"]["one_fill_no_overhead"] == round(6 / 16, 3)
     # the fills' median, 7.455 J per token, against the unflagged prefill window's 7.0; both fills above it
     assert point["fill_over_prefill"] == round(7.455 / 7.0, 3) and point["fill_above_every_prefill"] is True
     # by the trapezoid (1 % more on the fills here), and what else differs: 1000 tokens in 10 s against 1 s
