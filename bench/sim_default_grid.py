@@ -9,7 +9,8 @@ not disturb it) and ``snakemake --cores N --resources gpu=1`` runs there, as a n
 time end to end (traces, tables, claims and every figure), when the last measurement finished, the jobs,
 the size of ``results/``, the seconds each rule's jobs took together (from the start and end times
 Snakemake records for every job in ``.snakemake/metadata``), the seconds after the last measurement that no
-job spans (Snakemake's own work between the analysis and figure jobs), and the machine.
+job spans (Snakemake's own work between the analysis and figure jobs), Snakemake's own time before the first
+measurement and between the measurements, and the machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +71,36 @@ def between_jobs_after_measurements(workdir: Path) -> float:
     return round(max(t - last_measure - covered, 0.0), 2)
 
 
+def measurement_gaps(workdir: Path, t0: float) -> dict[str, float]:
+    """Where Snakemake's own time went up to the last measurement, from the times it records for every job.
+
+    ``before_first_measurement_s``: from the command's start (``t0``, wall clock) to the first measure job's
+    start: Python's start, Snakemake's import, parsing the workflow, building the graph of jobs.
+    ``between_measurements_s``: from the first measure job's start to the last one's end, the time no measure
+    job spans: Snakemake's scheduling rounds, each job's preparation and records. With ``--cores 1`` these are
+    the gaps between one job and the next; ``per_gap_ms``: their median (None with more cores).
+    """
+    spans = sorted({(rec["starttime"], rec["endtime"], rec["job_hash"])
+                    for f in (workdir / ".snakemake" / "metadata").glob("*")
+                    if (rec := json.loads(f.read_text())).get("rule") == "measure" and rec.get("starttime")
+                    and rec.get("endtime")})
+    if not spans:
+        return {}
+    jobs: dict[int, tuple[float, float]] = {}
+    for start, end, h in spans:
+        s0, e0 = jobs.get(h, (start, end))
+        jobs[h] = (min(s0, start), max(e0, end))
+    ordered = sorted(jobs.values())
+    idle, reach, gaps = 0.0, ordered[0][0], []
+    for start, end in ordered:
+        if start > reach:
+            idle += start - reach
+            gaps.append(start - reach)
+        reach = max(reach, end)
+    return {"before_first_measurement_s": round(ordered[0][0] - t0, 2), "between_measurements_s": round(idle, 2),
+            "per_gap_ms": round(statistics.median(gaps) * 1e3, 1) if len(gaps) == len(ordered) - 1 and gaps else None}
+
+
 def run_once(cores: int, workdir: Path, root: Path = ROOT) -> dict:
     """One run of the main job in a fresh copy of the workflow (from ``root``); its timings and counts."""
     if workdir.exists():
@@ -104,6 +136,7 @@ def run_once(cores: int, workdir: Path, root: Path = ROOT) -> dict:
         "results_mb": round(sum(f.stat().st_size for f in (workdir / "results").rglob("*") if f.is_file()) / 1e6, 1),
         "rule_seconds": rule_seconds(workdir),
         "between_jobs_after_measurements_s": between_jobs_after_measurements(workdir),
+        "snakemake_before_last_measurement": measurement_gaps(workdir, t0),
     }
 
 

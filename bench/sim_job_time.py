@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -108,8 +109,10 @@ def compare(out: Path, ref: Path, values_only: bool = False) -> int:
     return bad
 
 
-PARTS = [  # (module, function): the parts of a simulated job that --parts times
+PARTS = [  # (module, function or Class.method): the parts of a simulated job that --parts times
     ("phase_energy.measure.job", "measure_with_lever"),  # the protocol on the simulator, and the window summaries
+    ("phase_energy.measure.job", "run_protocol"),  # the protocol's steps placed on the simulated card's timeline
+    ("phase_energy.measure.sim", "SimGPU.sample"),  # the samples table read off that timeline
     ("phase_energy.measure.job", "summarise_windows"),
     ("phase_energy.measure.job", "write_trace"),  # the trace written: the parquet tables, metadata and status
     ("phase_energy.measure.trace", "_atomic_parquet"),
@@ -124,11 +127,14 @@ def time_parts() -> dict[str, float]:
     import importlib
 
     spent: dict[str, float] = {}
-    for module, name in PARTS:
-        mod = importlib.import_module(module)
+    for module, part in PARTS:
+        mod: Any = importlib.import_module(module)
+        *owner, name = part.split(".")
+        for attr in owner:  # a method: wrapped on its class
+            mod = getattr(mod, attr)
         inner = getattr(mod, name)
 
-        def timed(*a, _inner=inner, _name=name, **k):
+        def timed(*a, _inner=inner, _name=part, **k):
             t = time.perf_counter()
             try:
                 return _inner(*a, **k)

@@ -142,3 +142,36 @@ def test_a_job_slot_a_rate_limit_or_a_gpu_ends_the_selection():
 
 def test_string_or_missing_limits_do_not_block():
     assert _select([_Job("a", partition=1)], _cores=1, partition="gpu") == ["a"]
+
+
+def _job_records(folder: Path, jobs: list[tuple[str, int, float, float]]) -> Path:
+    """Snakemake's per-output records (``.snakemake/metadata``) of jobs given as (rule, job hash, start, end)."""
+    import json
+
+    meta = folder / ".snakemake" / "metadata"
+    meta.mkdir(parents=True)
+    for i, (rule, h, start, end) in enumerate(jobs):
+        (meta / f"record-{i}").write_text(json.dumps({"rule": rule, "job_hash": h, "starttime": start,
+                                                      "endtime": end}))
+    return folder
+
+
+def test_the_main_job_benchmark_splits_snakemakes_time_before_and_between_measurements(tmp_path):
+    """bench/sim_default_grid.py's split of Snakemake's own time up to the last measurement, on known records:
+    one job after another (one core), then overlapping jobs (two cores), where only the time no measure job
+    spans counts and there is no gap per job."""
+    from bench.sim_default_grid import measurement_gaps
+
+    # a job with two outputs has two records; the energy job's is not a measurement
+    one_core = _job_records(tmp_path / "one", [("measure", 1, 10.0, 11.0), ("measure", 1, 10.0, 11.02),
+                                               ("measure", 2, 11.52, 12.0), ("measure", 3, 12.1, 13.0),
+                                               ("energy", 4, 13.5, 20.0)])
+    gaps = measurement_gaps(one_core, t0=8.0)
+    assert gaps["before_first_measurement_s"] == 2.0
+    assert gaps["between_measurements_s"] == 0.6  # 11.02 to 11.52, 12.0 to 12.1
+    assert gaps["per_gap_ms"] == 300.0  # the median of 500 and 100 ms
+    two_cores = _job_records(tmp_path / "two", [("measure", 1, 10.0, 12.0), ("measure", 2, 11.0, 13.0),
+                                                ("measure", 3, 14.0, 15.0), ("measure", 4, 14.2, 14.5)])
+    gaps = measurement_gaps(two_cores, t0=9.5)
+    assert gaps == {"before_first_measurement_s": 0.5, "between_measurements_s": 1.0, "per_gap_ms": None}
+    assert measurement_gaps(_job_records(tmp_path / "none", [("energy", 1, 1.0, 2.0)]), t0=0.0) == {}
