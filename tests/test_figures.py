@@ -459,3 +459,24 @@ def test_cap_sweep_draws_one_estimate_per_cap_the_cap_lever_before_the_default(s
         assert not [c for a in fig.axes for c in a.collections if isinstance(c, PolyCollection)]
     finally:
         plt.close(fig)
+
+
+def test_figure_time_draws_every_figure_and_gives_back_what_it_timed(sim_run, tmp_path):
+    """bench/figure_time.py draws every figure of a finished run into its folder, times each and splits the
+    whole into its parts; afterwards the functions it timed are matplotlib's and this package's own again."""
+    import matplotlib.figure
+    import matplotlib.layout_engine
+
+    from bench.figure_time import time_figures
+    from phase_energy.report import figures
+
+    before = (figures.draw, figures.read_tables, matplotlib.figure.Figure.savefig,
+              matplotlib.layout_engine.ConstrainedLayoutEngine.execute)
+    res = time_figures(sim_run, tmp_path)
+    assert list(res["figures_s"]) == list(FIGURES)
+    assert {f"{n}.{ext}" for n in FIGURES for ext in ("png", "svg")} <= {p.name for p in tmp_path.iterdir()}
+    # each figure read its tables, was drawn and saved twice; the untimed first figure is not counted
+    assert {"read_tables", "draw", "save_png", "save_svg"} <= set(res["parts_s"])
+    assert sum(res["parts_s"].values()) <= res["total_s"] + 0.15  # parts inside the figures; each rounded
+    assert (figures.draw, figures.read_tables, matplotlib.figure.Figure.savefig,
+            matplotlib.layout_engine.ConstrainedLayoutEngine.execute) == before
