@@ -466,8 +466,8 @@ def test_figure_time_draws_every_figure_and_gives_back_what_it_timed(sim_run, tm
     whole into its parts; afterwards the functions it timed are matplotlib's and this package's own again."""
     import matplotlib.figure
     import matplotlib.layout_engine
-
     from bench.figure_time import time_figures
+
     from phase_energy.report import figures
 
     before = (figures.draw, figures.read_tables, matplotlib.figure.Figure.savefig,
@@ -480,3 +480,113 @@ def test_figure_time_draws_every_figure_and_gives_back_what_it_timed(sim_run, tm
     assert sum(res["parts_s"].values()) <= res["total_s"] + 0.15  # parts inside the figures; each rounded
     assert (figures.draw, figures.read_tables, matplotlib.figure.Figure.savefig,
             matplotlib.layout_engine.ConstrainedLayoutEngine.execute) == before
+
+
+def _interval_lines(fig: plt.Figure) -> list[tuple[str, float, float, float, tuple[float, ...]]]:
+    """Every vertical interval line drawn: (panel title, x, low, high, colour)."""
+    from matplotlib.collections import LineCollection
+
+    out = []
+    for ax in fig.axes:
+        for c in ax.collections:
+            if isinstance(c, LineCollection):
+                colours = c.get_colors()
+                for i, seg in enumerate(c.get_segments()):
+                    (x0, y0), (x1, y1) = seg
+                    assert x0 == x1, "an interval line is vertical"
+                    out.append((ax.get_title(), float(x0), float(min(y0, y1)), float(max(y0, y1)),
+                                tuple(float(v) for v in colours[i % len(colours)][:3])))
+    return out
+
+
+def _markers(fig: plt.Figure) -> int:
+    """The estimates drawn: every finite point of the panels' lines that carry markers."""
+    import numpy as np
+
+    return sum(int(np.isfinite(np.asarray(ln.get_ydata(), dtype=float)).sum()) for ax in fig.axes
+               for ln in ax.get_lines() if ln.get_marker() not in (None, "None", "", " "))
+
+
+def test_power_vs_batch_draws_each_estimates_interval_in_its_architectures_colour(sim_run):
+    """fig02: one vertical line per point and phase, from its power interval's low to its high bound (the
+    table's own interval, phase_energy.csv), in its architecture's colour; the code before drew none."""
+    from collections import Counter
+
+    t = _tables(sim_run, "fig02_power_vs_batch")
+    d = t["phase_energy"][t["phase_energy"]["lever"] == "default"]
+    fig = draw("fig02_power_vs_batch", t, sim_run / "results/traces")
+    try:
+        lines = _interval_lines(fig)
+        palette = arch_palette(d["arch"])
+        expected = Counter((r.phase, float(r.batch), float(r.power_mean_w_ci_low), float(r.power_mean_w_ci_high),
+                            tuple(float(v) for v in palette[r.arch])) for r in d.itertuples())
+        assert len(expected) == len(d) > 0
+        assert Counter(lines) == expected
+        assert len(lines) == _markers(fig)
+    finally:
+        plt.close(fig)
+
+
+def _two_engines(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The phase-energy table measured again by a second engine: 10 % more power, the interval's bounds too."""
+    pe = t["phase_energy"]
+    other = pe.assign(engine="vllm")
+    for c in [c for c in pe.columns if c.startswith("power_mean_w")]:
+        other[c] = other[c] * 1.1
+    return label_engines({**t, "phase_energy": pd.concat([pe.assign(engine="native"), other], ignore_index=True)})
+
+
+@pytest.mark.parametrize("name", ["fig09_cap_sweep", "fig14_engines"])
+def test_a_line_figure_draws_one_interval_per_estimate_from_the_table(sim_run, name):
+    """fig09 (cap sweep) and fig14 (engines, on a second engine's copy of the table): as many interval lines
+    as markers, each at a marker's x, from the low to the high bound of one of the table's intervals of the
+    metric its panel draws; the code before drew none."""
+    t = _tables(sim_run, name)
+    if name == "fig14_engines":
+        t = _two_engines(t)
+    pe = t["phase_energy"]
+    fig = draw(name, t, sim_run / "results/traces")
+    try:
+        assert "no data to draw" not in " ".join(x.get_text() for x in fig.findobj(plt.Text))
+        lines = _interval_lines(fig)
+        assert len(lines) == _markers(fig) > 0
+        metric = {"power": "power_mean_w", "throughput": "tokens_per_s", "energy": "j_per_token"}
+        for title, _, low, high, _ in lines:
+            m = next(v for k, v in metric.items() if k in title)
+            bounds = set(zip(pe[f"{m}_ci_low"].astype(float), pe[f"{m}_ci_high"].astype(float), strict=True))
+            assert (low, high) in bounds, (title, low, high)
+    finally:
+        plt.close(fig)
+
+
+def test_request_energy_draws_each_ratios_interval_as_a_band_in_its_architectures_colour(sim_run):
+    """fig07: in each batch's panel, one band per architecture through the low and high bounds of every ratio's
+    interval (request_energy), in the architecture's colour; the code before drew none."""
+    import numpy as np
+    from matplotlib.collections import PolyCollection
+
+    from phase_energy.report.figbase import pick
+
+    t = _tables(sim_run, "fig07_request_energy")
+    r = t["request_energy"]
+    d = r[(r["context"] == pick(r["context"], 2048)) & r["ratio_ci_low"].notna()]
+    palette = arch_palette(r["arch"])
+    fig = draw("fig07_request_energy", t, sim_run / "results/traces")
+    try:
+        checked = 0
+        for ax in fig.axes:
+            if not ax.get_title().startswith("batch "):
+                continue
+            b = int(ax.get_title().removeprefix("batch "))
+            bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+            expected = d[d["batch"] == b]
+            assert len(bands) == expected["arch"].nunique() > 0
+            for arch, e in expected.groupby("arch"):
+                band = next(c for c in bands if np.allclose(c.get_facecolor()[0][:3], palette[arch]))
+                corners = {tuple(v) for p in band.get_paths() for v in p.vertices.round(9)}
+                for x, lo, hi in e[["output_length", "ratio_ci_low", "ratio_ci_high"]].to_numpy(dtype=float):
+                    assert (round(x, 9), round(lo, 9)) in corners and (round(x, 9), round(hi, 9)) in corners
+                checked += 1
+        assert checked > 0
+    finally:
+        plt.close(fig)

@@ -7,7 +7,7 @@ Kept apart from :mod:`phase_energy.report.figures` so that figures in other modu
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -107,6 +107,28 @@ def fixed_jitter(seed: int = 0) -> Iterator[None]:
         yield
     finally:
         np.random.set_state(state)
+
+
+def interval_bars(g: sns.FacetGrid, data: pd.DataFrame, x: str, hue: str, palette: Mapping[Any, Any],
+                  row: str | None = None, col: str | None = None, low: str = "low", high: str = "high") -> int:
+    """The interval of each estimate (this project's), a vertical line from its low to its high bound, in each panel.
+
+    ``data``: one row per estimate drawn, with the grid's ``row`` and ``col`` variables, ``x``, ``hue`` and the
+    interval's bounds (``low``, ``high``); a row without both bounds gets no line. Each line takes its hue's
+    colour from ``palette``. The panels' limits grow to hold the lines. Returns the number of lines drawn.
+    """
+    drawn = 0
+    for key, ax in g.axes_dict.items():
+        keys = key if row is not None and col is not None else (key,)
+        sub = data
+        for var, value in zip([v for v in (row, col) if v is not None], keys, strict=True):
+            sub = sub[sub[var] == value]
+        sub = sub[sub[low].notna() & sub[high].notna()]
+        for level, d in sub.groupby(hue, sort=False):
+            ax.vlines(d[x].to_numpy(dtype=float), d[low].to_numpy(dtype=float), d[high].to_numpy(dtype=float),
+                      colors=[palette[level]], lw=1.2, alpha=0.8, zorder=1.5)
+            drawn += len(d)
+    return drawn
 
 
 def facet(g: sns.FacetGrid) -> plt.Figure:

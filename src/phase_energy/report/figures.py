@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 
 from phase_energy.analysis.tables import TableError, read_tables
 from phase_energy.report.catalog import FIGURES, figure
-from phase_energy.report.figbase import MissingData, fixed_jitter, lean_seaborn, sns  # sns: without SciPy
+from phase_energy.report.figbase import MissingData, fixed_jitter, interval_bars, lean_seaborn, sns  # sns: no SciPy
 from phase_energy.report.figbase import facet as _facet
 from phase_energy.report.figbase import need as _need
 from phase_energy.report.figbase import pick as _pick
@@ -93,16 +93,23 @@ def fig01_power_timeline(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
     return fig, title
 
 
+def _bounds(d: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``d`` with ``metric``'s interval as ``low`` and ``high`` (its ``_ci_low`` and ``_ci_high``; NaN if none)."""
+    return d.assign(low=d.get(f"{metric}_ci_low", np.nan), high=d.get(f"{metric}_ci_high", np.nan))
+
+
 def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
     """Mean prefill and decode power against batch size per architecture."""
     s = _need(t["phase_energy"], "prefill and decode at the default lever")
     d = _need(s[s["lever"] == "default"], "the default lever")
     contexts = sorted(d["context"].unique())
     rows = {"row": "context"} if len(contexts) > 1 else {}  # one row of panels per context
+    palette = arch_palette(d["arch"])
     g = sns.relplot(data=d, x="batch", y="power_mean_w", hue="arch", style="arch", col="phase", **rows,
-                    palette=arch_palette(d["arch"]),
+                    palette=palette,
                     kind="line", markers=True, height=4 if not rows else 3, aspect=1.2 if not rows else 1.6,
                     errorbar=None, facet_kws={"sharey": True})
+    interval_bars(g, _bounds(d, "power_mean_w"), "batch", "arch", palette, rows.get("row"), "phase")
     g.set(xscale="log", xlabel="batch size (sequences)", ylabel="mean power (W)")
     g.set_titles("{row_var} {row_name}, {col_name}" if rows else "{col_name}")
     limit = d["power_limit_w"].dropna().max() if "power_limit_w" in d else None
@@ -240,6 +247,11 @@ def fig07_request_energy(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[p
         first = first or ax
         sns.lineplot(data=d[d["batch"] == b], x="output_length", y="ratio_vs_gqa", hue="arch", ax=ax,
                      palette=palette, legend=False, errorbar=None)
+        # each ratio's 95 % interval (request_energy), a band in its architecture's colour
+        for arch, e in d[(d["batch"] == b) & d["ratio_ci_low"].notna()].sort_values("output_length").groupby(
+                "arch", sort=False):
+            ax.fill_between(e["output_length"].to_numpy(dtype=float), e["ratio_ci_low"].to_numpy(dtype=float),
+                            e["ratio_ci_high"].to_numpy(dtype=float), color=palette[arch], alpha=0.15, lw=0)
         ax.axhline(1.0, color="0.3", lw=1)
         for r_ in xs[xs["batch"] == b].itertuples() if "batch" in xs else ():
             ax.axvline(r_.crossover, color=palette.get(r_.arch, "0.5"), ls=":", lw=1)
@@ -311,13 +323,15 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     # (else a line would draw the mean of two levers' rows)
     d = d.sort_values("lever_kind", key=lambda k: k.eq("default"), kind="stable").drop_duplicates(
         [c for c in ("engine", "arch", "phase", "cap (W)") if c in d])
-    long = d.melt(id_vars=["arch", "phase", "cap (W)"], value_vars=["power_mean_w", "tokens_per_s", "j_per_token"],
-                  var_name="metric", value_name="value")
-    long["metric"] = long["metric"].map({"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
-                                         "j_per_token": "energy (J/token)"})
+    metrics = {"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
+               "j_per_token": "energy (J/token)"}
+    long = pd.concat([_bounds(d, m)[["arch", "phase", "cap (W)", m, "low", "high"]].rename(columns={m: "value"})
+                      .assign(metric=label) for m, label in metrics.items()], ignore_index=True)
+    palette = arch_palette(long["arch"])
     g = sns.relplot(data=long, x="cap (W)", y="value", hue="arch", style="phase", row="metric", col="phase",
-                    palette=arch_palette(long["arch"]),
+                    palette=palette,
                     kind="line", markers=True, height=2.8, aspect=1.6, errorbar=None, facet_kws={"sharey": False})
+    interval_bars(g, long, "cap (W)", "arch", palette, "metric", "phase")
     g.set_titles("{row_name} | {col_name}")
     g.set(xlabel="power cap (W)", ylabel="")
     dec = d[d["phase"] == "decode"]
@@ -519,12 +533,16 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
     ctx = _pick(d["context"], 2048)
     d = d[d["context"] == ctx]
     d["model"] = d["arch"].str.replace(r" \(.*\)$", "", regex=True)  # engine-labelled arch back to the preset
-    long = d.melt(id_vars=["engine", "model", "paradigm", "batch"], value_vars=["power_mean_w", "j_per_token"],
-                  var_name="metric", value_name="value")
-    long["metric"] = long["metric"].map({"power_mean_w": "decode power (W)",
-                                         "j_per_token": "decode energy (J/token, log)"})
+    metrics = {"power_mean_w": "decode power (W)", "j_per_token": "decode energy (J/token, log)"}
+    long = pd.concat([_bounds(d, m)[["engine", "model", "paradigm", "batch", m, "low", "high"]]
+                      .rename(columns={m: "value"}).assign(metric=label) for m, label in metrics.items()],
+                     ignore_index=True)
+    engines_drawn = list(dict.fromkeys(long["engine"]))  # seaborn's hue order: as the rows hold them
+    palette = dict(zip(engines_drawn, sns.color_palette(n_colors=len(engines_drawn)), strict=True))
     g = sns.relplot(data=long, x="batch", y="value", hue="engine", style="model", row="metric", col="paradigm",
+                    palette=palette,
                     kind="line", markers=True, height=3.0, aspect=1.15, errorbar=None, facet_kws={"sharey": "row"})
+    interval_bars(g, long, "batch", "engine", palette, "metric", "paradigm")
     g.set(xscale="log")
     g.set_titles("{col_name} | {row_name}")
     for (metric, _), ax in g.axes_dict.items():
