@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -89,8 +92,11 @@ def main() -> None:
     for name, s in res["figures_s"].items():
         print(f"  {name}: {s} s")
     if a.out:
-        Path(a.out).write_text(json.dumps({"what": "each figure drawn again from a finished run's tables",
-                                           **res}, indent=1) + "\n")
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+        Path(a.out).write_text(json.dumps({
+            "what": "each figure drawn again from a finished run's tables", "git_commit": commit.stdout.strip() or None,
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            **res}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

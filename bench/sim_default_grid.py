@@ -77,8 +77,9 @@ def measurement_gaps(workdir: Path, t0: float) -> dict[str, float]:
     ``before_first_measurement_s``: from the command's start (``t0``, wall clock) to the first measure job's
     start: Python's start, Snakemake's import, parsing the workflow, building the graph of jobs.
     ``between_measurements_s``: from the first measure job's start to the last one's end, the time no measure
-    job spans: Snakemake's scheduling rounds, each job's preparation and records. With ``--cores 1`` these are
-    the gaps between one job and the next; ``per_gap_ms``: their median (None with more cores).
+    job spans: Snakemake's scheduling rounds, each job's preparation and records (and any other job that runs
+    among the measurements, such as the CLEAR stage's short job). ``per_gap_ms``: the median gap, where every
+    measure job starts after the one before has ended (so with ``--cores 1``); None where some overlap.
     """
     spans = sorted({(rec["starttime"], rec["endtime"], rec["job_hash"])
                     for f in (workdir / ".snakemake" / "metadata").glob("*")

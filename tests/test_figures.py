@@ -435,9 +435,10 @@ def test_fixed_jitter_seeds_the_global_state_and_gives_it_back():
 
 @pytest.mark.parametrize("cap_first", [False, True])
 def test_cap_sweep_draws_one_estimate_per_cap_the_cap_lever_before_the_default(sim_run, cap_first):
-    """A cap lever at the card's limit is added (the 300 W cap's rows, 10 % more throughput), next to the default,
-    which the sweep places at the limit too, its rows before or after the default's: the line at the limit shows
-    the cap lever's estimate, neither the default's nor a mean of the two, and no band is drawn."""
+    """A cap lever at the card's limit is added (the 300 W cap's rows, 10 % more throughput and its interval's
+    bounds), next to the default, which the sweep places at the limit too, its rows before or after the default's:
+    the line at the limit shows the cap lever's estimate and interval, neither the default's nor a mean of the
+    two, and no band is drawn."""
     from matplotlib.collections import PolyCollection
 
     t = _tables(sim_run, "fig09_cap_sweep")
@@ -445,6 +446,7 @@ def test_cap_sweep_draws_one_estimate_per_cap_the_cap_lever_before_the_default(s
     limit = float(pe["power_limit_w"].max())
     at_limit = pe[pe["lever"] == "powercap:300"].assign(lever=f"powercap:{limit:g}", lever_value=limit)
     at_limit["tokens_per_s"] *= 1.1
+    at_limit[["tokens_per_s_ci_low", "tokens_per_s_ci_high"]] *= 1.1
     t["phase_energy"] = pd.concat([at_limit, pe] if cap_first else [pe, at_limit], ignore_index=True)
     row = at_limit[(at_limit["arch"] == "qwen3-4b") & (at_limit["phase"] == "decode") & (at_limit["batch"] == 8)]
     fig = draw("fig09_cap_sweep", t, sim_run / "results/traces")
@@ -456,6 +458,13 @@ def test_cap_sweep_draws_one_estimate_per_cap_the_cap_lever_before_the_default(s
         default = pe[(pe["arch"] == "qwen3-4b") & (pe["phase"] == "decode") & (pe["batch"] == 8)
                      & (pe["lever"] == "default")]["tokens_per_s"].iloc[0]
         assert float(default) not in ys and (float(default) + float(row["tokens_per_s"].iloc[0])) / 2 not in ys
+        # its interval too: the cap lever's, not the default's
+        bounds = {(lo, hi) for title, x, lo, hi, _ in _interval_lines(fig)
+                  if title == "throughput (tokens/s) | decode" and x == limit}
+        assert (float(row["tokens_per_s_ci_low"].iloc[0]), float(row["tokens_per_s_ci_high"].iloc[0])) in bounds
+        base = pe[(pe["arch"] == "qwen3-4b") & (pe["phase"] == "decode") & (pe["batch"] == 8)
+                  & (pe["lever"] == "default")].iloc[0]
+        assert (float(base["tokens_per_s_ci_low"]), float(base["tokens_per_s_ci_high"])) not in bounds
         assert not [c for a in fig.axes for c in a.collections if isinstance(c, PolyCollection)]
     finally:
         plt.close(fig)
@@ -528,33 +537,52 @@ def test_power_vs_batch_draws_each_estimates_interval_in_its_architectures_colou
 
 
 def _two_engines(t: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The phase-energy table measured again by a second engine: 10 % more power, the interval's bounds too."""
+    """The phase-energy table measured again by a second engine: 10 % more power and 20 % more energy per token,
+    their intervals' bounds too."""
     pe = t["phase_energy"]
     other = pe.assign(engine="vllm")
-    for c in [c for c in pe.columns if c.startswith("power_mean_w")]:
-        other[c] = other[c] * 1.1
+    for c in [c for c in pe.columns if c.startswith(("power_mean_w", "j_per_token"))]:
+        other[c] = other[c] * (1.1 if c.startswith("power") else 1.2)
     return label_engines({**t, "phase_energy": pd.concat([pe.assign(engine="native"), other], ignore_index=True)})
 
 
 @pytest.mark.parametrize("name", ["fig09_cap_sweep", "fig14_engines"])
 def test_a_line_figure_draws_one_interval_per_estimate_from_the_table(sim_run, name):
     """fig09 (cap sweep) and fig14 (engines, on a second engine's copy of the table): as many interval lines
-    as markers, each at a marker's x, from the low to the high bound of one of the table's intervals of the
-    metric its panel draws; the code before drew none."""
+    as markers; each from the low to the high bound of the interval of a table row whose metric, phase (fig09)
+    or paradigm (fig14) is its panel's and whose cap (fig09) or batch (fig14) is its x, in that row's colour:
+    its architecture's (fig09), one colour per engine (fig14). The code before drew none."""
+    import numpy as np
+
     t = _tables(sim_run, name)
     if name == "fig14_engines":
         t = _two_engines(t)
     pe = t["phase_energy"]
+    cap = np.where(pe["lever_kind"] == "default", pe["power_limit_w"], pe["lever_value"])
+    palette = arch_palette(pe["arch"])
     fig = draw(name, t, sim_run / "results/traces")
     try:
         assert "no data to draw" not in " ".join(x.get_text() for x in fig.findobj(plt.Text))
         lines = _interval_lines(fig)
         assert len(lines) == _markers(fig) > 0
         metric = {"power": "power_mean_w", "throughput": "tokens_per_s", "energy": "j_per_token"}
-        for title, _, low, high, _ in lines:
-            m = next(v for k, v in metric.items() if k in title)
-            bounds = set(zip(pe[f"{m}_ci_low"].astype(float), pe[f"{m}_ci_high"].astype(float), strict=True))
-            assert (low, high) in bounds, (title, low, high)
+        engine_colours: dict[str, set] = {}
+        for title, x, low, high, colour in lines:
+            left, right = title.split(" | ")
+            label, panel = (left, right) if name == "fig09_cap_sweep" else (right, left)
+            m = next(v for k, v in metric.items() if k in label)
+            same = (pe[f"{m}_ci_low"] == low) & (pe[f"{m}_ci_high"] == high)
+            if name == "fig09_cap_sweep":
+                rows = pe[same & (pe["phase"] == panel) & (cap == x)]
+                assert any(np.allclose(colour, palette[a]) for a in rows["arch"]), (title, x, low, high)
+            else:
+                rows = pe[same & (pe["paradigm"] == panel) & (pe["batch"] == x)]
+                assert rows["engine"].nunique() == 1, (title, x, low, high)
+                engine_colours.setdefault(rows["engine"].iloc[0], set()).add(colour)
+        if name == "fig14_engines":  # one colour per engine, and the engines' apart
+            assert sorted(engine_colours) == ["native", "vllm"]
+            assert all(len(c) == 1 for c in engine_colours.values())
+            assert engine_colours["native"] != engine_colours["vllm"]
     finally:
         plt.close(fig)
 

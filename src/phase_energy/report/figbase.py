@@ -116,6 +116,8 @@ def interval_bars(g: sns.FacetGrid, data: pd.DataFrame, x: str, hue: str, palett
     ``data``: one row per estimate drawn, with the grid's ``row`` and ``col`` variables, ``x``, ``hue`` and the
     interval's bounds (``low``, ``high``); a row without both bounds gets no line. Each line takes its hue's
     colour from ``palette``. The panels' limits grow to hold the lines. Returns the number of lines drawn.
+    Rows that share a panel, hue and x (estimates the plot's hue does not tell apart, such as two kinds of
+    weights of one architecture) each get their line; the plot's marker there is seaborn's mean of them.
     """
     drawn = 0
     for key, ax in g.axes_dict.items():

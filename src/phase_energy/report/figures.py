@@ -537,7 +537,7 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
     long = pd.concat([_bounds(d, m)[["engine", "model", "paradigm", "batch", m, "low", "high"]]
                       .rename(columns={m: "value"}).assign(metric=label) for m, label in metrics.items()],
                      ignore_index=True)
-    engines_drawn = list(dict.fromkeys(long["engine"]))  # seaborn's hue order: as the rows hold them
+    engines_drawn = list(long["engine"].dropna().unique())  # seaborn's hue order: as the rows hold them
     palette = dict(zip(engines_drawn, sns.color_palette(n_colors=len(engines_drawn)), strict=True))
     g = sns.relplot(data=long, x="batch", y="value", hue="engine", style="model", row="metric", col="paradigm",
                     palette=palette,
