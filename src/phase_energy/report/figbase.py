@@ -110,16 +110,15 @@ def fixed_jitter(seed: int = 0) -> Iterator[None]:
 
 
 def interval_bars(g: sns.FacetGrid, data: pd.DataFrame, x: str, hue: str, palette: Mapping[Any, Any],
-                  row: str | None = None, col: str | None = None, low: str = "low", high: str = "high") -> int:
+                  row: str | None = None, col: str | None = None, low: str = "low", high: str = "high") -> None:
     """The interval of each estimate (this project's), a vertical line from its low to its high bound, in each panel.
 
     ``data``: one row per estimate drawn, with the grid's ``row`` and ``col`` variables, ``x``, ``hue`` and the
     interval's bounds (``low``, ``high``); a row without both bounds gets no line. Each line takes its hue's
-    colour from ``palette``. The panels' limits grow to hold the lines. Returns the number of lines drawn.
+    colour from ``palette``. The panels' limits grow to hold the lines.
     Rows that share a panel, hue and x (estimates the plot's hue does not tell apart, such as two kinds of
     weights of one architecture) each get their line; the plot's marker there is seaborn's mean of them.
     """
-    drawn = 0
     for key, ax in g.axes_dict.items():
         keys = key if row is not None and col is not None else (key,)
         sub = data
@@ -129,8 +128,6 @@ def interval_bars(g: sns.FacetGrid, data: pd.DataFrame, x: str, hue: str, palett
         for level, d in sub.groupby(hue, sort=False):
             ax.vlines(d[x].to_numpy(dtype=float), d[low].to_numpy(dtype=float), d[high].to_numpy(dtype=float),
                       colors=[palette[level]], lw=1.2, alpha=0.8, zorder=1.5)
-            drawn += len(d)
-    return drawn
 
 
 def facet(g: sns.FacetGrid) -> plt.Figure:

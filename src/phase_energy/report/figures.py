@@ -98,6 +98,15 @@ def _bounds(d: pd.DataFrame, metric: str) -> pd.DataFrame:
     return d.assign(low=d.get(f"{metric}_ci_low", np.nan), high=d.get(f"{metric}_ci_high", np.nan))
 
 
+def _long(d: pd.DataFrame, ids: list[str], metrics: Mapping[str, str]) -> pd.DataFrame:
+    """``d`` in long form: one block of rows per metric (``{column: label}``), each in ``d``'s row order.
+
+    Columns: the ``ids``, the metric's ``value``, its interval's ``low`` and ``high``, its label as ``metric``.
+    """
+    return pd.concat([_bounds(d, m)[[*ids, m, "low", "high"]].rename(columns={m: "value"}).assign(metric=label)
+                      for m, label in metrics.items()], ignore_index=True)
+
+
 def fig02_power_vs_batch(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figure, str]:
     """Mean prefill and decode power against batch size per architecture."""
     s = _need(t["phase_energy"], "prefill and decode at the default lever")
@@ -323,10 +332,9 @@ def fig09_cap_sweep(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Fi
     # (else a line would draw the mean of two levers' rows)
     d = d.sort_values("lever_kind", key=lambda k: k.eq("default"), kind="stable").drop_duplicates(
         [c for c in ("engine", "arch", "phase", "cap (W)") if c in d])
-    metrics = {"power_mean_w": "mean power (W)", "tokens_per_s": "throughput (tokens/s)",
-               "j_per_token": "energy (J/token)"}
-    long = pd.concat([_bounds(d, m)[["arch", "phase", "cap (W)", m, "low", "high"]].rename(columns={m: "value"})
-                      .assign(metric=label) for m, label in metrics.items()], ignore_index=True)
+    long = _long(d, ["arch", "phase", "cap (W)"], {"power_mean_w": "mean power (W)",
+                                                    "tokens_per_s": "throughput (tokens/s)",
+                                                    "j_per_token": "energy (J/token)"})
     palette = arch_palette(long["arch"])
     g = sns.relplot(data=long, x="cap (W)", y="value", hue="arch", style="phase", row="metric", col="phase",
                     palette=palette,
@@ -533,10 +541,8 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
     ctx = _pick(d["context"], 2048)
     d = d[d["context"] == ctx]
     d["model"] = d["arch"].str.replace(r" \(.*\)$", "", regex=True)  # engine-labelled arch back to the preset
-    metrics = {"power_mean_w": "decode power (W)", "j_per_token": "decode energy (J/token, log)"}
-    long = pd.concat([_bounds(d, m)[["engine", "model", "paradigm", "batch", m, "low", "high"]]
-                      .rename(columns={m: "value"}).assign(metric=label) for m, label in metrics.items()],
-                     ignore_index=True)
+    long = _long(d, ["engine", "model", "paradigm", "batch"], {"power_mean_w": "decode power (W)",
+                                                                "j_per_token": "decode energy (J/token, log)"})
     engines_drawn = list(long["engine"].dropna().unique())  # seaborn's hue order: as the rows hold them
     palette = dict(zip(engines_drawn, sns.color_palette(n_colors=len(engines_drawn)), strict=True))
     g = sns.relplot(data=long, x="batch", y="value", hue="engine", style="model", row="metric", col="paradigm",
