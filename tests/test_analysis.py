@@ -177,6 +177,16 @@ def test_cap_binding_share_is_measured():
     assert t["floor_fraction"].iloc[0] == pytest.approx(1e12 / 10 / 4e12)
 
 
+def test_a_job_without_a_counted_idle_window_has_no_above_idle_energy():
+    w = _trials_with_cap_share()
+    w["job"] = ["j", "j", "k"]
+    w.loc[w["job"] == "k", ["idle_power_w", "energy_above_idle_j"]] = np.nan  # k's idle windows all excluded
+    t = trial_table(w).set_index(["job", "trial"])
+    assert t.loc[("j", 0), "j_per_token_above_idle"] == pytest.approx(0.5)
+    assert np.isnan(t.loc[("k", 2), "energy_above_idle_j"])  # was 0.0: the sum of no number
+    assert np.isnan(t.loc[("k", 2), "j_per_token_above_idle"])
+
+
 def _lever_trials(levers, jobs=("j",), trials=4, noise=0.0, seed=0):
     rng = np.random.default_rng(seed)
     rows = []

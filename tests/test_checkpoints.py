@@ -144,6 +144,17 @@ def test_names_without_shapes_are_refused():
     assert validate_config({"weights": {"qwen3-4b": "random"}})["weights"] == {"qwen3-4b": "random"}
 
 
+def test_a_checkpoint_no_architecture_names_is_refused(tmp_path):
+    folder = _write(tmp_path / "c", _qwen3_config())
+    # a misspelt name: an architecture of its own, never measured; the preset runs on random weights
+    with pytest.raises(ConfigError, match=r"'weights.tinygqa': 'tinygqa' is an architecture of its own .* no "
+                                          r"architectures or clear.architectures entry names.*tiny-gqa"):
+        validate_config({"architectures": ["tiny-gqa"], "weights": {"tinygqa": str(folder)}})
+    assert validate_config({"architectures": ["tinygqa"], "weights": {"tinygqa": str(folder)}})["weights"]
+    # a preset's checkpoint may wait for a run whose grid names the preset (a chunk of a campaign)
+    assert validate_config({"architectures": ["qwen3-4b"], "weights": {"tiny-gqa": str(folder)}})["weights"]
+
+
 def _broken(folder, tmp_path, edit):
     out = tmp_path / "broken"
     out.mkdir()

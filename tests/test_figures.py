@@ -491,7 +491,20 @@ def test_figure_time_draws_every_figure_and_gives_back_what_it_timed(sim_run, tm
             matplotlib.layout_engine.ConstrainedLayoutEngine.execute) == before
 
 
-def _interval_lines(fig: plt.Figure) -> list[tuple[str, float, float, float, tuple[float, ...]]]:
+def _panel(fig: plt.Figure, ax: plt.Axes, grid_names: bool) -> str:
+    """A panel's name: its title, or (``grid_names``: a grid titled above its first row, labelled beside its first
+    column, as fig14) ``column | row``, the title above its column and the y label beside its row."""
+    if not grid_names:
+        return ax.get_title()
+    spec = ax.get_subplotspec()
+    grid = [(a, a.get_subplotspec()) for a in fig.axes if a.get_subplotspec() is not None]
+    title = next(a.get_title() for a, sp in grid if sp.colspan == spec.colspan and a.get_title())
+    label = next(a.get_ylabel() for a, sp in grid if sp.rowspan == spec.rowspan and a.get_ylabel())
+    return f"{title} | {label}"
+
+
+def _interval_lines(fig: plt.Figure, grid_names: bool = False
+                    ) -> list[tuple[str, float, float, float, tuple[float, ...]]]:
     """Every vertical interval line drawn: (panel title, x, low, high, colour)."""
     from matplotlib.collections import LineCollection
 
@@ -503,7 +516,7 @@ def _interval_lines(fig: plt.Figure) -> list[tuple[str, float, float, float, tup
                 for i, seg in enumerate(c.get_segments()):
                     (x0, y0), (x1, y1) = seg
                     assert x0 == x1, "an interval line is vertical"
-                    out.append((ax.get_title(), float(x0), float(min(y0, y1)), float(max(y0, y1)),
+                    out.append((_panel(fig, ax, grid_names), float(x0), float(min(y0, y1)), float(max(y0, y1)),
                                 tuple(float(v) for v in colours[i % len(colours)][:3])))
     return out
 
@@ -563,7 +576,7 @@ def test_a_line_figure_draws_one_interval_per_estimate_from_the_table(sim_run, n
     fig = draw(name, t, sim_run / "results/traces")
     try:
         assert "no data to draw" not in " ".join(x.get_text() for x in fig.findobj(plt.Text))
-        lines = _interval_lines(fig)
+        lines = _interval_lines(fig, grid_names=name == "fig14_engines")
         assert len(lines) == _markers(fig) > 0
         metric = {"power": "power_mean_w", "throughput": "tokens_per_s", "energy": "j_per_token"}
         engine_colours: dict[str, set] = {}
@@ -583,6 +596,33 @@ def test_a_line_figure_draws_one_interval_per_estimate_from_the_table(sim_run, n
             assert sorted(engine_colours) == ["native", "vllm"]
             assert all(len(c) == 1 for c in engine_colours.values())
             assert engine_colours["native"] != engine_colours["vllm"]
+    finally:
+        plt.close(fig)
+
+
+def test_the_engines_figure_names_each_panel_once_and_ticks_the_batches_measured(sim_run):
+    """fig14 on the test grid: no two panel titles or row labels overlap (the code before wrote 'paradigm |
+    metric' over each panel, and the bottom row's ran together), and the batch axis is labelled at the batches
+    measured only (before: minor labels such as 2x10^0 ran together between 1 and 8)."""
+    t = _two_engines(_tables(sim_run, "fig14_engines"))
+    batches = sorted(t["phase_energy"]["batch"].unique())
+    fig = draw("fig14_engines", t, sim_run / "results/traces")
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+        grid = [a for a in fig.axes if a.get_subplotspec() is not None]
+        names = [a.title for a in grid if a.get_title()] + [a.yaxis.label for a in grid if a.get_ylabel()]
+        boxes = [n.get_window_extent(renderer) for n in names]
+        assert len(boxes) == 4  # two paradigms above, two metrics beside
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+        labelled = 0
+        for ax in grid:  # the top row shares the bottom row's axis and shows no labels of its own
+            assert [float(x) for x in ax.get_xticks()] == [float(b) for b in batches]
+            shown = [x.get_text() for x in ax.get_xticklabels()]
+            assert shown in ([], [str(b) for b in batches]), shown
+            labelled += bool(shown)
+            assert not any(x.get_text() for x in ax.xaxis.get_minorticklabels())
+        assert labelled == len(grid) // 2  # the bottom row's
     finally:
         plt.close(fig)
 

@@ -6,6 +6,7 @@ start is the ``vllm_args`` stand-in of tests/conftest.py, which records the engi
 """
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -217,6 +218,39 @@ def test_bad_measure_arguments_are_named(tmp_path, args, words, caplog):
     config.write_text("backend: sim\n")
     assert main(["measure", "--config", str(config), "--arch", "qwen3-4b", "--lever", "default", *args]) == 2
     assert words in caplog.text
+
+
+@pytest.mark.parametrize("args,rc,words", [
+    (["measure", "--arch", "qwen3-4b", "--lever", "default", "--batch", "0", "--context", "64", "--out", "t"], 2,
+     "argument --batch: '0' is not accepted; expected an integer >= 1"),
+    (["measure", "--arch", "qwen3-4b", "--lever", "default", "--batch", "1", "--context", "-4", "--out", "t"], 2,
+     "argument --context: '-4' is not accepted"),
+    (["measure", "--arch", "qwen3-4b", "--lever", "turbo", "--batch", "1", "--context", "64", "--out", "t"], 2,
+     "argument --lever: lever 'turbo' is not accepted; expected 'default'"),
+    (["measure", "--arch", "qwen3-4b", "--lever", "default", "--batch", "1", "--context", "64", "--out", "afile"],
+     2, "--out 'afile' is a file; accepted: a folder"),
+    # in the grammar but outside the (simulated) card's range: found when the job applies it, said in one line
+    (["measure", "--arch", "qwen3-4b", "--lever", "powercap:5", "--batch", "1", "--context", "64", "--out", "t"],
+     1, "phase-energy measure: lever powercap:5: 5 W is outside this GPU's power-limit range; accepted: 200-700 W"),
+    (["figure", "fig99_nope", "--out", "x"], 2, "'fig99_nope' not accepted; accepted: fig00_headline"),
+    (["analyse", "energy", "--traces", "no-such-folder"], 2, "'no-such-folder' lacks the parts ['engine'"),
+    (["campaign", "--configfile", "no-such.yaml", "--into", "into"], 2, "no such file"),
+    (["campaign", "--configfile", "c.yaml", "--into", "into", "--time-limit-s", "-5"], 2,
+     "'-5' is not accepted; expected a positive number of seconds"),
+    (["migrate-traces", "no-such-folder"], 1, "traces folder 'no-such-folder' does not exist"),
+])
+def test_bad_command_lines_are_named_without_a_traceback(tmp_path, monkeypatch, capsys, caplog, args, rc, words):
+    monkeypatch.chdir(tmp_path)
+    Path("c.yaml").write_text("backend: sim\n")
+    Path("afile").write_text("")
+    config = [] if args[0] in ("campaign", "migrate-traces") else ["--config", "c.yaml"]
+    try:
+        got = main([*args[:2], *config, *args[2:]] if args[0] == "analyse" else [args[0], *config, *args[1:]])
+    except SystemExit as e:  # argparse: the message on stderr
+        got = e.code
+    said = caplog.text + capsys.readouterr().err
+    assert got == rc and words in said and "Traceback" not in said, said
+    assert not Path("into").exists() and not Path("t").exists()  # refused before anything was written
 
 
 def test_a_group_is_one_engine_lever_and_repetition_and_for_vllm_one_preset():

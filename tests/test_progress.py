@@ -3,8 +3,17 @@
 import json
 
 import pytest
+import yaml
 
-from phase_energy.report.progress import Progress, duration, last_line, skip_kind
+from phase_energy.report.progress import (
+    REPORT_ENV,
+    RESULTS_ENV,
+    Progress,
+    duration,
+    last_line,
+    report_command,
+    skip_kind,
+)
 
 
 class Clock:
@@ -122,11 +131,40 @@ def test_summary_says_simulated_and_where_the_results_are(tmp_path, monkeypatch)
     (tmp_path / "figures").mkdir()
     s = p.summary()
     assert "points: 1 measured, 1 skipped (engine: 1), 0 failed" in s
-    assert "SIMULATED" in s and "results: figures/; report: snakemake --report report.html" in s  # what exists
-    monkeypatch.setenv("PHASE_ENERGY_RESULTS", "results-h200")  # a run with its own results folder
+    assert "SIMULATED" in s and "results: figures/; report: snakemake --cores 1 --report report.html" in s
+    # a run with its own results folder, config file and values: its report is built with them again
+    monkeypatch.setenv(RESULTS_ENV, "results-h200")  # as set_results_folder sets them
+    monkeypatch.setenv(REPORT_ENV, report_command("results-h200", ["config/h200-reference.yaml"],
+                                                  {"results": "results-h200", "batch_sizes": [1, 32]}))
     (tmp_path / "results-h200" / "tables").mkdir(parents=True)
     s = p.summary()
-    assert "results: results-h200/tables/; report" in s and "(results-h200/tables/jobs.csv)" in s
+    assert "results: results-h200/tables/; report: snakemake --cores 1 --report results-h200/report.html " \
+           "--configfile config/h200-reference.yaml --config results=results-h200 'batch_sizes=[1, 32]'" in s, s
+    assert "(results-h200/tables/jobs.csv)" in s
+
+
+def test_the_report_command_builds_the_report_of_the_run_that_printed_it(tmp_path):
+    """The summary's report command, run as printed, passes the results folder's check of its run."""
+    import shlex
+
+    from phase_energy.config import check_run_identity, write_run_identity
+
+    write_run_identity(tmp_path / "r", {"configfiles": ["config/test.yaml"], "traces": "t"})
+    argv = shlex.split(report_command(str(tmp_path / "r"), ["config/test.yaml"], {"results": str(tmp_path / "r"),
+                                                                                   "levers": ["default"]}))
+    assert argv[:5] == ["snakemake", "--cores", "1", "--report", f"{tmp_path / 'r'}/report.html"]
+    files = argv[argv.index("--configfile") + 1:argv.index("--config")]
+    values = dict(a.split("=", 1) for a in argv[argv.index("--config") + 1:])
+    check_run_identity(tmp_path / "r", {"configfiles": files, "traces": "t"})  # the same run: accepted
+    assert yaml.safe_load(values["levers"]) == ["default"] and values["results"] == str(tmp_path / "r")
+
+
+def test_a_run_that_measures_nothing_says_so_not_zero_points(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = Progress(clock=Clock())
+    p.plan({"energy": 1, "claims": 1})  # cached traces: no measurement job
+    s = p.summary()
+    assert "points: none measured in this run" in s and "results/tables/jobs.csv" in s and "0 measured" not in s
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(7.4, "7 s"), (95, "1 min 35 s"), (3725, "1 h 2 min")])

@@ -68,6 +68,17 @@ def _drop_checksums_and_truncate_samples(d: Path) -> None:
     _truncate(d / "samples.parquet")
 
 
+def _drop_checksums_and_rewrite_samples(keep: float):
+    """A trace before checksums whose samples were replaced by a readable part of themselves (``keep``)."""
+    def apply(d: Path) -> None:
+        status = json.loads((d / "status.json").read_text())
+        status.pop("files")
+        (d / "status.json").write_text(json.dumps(status))
+        samples = pd.read_parquet(d / "samples.parquet")
+        samples.iloc[: int(len(samples) * keep)].to_parquet(d / "samples.parquet")
+    return apply
+
+
 def _windows_of_another_point(d: Path) -> None:
     shutil.copy(Path(str(d).replace("/bs~1/", "/bs~8/")) / "windows.parquet", d / "windows.parquet")
 
@@ -95,6 +106,11 @@ CORRUPTIONS = [
     ("windows of another point", _windows_of_another_point, ["windows.parquet"]),
     ("window count without checksums", _drop_checksums_and_windows, ["windows.parquet", "windows where"]),
     ("samples unreadable without checksums", _drop_checksums_and_truncate_samples, ["unreadable"]),
+    ("samples emptied without checksums", _drop_checksums_and_rewrite_samples(0.0), ["samples.parquet", "no samples"]),
+    ("samples halved without checksums", _drop_checksums_and_rewrite_samples(0.5),
+     ["samples.parquet", "cut short"]),
+    ("metadata without its gpu record", _edit_json("metadata.json", lambda m: m.pop("gpu")),
+     ["metadata.json", "no 'gpu' record"]),
     ("bit flip in metadata", lambda d: _flip_a_byte(d / "metadata.json"), ["metadata.json"]),
 ]
 
@@ -110,6 +126,21 @@ def test_a_damaged_trace_is_refused_naming_its_file(tmp_path, good_trace, name, 
         collect_windows([d])
     for w in words:
         assert w in str(e.value), str(e.value)
+
+
+def test_samples_without_a_column_the_summary_reads_are_named(tmp_path, good_trace):
+    from phase_energy.analysis.energy import rederive_windows
+
+    root = tmp_path / "traces"
+    shutil.copytree(good_trace, root)
+    d = root / POINT.path
+    pd.read_parquet(d / "samples.parquet").drop(columns=["energy_j"]).to_parquet(d / "samples.parquet")
+    status = json.loads((d / "status.json").read_text())
+    status.pop("files"), status.pop("summary")  # a trace before checksums, summarised by other code
+    (d / "status.json").write_text(json.dumps(status))
+    windows, _ = collect_windows([d])
+    with pytest.raises(TraceError, match=r"bs~1/.*samples.parquet: no column 'energy_j', which the windows' summary"):
+        rederive_windows(windows, CFG)
 
 
 def test_a_trace_in_the_wrong_folder_is_refused(tmp_path, good_trace):

@@ -50,6 +50,16 @@ def test_missing_damaged_or_foreign_tables_are_errors_that_name_them(tmp_path):
         read_table("paretto", path)
 
 
+def test_a_csv_table_cut_mid_row_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "dvfs_classes.csv"
+    write_table("dvfs_classes", pd.DataFrame([_row("dvfs_classes"), _row("dvfs_classes")]), path)
+    assert len(read_table("dvfs_classes", path)) == 2
+    whole = path.read_bytes()
+    path.write_bytes(whole[: whole.rindex(b",")])  # the last row without its last field: pandas would pad it
+    with pytest.raises(TableError, match=r"table 'dvfs_classes': .*dvfs_classes.csv does not end with a whole line"):
+        read_table("dvfs_classes", path)
+
+
 def test_a_stage_takes_exactly_the_tables_it_declares(tmp_path):
     cfg = validate_config({})
     paths = default_paths(["phase_trials", "pareto", "dominance"], tmp_path)

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -64,6 +65,41 @@ def _bytecode_cache() -> None:
         log.info("bytecode cache: %s (the interpreter writes no bytecode next to its sources)", folder)
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``; anything else is named with what is accepted."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not accepted; expected an integer >= {minimum}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; expected a positive number of seconds")
+    return value
+
+
+def _lever(text: str) -> str:
+    """An argparse type: a lever the grid accepts (default, powercap:<W>, smclock:<MHz>, phase:...)."""
+    from phase_energy.grid import Lever, LeverError
+
+    try:
+        Lever.parse(text)
+    except LeverError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _known_presets(names: list[str]) -> None:
     """A preset name that is neither built in nor a configured checkpoint's is a ConfigError naming the accepted."""
     from phase_energy.model.presets import get_preset
@@ -87,6 +123,9 @@ def cmd_measure(a: argparse.Namespace) -> int:
                               "every item of --points is ARCH:BxC")
         from phase_energy.measure.job import run_job
 
+        if Path(a.out).exists() and not Path(a.out).is_dir():
+            raise ConfigError(f"measure --out {a.out!r} is a file; accepted: a folder (new, or a trace folder to "
+                              "measure into again)")
         cfg = _load(a.config)
         _known_presets([a.arch])
         run_job(cfg, GridPoint(a.arch, a.batch, a.context, a.lever, a.rep, a.engine), a.out)
@@ -151,6 +190,13 @@ def cmd_analyse(a: argparse.Namespace) -> None:
     from phase_energy.analysis.stages import run_stage
     from phase_energy.analysis.tables import TableError
 
+    # a point's folder may be absent (a cached folder that lacks it), not unnamed; CLEAR's are of its own layout
+    for t in a.traces or [] if a.stage == "energy" else []:
+        try:
+            GridPoint.from_path(t)
+        except ValueError as e:
+            raise ConfigError(f"analyse --traces: {e}; accepted: trace folders named by their point, or their "
+                              "status.json") from None
     try:
         run_stage(a.stage, _load(a.config), _named_paths(a.inputs, "--in"), _named_paths(a.outputs, "--out"),
                   [Path(t).parent if Path(t).name == "status.json" else Path(t) for t in a.traces or []])
@@ -166,6 +212,11 @@ def cmd_figure(a: argparse.Namespace) -> None:
     if len(a.out) != len(a.name):
         raise ConfigError(f"figure: {len(a.name)} figures ({', '.join(a.name)}) but {len(a.out)} --out paths; "
                           "give one --out for each figure, in their order")
+    from phase_energy.report.catalog import FIGURES
+
+    unknown = [n for n in a.name if n not in FIGURES]
+    if unknown:
+        raise ConfigError(f"figure: {', '.join(repr(n) for n in unknown)} not accepted; accepted: {', '.join(FIGURES)}")
     cfg = _load(a.config)
     try:
         for name, out in zip(a.name, a.out, strict=True):
@@ -254,6 +305,9 @@ def cmd_campaign(a: argparse.Namespace) -> None:
     """One time-limited run of a campaign: measure missing points chunk by chunk, copy them into a folder."""
     from phase_energy.measure.campaign import run
 
+    if not Path(a.configfile).is_file():
+        raise ConfigError(f"campaign --configfile {a.configfile!r}: no such file; accepted: a config file such as "
+                          "config/config.yaml")
     extra = a.snakemake_args.split()
     engines = _group_engines(a.group_engines, extra)
     try:
@@ -272,6 +326,10 @@ def cmd_migrate_traces(a: argparse.Namespace) -> None:
     from phase_energy.measure.layout import migrate_traces
 
     moved = migrate_traces(Path(a.folder), a.engine)
+    if not moved:
+        print(f"nothing to move: {a.folder} holds no traces of the layout before engines (arch~A/bs~B/... at its "
+              "top)")
+        return
     print(f"{len(moved)} trace folders moved under {Path(a.folder) / ('engine~' + a.engine)}")
 
 
@@ -296,25 +354,25 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--config", required=True)
     m.add_argument("--engine", default="native", choices=list(ENGINES))
     m.add_argument("--arch", help="the preset (with --points: of the items that name none)")
-    m.add_argument("--batch", type=int)
-    m.add_argument("--context", type=int)
-    m.add_argument("--lever", required=True)
-    m.add_argument("--rep", type=int, default=0)
+    m.add_argument("--batch", type=_count(1))
+    m.add_argument("--context", type=_count(1))
+    m.add_argument("--lever", required=True, type=_lever)
+    m.add_argument("--rep", type=_count(0), default=0)
     m.add_argument("--out", help="the point's trace folder (one point)")
     m.add_argument("--points", metavar="[ARCH:]BxC,...", help="several points of this engine, lever and "
                    "repetition, measured in this process (vLLM: of one preset, on one engine; native: ARCH:BxC "
                    "items may name several presets)")
     m.add_argument("--out-root", help="with --points: each point is written under OUT_ROOT/<point path>")
     m.add_argument("--log-dir", help="with --points: each point's log goes to LOG_DIR/<point path>.log")
-    m.add_argument("--time-limit-s", type=float, help="with --points: seconds this process may run; a point "
+    m.add_argument("--time-limit-s", type=_seconds, help="with --points: seconds this process may run; a point "
                    "that would not end in time is not started")
     m.set_defaults(fn=cmd_measure)
 
     cl = sub.add_parser("clear", help="CLEAR: component-level energy of one architecture at one batch")
     cl.add_argument("--config", required=True)
     cl.add_argument("--arch", required=True)
-    cl.add_argument("--batch", type=int, required=True)
-    cl.add_argument("--rep", type=int, default=0, help="repetition (clear.repetitions): seeds differ per job")
+    cl.add_argument("--batch", type=_count(1), required=True)
+    cl.add_argument("--rep", type=_count(0), default=0, help="repetition (clear.repetitions): seeds differ per job")
     cl.add_argument("--out", required=True)
     cl.set_defaults(fn=cmd_clear)
 
@@ -366,7 +424,7 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--into", required=True, help="folder that collects finished traces (the reference data)")
     cp.add_argument("--chunk", action="append",
                     help="config overrides of one chunk, run in the order given, e.g. 'contexts=[2048]'")
-    cp.add_argument("--time-limit-s", type=float, default=540.0)
+    cp.add_argument("--time-limit-s", type=_seconds, default=540.0)
     cp.add_argument("--snakemake-args", default="", help="more snakemake arguments, quoted")
     cp.add_argument("--group-engines", metavar="ENGINE[,ENGINE]",
                     help="measure these engines' points in groups, one process per lever and repetition, and for "
@@ -398,7 +456,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         log.error("%s", e)
         return 2
+    except (OSError, ValueError, RuntimeError) as e:
+        if not _said_to_user(e):
+            raise
+        log.error("phase-energy %s: %s", a.cmd, e)
+        log.debug("where it was raised", exc_info=True)  # with -v
+        return 1
     return rc or 0
+
+
+def _said_to_user(e: BaseException) -> bool:
+    """Whether an error is one whose message says what to do (a bad file, folder or lever), not a bug."""
+    from phase_energy.measure.layout import TraceError
+
+    if isinstance(e, (TraceError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
+        return True
+    return type(e).__name__ in ("LeverError", "LeverNotPermitted", "LeverRestoreError", "TableError") and \
+        type(e).__module__.startswith("phase_energy.")
 
 
 #: the commands a workflow rule may run inside the workflow's process or its workers (no GPU, no process state)

@@ -184,7 +184,15 @@ LEVER_RANGES = {"powercap": ("power-limit range", "W", "power_limit"), "smclock"
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
-    known = set(ALL_PRESETS) | _check_weights(cfg)
+    own = _check_weights(cfg)
+    known = set(ALL_PRESETS) | own
+    used = {*cfg["architectures"], *cfg["clear"]["architectures"]}
+    for name in sorted(own - used - set(ALL_PRESETS)):  # a preset's checkpoint may wait for a run that names it
+        raise ConfigError(
+            f"config key 'weights.{name}': {name!r} is an architecture of its own (not a preset) that no "
+            f"architectures or clear.architectures entry names, so its checkpoint would not be measured; "
+            f"accepted: a name these lists hold ({', '.join(sorted(used))}), or add {name!r} to architectures"
+        )
     for where, names in (("architectures", cfg["architectures"]), ("clear.architectures",
                                                                    cfg["clear"]["architectures"])):
         for i, name in enumerate(names):

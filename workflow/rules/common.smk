@@ -20,7 +20,7 @@ from phase_energy.config import (
 from phase_energy.grid import ClearPoint, GridPoint, clear_points, expand_grid
 from phase_energy.measure.layout import TraceError, select_points
 from phase_energy.model.presets import get_preset
-from phase_energy.report.progress import set_results_folder
+from phase_energy.report.progress import report_command, set_results_folder
 
 
 def run_simulated(*args):
@@ -59,7 +59,15 @@ config.clear()
 config.update(_validated)
 
 RESULTS = config["results"].rstrip("/")
-set_results_folder(RESULTS)  # the console's summary says where this run's results are
+# the console's summary says where this run's results are and how to build its report
+set_results_folder(
+    RESULTS,
+    report_command(
+        RESULTS,
+        [os.path.relpath(str(f)) for f in workflow.config_settings.configfiles],
+        dict(workflow.config_settings.config),
+    ),
+)
 MEASURED_TRACES = f"{RESULTS}/traces"
 # the jobs' logs: logs/ for the default results folder, <results>/logs for another
 LOGS = logs_folder(RESULTS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     summary_stamp`) and whose files passed their checksums would come out the same: its stored summary is
     used as it is. The settings are the config's ``measurement`` section with each job's lock.
     """
+    from phase_energy.measure.layout import TraceError
     from phase_energy.measure.multigpu import job_summary_rows, multi_summary_stamp
     from phase_energy.measure.protocol import Settings, Window
     from phase_energy.measure.summary import summary_stamp
@@ -82,7 +84,14 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
                       extra_flags=",".join(f for f in str(r.flags or "").split(",") if f in WORKLOAD_FLAGS))
                for r in by_job[job].itertuples(index=False)]
         start = len(rows)
-        rows += job_summary_rows(samples, raw, settings[job])  # on one GPU or, summed, on several
+        try:
+            rows += job_summary_rows(samples, raw, settings[job])  # on one GPU or, summed, on several
+        except KeyError as e:
+            if not e.args or e.args[0] in samples.columns:
+                raise
+            raise TraceError(f"{Path(job) / 'samples.parquet'}: no column {e.args[0]!r}, which the windows' summary "
+                             "reads; the file is damaged or not a samples table: measure the point again (delete "
+                             "its folder)") from None
         spans[job] = (start, len(rows))
     log.info("windows: %d jobs summarised again from their samples, %d as stored by the same code",
              len(stale), len(jobs) - len(stale))
@@ -203,6 +212,9 @@ def trial_table(w: pd.DataFrame) -> pd.DataFrame:
         if f:
             union[trial].update(x for x in f.split(",") if x)
     t["flags"] = pd.array([",".join(sorted(u)) for u in union], dtype=w["_flags"].dtype)  # typed as the windows'
+    # a job without a counted idle window has no idle power: its above-idle energy is unknown, not the sum
+    # (zero) of its windows' NaN
+    t.loc[t["idle_power_w"].isna(), "energy_above_idle_j"] = np.nan
     t["j_per_token"] = t["energy_j"] / t["tokens"]
     t["j_per_token_above_idle"] = t["energy_above_idle_j"] / t["tokens"]
     t["tokens_per_s"] = t["tokens"] / t["duration_s"]

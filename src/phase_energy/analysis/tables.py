@@ -156,6 +156,9 @@ def read_table(name: str, path: str | Path) -> pd.DataFrame:
     if p.stat().st_size == 0:
         raise TableError(f"table {name!r}: {p} is an empty file (no header); the stage that wrote it stopped "
                          "part-way: delete it and run the workflow again")
+    if p.suffix != ".parquet" and not _ends_a_line(p):  # the workflow writes whole files (or none)
+        raise TableError(f"table {name!r}: {p} does not end with a whole line: it was cut short or edited; delete "
+                         "it and run the workflow again")
     try:
         df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
     except Exception as e:  # pyarrow and pandas raise many kinds for a damaged file
@@ -166,6 +169,13 @@ def read_table(name: str, path: str | Path) -> pd.DataFrame:
         raise TableError(f"table {name!r}: {p} lacks the columns {missing} its readers need; was it written by "
                          "another version? Delete it and run the workflow again")
     return df
+
+
+def _ends_a_line(p: Path) -> bool:
+    """Whether a text file's last byte ends a line (every CSV the stages write does)."""
+    with p.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) in (b"\n", b"\r")
 
 
 def write_table(name: str, df: pd.DataFrame, path: str | Path) -> None:

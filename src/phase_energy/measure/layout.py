@@ -89,6 +89,10 @@ def verify_trace(trace_dir: str | Path, point: GridPoint | None = None, deep: bo
             raise TraceError(f"{d / 'metadata.json'}: names another point than its folder: {'; '.join(wrong)}; "
                              "a trace was copied into the wrong folder or edited: move it to the folder of its "
                              "point or measure this one again")
+    if status["status"] == "ok" and not isinstance(meta.get("gpu"), dict):
+        raise TraceError(f"{d / 'metadata.json'}: no 'gpu' record (the card, its bandwidth and matmul rate, which "
+                         "the analysis reads); the file was edited or is damaged: restore it or measure the point "
+                         "again (delete its folder)")
     verified = set()  # files whose bytes are those the job wrote: readable as it wrote them
     for name, rec in (status.get("files") or {}).items():
         f = d / name
@@ -107,9 +111,10 @@ def verify_trace(trace_dir: str | Path, point: GridPoint | None = None, deep: bo
         import pyarrow.parquet as pq
 
         try:
-            rows = pq.ParquetFile(d / "windows.parquet").metadata.num_rows
+            windows = pq.ParquetFile(d / "windows.parquet").metadata
+            rows = windows.num_rows
             if "samples.parquet" not in verified:  # a trace without checksums: its footer at least
-                pq.ParquetFile(d / "samples.parquet")
+                _check_samples_span(d, pq.ParquetFile(d / "samples.parquet").metadata, windows)
         except (OSError, pa.ArrowException) as e:
             raise TraceError(f"{d}: a parquet file is missing or unreadable ({e}); measure the point again") \
                 from None
@@ -117,6 +122,40 @@ def verify_trace(trace_dir: str | Path, point: GridPoint | None = None, deep: bo
             raise TraceError(f"{d / 'windows.parquet'}: {rows} windows where status.json recorded "
                              f"{status['windows']}; the trace is damaged: measure the point again")
     return status, meta
+
+
+def _column_range(md: Any, column: str) -> tuple[float, float] | None:
+    """(min, max) of a parquet file's column from its footer's statistics; None where they are not all there."""
+    names = md.schema.names
+    if column not in names or md.num_row_groups == 0:
+        return None
+    i = names.index(column)
+    stats = [md.row_group(g).column(i).statistics for g in range(md.num_row_groups)]
+    if any(st is None or not st.has_min_max for st in stats):
+        return None
+    return min(float(st.min) for st in stats), max(float(st.max) for st in stats)
+
+
+def _check_samples_span(d: Path, samples: Any, windows: Any) -> None:
+    """Raise TraceError where the samples (footer ``samples``) do not reach over every window (``windows``).
+
+    A job samples from before its first window to after its last, so samples that start later or end
+    earlier (a file cut short, or replaced by a part of itself) leave windows without the data they were
+    measured from. Only footers are read: the files' statistics of the times.
+    """
+    if windows.num_rows == 0:
+        return
+    if samples.num_rows == 0:
+        raise TraceError(f"{d / 'samples.parquet'}: no samples, but {windows.num_rows} windows; the file is damaged "
+                         "or replaced: measure the point again (delete its folder)")
+    have, first, last = (_column_range(samples, "t_s"), _column_range(windows, "start_s"),
+                         _column_range(windows, "end_s"))
+    if have is None or first is None or last is None:  # written without statistics: nothing cheap to compare
+        return
+    if have[0] > first[0] or have[1] < last[1]:
+        raise TraceError(f"{d / 'samples.parquet'}: the samples span {have[0]:.3f}-{have[1]:.3f} s but the windows "
+                         f"{first[0]:.3f}-{last[1]:.3f} s; the file is cut short or replaced: measure the point "
+                         "again (delete its folder)")
 
 
 def select_points(traces: str, measured: str, points: list[GridPoint]) -> list[GridPoint]:

@@ -550,12 +550,23 @@ def fig14_engines(t: Mapping[str, pd.DataFrame], traces: Path) -> tuple[plt.Figu
                     kind="line", markers=True, height=3.0, aspect=1.15, errorbar=None, facet_kws={"sharey": "row"})
     interval_bars(g, long, "batch", "engine", palette, "metric", "paradigm")
     g.set(xscale="log")
-    g.set_titles("{col_name} | {row_name}")
-    for (metric, _), ax in g.axes_dict.items():
-        ax.set_ylabel("")
+    batches = sorted(d["batch"].unique())
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 0.2, not 2 x 10^-1
+    # between powers of ten only 2 x and 5 x are labelled: 0.2, 0.5, 2, 5 (all nine would run together)
+    sparse = matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v)), 6) in (2.0, 5.0) else "")
+    metrics, paradigms = list(g.row_names), list(g.col_names)
+    for (metric, paradigm), ax in g.axes_dict.items():
+        # the paradigm above each column, the metric beside each row: titles short enough not to run together
+        ax.set_title(str(paradigm) if metric == metrics[0] else "")
+        ax.set_ylabel(str(metric) if paradigm == paradigms[0] else "")
         ax.set_xlabel("batch size (sequences)")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # the batches measured, and nothing between
+        ax.set_xticks(batches, [str(b) for b in batches])
         if metric.startswith("decode energy"):  # J/token falls ~30x from batch 1 to 128: log keeps both ends apart
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(sparse)
     piv = d.pivot_table(index=["model", "batch"], columns="engine", values="power_mean_w")
     engines = sorted(d["engine"].unique())
     span = ", ".join(f"{e} {p.min():.0f}-{p.max():.0f} W"

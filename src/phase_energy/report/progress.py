@@ -23,11 +23,31 @@ ETA_AFTER = 5  # points done before a rate and a time left are given
 BACKEND_NEWS = {"sim": "the jobs run on the SIMULATED backend (no GPU here): every result says so",
                 "nvml": "the jobs measure a real GPU (NVML)"}
 RESULTS_ENV = "PHASE_ENERGY_RESULTS"  # the run's results folder, set by the workflow while it parses
+REPORT_ENV = "PHASE_ENERGY_REPORT"  # the command that builds the run's report, set with it
 
 
-def set_results_folder(results: str) -> None:
-    """Tell the console where this run's results go (the workflow calls it while it parses)."""
+def set_results_folder(results: str, report: str | None = None) -> None:
+    """Tell the console where this run's results go and how its report is built (the workflow, as it parses)."""
     os.environ[RESULTS_ENV] = results
+    os.environ[REPORT_ENV] = report or report_command(results)
+
+
+def report_command(results: str, configfiles: Iterable[str] = (), overrides: Mapping[str, object] | None = None
+                   ) -> str:
+    """The command that builds a run's HTML report: the run's config files and ``--config`` values again.
+
+    A results folder belongs to one run's config files and traces (``run.json``), so the report of a run
+    with its own needs them said again; its report goes into its results folder.
+    """
+    import shlex
+
+    out = "report.html" if results == "results" else f"{results}/report.html"
+    argv = ["snakemake", "--cores", "1", "--report", out]
+    if configfiles:
+        argv += ["--configfile", *configfiles]
+    if overrides:  # each value as YAML reads it back (JSON is YAML)
+        argv += ["--config", *(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items())]
+    return shlex.join(argv)
 
 
 def analysis_outputs() -> tuple[str, ...]:
@@ -230,8 +250,12 @@ class Progress:
         kinds = ", ".join(f"{k}: {n}" for k, n in self.skipped.most_common())
         skipped = sum(self.skipped.values())
         other = len(self.failed) - self.failed_points
-        lines.append(f"  points: {self.measured} measured, {skipped} skipped" + (f" ({kinds})" if kinds else "")
-                     + f", {self.failed_points} failed" + (f"; {other} other jobs failed" if other else ""))
+        if self.points:
+            lines.append(f"  points: {self.measured} measured, {skipped} skipped" + (f" ({kinds})" if kinds else "")
+                         + f", {self.failed_points} failed" + (f"; {other} other jobs failed" if other else ""))
+        else:  # cached traces, or every trace there already: what each point holds is in the jobs table
+            lines.append("  points: none measured in this run (its traces were there already); each point's "
+                         f"status: {analysis_outputs()[0]}jobs.csv" + (f"; {other} jobs failed" if other else ""))
         if "sim" in self.backends:
             lines.append("  backend: SIMULATED (no GPU measured; tables, verdicts and figures say so)")
         for name, said in self.failed[:5]:
@@ -246,5 +270,6 @@ class Progress:
                          f"({analysis_outputs()[0]}jobs.csv)")
         made = [o for o in analysis_outputs() if Path(o.rstrip("/")).exists()]
         if made:
-            lines.append("  results: " + ", ".join(made) + "; report: snakemake --report report.html")
+            lines.append("  results: " + ", ".join(made) + "; report: "
+                         + (os.environ.get(REPORT_ENV) or report_command("results")))
         return "\n".join(lines)
