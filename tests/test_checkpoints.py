@@ -153,6 +153,8 @@ def test_a_checkpoint_no_architecture_names_is_refused(tmp_path):
     assert validate_config({"architectures": ["tinygqa"], "weights": {"tinygqa": str(folder)}})["weights"]
     # a preset's checkpoint may wait for a run whose grid names the preset (a chunk of a campaign)
     assert validate_config({"architectures": ["qwen3-4b"], "weights": {"tiny-gqa": str(folder)}})["weights"]
+    # a measurement job's part of the config (MEASURE_KEYS) has the weights and no grid: accepted
+    assert validate_config({"backend": "sim", "weights": {"tinygqa": str(folder)}})["weights"]
 
 
 def _broken(folder, tmp_path, edit):

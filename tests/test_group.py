@@ -253,6 +253,29 @@ def test_bad_command_lines_are_named_without_a_traceback(tmp_path, monkeypatch, 
     assert not Path("into").exists() and not Path("t").exists()  # refused before anything was written
 
 
+def test_a_group_given_no_time_left_starts_no_point_and_says_so(tmp_path, capsys):
+    """A campaign passes the seconds left to a group, which may be none or fewer (its last group near the
+    limit): every point is reported not started, and the group ends well, as a group that ran out of time."""
+    config = tmp_path / "c.yaml"
+    config.write_text("backend: sim\n")
+    rc = main(["measure", "--config", str(config), "--arch", "qwen3-4b", "--lever", "default", "--points",
+               "1x64,2x64", "--out-root", str(tmp_path / "o"), "--time-limit-s", "-3"])
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and len(done["not_started"]) == 2 and not done["measured"]
+
+
+def test_only_this_packages_own_file_errors_lose_their_traceback(tmp_path):
+    from phase_energy.cli import _said_to_user
+    from phase_energy.measure.layout import migrate_traces
+
+    with pytest.raises(FileNotFoundError) as ours:
+        migrate_traces(tmp_path / "none")  # raised with a message for the user
+    with pytest.raises(FileNotFoundError) as theirs:
+        (tmp_path / "none.txt").open()  # raised by the standard library, as a bug or a library would
+    assert _said_to_user(ours.value) and not _said_to_user(theirs.value)
+    assert not _said_to_user(ValueError("a bug")) and not _said_to_user(KeyError("x"))
+
+
 def test_a_group_is_one_engine_lever_and_repetition_and_for_vllm_one_preset():
     with pytest.raises(ValueError, match="a group is one arch"):  # one vLLM engine serves one preset
         group.check_group(_points("qwen3-4b", [(1, 64)], "vllm") + _points("mamba2-2.7b", [(1, 64)], "vllm"))

@@ -159,6 +159,19 @@ def test_the_report_command_builds_the_report_of_the_run_that_printed_it(tmp_pat
     assert yaml.safe_load(values["levers"]) == ["default"] and values["results"] == str(tmp_path / "r")
 
 
+def test_the_report_commands_values_read_back_as_snakemake_read_them():
+    """Snakemake reads a --config value as an int, a float, True/False, nothing (None), else YAML with every
+    scalar a string: what the command writes comes back as the run's own values."""
+    import shlex
+
+    from snakemake.cli import parse_config
+
+    given = {"allow_gpu_settings": True, "seed": 3, "throughput_loss_bound": 0.01, "traces": None,
+             "results": "results x", "batch_sizes": ["1", "32"], "measurement": {"idle_s": "0.5"}}
+    argv = shlex.split(report_command("results x", [], given))
+    assert parse_config(argv[argv.index("--config") + 1:]) == given
+
+
 def test_a_run_that_measures_nothing_says_so_not_zero_points(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = Progress(clock=Clock())

@@ -139,8 +139,24 @@ def test_samples_without_a_column_the_summary_reads_are_named(tmp_path, good_tra
     status.pop("files"), status.pop("summary")  # a trace before checksums, summarised by other code
     (d / "status.json").write_text(json.dumps(status))
     windows, _ = collect_windows([d])
-    with pytest.raises(TraceError, match=r"bs~1/.*samples.parquet: no column 'energy_j', which the windows' summary"):
+    with pytest.raises(TraceError, match=r"bs~1/.*samples.parquet: no columns \['energy_j'\], which the windows'"):
         rederive_windows(windows, CFG)
+
+
+@pytest.mark.parametrize("lever,measurement", [
+    ("phase:prefill=default,decode=smclock:1410", {}),  # the last window: the switch back, after the pause
+    ("default", {"pause_s": 0.0}),  # no pause after the last window: the sampler stops at its end
+])
+def test_whole_traces_whose_samples_end_with_their_last_window_are_kept(tmp_path, monkeypatch, lever, measurement):
+    """The samples-span check is for traces without checksums; a whole trace whose last window ends as the
+    sampler stops (or a little after) is neither refused nor moved aside."""
+    monkeypatch.chdir(tmp_path)
+    cfg = validate_config({**CFG, "allow_gpu_settings": True, "measurement": {**CFG["measurement"], **measurement}})
+    p = GridPoint("qwen3-4b", 1, 128, lever)
+    run_job(cfg, p, Path("results/traces") / p.path)
+    assert select_points("results/traces", "results/traces", [p]) == [p]
+    assert (Path("results/traces") / p.path / "status.json").exists() and not Path("results/traces-damaged").exists()
+    verify_trace(Path("results/traces") / p.path, p, deep=True)
 
 
 def test_a_trace_in_the_wrong_folder_is_refused(tmp_path, good_trace):

@@ -89,6 +89,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _time_left(text: str) -> float:
+    """An argparse type: seconds left to a group, any finite number (none left: no point starts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not abs(value) < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; expected a number of seconds")
+    return value
+
+
 def _lever(text: str) -> str:
     """An argparse type: a lever the grid accepts (default, powercap:<W>, smclock:<MHz>, phase:...)."""
     from phase_energy.grid import Lever, LeverError
@@ -364,7 +375,7 @@ def _parser() -> argparse.ArgumentParser:
                    "items may name several presets)")
     m.add_argument("--out-root", help="with --points: each point is written under OUT_ROOT/<point path>")
     m.add_argument("--log-dir", help="with --points: each point's log goes to LOG_DIR/<point path>.log")
-    m.add_argument("--time-limit-s", type=_seconds, help="with --points: seconds this process may run; a point "
+    m.add_argument("--time-limit-s", type=_time_left, help="with --points: seconds this process may run; a point "
                    "that would not end in time is not started")
     m.set_defaults(fn=cmd_measure)
 
@@ -465,14 +476,24 @@ def main(argv: list[str] | None = None) -> int:
     return rc or 0
 
 
-def _said_to_user(e: BaseException) -> bool:
-    """Whether an error is one whose message says what to do (a bad file, folder or lever), not a bug."""
-    from phase_energy.measure.layout import TraceError
+USER_ERRORS = ("TraceError", "TraceLayoutError", "TableError", "LeverError", "LeverNotPermitted",
+               "LeverRestoreError", "JournalError")
 
-    if isinstance(e, (TraceError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
+
+def _said_to_user(e: BaseException) -> bool:
+    """Whether an error is this package's word to the user (a bad trace, table, folder or lever), not a bug.
+
+    A missing or existing file counts only where this package raised it with its own message; one from a
+    library (a compiler not found, say) keeps its traceback.
+    """
+    if any(type(e).__name__ == n for n in USER_ERRORS) and type(e).__module__.startswith("phase_energy."):
         return True
-    return type(e).__name__ in ("LeverError", "LeverNotPermitted", "LeverRestoreError", "TableError") and \
-        type(e).__module__.startswith("phase_energy.")
+    if isinstance(e, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return tb is not None and str(tb.tb_frame.f_globals.get("__name__", "")).startswith("phase_energy.")
+    return False
 
 
 #: the commands a workflow rule may run inside the workflow's process or its workers (no GPU, no process state)

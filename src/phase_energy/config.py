@@ -183,11 +183,12 @@ def checkpoint_of(cfg: Mapping[str, Any], arch: str) -> Checkpoint | None:
 LEVER_RANGES = {"powercap": ("power-limit range", "W", "power_limit"), "smclock": ("SM clock range", "MHz", "sm_clock")}
 
 
-def _check_semantics(cfg: dict[str, Any]) -> None:
+def _check_semantics(cfg: dict[str, Any], grid_given: bool = True) -> None:
     own = _check_weights(cfg)
     known = set(ALL_PRESETS) | own
     used = {*cfg["architectures"], *cfg["clear"]["architectures"]}
-    for name in sorted(own - used - set(ALL_PRESETS)):  # a preset's checkpoint may wait for a run that names it
+    # a preset's checkpoint may wait for a run that names it; a config without a grid (a job's part) names none
+    for name in sorted(own - used - set(ALL_PRESETS)) if grid_given else ():
         raise ConfigError(
             f"config key 'weights.{name}': {name!r} is an architecture of its own (not a preset) that no "
             f"architectures or clear.architectures entry names, so its checkpoint would not be measured; "
@@ -271,7 +272,8 @@ def validate_config(raw: Mapping[str, Any] | None) -> dict[str, Any]:
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         raise _schema_error(errors[0])
-    _check_semantics(cfg)
+    # a measurement job's part of the config (MEASURE_KEYS) holds the weights but not the grid that names them
+    _check_semantics(cfg, grid_given="architectures" in raw or "clear" in raw)
     cfg["levers"] = [str(Lever.parse(t)) for t in cfg["levers"]]  # one spelling: powercap:0300 -> powercap:300
     return cfg
 

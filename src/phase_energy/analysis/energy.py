@@ -49,7 +49,7 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
     from phase_energy.measure.multigpu import job_summary_rows, multi_summary_stamp
     from phase_energy.measure.protocol import Settings, Window
     from phase_energy.measure.summary import summary_stamp
-    from phase_energy.measure.trace import WINDOW_COLUMNS, conform, frame_from_rows, read_tables_of
+    from phase_energy.measure.trace import SAMPLE_COLUMNS, WINDOW_COLUMNS, conform, frame_from_rows, read_tables_of
 
     if windows.empty:
         return windows.drop(columns=["summary_stamp"], errors="ignore")
@@ -84,14 +84,12 @@ def rederive_windows(windows: pd.DataFrame, cfg: Mapping[str, Any]) -> pd.DataFr
                       extra_flags=",".join(f for f in str(r.flags or "").split(",") if f in WORKLOAD_FLAGS))
                for r in by_job[job].itertuples(index=False)]
         start = len(rows)
-        try:
-            rows += job_summary_rows(samples, raw, settings[job])  # on one GPU or, summed, on several
-        except KeyError as e:
-            if not e.args or e.args[0] in samples.columns:
-                raise
-            raise TraceError(f"{Path(job) / 'samples.parquet'}: no column {e.args[0]!r}, which the windows' summary "
+        lacks = [c for c in SAMPLE_COLUMNS if c not in samples.columns]  # every sampler has written them all
+        if lacks:
+            raise TraceError(f"{Path(job) / 'samples.parquet'}: no columns {lacks}, which the windows' summary "
                              "reads; the file is damaged or not a samples table: measure the point again (delete "
-                             "its folder)") from None
+                             "its folder)")
+        rows += job_summary_rows(samples, raw, settings[job])  # on one GPU or, summed, on several
         spans[job] = (start, len(rows))
     log.info("windows: %d jobs summarised again from their samples, %d as stored by the same code",
              len(stale), len(jobs) - len(stale))

@@ -114,7 +114,9 @@ def verify_trace(trace_dir: str | Path, point: GridPoint | None = None, deep: bo
             windows = pq.ParquetFile(d / "windows.parquet").metadata
             rows = windows.num_rows
             if "samples.parquet" not in verified:  # a trace without checksums: its footer at least
-                _check_samples_span(d, pq.ParquetFile(d / "samples.parquet").metadata, windows)
+                samples = pq.ParquetFile(d / "samples.parquet").metadata
+                if "samples.parquet" not in (status.get("files") or {}):  # no recorded size guards it either
+                    _check_samples_span(d, samples, windows)
         except (OSError, pa.ArrowException) as e:
             raise TraceError(f"{d}: a parquet file is missing or unreadable ({e}); measure the point again") \
                 from None
@@ -136,11 +138,17 @@ def _column_range(md: Any, column: str) -> tuple[float, float] | None:
     return min(float(st.min) for st in stats), max(float(st.max) for st in stats)
 
 
-def _check_samples_span(d: Path, samples: Any, windows: Any) -> None:
-    """Raise TraceError where the samples (footer ``samples``) do not reach over every window (``windows``).
+SPAN_SLACK_S = 0.25  # how far a window may reach past the samples and the trace still be whole
 
-    A job samples from before its first window to after its last, so samples that start later or end
-    earlier (a file cut short, or replaced by a part of itself) leave windows without the data they were
+
+def _check_samples_span(d: Path, samples: Any, windows: Any) -> None:
+    """Raise TraceError where the samples (footer ``samples``) stop well short of the windows (``windows``).
+
+    For a trace without checksums (written before they were recorded), whose cut or replaced samples no
+    recorded size betrays. A job samples from about its first window's start (the sampler's first poll
+    races it by a fraction of a millisecond) to after its last window or shortly before it ends (no pause
+    after it, or a phase lever's switch back), so samples that begin or end more than ``SPAN_SLACK_S``
+    away (a file cut short, or replaced by a part of itself) leave windows without the data they were
     measured from. Only footers are read: the files' statistics of the times.
     """
     if windows.num_rows == 0:
@@ -152,7 +160,7 @@ def _check_samples_span(d: Path, samples: Any, windows: Any) -> None:
                          _column_range(windows, "end_s"))
     if have is None or first is None or last is None:  # written without statistics: nothing cheap to compare
         return
-    if have[0] > first[0] or have[1] < last[1]:
+    if have[0] > first[0] + SPAN_SLACK_S or have[1] < last[1] - SPAN_SLACK_S:
         raise TraceError(f"{d / 'samples.parquet'}: the samples span {have[0]:.3f}-{have[1]:.3f} s but the windows "
                          f"{first[0]:.3f}-{last[1]:.3f} s; the file is cut short or replaced: measure the point "
                          "again (delete its folder)")

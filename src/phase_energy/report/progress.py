@@ -45,9 +45,22 @@ def report_command(results: str, configfiles: Iterable[str] = (), overrides: Map
     argv = ["snakemake", "--cores", "1", "--report", out]
     if configfiles:
         argv += ["--configfile", *configfiles]
-    if overrides:  # each value as YAML reads it back (JSON is YAML)
-        argv += ["--config", *(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items())]
+    if overrides:
+        argv += ["--config", *(f"{k}={_config_value(v)}" for k, v in overrides.items())]
     return shlex.join(argv)
+
+
+def _config_value(value: object) -> str:
+    """A ``--config`` value written so that Snakemake reads it back as it was.
+
+    A number, True/False, nothing for None, a string as it is, a list or mapping in YAML's flow style (JSON
+    is YAML).
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def analysis_outputs() -> tuple[str, ...]:
