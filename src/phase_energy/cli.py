@@ -78,26 +78,22 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _seconds(text: str) -> float:
-    """An argparse type: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; expected a positive number of seconds")
-    return value
+def _seconds(positive: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, ``positive`` or any; anything else is named.
 
+    Any: a group's time left, which may be none (no point starts then).
+    """
+    wanted = "a positive number of seconds" if positive else "a number of seconds"
 
-def _time_left(text: str) -> float:
-    """An argparse type: seconds left to a group, any finite number (none left: no point starts)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not abs(value) < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; expected a number of seconds")
-    return value
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not abs(value) < float("inf") or (positive and value <= 0):
+            raise argparse.ArgumentTypeError(f"{text!r} is not accepted; expected {wanted}")
+        return value
+    return parse
 
 
 def _lever(text: str) -> str:
@@ -375,8 +371,8 @@ def _parser() -> argparse.ArgumentParser:
                    "items may name several presets)")
     m.add_argument("--out-root", help="with --points: each point is written under OUT_ROOT/<point path>")
     m.add_argument("--log-dir", help="with --points: each point's log goes to LOG_DIR/<point path>.log")
-    m.add_argument("--time-limit-s", type=_time_left, help="with --points: seconds this process may run; a point "
-                   "that would not end in time is not started")
+    m.add_argument("--time-limit-s", type=_seconds(positive=False), help="with --points: seconds this process "
+                   "may run; a point that would not end in time is not started")
     m.set_defaults(fn=cmd_measure)
 
     cl = sub.add_parser("clear", help="CLEAR: component-level energy of one architecture at one batch")
@@ -435,7 +431,7 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--into", required=True, help="folder that collects finished traces (the reference data)")
     cp.add_argument("--chunk", action="append",
                     help="config overrides of one chunk, run in the order given, e.g. 'contexts=[2048]'")
-    cp.add_argument("--time-limit-s", type=_seconds, default=540.0)
+    cp.add_argument("--time-limit-s", type=_seconds(positive=True), default=540.0)
     cp.add_argument("--snakemake-args", default="", help="more snakemake arguments, quoted")
     cp.add_argument("--group-engines", metavar="ENGINE[,ENGINE]",
                     help="measure these engines' points in groups, one process per lever and repetition, and for "
