@@ -198,7 +198,8 @@ def cmd_analyse(a: argparse.Namespace) -> None:
     from phase_energy.analysis.tables import TableError
 
     # a point's folder may be absent (a cached folder that lacks it), not unnamed; CLEAR's are of its own layout
-    for t in a.traces or [] if a.stage == "energy" else []:
+    named = a.traces if a.stage == "energy" and a.traces else []
+    for t in named:
         try:
             GridPoint.from_path(t)
         except ValueError as e:
@@ -472,17 +473,18 @@ def main(argv: list[str] | None = None) -> int:
     return rc or 0
 
 
-USER_ERRORS = ("TraceError", "TraceLayoutError", "TableError", "LeverError", "LeverNotPermitted",
-               "LeverRestoreError", "JournalError")
-
-
 def _said_to_user(e: BaseException) -> bool:
     """Whether an error is this package's word to the user (a bad trace, table, folder or lever), not a bug.
 
     A missing or existing file counts only where this package raised it with its own message; one from a
     library (a compiler not found, say) keeps its traceback.
     """
-    if any(type(e).__name__ == n for n in USER_ERRORS) and type(e).__module__.startswith("phase_energy."):
+    from phase_energy.analysis.tables import TableError
+    from phase_energy.grid import LeverError
+    from phase_energy.measure.layout import TraceError
+    from phase_energy.measure.levers import LeverError as LeverApplyError
+
+    if isinstance(e, (TraceError, TableError, LeverError, LeverApplyError)):  # and their kinds (layout, restore)
         return True
     if isinstance(e, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
         tb = e.__traceback__

@@ -188,7 +188,9 @@ def _check_semantics(cfg: dict[str, Any], grid_given: bool = True) -> None:
     known = set(ALL_PRESETS) | own
     used = {*cfg["architectures"], *cfg["clear"]["architectures"]}
     # a preset's checkpoint may wait for a run that names it; a config without a grid (a job's part) names none
-    for name in sorted(own - used - set(ALL_PRESETS)) if grid_given else ():
+    unused = sorted(own - used - set(ALL_PRESETS)) if grid_given else []
+    if unused:
+        name = unused[0]
         raise ConfigError(
             f"config key 'weights.{name}': {name!r} is an architecture of its own (not a preset) that no "
             f"architectures or clear.architectures entry names, so its checkpoint would not be measured; "

@@ -63,9 +63,14 @@ def _config_value(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _results() -> str:
+    """The run's results folder (config key ``results``), as the workflow set it."""
+    return os.environ.get(RESULTS_ENV, "results").rstrip("/") or "results"
+
+
 def analysis_outputs() -> tuple[str, ...]:
     """Where this run's tables, claims and figures go (config key ``results``)."""
-    results = os.environ.get(RESULTS_ENV, "results").rstrip("/") or "results"
+    results = _results()
     figures = "figures/" if results == "results" else f"{results}/figures/"
     return f"{results}/tables/", f"{results}/claims.csv", figures
 
@@ -276,7 +281,7 @@ class Progress:
         if len(self.failed) > 5:
             from phase_energy.config import logs_folder
 
-            results = os.environ.get(RESULTS_ENV, "results").rstrip("/") or "results"
+            results = _results()
             lines.append(f"  ... and {len(self.failed) - 5} more failures ({logs_folder(results)}/)")
         if skipped:
             lines.append("  skipped points have a status record with the reason "
@@ -284,5 +289,5 @@ class Progress:
         made = [o for o in analysis_outputs() if Path(o.rstrip("/")).exists()]
         if made:
             lines.append("  results: " + ", ".join(made) + "; report: "
-                         + (os.environ.get(REPORT_ENV) or report_command("results")))
+                         + (os.environ.get(REPORT_ENV) or report_command(_results())))
         return "\n".join(lines)
